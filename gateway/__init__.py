@@ -1,0 +1,1 @@
+"""docs-gateway: an auth gateway in front of any docs site."""

@@ -1,0 +1,127 @@
+"""Composition root: ``build_app(config)`` wires every part once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from gateway import routes
+from gateway.config import Config
+from gateway.handshakes.base import Handler, HandshakeDeps, Route, create_handshake
+from gateway.identity import AssertionSigner, IdentityHeaders
+from gateway.metrics import Metrics
+from gateway.middleware import SCOPE, ScopeBuilder, make_middleware
+from gateway.pages import Pages
+from gateway.pipeline import handle_docs
+from gateway.policy import Policy
+from gateway.proxy import Scope, Upstream
+from gateway.sessions.base import create_store, gateway_cookie_predicate
+from gateway.state import GATEWAY, Gateway
+from gateway.static import StaticSite
+
+@dataclass
+class RouteTable:
+    """The gateway's own routes by exact normalized path, then method."""
+
+    routes: dict[str, dict[str, Handler]] = field(default_factory=dict)
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        """Register a handler; GET also answers HEAD."""
+        methods = self.routes.setdefault(path, {})
+        methods[method] = handler
+        if method == "GET":
+            methods.setdefault("HEAD", handler)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """One lookup on the normalized path; everything else is docs."""
+        scope: Scope = request[SCOPE]
+        methods = self.routes.get(scope.path)
+        if methods is None:
+            return await handle_docs(request)
+        handler = methods.get(request.method)
+        if handler is None:
+            raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
+        request["gateway.route"] = "gateway"
+        return await handler(request)
+
+
+def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route]) -> None:
+    """The fixed routes under the prefix, compat names, and the handshake's callbacks."""
+    base = config.server.route_base
+    simple = [
+        ("GET", "login", routes.login), ("GET", "logout", routes.logout),
+        ("POST", "logout", routes.logout), ("GET", "user", routes.user),
+        ("GET", "jwks.json", routes.jwks), ("GET", "client.js", routes.client_js),
+        ("GET", "auth", routes.auth), ("GET", "healthz", routes.healthz),
+        ("GET", "readyz", routes.readyz),
+    ]
+    if config.server.admin_port is None:
+        simple.append(("GET", "metrics", routes.metrics))
+    for method, name, handler in simple:
+        table.add(method, f"{base}/{name}", handler)
+    mintlify = "mintlify" in config.server.compat
+    if mintlify:
+        root = config.server.base_path
+        table.add("GET", f"{root}/login", routes.login)
+        table.add("GET", f"{root}/logout", routes.logout)
+        table.add("POST", f"{root}/logout", routes.logout)
+    for route in handshake_routes:
+        if route.absolute:
+            if mintlify:
+                table.add(route.method, config.server.base_path + route.path, route.handler)
+        else:
+            table.add(route.method, f"{base}/{route.path}", route.handler)
+
+
+async def build_app(config: Config) -> web.Application:
+    """The aiohttp application for one config: nothing on the request path reads the YAML.
+
+    Async because the HTTP client pools must be created inside the running loop.
+    """
+    app = web.Application(
+        middlewares=[make_middleware(config, ScopeBuilder(config))],
+        client_max_size=1024 * 1024,
+        handler_args={"max_field_size": 32768, "max_line_size": 16384},
+    )
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    store = create_store(config)
+    is_gateway_cookie = gateway_cookie_predicate(config)
+    signer = AssertionSigner(config)
+    identity = IdentityHeaders(config, signer)
+    policy = Policy(config)
+    upstream = None
+    static = None
+    if config.upstream.url is not None:
+        upstream = Upstream(config, identity.is_identity_header, is_gateway_cookie)
+        await upstream.start()
+    else:
+        assert config.upstream.root is not None
+        static = StaticSite(config.upstream.root)
+    metrics = Metrics()
+    handshake = create_handshake(HandshakeDeps(config=config, store=store, http=http,
+                                               metrics=metrics))
+    gw = Gateway(config=config, store=store, handshake=handshake, policy=policy,
+                 pages=Pages(config, policy), identity=identity, signer=signer,
+                 upstream=upstream, static=static, http=http, metrics=metrics,
+                 is_gateway_cookie=is_gateway_cookie)
+    app[GATEWAY] = gw
+    table = RouteTable()
+    own_routes(config, table, handshake.routes())
+    app.router.add_route("*", "/{tail:.*}", table.dispatch)
+    app.cleanup_ctx.append(lambda app: _lifecycle(gw))
+    return app
+
+
+async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:
+    try:
+        await gw.handshake.start()
+        yield
+    finally:
+        await gw.handshake.close()
+        if gw.upstream is not None:
+            await gw.upstream.close()
+        await gw.store.close()
+        await gw.http.close()

@@ -1,0 +1,283 @@
+"""The ``docs-gateway`` command line: run, check, keys, token, demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, default_config_path, format_duration, load_config, parse_duration
+from gateway.errors import ConfigError
+
+PROG = "docs-gateway"
+KEY_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CommandError(Exception):
+    """A failure the user can act on: printed as one line, exit status 1."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        (args.usage or parser).print_usage(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 2
+    except CommandError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"{PROG}: error: {_describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; ``--verbose`` is accepted before or after the command."""
+    # SUPPRESS keeps a subcommand from resetting a --verbose given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and debug logs")
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="An auth gateway in front of any docs site.")
+    parser.set_defaults(verbose=False, usage=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, help_text: str, handler: Handler | None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if handler is not None:
+            sub.set_defaults(handler=handler)
+        return sub
+
+    config_help = "configuration file (default: $GATEWAY_CONFIG, then ./gateway.yaml)"
+    run = command("run", "serve the docs behind the gateway", run_command)
+    run.add_argument("-c", "--config", type=Path, metavar="FILE", help=config_help)
+    check = command("check", "validate a configuration file and summarize it", check_command)
+    check.add_argument("-c", "--config", type=Path, metavar="FILE", help=config_help)
+
+    keys = command("keys", "manage signing keys", None)
+    keys.set_defaults(usage=keys)
+    key_commands = keys.add_subparsers(title="commands", metavar="COMMAND")
+    generate = key_commands.add_parser(
+        "generate", parents=[common], help="write a new key pair",
+        description="Write PREFIX.pem (PKCS#8 private key, mode 0600) and PREFIX.pub.pem.")
+    generate.set_defaults(handler=keys_generate_command)
+    generate.add_argument("--alg", required=True, choices=KEY_ALGORITHMS,
+                          help="EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA 2048)")
+    generate.add_argument("--out", required=True, metavar="PREFIX",
+                          help="path without extension, like keys/gateway")
+    generate.add_argument("--force", action="store_true", help="replace existing files")
+
+    token = command("token", "print a signed handshake JWT, for testing a jwt setup",
+                    _lazy("token", "gateway.handshakes.jwt_token"))
+    token.add_argument("--key", required=True, metavar="PEM", help="private key to sign with")
+    token.add_argument("--sub", metavar="S", help="subject of the token")
+    token.add_argument("--host", metavar="H", help="the docs host (claim host)")
+    token.add_argument("--groups", type=_groups, default=[], metavar="a,b",
+                       help="comma-separated groups")
+    token.add_argument("--content", type=_json_object, default={}, metavar="JSON",
+                       help='content object, like \'{"name": "Ada"}\'')
+    token.add_argument("--ttl", type=_duration, default=10.0, metavar="10s",
+                       help="lifetime of the token (default: 10s)")
+
+    demo = command("demo", "run a sample docs site, a demo login and the gateway on 127.0.0.1",
+                   _lazy("demo", "gateway.demo"))
+    demo.add_argument("--port", type=int, default=8080, help="port of the gateway (default: 8080)")
+    return parser
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Validate the file; print a summary (exit 0) or one line per problem (exit 2)."""
+    path = args.config or default_config_path()
+    config = load_config(path)
+    print(summary(config, path))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Load the file and serve until interrupted."""
+    config = load_config(args.config or default_config_path())
+    try:
+        server = importlib.import_module("gateway.server")
+    except ImportError as exc:
+        raise _unavailable("run", exc) from exc
+    try:
+        status: int = server.serve(config, verbose=args.verbose)
+    except server.StartupError as exc:
+        raise CommandError(str(exc)) from None
+    return status
+
+
+def keys_generate_command(args: argparse.Namespace) -> int:
+    """Write a new private key (mode 0600) and its public half."""
+    from gateway import keys
+
+    prefix = str(args.out).removesuffix(".pem")
+    private_path, public_path = Path(f"{prefix}.pem"), Path(f"{prefix}.pub.pem")
+    if not args.force:
+        for path in (private_path, public_path):
+            if path.exists() or path.is_symlink():
+                raise CommandError(f"{path} already exists; pass --force to replace it")
+    key = keys.generate_private_key(args.alg)
+    try:
+        private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write(private_path, keys.private_pem(key), 0o600)
+        _write(public_path, keys.public_pem(key), 0o644)
+    except OSError as exc:
+        raise CommandError(f"cannot write {exc.filename or prefix}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+    print(f"wrote {private_path} (private, {args.alg}, mode 0600) and {public_path}")
+    return 0
+
+
+def summary(config: Config, path: Path | str) -> str:
+    """A one-screen description of a valid configuration."""
+    server, upstream, session = config.server, config.upstream, config.session
+    hs = config.handshake
+    workers = f"{server.workers} worker{'s' if server.workers != 1 else ''}"
+    lines = [f"{path}: OK", *_rows([
+        ("listen", f"{_address(server.host, server.port)} ({workers})"),
+        ("public_url", server.public_url),
+        ("routes", server.route_base + "/" + (", compat: " + ", ".join(server.compat)
+                                              if server.compat else "")),
+        ("upstream", upstream.url or f"folder {upstream.root}"),
+        ("mode", config.mode),
+        ("handshake", f"{hs.method} ({_handshake_detail(config)})"),
+        ("sessions", f"{session.store} store, cookie {session.cookie_name}, "
+                     f"max age {format_duration(session.max_age)}, "
+                     f"{len(session.secrets)} secret{'s' if len(session.secrets) != 1 else ''}"),
+        ("access", f"{_count(len(config.access.public), 'public glob')}, "
+                   f"{_count(len(config.access.rules), 'rule')}, denied -> "
+                   f"{'404' if config.access.denied == 'not_found' else '403'}"),
+        ("assertion", _assertion_detail(config)),
+        ("headers", ", ".join(f"{k}: {v}" for k, v in config.identity.headers.items()) or "none"),
+        ("admin", _address(server.admin_host, server.admin_port)
+         if server.admin_host is not None and server.admin_port is not None else "off"),
+    ])]
+    lines += [f"warning: {warning}" for warning in config.warnings]
+    return "\n".join(lines)
+
+
+def _handshake_detail(config: Config) -> str:
+    hs = config.handshake
+    if hs.method == "jwt":
+        jwt = hs.jwt
+        keys = ("shared secret" if jwt.secret is not None
+                else _count(len(jwt.public_keys), "public key") if jwt.public_keys
+                else f"keys from {jwt.jwks_url}")
+        return (f"{_count(len(jwt.login_urls), 'login URL')}, {keys}, "
+                f"algorithms {', '.join(jwt.algorithms)}")
+    if hs.method == "shared_session":
+        shared = hs.shared_session
+        return f"Info API {shared.info_api_url}, cookies {', '.join(shared.cookies)}"
+    oauth = hs.oauth
+    where = oauth.issuer or oauth.authorization_url
+    kind = "confidential" if oauth.client_secret else "public"
+    return f"{where}, {kind} client {oauth.client_id!r}, scopes {' '.join(oauth.scopes)}"
+
+
+def _assertion_detail(config: Config) -> str:
+    assertion = config.identity.assertion
+    if not assertion.header:
+        return "off"
+    keys = (_count(len(assertion.private_keys), "key file") if assertion.private_keys
+            else "ephemeral key")
+    return (f"header {assertion.header}, {assertion.algorithm}, "
+            f"ttl {format_duration(assertion.ttl)}, {keys}")
+
+
+def _rows(rows: Sequence[tuple[str, str]]) -> list[str]:
+    width = max(len(name) for name, _ in rows)
+    return [f"  {name.ljust(width)}  {value}" for name, value in rows]
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    # Created with its final mode, so a private key is never readable by others, not even
+    # briefly; O_NOFOLLOW keeps --force from writing through a planted symlink.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), mode)  # an existing file (--force) keeps its old mode otherwise
+        handle.write(data)
+
+
+def _lazy(name: str, module: str) -> Handler:
+    """A handler that imports ``module`` on use and calls its ``main(args)``."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            target: Any = importlib.import_module(module)
+        except ImportError as exc:
+            if args.verbose:
+                raise
+            raise _unavailable(name, exc) from exc
+        status: int = target.main(args)
+        return status
+
+    return handler
+
+
+def _unavailable(name: str, exc: ImportError) -> CommandError:
+    return CommandError(f"the {name} command is not available in this installation ({exc})")
+
+
+def _groups(text: str) -> list[str]:
+    return [group.strip() for group in text.split(",") if group.strip()]
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, like '{\"name\": \"Ada\"}'")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be longer than zero")
+    return seconds
+
+
+def _print_problems(error: ConfigError) -> None:
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

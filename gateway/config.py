@@ -1,0 +1,286 @@
+"""The configuration: one frozen dataclass per section of ``gateway.yaml``.
+
+Reading, interpolating and validating the file live in ``gateway.configfile``;
+``load_config`` and ``build_config`` are importable from here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``server:`` where and how the gateway listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    workers: int = 1
+    trusted_proxies: tuple[Network, ...] = ()
+    prefix: str = "/_gateway"
+    compat: tuple[str, ...] = ()
+    admin_host: str | None = None
+    admin_port: int | None = None
+
+    @property
+    def public_origin(self) -> str:
+        """``scheme://host[:port]`` of ``public_url``."""
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def base_path(self) -> str:
+        """The path part of ``public_url`` without a trailing slash ("" at the root)."""
+        return urlsplit(self.public_url).path.rstrip("/")
+
+    @property
+    def public_host(self) -> str:
+        """The host (and port, if any) visitors use."""
+        return urlsplit(self.public_url).netloc
+
+    @property
+    def https(self) -> bool:
+        """Whether visitors reach the docs over https."""
+        return urlsplit(self.public_url).scheme == "https"
+
+    @property
+    def route_base(self) -> str:
+        """Where the gateway's own routes live, base path included."""
+        return self.base_path + self.prefix
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """``upstream:`` the docs host, or a folder to serve."""
+
+    url: str | None = None
+    root: Path | None = None
+    timeout: float = 30.0
+    connect_timeout: float = 5.0
+    host_header: str = "upstream"
+    max_connections: int = 100
+
+
+@dataclass(frozen=True)
+class LoginUrl:
+    """One entry of ``handshake.jwt.login_urls``."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    """``handshake.jwt``."""
+
+    login_urls: tuple[LoginUrl, ...] = ()
+    public_keys: tuple[Path, ...] = ()
+    jwks_url: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    algorithms: tuple[str, ...] = ("EdDSA", "ES256")
+    issuer: str | None = None
+    audience: str | None = None
+    require_host: bool = True
+    max_age: float = 300.0
+    leeway: float = 30.0
+    accept_query_token: bool = False
+
+
+@dataclass(frozen=True)
+class SharedSessionConfig:
+    """``handshake.shared_session``."""
+
+    info_api_url: str | None = None
+    cookies: tuple[str, ...] = ("session",)
+    login_url: str | None = None
+    cache_ttl: float = 30.0
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class GroupsFrom:
+    """``handshake.oauth.groups_from``: where groups come from."""
+
+    source: str = "id_token"
+    claim: str = "groups"
+    delimiter: str = ","
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """``handshake.oauth``."""
+
+    issuer: str | None = None
+    authorization_url: str | None = None
+    token_url: str | None = None
+    info_api_url: str | None = None
+    jwks_url: str | None = None
+    client_id: str = "docs"
+    client_secret: str | None = field(default=None, repr=False)
+    token_auth: str = "client_secret_basic"
+    scopes: tuple[str, ...] = ("openid", "email")
+    extra_params: Mapping[str, str] = field(default_factory=dict)
+    groups_from: GroupsFrom | None = None
+    logout_url: str | None = None
+    refresh: bool = True
+    refresh_interval: float = 300.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class HandshakeConfig:
+    """``handshake:`` which login handshake, and its settings."""
+
+    method: str = "jwt"
+    jwt: JwtConfig = field(default_factory=JwtConfig)
+    shared_session: SharedSessionConfig = field(default_factory=SharedSessionConfig)
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """``user:`` how the subject is found in the user object."""
+
+    subject: tuple[str, ...] = ("sub", "content.id", "content.email")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """``session:`` where sessions live and how their cookie looks."""
+
+    store: str = "cookie"
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    cookie_name: str = "docs_session"
+    same_site: str = "lax"
+    max_age: float = 14 * 86400.0
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+
+
+@dataclass(frozen=True)
+class AssertionConfig:
+    """``identity.assertion``: the signed JWT header sent upstream."""
+
+    header: str | None = "X-Gateway-Assertion"
+    private_keys: tuple[Path, ...] = ()
+    algorithm: str = "EdDSA"
+    ttl: float = 60.0
+    audience: str | None = None
+    claims: tuple[str, ...] = ("groups", "content")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """``identity:`` how the visitor is handed to the docs."""
+
+    assertion: AssertionConfig = field(default_factory=AssertionConfig)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    inject_script: bool = True
+    expose: tuple[str, ...] = ("expiresAt", "groups", "content", "apiPlaygroundInputs")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``access.rules`` entry: a path glob and the groups that may open it."""
+
+    path: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """``access:`` who may see what."""
+
+    public: tuple[str, ...] = ("/favicon.ico", "/assets/**")
+    rules: tuple[Rule, ...] = ()
+    denied: str = "not_found"
+    page_meta: bool = True
+    fragments: bool = True
+    indexes: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``logging:``."""
+
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole file."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    mode: str = "authenticate"
+    handshake: HandshakeConfig = field(default_factory=HandshakeConfig)
+    user: UserConfig = field(default_factory=UserConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+
+MIN_SECRET_BYTES = 32
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"500ms"``, ``"30s"``, ``"15m"``, ``"12h"``, ``"14d"`` to seconds; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; use a number and a unit, like 30s, 15m, 12h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration: 1209600.0 -> ``"14d"``, 0.5 -> ``"500ms"``."""
+    for unit in ("d", "h", "m", "s"):
+        count = seconds / _UNITS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{round(seconds * 1000, 3):g}ms"
+
+
+def default_config_path() -> Path:
+    """``$GATEWAY_CONFIG``, then ``./gateway.yaml``."""
+    return Path(os.environ.get("GATEWAY_CONFIG") or "gateway.yaml")
+
+
+def build_config(data: Any, *, base: Path | None = None, env: Mapping[str, str] | None = None,
+                 source: Path | None = None) -> Config:
+    """Validate parsed YAML data into a Config, or raise ConfigError with every problem.
+
+    Relative file paths resolve against ``base`` (default: the working folder).
+    """
+    # Imported here: configfile builds these dataclasses, so it imports this module.
+    from gateway.configfile import build_config as build
+
+    return build(data, base=base, env=env, source=source)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a YAML file; raise ConfigError listing every problem."""
+    from gateway.configfile import load_config as load
+
+    return load(path, env)
+
+
+def iter_problems(error: ConfigError) -> Iterator[str]:
+    """The problems of a ConfigError, one line each."""
+    yield from error.problems

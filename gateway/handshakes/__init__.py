@@ -1,0 +1,1 @@
+"""Login handshakes: jwt, shared_session, oauth."""

@@ -1,0 +1,264 @@
+"""Request-path normalization and glob matching.
+
+The path a request is authorized on is the path forwarded upstream, so it is normalized
+once here, and every spelling that two servers could read differently is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from urllib.parse import unquote
+
+from gateway.errors import BadRequest
+
+MAX_PATH_BYTES = 8192
+
+_HEX = "0123456789abcdefABCDEF"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Characters a browser would have percent-encoded in a path (WHATWG path percent-encode
+# set); encoding them gives one canonical spelling that any URL library forwards as is.
+_ENCODE_RAW = frozenset(' "<>`{}')
+# Raw characters that change how the target is split or read by some servers.
+_REFUSED_RAW = {
+    "\\": "a backslash",
+    ";": "a ';' path parameter",
+    "?": "a '?' inside the path",
+    "#": "a '#' inside the path",
+}
+_REFUSED_BYTES = {
+    0x2F: "an encoded slash (%2F)",
+    0x5C: "an encoded backslash (%5C)",
+    0x3B: "an encoded ';' (%3B)",
+}
+# "%25" followed by one of these is a second layer of encoding around a byte that would
+# be refused or would turn into a dot segment if some later hop decoded it again.
+_DOUBLE_ENCODED = re.compile(r"%25(2[eEfF]|5[cC]|3[bB]|[01][0-9a-fA-F]|7[fF])")
+
+
+def _bad(reason: str) -> BadRequest:
+    return BadRequest(f"The request path is ambiguous: it contains {reason}.", code="bad_path")
+
+
+def _is_control(byte: int) -> bool:
+    return byte < 0x20 or byte == 0x7F
+
+
+def _canonical_encoding(raw: str) -> str:
+    """Decode unreserved escapes, uppercase the rest, encode raw characters a URI can't hold."""
+    out: list[str] = []
+    i = 0
+    n = len(raw)
+    while i < n:
+        ch = raw[i]
+        if ch == "%":
+            pair = raw[i + 1 : i + 3]
+            if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
+                raise _bad(f"an invalid percent-encoding near {raw[i:i + 3]!r}")
+            byte = int(pair, 16)
+            if _is_control(byte):
+                raise _bad(f"an encoded control character (%{pair.upper()})")
+            if byte in _REFUSED_BYTES:
+                raise _bad(_REFUSED_BYTES[byte])
+            decoded = chr(byte)
+            out.append(decoded if decoded in _UNRESERVED else "%" + pair.upper())
+            i += 3
+            continue
+        code = ord(ch)
+        if _is_control(code):
+            raise _bad("a control character")
+        if ch in _REFUSED_RAW:
+            raise _bad(_REFUSED_RAW[ch])
+        if code > 0x7F or ch in _ENCODE_RAW:
+            try:
+                data = ch.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _bad("a character that is not valid UTF-8") from None
+            out.append("".join(f"%{b:02X}" for b in data))
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _check_text(encoded: str) -> None:
+    """Refuse bytes that are not strict UTF-8 (overlong forms included) or are controls."""
+    try:
+        text = unquote(encoded, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise _bad("bytes that are not valid UTF-8") from None
+    # C0 and DEL were refused byte by byte; this catches C1 controls spelled as UTF-8.
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise _bad("an encoded control character")
+
+
+def _remove_dot_segments(path: str) -> str:
+    """Merge repeated slashes, then resolve "." and ".." (clamped at the root)."""
+    stack: list[str] = []
+    trailing = False
+    for segment in path.split("/")[1:]:
+        trailing = segment in ("", ".", "..")
+        if segment == "..":
+            if stack:
+                stack.pop()
+        elif segment not in ("", "."):
+            stack.append(segment)
+    if not stack:
+        return "/"
+    return "/" + "/".join(stack) + ("/" if trailing else "")
+
+
+def normalize_path(raw: str) -> str:
+    """Return the one canonical spelling of a raw (still percent-encoded) request path.
+
+    Raises BadRequest (code ``bad_path``) for anything two servers could read differently.
+    """
+    if not isinstance(raw, str) or not raw.startswith("/"):
+        raise BadRequest("The request path must start with '/'.", code="bad_path")
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise BadRequest(f"The request path is longer than {MAX_PATH_BYTES} bytes.",
+                         code="bad_path")
+    encoded = _canonical_encoding(raw)
+    _check_text(encoded)
+    double = _DOUBLE_ENCODED.search(encoded)
+    if double is not None:
+        raise _bad(f"a double percent-encoding ({double.group(0)})")
+    result = _remove_dot_segments(encoded)
+    # Encoding raw characters can lengthen the path; the limit holds for the result too.
+    if len(result) > MAX_PATH_BYTES:
+        raise BadRequest(f"The request path is longer than {MAX_PATH_BYTES} bytes.",
+                         code="bad_path")
+    return result
+
+
+def decoded(path: str) -> str:
+    """Fully percent-decode a path returned by normalize_path, for matching only."""
+    return unquote(path, encoding="utf-8", errors="strict")
+
+
+def _glob_pieces(text: str) -> tuple[list[list[str]], list[bool], bool]:
+    """Split a glob at its ``**`` gaps; each piece is the regex of its ``*``-separated parts.
+
+    Also returns, per gap, whether the next piece must follow a "/" (``/**/``), and whether
+    the glob ends in ``/**``.
+    """
+    pieces: list[list[list[str]]] = [[[]]]
+    gaps: list[bool] = []
+    tail = False
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch != "*":
+            pieces[-1][-1].append("[^/]" if ch == "?" else re.escape(ch))
+            i += 1
+            continue
+        j = i
+        while j < n and text[j] == "*":
+            j += 1
+        if j - i == 1:
+            pieces[-1].append([])
+        else:
+            fixed = pieces[-1][-1]
+            after_slash = bool(fixed) and fixed[-1] == "/"
+            if after_slash and j == n:
+                fixed.pop()  # a final "/**" also matches the prefix without its slash
+                tail = True
+            else:
+                slash = after_slash and j < n and text[j] == "/"
+                gaps.append(slash)
+                pieces.append([[]])
+                j += 1 if slash else 0
+        i = j
+    joined = [["".join(atoms) for atoms in piece] for piece in pieces]
+    return joined, gaps, tail
+
+
+def _piece_regex(parts: list[str], last: bool) -> str:
+    # Taking the leftmost occurrence of each part after a "*" never loses a match (what
+    # follows can only be more "*" or "**"), so those choices are atomic and a long path
+    # cannot make the engine retry them. Only a final part must sit at the very end.
+    out = [parts[0]]
+    for index, part in enumerate(parts[1:], start=1):
+        if last and index == len(parts) - 1:
+            out.append(f"[^/]*{part}")
+        else:
+            out.append(f"(?>[^/]*?{part})")
+    return "".join(out)
+
+
+def glob_regex(pattern: str) -> str:
+    """Translate a path glob into a regular expression source (without anchors).
+
+    ``*`` and ``?`` stay within one segment; ``**`` crosses segments, and ``/**`` also
+    matches nothing at all, so ``/admin/**`` covers ``/admin`` itself.
+    """
+    # Patterns are compared with decoded paths, so a pattern copied from an address bar
+    # (``/guides/caf%C3%A9``) means what it says.
+    pieces, gaps, tail = _glob_pieces(unquote(pattern))
+    last = len(pieces) - 1
+    out = [_piece_regex(pieces[0], last == 0)]
+    for index, (slash, piece) in enumerate(zip(gaps, pieces[1:], strict=True), start=1):
+        after = "(?<=/)" if slash else ""
+        if index == last:
+            out.append(f".*{after}{_piece_regex(piece, True)}")
+        else:
+            # The earliest end for a piece between two "**" is always a safe choice.
+            out.append(f"(?>.*?{after}{_piece_regex(piece, False)})")
+    if tail:
+        out.append("(?:/.*)?")
+    return "".join(out)
+
+
+class Glob:
+    """One compiled path glob; ``match`` is case-sensitive and takes a decoded path."""
+
+    __slots__ = ("_regex", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._regex = re.compile(glob_regex(pattern), re.DOTALL)
+
+    def match(self, path: str) -> bool:
+        """Whether the whole decoded path matches the pattern."""
+        return self._regex.fullmatch(path) is not None
+
+    def __repr__(self) -> str:
+        return f"Glob({self.pattern!r})"
+
+
+def compile_glob(pattern: str) -> Callable[[str], bool]:
+    """Compile a path glob once and return its matcher."""
+    return Glob(pattern).match
+
+
+class GlobSet:
+    """Several globs compiled into one regular expression; order is kept for ``first``."""
+
+    __slots__ = ("_regex", "patterns")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(patterns)
+        # Each alternative has exactly one capturing group (the glob regexes only use
+        # non-capturing ones), so ``lastindex`` names the first pattern that matched.
+        source = "|".join(f"({glob_regex(p)})" for p in self.patterns)
+        self._regex = re.compile(source, re.DOTALL) if self.patterns else None
+
+    def match(self, path: str) -> bool:
+        """Whether any pattern matches the decoded path."""
+        return self._regex is not None and self._regex.fullmatch(path) is not None
+
+    def first(self, path: str) -> int | None:
+        """Index of the first pattern (in the given order) that matches, or None."""
+        if self._regex is None:
+            return None
+        found = self._regex.fullmatch(path)
+        if found is None:
+            return None
+        return found.lastindex - 1 if found.lastindex is not None else None
+
+    def __len__(self) -> int:
+        return len(self.patterns)
+
+    def __repr__(self) -> str:
+        return f"GlobSet({list(self.patterns)!r})"

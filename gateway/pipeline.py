@@ -1,0 +1,213 @@
+"""The docs request, one direction: session, handshake, policy, identity, proxy, response."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.errors import NotFound, Unavailable, UpstreamError
+from gateway.html import decode_body
+from gateway.pages import enforce
+from gateway.policy import Decision, Outcome
+from gateway.proxy import Scope, pipe_websocket, stream_body
+from gateway.sessions.base import CookieJar, Loaded, Session
+from gateway.state import GATEWAY, Gateway
+from gateway.static import StaticSite
+from gateway.user import User
+
+SCOPE = "gateway.scope"
+# An HTML page larger than this is streamed untouched after its head is checked.
+HTML_BUFFER_LIMIT = 8 * 1024 * 1024
+
+
+@dataclass
+class Visitor:
+    """Who is asking, decided before the upstream is called."""
+
+    session: Session | None
+    user: User | None
+    jar: CookieJar
+
+
+async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor:
+    """Load the session and ask the handshake who the visitor is.
+
+    A store that cannot be reached makes protected paths 503, and public ones anonymous.
+    """
+    jar = CookieJar()
+    try:
+        loaded = await gw.store.load(request.cookies)
+    except Unavailable:
+        gw.metrics.store_errors.inc()
+        if required:
+            raise
+        loaded = Loaded(None)
+    for name in loaded.stale:
+        jar.delete(name)
+    try:
+        user = await gw.handshake.identify(request, loaded.session, jar)
+    except Unavailable:
+        if required:
+            raise
+        user = None
+    return Visitor(session=loaded.session, user=user, jar=jar)
+
+
+def personal(decision: Decision, visitor: Visitor) -> bool:
+    """Whether the response depends on who the visitor is."""
+    return visitor.user is not None or not decision.public
+
+
+def mark_private(headers: CIMultiDict[str]) -> None:
+    """Keep shared caches from serving a visitor's response to anyone else."""
+    directives = [d.strip() for d in headers.get("Cache-Control", "").split(",") if d.strip()]
+    kept = [d for d in directives if d.split("=")[0].lower() not in ("public", "s-maxage", "private")]
+    headers["Cache-Control"] = ", ".join(["private", *kept])
+    vary = headers.get("Vary", "")
+    if "cookie" not in vary.lower() and vary.strip() != "*":
+        headers["Vary"] = f"{vary}, Cookie" if vary else "Cookie"
+
+
+async def handle_docs(request: web.Request) -> web.StreamResponse:
+    """Serve a docs path: everything that is not one of the gateway's own routes."""
+    gw = request.app[GATEWAY]
+    scope: Scope = request[SCOPE]
+    intercepted = await gw.handshake.intercept(request)
+    if intercepted is not None:
+        return intercepted
+    rel = gw.relative_path(scope.path)
+    if rel is None:
+        raise NotFound("There is no page here.")
+    decision = gw.policy.decide(rel, None)
+    visitor = await identify(gw, request, required=not decision.public)
+    if visitor.user is not None:
+        request["gateway.sub"] = visitor.user.sub
+        decision = gw.policy.decide(rel, visitor.user)
+    if not decision.meta_applies:
+        enforce(decision, scope)
+    extra = gw.identity_headers(visitor.user, visitor.session) \
+        if decision.outcome is Outcome.ALLOW else []
+    if gw.static is not None:
+        response = await serve_static(gw, request, rel, decision, visitor)
+    elif request.headers.get("Upgrade", "").lower() == "websocket":
+        enforce(decision, scope)
+        assert gw.upstream is not None and gw.upstream.session is not None
+        headers = gw.upstream.request_headers(request, scope, extra)
+        return await pipe_websocket(request, gw.upstream.session, gw.upstream.url_for(scope),
+                                    headers)
+    else:
+        response = await serve_upstream(gw, request, scope, decision, visitor, extra)
+    return response
+
+
+def is_html(content_type: str) -> bool:
+    """Whether a Content-Type is an HTML page."""
+    return content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
+
+
+async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decision: Decision,
+                         visitor: Visitor, extra: list[tuple[str, str]]) -> web.StreamResponse:
+    """Forward to the upstream; touch the body only for HTML that needs it."""
+    assert gw.upstream is not None
+    started = time.monotonic()
+    upstream = await gw.upstream.open(request, scope, extra)
+    gw.observe_upstream(time.monotonic() - started)
+    headers = gw.upstream.response_headers(upstream)
+    content_type = upstream.headers.get("Content-Type", "")
+    html_page = (request.method == "GET" and is_html(content_type)
+                 and upstream.status == 200 and gw.pages.wants(decision))
+    if not html_page:
+        if decision.meta_applies and decision.outcome is not Outcome.ALLOW:
+            # Not a page that can declare its own access: the config decision stands.
+            upstream.release()
+            enforce(decision, scope)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=headers)
+        if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
+            response.content_length = upstream.content_length
+        finish_headers(gw, decision, visitor, response, scope)
+        await response.prepare(request)
+        if request.method == "HEAD" or upstream.status in (204, 304):
+            upstream.release()
+            await response.write_eof()
+            return response
+        await stream_body(request, upstream, response)
+        return response
+    try:
+        body = await read_limited(upstream, HTML_BUFFER_LIMIT)
+    finally:
+        upstream.release()
+    encoding = upstream.headers.get("Content-Encoding")
+    decoded = decode_body(body, encoding)
+    if decoded is None:
+        # A page the gateway cannot decode: decide on the config alone, pass it through.
+        enforce(decision, scope)
+        response = web.Response(status=upstream.status, body=body, headers=headers)
+    else:
+        decision, page = gw.pages.process(decoded, decision, visitor.user, scope)
+        headers.popall("Content-Encoding", None)
+        headers.popall("ETag", None)
+        response = web.Response(status=upstream.status, body=page, headers=headers)
+    finish_headers(gw, decision, visitor, response, scope)
+    return response
+
+
+async def read_limited(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read an upstream body of at most ``limit`` bytes (the rest is refused)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in upstream.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError("the docs page is too large to check")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
+                   response: web.StreamResponse, scope: Scope) -> None:
+    """Cookies, cache headers and the request id, decided before the response starts."""
+    response.headers["X-Request-Id"] = scope.request_id
+    if visitor.jar:
+        gw.store.cookies.apply(visitor.jar, response)
+    if personal(decision, visitor):
+        mark_private(response.headers)
+
+
+async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: Decision,
+                       visitor: Visitor) -> web.StreamResponse:
+    """Serve from ``upstream.root``; HTML pages go through the same page processing."""
+    assert gw.static is not None
+    scope: Scope = request[SCOPE]
+    base = gw.config.server.base_path
+    if base and scope.path == base:
+        # Relative links in the index page only resolve under the trailing slash.
+        raise web.HTTPMovedPermanently(base + "/" + (f"?{scope.query}" if scope.query else ""))
+    page = None
+    if request.method == "GET" and gw.pages.wants(decision):
+        page = await asyncio.to_thread(read_html, gw.static, rel)
+    response: web.StreamResponse
+    if page is not None:
+        decision, body = gw.pages.process(page, decision, visitor.user, scope)
+        response = web.Response(body=body, content_type="text/html", charset="utf-8")
+    else:
+        enforce(decision, scope)
+        response = await gw.static.serve(request, rel)
+    finish_headers(gw, decision, visitor, response, scope)
+    return response
+
+
+def read_html(site: StaticSite, rel: str) -> bytes | None:
+    """The bytes of the HTML file a path names, or None for anything else."""
+    file = site.file_for(rel)
+    if file is None or file.suffix not in (".html", ".htm"):
+        return None
+    try:
+        return file.read_bytes()
+    except OSError:
+        return None

@@ -1,0 +1,103 @@
+"""Who may open which path: the access rules compiled once, and a pure ``decide``."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gateway.config import Config
+from gateway.html import PageMeta
+from gateway.paths import GlobSet
+from gateway.user import User
+
+
+class Outcome(enum.Enum):
+    """What happens to a request."""
+
+    ALLOW = "allow"
+    NEEDS_LOGIN = "needs_login"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one path and visitor, and why.
+
+    ``public``: no user is needed. ``groups``: the groups required (any one of them),
+    None for any logged-in user. ``meta_applies``: nothing in the config spoke for the
+    path, so the page's own metadata may still make it public or require groups.
+    """
+
+    outcome: Outcome
+    public: bool = False
+    groups: tuple[str, ...] | None = None
+    meta_applies: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the request goes through."""
+        return self.outcome is Outcome.ALLOW
+
+
+_PUBLIC = Decision(Outcome.ALLOW, public=True)
+
+
+def _by_groups(groups: tuple[str, ...], user: User | None) -> Decision:
+    """A path that needs any one of ``groups``; an empty tuple admits nobody."""
+    if user is None:
+        # Logging in may bring a group that opens it, so anonymous visitors are asked to.
+        return Decision(Outcome.NEEDS_LOGIN, groups=groups)
+    if any(group in user.groups for group in groups):
+        return Decision(Outcome.ALLOW, groups=groups)
+    return Decision(Outcome.DENIED, groups=groups)
+
+
+class Policy:
+    """The ``mode`` and ``access`` sections compiled once; deciding is pure and cheap."""
+
+    def __init__(self, config: Config) -> None:
+        access = config.access
+        self.personalize = config.mode == "personalize"
+        self.page_meta = access.page_meta and not self.personalize
+        self._rules = GlobSet(rule.path for rule in access.rules)
+        self._rule_groups = tuple(rule.groups for rule in access.rules)
+        self._public = GlobSet(access.public)
+        self._denied_status = 403 if access.denied == "forbidden" else 404
+
+    @property
+    def denied_status(self) -> int:
+        """The status a visitor who lacks a group gets: 404 (``not_found``) or 403."""
+        return self._denied_status
+
+    def decide(self, path: str, user: User | None) -> Decision:
+        """Decide for a decoded, normalized path relative to the docs base path."""
+        if self.personalize:
+            return _PUBLIC
+        index = self._rules.first(path)
+        if index is not None:
+            return _by_groups(self._rule_groups[index], user)
+        if self._public.match(path):
+            return _PUBLIC
+        outcome = Outcome.NEEDS_LOGIN if user is None else Outcome.ALLOW
+        return Decision(outcome, meta_applies=self.page_meta)
+
+    def decide_meta(self, decision: Decision, meta: PageMeta, user: User | None) -> Decision:
+        """Refine ``decision`` with the page's metadata when no config rule spoke.
+
+        Groups win over ``public`` when a page declares both, so a mistake stays closed.
+        """
+        if not decision.meta_applies:
+            return decision
+        if meta.groups is not None:
+            return _by_groups(meta.groups, user)
+        if meta.public:
+            return _PUBLIC
+        return decision
+
+    def may_view(self, path: str, user: User | None, meta: PageMeta | None = None) -> bool:
+        """Whether ``user`` may open ``path`` (for filtering search indexes and sitemaps)."""
+        decision = self.decide(path, user)
+        if meta is not None:
+            decision = self.decide_meta(decision, meta, user)
+        return decision.allowed
+

@@ -1,0 +1,239 @@
+"""Stream a request to the upstream and the response back, with header hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.config import Config
+from gateway.errors import UpstreamError, UpstreamTimeout
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+FORWARDING = frozenset({
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+    "x-forwarded-prefix", "x-forwarded-server", "x-forwarded-ssl", "forwarded", "x-real-ip",
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-original-method",
+})
+# Encodings the gateway can undo when it must rewrite an HTML page.
+DECODABLE = ("gzip", "deflate", "identity")
+CHUNK = 64 * 1024
+
+
+def normalize_header_name(name: str) -> str:
+    """Lower case, with ``_`` read as ``-`` (how many servers read names)."""
+    return name.lower().replace("_", "-")
+
+
+def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """Hop-by-hop headers plus those the ``Connection`` header names."""
+    names = set(HOP_BY_HOP)
+    for value in headers.getall("Connection", ()):
+        names.update(normalize_header_name(token.strip()) for token in value.split(","))
+    return names
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Per-request facts decided once at the edge."""
+
+    request_id: str
+    client_ip: str
+    trusted: bool
+    scheme: str
+    host: str
+    path: str
+    query: str
+    forwarded_for: str
+
+
+class Upstream:
+    """The pooled HTTP client to the docs upstream."""
+
+    def __init__(self, config: Config, is_identity_header: Callable[[str], bool],
+                 is_gateway_cookie: Callable[[str], bool]) -> None:
+        self.config = config
+        assert config.upstream.url is not None
+        self.base = URL(config.upstream.url)
+        self.base_path = self.base.raw_path.rstrip("/")
+        self.origin = str(self.base.origin())
+        self.is_identity_header = is_identity_header
+        self.is_gateway_cookie = is_gateway_cookie
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=config.upstream.connect_timeout,
+            sock_read=config.upstream.timeout)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the connection pool (one per process)."""
+        connector = aiohttp.TCPConnector(limit=self.config.upstream.max_connections,
+                                         keepalive_timeout=30, ttl_dns_cache=60)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=self.timeout, auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self.session is not None:
+            await self.session.close()
+
+    def url_for(self, scope: Scope) -> URL:
+        """The upstream URL: the upstream's base plus exactly the authorized path."""
+        return URL.build(scheme=self.base.scheme, authority=self.base.raw_authority,
+                         path=self.base_path + scope.path, query_string=scope.query,
+                         encoded=True)
+
+    def request_headers(self, request: web.Request, scope: Scope,
+                        extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+        """The headers sent upstream: hygiene first, then what the gateway adds."""
+        drop = connection_named(request.headers)
+        out: CIMultiDict[str] = CIMultiDict()
+        for name, value in request.headers.items():
+            lname = normalize_header_name(name)
+            if lname in drop or lname == "host" or self.is_identity_header(name):
+                continue
+            if lname in FORWARDING and not scope.trusted:
+                continue
+            if lname in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                         "x-request-id", "forwarded"):
+                continue
+            if lname == "cookie":
+                value = self.filter_cookies(value)
+                if not value:
+                    continue
+            elif lname == "accept-encoding":
+                value = ", ".join(
+                    part for part in (p.strip() for p in value.split(","))
+                    if part.split(";")[0].strip().lower() in DECODABLE) or "identity"
+            out.add(name, value)
+        if self.config.upstream.host_header == "preserve":
+            out["Host"] = scope.host
+        else:
+            out["Host"] = self.base.raw_authority
+        out["X-Forwarded-For"] = scope.forwarded_for
+        out["X-Forwarded-Proto"] = scope.scheme
+        out["X-Forwarded-Host"] = scope.host
+        out["X-Request-Id"] = scope.request_id
+        for name, value in extra:
+            out[name] = value
+        return out
+
+    def filter_cookies(self, header: str) -> str:
+        """The Cookie header without the gateway's own cookies."""
+        kept = []
+        for part in header.split(";"):
+            name = part.split("=", 1)[0].strip()
+            if name and not self.is_gateway_cookie(name):
+                kept.append(part.strip())
+        return "; ".join(kept)
+
+    async def open(self, request: web.Request, scope: Scope,
+                   extra: Iterable[tuple[str, str]]) -> aiohttp.ClientResponse:
+        """Send the request upstream (body streamed) and return the response, unread."""
+        assert self.session is not None
+        headers = self.request_headers(request, scope, extra)
+        body = request.content if request.body_exists else None
+        try:
+            return await self.session.request(
+                request.method, self.url_for(scope), headers=headers, data=body,
+                allow_redirects=False, compress=None, chunked=None)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout("the docs server did not answer in time") from None
+        except aiohttp.ClientConnectorError:
+            raise UpstreamError("the docs server cannot be reached") from None
+        except (aiohttp.ClientError, OSError):
+            raise UpstreamError("the docs server closed the connection") from None
+
+    def response_headers(self, upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+        """Upstream response headers minus hop-by-hop ones and gateway cookies."""
+        drop = connection_named(upstream.headers) | {"content-length"}
+        out: CIMultiDict[str] = CIMultiDict()
+        for name, value in upstream.headers.items():
+            lname = name.lower()
+            if lname in drop:
+                continue
+            if lname == "set-cookie":
+                cookie_name = value.split("=", 1)[0].strip()
+                if self.is_gateway_cookie(cookie_name):
+                    continue
+            out.add(name, value)
+        return out
+
+    async def ping(self) -> bool:
+        """Whether the upstream answers at all (any HTTP status)."""
+        assert self.session is not None
+        try:
+            async with self.session.head(
+                self.base, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.config.upstream.connect_timeout),
+            ):
+                return True
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+
+async def stream_body(request: web.Request, upstream: aiohttp.ClientResponse,
+                      response: web.StreamResponse) -> None:
+    """Copy the upstream body to the client chunk by chunk; ``write`` awaits the drain."""
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        # Headers are already sent: the only honest signal left is a cut connection,
+        # so the client sees a truncated body rather than a complete-looking one.
+        if request.transport is not None:
+            request.transport.abort()
+        raise UpstreamError("the docs server broke off the response") from exc
+    finally:
+        upstream.release()
+
+
+async def pipe_websocket(request: web.Request, session: aiohttp.ClientSession, url: URL,
+                         headers: CIMultiDict[str]) -> web.WebSocketResponse:
+    """Proxy a WebSocket both ways until either side closes."""
+    for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
+                 "Host", "Content-Length"):
+        headers.popall(name, None)
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+                 if p.strip()]
+    headers.popall("Sec-WebSocket-Protocol", None)
+    ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    try:
+        upstream_ws = await session.ws_connect(ws_url, headers=headers, protocols=protocols,
+                                               autoping=True)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        raise UpstreamError("the docs server refused the WebSocket") from None
+    client_ws = web.WebSocketResponse(protocols=protocols)
+    await client_ws.prepare(request)
+
+    async def pump(src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+                   dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+        async for msg in src:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            else:
+                break
+        await dst.close()
+
+    async with upstream_ws:
+        tasks = [asyncio.create_task(pump(client_ws, upstream_ws)),
+                 asyncio.create_task(pump(upstream_ws, client_ws))]
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return client_ws

@@ -1,0 +1,166 @@
+"""The gateway's own endpoints: login, logout, user, jwks, client.js, auth, health."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from aiohttp import web
+
+from gateway.errors import BadRequest
+from gateway.metrics import CONTENT_TYPE
+from gateway.middleware import SCOPE
+from gateway.paths import normalize_path
+from gateway.pipeline import identify
+from gateway.policy import Outcome
+from gateway.proxy import Scope
+from gateway.redirects import is_same_origin, safe_return_path
+from gateway.sessions.base import CookieJar
+from gateway.state import GATEWAY, Gateway
+
+NO_STORE = "private, no-store"
+CLIENT_JS = resources.files("gateway").joinpath("static/client.js").read_bytes()
+
+
+def _gw(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
+
+
+def json_response(data: object, status: int = 200, cache: str = NO_STORE) -> web.Response:
+    """A JSON response with an explicit cache policy."""
+    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
+                        content_type="application/json", headers={"Cache-Control": cache})
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Start a login; ``redirect`` is honoured only as a same-origin relative path."""
+    gw = _gw(request)
+    return_to = safe_return_path(request.query.get("redirect"),
+                                 base_path=gw.config.server.base_path)
+    return await gw.handshake.login(request, return_to)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session: POST, or GET from a page of this site (CSRF-safe logout)."""
+    gw = _gw(request)
+    if request.method == "GET" and not same_origin_request(request, gw):
+        raise BadRequest("Log out from a page of this site, or with a POST.", code="cross_site")
+    jar = CookieJar()
+    # An unreachable store is a 503: clearing only the cookie would leave the session
+    # alive for whoever else holds it.
+    session = (await gw.store.load(request.cookies)).session
+    await gw.store.delete(request.cookies, jar)
+    for name in request.cookies:
+        if gw.is_gateway_cookie(name):
+            jar.delete(name)
+    target = gw.handshake.logout_target(session)
+    if target is None:
+        form = await request.post() if request.method == "POST" else {}
+        value = request.query.get("redirect") or form.get("redirect")
+        target = safe_return_path(value if isinstance(value, str) else None,
+                                  base_path=gw.config.server.base_path)
+    if session is not None:
+        gw.audit("logout", sub=session.user.sub, method=session.method)
+    response = web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})
+    gw.store.cookies.apply(jar, response)
+    return response
+
+
+def same_origin_request(request: web.Request, gw: Gateway) -> bool:
+    """Whether a request comes from a page of the docs origin (Sec-Fetch-Site, Origin, Referer)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    return origin is not None and is_same_origin(origin, gw.config.server.public_origin)
+
+
+async def user(request: web.Request) -> web.StreamResponse:
+    """The visitor's user object as JSON, or 401."""
+    gw = _gw(request)
+    visitor = await identify(gw, request, required=True)
+    if visitor.user is None:
+        response = json_response({"error": "unauthenticated"}, status=401)
+    else:
+        response = json_response(visitor.user.to_json(gw.config.identity.expose))
+    if visitor.jar:
+        gw.store.cookies.apply(visitor.jar, response)
+    response.headers["Vary"] = "Cookie"
+    return response
+
+
+async def jwks(request: web.Request) -> web.StreamResponse:
+    """Public keys of the assertion signer."""
+    return json_response(_gw(request).signer.jwks(), cache="public, max-age=300")
+
+
+async def client_js(request: web.Request) -> web.StreamResponse:
+    """The client script for client-side docs."""
+    return web.Response(body=CLIENT_JS, content_type="text/javascript", charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+
+def original_target(request: web.Request, scope: Scope) -> tuple[str, str]:
+    """The path and query a forward-auth proxy asks about (believed only from trusted peers)."""
+    if not scope.trusted:
+        return "/", ""
+    uri = (request.headers.get("X-Original-URI") or request.headers.get("X-Forwarded-Uri")
+           or request.headers.get("X-Original-URL") or "/")
+    if "://" in uri:
+        uri = "/" + uri.split("://", 1)[1].partition("/")[2]
+    path, _, query = uri.partition("?")
+    return normalize_path(path or "/"), query
+
+
+async def auth(request: web.Request) -> web.StreamResponse:
+    """Forward-auth: 200 with identity headers, 401 to log in, 403 when denied."""
+    gw = _gw(request)
+    scope: Scope = request[SCOPE]
+    path, query = original_target(request, scope)
+    rel = gw.relative_path(path) or "/"
+    decision = gw.policy.decide(rel, None)
+    visitor = await identify(gw, request, required=not decision.public)
+    if visitor.user is not None:
+        decision = gw.policy.decide(rel, visitor.user)
+        request["gateway.sub"] = visitor.user.sub
+    if decision.outcome is Outcome.NEEDS_LOGIN:
+        login_url = (f"{gw.config.server.public_origin}{gw.config.server.route_base}/login"
+                     f"?redirect={path}")
+        response = json_response({"error": "unauthenticated", "login": login_url}, status=401)
+    elif decision.outcome is Outcome.DENIED:
+        response = json_response({"error": "forbidden"}, status=403)
+    else:
+        response = json_response({"ok": True})
+        for name, value in gw.identity_headers(visitor.user, visitor.session):
+            response.headers[name] = value
+    if visitor.jar:
+        gw.store.cookies.apply(visitor.jar, response)
+    return response
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok"}, cache="no-store")
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """Readiness: the upstream (or docs folder), the session store, the signing keys."""
+    gw = _gw(request)
+    checks = {
+        "upstream": await gw.upstream.ping() if gw.upstream is not None
+        else bool(gw.static and gw.static.root.is_dir()),
+        "session_store": await gw.store.ping(),
+        "keys": bool(gw.signer.jwks().get("keys")),
+    }
+    ready = all(checks.values())
+    return json_response({"status": "ready" if ready else "unavailable", "checks": checks},
+                         status=200 if ready else 503, cache="no-store")
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus text exposition."""
+    response = web.Response(body=_gw(request).metrics.render(),
+                            headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+

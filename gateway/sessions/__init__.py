@@ -1,0 +1,1 @@
+"""Session stores: an encrypted cookie, or Redis."""

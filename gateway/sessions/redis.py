@@ -1,0 +1,182 @@
+"""The Redis store: the cookie names the session, Redis keeps it encrypted, with a TTL.
+
+The cookie is ``seal("<session id>.<per-session key>")``. Redis holds, under
+``dg:s:<sha256(id)>``, the session encrypted with the per-session key, which only the
+visitor's cookie carries: a copy of Redis alone reveals nothing, and a forged cookie is
+refused before any Redis round trip. Logging out deletes the key, so every replica
+sharing the Redis sees the session gone at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from gateway.config import Config
+from gateway.crypto import (
+    KEY_BYTES,
+    InvalidSealed,
+    Sealer,
+    aead_decrypt,
+    aead_encrypt,
+    b64url_decode,
+    b64url_encode,
+)
+from gateway.errors import Unavailable
+from gateway.sessions.base import CookieJar, Loaded, Session, SessionStore
+from gateway.sessions.codec import InvalidSession, decode_session, encode_session
+from gateway.sessions.cookie import cookie_max_age, present_names
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "dg:s:"
+#: Seconds to connect to Redis and to wait for one reply; a session lookup sits on every
+#: request, so a stuck Redis must fail fast (503) rather than hold visitors.
+DEFAULT_TIMEOUT = 2.0
+
+
+def redis_key(session_id: str) -> str:
+    """Where a session lives in Redis: a hash, so the id (half the cookie) is not in a dump."""
+    return KEY_PREFIX + hashlib.sha256(session_id.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    """What the cookie carries: the session id and the key its Redis value is sealed with."""
+
+    session_id: str
+    key: bytes
+
+    def __repr__(self) -> str:
+        return "_Ticket(...)"
+
+
+class RedisStore(SessionStore):
+    """Keeps sessions in Redis (encrypted per session); the cookie holds id and key."""
+
+    def __init__(self, config: Config, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(config)
+        self._sealer = Sealer(config.session.secrets, "redis-cookie")
+        self._aad = self.cookies.name.encode("utf-8")
+        # One retry: after Redis restarts, pooled connections are dead, and the first
+        # command on each would fail although a fresh connection would succeed.
+        self._redis = aioredis.Redis.from_url(
+            config.session.redis_url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore(cookie={self.cookies.name!r})"
+
+    def _ticket(self, cookies: Mapping[str, str]) -> _Ticket | None:
+        value = cookies.get(self.cookies.name)
+        if value is None:
+            return None
+        try:
+            text = self._sealer.open(value, self._aad).decode("utf-8")
+            session_id, _, key_text = text.rpartition(".")
+            key = b64url_decode(key_text)
+        except (InvalidSealed, UnicodeDecodeError, ValueError):
+            return None
+        if not session_id or len(key) != KEY_BYTES:
+            return None
+        return _Ticket(session_id, key)
+
+    async def load(self, cookies: Mapping[str, str]) -> Loaded:
+        """The session the cookie names; anonymous plus stale names when unusable.
+
+        Raises Unavailable when Redis cannot be reached.
+        """
+        ours = present_names(self, cookies)
+        if not ours:
+            return Loaded(None)
+        ticket = self._ticket(cookies)
+        if ticket is None:
+            return Loaded(None, stale=ours)
+        key = redis_key(ticket.session_id)
+        try:
+            blob = await self._redis.get(key)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        if not isinstance(blob, bytes):
+            return Loaded(None, stale=ours)
+        try:
+            session = decode_session(aead_decrypt(ticket.key, blob, key.encode()))
+        except (InvalidSealed, InvalidSession) as exc:
+            log.debug("session record rejected: %s", exc)
+            return Loaded(None, stale=ours)
+        if session.id != ticket.session_id or session.expired():
+            return Loaded(None, stale=ours)
+        return Loaded(session, stale=tuple(n for n in ours if n != self.cookies.name))
+
+    async def save(self, session: Session, cookies: Mapping[str, str], jar: CookieJar) -> None:
+        """Write the session to Redis with a TTL at ``expiresAt`` and its cookie into the jar.
+
+        Saving a different session over an existing cookie (a new login) ends the old one.
+        """
+        previous = self._ticket(cookies)
+        if previous is not None and previous.session_id == session.id:
+            # Re-saving (a refresh) keeps the key, so concurrent requests of one browser
+            # cannot leave it holding a cookie for a key Redis no longer uses.
+            ticket = previous
+        else:
+            ticket = _Ticket(session.id, os.urandom(KEY_BYTES))
+        key = redis_key(session.id)
+        blob = aead_encrypt(ticket.key, encode_session(session), key.encode())
+        ttl_ms = max(1, math.ceil((session.user.expires_at - time.time()) * 1000))
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, blob, px=ttl_ms)
+                if previous is not None and previous.session_id != session.id:
+                    pipe.delete(redis_key(previous.session_id))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        value = self._sealer.seal(f"{session.id}.{b64url_encode(ticket.key)}".encode(), self._aad)
+        for name in present_names(self, cookies):
+            if name != self.cookies.name:
+                jar.delete(name)
+        jar.set(self.cookies.name, value, cookie_max_age(session))
+
+    async def delete(self, cookies: Mapping[str, str], jar: CookieJar) -> None:
+        """Delete the session from Redis (every replica sees it gone) and clear the cookies.
+
+        Raises Unavailable when Redis cannot be reached, rather than leave a live session.
+        """
+        ticket = self._ticket(cookies)
+        if ticket is not None:
+            try:
+                await self._redis.delete(redis_key(ticket.session_id))
+            except (RedisError, OSError) as exc:
+                raise self._unavailable(exc) from None
+        for name in {self.cookies.name, *present_names(self, cookies)}:
+            jar.delete(name)
+
+    async def ping(self) -> bool:
+        """Whether Redis answers PING."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+    @staticmethod
+    def _unavailable(exc: BaseException) -> Unavailable:
+        # The exception text can carry the Redis URL (and its password): log the kind only.
+        log.warning("session store unreachable: %s", exc.__class__.__name__)
+        return Unavailable("session store unreachable")

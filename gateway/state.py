@@ -1,0 +1,71 @@
+"""The services one app is built from, held in one place for the handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.handshakes.base import Handshake
+from gateway.identity import AssertionSigner, IdentityHeaders
+from gateway.metrics import Metrics
+from gateway.pages import Pages
+from gateway.paths import decoded
+from gateway.policy import Policy
+from gateway.proxy import Upstream
+from gateway.sessions.base import Session, SessionStore
+from gateway.static import StaticSite
+from gateway.user import User
+
+
+@dataclass
+class Gateway:
+    """Everything ``build_app`` wires together; read-only on the request path."""
+
+    config: Config
+    store: SessionStore
+    handshake: Handshake
+    policy: Policy
+    pages: Pages
+    identity: IdentityHeaders
+    signer: AssertionSigner
+    upstream: Upstream | None
+    static: StaticSite | None
+    http: aiohttp.ClientSession
+    metrics: Metrics
+    is_gateway_cookie: Callable[[str], bool]
+
+    def relative_path(self, path: str) -> str | None:
+        """The decoded path below the public base path, or None when outside it."""
+        base = self.config.server.base_path
+        if base:
+            if path != base and not path.startswith(base + "/"):
+                return None
+            path = path[len(base):] or "/"
+        return decoded(path)
+
+    def identity_headers(self, user: User | None, session: Session | None) -> list[tuple[str, str]]:
+        """The assertion and plain headers for a logged-in visitor; [] for anonymous."""
+        if user is None:
+            return []
+        sid = session.id if session is not None else f"{self.handshake.method}:{user.sub}"
+        return self.identity.upstream_headers(user, sid, self.handshake.method)
+
+    def audit(self, event: str, **fields: Any) -> None:
+        """One audit line per login, logout or denial; never tokens."""
+        _audit.info(event, extra={"event": event, **fields})
+
+    def observe_upstream(self, seconds: float) -> None:
+        """Record the upstream's time to headers."""
+        self.metrics.upstream_seconds.observe(seconds)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+_audit = logging.getLogger("gateway.audit")

@@ -1,0 +1,181 @@
+"""Shared test helpers: configs, a real echo upstream, raw HTTP over a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Config, build_config
+from gateway.sessions.base import CookieJar, Session
+from gateway.user import User
+
+SECRET = "s" * 40
+HS_SECRET = "h" * 40
+
+
+def make_config(upstream_url: str | None = "http://127.0.0.1:9", *, base: Path | None = None,
+                **sections: Any) -> Config:
+    """A valid config (jwt with an HS256 secret) with sections overridden."""
+    data: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0", "public_url": "http://docs.test"},
+        "upstream": {"url": upstream_url},
+        "session": {"secrets": [SECRET]},
+        "handshake": {"method": "jwt", "jwt": {
+            "secret": HS_SECRET, "algorithms": ["HS256"], "require_host": False,
+            "login_urls": [{"name": "Dashboard", "url": "https://dash.example.com/docs-login"}]}},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return build_config(data, env={}, base=base)
+
+
+def make_user(sub: str = "u1", groups: tuple[str, ...] = (), **content: Any) -> User:
+    """A user object valid for an hour."""
+    return User(sub=sub, expires_at=time.time() + 3600, groups=groups,
+                content=content or {"firstName": "Ada"})
+
+
+async def session_cookies(app: web.Application, user: User, method: str = "jwt") -> dict[str, str]:
+    """Create a session straight in the app's store (no handshake) and return its cookies."""
+    from gateway.state import GATEWAY
+
+    gw = app[GATEWAY]
+    now = time.time()
+    session = Session(id=f"test-{now}-{user.sub}", user=user, method=method, created_at=now,
+                      refreshed_at=now)
+    jar = CookieJar()
+    await gw.store.save(session, {}, jar)
+    return {name: value for name, (value, _age) in jar.sets.items()}
+
+
+def echo_app() -> web.Application:
+    """A real upstream that reports what it received, and misbehaves on request."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({
+            "method": request.method, "path": request.raw_path,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body": body.decode("latin-1"),
+        }, headers={"X-Upstream": "yes"})
+
+    async def html_page(request: web.Request) -> web.Response:
+        meta = request.query.get("meta", "")
+        head = f'<meta name="gateway:{meta.split("=")[0]}" content="{meta.split("=")[-1]}">' \
+            if meta else ""
+        return web.Response(text=f"<!doctype html><html><head><title>t</title>{head}</head>"
+                            "<body><p>secret page</p></body></html>", content_type="text/html")
+
+    async def status(request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        return web.Response(status=code, body=None if code in (204, 304) else b"x")
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        size = int(request.query.get("size", "1048576"))
+        response = web.StreamResponse()
+        if "chunked" not in request.query:
+            response.content_length = size
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        block = b"a" * 65536
+        sent = 0
+        while sent < size:
+            part = block[: min(len(block), size - sent)]
+            await response.write(part)
+            sent += len(part)
+        await response.write_eof()
+        return response
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "5")))
+        return web.Response(text="late")
+
+    async def reset(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1000000
+        await response.prepare(request)
+        await response.write(b"b" * 1000)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        response = web.Response(text="ok")
+        for name in request.query.getall("name"):
+            response.headers.add("Set-Cookie", f"{name}=evil; Path=/")
+        return response
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            await sock.send_str("echo:" + msg.data)
+        return sock
+
+    async def hop(request: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={"Connection": "close, X-Secret-Hop",
+                                                "X-Secret-Hop": "1", "Keep-Alive": "timeout=5"})
+
+    app.router.add_get("/html", html_page)
+    app.router.add_get("/big", big)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/reset", reset)
+    app.router.add_get("/set-cookie", set_cookie)
+    app.router.add_get("/ws", ws)
+    app.router.add_get("/hop", hop)
+    app.router.add_route("*", "/status/{code}", status)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+def header_map(echoed: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The echo upstream's headers, by lower-case name."""
+    out: dict[str, list[str]] = {}
+    for name, value in echoed["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+async def raw_http(port: int, data: bytes, host: str = "127.0.0.1",
+                   timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as-is (no client normalization) and read one response."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        body = await asyncio.wait_for(reader.readexactly(length), timeout) if length else b""
+        return status, headers, body
+    finally:
+        writer.close()
+
+
+def get(path: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """A raw HTTP/1.1 GET with Connection: close."""
+    lines = [f"GET {path} HTTP/1.1", "Host: docs.test", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def loads(body: bytes) -> Any:
+    """JSON body."""
+    return json.loads(body)

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import gzip
+import zlib
+
+from gateway.html import (
+    PageMeta,
+    charset_of,
+    decode_body,
+    head_complete,
+    inject_script,
+    is_html,
+    read_page_meta,
+    script_tag,
+)
+
+TAG = b'<script src="/_gateway/client.js" defer></script>'
+
+
+def page(head: str, body: str = "<p>Hello</p>") -> bytes:
+    return f"<!doctype html><html><head>{head}</head><body>{body}</body></html>".encode()
+
+
+def test_meta_public_double_quotes() -> None:
+    assert read_page_meta(page('<meta name="gateway:public" content="true">')) == PageMeta(public=True)
+
+
+def test_meta_public_single_quotes_uppercase_and_reordered() -> None:
+    meta = read_page_meta(page("<META CONTENT='TRUE' NAME='Gateway:Public'/>"))
+    assert meta.public
+
+
+def test_meta_unquoted_and_self_closing() -> None:
+    assert read_page_meta(page("<meta name=gateway:public content=true/>")).public
+    meta = read_page_meta(page("<meta name=gateway:groups content=admin>"))
+    assert meta.groups == ("admin",)
+
+
+def test_meta_groups_with_spaces_and_empty_items() -> None:
+    meta = read_page_meta(page('<meta name="gateway:groups" content=" admin,  beta team ,,admin ">'))
+    assert meta.groups == ("admin", "beta team")
+    assert not meta.public
+
+
+def test_meta_groups_empty_content_admits_nobody() -> None:
+    assert read_page_meta(page('<meta name="gateway:groups" content="">')).groups == ()
+
+
+def test_meta_public_other_values_are_not_public() -> None:
+    for value in ("false", "yes", "", "1"):
+        assert not read_page_meta(page(f'<meta name="gateway:public" content="{value}">')).public
+
+
+def test_meta_both_and_entities() -> None:
+    meta = read_page_meta(page(
+        '<meta charset="utf-8"><title>Docs &lt;meta name="gateway:public" content="true"&gt;</title>'
+        '<meta name="gateway:groups" content="r&amp;d, ops">'))
+    assert meta == PageMeta(public=False, groups=("r&d", "ops"))
+
+
+def test_meta_inside_comment_script_or_title_is_ignored() -> None:
+    head = ('<!-- <meta name="gateway:public" content="true"> -->'
+            '<script>var s = \'<meta name="gateway:public" content="true"></head>\';</script>'
+            '<title><meta name="gateway:public" content="true"></title>'
+            '<meta name="gateway:groups" content="admin">')
+    assert read_page_meta(page(head)) == PageMeta(groups=("admin",))
+
+
+def test_meta_after_head_is_ignored() -> None:
+    body = '<meta name="gateway:public" content="true">'
+    assert read_page_meta(page("<title>x</title>", body)) == PageMeta()
+    no_head_close = b'<html><body><meta name="gateway:public" content="true"></body>'
+    assert read_page_meta(no_head_close) == PageMeta()
+
+
+def test_meta_first_declaration_wins() -> None:
+    head = ('<meta name="gateway:groups" content="admin">'
+            '<meta name="gateway:groups" content="everyone">')
+    assert read_page_meta(page(head)).groups == ("admin",)
+
+
+def test_no_meta_declares_nothing() -> None:
+    meta = read_page_meta(page('<meta name="description" content="gateway:public">'))
+    assert meta == PageMeta()
+    assert not meta.declared
+
+
+def test_meta_attribute_with_gt_inside_quotes() -> None:
+    head = '<link rel="x" title="a > b"><meta name="gateway:public" content="true">'
+    assert read_page_meta(page(head)).public
+
+
+def test_meta_reads_a_big_page() -> None:
+    filler = "".join(f'<link rel="stylesheet" href="/assets/{i}.css">' for i in range(300))
+    meta = read_page_meta(page(filler + '<meta name="gateway:groups" content="a,b">', "x" * 10_000))
+    assert meta.groups == ("a", "b")
+
+
+def test_head_complete_on_close_or_body() -> None:
+    assert not head_complete(b"<html><head><title>Docs</title>")
+    assert not head_complete(b'<html><head><meta name="gateway:public" con')
+    assert head_complete(b"<html><head><title>Docs</title></head>")
+    assert not head_complete(b"<html><HEAD></HEAD")  # the close tag has not fully arrived
+    assert head_complete(b"<html><HEAD></HEAD >")
+    assert head_complete(b"<html><head><title>x</title><BODY class='a'>")
+
+
+def test_head_complete_ignores_lookalikes() -> None:
+    assert not head_complete(b"<head><!-- </head> -->")
+    assert not head_complete(b"<head><script>document.write('<body>')</script>")
+    assert not head_complete(b"<head><script>let a = 1;")
+    assert not head_complete(b"<head><!-- unfinished")
+    assert head_complete(b"<head><!-- </head> --></head>")
+
+
+def test_head_complete_agrees_with_read_page_meta_when_streaming() -> None:
+    whole = page('<meta name="gateway:groups" content="admin">')
+    for cut in range(len(whole)):
+        if head_complete(whole[:cut]):
+            assert read_page_meta(whole[:cut]).groups == ("admin",)
+
+
+def test_inject_before_head_close() -> None:
+    out = inject_script(page("<title>x</title>"), TAG)
+    assert out.count(TAG) == 1
+    assert out.index(TAG) < out.index(b"</head>")
+    assert b"<title>x</title>" + TAG + b"</head>" in out
+
+
+def test_inject_case_insensitive_and_first_head_close() -> None:
+    src = b"<HTML><HEAD><title>x</title></HEAD><BODY><pre>&lt;/head&gt;</pre></head></BODY></HTML>"
+    out = inject_script(src, TAG)
+    assert out == src.replace(b"</HEAD>", TAG + b"</HEAD>", 1)
+
+
+def test_inject_skips_head_close_in_comment() -> None:
+    src = b"<head><!-- </head> --><title>x</title></head><body></body>"
+    out = inject_script(src, TAG)
+    assert out.index(TAG) > out.index(b"<title>")
+
+
+def test_inject_before_body_close_without_head() -> None:
+    src = b"<html><body><p>x</p></body></html>"
+    assert inject_script(src, TAG) == b"<html><body><p>x</p>" + TAG + b"</body></html>"
+
+
+def test_inject_appends_to_fragment() -> None:
+    assert inject_script(b"<p>just a fragment</p>", TAG) == b"<p>just a fragment</p>" + TAG
+
+
+def test_inject_not_twice() -> None:
+    once = inject_script(page(""), TAG)
+    assert inject_script(once, TAG) == once
+    already = page("<script defer src='/_gateway/client.js'></script>")
+    assert inject_script(already, TAG) == already
+    other = page('<script src="/other.js"></script>')
+    assert inject_script(other, TAG).count(b"<script") == 2
+
+
+def test_script_tag_escapes_src() -> None:
+    assert script_tag("/_gateway/client.js") == TAG
+    tag = script_tag('/x"><img src=y onerror=alert(1)>.js')
+    assert b'"><img' not in tag
+    assert tag.startswith(b'<script src="/x&quot;&gt;&lt;img')
+    assert script_tag("/c.js", compat="mintlify") == (
+        b'<script src="/c.js" data-compat="mintlify" defer></script>')
+
+
+def test_decode_identity_and_none() -> None:
+    assert decode_body(b"abc", None) == b"abc"
+    assert decode_body(b"abc", "") == b"abc"
+    assert decode_body(b"abc", "Identity") == b"abc"
+
+
+def test_decode_gzip() -> None:
+    body = page("<title>x</title>") * 50
+    assert decode_body(gzip.compress(body), "gzip") == body
+    assert decode_body(gzip.compress(body), "x-gzip") == body
+    # Two gzip members back to back are one body.
+    assert decode_body(gzip.compress(b"ab") + gzip.compress(b"cd"), "gzip") == b"abcd"
+
+
+def test_decode_deflate_zlib_and_raw() -> None:
+    body = page("<title>x</title>") * 50
+    assert decode_body(zlib.compress(body), "deflate") == body
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert decode_body(raw.compress(body) + raw.flush(), "DEFLATE") == body
+
+
+def test_decode_stacked_encodings() -> None:
+    body = b"hello" * 100
+    assert decode_body(gzip.compress(zlib.compress(body)), "deflate, gzip") == body
+
+
+def test_decode_unknown_encodings_leave_page_alone() -> None:
+    for coding in ("br", "zstd", "compress", "gzip, br"):
+        assert decode_body(b"\x00\x01", coding) is None
+
+
+def test_decode_corrupt_or_truncated_is_none() -> None:
+    assert decode_body(b"not gzip at all", "gzip") is None
+    assert decode_body(gzip.compress(b"x" * 10_000)[:-20], "gzip") is None
+    assert decode_body(b"\xff\xfe garbage", "deflate") is None
+
+
+def test_decode_bomb_guard() -> None:
+    bomb = gzip.compress(b"\0" * (21 * 1024 * 1024))
+    assert len(bomb) < 100_000
+    assert decode_body(bomb, "gzip") is None
+    assert decode_body(zlib.compress(b"a" * 2000), "deflate", limit=1000) is None
+    assert decode_body(b"a" * 2000, None, limit=1000) is None
+    assert decode_body(zlib.compress(b"a" * 1000), "deflate", limit=1000) == b"a" * 1000
+
+
+def test_charset_of() -> None:
+    assert charset_of("text/html") == "utf-8"
+    assert charset_of("text/html; charset=ISO-8859-1") == "iso-8859-1"
+    assert charset_of('text/html;charset="windows-1252"') == "windows-1252"
+    assert charset_of("text/html; charset=no-such-thing") == "utf-8"
+    assert charset_of(None) == "utf-8"
+
+
+def test_is_html() -> None:
+    assert is_html("text/html; charset=utf-8")
+    assert is_html("Application/XHTML+XML")
+    assert not is_html("application/json")
+    assert not is_html(None)

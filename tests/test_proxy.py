@@ -1,0 +1,298 @@
+"""Proxying to a real upstream: methods, bodies, headers, streaming, failures, hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import build_app
+from tests.helpers import (
+    echo_app,
+    get,
+    header_map,
+    make_config,
+    make_user,
+    raw_http,
+    session_cookies,
+)
+
+Factory = Callable[..., Awaitable[TestClient]]
+PUBLIC = {"public": ["/**"]}
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> TestServer:
+    return await aiohttp_server(echo_app())
+
+
+@pytest.fixture
+def gateway(aiohttp_client: Any, upstream: TestServer) -> Factory:
+    async def start(**sections: Any) -> TestClient:
+        sections.setdefault("access", PUBLIC)
+        url = sections.pop("upstream_url", str(upstream.make_url("")).rstrip("/"))
+        config = make_config(url, **sections)
+        return await aiohttp_client(await build_app(config))
+
+    return start
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_methods_and_bodies_reach_the_upstream(gateway: Factory, method: str) -> None:
+    client = await gateway()
+    body = b"payload-" + method.encode()
+    async with client.request(method, "/api/thing?x=1", data=body) as response:
+        assert response.status == 200
+        echoed = await response.json()
+    assert echoed["method"] == method
+    assert echoed["path"] == "/api/thing?x=1"
+    assert echoed["body"] == body.decode()
+
+
+async def test_head_has_no_body(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.head("/big?size=5000") as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == "5000"
+        assert await response.read() == b""
+
+
+@pytest.mark.parametrize("code", [201, 204, 301, 304, 400, 404, 418, 500, 503])
+async def test_status_codes_pass_through(gateway: Factory, code: int) -> None:
+    client = await gateway()
+    async with client.get(f"/status/{code}", allow_redirects=False) as response:
+        assert response.status == code
+
+
+async def test_large_body_streams_both_ways(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/big?size=20000000&chunked=1") as response:
+        total = 0
+        async for chunk in response.content.iter_any():
+            total += len(chunk)
+    assert total == 20_000_000
+    upload = b"u" * 5_000_000
+    async with client.post("/upload", data=upload) as response:
+        echoed = await response.json()
+    assert len(echoed["body"]) == 5_000_000
+
+
+async def test_upstream_down_is_502_json_and_html(gateway: Factory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = await gateway(upstream_url=f"http://127.0.0.1:{port}")
+    async with client.get("/x") as response:
+        assert response.status == 502
+        assert (await response.json())["error"] == "bad_gateway"
+    async with client.get("/x", headers={"Accept": "text/html"}) as response:
+        assert response.status == 502
+        text = await response.text()
+        assert "unreachable" in text and "<html" in text
+    async with client.get("/_gateway/healthz") as response:
+        assert response.status == 200
+
+
+async def test_slow_upstream_is_504_and_gateway_stays_up(gateway: Factory) -> None:
+    client = await gateway(upstream={"timeout": "200ms"})
+    async with client.get("/slow?s=3") as response:
+        assert response.status == 504
+        assert (await response.json())["error"] == "gateway_timeout"
+    async with client.get("/fine") as response:
+        assert response.status == 200
+
+
+async def test_upstream_reset_mid_body_truncates_not_hangs(gateway: Factory) -> None:
+    client = await gateway()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with client.get("/reset") as response:
+            await response.read()
+    async with client.get("/after") as response:
+        assert response.status == 200
+
+
+@pytest.mark.parametrize("name", [
+    "X-Gateway-User", "x-gateway-user", "X_Gateway_User", "x-GATEWAY-groups",
+    "X-Gateway-Assertion", "x_gateway_assertion", "X-Gateway-Anything",
+])
+async def test_identity_headers_from_clients_never_reach_upstream(gateway: Factory,
+                                                                  name: str) -> None:
+    client = await gateway()
+    async with client.get("/echo", headers={name: "admin"}) as response:
+        echoed = await response.json()
+    for header in header_map(echoed):
+        assert not header.replace("_", "-").startswith("x-gateway-")
+
+
+async def test_configured_plain_identity_header_is_stripped(gateway: Factory) -> None:
+    client = await gateway(identity={"headers": {"X-Email": "content.email"}})
+    async with client.get("/echo", headers={"X-Email": "boss@example.com"}) as response:
+        echoed = await response.json()
+    assert "x-email" not in header_map(echoed)
+
+
+async def test_hop_by_hop_and_connection_named_headers_removed(gateway: Factory,
+                                                               upstream: TestServer) -> None:
+    client = await gateway()
+    request = (b"GET /echo HTTP/1.1\r\nHost: docs.test\r\nConnection: keep-alive, X-Drop-Me\r\n"
+               b"X-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+               b"Proxy-Authorization: Basic Zm9vOmJhcg==\r\nX-Keep: 1\r\n\r\n")
+    assert client.port is not None
+    status, _, body = await raw_http(client.port, request)
+    assert status == 200
+    headers = header_map(json.loads(body))
+    for gone in ("x-drop-me", "keep-alive", "te", "proxy-authorization"):
+        assert gone not in headers
+    assert headers["x-keep"] == ["1"]
+    async with client.get("/hop") as response:
+        assert "X-Secret-Hop" not in response.headers
+        assert "Keep-Alive" not in response.headers
+
+
+async def test_forwarded_headers_from_untrusted_peers_are_replaced(gateway: Factory) -> None:
+    client = await gateway()
+    spoof = {"X-Forwarded-For": "1.2.3.4", "X-Forwarded-Proto": "https",
+             "X-Forwarded-Host": "evil.test", "Forwarded": "for=1.2.3.4",
+             "X-Original-URL": "/admin", "X-Rewrite-URL": "/admin", "X-Real-IP": "1.2.3.4"}
+    async with client.get("/echo", headers=spoof) as response:
+        echoed = await response.json()
+        assert response.headers["X-Request-Id"]
+    headers = header_map(echoed)
+    assert headers["x-forwarded-for"] == ["127.0.0.1"]
+    assert headers["x-forwarded-proto"] == ["http"]
+    assert headers["x-forwarded-host"] != ["evil.test"]
+    for gone in ("forwarded", "x-original-url", "x-rewrite-url", "x-real-ip"):
+        assert gone not in headers
+    assert headers["x-request-id"][0] == response.headers["X-Request-Id"]
+
+
+async def test_forwarded_headers_from_trusted_proxy_are_extended(gateway: Factory) -> None:
+    client = await gateway(server={"trusted_proxies": ["127.0.0.0/8"]})
+    async with client.get("/echo", headers={"X-Forwarded-For": "203.0.113.9",
+                                            "X-Forwarded-Proto": "https"}) as response:
+        headers = header_map(await response.json())
+    assert headers["x-forwarded-for"] == ["203.0.113.9, 127.0.0.1"]
+    assert headers["x-forwarded-proto"] == ["https"]
+
+
+async def test_gateway_cookies_removed_from_cookie_header(gateway: Factory) -> None:
+    client = await gateway()
+    cookie = "theme=dark; docs_session=abc; __Host-docs_session.1=x; docs_session_state_1=z; a=b"
+    async with client.get("/echo", headers={"Cookie": cookie}) as response:
+        headers = header_map(await response.json())
+    assert headers["cookie"] == ["theme=dark; a=b"]
+
+
+async def test_upstream_set_cookie_of_gateway_cookie_is_dropped(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/set-cookie?name=docs_session&name=__Host-docs_session&name=theme") \
+            as response:
+        cookies = response.headers.getall("Set-Cookie")
+    assert len(cookies) == 1 and cookies[0].startswith("theme=")
+
+
+async def test_host_header_upstream_or_preserve(gateway: Factory, upstream: TestServer) -> None:
+    client = await gateway()
+    async with client.get("/echo", headers={"Host": "docs.example.com"}) as response:
+        headers = header_map(await response.json())
+    assert headers["host"] == [f"127.0.0.1:{upstream.port}"]
+    client = await gateway(upstream={"host_header": "preserve"})
+    async with client.get("/echo", headers={"Host": "docs.example.com"}) as response:
+        headers = header_map(await response.json())
+    assert headers["host"] == ["docs.example.com"]
+
+
+@pytest.mark.parametrize(("sent", "forwarded"), [
+    ("/a/./b", "/a/b"), ("/a/../b", "/b"), ("//a///b", "/a/b"), ("/%61%62c", "/abc"),
+    ("/a/%2e%2e/b", "/b"), ("/x/%7Euser", "/x/~user"), ("/sp%20ace", "/sp%20ace"),
+])
+async def test_upstream_receives_the_normalized_path(gateway: Factory, sent: str,
+                                                     forwarded: str) -> None:
+    client = await gateway()
+    assert client.port is not None
+    status, _, body = await raw_http(client.port, get(sent))
+    assert status == 200
+    assert json.loads(body)["path"] == forwarded
+
+
+@pytest.mark.parametrize("sent", [
+    "/a%2Fb", "/a%2fb", "/a%5Cb", "/a\\b", "/a%00b", "/a;jsessionid=1", "/a%3Bb",
+    "/a%0d%0ab", "/%252e%252e/admin", "/a%zz",
+])
+async def test_ambiguous_paths_are_400(gateway: Factory, sent: str) -> None:
+    client = await gateway()
+    assert client.port is not None
+    status, _, body = await raw_http(client.port, get(sent))
+    assert status == 400
+    assert b"Traceback" not in body
+
+
+async def test_absolute_form_target_is_refused(gateway: Factory) -> None:
+    client = await gateway()
+    assert client.port is not None
+    status, _, _ = await raw_http(client.port, get("http://evil.test/admin"))
+    assert status == 400
+
+
+async def test_compressed_html_gets_the_script_injected(aiohttp_server: Any,
+                                                        aiohttp_client: Any) -> None:
+    async def page(request: web.Request) -> web.Response:
+        body = gzip.compress(b"<html><head><title>x</title></head><body>hi</body></html>")
+        return web.Response(body=body, headers={"Content-Encoding": "gzip",
+                                                "Content-Type": "text/html"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    config = make_config(str(server.make_url("")).rstrip("/"), access=PUBLIC)
+    client = await aiohttp_client(await build_app(config))
+    async with client.get("/guide") as response:
+        text = await response.text()
+    assert '<script src="/_gateway/client.js" defer></script></head>' in text
+
+
+async def test_websocket_is_proxied(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.ws_connect("/ws") as ws:
+        await ws.send_str("hello")
+        message = await ws.receive(timeout=5)
+    assert message.data == "echo:hello"
+
+
+async def test_request_id_is_sent_upstream_and_back(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/echo") as response:
+        headers = header_map(await response.json())
+    assert headers["x-request-id"] == [response.headers["X-Request-Id"]]
+
+
+async def test_private_response_marked_private(gateway: Factory) -> None:
+    client = await gateway(access={"public": ["/pub/**"]})
+    cookies = await session_cookies(client.server.app, make_user())
+    async with client.get("/secret/page", cookies=cookies) as response:
+        assert response.status == 200
+        assert "private" in response.headers["Cache-Control"]
+        assert "Cookie" in response.headers["Vary"]
+    async with client.get("/pub/a") as response:
+        assert "Cache-Control" not in response.headers or \
+            "private" not in response.headers["Cache-Control"]
+
+
+async def test_many_concurrent_requests(gateway: Factory) -> None:
+    client = await gateway()
+
+    async def one(i: int) -> int:
+        async with client.get(f"/n/{i}") as response:
+            await response.read()
+            return response.status
+
+    statuses = await asyncio.gather(*(one(i) for i in range(200)))
+    assert statuses == [200] * 200

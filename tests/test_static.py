@@ -1,0 +1,432 @@
+"""Serving a built docs folder: a real aiohttp server on 127.0.0.1 in front of a tmp site."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from yarl import URL
+
+from gateway.static import StaticSite
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+BLOB = bytes(range(256)) * 8  # 2048 bytes, every byte value
+
+
+def build_site(base: Path, *, with_404: bool = True) -> Path:
+    """A small built docs folder, plus a secret outside it that links try to reach."""
+    root = base / "site"
+    files: dict[str, bytes] = {
+        "index.html": b"<h1>Home</h1>",
+        "guide/index.html": b"<h1>Guide</h1>",
+        "guide/install.html": b"<h1>Install</h1>",
+        "about.html": b"<h1>About</h1>",
+        "api.html": b"<h1>api.html</h1>",
+        "api/index.html": b"<h1>api dir</h1>",
+        "caf\u00e9/index.html": b"<h1>Cafe</h1>",
+        "assets/app.js": b"console.log(1)",
+        "assets/style.css": b"body{}",
+        "search/search_index.json": b'{"docs": []}',
+        "logo.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+        "fonts/text.woff2": b"wOF2",
+        "app.wasm": b"\x00asm",
+        "site.webmanifest": b"{}",
+        "blob.bin": BLOB,
+        "CNAME": b"docs.example.com",
+        "sitemap.xml": b"<urlset/>",
+        "sitemap.xml.gz": gzip.compress(b"<urlset/>"),
+        ".env": b"SECRET=1",
+        ".well-known/security.txt": b"Contact: mailto:sec@example.com",
+        "empty/.keep": b"",
+    }
+    if with_404:
+        files["404.html"] = b"<h1>Our own 404</h1>"
+    for name, body in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"TOP SECRET")
+    (root / "escape.txt").symlink_to(outside / "secret.txt")
+    (root / "escape-dir").symlink_to(outside, target_is_directory=True)
+    (root / "latest.js").symlink_to(root / "assets" / "app.js")
+    (root / "handbook").symlink_to(root / "guide", target_is_directory=True)
+    os.mkfifo(root / "pipe")
+    return root
+
+
+@pytest.fixture
+def site_root(tmp_path: Path) -> Path:
+    return build_site(tmp_path)
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, site_root: Path) -> MakeClient:
+    """A server whose every path is answered by StaticSite.serve.
+
+    ``X-Path`` overrides the path handed to serve, to send paths a real client would
+    normalize away; ``X-Base`` strips a base path first, as the gateway does.
+    """
+
+    async def make(root: Path | None = None, **options: Any) -> Client:
+        site = StaticSite(root or site_root, **options)
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            path = request.headers.get("X-Path", request.path)
+            base = request.headers.get("X-Base", "")
+            if base and path.startswith(base):
+                path = path[len(base):] or "/"
+            return await site.serve(request, path)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        client: Client = await aiohttp_client(app)
+        return client
+
+    return make
+
+
+async def test_root_serves_index_html(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/")
+    assert response.status == 200
+    assert await response.read() == b"<h1>Home</h1>"
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Accept-Ranges"] == "bytes"
+
+
+async def test_directory_with_slash_serves_its_index(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/guide/")
+    assert response.status == 200
+    assert await response.read() == b"<h1>Guide</h1>"
+
+
+async def test_directory_without_slash_redirects_and_keeps_query(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get(URL("/guide?q=install&x=%2F", encoded=True),
+                                allow_redirects=False)
+    assert response.status == 301
+    assert response.headers["Location"] == "./guide/?q=install&x=%2F"
+    followed = await client.get("/guide?q=install")
+    assert followed.status == 200
+    assert followed.url.path == "/guide/"
+    assert followed.url.query_string == "q=install"
+    assert await followed.read() == b"<h1>Guide</h1>"
+
+
+async def test_redirect_keeps_the_base_path_in_front(make_client: MakeClient) -> None:
+    client = await make_client()
+    nested = await client.get("/docs/guide", headers={"X-Base": "/docs"}, allow_redirects=False)
+    assert nested.status == 301
+    assert URL("/docs/guide").join(URL(nested.headers["Location"])).path == "/docs/guide/"
+    top = await client.get("/docs", headers={"X-Base": "/docs"}, allow_redirects=False)
+    assert top.status == 301
+    assert URL("/docs").join(URL(top.headers["Location"])).path == "/docs/"
+
+
+async def test_redirect_for_non_ascii_directory_is_percent_encoded(
+        make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/caf%C3%A9", allow_redirects=False)
+    assert response.status == 301
+    assert response.headers["Location"] == "./caf%C3%A9/"
+    followed = await client.get("/caf%C3%A9")
+    assert await followed.read() == b"<h1>Cafe</h1>"
+
+
+async def test_extensionless_path_serves_the_html_sibling(make_client: MakeClient) -> None:
+    client = await make_client()
+    for path, body in (("/about", b"<h1>About</h1>"), ("/guide/install", b"<h1>Install</h1>")):
+        response = await client.get(path)
+        assert response.status == 200
+        assert await response.read() == body
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+
+
+async def test_directory_wins_over_html_sibling(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/api", allow_redirects=False)
+    assert response.status == 301
+    assert await (await client.get("/api/")).read() == b"<h1>api dir</h1>"
+    assert await (await client.get("/api.html")).read() == b"<h1>api.html</h1>"
+
+
+async def test_file_with_trailing_slash_is_not_found(make_client: MakeClient) -> None:
+    client = await make_client()
+    assert (await client.get("/about.html/")).status == 404
+    assert (await client.get("/about/")).status == 404
+
+
+async def test_directory_without_index_is_not_found(make_client: MakeClient) -> None:
+    client = await make_client()
+    assert (await client.get("/empty/")).status == 404
+    assert (await client.get("/empty", allow_redirects=False)).status == 404
+
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/assets/app.js", "text/javascript; charset=utf-8"),
+    ("/assets/style.css", "text/css; charset=utf-8"),
+    ("/search/search_index.json", "application/json"),
+    ("/logo.svg", "image/svg+xml"),
+    ("/fonts/text.woff2", "font/woff2"),
+    ("/app.wasm", "application/wasm"),
+    ("/site.webmanifest", "application/manifest+json"),
+    ("/sitemap.xml", "application/xml"),
+    ("/sitemap.xml.gz", "application/gzip"),
+    ("/blob.bin", "application/octet-stream"),
+    ("/CNAME", "application/octet-stream"),
+])
+async def test_content_types(make_client: MakeClient, path: str, content_type: str) -> None:
+    client = await make_client()
+    response = await client.get(path)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == content_type
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_binary_file_arrives_intact(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/blob.bin")
+    assert await response.read() == BLOB
+    assert response.headers["Content-Length"] == str(len(BLOB))
+
+
+async def test_etag_revalidation_gives_304(make_client: MakeClient) -> None:
+    client = await make_client()
+    first = await client.get("/assets/app.js")
+    etag = first.headers["ETag"]
+    again = await client.get("/assets/app.js", headers={"If-None-Match": etag})
+    assert again.status == 304
+    assert await again.read() == b""
+    assert again.headers["ETag"] == etag
+
+
+async def test_changed_file_gets_a_new_etag(make_client: MakeClient, site_root: Path) -> None:
+    client = await make_client()
+    etag = (await client.get("/assets/app.js")).headers["ETag"]
+    (site_root / "assets" / "app.js").write_bytes(b"console.log('changed')")
+    response = await client.get("/assets/app.js", headers={"If-None-Match": etag})
+    assert response.status == 200
+    assert await response.read() == b"console.log('changed')"
+    assert response.headers["ETag"] != etag
+
+
+async def test_last_modified_revalidation_gives_304(
+        make_client: MakeClient, site_root: Path) -> None:
+    os.utime(site_root / "logo.svg", (1_600_000_000, 1_600_000_000))
+    client = await make_client()
+    response = await client.get("/logo.svg")
+    assert response.headers["Last-Modified"] == formatdate(1_600_000_000, usegmt=True)
+    since = {"If-Modified-Since": response.headers["Last-Modified"]}
+    assert (await client.get("/logo.svg", headers=since)).status == 304
+    older = {"If-Modified-Since": formatdate(1_500_000_000, usegmt=True)}
+    assert (await client.get("/logo.svg", headers=older)).status == 200
+
+
+async def test_single_range_gives_206(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/blob.bin", headers={"Range": "bytes=10-19"})
+    assert response.status == 206
+    assert await response.read() == BLOB[10:20]
+    assert response.headers["Content-Range"] == f"bytes 10-19/{len(BLOB)}"
+    tail = await client.get("/blob.bin", headers={"Range": "bytes=-5"})
+    assert tail.status == 206
+    assert await tail.read() == BLOB[-5:]
+
+
+async def test_unsatisfiable_range_gives_416(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/blob.bin", headers={"Range": f"bytes={len(BLOB)}-"})
+    assert response.status == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(BLOB)}"
+
+
+@pytest.mark.parametrize("value", ["bytes=0-1,5-9", "items=0-5", "bytes=9-2", "bytes=x"])
+async def test_ranges_that_cannot_be_honoured_give_the_whole_file(
+        make_client: MakeClient, value: str) -> None:
+    client = await make_client()
+    response = await client.get("/blob.bin", headers={"Range": value})
+    assert response.status == 200
+    assert await response.read() == BLOB
+
+
+async def test_if_range_with_a_stale_etag_sends_the_whole_file(make_client: MakeClient) -> None:
+    client = await make_client()
+    etag = (await client.get("/blob.bin")).headers["ETag"]
+    fresh = await client.get("/blob.bin", headers={"Range": "bytes=0-3", "If-Range": etag})
+    assert fresh.status == 206
+    assert await fresh.read() == BLOB[:4]
+    stale = await client.get("/blob.bin", headers={"Range": "bytes=0-3", "If-Range": '"old"'})
+    assert stale.status == 200
+    assert await stale.read() == BLOB
+
+
+async def test_head_has_the_headers_but_no_body(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.head("/blob.bin")
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(len(BLOB))
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert "ETag" in response.headers and "Last-Modified" in response.headers
+    assert await response.read() == b""
+
+
+@pytest.mark.parametrize("path", [
+    "/../outside/secret.txt",
+    "/guide/../../outside/secret.txt",
+    "/../../../../../../etc/passwd",
+    "/./index.html",
+    "/guide/..",
+    "relative/index.html",
+    "/..\\outside\\secret.txt",
+])
+async def test_traversal_in_an_already_decoded_path_is_refused(
+        make_client: MakeClient, path: str) -> None:
+    client = await make_client()
+    response = await client.get("/", headers={"X-Path": path})
+    assert response.status == 404
+    body = await response.read()
+    assert b"TOP SECRET" not in body and b"root:" not in body
+
+
+async def test_encoded_traversal_on_the_wire_is_refused(make_client: MakeClient) -> None:
+    client = await make_client()
+    for raw in ("/%2e%2e/outside/secret.txt", "/guide/%2E%2E/%2E%2E/outside/secret.txt",
+                "/..%2foutside%2fsecret.txt"):
+        response = await client.get(URL(raw, encoded=True))
+        assert response.status in (400, 404)
+        assert b"TOP SECRET" not in await response.read()
+
+
+async def test_symlinks_escaping_the_root_are_not_found(make_client: MakeClient) -> None:
+    client = await make_client()
+    for path in ("/escape.txt", "/escape-dir/secret.txt", "/escape-dir/"):
+        response = await client.get(path)
+        assert response.status == 404
+        assert b"TOP SECRET" not in await response.read()
+
+
+async def test_symlinks_inside_the_root_are_served(make_client: MakeClient) -> None:
+    client = await make_client()
+    script = await client.get("/latest.js")
+    assert script.status == 200
+    assert await script.read() == b"console.log(1)"
+    assert script.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    page = await client.get("/handbook/install")
+    assert await page.read() == b"<h1>Install</h1>"
+
+
+async def test_missing_page_uses_the_sites_own_404(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/no/such/page", headers=HTML)
+    assert response.status == 404
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert await response.read() == b"<h1>Our own 404</h1>"
+
+
+async def test_edited_404_page_is_picked_up(make_client: MakeClient, site_root: Path) -> None:
+    client = await make_client()
+    assert await (await client.get("/nope", headers=HTML)).read() == b"<h1>Our own 404</h1>"
+    (site_root / "404.html").write_bytes(b"<h1>A newer, longer 404</h1>")
+    assert await (await client.get("/nope", headers=HTML)).read() == b"<h1>A newer, longer 404</h1>"
+
+
+async def test_missing_page_without_a_404_html_gets_a_built_in_page(
+        make_client: MakeClient, tmp_path: Path) -> None:
+    client = await make_client(build_site(tmp_path / "bare", with_404=False))
+    response = await client.get("/no/such/page", headers=HTML)
+    assert response.status == 404
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert b"Page not found" in await response.read()
+
+
+async def test_missing_file_for_a_non_html_client_is_json(make_client: MakeClient) -> None:
+    client = await make_client()
+    response = await client.get("/assets/missing.js", headers={"Accept": "*/*"})
+    assert response.status == 404
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert (await response.json())["error"] == "not_found"
+
+
+async def test_post_and_other_methods_get_405_with_allow(make_client: MakeClient) -> None:
+    client = await make_client()
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        response = await client.request(method, "/index.html")
+        assert response.status == 405
+        assert response.headers["Allow"] == "GET, HEAD"
+
+
+async def test_odd_names_are_a_clean_404(make_client: MakeClient) -> None:
+    client = await make_client()
+    for path in ("/" + "a" * 300, "/" + "a/" * 3000, "/%00index.html", "/%C3%BF%FF%FE"):
+        response = await client.get(URL(path, encoded=True))
+        assert response.status == 404, path
+
+
+async def test_a_fifo_is_not_served_and_does_not_hang(make_client: MakeClient) -> None:
+    client = await make_client()
+    assert (await client.get("/pipe")).status == 404
+
+
+async def test_dotfiles_are_hidden_but_well_known_is_served(make_client: MakeClient) -> None:
+    client = await make_client()
+    assert (await client.get("/.env")).status == 404
+    known = await client.get("/.well-known/security.txt")
+    assert known.status == 200
+    assert known.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+async def test_precompressed_siblings_only_when_enabled(make_client: MakeClient) -> None:
+    gzip_ok = {"Accept-Encoding": "gzip"}
+    plain = await (await make_client()).get("/sitemap.xml", headers=gzip_ok)
+    assert "Content-Encoding" not in plain.headers
+    assert await plain.read() == b"<urlset/>"
+    packed = await (await make_client(precompressed=True)).get("/sitemap.xml", headers=gzip_ok)
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert packed.headers["Content-Type"] == "application/xml"
+    assert await packed.read() == b"<urlset/>"
+
+
+async def test_file_for_and_exists(site_root: Path) -> None:
+    site = StaticSite(site_root)
+    real_root = site_root.resolve()
+    assert site.file_for("/") == real_root / "index.html"
+    assert site.file_for("/guide/") == real_root / "guide" / "index.html"
+    assert site.file_for("/guide") is None  # served as a redirect, not a file
+    assert site.file_for("/about") == real_root / "about.html"
+    assert site.file_for("/latest.js") == real_root / "assets" / "app.js"
+    assert site.file_for("/escape.txt") is None
+    assert site.file_for("/index.html\x00.png") is None
+    assert site.file_for("/\ud800") is None
+    assert await site.exists("/")
+    assert not await site.exists("/missing")
+    assert "site" in repr(site)
+
+
+_PIECES = ["/", ".", "..", "a", "guide", "escape-dir", "handbook", "\x00", "\\", "~", "\u00e9",
+           "404.html", "index.html", ".env", ".html", "secret.txt", "outside", "site"]
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.lists(st.sampled_from(_PIECES), max_size=12).map("".join))
+def test_file_for_never_leaves_the_root(site_root: Path, path: str) -> None:
+    site = StaticSite(site_root)
+    found = site.file_for(path)
+    if found is not None:
+        assert found.is_relative_to(site_root.resolve())
+        assert found.is_file()
