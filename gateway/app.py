@@ -22,6 +22,7 @@ from gateway.sessions.base import create_store, gateway_cookie_predicate
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
 
+
 @dataclass
 class RouteTable:
     """The gateway's own routes by exact normalized path, then method."""

@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.errors import BadRequest, Denied, GatewayError, NeedsLogin
 from gateway.paths import normalize_path
 from gateway.proxy import Scope
+from gateway.sessions.base import JAR, CookieJar, cookie_settings
 
 log = logging.getLogger("gateway")
 SCOPE = "gateway.scope"
@@ -124,9 +125,11 @@ def login_redirect(request: web.Request, login_path: str, return_to: str) -> web
     return response
 
 
-def make_middleware(config: Config, scopes: ScopeBuilder) -> Callable[..., Awaitable[web.StreamResponse]]:
+def make_middleware(config: Config,
+                    scopes: ScopeBuilder) -> Callable[..., Awaitable[web.StreamResponse]]:
     """The middleware that builds the scope and turns every error into a response."""
     login_path = config.server.route_base + "/login"
+    cookies = cookie_settings(config)
     denied_status = 404 if config.access.denied == "not_found" else 403
 
     @web.middleware
@@ -161,9 +164,13 @@ def make_middleware(config: Config, scopes: ScopeBuilder) -> Callable[..., Await
         except Exception:
             log.exception("unexpected error", extra={"path": request.path})
             response = error_response(request, 500, "internal", "An unexpected error occurred.")
-        built = request.get(SCOPE)
-        if isinstance(built, Scope) and not response.prepared:
-            response.headers["X-Request-Id"] = built.request_id
+        if not response.prepared:
+            built = request.get(SCOPE)
+            if isinstance(built, Scope):
+                response.headers["X-Request-Id"] = built.request_id
+            jar = request.get(JAR)
+            if isinstance(jar, CookieJar) and jar:
+                cookies.apply(jar, response)
         return response
 
     return middleware

@@ -137,8 +137,8 @@ def decoded(path: str) -> str:
     return unquote(path, encoding="utf-8", errors="strict")
 
 
-def _glob_pieces(text: str) -> tuple[list[list[str]], list[bool], bool]:
-    """Split a glob at its ``**`` gaps; each piece is the regex of its ``*``-separated parts.
+def _glob_pieces(text: str) -> tuple[list[list[list[str]]], list[bool], bool]:
+    """Split a glob at its ``**`` gaps; a piece is its ``*``-separated parts (regex atoms).
 
     Also returns, per gap, whether the next piece must follow a "/" (``/**/``), and whether
     the glob ends in ``/**``.
@@ -170,21 +170,32 @@ def _glob_pieces(text: str) -> tuple[list[list[str]], list[bool], bool]:
                 pieces.append([[]])
                 j += 1 if slash else 0
         i = j
-    joined = [["".join(atoms) for atoms in piece] for piece in pieces]
-    return joined, gaps, tail
+    return pieces, gaps, tail
 
 
-def _piece_regex(parts: list[str], last: bool) -> str:
+def _piece_regex(parts: list[list[str]], last: bool) -> str:
     # Taking the leftmost occurrence of each part after a "*" never loses a match (what
     # follows can only be more "*" or "**"), so those choices are atomic and a long path
     # cannot make the engine retry them. Only a final part must sit at the very end.
-    out = [parts[0]]
-    for index, part in enumerate(parts[1:], start=1):
+    out = ["".join(parts[0])]
+    for index, atoms in enumerate(parts[1:], start=1):
+        part = "".join(atoms)
         if last and index == len(parts) - 1:
             out.append(f"[^/]*{part}")
         else:
             out.append(f"(?>[^/]*?{part})")
     return "".join(out)
+
+
+def _last_after_gap(parts: list[list[str]], slash: bool) -> str:
+    if slash:
+        return ".*(?<=/)" + _piece_regex(parts, True)
+    if len(parts) > 1 and "/" not in parts[0]:
+        # ".*" is "(?:.*/)?[^/]*"; within that last segment the leftmost start of the
+        # piece is as good as any, so trying every start (quadratic) is not needed.
+        first = "".join(parts[0])
+        return f"(?:.*/)?(?>[^/]*?{first})" + _piece_regex([[], *parts[1:]], True)
+    return ".*" + _piece_regex(parts, True)
 
 
 def glob_regex(pattern: str) -> str:
@@ -199,11 +210,11 @@ def glob_regex(pattern: str) -> str:
     last = len(pieces) - 1
     out = [_piece_regex(pieces[0], last == 0)]
     for index, (slash, piece) in enumerate(zip(gaps, pieces[1:], strict=True), start=1):
-        after = "(?<=/)" if slash else ""
         if index == last:
-            out.append(f".*{after}{_piece_regex(piece, True)}")
+            out.append(_last_after_gap(piece, slash))
         else:
-            # The earliest end for a piece between two "**" is always a safe choice.
+            # For a piece between two "**", the earliest end is always a safe choice.
+            after = "(?<=/)" if slash else ""
             out.append(f"(?>.*?{after}{_piece_regex(piece, False)})")
     if tail:
         out.append("(?:/.*)?")

@@ -15,7 +15,7 @@ from gateway.html import decode_body
 from gateway.pages import enforce
 from gateway.policy import Decision, Outcome
 from gateway.proxy import Scope, pipe_websocket, stream_body
-from gateway.sessions.base import CookieJar, Loaded, Session
+from gateway.sessions.base import JAR, CookieJar, Loaded, Session
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
 from gateway.user import User
@@ -40,6 +40,8 @@ async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor
     A store that cannot be reached makes protected paths 503, and public ones anonymous.
     """
     jar = CookieJar()
+    # The error boundary applies what is left in the jar to whatever response is sent.
+    request[JAR] = jar
     try:
         loaded = await gw.store.load(request.cookies)
     except Unavailable:
@@ -66,7 +68,8 @@ def personal(decision: Decision, visitor: Visitor) -> bool:
 def mark_private(headers: CIMultiDict[str]) -> None:
     """Keep shared caches from serving a visitor's response to anyone else."""
     directives = [d.strip() for d in headers.get("Cache-Control", "").split(",") if d.strip()]
-    kept = [d for d in directives if d.split("=")[0].lower() not in ("public", "s-maxage", "private")]
+    shared = ("public", "s-maxage", "private")
+    kept = [d for d in directives if d.split("=")[0].strip().lower() not in shared]
     headers["Cache-Control"] = ", ".join(["private", *kept])
     vary = headers.get("Vary", "")
     if "cookie" not in vary.lower() and vary.strip() != "*":
@@ -175,6 +178,7 @@ def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
     response.headers["X-Request-Id"] = scope.request_id
     if visitor.jar:
         gw.store.cookies.apply(visitor.jar, response)
+        visitor.jar.clear()
     if personal(decision, visitor):
         mark_private(response.headers)
 

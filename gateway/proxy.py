@@ -146,7 +146,7 @@ class Upstream:
             return await self.session.request(
                 request.method, self.url_for(scope), headers=headers, data=body,
                 allow_redirects=False, compress=None, chunked=None)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout("the docs server did not answer in time") from None
         except aiohttp.ClientConnectorError:
             raise UpstreamError("the docs server cannot be reached") from None
@@ -177,7 +177,7 @@ class Upstream:
                 timeout=aiohttp.ClientTimeout(total=self.config.upstream.connect_timeout),
             ):
                 return True
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
 
@@ -188,7 +188,7 @@ async def stream_body(request: web.Request, upstream: aiohttp.ClientResponse,
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
         await response.write_eof()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         # Headers are already sent: the only honest signal left is a cut connection,
         # so the client sees a truncated body rather than a complete-looking one.
         if request.transport is not None:
@@ -211,7 +211,7 @@ async def pipe_websocket(request: web.Request, session: aiohttp.ClientSession, u
     try:
         upstream_ws = await session.ws_connect(ws_url, headers=headers, protocols=protocols,
                                                autoping=True)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         raise UpstreamError("the docs server refused the WebSocket") from None
     client_ws = web.WebSocketResponse(protocols=protocols)
     await client_ws.prepare(request)

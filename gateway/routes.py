@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -117,6 +118,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
     gw = _gw(request)
     scope: Scope = request[SCOPE]
     path, query = original_target(request, scope)
+    target = path + (f"?{query}" if query else "")
     rel = gw.relative_path(path) or "/"
     decision = gw.policy.decide(rel, None)
     visitor = await identify(gw, request, required=not decision.public)
@@ -125,7 +127,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
         request["gateway.sub"] = visitor.user.sub
     if decision.outcome is Outcome.NEEDS_LOGIN:
         login_url = (f"{gw.config.server.public_origin}{gw.config.server.route_base}/login"
-                     f"?redirect={path}")
+                     f"?redirect={quote(target, safe='/')}")
         response = json_response({"error": "unauthenticated", "login": login_url}, status=401)
     elif decision.outcome is Outcome.DENIED:
         response = json_response({"error": "forbidden"}, status=403)

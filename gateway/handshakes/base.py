@@ -52,10 +52,10 @@ class Handshake(ABC):
         self.deps = deps
         self.config = deps.config
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Fetch what is needed before serving (keys, discovery)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what ``start`` acquired."""
 
     async def identify(self, request: web.Request, session: Session | None,

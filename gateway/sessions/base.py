@@ -53,8 +53,17 @@ class CookieJar:
         self.sets.pop(name, None)
         self.deletes.add(name)
 
+    def clear(self) -> None:
+        """Forget the changes once they are written onto a response."""
+        self.sets.clear()
+        self.deletes.clear()
+
     def __bool__(self) -> bool:
         return bool(self.sets or self.deletes)
+
+
+# Request key of the CookieJar for the response being built.
+JAR = "gateway.jar"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,309 @@
+"""The pure parts of the OAuth 2.0 / OpenID Connect handshake.
+
+PKCE, URL building, the per-attempt login-state cookie, provider metadata, token
+responses, JWT verification and claims-to-user mapping. Nothing here does I/O;
+``gateway.handshakes.oauth`` is the one place that talks HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import jwt
+
+from gateway.config import OAuthConfig
+from gateway.crypto import InvalidSealed, Sealer, b64url_encode, constant_time_equal, random_token
+from gateway.errors import HandshakeFailed
+
+#: Seconds a login attempt (its state cookie) stays valid.
+STATE_TTL = 600
+STATE_PURPOSE = "oauth-state"
+#: Algorithms an id_token or access token may be signed with; "none" never is.
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "EdDSA")
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+#: Claims about the token itself, never copied into the user object's content.
+PROTOCOL_CLAIMS = frozenset({
+    "iss", "aud", "exp", "iat", "nbf", "jti", "nonce", "azp", "at_hash", "c_hash", "s_hash",
+    "auth_time", "acr", "amr", "sid", "sub", "typ", "client_id", "scope", "cnf",
+})
+_ATTEMPT = re.compile(r"^[A-Za-z0-9_-]{8}$")
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The S256 code challenge of a PKCE verifier (RFC 7636 section 4.2)."""
+    return b64url_encode(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def add_query(url: str, params: Iterable[tuple[str, str]]) -> str:
+    """``url`` with ``params`` appended to whatever query it already has."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@dataclass(frozen=True)
+class LoginState:
+    """One login attempt: what the callback needs to finish it."""
+
+    state: str = field(repr=False)
+    verifier: str = field(repr=False)
+    nonce: str | None = field(repr=False)
+    return_to: str
+    created_at: float
+
+    @property
+    def attempt(self) -> str:
+        """The short id in the state cookie's name."""
+        return self.state.split(".", 1)[0]
+
+
+def new_login_state(return_to: str, *, with_nonce: bool) -> LoginState:
+    """A fresh attempt: a one-time state, a PKCE verifier (64 chars) and maybe a nonce."""
+    return LoginState(state=f"{random_token(6)}.{random_token(24)}", verifier=random_token(48),
+                      nonce=random_token(24) if with_nonce else None, return_to=return_to,
+                      created_at=time.time())
+
+
+class StateCodec:
+    """Seals a LoginState into its cookie, named ``<cookie_name>_state_<attempt>``."""
+
+    def __init__(self, secrets: Sequence[str], cookie_stem: str, ttl: float = STATE_TTL) -> None:
+        self.sealer = Sealer(secrets, STATE_PURPOSE)
+        self.prefix = f"{cookie_stem}_state_"
+        self.ttl = ttl
+
+    def cookie_name(self, state: str) -> str | None:
+        """The cookie a state value belongs to; None when the value is malformed."""
+        attempt = state.split(".", 1)[0]
+        return self.prefix + attempt if _ATTEMPT.match(attempt) else None
+
+    def seal(self, login: LoginState) -> str:
+        """The cookie value; bound to the cookie's name so it cannot be moved to another."""
+        record = {"s": login.state, "v": login.verifier, "n": login.nonce,
+                  "r": login.return_to, "t": login.created_at}
+        name = self.prefix + login.attempt
+        return self.sealer.seal(json.dumps(record, separators=(",", ":")).encode(), name.encode())
+
+    def open(self, name: str, value: str, now: float | None = None) -> LoginState:
+        """The attempt a cookie holds; HandshakeFailed when forged, foreign or too old."""
+        try:
+            record = json.loads(self.sealer.open(value, name.encode()))
+            login = LoginState(state=str(record["s"]), verifier=str(record["v"]),
+                               nonce=None if record["n"] is None else str(record["n"]),
+                               return_to=str(record["r"]), created_at=float(record["t"]))
+        except (InvalidSealed, ValueError, KeyError, TypeError):
+            raise state_mismatch() from None
+        if (time.time() if now is None else now) - login.created_at > self.ttl:
+            raise HandshakeFailed("This login took longer than 10 minutes and has expired. "
+                                  "Please log in again.", code="state_expired")
+        return login
+
+    def match(self, login: LoginState, state: str) -> None:
+        """Raise unless the callback's state is the one this attempt sent."""
+        if not constant_time_equal(login.state, state):
+            raise state_mismatch()
+
+
+def state_mismatch() -> HandshakeFailed:
+    """The error for a callback that does not belong to a login started in this browser."""
+    return HandshakeFailed("This login answer does not match a login started in this browser "
+                           "(it was already used, expired, or came from elsewhere). "
+                           "Please log in again.", code="state_mismatch")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the identity provider's endpoints are: explicit config wins over discovery."""
+
+    authorization_url: str
+    token_url: str
+    issuer: str | None = None
+    jwks_url: str | None = None
+    end_session_url: str | None = None
+    iss_required: bool = False
+    algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
+
+
+def merge_endpoints(oauth: OAuthConfig, discovery: Mapping[str, Any] | None) -> Endpoints:
+    """Endpoints from config and (optionally) a discovery document; ValueError if incomplete."""
+    doc: Mapping[str, Any] = discovery or {}
+
+    def pick(explicit: str | None, key: str) -> str | None:
+        value = doc.get(key)
+        return explicit or (value if isinstance(value, str) and value else None)
+
+    authorization_url = pick(oauth.authorization_url, "authorization_endpoint")
+    token_url = pick(oauth.token_url, "token_endpoint")
+    if authorization_url is None or token_url is None:
+        raise ValueError("no authorization_endpoint or token_endpoint")
+    advertised = doc.get("id_token_signing_alg_values_supported")
+    algorithms = ASYMMETRIC_ALGORITHMS
+    if isinstance(advertised, list):
+        algorithms = tuple(a for a in advertised
+                           if a in ASYMMETRIC_ALGORITHMS or (a in HMAC_ALGORITHMS
+                                                            and oauth.client_secret))
+    issuer = doc.get("issuer") if isinstance(doc.get("issuer"), str) else oauth.issuer
+    return Endpoints(authorization_url=authorization_url, token_url=token_url, issuer=issuer,
+                     jwks_url=pick(oauth.jwks_url, "jwks_uri"),
+                     end_session_url=pick(None, "end_session_endpoint"),
+                     iss_required=doc.get("authorization_response_iss_parameter_supported") is True,
+                     algorithms=algorithms)
+
+
+def same_issuer(a: str, b: str) -> bool:
+    """Issuer identifiers compare exactly, except for one trailing slash."""
+    return a.rstrip("/") == b.rstrip("/")
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """The useful parts of a token endpoint answer."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    id_token: str | None = field(default=None, repr=False)
+
+
+def parse_token_response(data: Any) -> TokenSet:
+    """A TokenSet from a token endpoint's JSON; HandshakeFailed when it lacks an access token."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("access_token"), str):
+        raise HandshakeFailed("The identity provider's token answer has no access_token.",
+                              code="token_error")
+
+    def optional(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return TokenSet(access_token=data["access_token"], refresh_token=optional("refresh_token"),
+                    id_token=optional("id_token"))
+
+
+def token_algorithm(token: str, allowed: Sequence[str], code: str, what: str) -> tuple[str, str | None]:
+    """The ``alg`` and ``kid`` of a JWT's header, refusing algorithms outside ``allowed``."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise HandshakeFailed(f"The {what} is not a valid JWT.", code=code) from None
+    alg, kid = header.get("alg"), header.get("kid")
+    if not isinstance(alg, str) or alg not in allowed:
+        raise HandshakeFailed(f"The {what} is signed with an algorithm that is not accepted "
+                              f"({alg!r}).", code=code)
+    return alg, kid if isinstance(kid, str) else None
+
+
+def verify_jwt(token: str, key: Any, alg: str, *, issuer: str | None, audience: str | None,
+               code: str, what: str, leeway: float = 30.0) -> dict[str, Any]:
+    """Verify signature, ``exp``, ``iss`` and (when given) ``aud``; HandshakeFailed naming why."""
+    options: dict[str, Any] = {"require": ["exp", "iat", "sub"],
+                               "verify_aud": audience is not None}
+    try:
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=[alg], audience=audience,
+                                            options=options,  # type: ignore[arg-type]
+                                            leeway=leeway)
+    except jwt.ExpiredSignatureError:
+        raise HandshakeFailed(f"The {what} has expired; check the clocks of the identity "
+                              "provider and the gateway.", code=code) from None
+    except jwt.InvalidSignatureError:
+        raise HandshakeFailed(f"The {what}'s signature does not verify with the identity "
+                              "provider's published keys.", code=code) from None
+    except jwt.InvalidAudienceError:
+        raise HandshakeFailed(f"The {what} was issued for another client (aud does not "
+                              "include client_id).", code=code) from None
+    except jwt.PyJWTError as exc:
+        raise HandshakeFailed(f"The {what} is not valid ({exc.__class__.__name__}).",
+                              code=code) from None
+    token_issuer = claims.get("iss")
+    if issuer is not None and not (isinstance(token_issuer, str)
+                                   and same_issuer(token_issuer, issuer)):
+        raise HandshakeFailed(f"The {what} comes from another issuer than {issuer}.", code=code)
+    return claims
+
+
+def check_id_token_claims(claims: Mapping[str, Any], *, client_id: str,
+                          nonce: str | None) -> None:
+    """OIDC's checks beyond the signature: ``azp`` and ``nonce`` (section 3.1.3.7)."""
+    aud = claims.get("aud")
+    azp = claims.get("azp")
+    if (isinstance(aud, list) and len(aud) > 1 and azp is None) or \
+            (azp is not None and azp != client_id):
+        raise HandshakeFailed("The id_token was issued to another client (azp).",
+                              code="id_token_invalid")
+    if nonce is not None:
+        sent = claims.get("nonce")
+        if not isinstance(sent, str) or not constant_time_equal(sent, nonce):
+            raise HandshakeFailed("The id_token does not answer this login (nonce mismatch). "
+                                  "Please log in again.", code="id_token_invalid")
+
+
+def claim_value(claims: Mapping[str, Any], name: str) -> Any:
+    """A claim by exact name, else by dotted path (``realm_access.roles``)."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for segment in name.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(segment)
+    return value
+
+
+def groups_from_claim(value: Any, delimiter: str) -> tuple[str, ...]:
+    """Mintlify's rule: a string is split on the delimiter, trimmed, empties dropped;
+    an array is one group per item."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(delimiter) if part.strip())
+    if isinstance(value, list):
+        groups = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                raise HandshakeFailed("The groups claim holds an item that is not a string.",
+                                      code="invalid_groups")
+            if str(item).strip():
+                groups.append(str(item))
+        return tuple(groups)
+    raise HandshakeFailed("The groups claim must be a string or a list of strings.",
+                          code="invalid_groups")
+
+
+def user_data_from_claims(claims: Mapping[str, Any], skip: str | None = None) -> dict[str, Any]:
+    """A user object from token claims: ``sub``, and the profile claims as ``content``."""
+    content = {k: v for k, v in claims.items() if k not in PROTOCOL_CLAIMS and k != skip}
+    return {"sub": claims.get("sub"), "content": content}
+
+
+def end_session_url(endpoint: str, *, id_token: str | None, post_logout: str,
+                    client_id: str) -> str:
+    """RP-initiated logout (OIDC): the end_session_endpoint with its parameters."""
+    params = [("id_token_hint", id_token)] if id_token else []
+    params += [("post_logout_redirect_uri", post_logout), ("client_id", client_id)]
+    return add_query(endpoint, params)
+
+
+#: The IdP error codes a callback may report; anything else counts as "idp_error".
+IDP_ERRORS = frozenset({
+    "access_denied", "login_required", "consent_required", "interaction_required",
+    "account_selection_required", "temporarily_unavailable", "server_error", "invalid_request",
+    "invalid_scope", "unauthorized_client", "unsupported_response_type",
+})
+
+
+def idp_error(error: str, description: str | None) -> HandshakeFailed:
+    """The page for an error the identity provider sent back instead of a code."""
+    code = error if error in IDP_ERRORS else "idp_error"
+    if code == "access_denied":
+        message = "The login was declined at the identity provider, so you are not logged in."
+    else:
+        message = f"The identity provider did not log you in ({code})."
+    if description:
+        message += f" It said: {description[:200]}"
+    return HandshakeFailed(message, code=code)

@@ -1,0 +1,343 @@
+"""Sessions, policy and identity through the whole app, against a real echo upstream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import build_app
+from tests.helpers import echo_app, header_map, make_config, make_user, session_cookies
+
+Factory = Callable[..., Awaitable[TestClient]]
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> TestServer:
+    return await aiohttp_server(echo_app())
+
+
+@pytest.fixture
+def gateway(aiohttp_client: Any, upstream: TestServer) -> Factory:
+    async def start(**sections: Any) -> TestClient:
+        sections.setdefault("access", {"public": ["/pub/**"],
+                                       "rules": [{"path": "/admin/**", "groups": ["admin"]},
+                                                 {"path": "/closed/**", "groups": []}]})
+        config = make_config(str(upstream.make_url("")).rstrip("/"), **sections)
+        return await aiohttp_client(await build_app(config))
+
+    return start
+
+
+async def login(client: TestClient, *groups: str, sub: str = "ada") -> dict[str, str]:
+    return await session_cookies(client.server.app, make_user(sub, groups=groups,
+                                                              email=f"{sub}@example.com"))
+
+
+async def test_anonymous_browser_is_sent_to_login_with_its_path(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/guide/intro?tab=2", headers=HTML, allow_redirects=False) as response:
+        assert response.status == 302
+        assert response.headers["Location"] == "/_gateway/login?redirect=/guide/intro%3Ftab%3D2"
+    async with client.get("/_gateway/login?redirect=/guide/intro", allow_redirects=False) as r:
+        assert r.status == 302
+        assert r.headers["Location"] == \
+            "https://dash.example.com/docs-login?redirect=%2Fguide%2Fintro"
+
+
+async def test_anonymous_api_request_gets_401_json(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/guide/intro") as response:
+        assert response.status == 401
+        assert await response.json() == {"error": "unauthenticated"}
+
+
+async def test_public_glob_served_anonymously(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/pub/a.css") as response:
+        assert response.status == 200
+        assert "x-gateway-assertion" not in header_map(await response.json())
+
+
+async def test_logged_in_reader_gets_a_verifiable_assertion(gateway: Factory,
+                                                            upstream: TestServer) -> None:
+    client = await gateway(identity={"assertion": {"claims": ["groups", "content"]}})
+    cookies = await login(client, "beta")
+    async with client.get("/guide", cookies=cookies) as response:
+        assert response.status == 200
+        echoed = header_map(await response.json())
+    token = echoed["x-gateway-assertion"][0]
+    async with client.get("/_gateway/jwks.json") as response:
+        keys = jwt.PyJWKSet.from_dict(await response.json())
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = next(k for k in keys.keys if k.key_id == kid)
+    claims = jwt.decode(token, key=key.key, algorithms=["EdDSA"],
+                        audience=f"http://127.0.0.1:{upstream.port}")
+    assert claims["sub"] == "ada"
+    assert claims["iss"] == "http://docs.test"
+    assert claims["groups"] == ["beta"]
+    assert claims["content"]["email"] == "ada@example.com"
+    assert claims["method"] == "jwt"
+    assert claims["exp"] > time.time()
+
+
+async def test_jwks_has_public_material_only(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/_gateway/jwks.json") as response:
+        body = await response.json()
+    for key in body["keys"]:
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+
+
+@pytest.mark.parametrize("path", ["/pub/x", "/guide"])
+@pytest.mark.parametrize("name", ["X-Gateway-Assertion", "x_gateway_assertion",
+                                  "X-GATEWAY-USER", "X-Email", "x_email"])
+async def test_spoofed_identity_headers_never_pass(gateway: Factory, path: str, name: str) -> None:
+    client = await gateway(identity={"headers": {"X-Email": "content.email"}})
+    cookies = await login(client, sub="real")
+    for jar in ({}, cookies):
+        async with client.get(path, headers={name: "forged"}, cookies=jar) as response:
+            if response.status != 200:
+                assert not jar and response.status == 401
+                continue
+            echoed = header_map(await response.json())
+        for values in echoed.values():
+            assert "forged" not in values
+
+
+async def test_plain_headers_carry_the_mapped_fields(gateway: Factory) -> None:
+    client = await gateway(identity={"headers": {"X-Email": "content.email",
+                                                 "X-Groups": "groups", "X-User": "sub"}})
+    cookies = await login(client, "a", "b")
+    async with client.get("/guide", cookies=cookies) as response:
+        echoed = header_map(await response.json())
+    assert echoed["x-email"] == ["ada@example.com"]
+    assert echoed["x-groups"] == ["a,b"]
+    assert echoed["x-user"] == ["ada"]
+
+
+async def test_group_rules(gateway: Factory) -> None:
+    client = await gateway()
+    reader = await login(client, "beta", sub="reader")
+    admin = await login(client, "admin", sub="boss")
+    async with client.get("/admin/page", cookies=reader) as response:
+        assert response.status == 404
+    async with client.get("/admin/page", cookies=admin) as response:
+        assert response.status == 200
+    async with client.get("/closed/x", cookies=admin) as response:
+        assert response.status == 404
+    async with client.get("/administrator", cookies=reader) as response:
+        assert response.status == 200
+
+
+async def test_denied_forbidden_is_403(gateway: Factory) -> None:
+    client = await gateway(access={"rules": [{"path": "/admin/**", "groups": ["admin"]}],
+                                   "denied": "forbidden"})
+    reader = await login(client, "beta")
+    async with client.get("/admin/", cookies=reader) as response:
+        assert response.status == 403
+
+
+async def test_personalize_mode_blocks_nothing(gateway: Factory) -> None:
+    client = await gateway(mode="personalize")
+    async with client.get("/admin/secret") as response:
+        assert response.status == 200
+        assert "x-gateway-assertion" not in header_map(await response.json())
+    cookies = await login(client)
+    async with client.get("/admin/secret", cookies=cookies) as response:
+        assert "x-gateway-assertion" in header_map(await response.json())
+        assert "private" in response.headers["Cache-Control"]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda v: v[:-4],
+    lambda v: v[:10] + ("A" if v[10] != "A" else "B") + v[11:],
+    lambda v: v + "x",
+    lambda v: "",
+    lambda v: "garbage",
+])
+async def test_tampered_cookie_is_anonymous_and_cleared(gateway: Factory, mutate: Any) -> None:
+    client = await gateway()
+    cookies = await login(client)
+    bad = {name: mutate(value) for name, value in cookies.items()}
+    async with client.get("/guide", cookies=bad) as response:
+        assert response.status == 401
+        cleared = response.headers.getall("Set-Cookie", [])
+    if any(bad.values()):
+        assert any((c.startswith(next(iter(bad))) and "Max-Age=0" in c) or "expires" in c.lower()
+                   for c in cleared)
+
+
+async def test_cookie_from_another_deployment_is_anonymous(aiohttp_client: Any,
+                                                           upstream: TestServer) -> None:
+    url = str(upstream.make_url("")).rstrip("/")
+    other = await aiohttp_client(await build_app(make_config(url, session={
+        "secrets": ["o" * 40]})))
+    cookies = await login(other)
+    ours = await aiohttp_client(await build_app(make_config(url)))
+    async with ours.get("/guide", cookies=cookies) as response:
+        assert response.status == 401
+
+
+async def test_secret_rotation_keeps_sessions(aiohttp_client: Any, upstream: TestServer) -> None:
+    url = str(upstream.make_url("")).rstrip("/")
+    old = await aiohttp_client(await build_app(make_config(url, session={"secrets": ["a" * 40]})))
+    cookies = await login(old)
+    rotated = await aiohttp_client(await build_app(make_config(
+        url, session={"secrets": ["b" * 40, "a" * 40]})))
+    async with rotated.get("/guide", cookies=cookies) as response:
+        assert response.status == 200
+    dropped = await aiohttp_client(await build_app(make_config(
+        url, session={"secrets": ["b" * 40]})))
+    async with dropped.get("/guide", cookies=cookies) as response:
+        assert response.status == 401
+
+
+async def test_page_meta_public_and_groups(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/html?meta=public=true") as response:
+        assert response.status == 200
+        assert "secret page" in await response.text()
+    async with client.get("/html", headers=HTML, allow_redirects=False) as response:
+        assert response.status == 302
+        assert "secret page" not in await response.text()
+    reader = await login(client, "beta")
+    admin = await login(client, "admin", sub="boss")
+    async with client.get("/html?meta=groups=admin,ops", cookies=reader) as response:
+        assert response.status == 404
+        assert "secret page" not in await response.text()
+    async with client.get("/html?meta=groups=admin,ops", cookies=admin) as response:
+        assert response.status == 200
+    async with client.get("/html?meta=groups=admin") as response:
+        assert response.status == 401
+
+
+async def test_config_rules_win_over_page_meta(aiohttp_client: Any, upstream: TestServer) -> None:
+    config = make_config(str(upstream.make_url("")).rstrip("/"),
+                         access={"rules": [{"path": "/html", "groups": ["admin"]}]})
+    client = await aiohttp_client(await build_app(config))
+    async with client.get("/html?meta=public=true") as response:
+        assert response.status == 401
+
+
+async def test_user_endpoint(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/_gateway/user") as response:
+        assert response.status == 401
+        assert await response.json() == {"error": "unauthenticated"}
+    cookies = await login(client, "beta")
+    async with client.get("/_gateway/user", cookies=cookies) as response:
+        assert response.status == 200
+        body = await response.json()
+        assert response.headers["Cache-Control"] == "private, no-store"
+    assert body["sub"] == "ada"
+    assert body["groups"] == ["beta"]
+    assert body["content"]["email"] == "ada@example.com"
+    assert set(body) <= {"sub", "expiresAt", "groups", "content", "apiPlaygroundInputs"}
+
+
+async def test_auth_route_for_forward_auth_proxies(gateway: Factory) -> None:
+    client = await gateway(server={"trusted_proxies": ["127.0.0.1/32"]})
+    async with client.get("/_gateway/auth", headers={"X-Original-URI": "/pub/x"}) as response:
+        assert response.status == 200
+    async with client.get("/_gateway/auth", headers={"X-Forwarded-Uri": "/guide"}) as response:
+        assert response.status == 401
+    reader = await login(client, "beta")
+    async with client.get("/_gateway/auth", headers={"X-Original-URI": "/admin/x"},
+                          cookies=reader) as response:
+        assert response.status == 403
+    async with client.get("/_gateway/auth", headers={"X-Original-URI": "/guide"},
+                          cookies=reader) as response:
+        assert response.status == 200
+        assert response.headers["X-Gateway-Assertion"].count(".") == 2
+
+
+async def test_auth_route_ignores_original_uri_from_untrusted_peers(gateway: Factory) -> None:
+    client = await gateway()
+    reader = await login(client, "beta")
+    async with client.get("/_gateway/auth", headers={"X-Original-URI": "/admin/x"},
+                          cookies=reader) as response:
+        assert response.status == 200  # judged as "/", not the spoofed admin path
+
+
+async def test_logout_post_clears_session(gateway: Factory) -> None:
+    client = await gateway()
+    cookies = await login(client)
+    async with client.post("/_gateway/logout", cookies=cookies, allow_redirects=False) as r:
+        assert r.status == 303
+        assert r.headers["Location"] == "/"
+        cleared = [c for c in r.headers.getall("Set-Cookie") if c.startswith("docs_session")]
+        assert cleared
+
+
+async def test_logout_get_needs_same_origin(gateway: Factory) -> None:
+    client = await gateway()
+    cookies = await login(client)
+    async with client.get("/_gateway/logout", cookies=cookies, allow_redirects=False) as r:
+        assert r.status == 400
+    async with client.get("/_gateway/logout", cookies=cookies, allow_redirects=False,
+                          headers={"Sec-Fetch-Site": "cross-site"}) as r:
+        assert r.status == 400
+    async with client.get("/_gateway/logout?redirect=//evil.test", cookies=cookies,
+                          allow_redirects=False, headers={"Sec-Fetch-Site": "same-origin"}) as r:
+        assert r.status == 303
+        assert r.headers["Location"] == "/"
+
+
+async def test_login_redirect_param_stays_on_site(gateway: Factory) -> None:
+    client = await gateway()
+    for bad in ("https://evil.test/", "//evil.test", "/\\evil.test", "javascript:alert(1)"):
+        async with client.get("/_gateway/login", params={"redirect": bad},
+                              allow_redirects=False) as response:
+            assert response.headers["Location"].endswith("redirect=%2F")
+
+
+async def test_redis_store_down_protected_503_public_200(aiohttp_client: Any,
+                                                         upstream: TestServer,
+                                                         redis_server: Any) -> None:
+    config = make_config(str(upstream.make_url("")).rstrip("/"),
+                         session={"store": "redis", "redis_url": redis_server.url,
+                                  "secrets": ["r" * 40]},
+                         access={"public": ["/pub/**"]})
+    client = await aiohttp_client(await build_app(config))
+    cookies = await login(client)
+    async with client.get("/guide", cookies=cookies) as response:
+        assert response.status == 200
+    redis_server.stop()
+    try:
+        async with client.get("/guide", cookies=cookies) as response:
+            assert response.status == 503
+        async with client.get("/pub/x", cookies=cookies) as response:
+            assert response.status == 200
+    finally:
+        redis_server.start()
+    async with client.get("/guide", cookies=cookies) as response:
+        assert response.status in (200, 401)  # recovered: the store answers again
+    new_cookies = await login(client)
+    async with client.get("/guide", cookies=new_cookies) as response:
+        assert response.status == 200
+
+
+async def test_client_js_and_healthz(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/_gateway/client.js") as response:
+        assert response.status == 200
+        assert "javascript" in response.headers["Content-Type"]
+        assert "docs:user" in await response.text()
+    async with client.get("/_gateway/healthz") as response:
+        assert response.status == 200
+    async with client.get("/_gateway/readyz") as response:
+        assert response.status == 200
+        assert (await response.json())["checks"]["upstream"] is True
+
+
+async def test_metrics_count_requests(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/_gateway/metrics") as response:
+        text = await response.text()
+    assert "gateway_upstream_seconds" in text
