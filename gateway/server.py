@@ -106,12 +106,14 @@ def _worker_main(config: Config) -> None:
 def serve(config: Config, verbose: bool = False) -> int:
     """Run the gateway in the foreground; returns the exit code."""
     setup_logging(config.logging)
-    for warning in config.warnings:
-        log.warning(warning)
     check_port(config.server.host, config.server.port)
     if config.server.admin_port is not None:
         check_port(config.server.admin_host or "127.0.0.1", config.server.admin_port)
     check_upstream(config)
+    for warning in config.warnings:
+        # The signer says this one itself when it makes the ephemeral key.
+        if not warning.startswith("identity.assertion.private_key"):
+            log.warning(warning)
     if config.server.workers <= 1:
         try:
             asyncio.run(run_worker(config, reuse_port=False))

@@ -1,0 +1,148 @@
+"""`docs-gateway run` as a real process: start, workers, graceful shutdown, start failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+
+from tests.helpers import HS_SECRET, SECRET, echo_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(tmp_path: Path, upstream_url: str, port: int, **server: Any) -> Path:
+    data = {
+        "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}",
+                   **server},
+        "upstream": {"url": upstream_url},
+        "mode": "personalize",
+        "handshake": {"method": "jwt", "jwt": {
+            "secret": HS_SECRET, "login_urls": [{"name": "D", "url": "https://d.test/login"}]}},
+        "session": {"secrets": [SECRET]},
+        "logging": {"format": "json"},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def run_gateway() -> Iterator[Any]:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(config: Path) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(config)],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as client:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                async with client.get(f"http://127.0.0.1:{port}/_gateway/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("gateway did not become ready")
+
+
+async def test_run_serves_and_stops_gracefully_on_sigterm(tmp_path: Path, run_gateway: Any,
+                                                          aiohttp_server: Any) -> None:
+    upstream: TestServer = await aiohttp_server(echo_app())
+    port = free_port()
+    process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port))
+    await wait_ready(port, process)
+    async with aiohttp.ClientSession() as client:
+        slow = asyncio.ensure_future(client.get(f"http://127.0.0.1:{port}/slow?s=1"))
+        await asyncio.sleep(0.3)  # let the slow request reach the upstream before SIGTERM
+        process.send_signal(signal.SIGTERM)
+        response = await slow
+        assert response.status == 200
+        assert await response.text() == "late"
+        response.release()
+    assert process.wait(timeout=20) == 0
+    assert process.stderr is not None
+    lines = [json.loads(line) for line in process.stderr.read().decode().splitlines() if line]
+    access = [line for line in lines if line["logger"] == "gateway.access"]
+    assert any(line["path"] == "/slow" and line["status"] == 200 for line in access)
+    assert all("?" not in line["path"] for line in access)
+
+
+async def test_two_workers_share_the_port(tmp_path: Path, run_gateway: Any,
+                                          aiohttp_server: Any) -> None:
+    upstream: TestServer = await aiohttp_server(echo_app())
+    port = free_port()
+    process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port,
+                                       workers=2))
+    await wait_ready(port, process)
+    pids = set()
+    async with aiohttp.ClientSession() as client:
+        for _ in range(100):
+            async with client.get(f"http://127.0.0.1:{port}/x",
+                                  headers={"Connection": "close"}) as response:
+                assert response.status == 200
+        # Each worker logs its own pid when it starts listening.
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert process.stderr is not None
+    for line in process.stderr.read().decode().splitlines():
+        entry = json.loads(line)
+        if entry.get("msg") == "listening":
+            pids.add(entry["pid"])
+    assert len(pids) == 2
+
+
+def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path, "http://127.0.0.1:9", port)
+        result = subprocess.run([sys.executable, "-m", "gateway", "run", "-c", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr
+
+
+def test_unreachable_upstream_at_start_is_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"http://127.0.0.1:{free_port()}", free_port())
+    result = subprocess.run([sys.executable, "-m", "gateway", "run", "-c", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "GATEWAY_CONFIG": ""})
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
