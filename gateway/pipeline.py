@@ -6,7 +6,6 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -18,6 +17,7 @@ from gateway.proxy import Scope, pipe_websocket, stream_body
 from gateway.sessions.base import JAR, CookieJar, Loaded, Session
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
+from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
 
 SCOPE = "gateway.scope"
@@ -160,16 +160,14 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decisi
     return response
 
 
-async def read_limited(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_limited(upstream: Response, limit: int) -> bytes:
     """Read an upstream body of at most ``limit`` bytes (the rest is refused)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in upstream.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamError("the docs page is too large to check")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await upstream.read_all(limit)
+    except ValueError:
+        raise UpstreamError("the docs page is too large to check") from None
+    except (UpstreamClosed, UpstreamTimedOut):
+        raise UpstreamError("the docs server broke off the response") from None
 
 
 def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,

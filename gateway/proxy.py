@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from yarl import URL
 
 from gateway.config import Config
 from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.upstream import Pool, Response, UpstreamClosed, UpstreamTimedOut
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -72,19 +74,31 @@ class Upstream:
             total=None, connect=config.upstream.connect_timeout,
             sock_read=config.upstream.timeout)
         self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None
 
     async def start(self) -> None:
-        """Open the connection pool (one per process)."""
-        connector = aiohttp.TCPConnector(limit=self.config.upstream.max_connections,
-                                         keepalive_timeout=30, ttl_dns_cache=60)
+        """Open the connection pool (one per process) and the client used for WebSockets."""
+        https = self.base.scheme == "https"
+        self.pool = Pool(
+            self.base.host or "127.0.0.1", self.base.port or (443 if https else 80),
+            limit=self.config.upstream.max_connections,
+            connect_timeout=self.config.upstream.connect_timeout,
+            read_timeout=self.config.upstream.timeout,
+            ssl=ssl.create_default_context() if https else None,
+            server_hostname=self.base.host)
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=self.timeout, auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+            timeout=self.timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
         """Close the pool."""
+        if self.pool is not None:
+            self.pool.close()
         if self.session is not None:
             await self.session.close()
+
+    def target_for(self, scope: Scope) -> str:
+        """The request target sent upstream: its base path plus exactly the authorized path."""
+        return self.base_path + scope.path + (f"?{scope.query}" if scope.query else "")
 
     def url_for(self, scope: Scope) -> URL:
         """The upstream URL: the upstream's base plus exactly the authorized path."""
@@ -99,8 +113,9 @@ class Upstream:
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in request.headers.items():
             lname = normalize_header_name(name)
-            if lname in drop or lname == "host" or self.is_identity_header(name):
-                continue
+            if lname in drop or lname in ("host", "content-length") \
+                    or self.is_identity_header(name):
+                continue  # framing is decided here, never copied from the client
             if lname in FORWARDING and not scope.trusted:
                 continue
             if lname in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
@@ -137,23 +152,22 @@ class Upstream:
         return "; ".join(kept)
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]]) -> aiohttp.ClientResponse:
-        """Send the request upstream (body streamed) and return the response, unread."""
-        assert self.session is not None
+                   extra: Iterable[tuple[str, str]]) -> Response:
+        """Send the request upstream (body streamed) and return the response head."""
+        assert self.pool is not None
         headers = self.request_headers(request, scope, extra)
-        body = request.content if request.body_exists else None
+        body = request.content.iter_any() if request.body_exists else None
         try:
-            return await self.session.request(
-                request.method, self.url_for(scope), headers=headers, data=body,
-                allow_redirects=False, compress=None, chunked=None)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return await self.pool.request(request.method, self.target_for(scope),
+                                           headers.items(), body, request.content_length)
+        except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
-        except aiohttp.ClientConnectorError:
-            raise UpstreamError("the docs server cannot be reached") from None
-        except (aiohttp.ClientError, OSError):
+        except UpstreamClosed:
             raise UpstreamError("the docs server closed the connection") from None
+        except OSError:
+            raise UpstreamError("the docs server cannot be reached") from None
 
-    def response_headers(self, upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    def response_headers(self, upstream: Response) -> CIMultiDict[str]:
         """Upstream response headers minus hop-by-hop ones and gateway cookies."""
         drop = connection_named(upstream.headers) | {"content-length"}
         out: CIMultiDict[str] = CIMultiDict()
@@ -170,30 +184,28 @@ class Upstream:
 
     async def ping(self) -> bool:
         """Whether the upstream answers at all (any HTTP status)."""
-        assert self.session is not None
+        assert self.pool is not None
         try:
-            async with self.session.head(
-                self.base, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.config.upstream.connect_timeout),
-            ):
-                return True
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            response = await self.pool.request(
+                "HEAD", self.base_path + "/", [("Host", self.base.raw_authority)], None, None)
+        except (UpstreamTimedOut, UpstreamClosed, OSError):
             return False
+        response.release()
+        return True
 
 
-async def stream_body(request: web.Request, upstream: aiohttp.ClientResponse,
+async def stream_body(request: web.Request, upstream: Response,
                       response: web.StreamResponse) -> None:
     """Copy the upstream body to the client chunk by chunk; ``write`` awaits the drain."""
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.iter_chunks():
             await response.write(chunk)
         await response.write_eof()
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (UpstreamClosed, UpstreamTimedOut):
         # Headers are already sent: the only honest signal left is a cut connection,
         # so the client sees a truncated body rather than a complete-looking one.
         if request.transport is not None:
             request.transport.abort()
-        raise UpstreamError("the docs server broke off the response") from exc
     finally:
         upstream.release()
 

@@ -1,0 +1,386 @@
+"""A lean HTTP/1.1 client for the one docs upstream: pooled keep-alive connections, llhttp
+parsing (httptools), streamed bodies with backpressure both ways.
+
+The general-purpose aiohttp client spends most of a proxied request's time on work a
+single-upstream proxy never needs (cookie jars, redirects, URL re-encoding, tracing), so the
+hot path uses this instead; WebSockets and the IdP calls still use aiohttp's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from ssl import SSLContext
+
+import httptools
+from multidict import CIMultiDict
+
+# Buffered response body above which reading from the upstream socket pauses.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+# Idle pooled connections older than this are not reused (upstreams close them first).
+IDLE_LIMIT = 20.0
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class UpstreamClosed(Exception):
+    """The connection failed or closed before a complete response."""
+
+    def __init__(self, message: str, *, sent_nothing: bool = False) -> None:
+        super().__init__(message)
+        self.sent_nothing = sent_nothing
+
+
+class UpstreamTimedOut(Exception):
+    """The upstream did not answer (or stopped sending) within the read timeout."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; at most one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Response | None = None
+        self.alive = True
+        self.idle_since = time.monotonic()
+        self._drained: asyncio.Event = asyncio.Event()
+        self._drained.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes nobody asked for: the connection cannot be trusted for reuse.
+            self.close()
+            return
+        exchange.feed(data)
+
+    def eof_received(self) -> bool | None:
+        self.alive = False
+        if self.exchange is not None:
+            self.exchange.feed_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.alive = False
+        self._drained.set()
+        if self.exchange is not None:
+            self.exchange.feed_eof()
+
+    def pause_writing(self) -> None:
+        self._drained.clear()
+
+    def resume_writing(self) -> None:
+        self._drained.set()
+
+    async def drain(self) -> None:
+        """Wait until the socket buffer drains (request-body backpressure)."""
+        await self._drained.wait()
+        if not self.alive:
+            raise UpstreamClosed("the docs server closed the connection")
+
+    def write(self, data: bytes) -> None:
+        """Send bytes, or fail if the connection is gone."""
+        if not self.alive or self.transport is None or self.transport.is_closing():
+            raise UpstreamClosed("the docs server closed the connection")
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Drop the connection."""
+        self.alive = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Response:
+    """A response being received: status and headers first, then the body as it arrives."""
+
+    def __init__(self, pool: Pool, conn: _Connection, method: str, read_timeout: float) -> None:
+        self.pool = pool
+        self.conn = conn
+        self.method = method
+        self.read_timeout = read_timeout
+        self.status = 0
+        self.reason = ""
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.content_length: int | None = None
+        self.chunked = False
+        self.received_any = False
+        self._raw_headers: list[tuple[str, str]] = []
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._body: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._wakeup: asyncio.Event = asyncio.Event()
+        self._complete = False
+        self._error: Exception | None = None
+        self._released = False
+        # llhttp forgets keep-alive once a message completes, so it is read before that.
+        self._keep_alive = False
+
+    # -- parser callbacks ------------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self.reason = status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._raw_headers.clear()  # an interim response: the real one follows
+            return
+        self.status = status
+        self.headers = CIMultiDict(self._raw_headers)
+        length = self.headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            self.content_length = int(length)
+        self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        self._keep_alive = self._parser.should_keep_alive()
+        if self.method == "HEAD" or status in (204, 304):
+            self._complete = True
+        if not self._head.done():
+            self._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self._complete:
+            return
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._paused and self.conn.transport:
+            self._paused = True
+            self.conn.transport.pause_reading()
+        self._wakeup.set()
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self._keep_alive = self._keep_alive and self._parser.should_keep_alive()
+            self._complete = True
+            self._wakeup.set()
+
+    # -- feeding -----------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self.received_any = True
+        if self._complete:
+            self.conn.close()  # more bytes than the response framing allows
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamClosed(f"malformed response from the docs server ({exc})"))
+            self.conn.close()
+
+    def feed_eof(self) -> None:
+        if self._complete:
+            return
+        if self._head.done() and self.content_length is None and not self.chunked \
+                and self.status and not self._keep_alive:
+            self._complete = True  # a body delimited by the connection closing
+            self._wakeup.set()
+            return
+        self._fail(UpstreamClosed("the docs server closed the connection",
+                                  sent_nothing=not self.received_any))
+
+    def _fail(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+        if not self._head.done():
+            self._head.set_exception(error)
+            self._head.exception()  # retrieved: nobody may be waiting yet
+        self._wakeup.set()
+
+    # -- consumer side -------------------------------------------------------------------
+    async def wait_head(self) -> None:
+        """Wait for the status line and headers."""
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                await self._head
+        except TimeoutError:
+            self.conn.close()
+            raise UpstreamTimedOut("the docs server did not answer in time") from None
+
+    async def read(self) -> bytes:
+        """The next body chunk; b"" at the end."""
+        while not self._body:
+            if self._complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                self.conn.close()
+                raise UpstreamTimedOut("the docs server stopped sending") from None
+        chunk = self._body.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered < LOW_WATER and self.conn.transport:
+            self._paused = False
+            self.conn.transport.resume_reading()
+        return chunk
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as it arrives."""
+        while chunk := await self.read():
+            yield chunk
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body, refusing more than ``limit`` bytes (ValueError)."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.iter_chunks():
+            size += len(chunk)
+            if size > limit:
+                raise ValueError("response body over the limit")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Give the connection back when the exchange finished cleanly, else drop it."""
+        if self._released:
+            return
+        self._released = True
+        conn = self.conn
+        conn.exchange = None
+        reusable = (self._complete and self._error is None and conn.alive
+                    and self._keep_alive and not self._body
+                    and "close" not in self.headers.get("Connection", "").lower())
+        if self._paused and conn.transport is not None and reusable:
+            conn.transport.resume_reading()
+        self.pool.put_back(conn, reusable)
+
+
+class Pool:
+    """Keep-alive connections to one host:port, at most ``limit`` at once."""
+
+    def __init__(self, host: str, port: int, *, limit: int, connect_timeout: float,
+                 read_timeout: float, ssl: SSLContext | None = None,
+                 server_hostname: str | None = None
+                 ) -> None:
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.idle: collections.deque[_Connection] = collections.deque()
+        self.slots = asyncio.Semaphore(limit)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _transport, conn = await loop.create_connection(
+                    _Connection, self.host, self.port, ssl=self.ssl,
+                    server_hostname=self.server_hostname if self.ssl else None)
+        except TimeoutError:
+            raise UpstreamTimedOut("connecting to the docs server timed out") from None
+        except OSError as exc:
+            raise ConnectionRefusedError(str(exc)) from None
+        return conn
+
+    def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.alive and now - conn.idle_since < IDLE_LIMIT:
+                return conn
+            conn.close()
+        return None
+
+    def put_back(self, conn: _Connection, reusable: bool) -> None:
+        """Return a connection after an exchange."""
+        if reusable:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            conn.close()
+        self.slots.release()
+
+    async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
+                      body: AsyncIterator[bytes] | None, content_length: int | None
+                      ) -> Response:
+        """Send a request and wait for the response head; the body is read from the result.
+
+        A reused connection that turns out to be closed is retried once on a new connection,
+        but only for idempotent requests without a body.
+        """
+        head = _request_head(method, target, headers, body is not None, content_length)
+        await self.slots.acquire()
+        try:
+            conn = self._take_idle()
+            retry_allowed = conn is not None and method in IDEMPOTENT and body is None
+            if conn is None:
+                conn = await self._connect()
+            try:
+                return await self._exchange(conn, method, head, body, content_length)
+            except UpstreamClosed as exc:
+                if not (retry_allowed and exc.sent_nothing):
+                    raise
+            conn = await self._connect()
+            return await self._exchange(conn, method, head, body, content_length)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    async def _exchange(self, conn: _Connection, method: str, head: bytes,
+                        body: AsyncIterator[bytes] | None, content_length: int | None
+                        ) -> Response:
+        response = Response(self, conn, method, self.read_timeout)
+        conn.exchange = response
+        try:
+            conn.write(head)
+            if body is not None:
+                await _send_body(conn, body, chunked=content_length is None)
+            await response.wait_head()
+        except BaseException:
+            conn.exchange = None
+            conn.close()
+            raise
+        return response
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while self.idle:
+            self.idle.pop().close()
+
+
+def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
+                  has_body: bool, content_length: int | None) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            continue  # never let a value split the request (smuggling)
+        lines.append(f"{name}: {value}")
+    if has_body:
+        lines.append("Transfer-Encoding: chunked" if content_length is None
+                     else f"Content-Length: {content_length}")
+    elif method not in NO_BODY_METHODS:
+        lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _send_body(conn: _Connection, body: AsyncIterator[bytes], *, chunked: bool) -> None:
+    async for chunk in body:
+        if not chunk:
+            continue
+        conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        await conn.drain()
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+
+
+async def close_quietly(response: Response | None) -> None:
+    """Release a response whatever state it is in."""
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.release()

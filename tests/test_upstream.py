@@ -1,0 +1,206 @@
+"""The pooled upstream client against a raw-socket upstream that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import build_app
+from tests.helpers import make_config, raw_http
+
+Reply = Callable[[bytes, int], bytes | None]
+
+
+class RawUpstream:
+    """An HTTP/1.1 server written on bare sockets: it answers each request with `reply`."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.close_after: set[int] = set()
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = b""
+                lower = head.lower()
+                if b"content-length:" in lower:
+                    length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(length)
+                elif b"transfer-encoding: chunked" in lower:
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                        chunk = await reader.readexactly(size + 2)
+                        body += chunk[:-2]
+                        if size == 0:
+                            break
+                self.requests.append(head + body)
+                answer = self.reply(head + body, len(self.requests))
+                if answer is None:
+                    writer.close()
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if b"Connection: close" in answer or len(self.requests) in self.close_after:
+                    writer.close()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[Reply], Any]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(reply: Reply) -> RawUpstream:
+        upstream = RawUpstream(reply)
+        upstream.server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+        servers.append(upstream.server)
+        return upstream
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+async def gateway_for(aiohttp_client: Any, upstream: RawUpstream) -> TestClient:
+    config = make_config(upstream.url, access={"public": ["/**"]},
+                         identity={"inject_script": False}, upstream={"timeout": "2s"})
+    return await aiohttp_client(await build_app(config))
+
+
+def ok(body: bytes = b"hello", extra: str = "") -> bytes:
+    return (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+async def test_keep_alive_reuses_one_connection(aiohttp_client: Any, raw_upstream: Any) -> None:
+    upstream = await raw_upstream(lambda request, n: ok())
+    client = await gateway_for(aiohttp_client, upstream)
+    for _ in range(5):
+        async with client.get("/x") as response:
+            assert await response.read() == b"hello"
+    assert upstream.connections == 1
+
+
+async def test_closed_idle_connection_is_retried_for_get(aiohttp_client: Any,
+                                                          raw_upstream: Any) -> None:
+    upstream = await raw_upstream(lambda request, n: ok())
+    upstream.close_after = {1}  # answer, then drop the kept-alive connection silently
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/1") as response:
+        assert response.status == 200
+    async with client.get("/2") as response:
+        assert response.status == 200
+        assert await response.read() == b"hello"
+    assert upstream.connections == 2
+
+
+async def test_post_is_never_retried(aiohttp_client: Any, raw_upstream: Any) -> None:
+    upstream = await raw_upstream(lambda request, n: None)
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.post("/form", data=b"pay=1") as response:
+        assert response.status == 502
+    assert len(upstream.requests) == 1
+
+
+async def test_head_response_does_not_poison_the_connection(aiohttp_client: Any,
+                                                            raw_upstream: Any) -> None:
+    def reply(request: bytes, n: int) -> bytes:
+        if request.startswith(b"HEAD"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+        return ok(b"after-head")
+
+    upstream = await raw_upstream(reply)
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.head("/f") as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == "5000"
+    async with client.get("/g") as response:
+        assert await response.read() == b"after-head"
+
+
+async def test_chunked_response_and_interim_100(aiohttp_client: Any, raw_upstream: Any) -> None:
+    def reply(request: bytes, n: int) -> bytes:
+        return (b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+
+    upstream = await raw_upstream(reply)
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/c") as response:
+        assert response.status == 200
+        assert await response.read() == b"hello world"
+
+
+async def test_body_delimited_by_close(aiohttp_client: Any, raw_upstream: Any) -> None:
+    upstream = await raw_upstream(
+        lambda request, n: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-the-end")
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/e") as response:
+        assert await response.read() == b"until-the-end"
+
+
+async def test_malformed_response_is_502(aiohttp_client: Any, raw_upstream: Any) -> None:
+    upstream = await raw_upstream(lambda request, n: b"NOT HTTP AT ALL\r\n\r\n")
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/m") as response:
+        assert response.status == 502
+
+
+async def test_chunked_request_body_is_forwarded_chunked(aiohttp_client: Any,
+                                                         raw_upstream: Any) -> None:
+    upstream = await raw_upstream(lambda request, n: ok())
+    client = await gateway_for(aiohttp_client, upstream)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"part1-"
+        yield b"part2"
+
+    async with client.post("/up", data=body()) as response:
+        assert response.status == 200
+    sent = upstream.requests[0]
+    assert b"transfer-encoding: chunked" in sent.lower()
+    assert sent.endswith(b"part1-part2")
+
+
+@pytest.mark.parametrize("smuggle", [
+    b"Content-Length: 5\r\nContent-Length: 6\r\n",
+    b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked, identity\r\n",
+    b"Content-Length: +5\r\n",
+])
+async def test_smuggling_framing_is_refused(aiohttp_client: Any, raw_upstream: Any,
+                                            smuggle: bytes) -> None:
+    upstream = await raw_upstream(lambda request, n: ok())
+    client = await gateway_for(aiohttp_client, upstream)
+    assert client.port is not None
+    request = (b"POST /s HTTP/1.1\r\nHost: docs.test\r\n" + smuggle +
+               b"Connection: close\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, _ = await raw_http(client.port, request)
+    assert status == 400
+    assert not any(b"/admin" in sent for sent in upstream.requests)
+
+
+async def test_request_framing_is_rebuilt_not_copied(aiohttp_client: Any,
+                                                     raw_upstream: Any) -> None:
+    upstream = await raw_upstream(lambda request, n: ok())
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.post("/p", data=b"12345") as response:
+        assert response.status == 200
+    sent = upstream.requests[0].lower()
+    assert sent.count(b"content-length:") == 1
+    assert b"content-length: 5\r\n" in sent
