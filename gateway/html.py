@@ -11,18 +11,17 @@ import codecs
 import html
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: Largest decoded body ``decode_body`` returns; anything bigger is treated as a bomb.
 MAX_DECODED = 20 * 1024 * 1024
 
-_TAG = re.compile(rb"""<(/?)([A-Za-z][^\s/>]*)((?:[^>"']|"[^"]*"|'[^']*')*)>""")
+# Possessive quantifiers: a tag that never closes fails in one pass instead of backtracking.
+_TAG = re.compile(rb"""<(/?)([A-Za-z][^\s/>]*+)((?:[^>"']++|"[^"]*+"|'[^']*+')*+)>""")
 _ATTR = re.compile(rb"""([^\s/>"'=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?""")
 _RAW_TEXT = {name: re.compile(rb"</" + name, re.IGNORECASE)
              for name in (b"script", b"style", b"title", b"textarea")}
-_SCRIPT_OPEN = re.compile(rb"<script\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>", re.IGNORECASE)
-_BODY_CLOSE = b"</body"
-_SRC = re.compile(rb"""\ssrc\s*=\s*("[^"]*"|'[^']*'|[^\s>]*)""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,14 @@ class PageMeta:
     def declared(self) -> bool:
         """Whether the page said anything at all."""
         return self.public or self.groups is not None
+
+
+@dataclass(frozen=True)
+class _Tag:
+    start: int
+    closing: bool
+    name: bytes  # lower case
+    attrs: bytes  # the raw text between the name and ">"
 
 
 @dataclass(frozen=True)
@@ -57,49 +64,55 @@ def _attributes(raw: bytes) -> dict[bytes, bytes]:
     return attrs
 
 
-def _scan_head(buffer: bytes) -> _Head:
-    metas: list[dict[bytes, bytes]] = []
+def _tags(buffer: bytes) -> Iterator[_Tag]:
+    """Tags in document order; stops where the buffer ends inside a tag or construct."""
     pos = 0
     while True:
         lt = buffer.find(b"<", pos)
         if lt < 0:
-            return _Head(tuple(metas), None, False)
+            return
         if buffer.startswith(b"<!--", lt):
             close = buffer.find(b"-->", lt + 4)
             if close < 0:
-                return _Head(tuple(metas), None, False)
+                return
             pos = close + 3
             continue
         if buffer.startswith((b"<!", b"<?"), lt):
             close = buffer.find(b">", lt + 2)
             if close < 0:
-                return _Head(tuple(metas), None, False)
+                return
             pos = close + 1
             continue
         match = _TAG.match(buffer, lt)
         if match is None:
             after = buffer[lt + 1:lt + 2]
             if after.isalpha() or (after == b"/" and buffer[lt + 2:lt + 3].isalpha()):
-                # A tag that has started but not ended: the rest has not arrived yet.
-                return _Head(tuple(metas), None, False)
+                # A tag that started but never ends: the rest has not arrived (or is broken),
+                # and stopping here keeps a scan of hostile input linear.
+                return
             pos = lt + 1
             continue
-        closing, name = match.group(1), match.group(2).lower()
-        if closing and name == b"head":
-            return _Head(tuple(metas), lt, True)
-        if not closing and name == b"body":
-            return _Head(tuple(metas), lt, False)
+        tag = _Tag(lt, bool(match.group(1)), match.group(2).lower(), match.group(3))
+        yield tag
         pos = match.end()
-        if closing:
-            continue
-        if name == b"meta":
-            # A self-closing slash belongs to no value (content=true/> means "true").
-            metas.append(_attributes(match.group(3).removesuffix(b"/")))
-        elif name in _RAW_TEXT:
-            end = _RAW_TEXT[name].search(buffer, pos)
+        if not tag.closing and tag.name in _RAW_TEXT:
+            end = _RAW_TEXT[tag.name].search(buffer, pos)
             if end is None:
-                return _Head(tuple(metas), None, False)
+                return
             pos = end.start()
+
+
+def _scan_head(buffer: bytes) -> _Head:
+    metas: list[dict[bytes, bytes]] = []
+    for tag in _tags(buffer):
+        if tag.closing and tag.name == b"head":
+            return _Head(tuple(metas), tag.start, True)
+        if not tag.closing and tag.name == b"body":
+            return _Head(tuple(metas), tag.start, False)
+        if not tag.closing and tag.name == b"meta":
+            # A self-closing slash belongs to no value (content=true/> means "true").
+            metas.append(_attributes(tag.attrs.removesuffix(b"/")))
+    return _Head(tuple(metas), None, False)
 
 
 def _text(value: bytes) -> str:
@@ -131,12 +144,8 @@ def head_complete(buffer: bytes) -> bool:
 
 
 def _script_srcs(page: bytes) -> set[str]:
-    srcs = set()
-    for match in _SCRIPT_OPEN.finditer(page):
-        src = _SRC.search(b" " + match.group(1))
-        if src:
-            srcs.add(_text(src.group(1).strip(b"\"'")))
-    return srcs
+    return {_text(_attributes(tag.attrs).get(b"src", b"")) for tag in _tags(page)
+            if tag.name == b"script" and not tag.closing}
 
 
 def inject_script(page: bytes, tag: bytes) -> bytes:
@@ -144,14 +153,16 @@ def inject_script(page: bytes, tag: bytes) -> bytes:
 
     A page that already loads a script with the same ``src`` is returned unchanged.
     """
-    src = _SRC.search(tag)
-    if src and _text(src.group(1).strip(b"\"'")) in _script_srcs(page):
+    src = next((_text(_attributes(t.attrs).get(b"src", b"")) for t in _tags(tag)), "")
+    # Most pages never mention the script, so the full scan is only for those that might.
+    if src and (src.encode() in page or html.escape(src).encode() in page) \
+            and src in _script_srcs(page):
         return page
     head = _scan_head(page)
     if head.end is not None and head.closed_by_head:
         at = head.end
     else:
-        found = page.lower().rfind(_BODY_CLOSE)
+        found = page.lower().rfind(b"</body")
         at = found if found >= 0 else len(page)
     return page[:at] + tag + page[at:]
 

@@ -30,10 +30,8 @@ class Pages:
         self.policy = policy
         self.inject = config.identity.inject_script
         src = config.server.route_base + "/client.js"
-        tag = script_tag(src)
-        if "mintlify" in config.server.compat:
-            tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
-        self.tag = tag
+        self.tag = script_tag(src, compat="mintlify" if "mintlify" in config.server.compat
+                              else None)
 
     def wants(self, decision: Decision) -> bool:
         """Whether an HTML page on this decision must be read before it is sent."""

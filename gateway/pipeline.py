@@ -10,7 +10,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.errors import NotFound, Unavailable, UpstreamError
-from gateway.html import decode_body
+from gateway.html import decode_body, is_html
 from gateway.pages import enforce
 from gateway.policy import Decision, Outcome
 from gateway.proxy import Scope, pipe_websocket, stream_body
@@ -108,11 +108,6 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def is_html(content_type: str) -> bool:
-    """Whether a Content-Type is an HTML page."""
-    return content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
-
-
 async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decision: Decision,
                          visitor: Visitor, extra: list[tuple[str, str]]) -> web.StreamResponse:
     """Forward to the upstream; touch the body only for HTML that needs it."""
@@ -148,7 +143,10 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decisi
     encoding = upstream.headers.get("Content-Encoding")
     decoded = decode_body(body, encoding)
     if decoded is None:
-        # A page the gateway cannot decode: decide on the config alone, pass it through.
+        if decision.meta_applies:
+            # Its own metadata could not be read, so it cannot be judged: fail closed.
+            raise UpstreamError("the docs server sent a page in an encoding the gateway "
+                                "cannot read")
         enforce(decision, scope)
         response = web.Response(status=upstream.status, body=body, headers=headers)
     else:

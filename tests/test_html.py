@@ -22,7 +22,8 @@ def page(head: str, body: str = "<p>Hello</p>") -> bytes:
 
 
 def test_meta_public_double_quotes() -> None:
-    assert read_page_meta(page('<meta name="gateway:public" content="true">')) == PageMeta(public=True)
+    meta = read_page_meta(page('<meta name="gateway:public" content="true">'))
+    assert meta == PageMeta(public=True)
 
 
 def test_meta_public_single_quotes_uppercase_and_reordered() -> None:
@@ -37,7 +38,8 @@ def test_meta_unquoted_and_self_closing() -> None:
 
 
 def test_meta_groups_with_spaces_and_empty_items() -> None:
-    meta = read_page_meta(page('<meta name="gateway:groups" content=" admin,  beta team ,,admin ">'))
+    head = '<meta name="gateway:groups" content=" admin,  beta team ,,admin ">'
+    meta = read_page_meta(page(head))
     assert meta.groups == ("admin", "beta team")
     assert not meta.public
 
@@ -53,7 +55,8 @@ def test_meta_public_other_values_are_not_public() -> None:
 
 def test_meta_both_and_entities() -> None:
     meta = read_page_meta(page(
-        '<meta charset="utf-8"><title>Docs &lt;meta name="gateway:public" content="true"&gt;</title>'
+        '<meta charset="utf-8">'
+        '<title>Docs &lt;meta name="gateway:public" content="true"&gt;</title>'
         '<meta name="gateway:groups" content="r&amp;d, ops">'))
     assert meta == PageMeta(public=False, groups=("r&d", "ops"))
 
@@ -225,3 +228,13 @@ def test_is_html() -> None:
     assert is_html("Application/XHTML+XML")
     assert not is_html("application/json")
     assert not is_html(None)
+
+
+def test_unclosed_tags_do_not_stall_the_scan() -> None:
+    # A page cut off (or garbled) inside a tag: the scan gives up at once instead of
+    # retrying from every "<", which would take minutes on input like this.
+    for junk in (b"<a" * 100_000, b"<script" * 50_000, b"<a '" * 50_000):
+        hostile = b"<html><head>" + junk
+        assert not head_complete(hostile)
+        assert read_page_meta(hostile) == PageMeta()
+        assert inject_script(hostile, TAG).endswith(TAG)
