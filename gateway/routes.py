@@ -20,7 +20,7 @@ from gateway.sessions.base import CookieJar
 from gateway.state import GATEWAY, Gateway
 
 NO_STORE = "private, no-store"
-CLIENT_JS = resources.files("gateway").joinpath("static/client.js").read_bytes()
+CLIENT_JS = resources.files("gateway").joinpath("assets/client.js").read_bytes()
 
 
 def _gw(request: web.Request) -> Gateway:
