@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.app import build_app
-from gateway.config import Config
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
 from gateway.logs import AccessLogger, setup_logging
 from gateway.state import GATEWAY
 
@@ -66,41 +67,93 @@ def admin_app(main: web.Application) -> web.Application:
     return app
 
 
-async def run_worker(config: Config, reuse_port: bool, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then let in-flight requests finish."""
-    app = await build_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger,
-                           access_log=logging.getLogger("gateway.access"), handle_signals=False)
-    await runner.setup()
-    server = config.server
-    site = web.TCPSite(runner, server.host, server.port, reuse_port=reuse_port or None,
-                       shutdown_timeout=SHUTDOWN_GRACE)
-    await site.start()
-    admin_runner = None
-    if server.admin_port is not None:
-        admin_runner = web.AppRunner(admin_app(app), access_log=None)
-        await admin_runner.setup()
-        await web.TCPSite(admin_runner, server.admin_host, server.admin_port,
-                          reuse_port=reuse_port or None).start()
+class Serving:
+    """The runners serving one config: the main site and the optional admin site."""
+
+    def __init__(self, runners: list[web.AppRunner]) -> None:
+        self.runners = runners
+
+    @classmethod
+    async def start(cls, config: Config) -> Serving:
+        """Build the app and listen. SO_REUSEPORT lets a reload bind beside the old one."""
+        app = await build_app(config)
+        runner = web.AppRunner(app, access_log_class=AccessLogger,
+                               access_log=logging.getLogger("gateway.access"),
+                               handle_signals=False)
+        await runner.setup()
+        server = config.server
+        runners = [runner]
+        try:
+            await web.TCPSite(runner, server.host, server.port, reuse_port=True,
+                              shutdown_timeout=SHUTDOWN_GRACE).start()
+            if server.admin_port is not None:
+                admin_runner = web.AppRunner(admin_app(app), access_log=None)
+                await admin_runner.setup()
+                runners.append(admin_runner)
+                await web.TCPSite(admin_runner, server.admin_host, server.admin_port,
+                                  reuse_port=True).start()
+        except BaseException:
+            for started in runners:
+                await started.cleanup()
+            raise
+        return cls(runners)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, release everything."""
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+
+
+async def reload(current: Serving, config: Config) -> tuple[Serving, Config]:
+    """Apply the file again (SIGHUP): a valid file takes over, an invalid one is refused."""
+    if config.source is None:
+        log.warning("reload refused: the config did not come from a file")
+        return current, config
+    try:
+        new_config = load_config(config.source)
+        new = await Serving.start(new_config)
+    except ConfigError as exc:
+        log.error("reload refused: the new config has problems; the old one stays",
+                  extra={"problems": exc.problems})
+        return current, config
+    except Exception as exc:
+        log.error("reload refused: the new config could not start; the old one stays",
+                  extra={"error": str(exc)})
+        return current, config
+    await current.stop()
+    log.info("reloaded", extra={"source": str(config.source), "pid": os.getpid()})
+    return new, new_config
+
+
+async def run_worker(config: Config) -> None:
+    """Serve until SIGTERM/SIGINT, then let in-flight requests finish; SIGHUP reloads."""
+    serving = await Serving.start(config)
     stop = asyncio.Event()
+    hup = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    server = config.server
     log.info("listening", extra={"listen": f"{server.host}:{server.port}",
                                  "public_url": server.public_url, "pid": os.getpid()})
-    if ready is not None:
-        ready.set()
-    await stop.wait()
+    while not stop.is_set():
+        stopping = asyncio.ensure_future(stop.wait())
+        hupping = asyncio.ensure_future(hup.wait())
+        await asyncio.wait({stopping, hupping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        hupping.cancel()
+        if hup.is_set() and not stop.is_set():
+            hup.clear()
+            serving, config = await reload(serving, config)
     log.info("shutting down", extra={"pid": os.getpid()})
-    if admin_runner is not None:
-        await admin_runner.cleanup()
-    await runner.cleanup()
+    await serving.stop()
 
 
 def _worker_main(config: Config) -> None:
     setup_logging(config.logging)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(config, reuse_port=True))
+        asyncio.run(run_worker(config))
 
 
 def serve(config: Config, verbose: bool = False) -> int:
@@ -116,7 +169,7 @@ def serve(config: Config, verbose: bool = False) -> int:
             log.warning(warning)
     if config.server.workers <= 1:
         try:
-            asyncio.run(run_worker(config, reuse_port=False))
+            asyncio.run(run_worker(config))
         except KeyboardInterrupt:
             pass
         return 0
@@ -132,12 +185,15 @@ def _supervise(config: Config) -> int:
         process.start()
 
     def forward(signum: int, _frame: object) -> None:
+        # SIGINT/SIGTERM stop every worker; SIGHUP makes each reload the file.
+        sent = signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM
         for process in workers:
             if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, sent)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     code = 0
     for process in workers:
         process.join()

@@ -146,3 +146,42 @@ def test_unreachable_upstream_at_start_is_one_line(tmp_path: Path) -> None:
     assert "unreachable" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_sighup_reloads_a_valid_file_and_refuses_a_bad_one(
+        tmp_path: Path, run_gateway: Any, aiohttp_server: Any) -> None:
+    upstream: TestServer = await aiohttp_server(echo_app())
+    port = free_port()
+    config = write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port)
+    process = run_gateway(config)
+    await wait_ready(port, process)
+    url = f"http://127.0.0.1:{port}/guide"
+    async with aiohttp.ClientSession() as client:
+        async with client.get(url) as response:
+            assert response.status == 200  # personalize: open to all
+
+        data = yaml.safe_load(config.read_text())
+        data["mode"] = "authenticate"
+        config.write_text(yaml.safe_dump(data))
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        status = 200
+        while status == 200 and time.monotonic() < deadline:
+            async with client.get(url) as response:
+                status = response.status
+            await asyncio.sleep(0.05)
+        assert status == 401  # the new file applies
+
+        config.write_text("mode: [broken\n")
+        process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.0)  # give a refused reload time to (not) happen
+        async with client.get(url) as response:
+            assert response.status == 401  # the old config stays
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert process.stderr is not None
+    lines = [json.loads(line) for line in process.stderr.read().decode().splitlines() if line]
+    messages = [line["msg"] for line in lines]
+    assert "reloaded" in messages
+    refused = [line for line in lines if line["msg"].startswith("reload refused")]
+    assert refused and "problems" in refused[0]
