@@ -12,12 +12,13 @@ from gateway import routes
 from gateway.config import Config
 from gateway.handshakes.base import Handler, HandshakeDeps, Route, create_handshake
 from gateway.identity import AssertionSigner, IdentityHeaders
+from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
-from gateway.middleware import SCOPE, ScopeBuilder, make_middleware
+from gateway.middleware import ScopeBuilder, make_middleware
 from gateway.pages import Pages
 from gateway.pipeline import handle_docs
 from gateway.policy import Policy
-from gateway.proxy import Scope, Upstream
+from gateway.proxy import SCOPE, Scope, Upstream
 from gateway.sessions.base import create_store, gateway_cookie_predicate
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
@@ -50,10 +51,16 @@ class RouteTable:
 
 
 def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route]) -> None:
-    """The fixed routes under the prefix, compat names, and the handshake's callbacks."""
+    """The fixed routes under the prefix, compat names, and the handshake's callbacks.
+
+    Login and callback routes are rate-limited per client (``server.login_rate_limit``).
+    """
     base = config.server.route_base
+    limit = config.server.login_rate_limit
+    guard = RateLimiter(limit).guard if limit else (lambda handler: handler)
+    login = guard(routes.login)
     simple = [
-        ("GET", "login", routes.login), ("GET", "logout", routes.logout),
+        ("GET", "login", login), ("GET", "logout", routes.logout),
         ("POST", "logout", routes.logout), ("GET", "user", routes.user),
         ("GET", "jwks.json", routes.jwks), ("GET", "client.js", routes.client_js),
         ("GET", "auth", routes.auth), ("GET", "healthz", routes.healthz),
@@ -66,15 +73,16 @@ def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route])
     mintlify = "mintlify" in config.server.compat
     if mintlify:
         root = config.server.base_path
-        table.add("GET", f"{root}/login", routes.login)
+        table.add("GET", f"{root}/login", login)
         table.add("GET", f"{root}/logout", routes.logout)
         table.add("POST", f"{root}/logout", routes.logout)
     for route in handshake_routes:
+        handler = guard(route.handler)
         if route.absolute:
             if mintlify:
-                table.add(route.method, config.server.base_path + route.path, route.handler)
+                table.add(route.method, config.server.base_path + route.path, handler)
         else:
-            table.add(route.method, f"{base}/{route.path}", route.handler)
+            table.add(route.method, f"{base}/{route.path}", handler)
 
 
 async def build_app(config: Config) -> web.Application:
@@ -84,7 +92,7 @@ async def build_app(config: Config) -> web.Application:
     """
     app = web.Application(
         middlewares=[make_middleware(config, ScopeBuilder(config))],
-        client_max_size=1024 * 1024,
+        client_max_size=64 * 1024,  # the gateway's own routes; proxied bodies stream
         handler_args={"max_field_size": 32768, "max_line_size": 16384},
     )
     http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())

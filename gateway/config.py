@@ -33,6 +33,8 @@ class ServerConfig:
     compat: tuple[str, ...] = ()
     admin_host: str | None = None
     admin_port: int | None = None
+    login_rate_limit: int = 30
+    max_concurrent: int = 1024
 
     @property
     def public_origin(self) -> str:

@@ -95,11 +95,14 @@ def _server(s: _Section) -> ServerConfig:
     admin_hp = _split_host_port(admin, s.key("admin_listen"), problems) if admin else None
     if admin_hp and admin_hp[1] and admin_hp == (host, port):
         problems.add(s.key("admin_listen"), "must differ from server.listen")
+    login_rate_limit = s.integer("login_rate_limit", 30, minimum=0)
+    max_concurrent = s.integer("max_concurrent", 1024, minimum=1)
     s.finish()
     return ServerConfig(
         host=host, port=port, public_url=public_url.rstrip("/") or public_url,
         workers=workers, trusted_proxies=tuple(proxies), prefix=prefix, compat=compat,
         admin_host=admin_hp[0] if admin_hp else None, admin_port=admin_hp[1] if admin_hp else None,
+        login_rate_limit=login_rate_limit, max_concurrent=max_concurrent,
     )
 
 

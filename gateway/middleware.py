@@ -15,13 +15,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.errors import BadRequest, Denied, GatewayError, NeedsLogin
+from gateway.errors import BadRequest, Denied, GatewayError, NeedsLogin, Unavailable
+from gateway.limits import InFlight
 from gateway.paths import normalize_path
-from gateway.proxy import Scope
+from gateway.proxy import SCOPE, Scope
 from gateway.sessions.base import JAR, CookieJar, cookie_settings
 
 log = logging.getLogger("gateway")
-SCOPE = "gateway.scope"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -130,10 +130,15 @@ def make_middleware(config: Config,
     """The middleware that builds the scope and turns every error into a response."""
     login_path = config.server.route_base + "/login"
     cookies = cookie_settings(config)
+    in_flight = InFlight(config.server.max_concurrent)
     denied_status = 404 if config.access.denied == "not_found" else 403
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            in_flight.enter()
+        except Unavailable as exc:
+            return error_response(request, exc.status, exc.code, exc.message)
         try:
             scope = scopes.build(request)
             request[SCOPE] = scope
@@ -164,6 +169,8 @@ def make_middleware(config: Config,
         except Exception:
             log.exception("unexpected error", extra={"path": request.path})
             response = error_response(request, 500, "internal", "An unexpected error occurred.")
+        finally:
+            in_flight.leave()
         if not response.prepared:
             built = request.get(SCOPE)
             if isinstance(built, Scope):

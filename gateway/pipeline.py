@@ -13,14 +13,13 @@ from gateway.errors import NotFound, Unavailable, UpstreamError
 from gateway.html import decode_body, is_html
 from gateway.pages import enforce
 from gateway.policy import Decision, Outcome
-from gateway.proxy import Scope, pipe_websocket, stream_body
+from gateway.proxy import SCOPE, Scope, pipe_websocket, stream_body
 from gateway.sessions.base import JAR, CookieJar, Loaded, Session
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
 from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
 
-SCOPE = "gateway.scope"
 # An HTML page larger than this is streamed untouched after its head is checked.
 HTML_BUFFER_LIMIT = 8 * 1024 * 1024
 

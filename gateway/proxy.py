@@ -44,6 +44,10 @@ def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[s
     return names
 
 
+# Request key of the Scope built once per request by the middleware.
+SCOPE = "gateway.scope"
+
+
 @dataclass(frozen=True)
 class Scope:
     """Per-request facts decided once at the edge."""

@@ -10,11 +10,10 @@ from aiohttp import web
 
 from gateway.errors import BadRequest
 from gateway.metrics import CONTENT_TYPE
-from gateway.middleware import SCOPE
 from gateway.paths import normalize_path
 from gateway.pipeline import identify
 from gateway.policy import Outcome
-from gateway.proxy import Scope
+from gateway.proxy import SCOPE, Scope
 from gateway.redirects import is_same_origin, safe_return_path
 from gateway.sessions.base import CookieJar
 from gateway.state import GATEWAY, Gateway

@@ -341,3 +341,28 @@ async def test_metrics_count_requests(gateway: Factory) -> None:
     async with client.get("/_gateway/metrics") as response:
         text = await response.text()
     assert "gateway_upstream_seconds" in text
+
+
+async def test_login_route_is_rate_limited_per_client(gateway: Factory) -> None:
+    client = await gateway(server={"login_rate_limit": 5})
+    statuses = []
+    for _ in range(8):
+        async with client.get("/_gateway/login", allow_redirects=False) as response:
+            statuses.append(response.status)
+    assert statuses[:5] == [302] * 5
+    assert statuses[5:] == [429] * 3
+    async with client.get("/pub/x") as response:
+        assert response.status == 200  # docs pages are not rate-limited
+
+
+async def test_own_routes_refuse_large_bodies(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.post("/_gateway/logout", data=b"x" * 200_000,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+        assert r.status == 413
+
+
+async def test_oversized_headers_are_refused(gateway: Factory) -> None:
+    client = await gateway()
+    async with client.get("/pub/x", headers={"X-Big": "a" * 40_000}) as response:
+        assert response.status in (400, 431)

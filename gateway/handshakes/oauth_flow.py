@@ -7,27 +7,31 @@ responses, JWT verification and claims-to-user mapping. Nothing here does I/O;
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import jwt
 
 from gateway.config import OAuthConfig
 from gateway.crypto import InvalidSealed, Sealer, b64url_encode, constant_time_equal, random_token
-from gateway.errors import HandshakeFailed
+from gateway.errors import HandshakeFailed, UpstreamError
 
 #: Seconds a login attempt (its state cookie) stays valid.
 STATE_TTL = 600
 STATE_PURPOSE = "oauth-state"
 #: Algorithms an id_token or access token may be signed with; "none" never is.
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-                         "ES256", "ES384", "ES512", "EdDSA")
+                         "ES256", "ES384", "EdDSA")
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 #: Claims about the token itself, never copied into the user object's content.
 PROTOCOL_CLAIMS = frozenset({
@@ -172,8 +176,52 @@ class TokenSet:
     id_token: str | None = field(default=None, repr=False)
 
 
-def parse_token_response(data: Any) -> TokenSet:
-    """A TokenSet from a token endpoint's JSON; HandshakeFailed when it lacks an access token."""
+class TokenRejected(HandshakeFailed):
+    """The token endpoint refused a grant; ``fatal`` when the grant is dead (invalid_grant)."""
+
+    code = "token_error"
+
+    def __init__(self, message: str, *, fatal: bool) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+def client_authentication(oauth: OAuthConfig, form: dict[str, str]) -> dict[str, str]:
+    """Add the client's credentials to a token request; the headers it needs."""
+    headers = {"Accept": "application/json"}
+    secret = oauth.client_secret
+    if secret is None or oauth.token_auth == "client_secret_post":
+        form["client_id"] = oauth.client_id
+        if secret is not None:
+            form["client_secret"] = secret
+    else:
+        # RFC 6749 2.3.1: both parts are form-encoded before the Basic encoding.
+        pair = f"{quote(oauth.client_id, safe='')}:{quote(secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    return headers
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def token_result(status: int, body: bytes, host: str) -> TokenSet:
+    """The tokens in a token endpoint answer, or the error it means.
+
+    5xx/429 is an outage (UpstreamError); 400/401 or invalid_grant a dead grant.
+    """
+    if status >= 500 or status == 429:
+        raise UpstreamError(f"The identity provider's token endpoint ({host}) failed with "
+                            f"HTTP {status}; please try again.", code="token_error")
+    data = _json(body)
+    if status != 200:
+        error = data.get("error") if isinstance(data, dict) else None
+        raise TokenRejected(f"The identity provider's token endpoint ({host}) refused the "
+                            f"request (HTTP {status}, {str(error)[:60]}).",
+                            fatal=status in (400, 401) or error == "invalid_grant")
     if not isinstance(data, Mapping) or not isinstance(data.get("access_token"), str):
         raise HandshakeFailed("The identity provider's token answer has no access_token.",
                               code="token_error")
@@ -186,7 +234,54 @@ def parse_token_response(data: Any) -> TokenSet:
                     id_token=optional("id_token"))
 
 
-def token_algorithm(token: str, allowed: Sequence[str], code: str, what: str) -> tuple[str, str | None]:
+def info_result(status: int, body: bytes, host: str) -> Any:
+    """The Info API's JSON; 401/403 refuse the login, anything else wrong is an outage."""
+    if status in (401, 403):
+        raise HandshakeFailed(f"The Info API ({host}) refused the access token (HTTP "
+                              f"{status}).", code="info_api_error")
+    if status != 200:
+        raise UpstreamError(f"The Info API ({host}) failed with HTTP {status}; please try "
+                            "again.", code="info_api_error")
+    data = _json(body)
+    if data is None:
+        raise UpstreamError(f"The Info API ({host}) answered with something that is not "
+                            "JSON.", code="info_api_error")
+    return data
+
+
+def discovery_document(status: int, body: bytes, issuer: str) -> dict[str, Any]:
+    """A discovery document that names ``issuer``; ValueError otherwise."""
+    doc = _json(body) if status == 200 else None
+    if not isinstance(doc, dict) or not same_issuer(str(doc.get("issuer", "")), issuer):
+        raise ValueError(f"HTTP {status}, not a discovery document for this issuer")
+    return doc
+
+
+def check_iss(iss: str | None, endpoints: Endpoints) -> None:
+    """RFC 9207: the answer must name the issuer the request went to."""
+    if iss is None and endpoints.iss_required:
+        raise HandshakeFailed("The identity provider's answer does not say who sent it "
+                              "(no iss), though it announces it always does.",
+                              code="iss_mismatch")
+    if iss is not None and endpoints.issuer and not same_issuer(iss, endpoints.issuer):
+        raise HandshakeFailed("The login answer names another identity provider than the "
+                              "one this login was sent to (iss).", code="iss_mismatch")
+
+
+def authorization_url(endpoints: Endpoints, oauth: OAuthConfig, redirect_uri: str,
+                      login: LoginState) -> str:
+    """The authorization request: code flow, one-time state, PKCE S256, nonce, extras."""
+    params = [("response_type", "code"), ("client_id", oauth.client_id),
+              ("redirect_uri", redirect_uri), ("scope", " ".join(oauth.scopes)),
+              ("state", login.state), ("code_challenge", pkce_challenge(login.verifier)),
+              ("code_challenge_method", "S256")]
+    if login.nonce is not None:
+        params.append(("nonce", login.nonce))
+    return add_query(endpoints.authorization_url, [*params, *oauth.extra_params.items()])
+
+
+def token_algorithm(token: str, allowed: Sequence[str], code: str,
+                    what: str) -> tuple[str, str | None]:
     """The ``alg`` and ``kid`` of a JWT's header, refusing algorithms outside ``allowed``."""
     try:
         header = jwt.get_unverified_header(token)
@@ -307,3 +402,98 @@ def idp_error(error: str, description: str | None) -> HandshakeFailed:
     if description:
         message += f" It said: {description[:200]}"
     return HandshakeFailed(message, code=code)
+
+
+def user_data(oauth: OAuthConfig, *, info: Any, id_claims: Mapping[str, Any] | None,
+              access_claims: Mapping[str, Any] | None) -> Any:
+    """The user object before validation: the Info API's answer, else token claims, with
+    groups per ``groups_from``; None when there is nothing to read it from."""
+    source = oauth.groups_from
+    data: Any = info
+    if data is None:
+        claims = id_claims if id_claims is not None else access_claims
+        if claims is None:
+            return None
+        skip = source.claim if source is not None and source.source != "info_api" else None
+        data = user_data_from_claims(claims, skip)
+    if source is None or not isinstance(data, dict):
+        return data
+    origin = {"id_token": id_claims, "access_token": access_claims,
+              "info_api": data}[source.source]
+    if origin is None:
+        raise HandshakeFailed(f"The identity provider sent no {source.source} to read groups "
+                              "from (handshake.oauth.groups_from).", code="id_token_invalid")
+    groups = groups_from_claim(claim_value(origin, source.claim), source.delimiter)
+    return {**data, "groups": list(groups)}
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Bounded(OrderedDict[K, V], Generic[K, V]):
+    """A dict that forgets its oldest entries beyond ``limit``."""
+
+    def __init__(self, limit: int = 10000) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or refresh an entry, evicting the oldest beyond the limit."""
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class OneTime:
+    """Values seen in the last ``ttl`` seconds, to refuse a second use."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._seen: Bounded[str, float] = Bounded(100000)
+
+    def first_use(self, value: str, now: float | None = None) -> bool:
+        """Record ``value``; False when it was already recorded and is still fresh."""
+        now = time.monotonic() if now is None else now
+        while self._seen and next(iter(self._seen.values())) < now:
+            self._seen.popitem(last=False)
+        if value in self._seen:
+            return False
+        self._seen.put(value, now + self.ttl)
+        return True
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the key's lock for the block."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def crowded_attempts(codec: StateCodec, cookies: Mapping[str, str], keep: int) -> list[str]:
+    """The state cookies to drop, oldest (or unreadable) first, so at most ``keep`` remain."""
+    ages: list[tuple[float, str]] = []
+    for name, value in cookies.items():
+        if name.startswith(codec.prefix):
+            try:
+                ages.append((codec.open(name, value).created_at, name))
+            except HandshakeFailed:
+                ages.append((0.0, name))
+    ages.sort()
+    return [name for _, name in ages[:max(0, len(ages) - keep)]]
