@@ -63,6 +63,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
         gw.audit("logout", sub=session.user.sub, method=session.method)
     response = web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})
     gw.store.cookies.apply(jar, response)
+    secure = "; Secure" if gw.config.server.https else ""
+    for name in jar.deletes:
+        if "_state_" in name:
+            # Login-state cookies may live under the route base too, not only the base path.
+            response.headers.add("Set-Cookie", f"{name}=; Max-Age=0; "
+                                 f"Path={gw.config.server.route_base}; HttpOnly{secure}")
     return response
 
 
