@@ -90,8 +90,9 @@ async def build_app(config: Config) -> web.Application:
 
     Async because the HTTP client pools must be created inside the running loop.
     """
+    metrics = Metrics()
     app = web.Application(
-        middlewares=[make_middleware(config, ScopeBuilder(config))],
+        middlewares=[make_middleware(config, ScopeBuilder(config), metrics)],
         client_max_size=64 * 1024,  # the gateway's own routes; proxied bodies stream
         handler_args={"max_field_size": 32768, "max_line_size": 16384},
     )
@@ -109,7 +110,6 @@ async def build_app(config: Config) -> web.Application:
     else:
         assert config.upstream.root is not None
         static = StaticSite(config.upstream.root)
-    metrics = Metrics()
     handshake = create_handshake(HandshakeDeps(config=config, store=store, http=http,
                                                metrics=metrics))
     gw = Gateway(config=config, store=store, handshake=handshake, policy=policy,

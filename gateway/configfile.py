@@ -501,7 +501,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     if data is None:
         raise ConfigError([f"{file}: the file is empty"])
     try:
-        config = build_config(data, base=file.resolve().parent, env=env, source=file)
+        config = build_config(data, base=file.absolute().parent, env=env, source=file)
     except ConfigError as exc:
         raise ConfigError(duplicates + exc.problems) from None
     if duplicates:

@@ -17,11 +17,13 @@ from aiohttp import web
 from gateway.config import Config
 from gateway.errors import BadRequest, Denied, GatewayError, NeedsLogin, Unavailable
 from gateway.limits import InFlight
+from gateway.metrics import Metrics
 from gateway.paths import normalize_path
 from gateway.proxy import SCOPE, Scope
 from gateway.sessions.base import JAR, CookieJar, cookie_settings
 
 log = logging.getLogger("gateway")
+audit = logging.getLogger("gateway.audit")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,8 +127,8 @@ def login_redirect(request: web.Request, login_path: str, return_to: str) -> web
     return response
 
 
-def make_middleware(config: Config,
-                    scopes: ScopeBuilder) -> Callable[..., Awaitable[web.StreamResponse]]:
+def make_middleware(config: Config, scopes: ScopeBuilder,
+                    metrics: Metrics) -> Callable[..., Awaitable[web.StreamResponse]]:
     """The middleware that builds the scope and turns every error into a response."""
     login_path = config.server.route_base + "/login"
     cookies = cookie_settings(config)
@@ -149,6 +151,9 @@ def make_middleware(config: Config,
             else:
                 response = error_response(request, 401, "unauthenticated", "")
         except Denied:
+            metrics.denials.labels("groups").inc()
+            audit.info("denied", extra={"event": "denied", "sub": request.get("gateway.sub"),
+                                        "path": request.path, "reason": "groups"})
             if denied_status == 404:
                 response = error_response(request, 404, "not_found", "There is no page here.")
             else:
@@ -171,6 +176,7 @@ def make_middleware(config: Config,
             response = error_response(request, 500, "internal", "An unexpected error occurred.")
         finally:
             in_flight.leave()
+        metrics.requests.labels(request.get("gateway.route", "docs"), response.status).inc()
         if not response.prepared:
             built = request.get(SCOPE)
             if isinstance(built, Scope):

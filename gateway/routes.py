@@ -134,6 +134,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
         login_url = (f"{gw.config.server.public_origin}{gw.config.server.route_base}/login"
                      f"?redirect={quote(target, safe='/')}")
         response = json_response({"error": "unauthenticated", "login": login_url}, status=401)
+        response.headers["Location"] = login_url
     elif decision.outcome is Outcome.DENIED:
         response = json_response({"error": "forbidden"}, status=403)
     else:

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -45,14 +46,20 @@ def check_upstream(config: Config) -> None:
         return
     parts = urlsplit(config.upstream.url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "", port),
-                                      timeout=config.upstream.connect_timeout):
-            pass
-    except OSError as exc:
-        raise StartupError(f"upstream {config.upstream.url} is unreachable "
-                           f"({exc.strerror or exc.__class__.__name__}); start the docs server "
-                           "first or fix upstream.url") from None
+    # A sidecar's docs container may start a moment later: keep trying for connect_timeout.
+    deadline = time.monotonic() + config.upstream.connect_timeout
+    while True:
+        try:
+            with socket.create_connection((parts.hostname or "", port),
+                                          timeout=config.upstream.connect_timeout):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise StartupError(
+                    f"upstream {config.upstream.url} is unreachable "
+                    f"({exc.strerror or exc.__class__.__name__}); start the docs server first "
+                    "or fix upstream.url") from None
+            time.sleep(0.25)
 
 
 def admin_app(main: web.Application) -> web.Application:

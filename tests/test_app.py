@@ -366,3 +366,18 @@ async def test_oversized_headers_are_refused(gateway: Factory) -> None:
     client = await gateway()
     async with client.get("/pub/x", headers={"X-Big": "a" * 40_000}) as response:
         assert response.status in (400, 431)
+
+
+async def test_metrics_and_audit_of_a_denial(gateway: Factory,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    client = await gateway()
+    reader = await login(client, "beta", sub="reader-7")
+    with caplog.at_level("INFO", logger="gateway.audit"):
+        async with client.get("/admin/page", cookies=reader) as response:
+            assert response.status == 404
+    denied = [r for r in caplog.records if r.name == "gateway.audit" and r.msg == "denied"]
+    assert denied and denied[0].sub == "reader-7"  # type: ignore[attr-defined]
+    async with client.get("/_gateway/metrics") as response:
+        text = await response.text()
+    assert 'gateway_denials_total{reason="groups"} 1.0' in text
+    assert 'gateway_requests_total{route="docs",status="404"} 1.0' in text

@@ -139,6 +139,9 @@ def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
 
 def test_unreachable_upstream_at_start_is_one_line(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"http://127.0.0.1:{free_port()}", free_port())
+    data = yaml.safe_load(config.read_text())
+    data["upstream"]["connect_timeout"] = "500ms"
+    config.write_text(yaml.safe_dump(data))
     result = subprocess.run([sys.executable, "-m", "gateway", "run", "-c", str(config)],
                             cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "GATEWAY_CONFIG": ""})

