@@ -80,8 +80,11 @@ class ScopeBuilder:
 
 
 def wants_html(request: web.Request) -> bool:
-    """A browser navigation: GET/HEAD that accepts text/html."""
-    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
+    """A browser navigation: GET/HEAD (or a form POST the browser navigates with) for HTML."""
+    if "text/html" not in request.headers.get("Accept", ""):
+        return False
+    return request.method in ("GET", "HEAD") or \
+        request.headers.get("Sec-Fetch-Mode") == "navigate"
 
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">

@@ -1,12 +1,198 @@
-"""The JWT handshake (Mintlify style)."""
+"""The JWT handshake (Mintlify style): the customer's login signs the user object as a JWT.
+
+The browser arrives at ``jwt-callback?redirect=/path#<jwt>``; the callback page reads the
+fragment (which never reaches a server log) and POSTs it back. The token is checked
+here: algorithm against the key's family before any signature work, signature, claims,
+then the user object, then the replay cache. Only then does a session start.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import html
+import logging
+import math
+import re
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from gateway.handshakes.base import Handshake
+from gateway.crypto import constant_time_equal
+from gateway.errors import HandshakeFailed, Unavailable
+from gateway.handshakes.base import Handshake, HandshakeDeps, Route
+from gateway.handshakes.jwks import (
+    Compact,
+    JwksCache,
+    TokenError,
+    VerifyKey,
+    key_fits,
+    split_jws,
+    strict_json,
+    verify_signature,
+)
+from gateway.handshakes.replay import create_replay_cache
+from gateway.keys import kid_of, load_public_key
+from gateway.middleware import page
+from gateway.proxy import SCOPE, Scope
+from gateway.redirects import is_same_origin, safe_return_path
+from gateway.sessions.base import CookieJar
+from gateway.user import User, parse_user
+
+log = logging.getLogger("gateway")
+audit = logging.getLogger("gateway.audit")
+
+MAX_TOKEN = 8 * 1024
+#: Registered claims of the token itself; the rest of the payload is the user object.
+JWT_CLAIMS = ("exp", "iat", "nbf", "iss", "aud", "host", "jti")
+#: GitBook's and ReadMe's query parameters (``accept_query_token``).
+QUERY_TOKENS = ("jwt_token", "auth_token")
+CSRF_MAX_AGE = 600
+# Times beyond this (year ~318,000) are nonsense, and would overflow float arithmetic.
+_MAX_TIME = 1e13
+_ANCHOR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
+
+
+class CrossSite(HandshakeFailed):
+    """A login POST from another site (login CSRF)."""
+
+    status = 403
+    code = "cross_site"
+
+
+class JwtVerifier:
+    """Checks a login token against the configured keys and claims; returns its payload."""
+
+    def __init__(self, deps: HandshakeDeps) -> None:
+        config = deps.config
+        self.settings = config.handshake.jwt
+        self.public_url = config.server.public_url
+        self.secret = self.settings.secret.encode() if self.settings.secret is not None else None
+        self.keys: tuple[tuple[str, VerifyKey], ...] = tuple(
+            (kid_of(key), key) for key in map(load_public_key, self.settings.public_keys))
+        self.jwks = JwksCache(deps.http, self.settings.jwks_url) \
+            if self.settings.jwks_url else None
+
+    async def verify(self, token: str, now: float | None = None) -> tuple[Compact, dict[str, Any]]:
+        """The token split and its verified claims; TokenError naming the reason otherwise."""
+        now = time.time() if now is None else now
+        compact = split_jws(token, MAX_TOKEN)
+        alg = compact.alg
+        if alg.lower() == "none" or alg not in self.settings.algorithms:
+            raise TokenError(f"tokens signed with {alg[:16]!r} are not accepted; allowed: "
+                             f"{', '.join(self.settings.algorithms)}", code="unsupported_alg")
+        if "crit" in compact.header:
+            raise TokenError("the token has critical header extensions this gateway does not "
+                             "understand", code="crit_unsupported")
+        typ = compact.header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.upper() not in ("JWT", "")):
+            raise TokenError("the token's typ is not JWT", code="malformed")
+        candidates = await self._candidates(compact)
+        if not any(verify_signature(compact, key) for key in candidates):
+            raise TokenError("the token's signature does not verify", code="bad_signature")
+        claims = strict_json(compact.payload, "payload")
+        if not isinstance(claims, dict):
+            raise TokenError("the token's payload is not a JSON object", code="malformed")
+        self.check_claims(claims, now)
+        return compact, claims
+
+    async def _candidates(self, compact: Compact) -> list[VerifyKey | bytes]:
+        alg, kid = compact.alg, compact.kid
+        if self.secret is not None:
+            return [self.secret] if alg.startswith("HS") else []
+        # A kid that names one of the files (its thumbprint) picks it; any other kid is the
+        # issuer's own label, and every file of the right family is tried.
+        named = any(kid == own for own, _ in self.keys)
+        found: list[VerifyKey | bytes] = [key for own, key in self.keys
+                                          if key_fits(key, alg) and (not named or own == kid)]
+        if self.jwks is not None:
+            try:
+                found += await self.jwks.get_keys(kid, alg)
+            except TokenError:
+                if not found:
+                    raise
+        if not found:
+            raise TokenError(f"no configured key verifies {alg} tokens", code="unknown_key")
+        return found
+
+    def check_claims(self, claims: dict[str, Any], now: float) -> None:
+        """exp, iat, nbf, max_age, iss, aud and host; TokenError for the first that fails."""
+        settings = self.settings
+        leeway, max_age = settings.leeway, settings.max_age
+        exp = _time_claim(claims, "exp")
+        if exp is None:
+            raise TokenError("the token has no exp (expiry); add one, a few seconds ahead",
+                             code="missing_exp")
+        iat = _time_claim(claims, "iat")
+        nbf = _time_claim(claims, "nbf")
+        if now > exp + leeway:
+            raise TokenError("the login token has expired; log in again", code="expired")
+        if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+            raise TokenError("the login token is not valid yet (check the clocks)",
+                             code="not_yet_valid")
+        if iat is not None:
+            if now - iat > max_age + leeway or exp - iat > max_age:
+                raise TokenError("the login token is older or longer-lived than max_age allows",
+                                 code="too_old")
+        elif exp - now > max_age + leeway:
+            raise TokenError("a login token without iat must expire within max_age",
+                             code="too_old")
+        if settings.issuer is not None and claims.get("iss") != settings.issuer:
+            raise TokenError("the token's issuer (iss) is not the configured one",
+                             code="wrong_issuer")
+        if settings.audience is not None and not _has_audience(claims.get("aud"),
+                                                               settings.audience):
+            raise TokenError("the token's audience (aud) is not the configured one",
+                             code="wrong_audience")
+        if settings.require_host and not _same_host(claims.get("host"), self.public_url):
+            raise TokenError("the token's host claim is not this docs site's host",
+                             code="wrong_host")
+
+
+def _time_claim(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not -_MAX_TIME < value < _MAX_TIME or not math.isfinite(value):
+        raise TokenError(f"the token's {name} is not a number of seconds since the epoch",
+                         code="malformed")
+    return float(value)
+
+
+def _has_audience(aud: Any, wanted: str) -> bool:
+    if isinstance(aud, str):
+        return aud == wanted
+    return isinstance(aud, list) and wanted in aud
+
+
+def _host_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.path or parts.query or "@" in netloc:
+        return None
+    return parts.hostname.lower(), port or {"https": 443, "http": 80}.get(scheme)
+
+
+def _same_host(claim: Any, public_url: str) -> bool:
+    """Whether the ``host`` claim names public_url's host (and port, default ones implied)."""
+    if not isinstance(claim, str) or not claim:
+        return False
+    url = urlsplit(public_url)
+    mine = _host_port(url.netloc, url.scheme)
+    return mine is not None and _host_port(claim, url.scheme) == mine
+
+
+def with_redirect(url: str, return_to: str) -> str:
+    """``url`` with ``redirect=<return_to>`` set in its query (other parameters kept)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "redirect"]
+    query.append(("redirect", return_to))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class JwtHandshake(Handshake):
@@ -14,10 +200,227 @@ class JwtHandshake(Handshake):
 
     method = "jwt"
 
+    def __init__(self, deps: HandshakeDeps) -> None:
+        super().__init__(deps)
+        self.settings = self.config.handshake.jwt
+        self.verifier = JwtVerifier(deps)
+        self.replay = create_replay_cache(self.config)
+        self.csrf_cookie = deps.store.cookies.name + "_jwt"
+
+    async def start(self) -> None:
+        """Fetch the JWKS ahead of the first login (a failure is retried on use)."""
+        if self.verifier.jwks is not None:
+            try:
+                await self.verifier.jwks.refresh(force=True)
+            except Unavailable:
+                pass  # already logged; logins retry the fetch
+
+    async def close(self) -> None:
+        """Close the replay cache's connections."""
+        await self.replay.close()
+
+    def routes(self) -> list[Route]:
+        """The callback under the prefix, and Mintlify's ``/login/jwt-callback``."""
+        return [Route("GET", "jwt-callback", self.callback_page),
+                Route("POST", "jwt-callback", self.callback),
+                Route("GET", "/login/jwt-callback", self.callback_page, absolute=True),
+                Route("POST", "/login/jwt-callback", self.callback, absolute=True)]
+
     async def login(self, request: web.Request, return_to: str) -> web.StreamResponse:
-        """Send the browser to the customer's login URL with the return path."""
-        url = self.config.handshake.jwt.login_urls[0].url
-        joiner = "&" if "?" in url else "?"
-        return web.Response(status=302, headers={
-            "Location": f"{url}{joiner}{urlencode({'redirect': return_to})}",
-            "Cache-Control": "no-store"})
+        """Send the browser to the login URL, or show a chooser when there are several."""
+        urls = self.settings.login_urls
+        if len(urls) == 1:
+            return web.Response(status=302, headers={
+                "Location": with_redirect(urls[0].url, return_to), "Cache-Control": "no-store"})
+        items = "".join(
+            f'<li><a href="{html.escape(with_redirect(entry.url, return_to), quote=True)}">'
+            f"{html.escape(entry.name)}</a></li>" for entry in urls)
+        return _page("Log in", f"<h1>Log in</h1><p>Choose where to log in:</p><ul>{items}</ul>")
+
+    async def authenticate(self, token: str) -> User:
+        """Verify a login token, use it up, and return its user object."""
+        now = time.time()
+        try:
+            compact, claims = await self.verifier.verify(token, now)
+            data = {k: v for k, v in claims.items() if k not in JWT_CLAIMS}
+            user = parse_user(data, subject_paths=self.config.user.subject,
+                              max_age=self.config.session.max_age, now=now)
+            # The signed part, not the whole token: an ECDSA signature has two valid forms.
+            ttl = float(claims["exp"]) + self.settings.leeway - now
+            if not await self.replay.first_use(compact.signing_input, ttl):
+                raise TokenError("this login token was already used; log in again",
+                                 code="replayed")
+        except HandshakeFailed as exc:
+            self.refused(exc)
+            raise
+        return user
+
+    def refused(self, exc: HandshakeFailed) -> None:
+        """Log and count a refused login, with its reason and never the token."""
+        log.warning("jwt login refused", extra={"reason": exc.code})
+        self.outcome("failed", exc.code)
+
+    async def start_session(self, request: web.Request, user: User, location: str,
+                            jar: CookieJar | None = None) -> web.Response:
+        """A fresh session for ``user`` and a 303 to ``location``."""
+        jar = CookieJar() if jar is None else jar
+        await self.new_session(user, jar, request)
+        self.outcome("ok", "login")
+        audit.info("login", extra={"event": "login", "sub": user.sub, "method": self.method})
+        response = web.Response(status=303, headers={"Location": location,
+                                                     "Cache-Control": "no-store"})
+        self.deps.store.cookies.apply(jar, response)
+        return response
+
+    async def callback_page(self, request: web.Request) -> web.StreamResponse:
+        """The tiny page that moves the fragment's token into a same-origin POST."""
+        base = self.config.server.base_path
+        return_to = safe_return_path(request.query.get("redirect"), base_path=base)
+        csrf = secrets.token_urlsafe(24)
+        login = html.escape(f"{self.config.server.route_base}/login?"
+                            f"{urlencode({'redirect': return_to})}", quote=True)
+        body = _CALLBACK_BODY.format(action=html.escape(request[SCOPE].path, quote=True),
+                                     redirect=html.escape(return_to, quote=True), csrf=csrf,
+                                     login=login)
+        response = _page("Logging in", body, script=_CALLBACK_SCRIPT)
+        jar = CookieJar()
+        jar.set(self.csrf_cookie, csrf, CSRF_MAX_AGE)
+        self.deps.store.cookies.apply(jar, response)
+        return response
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        """Verify the posted token, start a session, 303 to the validated ``redirect``."""
+        try:
+            form = await _read_form(request)
+            self._check_origin(request, form)
+            token = form.get("token", "").strip()
+            if not token:
+                raise TokenError("the request carries no token", code="malformed")
+        except HandshakeFailed as exc:
+            self.refused(exc)
+            return self._failure(request, exc)
+        try:
+            user = await self.authenticate(token)
+        except HandshakeFailed as exc:  # already logged and counted
+            return self._failure(request, exc)
+        value = request.query.get("redirect") or form.get("redirect")
+        location = safe_return_path(value, base_path=self.config.server.base_path)
+        anchor = form.get("anchor", "")
+        if anchor and _ANCHOR.match(anchor) and "#" not in location:
+            location += "#" + anchor
+        jar = CookieJar()
+        if self.csrf_cookie in request.cookies:
+            jar.delete(self.csrf_cookie)
+        return await self.start_session(request, user, location, jar)
+
+    def _check_origin(self, request: web.Request, form: dict[str, str]) -> None:
+        """Same-origin POSTs only: Sec-Fetch-Site decides when sent, then Origin."""
+        site = request.headers.get("Sec-Fetch-Site")
+        origin = request.headers.get("Origin")
+        if site is not None:
+            ok = site == "same-origin"
+        elif origin is None:
+            ok = True  # not a browser, or one too old to say; nothing to check against
+        elif origin == "null":
+            # The callback page's no-referrer policy makes browsers send "null" over plain
+            # http; its form then carries the value of a cookie only this site could set.
+            cookie = request.cookies.get(self.csrf_cookie, "")
+            ok = bool(cookie) and constant_time_equal(cookie, form.get("csrf", ""))
+        else:
+            ok = is_same_origin(origin, self.config.server.public_origin)
+        if not ok:
+            raise CrossSite("A login can only be completed from this docs site.")
+
+    def _failure(self, request: web.Request, exc: HandshakeFailed) -> web.StreamResponse:
+        # The error boundary answers a POST with JSON; a browser's form POST gets a page.
+        if "text/html" not in request.headers.get("Accept", ""):
+            raise exc
+        scope = request.get(SCOPE)
+        login = html.escape(f"{self.config.server.route_base}/login", quote=True)
+        text = page(exc.status, exc.message, exc.code,
+                    getattr(scope, "request_id", ""), f'<p><a href="{login}">Log in again</a></p>')
+        return web.Response(status=exc.status, text=text, content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    async def intercept(self, request: web.Request) -> web.StreamResponse | None:
+        """``?jwt_token=`` / ``?auth_token=`` on a docs URL: log in, then drop the parameter."""
+        if not self.settings.accept_query_token or request.method not in ("GET", "HEAD"):
+            return None
+        name = next((n for n in QUERY_TOKENS if n in request.query), None)
+        if name is None:
+            return None
+        user = await self.authenticate(request.query[name])
+        scope: Scope = request[SCOPE]
+        rest = "&".join(part for part in scope.query.split("&")
+                        if part and unquote_plus(part.partition("=")[0]) not in QUERY_TOKENS)
+        location = safe_return_path(scope.path + (f"?{rest}" if rest else ""),
+                                    base_path=self.config.server.base_path)
+        return await self.start_session(request, user, location)
+
+
+async def _read_form(request: web.Request) -> dict[str, str]:
+    """The POST's string fields, from a form or a JSON object."""
+    if request.content_type == "application/json":
+        try:
+            data = await request.json()
+        except ValueError:
+            raise TokenError("the request body is not JSON", code="malformed") from None
+        if not isinstance(data, dict):
+            raise TokenError("the request body is not a JSON object", code="malformed")
+    else:
+        data = dict(await request.post())
+    fields = {k: v for k, v in data.items() if isinstance(v, str)}
+    if "token" in data and "token" not in fields:
+        raise TokenError("the token must be a string", code="malformed")
+    return fields
+
+
+_STYLE = ("body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;"
+          "padding:0 1rem;color:#222}h1{font-size:1.4rem}")
+
+_CALLBACK_BODY = """<p id="status">Logging you in&hellip;</p>
+<noscript><p>Logging in needs JavaScript. Turn it on and reload this page, or
+<a href="{login}">start again</a>.</p></noscript>
+<p id="none" hidden>This address carries no login token. <a href="{login}">Log in</a>.</p>
+<form id="login" method="post" action="{action}" hidden>
+<input type="hidden" name="token"><input type="hidden" name="anchor">
+<input type="hidden" name="redirect" value="{redirect}">
+<input type="hidden" name="csrf" value="{csrf}"></form>"""
+
+# Reads "#<jwt>" or the legacy "#jwt=<jwt>&anchor=<id>", takes it out of the address bar
+# and the history first, then posts it from this origin.
+_CALLBACK_SCRIPT = """(function () {
+  "use strict";
+  var token = location.hash.slice(1), anchor = "";
+  if (/^jwt=/.test(token)) {
+    var params = new URLSearchParams(token);
+    token = params.get("jwt") || "";
+    anchor = params.get("anchor") || "";
+  }
+  history.replaceState(null, "", location.pathname + location.search);
+  if (!token) {
+    document.getElementById("status").hidden = true;
+    document.getElementById("none").hidden = false;
+    return;
+  }
+  var form = document.getElementById("login");
+  form.elements.token.value = token;
+  form.elements.anchor.value = anchor;
+  form.submit();
+})();"""
+
+
+def _page(title: str, body: str, *, script: str = "") -> web.Response:
+    """A self-contained page under a strict CSP: only its own nonce'd style and script run."""
+    nonce = secrets.token_urlsafe(16)
+    tag = f'<script nonce="{nonce}">{script}</script>' if script else ""
+    text = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style nonce=\"{nonce}\">{_STYLE}</style>"
+            f"</head><body>{body}{tag}</body></html>")
+    csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+           "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+    return web.Response(text=text, content_type="text/html", headers={
+        "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY"})

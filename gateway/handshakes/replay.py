@@ -42,7 +42,7 @@ class ReplayCache(ABC):
         Raises ``gateway.errors.Unavailable`` when the backend cannot be reached.
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most caches hold nothing to release
         """Release connections."""
 
 
