@@ -27,6 +27,7 @@ server:
   public_url: "https://docs.example.com"
 upstream:
   url: "http://127.0.0.1:{upstream_port}"
+  connect_timeout: 500ms
 handshake:
   method: jwt
   jwt:
