@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -85,6 +85,15 @@ def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route])
             table.add(route.method, f"{base}/{route.path}", handler)
 
 
+def upstream_cookie_filter(config: Config,
+                           is_gateway_cookie: Callable[[str], bool]) -> Callable[[str], bool]:
+    """Cookies never sent to the docs: the gateway's, and the dashboard session it checks."""
+    if config.handshake.method != "shared_session":
+        return is_gateway_cookie
+    dashboard = frozenset(config.handshake.shared_session.cookies)
+    return lambda name: name in dashboard or is_gateway_cookie(name)
+
+
 async def build_app(config: Config) -> web.Application:
     """The aiohttp application for one config: nothing on the request path reads the YAML.
 
@@ -105,7 +114,8 @@ async def build_app(config: Config) -> web.Application:
     upstream = None
     static = None
     if config.upstream.url is not None:
-        upstream = Upstream(config, identity.is_identity_header, is_gateway_cookie)
+        upstream = Upstream(config, identity.is_identity_header,
+                            upstream_cookie_filter(config, is_gateway_cookie))
         await upstream.start()
     else:
         assert config.upstream.root is not None

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.config import Config, default_config_path, format_duration, load_config, parse_duration
 from gateway.errors import ConfigError
+from gateway.handshakes.shared_session import domain_warning
 
 PROG = "docs-gateway"
 KEY_ALGORITHMS = ("EdDSA", "ES256", "RS256")
@@ -174,7 +175,11 @@ def summary(config: Config, path: Path | str) -> str:
         ("admin", _address(server.admin_host, server.admin_port)
          if server.admin_host is not None and server.admin_port is not None else "off"),
     ])]
-    lines += [f"warning: {warning}" for warning in config.warnings]
+    warnings = list(config.warnings)
+    cross_domain = domain_warning(config)
+    if cross_domain:
+        warnings.append(cross_domain)
+    lines += [f"warning: {warning}" for warning in warnings]
     return "\n".join(lines)
 
 

@@ -107,6 +107,7 @@ class SharedSessionConfig:
     info_api_url: str | None = None
     cookies: tuple[str, ...] = ("session",)
     login_url: str | None = None
+    logout_url: str | None = None
     cache_ttl: float = 30.0
     timeout: float = 5.0
 

@@ -208,11 +208,13 @@ def _shared(s: _Section, active: bool) -> SharedSessionConfig:
         info_api_url=s.opt_string("info_api_url"),
         cookies=s.strings("cookies", ("session",)),
         login_url=s.opt_string("login_url"),
+        logout_url=s.opt_string("logout_url"),
         cache_ttl=s.duration("cache_ttl", 30.0, allow_zero=True),
         timeout=s.duration("timeout", 5.0),
     )
     _check_url(config.info_api_url, s.key("info_api_url"), problems)
     _check_url(config.login_url, s.key("login_url"), problems)
+    _check_url(config.logout_url, s.key("logout_url"), problems)
     for index, name in enumerate(config.cookies):
         if not _TOKEN.match(name):
             problems.add(f"{s.key('cookies')}[{index}]", f"{name!r} is not a cookie name")

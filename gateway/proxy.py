@@ -210,6 +210,8 @@ async def stream_body(request: web.Request, upstream: Response,
         # so the client sees a truncated body rather than a complete-looking one.
         if request.transport is not None:
             request.transport.abort()
+    except ConnectionResetError:
+        pass  # the client went away; the unread upstream connection is dropped below
     finally:
         upstream.release()
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 INFO_API_PATH = "/api/docs/user-info"
 #: How the Info API can behave: answer properly, or fail in one of these ways.
-MODES = ("ok", "down", "slow", "500", "redirect", "html", "garbage", "wrong_shape")
+MODES = ("ok", "forbidden", "down", "slow", "500", "redirect", "html", "garbage", "wrong_shape")
 
 
 @dataclass
@@ -72,6 +72,8 @@ class Dashboard:
         self.redirect_to = redirect_to
         self.slow_seconds = slow_seconds
         self.mode = "ok"
+        #: Where the dashboard is served (``http://host:port``), once it is.
+        self.url = ""
         #: Info API calls received, and the cookies each carried.
         self.info_calls = 0
         self.info_cookies: list[dict[str, str]] = []
@@ -89,6 +91,14 @@ class Dashboard:
 
     def __repr__(self) -> str:
         return f"Dashboard(mode={self.mode!r}, sessions={len(self.sessions)})"
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
+        """Serve on ``host:port`` (0: any free port) and set ``url``; clean up the runner."""
+        runner = web.AppRunner(self.app)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self.url = f"http://{host}:{runner.addresses[0][1]}"
+        return runner
 
     def start_session(self, username: str) -> str:
         """Log a reader in without the form; the value of their session cookie."""
@@ -161,6 +171,8 @@ class Dashboard:
                 await asyncio.wait_for(self._released.wait(), self.slow_seconds)
             except TimeoutError:
                 pass
+        elif mode == "forbidden":
+            return web.json_response({"error": "forbidden"}, status=403)
         elif mode == "500":
             return web.json_response({"error": "internal"}, status=500)
         elif mode == "redirect":

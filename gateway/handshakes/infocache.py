@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
@@ -71,11 +71,10 @@ class CacheKey:
 
 
 class CacheKeys:
-    """Derives cache keys from cookie sets with keys derived from ``session.secrets``."""
+    """Derives cache keys from cookie sets with a key derived from ``session.secrets``."""
 
     def __init__(self, secret: str) -> None:
-        self._id_key = derive_key(secret, "info-cache id")
-        self._seal_key = derive_key(secret, "info-cache seal")
+        self._key = derive_key(secret, "info-cache")
 
     def __repr__(self) -> str:
         return "CacheKeys(...)"
@@ -84,8 +83,10 @@ class CacheKeys:
         """The key for the cookies as forwarded (names and values, in order)."""
         # JSON of the pairs is unambiguous: no two cookie sets share one encoding.
         material = json.dumps(cookies, separators=(",", ":")).encode("utf-8")
-        return CacheKey(id=hmac.new(self._id_key, material, hashlib.sha256).hexdigest(),
-                        seal_key=hmac.new(self._seal_key, material, hashlib.sha256).digest())
+        # One HMAC-SHA512, split: the half Redis shows as the key name says nothing
+        # about the half that seals the value.
+        digest = hmac.new(self._key, material, hashlib.sha512).digest()
+        return CacheKey(id=digest[:32].hex(), seal_key=digest[32:])
 
 
 class InfoCache(ABC):
@@ -130,6 +131,8 @@ class MemoryCache(InfoCache):
         """``put`` without awaiting."""
         if ttl <= 0:
             return
+        if answer.data is not None:
+            answer = replace(answer, data=None)  # only Redis needs the JSON again
         self._entries[key.id] = (self._clock() + ttl, answer)
         self._entries.move_to_end(key.id)
         while len(self._entries) > self._max:

@@ -42,6 +42,8 @@ NEGATIVE_TTL = 5.0
 UNAVAILABLE_TTL = 1.5
 #: The largest Info API body read; a user object is a few kilobytes.
 MAX_BODY = 1024 * 1024
+#: Seconds between two warnings about a failing Info API (the rest are debug lines).
+WARNING_INTERVAL = 5.0
 #: Second-level labels under which names are registered (``example.co.uk``).
 _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu"})
 
@@ -83,6 +85,10 @@ class SharedSessionHandshake(Handshake):
         self._keys = CacheKeys(self.config.session.secrets[0])
         self._cache = create_cache(self.config, self.parse)
         self._flight: SingleFlight[Answer] = SingleFlight()
+        counter = deps.metrics.info_cache
+        self._hit, self._miss = counter.labels("hit"), counter.labels("miss")
+        self._negative = counter.labels("negative")
+        self._quiet_until = 0.0
 
     def parse(self, data: Any) -> User:
         """Validate an Info API user object (InvalidUser when it is not one)."""
@@ -102,8 +108,9 @@ class SharedSessionHandshake(Handshake):
         """
         answer = await self.lookup(request.headers.getall("Cookie", ()))
         if answer.kind is Kind.UNAVAILABLE:
-            raise Unavailable("The sign-in service (the dashboard's Info API) is not "
-                              "answering; try again in a moment.", code="info_api_unavailable")
+            raise Unavailable("The sign-in service (the dashboard's Info API) did not give a "
+                              "usable answer; try again in a moment.",
+                              code="info_api_unavailable")
         return answer.user
 
     async def lookup(self, cookie_headers: Iterable[str]) -> Answer:
@@ -112,12 +119,11 @@ class SharedSessionHandshake(Handshake):
         if not cookies:
             return ANONYMOUS
         key = self._keys.key_for(cookies)
-        metrics = self.deps.metrics.info_cache
         answer = await self._cache.get(key)
         if answer is not None:
-            metrics.labels("hit" if answer.kind is Kind.USER else "negative").inc()
+            (self._hit if answer.kind is Kind.USER else self._negative).inc()
             return answer
-        metrics.labels("miss").inc()
+        self._miss.inc()
 
         async def refresh() -> Answer:
             fresh = await self.fetch(cookies)
@@ -142,7 +148,7 @@ class SharedSessionHandshake(Handshake):
                     return ANONYMOUS
                 if not 200 <= response.status < 300:
                     return self._unavailable(f"answered {response.status}")
-                body = await response.content.read(MAX_BODY + 1)
+                body = await _read_limited(response, MAX_BODY + 1)
                 content_type = response.content_type
         except TimeoutError:
             return self._unavailable("timeout")
@@ -166,8 +172,13 @@ class SharedSessionHandshake(Handshake):
 
     def _unavailable(self, reason: str) -> Answer:
         self.outcome("failed", "info_api_unavailable")
-        log.warning("Info API unavailable: %s", reason,
-                    extra={"event": "info_api_unavailable", "reason": reason})
+        # In an outage every reader's cookie fails: one warning per interval is enough.
+        now = time.monotonic()
+        level = logging.WARNING if now >= self._quiet_until else logging.DEBUG
+        if level == logging.WARNING:
+            self._quiet_until = now + WARNING_INTERVAL
+        log.log(level, "Info API unavailable: %s", reason,
+                extra={"event": "info_api_unavailable", "reason": reason})
         return Answer(Kind.UNAVAILABLE, reason=reason)
 
     async def login(self, request: web.Request, return_to: str) -> web.StreamResponse:
@@ -184,6 +195,22 @@ class SharedSessionHandshake(Handshake):
         target = absolute_url(self.config.server.public_url, return_to)
         joiner = "&" if "?" in self.login_url else "?"
         return _redirect(f"{self.login_url}{joiner}{urlencode({'redirect': target})}")
+
+    def logout_target(self, session: Session | None) -> str | None:
+        """The dashboard's logout, when configured: the dashboard session is the session."""
+        return self.config.handshake.shared_session.logout_url
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes and a little more when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)
 
 
 def _redirect(location: str) -> web.Response:
