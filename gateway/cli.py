@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", "run a sample docs site, a demo login and the gateway on 127.0.0.1",
                    _lazy("demo", "gateway.demo"))
     demo.add_argument("--port", type=int, default=8080, help="port of the gateway (default: 8080)")
+    demo.add_argument("--method", choices=("jwt", "shared_session", "oauth"), default="jwt",
+                      help="how readers log in: jwt (default), shared_session or oauth")
     return parser
 
 

@@ -1,13 +1,45 @@
-"""HTML pages from the docs: page metadata, the client script, server-side gating."""
+"""HTML pages from the docs: page metadata, the client script, server-side gating.
+
+Also what the index filter needs from pages: their metadata, recorded whenever a page is
+read here and fetched (head only) from the upstream or the built folder when an index
+lists a page not seen yet.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+from multidict import CIMultiDict
+
 from gateway.config import Config
-from gateway.errors import Denied, NeedsLogin
-from gateway.html import inject_script, read_page_meta, script_tag
+from gateway.errors import Denied, NeedsLogin, UpstreamError
+from gateway.fragments import has_markers, rewrite
+from gateway.html import (
+    PageMeta,
+    decode_body,
+    head_complete,
+    inject_script,
+    is_html,
+    read_page_meta,
+    script_tag,
+)
+from gateway.indexes import INDEX_LIMIT, FetchMeta, IndexFile, PageIndex, match_index
+from gateway.paths import decoded
 from gateway.policy import Decision, Outcome, Policy
-from gateway.proxy import Scope
+from gateway.proxy import Scope, Upstream
+from gateway.static import StaticSite
+from gateway.upstream import UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
+
+#: How much of a page is read to find the end of its head when learning its metadata.
+META_READ_LIMIT = 1024 * 1024
+# Headers that would let the upstream answer with part of a body, or none, where the
+# gateway must see all of it to filter or rewrite it.
+_PARTIAL = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
+            "If-Unmodified-Since")
 
 
 def return_path(scope: Scope) -> str:
@@ -24,25 +56,174 @@ def enforce(decision: Decision, scope: Scope) -> None:
 
 
 class Pages:
-    """Decides whether an HTML page needs reading, and rewrites it for one reader."""
+    """Decides whether an HTML page needs reading, and rewrites it for one reader.
+
+    ``index`` holds the page metadata learned so far (None with ``access.indexes`` off).
+    """
 
     def __init__(self, config: Config, policy: Policy) -> None:
         self.policy = policy
         self.inject = config.identity.inject_script
+        self.fragments = config.access.fragments
+        self.base_path = config.server.base_path
         src = config.server.route_base + "/client.js"
-        self.tag = script_tag(src, compat="mintlify" if "mintlify" in config.server.compat
-                              else None)
+        tag = script_tag(src)
+        if "mintlify" in config.server.compat:
+            tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
+        self.tag = tag
+        self.index = PageIndex(base_path=self.base_path) if config.access.indexes else None
 
     def wants(self, decision: Decision) -> bool:
         """Whether an HTML page on this decision must be read before it is sent."""
-        return decision.meta_applies or self.inject
+        return decision.meta_applies or self.inject or self.fragments
 
     def process(self, page: bytes, decision: Decision, user: User | None,
                 scope: Scope) -> tuple[Decision, bytes]:
-        """Apply the page's own metadata (raising if it blocks), then rewrite it."""
-        if decision.meta_applies:
-            decision = self.policy.decide_meta(decision, read_page_meta(page), user)
+        """Apply the page's own metadata (raising if it blocks), then rewrite it.
+
+        A page with gated elements or fields comes back with a decision that is no longer
+        ``public``: what it holds depends on the reader, so no shared cache may keep it.
+        """
+        if decision.meta_applies or (self.index is not None and self.policy.page_meta):
+            meta = read_page_meta(page)
+            rel = self.relative(scope.path)
+            if self.index is not None and self.policy.page_meta and rel is not None:
+                self.index.record(rel, meta)
+            if decision.meta_applies:
+                decision = self.policy.decide_meta(decision, meta, user)
         enforce(decision, scope)
+        if self.fragments and has_markers(page):
+            page = rewrite(page, user)
+            decision = replace(decision, public=False)
         if self.inject:
             page = inject_script(page, self.tag)
         return decision, page
+
+    def index_file(self, rel: str | None) -> IndexFile | None:
+        """The sitemap or search index a path names, when indexes are filtered here."""
+        if self.index is None or rel is None or self.policy.personalize:
+            return None
+        return match_index(rel)
+
+    def relative(self, path: str) -> str | None:
+        """A request path, decoded and relative to the docs base path (None: outside it)."""
+        base = self.base_path
+        if base:
+            if path != base and not path.startswith(base + "/"):
+                return None
+            path = path[len(base):] or "/"
+        try:
+            return decoded(path)
+        except UnicodeDecodeError:
+            return None
+
+
+def without_validators(request: web.Request) -> web.Request:
+    """The request without Range and conditional headers, for a body that is rewritten.
+
+    A 206 or 304 from the upstream would otherwise carry (or skip) bytes the gateway
+    never got to filter.
+    """
+    if not any(name in request.headers for name in _PARTIAL):
+        return request
+    headers = CIMultiDict(request.headers)
+    for name in _PARTIAL:
+        headers.popall(name, None)
+    return request.clone(headers=headers)
+
+
+def _meta_of(data: bytes, complete: bool) -> PageMeta | None:
+    """The metadata in a page's first bytes; None when its head goes on past them."""
+    if not complete and not head_complete(data):
+        return None
+    return read_page_meta(data)
+
+
+def static_meta_fetcher(site: StaticSite) -> FetchMeta:
+    """Learn a page's metadata from the built folder (``upstream.root``)."""
+
+    def read(path: str) -> PageMeta | None:
+        file = site.file_for(path)
+        if file is None:
+            return None
+        if file.suffix.lower() not in (".html", ".htm"):
+            return PageMeta()  # not a page that can declare anything
+        try:
+            with open(file, "rb") as handle:
+                data = handle.read(META_READ_LIMIT + 1)
+        except OSError:
+            return None
+        return _meta_of(data, len(data) <= META_READ_LIMIT)
+
+    async def fetch(path: str) -> PageMeta | None:
+        return await asyncio.to_thread(read, path)
+
+    return fetch
+
+
+def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
+    """Learn a page's metadata with an anonymous GET to the upstream, reading its head only.
+
+    A page that does not answer 200 is unknown (None); one that is not HTML declares
+    nothing (an empty PageMeta).
+    """
+    public_host = urlsplit(config.server.public_url).netloc
+    host = public_host if config.upstream.host_header == "preserve" else \
+        upstream.base.raw_authority
+
+    async def fetch(path: str) -> PageMeta | None:
+        if upstream.pool is None:
+            return None
+        target = upstream.base_path + quote(config.server.base_path + path,
+                                            safe="/!$&'()*+,;=:@-._~")
+        headers = [("Host", host), ("Accept", "text/html,application/xhtml+xml"),
+                   ("Accept-Encoding", "identity"), ("X-Forwarded-Host", public_host)]
+        try:
+            response = await upstream.pool.request("GET", target, headers, None, None)
+        except (UpstreamTimedOut, UpstreamClosed, OSError):
+            return None
+        try:
+            if response.status != 200:
+                return None
+            if not is_html(response.headers.get("Content-Type")):
+                return PageMeta()
+            encoding = response.headers.get("Content-Encoding")
+            data = b""
+            complete = False
+            while len(data) <= META_READ_LIMIT:
+                chunk = await response.read()
+                if not chunk:
+                    complete = True
+                    break
+                data += chunk
+                if not encoding and head_complete(data):
+                    break
+            if encoding:
+                # A compressed head cannot be read from part of the body.
+                body = decode_body(data, encoding) if complete else None
+                return None if body is None else read_page_meta(body)
+            return _meta_of(data, complete)
+        except (UpstreamTimedOut, UpstreamClosed, OSError):
+            return None
+        finally:
+            response.release()
+
+    return fetch
+
+
+def read_index(site: StaticSite, rel: str) -> bytes | None:
+    """An index file's bytes from the built folder; None when there is no such file.
+
+    One too large to filter is refused (UpstreamError), never passed on unfiltered.
+    """
+    file = site.file_for(rel)
+    if file is None:
+        return None
+    try:
+        with open(file, "rb") as handle:
+            data = handle.read(INDEX_LIMIT + 1)
+    except OSError:
+        return None
+    if len(data) > INDEX_LIMIT:
+        raise UpstreamError("the search index is too large to filter")
+    return data
