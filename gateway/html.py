@@ -13,6 +13,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: Largest decoded body ``decode_body`` returns; anything bigger is treated as a bomb.
 MAX_DECODED = 20 * 1024 * 1024
@@ -119,7 +120,7 @@ def _text(value: bytes) -> str:
     return html.unescape(value.decode("utf-8", errors="replace")).strip()
 
 
-def read_page_meta(head: bytes) -> PageMeta:
+def _read_page_meta(head: bytes) -> PageMeta:
     """The ``gateway:public`` / ``gateway:groups`` metas of a page's head (first of each wins).
 
     An empty ``gateway:groups`` content admits nobody, like ``groups: []`` in a rule.
@@ -148,7 +149,7 @@ def _script_srcs(page: bytes) -> set[str]:
             if tag.name == b"script" and not tag.closing}
 
 
-def inject_script(page: bytes, tag: bytes) -> bytes:
+def _inject_script(page: bytes, tag: bytes) -> bytes:
     """Insert ``tag`` before ``</head>``, else before ``</body>``, else at the end.
 
     A page that already loads a script with the same ``src`` is returned unchanged.
@@ -237,3 +238,20 @@ def is_html(content_type: str | None) -> bool:
     """Whether a Content-Type is an HTML page (``text/html`` or XHTML)."""
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     return mime in ("text/html", "application/xhtml+xml")
+
+
+# Docs pages repeat: the same bytes come back for every reader, so the results of the two
+# scans every HTML response needs are remembered for small pages (bounded memory).
+_CACHEABLE = 256 * 1024
+_cached_meta = lru_cache(maxsize=512)(_read_page_meta)
+_cached_inject = lru_cache(maxsize=512)(_inject_script)
+
+
+def read_page_meta(head: bytes) -> PageMeta:
+    """The page's gateway metadata (see ``_read_page_meta``)."""
+    return _cached_meta(head) if len(head) <= _CACHEABLE else _read_page_meta(head)
+
+
+def inject_script(page: bytes, tag: bytes) -> bytes:
+    """The page with the client script tag (see ``_inject_script``)."""
+    return _cached_inject(page, tag) if len(page) <= _CACHEABLE else _inject_script(page, tag)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from urllib.parse import unquote
 
 from gateway.errors import BadRequest
@@ -109,7 +110,7 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(stack) + ("/" if trailing else "")
 
 
-def normalize_path(raw: str) -> str:
+def _normalize_path(raw: str) -> str:
     """Return the one canonical spelling of a raw (still percent-encoded) request path.
 
     Raises BadRequest (code ``bad_path``) for anything two servers could read differently.
@@ -132,7 +133,7 @@ def normalize_path(raw: str) -> str:
     return result
 
 
-def decoded(path: str) -> str:
+def _decoded(path: str) -> str:
     """Fully percent-decode a path returned by normalize_path, for matching only."""
     return unquote(path, encoding="utf-8", errors="strict")
 
@@ -273,3 +274,19 @@ class GlobSet:
 
     def __repr__(self) -> str:
         return f"GlobSet({list(self.patterns)!r})"
+
+
+# The same few paths are asked for again and again; results (never refusals) are remembered.
+_CACHEABLE = 1024
+_cached_normalize = lru_cache(maxsize=4096)(_normalize_path)
+_cached_decoded = lru_cache(maxsize=4096)(_decoded)
+
+
+def normalize_path(raw: str) -> str:
+    """The one normalized form of a raw request path (see ``_normalize_path``)."""
+    return _cached_normalize(raw) if len(raw) <= _CACHEABLE else _normalize_path(raw)
+
+
+def decoded(path: str) -> str:
+    """A normalized path fully percent-decoded, for matching (see ``_decoded``)."""
+    return _cached_decoded(path) if len(path) <= _CACHEABLE else _decoded(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from gateway.config import Config
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 3800
 #: Most cookies one session may take; more would crowd out the docs site's own cookies.
 MAX_CHUNKS = 5
+#: Opened sessions remembered by their sealed token, so a returning reader's cookie is not
+#: decrypted and parsed on every request. The token is authenticated, so the mapping is safe.
+OPENED_CACHE = 2048
 
 
 def cookie_max_age(session: Session, now: float | None = None) -> int:
@@ -42,6 +46,7 @@ class CookieStore(SessionStore):
         # Binding the ciphertext to the cookie name stops one gateway cookie being
         # replayed as another (the login-state cookie uses the same secrets).
         self._aad = self.cookies.name.encode("utf-8")
+        self._opened: OrderedDict[str, Session] = OrderedDict()
 
     def _chunk_name(self, index: int) -> str:
         return f"{self.cookies.name}.{index}"
@@ -72,11 +77,16 @@ class CookieStore(SessionStore):
         token, extra = self._assemble(cookies)
         if token is None:
             return Loaded(None, stale=ours)
-        try:
-            session = decode_session(self._sealer.open(token, self._aad))
-        except (InvalidSealed, InvalidSession) as exc:
-            log.debug("session cookie rejected: %s", exc)
-            return Loaded(None, stale=ours)
+        session = self._opened.get(token)
+        if session is None:
+            try:
+                session = decode_session(self._sealer.open(token, self._aad))
+            except (InvalidSealed, InvalidSession) as exc:
+                log.debug("session cookie rejected: %s", exc)
+                return Loaded(None, stale=ours)
+            self._opened[token] = session
+            if len(self._opened) > OPENED_CACHE:
+                self._opened.popitem(last=False)
         if session.expired():
             return Loaded(None, stale=ours)
         return Loaded(session, stale=extra)
