@@ -13,9 +13,6 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from gateway.config import Config
 from gateway.errors import Unavailable
 
@@ -86,6 +83,11 @@ class RedisReplayCache(ReplayCache):
     """``SET dg:jti:<sha256> 1 NX EX <ttl>`` on its own Redis connection pool."""
 
     def __init__(self, url: str, timeout: float = REDIS_TIMEOUT) -> None:
+        # Imported here: deployments on the cookie store never load the Redis client.
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
         self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=timeout,
                                               socket_timeout=timeout)
 
@@ -97,7 +99,7 @@ class RedisReplayCache(ReplayCache):
         try:
             created = await self._redis.set(KEY_PREFIX + token_digest(token), b"1", nx=True,
                                             ex=max(1, math.ceil(ttl)))
-        except (RedisError, OSError):
+        except self._errors:
             raise Unavailable("The login cannot be checked right now (Redis is unreachable); "
                               "try again in a moment.") from None
         return bool(created)
