@@ -31,7 +31,8 @@ logger = logging.getLogger("gateway")
 
 #: Claims the gateway sets itself; a user field of the same name never replaces them.
 REGISTERED_CLAIMS = ("iss", "aud", "sub", "iat", "exp", "sid", "method")
-CACHE_SIZE = 10_000
+#: Signed assertions kept for reuse (the busiest sessions); bounded for memory per worker.
+CACHE_SIZE = 2048
 _RESERVED_PREFIX = "x-gateway-"
 
 
