@@ -20,7 +20,8 @@ from gateway.static import StaticSite
 from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
 
-# An HTML page larger than this is streamed untouched after its head is checked.
+# An HTML page that must be read (metadata, script, gating) may be at most this large;
+# a larger one is refused with 502 rather than passed unchecked.
 HTML_BUFFER_LIMIT = 8 * 1024 * 1024
 
 
