@@ -79,6 +79,7 @@ _SCOPED_END = _words(
 # one keeps its grip on what follows until its own end tag or the end of a marker below.
 _FORMATTING = _words("a b big code em font i nobr s small strike strong tt u")
 _MARKERS = _words("applet caption marquee object td template th")
+_MAX_GHOSTS = 64  # closed formatting elements remembered (gated ones are never forgotten)
 _TABLE_PARTS = _words("caption colgroup tbody thead tfoot tr td th")
 _TABLE_SCOPE = _words("html table template")
 _BREAKOUT = _words(
@@ -163,15 +164,8 @@ class Tag:
     self_closing: bool
 
 
-def read_tag(page: bytes, start: int, *, full: bool = True) -> Tag | None:
-    """The tag at ``start`` (``<name`` or ``</name``), or None when the page ends inside it.
-
-    With ``full=False`` the attributes of a tag without a gating or field attribute are
-    not collected (the common case, read with one match).
-    """
-    whole = None if full else _WHOLE_TAG.match(page, start)
-    if whole is not None and MARKER not in page[start:whole.end()].lower():
-        return Tag(whole.end(), whole.group(1).lower(), _NO_ATTRS, whole.group(2).endswith(b"/"))
+def read_tag(page: bytes, start: int) -> Tag | None:
+    """The tag at ``start`` (``<name`` or ``</name``), or None when the page ends inside it."""
     at = start + (2 if page.startswith(b"</", start) else 1)
     name_end = _TAG_NAME.match(page, at)
     assert name_end is not None
@@ -204,10 +198,13 @@ def _comment_end(page: bytes, start: int) -> int:
     return found.end() if found else len(page)
 
 
+_RAW_END = {name: re.compile(rb"</" + name + rb"[\t\n\f\r />]", re.IGNORECASE)
+            for name in (*_RAW_TEXT, b"noscript")}
+
+
 def _raw_end(page: bytes, name: bytes, start: int) -> int:
     """Where raw text that began at ``start`` ends: at its element's end tag, or the end."""
-    found = re.compile(rb"</" + re.escape(name) + rb"[\t\n\f\r />]", re.IGNORECASE).search(
-        page, start)
+    found = _RAW_END[name].search(page, start)
     return found.start() if found else len(page)
 
 
@@ -263,6 +260,7 @@ class _Open:
     field: str | None = None
     mark: int = 0  # where the element's content starts, for a field's text
     raw_end: int = -1  # a noscript's end for a browser with scripting on (its text)
+    seq: int = 0  # push order
 
 
 class _Cut(Exception):
@@ -294,11 +292,15 @@ class _Rewriter:
         self.skip: int | None = None  # stack index of the outermost gated element open
         self.markers: list[int] = []
         self.noscript_at: list[int] = []
-        # Gated formatting elements closed by something else than their end tag: (name,
-        # index of the marker they live under, -1 for none). They keep hiding until then.
-        self.lingering: list[tuple[bytes, int]] = []
-        # Where a browser with scripting on ends each <noscript> text, and the output length
-        # before it: the two readings of a noscript must meet again at that very point.
+        # Formatting elements closed by something else than their end tag stay in a
+        # browser's list of active formatting elements: an end tag of their name goes to
+        # the latest of them, and it re-opens them (attributes and all) around what
+        # follows. (name, marker index they live under or -1, gated, push order).
+        self.ghosts: list[tuple[bytes, int, bool, int]] = []
+        self.haunted = 0  # how many ghosts are gated: they keep hiding what follows
+        self.pushed = 0
+        # Where a browser with scripting on ends each <noscript> text, and where the noscript
+        # starts: the two readings of a noscript must meet again at that very point.
         self.noscripts: list[tuple[int, int]] = []
         self.unsure_until = 0
         self.xml = page.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml")
@@ -322,10 +324,10 @@ class _Rewriter:
     @property
     def hiding(self) -> bool:
         """Whether the current position is inside something gated."""
-        return self.skip is not None or bool(self.lingering)
+        return self.skip is not None or self.haunted > 0
 
     def emit(self, start: int, end: int) -> None:
-        if end <= start or self.skip is not None or self.lingering:
+        if end <= start or self.skip is not None or self.haunted:
             return
         if start != self.run_end:
             self.flush()
@@ -381,7 +383,8 @@ class _Rewriter:
         page, size = self.page, len(self.page)
         whole = _WHOLE_TAG.match(page, lt)
         if whole is not None:
-            # The common case in one match: a complete tag without gating attributes.
+            # The common case in one match: a complete tag whose attributes do not matter
+            # (no gating or field attribute; font and annotation-xml have telling ones).
             end = whole.end()
             name = whole.group(1).lower()
             if self.lower.find(MARKER, lt, end) < 0 and name not in (b"font", b"annotation-xml"):
@@ -404,15 +407,13 @@ class _Rewriter:
             close = page.find(b">", lt + 2)
             return self.comment(lt, size if close < 0 else close + 1)
         if after == b"/" and page[lt + 2:lt + 3].isalpha():
-            tag = read_tag(page, lt, full=False)
+            tag = read_tag(page, lt)
             if tag is None:
                 return size  # a browser drops a tag the page ends inside
             self.end_tag(tag, lt)
             return tag.end
         if after.isalpha():
-            tag = read_tag(page, lt, full=False)
-            if tag is not None and tag.name in (b"font", b"annotation-xml"):
-                tag = read_tag(page, lt)  # their other attributes matter too
+            tag = read_tag(page, lt)
             return size if tag is None else self.start_tag(tag, lt)
         end = lt + 3 if page.startswith(b"</>", lt) else lt + 1
         self.emit(lt, end)
@@ -606,11 +607,9 @@ class _Rewriter:
             # </br> is read as <br>; </body> and </html> close nothing in a browser.
             self.emit(lt, tag.end)
             return
-        for index in range(len(self.lingering) - 1, -1, -1):
-            held, marker = self.lingering[index]
-            if held == name and self.nearest(name) is None and self.last_marker() == marker:
-                del self.lingering[index]
-                return
+        if name in _FORMATTING and self.ghost_takes(name):
+            self.emit(lt, tag.end)
+            return
         if name in _HEADINGS:
             found = max(self.last_named(h) for h in _HEADINGS)
             found_at: int | None = found if found >= 0 else None
@@ -625,6 +624,21 @@ class _Rewriter:
             self.emit(lt, tag.end)
             return
         self.close(found_at, tag, lt)
+
+    def ghost_takes(self, name: bytes) -> bool:
+        """Whether an end tag goes to a closed formatting element (which it then forgets)."""
+        marker = self.last_marker()
+        on_stack = self.nearest(name)
+        newest = -1 if on_stack is None else self.stack[on_stack].seq
+        for index in range(len(self.ghosts) - 1, -1, -1):
+            ghost, under, gated, seq = self.ghosts[index]
+            if seq < newest:
+                return False
+            if ghost == name and under == marker:
+                del self.ghosts[index]
+                self.haunted -= gated
+                return True
+        return False
 
     def honoured(self, name: bytes, index: int) -> bool:
         """Whether a browser surely pops the element at ``index`` for this end tag."""
@@ -679,6 +693,8 @@ class _Rewriter:
 
     def push(self, entry: _Open) -> None:
         index = len(self.stack)
+        self.pushed += 1
+        entry.seq = self.pushed
         self.stack.append(entry)
         self.at.setdefault(entry.name, []).append(index)
         if entry.ns == _HTML and entry.name in _MARKERS:
@@ -704,11 +720,15 @@ class _Rewriter:
                             self.noscript_at):
                 if indices and indices[-1] == top:
                     indices.pop()
-            if self.lingering and entry.ns == _HTML and entry.name in _MARKERS and entry.sure:
-                self.lingering = [held for held in self.lingering if held[1] < top]
-            if entry.gated and entry.ns == _HTML and entry.name in _FORMATTING and not (
+            if self.ghosts and entry.ns == _HTML and entry.name in _MARKERS and entry.sure:
+                self.ghosts = [ghost for ghost in self.ghosts if ghost[1] < top]
+                self.haunted = sum(ghost[2] for ghost in self.ghosts)
+            if entry.ns == _HTML and entry.name in _FORMATTING and not (
                     top == index and by == entry.name):
-                self.lingering.append((entry.name, self.last_marker()))
+                self.ghosts.append((entry.name, self.last_marker(), entry.gated, entry.seq))
+                self.haunted += entry.gated
+                if len(self.ghosts) > _MAX_GHOSTS and not self.ghosts[0][2]:
+                    del self.ghosts[0]
             if entry.ns == _HTML and entry.name == b"select":
                 self.selects -= 1
             if self.skip == top:

@@ -37,7 +37,18 @@ from gateway.paths import decoded, normalize_path
 from gateway.policy import Policy
 from gateway.user import User
 
-FetchMeta = Callable[[str], Awaitable[PageMeta | None]]
+
+@dataclass(frozen=True)
+class Learned:
+    """What the gateway knows of a page: its metadata, and whether it holds gated elements
+    or fields (None: not known, which counts as yes)."""
+
+    meta: PageMeta
+    fragments: bool | None = None
+
+
+#: Learns one page: a bare PageMeta says nothing about the page's gated elements.
+FetchMeta = Callable[[str], Awaitable[PageMeta | Learned | None]]
 
 SITEMAP, MKDOCS, SPHINX = "sitemap", "mkdocs", "sphinx"
 #: Largest index body the gateway filters; a bigger one is refused rather than passed on.
@@ -87,22 +98,25 @@ def page_key(path: str) -> str:
 
 
 class PageIndex:
-    """What the gateway has learned about pages: their metadata, bounded and expiring.
+    """What the gateway has learned about pages, bounded and expiring.
 
     ``lookup`` fetches what it does not know, ``concurrency`` pages at a time; readers
-    asking for the same page at once share one fetch.
+    asking for the same page at once share one fetch. With ``fragments`` (gated elements
+    are removed from pages), the words an index holds for a page with gated elements may
+    come from them: such entries keep their page and title but lose their text.
     """
 
-    def __init__(self, *, base_path: str = "", ttl: float = 300.0, miss_ttl: float = 30.0,
-                 max_entries: int = 20_000, concurrency: int = 8,
+    def __init__(self, *, fragments: bool, base_path: str = "", ttl: float = 300.0,
+                 miss_ttl: float = 30.0, max_entries: int = 20_000, concurrency: int = 8,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        self.fragments = fragments
         self.base_path = base_path
         self.ttl = ttl
         self.miss_ttl = miss_ttl
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[PageMeta | None, float]] = OrderedDict()
-        self._pending: dict[str, asyncio.Task[PageMeta | None]] = {}
+        self._entries: OrderedDict[str, tuple[Learned | None, float]] = OrderedDict()
+        self._pending: dict[str, asyncio.Task[Learned | None]] = {}
         self._limit = asyncio.Semaphore(concurrency)
         #: Recently filtered indexes; they may lag behind page changes by ``miss_ttl``.
         self.filtered = FilteredCache(clock=clock, ttl=miss_ttl)
@@ -110,22 +124,22 @@ class PageIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def record(self, path: str, meta: PageMeta) -> None:
-        """Remember what a page served just now declares."""
-        self._store(page_key(path), meta)
+    def record(self, path: str, meta: PageMeta, *, fragments: bool | None = None) -> None:
+        """Remember what a page served just now declares (and whether it has gated parts)."""
+        self._store(page_key(path), Learned(meta, fragments))
 
-    def known(self, path: str) -> tuple[bool, PageMeta | None]:
-        """(True, meta) for a page known now (meta None: unreadable), else (False, None)."""
+    def known(self, path: str) -> tuple[bool, Learned | None]:
+        """(True, what) for a page known now (None: unreadable), else (False, None)."""
         entry = self._entries.get(page_key(path))
         if entry is None or entry[1] <= self._clock():
             return False, None
         return True, entry[0]
 
     async def lookup(self, paths: Iterable[str],
-                     fetch_meta: FetchMeta) -> dict[str, PageMeta | None]:
-        """The metadata of each path, fetching those not known (None: could not be read)."""
-        result: dict[str, PageMeta | None] = {}
-        waiting: dict[str, asyncio.Task[PageMeta | None]] = {}
+                     fetch_meta: FetchMeta) -> dict[str, Learned | None]:
+        """What is known of each path, fetching the rest (None: could not be read)."""
+        result: dict[str, Learned | None] = {}
+        waiting: dict[str, asyncio.Task[Learned | None]] = {}
         for path in dict.fromkeys(paths):
             found, meta = self.known(path)
             if found:
@@ -154,24 +168,25 @@ class PageIndex:
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _fetch(self, key: str, path: str, fetch_meta: FetchMeta) -> PageMeta | None:
+    async def _fetch(self, key: str, path: str, fetch_meta: FetchMeta) -> Learned | None:
         async with self._limit:
             try:
-                meta = await fetch_meta(path)
+                found = await fetch_meta(path)
             except Exception as exc:  # any failure means "unknown", which fails closed
                 _log.warning("page metadata for %s could not be read: %s", path,
                              type(exc).__name__)
-                meta = None
-        self._store(key, meta)
-        return meta
+                found = None
+        learned = Learned(found) if isinstance(found, PageMeta) else found
+        self._store(key, learned)
+        return learned
 
-    def _forget(self, key: str, task: asyncio.Task[PageMeta | None]) -> None:
+    def _forget(self, key: str, task: asyncio.Task[Learned | None]) -> None:
         if self._pending.get(key) is task:
             del self._pending[key]
 
-    def _store(self, key: str, meta: PageMeta | None) -> None:
-        ttl = self.ttl if meta is not None else self.miss_ttl
-        self._entries[key] = (meta, self._clock() + ttl)
+    def _store(self, key: str, learned: Learned | None) -> None:
+        ttl = self.ttl if learned is not None else self.miss_ttl
+        self._entries[key] = (learned, self._clock() + ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -210,6 +225,9 @@ class FilteredCache:
             self._size -= len(dropped)
 
 
+HIDDEN, SHOWN, BARE = 0, 1, 2  # BARE: shown, without the words the index holds for it
+
+
 class _Judge:
     """Decides, for one reader, which of an index's pages they may open."""
 
@@ -220,37 +238,43 @@ class _Judge:
         self.page_index = page_index
         self.fetch_meta = fetch_meta
 
-    async def visible(self, entries: Sequence[Sequence[str | None]]) -> list[bool]:
-        """Per entry (its candidate paths; None: a location outside the site), whether shown.
+    async def verdicts(self, entries: Sequence[Sequence[str | None]], *,
+                       words: bool = True) -> list[int]:
+        """Per entry (its candidate paths; None: a location outside the site): HIDDEN,
+        SHOWN or BARE.
 
         Every candidate the reader's access can be known for must be open to them, and at
         least one must be known: a page a rule or its metadata closes stays out.
         """
-        verdicts: list[list[bool | None]] = []
-        needed: dict[str, list[tuple[int, int]]] = {}
-        for row, candidates in enumerate(entries):
-            verdicts.append([])
-            for col, path in enumerate(candidates):
+        scrub = words and self.page_index.fragments
+        opens: list[list[bool | None]] = []
+        wanted: set[str] = set()
+        for candidates in entries:
+            row: list[bool | None] = []
+            for path in candidates:
                 if path is None:
-                    verdicts[row].append(False)
+                    row.append(False)
                     continue
                 decision = self.policy.decide(path, self.user)
-                if decision.meta_applies:
-                    verdicts[row].append(None)
-                    needed.setdefault(path, []).append((row, col))
-                else:
-                    verdicts[row].append(decision.allowed)
-        if needed:
-            metas = await self.page_index.lookup(needed, self.fetch_meta)
-            for path, places in needed.items():
-                meta = metas.get(path)
-                if meta is None:
-                    continue  # unknown: stays None, which never shows a page on its own
-                allowed = self.policy.may_view(path, self.user, meta)
-                for row, col in places:
-                    verdicts[row][col] = allowed
-        return [any(v is True for v in row) and not any(v is False for v in row)
-                for row in verdicts]
+                row.append(None if decision.meta_applies else decision.allowed)
+                if decision.meta_applies or (scrub and decision.allowed):
+                    wanted.add(path)
+            opens.append(row)
+        learned = await self.page_index.lookup(sorted(wanted), self.fetch_meta) if wanted \
+            else {}
+        out = []
+        for candidates, row in zip(entries, opens, strict=True):
+            for col, path in enumerate(candidates):
+                found = learned.get(path) if path is not None else None
+                if row[col] is None and found is not None and path is not None:
+                    row[col] = self.policy.may_view(path, self.user, found.meta)
+            if not any(v is True for v in row) or any(v is False for v in row):
+                out.append(HIDDEN)
+                continue
+            clean = any((found := learned.get(path)) is not None and found.fragments is False
+                        for path in candidates if path is not None)
+            out.append(BARE if scrub and not clean else SHOWN)
+        return out
 
 
 async def filter_index(kind: str, body: bytes, user: User | None, policy: Policy,
@@ -311,8 +335,9 @@ async def _filter_sitemap(body: bytes, judge: _Judge, base_path: str, base: str)
     content = text[opening.end():closing if closing >= 0 else len(text)]
     blocks = [block for block in _URL_BLOCK.finditer(content) if block.group("p") == prefix]
     entries = [_sitemap_paths(block.group("body"), prefix, base_path, base) for block in blocks]
-    shown = await judge.visible(entries)
-    kept = [block.group(0) for block, ok in zip(blocks, shown, strict=True) if ok]
+    shown = await judge.verdicts(entries, words=False)
+    kept = [block.group(0) for block, verdict in zip(blocks, shown, strict=True)
+            if verdict != HIDDEN]
     tail = text[closing:] if closing >= 0 else b"</" + prefix + b"urlset>\n"
     return text[:opening.end()] + b"".join(b"\n" + block for block in kept) + b"\n" + tail
 
@@ -338,7 +363,7 @@ def _sitemap_paths(block: bytes, prefix: bytes, base_path: str, base: str) -> li
 async def _filter_mkdocs(body: bytes, judge: _Judge, base: str) -> bytes:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         data = None
     config = data.get("config", {}) if isinstance(data, dict) else {}
     docs = data.get("docs") if isinstance(data, dict) else None
@@ -347,8 +372,13 @@ async def _filter_mkdocs(body: bytes, judge: _Judge, base: str) -> bytes:
         valid = [doc for doc in docs
                  if isinstance(doc, dict) and isinstance(doc.get("location"), str)]
         entries = [[site_path(doc["location"].split("#", 1)[0], base)] for doc in valid]
-        shown = await judge.visible(entries)
-        kept = [doc for doc, ok in zip(valid, shown, strict=True) if ok]
+        shown = await judge.verdicts(entries)
+        for doc, verdict in zip(valid, shown, strict=True):
+            if verdict == SHOWN:
+                kept.append(doc)
+            elif verdict == BARE and "#" not in doc["location"]:
+                # Its sections and words may come from gated elements: title and page only.
+                kept.append({**doc, "text": ""})
     # Only the two keys MkDocs writes: anything else could name pages in a way not read here.
     out = {"config": config, "docs": kept}
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -370,18 +400,21 @@ async def _filter_sphinx(body: bytes, judge: _Judge, base: str) -> bytes:
                              "titleterms": {}, "objects": {}, "alltitles": {},
                              "indexentries": {}})
     entries = [_sphinx_paths(name, base) for name in names]
-    shown = await judge.visible(entries)
-    renumber = {old: new for new, old in enumerate(i for i, ok in enumerate(shown) if ok)}
+    shown = await judge.verdicts(entries)
+    renumber = {old: new for new, old in enumerate(
+        i for i, verdict in enumerate(shown) if verdict != HIDDEN)}
+    # Pages whose words may come from gated elements keep their name and title only.
+    words = {old: new for old, new in renumber.items() if shown[old] == SHOWN}
     out: dict[str, Any] = {}
     for key in ("docnames", "filenames", "titles"):
         values = data.get(key)
         if isinstance(values, list) and len(values) == len(names):
             out[key] = [values[i] for i in renumber]
     for key in ("terms", "titleterms"):
-        out[key] = _sphinx_terms(data.get(key), renumber)
-    out["objects"] = _sphinx_objects(data.get("objects"), renumber)
-    for key in ("alltitles", "indexentries"):
-        out[key] = _sphinx_refs(data.get(key), renumber)
+        out[key] = _sphinx_terms(data.get(key), words)
+    out["objects"] = _sphinx_objects(data.get("objects"), words)
+    out["indexentries"] = _sphinx_refs(data.get("indexentries"), words)
+    out["alltitles"] = _sphinx_refs(data.get("alltitles"), renumber, words)
     for key in _SPHINX_KEEP:
         if key in data:
             out[key] = data[key]
@@ -395,7 +428,7 @@ def _sphinx_data(body: bytes) -> Any:
         return None
     try:
         return json.loads(text[start + len(_SPHINX_CALL):-1])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -451,8 +484,12 @@ def _sphinx_objects(objects: Any, renumber: dict[int, int]) -> dict[str, Any]:
     return out
 
 
-def _sphinx_refs(refs: Any, renumber: dict[int, int]) -> dict[str, Any]:
-    """``alltitles`` and ``indexentries``: {text: [[doc, anchor, ...], ...]}."""
+def _sphinx_refs(refs: Any, renumber: dict[int, int],
+                 sections: dict[int, int] | None = None) -> dict[str, Any]:
+    """``alltitles`` and ``indexentries``: {text: [[doc, anchor, ...], ...]}.
+
+    With ``sections``, a row with an anchor (a section title) is kept only for those docs.
+    """
     out: dict[str, Any] = {}
     if not isinstance(refs, dict):
         return out
@@ -460,7 +497,9 @@ def _sphinx_refs(refs: Any, renumber: dict[int, int]) -> dict[str, Any]:
         if not isinstance(rows, list):
             continue
         kept = [[new, *row[1:]] for row in rows if isinstance(row, list) and row
-                and (new := _doc(row[0], renumber)) is not None]
+                and (new := _doc(row[0], renumber)) is not None
+                and (sections is None or len(row) < 2 or row[1] is None
+                     or row[0] in sections)]
         if kept:
             out[text] = kept
     return out

@@ -26,7 +26,7 @@ from gateway.html import (
     read_page_meta,
     script_tag,
 )
-from gateway.indexes import INDEX_LIMIT, FetchMeta, IndexFile, PageIndex, match_index
+from gateway.indexes import INDEX_LIMIT, FetchMeta, IndexFile, Learned, PageIndex, match_index
 from gateway.paths import decoded
 from gateway.policy import Decision, Outcome, Policy
 from gateway.proxy import Scope, Upstream
@@ -34,8 +34,8 @@ from gateway.static import StaticSite
 from gateway.upstream import UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
 
-#: How much of a page is read to find the end of its head when learning its metadata.
-META_READ_LIMIT = 1024 * 1024
+#: How much of a page is read to learn it (its head, and with fragments on, its gated parts).
+PAGE_READ_LIMIT = 8 * 1024 * 1024
 # Headers that would let the upstream answer with part of a body, or none, where the
 # gateway must see all of it to filter or rewrite it.
 _PARTIAL = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
@@ -71,7 +71,8 @@ class Pages:
         if "mintlify" in config.server.compat:
             tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
         self.tag = tag
-        self.index = PageIndex(base_path=self.base_path) if config.access.indexes else None
+        self.index = PageIndex(fragments=self.fragments, base_path=self.base_path) \
+            if config.access.indexes else None
 
     def wants(self, decision: Decision) -> bool:
         """Whether an HTML page on this decision must be read before it is sent."""
@@ -84,15 +85,15 @@ class Pages:
         A page with gated elements or fields comes back with a decision that is no longer
         ``public``: what it holds depends on the reader, so no shared cache may keep it.
         """
-        if decision.meta_applies or (self.index is not None and self.policy.page_meta):
-            meta = read_page_meta(page)
-            rel = self.relative(scope.path)
-            if self.index is not None and self.policy.page_meta and rel is not None:
-                self.index.record(rel, meta)
-            if decision.meta_applies:
-                decision = self.policy.decide_meta(decision, meta, user)
+        meta = read_page_meta(page) if self.policy.page_meta else PageMeta()
+        gated = self.fragments and has_markers(page)
+        rel = self.relative(scope.path)
+        if self.index is not None and rel is not None:
+            self.index.record(rel, meta, fragments=gated)
+        if decision.meta_applies:
+            decision = self.policy.decide_meta(decision, meta, user)
         enforce(decision, scope)
-        if self.fragments and has_markers(page):
+        if gated:
             page = rewrite(page, user)
             decision = replace(decision, public=False)
         if self.inject:
@@ -100,8 +101,12 @@ class Pages:
         return decision, page
 
     def index_file(self, rel: str | None) -> IndexFile | None:
-        """The sitemap or search index a path names, when indexes are filtered here."""
-        if self.index is None or rel is None or self.policy.personalize:
+        """The sitemap or search index a path names, when indexes are filtered here.
+
+        Also in ``personalize`` mode: every page is listed there, but words from gated
+        elements must still not reach search.
+        """
+        if self.index is None or rel is None:
             return None
         return match_index(rel)
 
@@ -132,46 +137,51 @@ def without_validators(request: web.Request) -> web.Request:
     return request.clone(headers=headers)
 
 
-def _meta_of(data: bytes, complete: bool) -> PageMeta | None:
-    """The metadata in a page's first bytes; None when its head goes on past them."""
+def _learn(data: bytes, complete: bool) -> Learned | None:
+    """What a page's first bytes tell; None when its head goes on past them."""
     if not complete and not head_complete(data):
         return None
-    return read_page_meta(data)
+    # Gated elements can only be ruled out when the whole page was read.
+    return Learned(read_page_meta(data), has_markers(data) if complete else None)
 
 
-def static_meta_fetcher(site: StaticSite) -> FetchMeta:
-    """Learn a page's metadata from the built folder (``upstream.root``)."""
+def static_meta_fetcher(site: StaticSite, *, whole: bool = True) -> FetchMeta:
+    """Learn a page from the built folder (``upstream.root``); ``whole``: read all of it,
+    to know whether it has gated elements (else the head is enough)."""
+    limit = PAGE_READ_LIMIT if whole else 64 * 1024
 
-    def read(path: str) -> PageMeta | None:
+    def read(path: str) -> Learned | None:
         file = site.file_for(path)
         if file is None:
             return None
         if file.suffix.lower() not in (".html", ".htm"):
-            return PageMeta()  # not a page that can declare anything
+            return Learned(PageMeta(), False)  # not a page: it declares and gates nothing
         try:
             with open(file, "rb") as handle:
-                data = handle.read(META_READ_LIMIT + 1)
+                data = handle.read(limit + 1)
         except OSError:
             return None
-        return _meta_of(data, len(data) <= META_READ_LIMIT)
+        return _learn(data, len(data) <= limit)
 
-    async def fetch(path: str) -> PageMeta | None:
+    async def fetch(path: str) -> Learned | None:
         return await asyncio.to_thread(read, path)
 
     return fetch
 
 
 def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
-    """Learn a page's metadata with an anonymous GET to the upstream, reading its head only.
+    """Learn a page with an anonymous GET to the upstream (the whole page with
+    ``access.fragments``, to see its gated elements; else its head only).
 
     A page that does not answer 200 is unknown (None); one that is not HTML declares
-    nothing (an empty PageMeta).
+    and gates nothing.
     """
+    whole = config.access.fragments
     public_host = urlsplit(config.server.public_url).netloc
     host = public_host if config.upstream.host_header == "preserve" else \
         upstream.base.raw_authority
 
-    async def fetch(path: str) -> PageMeta | None:
+    async def fetch(path: str) -> Learned | None:
         if upstream.pool is None:
             return None
         target = upstream.base_path + quote(config.server.base_path + path,
@@ -186,23 +196,26 @@ def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
             if response.status != 200:
                 return None
             if not is_html(response.headers.get("Content-Type")):
-                return PageMeta()
+                return Learned(PageMeta(), False)
             encoding = response.headers.get("Content-Encoding")
-            data = b""
+            chunks: list[bytes] = []
+            size = 0
             complete = False
-            while len(data) <= META_READ_LIMIT:
+            while size <= PAGE_READ_LIMIT:
                 chunk = await response.read()
                 if not chunk:
                     complete = True
                     break
-                data += chunk
-                if not encoding and head_complete(data):
+                chunks.append(chunk)
+                size += len(chunk)
+                if not whole and not encoding and head_complete(b"".join(chunks)):
                     break
+            data = b"".join(chunks)
             if encoding:
-                # A compressed head cannot be read from part of the body.
+                # A compressed page cannot be read from part of its body.
                 body = decode_body(data, encoding) if complete else None
-                return None if body is None else read_page_meta(body)
-            return _meta_of(data, complete)
+                return None if body is None else _learn(body, True)
+            return _learn(data, complete)
         except (UpstreamTimedOut, UpstreamClosed, OSError):
             return None
         finally:

@@ -43,7 +43,7 @@ async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor
     # The error boundary applies what is left in the jar to whatever response is sent.
     request[JAR] = jar
     try:
-        loaded = await gw.store.load(request.cookies)
+        loaded = Loaded(None) if tossed(gw, request) else await gw.store.load(request.cookies)
     except Unavailable:
         gw.metrics.store_errors.inc()
         if required:
@@ -60,6 +60,24 @@ async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor
     return Visitor(session=loaded.session, user=user, jar=jar)
 
 
+def tossed(gw: Gateway, request: web.Request) -> bool:
+    """Whether a session cookie name appears twice (cookie tossing: a sibling subdomain or
+    another path planted its own); such a request is treated as anonymous."""
+    headers = request.headers.getall("Cookie", ())
+    stem = gw.config.session.cookie_name
+    if sum(header.count(stem) for header in headers) < 2:
+        return False
+    seen: set[str] = set()
+    for header in headers:
+        for part in header.split(";"):
+            name = part.split("=", 1)[0].strip()
+            if gw.store.owns_cookie(name):
+                if name in seen:
+                    return True
+                seen.add(name)
+    return False
+
+
 def personal(decision: Decision, visitor: Visitor) -> bool:
     """Whether the response depends on who the visitor is."""
     return visitor.user is not None or not decision.public
@@ -71,6 +89,10 @@ def mark_private(headers: CIMultiDict[str]) -> None:
     shared = ("public", "s-maxage", "private")
     kept = [d for d in directives if d.split("=")[0].strip().lower() not in shared]
     headers["Cache-Control"] = ", ".join(["private", *kept])
+    # CDNs obey these over Cache-Control, so a personal page must not carry them.
+    for name in [n for n in headers if n.lower() == "surrogate-control"
+                 or n.lower().endswith("cdn-cache-control")]:
+        headers.popall(name, None)
     vary = headers.get("Vary", "")
     if "cookie" not in vary.lower() and vary.strip() != "*":
         headers["Vary"] = f"{vary}, Cookie" if vary else "Cookie"
@@ -91,7 +113,8 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     if visitor.user is not None:
         request["gateway.sub"] = visitor.user.sub
         decision = gw.policy.decide(rel, visitor.user)
-    if not decision.meta_applies:
+    if not decision.meta_applies or request.method not in ("GET", "HEAD"):
+        # Page metadata is read from a GET's page; any other method is judged on config.
         enforce(decision, scope)
     extra = gw.identity_headers(visitor.user, visitor.session) \
         if decision.outcome is Outcome.ALLOW else []

@@ -73,13 +73,29 @@ class Policy:
         """Decide for a decoded, normalized path relative to the docs base path."""
         if self.personalize:
             return _PUBLIC
-        index = self._rules.first(path)
+        index = self._rule_index(path)
         if index is not None:
             return _by_groups(self._rule_groups[index], user)
         if self._public.match(path):
             return _PUBLIC
         outcome = Outcome.NEEDS_LOGIN if user is None else Outcome.ALLOW
         return Decision(outcome, meta_applies=self.page_meta)
+
+    def _rule_index(self, path: str) -> int | None:
+        """The first rule for the path or, failing that, for a spelling of the same page.
+
+        Static hosts serve ``/team``, ``/team/``, ``/team.html`` and ``/team/index.html``
+        alike, so a rule written for one spelling covers them all (public globs do not:
+        widening those would open pages, not close them).
+        """
+        index = self._rules.first(path)
+        if index is not None or not self._rules:
+            return index
+        for alias in _aliases(path):
+            index = self._rules.first(alias)
+            if index is not None:
+                return index
+        return None
 
     def decide_meta(self, decision: Decision, meta: PageMeta, user: User | None) -> Decision:
         """Refine ``decision`` with the page's metadata when no config rule spoke.
@@ -101,3 +117,27 @@ class Policy:
             decision = self.decide_meta(decision, meta, user)
         return decision.allowed
 
+
+
+def _aliases(path: str) -> list[str]:
+    """Other spellings static hosts answer with the same page as ``path``."""
+    if path == "/":
+        return ["/index.html"]
+    out: list[str] = []
+    stem = path
+    for suffix in ("/index.html", "/index.htm"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)] or "/"
+            out += [stem, stem.rstrip("/") + "/"]
+            break
+    else:
+        for suffix in (".html", ".htm"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                out += [stem, stem + "/"]
+                break
+    if len(path) > 1 and path.endswith("/"):
+        out += [path.rstrip("/"), path + "index.html"]
+    elif not out:
+        out += [path + "/", path + "/index.html", path + ".html"]
+    return [alias for alias in out if alias and alias != path]

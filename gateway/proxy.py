@@ -180,8 +180,11 @@ class Upstream:
             if lname in drop:
                 continue
             if lname == "set-cookie":
-                cookie_name = value.split("=", 1)[0].strip()
-                if self.is_gateway_cookie(cookie_name):
+                pair = value.split(";", 1)[0]
+                cookie_name = pair.split("=", 1)[0].strip() if "=" in pair else ""
+                # A nameless cookie comes back from browsers as "value", which could
+                # spell one of ours ("=docs_session=x"): drop those too.
+                if not cookie_name or self.is_gateway_cookie(cookie_name):
                     continue
             out.add(name, value)
         return out

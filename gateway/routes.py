@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -112,8 +112,11 @@ def original_target(request: web.Request, scope: Scope) -> tuple[str, str]:
         return "/", ""
     uri = (request.headers.get("X-Original-URI") or request.headers.get("X-Forwarded-Uri")
            or request.headers.get("X-Original-URL") or "/")
-    if "://" in uri:
-        uri = "/" + uri.split("://", 1)[1].partition("/")[2]
+    if not uri.startswith("/"):
+        # An absolute URL (X-Original-URL style): only its own path counts, never a URL
+        # that happens to sit in the query string.
+        parts = urlsplit(uri)
+        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     path, _, query = uri.partition("?")
     return normalize_path(path or "/"), query
 

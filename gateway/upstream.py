@@ -21,6 +21,8 @@ from multidict import CIMultiDict
 # Buffered response body above which reading from the upstream socket pauses.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+# Largest response head (status line and headers) taken from the upstream.
+MAX_HEAD = 64 * 1024
 # Idle pooled connections older than this are not reused (upstreams close them first).
 IDLE_LIMIT = 20.0
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
@@ -125,6 +127,7 @@ class Response:
         self._released = False
         # llhttp forgets keep-alive once a message completes, so it is read before that.
         self._keep_alive = False
+        self._head_bytes = 0
 
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
@@ -172,6 +175,12 @@ class Response:
         if self._complete:
             self.conn.close()  # more bytes than the response framing allows
             return
+        if not self._head.done():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._fail(UpstreamClosed("the docs server sent an oversized response head"))
+                self.conn.close()
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:

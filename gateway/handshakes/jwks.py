@@ -81,7 +81,7 @@ def strict_json(data: bytes, what: str) -> Any:
 
     try:
         return json.loads(data.decode("utf-8"), object_pairs_hook=pairs)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise TokenError(f"the token's {what} is not JSON", code="malformed") from None
 
 
@@ -259,7 +259,7 @@ class JwksCache:
             raise ValueError("the JWKS document is too large")
         try:
             document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
             raise ValueError("the JWKS document is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError("the JWKS document has no keys list")

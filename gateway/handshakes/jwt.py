@@ -363,7 +363,7 @@ async def _read_form(request: web.Request) -> dict[str, str]:
     if request.content_type == "application/json":
         try:
             data = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise TokenError("the request body is not JSON", code="malformed") from None
         if not isinstance(data, dict):
             raise TokenError("the request body is not a JSON object", code="malformed")

@@ -103,7 +103,7 @@ class StateCodec:
             login = LoginState(state=str(record["s"]), verifier=str(record["v"]),
                                nonce=None if record["n"] is None else str(record["n"]),
                                return_to=str(record["r"]), created_at=float(record["t"]))
-        except (InvalidSealed, ValueError, KeyError, TypeError):
+        except (InvalidSealed, ValueError, KeyError, TypeError, RecursionError):
             raise state_mismatch() from None
         if (time.time() if now is None else now) - login.created_at > self.ttl:
             raise HandshakeFailed("This login took longer than 10 minutes and has expired. "
@@ -164,7 +164,7 @@ def merge_endpoints(oauth: OAuthConfig, discovery: Mapping[str, Any] | None) -> 
 
 def same_issuer(a: str, b: str) -> bool:
     """Issuer identifiers compare exactly, except for one trailing slash."""
-    return a.rstrip("/") == b.rstrip("/")
+    return a.removesuffix("/") == b.removesuffix("/")
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def client_authentication(oauth: OAuthConfig, form: dict[str, str]) -> dict[str,
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
 
 

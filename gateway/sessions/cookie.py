@@ -74,6 +74,10 @@ class CookieStore(SessionStore):
         ours = present_names(self, cookies)
         if not ours:
             return Loaded(None)
+        if self.cookies.name in cookies and len(ours) > 1:
+            # A single cookie beside chunks: one of them was planted (cookie tossing from a
+            # sibling domain or path), and which is the reader's cannot be told.
+            return Loaded(None, stale=ours)
         token, extra = self._assemble(cookies)
         if token is None:
             return Loaded(None, stale=ours)
