@@ -175,17 +175,19 @@ class Response:
         if self._complete:
             self.conn.close()  # more bytes than the response framing allows
             return
-        if not self._head.done():
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:
-                self._fail(UpstreamClosed("the docs server sent an oversized response head"))
-                self.conn.close()
-                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamClosed(f"malformed response from the docs server ({exc})"))
             self.conn.close()
+            return
+        # Counted only while the head is still incomplete after this chunk, so body bytes
+        # that arrive with the head never count against it.
+        if not self._head.done():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._fail(UpstreamClosed("the docs server sent an oversized response head"))
+                self.conn.close()
 
     def feed_eof(self) -> None:
         if self._complete:

@@ -204,3 +204,13 @@ async def test_request_framing_is_rebuilt_not_copied(aiohttp_client: Any,
     sent = upstream.requests[0].lower()
     assert sent.count(b"content-length:") == 1
     assert b"content-length: 5\r\n" in sent
+
+
+async def test_a_large_body_arriving_with_the_head_is_not_taken_for_a_large_head(
+        aiohttp_client: Any, raw_upstream: Any) -> None:
+    body = b"z" * 300_000
+    upstream = await raw_upstream(lambda request, n: ok(body))
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/big.bin") as response:
+        assert response.status == 200
+        assert await response.read() == body
