@@ -8,8 +8,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,25 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 # End of the Redis section.
 # ---------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# A real headless Chromium (Debian's package), driven by Playwright.
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Chromium for one test; skips with a reason only when it is not installed."""
+    from playwright.async_api import async_playwright
+
+    from tests.helpers import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                    args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

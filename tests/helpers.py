@@ -15,6 +15,9 @@ from gateway.config import Config, build_config
 from gateway.sessions.base import CookieJar, Session
 from gateway.user import User
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SECRET = "s" * 40
 HS_SECRET = "h" * 40
 

@@ -11,10 +11,6 @@ from aiohttp import web
 
 from gateway.app import build_app
 from tests.helpers import make_config, make_user, session_cookies
-from tests.test_jwt_browser import ARGS, CHROMIUM
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Chromium is not installed at /usr/bin/chromium")
 
 PAGE = """<!doctype html><html><head><title>Guide</title>
 <script>
@@ -57,18 +53,6 @@ async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
     yield run
     for runner in runners:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def test_anonymous_reader_is_null_with_an_event(start: Start, browser: Any) -> None:

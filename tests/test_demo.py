@@ -21,9 +21,6 @@ import pytest
 from gateway.demo import Demo, start_demo
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -209,24 +206,16 @@ def test_demo_on_a_taken_port_says_so_in_one_line() -> None:
     assert len(err.strip().splitlines()) == 1 and "cannot listen on" in err
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium")
-async def test_jwt_demo_in_a_browser() -> None:
-    from playwright.async_api import async_playwright
-
+async def test_jwt_demo_in_a_browser(browser: Any) -> None:
     running = await start_demo(0, "jwt")
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            try:
-                page = await browser.new_page()
-                await page.goto(running.url + "/")
-                await page.click("[data-gateway-login]")
-                await page.click("text=Log in as grace")
-                await page.wait_for_url(running.url + "/guide/")
-                hello = page.locator("#hello")
-                await hello.filter(has_text="Hello, Grace").wait_for()
-                assert await hello.text_content() == "Hello, Grace"
-            finally:
-                await browser.close()
+        page = await browser.new_page()
+        await page.goto(running.url + "/")
+        await page.click("[data-gateway-login]")
+        await page.click("text=Log in as grace")
+        await page.wait_for_url(running.url + "/guide/")
+        hello = page.locator("#hello")
+        await hello.filter(has_text="Hello, Grace").wait_for()
+        assert await hello.text_content() == "Hello, Grace"
     finally:
         await running.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,11 +14,6 @@ from aiohttp import web
 from gateway.app import build_app
 from tests.helpers import HS_SECRET, make_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Chromium is not installed at /usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGE = ("<!doctype html><html><head><title>Guide</title></head><body><h1>Guide</h1>"
         '<div style="height:4000px"></div><h2 id="intro">Intro</h2>'
         '<div style="height:4000px"></div></body></html>')
@@ -61,18 +55,6 @@ async def serve(aiohttp_server: Any) -> AsyncIterator[Serve]:
     yield start
     for runner in runners:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def who(page: Any) -> Any:
