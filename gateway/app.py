@@ -139,6 +139,8 @@ async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:
         await gw.handshake.start()
         yield
     finally:
+        if gw.pages.index is not None:
+            await gw.pages.index.close()  # metadata fetches still running
         await gw.handshake.close()
         if gw.upstream is not None:
             await gw.upstream.close()

@@ -27,7 +27,7 @@ from gateway.html import (
     script_tag,
 )
 from gateway.indexes import INDEX_LIMIT, FetchMeta, IndexFile, Learned, PageIndex, match_index
-from gateway.paths import decoded
+from gateway.paths import relative_to_base
 from gateway.policy import Decision, Outcome, Policy
 from gateway.proxy import Scope, Upstream
 from gateway.static import StaticSite
@@ -112,15 +112,7 @@ class Pages:
 
     def relative(self, path: str) -> str | None:
         """A request path, decoded and relative to the docs base path (None: outside it)."""
-        base = self.base_path
-        if base:
-            if path != base and not path.startswith(base + "/"):
-                return None
-            path = path[len(base):] or "/"
-        try:
-            return decoded(path)
-        except UnicodeDecodeError:
-            return None
+        return relative_to_base(path, self.base_path)
 
 
 def without_validators(request: web.Request) -> web.Request:

@@ -290,3 +290,16 @@ def normalize_path(raw: str) -> str:
 def decoded(path: str) -> str:
     """A normalized path fully percent-decoded, for matching (see ``_decoded``)."""
     return _cached_decoded(path) if len(path) <= _CACHEABLE else _decoded(path)
+
+
+def relative_to_base(path: str, base: str) -> str | None:
+    """A normalized request path, decoded and relative to the docs base path (None when it
+    lies outside it)."""
+    if base:
+        if path != base and not path.startswith(base + "/"):
+            return None
+        path = path[len(base):] or "/"
+    try:
+        return decoded(path)
+    except UnicodeDecodeError:
+        return None

@@ -11,7 +11,14 @@ from multidict import CIMultiDict
 
 from gateway.errors import NotFound, Unavailable, UpstreamError
 from gateway.html import decode_body, is_html
-from gateway.pages import enforce
+from gateway.indexes import INDEX_LIMIT, IndexFile, filter_index
+from gateway.pages import (
+    enforce,
+    read_index,
+    static_meta_fetcher,
+    upstream_meta_fetcher,
+    without_validators,
+)
 from gateway.policy import Decision, Outcome
 from gateway.proxy import SCOPE, Scope, pipe_websocket, stream_body
 from gateway.sessions.base import JAR, CookieJar, Loaded, Session
@@ -135,10 +142,24 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decisi
                          visitor: Visitor, extra: list[tuple[str, str]]) -> web.StreamResponse:
     """Forward to the upstream; touch the body only for HTML that needs it."""
     assert gw.upstream is not None
+    index_file = gw.pages.index_file(gw.relative_path(scope.path)) \
+        if request.method == "GET" else None
+    # A body the gateway filters must arrive whole: no ranges, and no 304 that would let a
+    # copy filtered for an earlier reader stand.
+    sent = without_validators(request) if index_file is not None else request
     started = time.monotonic()
-    upstream = await gw.upstream.open(request, scope, extra)
+    upstream = await gw.upstream.open(sent, scope, extra)
     gw.observe_upstream(time.monotonic() - started)
+    if upstream.status in (206, 304) and sent is request and request.method == "GET" \
+            and is_html(upstream.headers.get("Content-Type", "")) and gw.pages.wants(decision):
+        # A page that must be read came back partial or unchanged: ask again for all of it
+        # (assets keep their ranges and 304s; only HTML pages pay this second trip).
+        upstream.release()
+        upstream = await gw.upstream.open(without_validators(request), scope, extra)
     headers = gw.upstream.response_headers(upstream)
+    if index_file is not None and upstream.status == 200:
+        return await serve_index_upstream(gw, index_file, upstream, headers, decision, visitor,
+                                          scope)
     content_type = upstream.headers.get("Content-Type", "")
     html_page = (request.method == "GET" and is_html(content_type)
                  and upstream.status == 200 and gw.pages.wants(decision))
@@ -174,10 +195,36 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decisi
         response = web.Response(status=upstream.status, body=body, headers=headers)
     else:
         decision, page = gw.pages.process(decoded, decision, visitor.user, scope)
-        headers.popall("Content-Encoding", None)
-        headers.popall("ETag", None)
+        # The rewritten page is this reader's: no validators that would let a later
+        # conditional request revalidate it against the upstream's copy.
+        for name in ("Content-Encoding", "ETag", "Last-Modified"):
+            headers.popall(name, None)
         response = web.Response(status=upstream.status, body=page, headers=headers)
     finish_headers(gw, decision, visitor, response, scope)
+    return response
+
+
+async def serve_index_upstream(gw: Gateway, index_file: IndexFile, upstream: Response,
+                               headers: CIMultiDict[str], decision: Decision, visitor: Visitor,
+                               scope: Scope) -> web.StreamResponse:
+    """A sitemap or search index from the upstream, filtered to the reader's pages."""
+    assert gw.upstream is not None and gw.pages.index is not None
+    try:
+        enforce(decision, scope)
+        body = await read_limited(upstream, INDEX_LIMIT)
+    finally:
+        upstream.release()
+    raw = decode_body(body, upstream.headers.get("Content-Encoding"), limit=INDEX_LIMIT)
+    if raw is None:
+        raise UpstreamError("the docs server sent an index the gateway cannot read")
+    filtered = await filter_index(index_file.kind, raw, visitor.user, gw.policy, gw.pages.index,
+                                  upstream_meta_fetcher(gw.upstream, gw.config),
+                                  base=index_file.base)
+    for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
+        headers.popall(name, None)
+    response = web.Response(status=200, body=filtered, headers=headers)
+    finish_headers(gw, decision, visitor, response, scope)
+    mark_private(response.headers)  # the list depends on the reader, anonymous ones too
     return response
 
 
@@ -211,6 +258,19 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
     if base and scope.path == base:
         # Relative links in the index page only resolve under the trailing slash.
         raise web.HTTPMovedPermanently(base + "/" + (f"?{scope.query}" if scope.query else ""))
+    index_file = gw.pages.index_file(rel) if request.method == "GET" else None
+    raw = await asyncio.to_thread(read_index, gw.static, rel) if index_file else None
+    if index_file is not None and raw is not None:
+        enforce(decision, scope)
+        assert gw.pages.index is not None
+        filtered = await filter_index(
+            index_file.kind, raw, visitor.user, gw.policy, gw.pages.index,
+            static_meta_fetcher(gw.static, whole=gw.config.access.fragments),
+            base=index_file.base)
+        listing = web.Response(body=filtered, headers={"Content-Type": index_file.content_type})
+        finish_headers(gw, decision, visitor, listing, scope)
+        mark_private(listing.headers)  # the list depends on the reader, anonymous ones too
+        return listing
     page = None
     if request.method == "GET" and gw.pages.wants(decision):
         page = await asyncio.to_thread(read_html, gw.static, rel)

@@ -15,7 +15,7 @@ from gateway.handshakes.base import Handshake
 from gateway.identity import AssertionSigner, IdentityHeaders
 from gateway.metrics import Metrics
 from gateway.pages import Pages
-from gateway.paths import decoded
+from gateway.paths import relative_to_base
 from gateway.policy import Policy
 from gateway.proxy import Upstream
 from gateway.sessions.base import Session, SessionStore
@@ -42,12 +42,7 @@ class Gateway:
 
     def relative_path(self, path: str) -> str | None:
         """The decoded path below the public base path, or None when outside it."""
-        base = self.config.server.base_path
-        if base:
-            if path != base and not path.startswith(base + "/"):
-                return None
-            path = path[len(base):] or "/"
-        return decoded(path)
+        return relative_to_base(path, self.config.server.base_path)
 
     def identity_headers(self, user: User | None, session: Session | None) -> list[tuple[str, str]]:
         """The assertion and plain headers for a logged-in visitor; [] for anonymous."""

@@ -1,0 +1,399 @@
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from gateway.html import PageMeta
+from gateway.indexes import (
+    MKDOCS,
+    SITEMAP,
+    SPHINX,
+    IndexFile,
+    Learned,
+    PageIndex,
+    filter_index,
+    match_index,
+    page_key,
+    site_path,
+)
+from gateway.policy import Policy
+from tests.helpers import make_config, make_user
+
+ADMIN = make_user("ada", groups=("admin",))
+READER = make_user("bob")
+# What the pages declare: / is public by its meta, /admin/ and /ops/ need groups, the
+# guide declares nothing (so: any logged-in reader); /broken/ cannot be read.
+METAS: dict[str, PageMeta | None] = {
+    "/": PageMeta(public=True),
+    "/guide/": PageMeta(),
+    "/admin/": PageMeta(groups=("admin",)),
+    "/ops/": PageMeta(groups=("ops",)),
+    "/broken/": None,
+    "/changelog.html": PageMeta(public=True),
+    "/api/index.html": PageMeta(public=True),
+    "/api/": PageMeta(public=True),
+}
+
+
+def policy(**access: Any) -> Policy:
+    section: dict[str, Any] = {"public": ["/favicon.ico", "/blog/**"],
+                               "rules": [{"path": "/internal/**", "groups": ["staff"]}]}
+    section.update(access)
+    return Policy(make_config(access=section))
+
+
+class Fetcher:
+    """A fetch_meta that answers from METAS and counts what it was asked."""
+
+    def __init__(self, metas: Mapping[str, PageMeta | Learned | None] | None = None) -> None:
+        self.metas = METAS if metas is None else metas
+        self.calls: list[str] = []
+        self.running = 0
+        self.most = 0
+
+    async def __call__(self, path: str) -> PageMeta | Learned | None:
+        self.calls.append(path)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0)
+            if path == "/explodes/":
+                raise RuntimeError("upstream said something odd")
+            # As on a real server, /a/ and /a/index.html are one page.
+            pages = {page_key(key): value for key, value in self.metas.items()}
+            return pages.get(page_key(path))
+        finally:
+            self.running -= 1
+
+
+def sitemap(*paths: str, host: str = "http://docs.test") -> bytes:
+    urls = "".join(f"<url><loc>{host}{path}</loc><lastmod>2024-01-01</lastmod></url>\n"
+                   for path in paths)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n{urls}</urlset>\n'
+            ).encode()
+
+
+def locs(body: bytes) -> list[str]:
+    import re
+
+    return [m.decode() for m in re.findall(rb"<loc>(.*?)</loc>", body)]
+
+
+async def run(kind: str, body: bytes, user: Any, pol: Policy | None = None,
+              fetch: Callable[[str], Any] | None = None, index: PageIndex | None = None,
+              base: str = "/") -> bytes:
+    return await filter_index(kind, body, user, pol or policy(),
+                              index if index is not None else PageIndex(fragments=False),
+                              fetch or Fetcher(), base=base)
+
+
+def test_match_index_names_the_formats() -> None:
+    assert match_index("/sitemap.xml") == IndexFile(SITEMAP, "/", "application/xml")
+    assert match_index("/en/sitemap-pages.xml.gz") == IndexFile(SITEMAP, "/en/",
+                                                                "application/gzip")
+    assert match_index("/search/search_index.json") == IndexFile(MKDOCS, "/", "application/json")
+    assert match_index("/v2/search/search_index.json") == IndexFile(MKDOCS, "/v2/",
+                                                                    "application/json")
+    assert match_index("/searchindex.js") == IndexFile(SPHINX, "/",
+                                                       "text/javascript; charset=utf-8")
+    assert match_index("/guide/") is None
+    assert match_index("/search_index.json") is None
+    assert match_index("/assets/sitemap.css") is None
+
+
+def test_page_key_and_site_path() -> None:
+    assert page_key("/guide/index.html") == "/guide/"
+    assert page_key("/guide.html") == "/guide.html"
+    assert site_path("guide/#intro", "/") == "/guide/"
+    assert site_path("", "/") == "/"
+    assert site_path("caf%C3%A9/", "/v2/") == "/v2/café/"
+    assert site_path("https://docs.test/docs/a/", "/", base_path="/docs") == "/a/"
+    assert site_path("../../etc/", "/a/") == "/etc/"
+    assert site_path("a%2Fb/", "/") is None  # ambiguous: never shown
+
+
+async def test_sitemap_lists_what_each_reader_may_open() -> None:
+    body = sitemap("/", "/guide/", "/admin/", "/blog/post/", "/internal/x/", "/broken/")
+    anonymous = locs(await run(SITEMAP, body, None))
+    reader = locs(await run(SITEMAP, body, READER))
+    admin = locs(await run(SITEMAP, body, ADMIN))
+    staff = locs(await run(SITEMAP, body, make_user(groups=("staff",))))
+    assert anonymous == ["http://docs.test/", "http://docs.test/blog/post/"]
+    assert reader == ["http://docs.test/", "http://docs.test/guide/", "http://docs.test/blog/post/"]
+    assert admin == ["http://docs.test/", "http://docs.test/guide/", "http://docs.test/admin/",
+                     "http://docs.test/blog/post/"]
+    assert "http://docs.test/internal/x/" in staff
+    assert "http://docs.test/broken/" not in staff  # unknown metadata: left out
+
+
+async def test_sitemap_keeps_its_frame_and_drops_comments() -> None:
+    body = sitemap("/admin/", "/")
+    body = body.replace(b"<url>", b"<!-- <url><loc>http://docs.test/admin/</loc></url> --><url>", 1)
+    result = await run(SITEMAP, body, None)
+    assert result.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns=')
+    assert result.rstrip().endswith(b"</urlset>")
+    assert b"admin" not in result
+    assert locs(result) == ["http://docs.test/"]
+
+
+async def test_sitemap_alternates_and_cdata_must_all_be_open() -> None:
+    body = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
+            b'xmlns:xhtml="http://www.w3.org/1999/xhtml">'
+            b"<url><loc><![CDATA[http://docs.test/]]></loc>"
+            b'<xhtml:link rel="alternate" hreflang="fr" href="http://docs.test/admin/"/></url>'
+            b"<url><loc>http://docs.test/blog/a?x=1&amp;y=2</loc></url></urlset>")
+    result = await run(SITEMAP, body, None)
+    assert b"CDATA" not in result and b"blog/a?x=1&amp;y=2" in result
+    assert b"<url>" in (await run(SITEMAP, body, ADMIN))[:200]
+
+
+async def test_gzipped_sitemap() -> None:
+    body = gzip.compress(sitemap("/", "/admin/"))
+    result = await run(SITEMAP, body, None)
+    assert locs(gzip.decompress(result)) == ["http://docs.test/"]
+    broken = await run(SITEMAP, body[:20], None)
+    assert locs(gzip.decompress(broken)) == []
+
+
+async def test_sitemap_under_a_base_path() -> None:
+    pol = Policy(make_config(server={"listen": "127.0.0.1:0",
+                                     "public_url": "https://gw.test/docs"}))
+    body = sitemap("/docs/", "/docs/admin/", host="https://gw.test")
+    index = PageIndex(fragments=False, base_path="/docs")
+    result = await run(SITEMAP, body, None, pol, index=index)
+    assert locs(result) == ["https://gw.test/docs/"]
+
+
+async def test_unreadable_sitemaps_become_empty_and_indexes_pass() -> None:
+    assert locs(await run(SITEMAP, b"<html>not a sitemap</html>", ADMIN)) == []
+    index = (b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+             b"<sitemap><loc>http://docs.test/sitemap-1.xml</loc></sitemap></sitemapindex>")
+    assert await run(SITEMAP, index, None) == index
+
+
+def mkdocs_index(*locations: str) -> bytes:
+    return json.dumps({"config": {"lang": ["en"], "separator": "[\\s\\-]+"},
+                       "docs": [{"location": loc, "title": loc or "Home", "text": f"about {loc}"}
+                                for loc in locations], "extra": "dropped"}).encode()
+
+
+async def test_mkdocs_index_per_reader() -> None:
+    body = mkdocs_index("", "#welcome", "guide/", "guide/#setup", "admin/", "admin/#keys",
+                        "broken/")
+    anonymous = json.loads(await run(MKDOCS, body, None))
+    admin = json.loads(await run(MKDOCS, body, ADMIN))
+    assert [d["location"] for d in anonymous["docs"]] == ["", "#welcome"]
+    assert [d["location"] for d in admin["docs"]] == ["", "#welcome", "guide/", "guide/#setup",
+                                                      "admin/", "admin/#keys"]
+    assert anonymous["config"]["lang"] == ["en"]
+    assert set(anonymous) == {"config", "docs"}
+
+
+async def test_mkdocs_index_locations_start_from_the_site_folder() -> None:
+    metas = {"/v2/": PageMeta(public=True), "/v2/admin/": PageMeta(groups=("admin",))}
+    body = mkdocs_index("", "admin/")
+    result = json.loads(await run(MKDOCS, body, None, fetch=Fetcher(metas), base="/v2/"))
+    assert [d["location"] for d in result["docs"]] == [""]
+
+
+async def test_malformed_mkdocs_index_fails_closed() -> None:
+    for body in (b"{not json", b"[]", b'{"docs": "x"}',
+                 b'{"docs": [{"title": "no location"}, {"location": 3}]}'):
+        result = json.loads(await run(MKDOCS, body, ADMIN))
+        assert result["docs"] == []
+
+
+def sphinx_index() -> bytes:
+    data = {
+        "docnames": ["admin", "guide", "index"],
+        "filenames": ["admin.rst", "guide.rst", "index.rst"],
+        "titles": ["Admin", "Guide", "Home"],
+        "terms": {"secret": 0, "setup": [0, 1], "welcome": 2, "all": [0, 1, 2]},
+        "titleterms": {"admin": 0, "guide": 1},
+        "objects": {"api": [[0, 0, 1, "", "rotate_keys"], [2, 0, 1, "", "hello"]]},
+        "objnames": {"0": ["py", "function", "Python function"]},
+        "objtypes": {"0": "py:function"},
+        "alltitles": {"Admin": [[0, None]], "Home": [[2, None]], "Setup": [[0, "s"], [1, "s"]]},
+        "indexentries": {"keys": [[0, "index-0", False]]},
+        "envversion": {"sphinx": 61},
+        "unknown": {"admin": 0},
+    }
+    return ("Search.setIndex(" + json.dumps(data) + ")").encode()
+
+
+def sphinx_data(body: bytes) -> Any:
+    text = body.decode()
+    assert text.startswith("Search.setIndex(") and text.endswith(")")
+    return json.loads(text[len("Search.setIndex("):-1])
+
+
+async def test_sphinx_index_is_filtered_and_renumbered() -> None:
+    metas = {"/index.html": PageMeta(public=True), "/guide.html": PageMeta(),
+             "/admin.html": PageMeta(groups=("admin",))}
+    anonymous = sphinx_data(await run(SPHINX, sphinx_index(), None, fetch=Fetcher(metas)))
+    assert anonymous["docnames"] == ["index"]
+    assert anonymous["titles"] == ["Home"]
+    assert anonymous["terms"] == {"welcome": 0, "all": [0]}
+    assert anonymous["titleterms"] == {}
+    assert anonymous["objects"] == {"api": [[0, 0, 1, "", "hello"]]}
+    assert anonymous["alltitles"] == {"Home": [[0, None]]}
+    assert anonymous["indexentries"] == {}
+    assert "unknown" not in anonymous and anonymous["envversion"] == {"sphinx": 61}
+    reader = sphinx_data(await run(SPHINX, sphinx_index(), READER, fetch=Fetcher(metas)))
+    assert reader["docnames"] == ["guide", "index"]
+    assert reader["terms"]["setup"] == [0] and reader["terms"]["welcome"] == 1
+    admin = sphinx_data(await run(SPHINX, sphinx_index(), ADMIN, fetch=Fetcher(metas)))
+    assert admin["docnames"] == ["admin", "guide", "index"]
+    assert admin["objects"]["api"][0][4] == "rotate_keys"
+
+
+async def test_sphinx_dirhtml_pages_and_old_objects() -> None:
+    metas = {"/": PageMeta(public=True), "/admin/": PageMeta(groups=("admin",)),
+             "/guide/": PageMeta(public=True)}
+    data = sphinx_data(sphinx_index())
+    data["objects"] = {"api": {"rotate_keys": [0, 0, 1, ""], "hello": [2, 0, 1, ""]}}
+    body = ("Search.setIndex(" + json.dumps(data) + ");").encode()
+    result = sphinx_data(await run(SPHINX, body, None, fetch=Fetcher(metas)))
+    assert result["docnames"] == ["guide", "index"]
+    assert result["objects"] == {"api": {"hello": [1, 0, 1, ""]}}
+
+
+async def test_malformed_sphinx_index_fails_closed() -> None:
+    for body in (b"var x = 1;", b"Search.setIndex({oops)", b'Search.setIndex({"docnames": 3})'):
+        assert sphinx_data(await run(SPHINX, body, ADMIN))["docnames"] == []
+
+
+async def test_personalize_mode_shows_everything() -> None:
+    pol = Policy(make_config(mode="personalize"))
+    fetch = Fetcher()
+    body = sitemap("/", "/admin/", "/broken/")
+    assert len(locs(await run(SITEMAP, body, None, pol, fetch))) == 3
+    assert fetch.calls == []
+
+
+async def test_config_rules_need_no_metadata() -> None:
+    pol = policy(page_meta=False)
+    fetch = Fetcher()
+    result = locs(await run(SITEMAP, sitemap("/", "/guide/", "/blog/a/"), None, pol, fetch))
+    assert result == ["http://docs.test/blog/a/"]
+    assert fetch.calls == []
+
+
+async def test_metadata_is_fetched_once_and_shared() -> None:
+    index = PageIndex(fragments=False, concurrency=2)
+    fetch = Fetcher()
+    body = sitemap("/", "/guide/", "/admin/", "/ops/", "/broken/", "/guide/index.html")
+    first, second = await asyncio.gather(run(SITEMAP, body, None, fetch=fetch, index=index),
+                                         run(SITEMAP, body, READER, fetch=fetch, index=index))
+    assert sorted(fetch.calls) == sorted(["/", "/guide/", "/admin/", "/ops/", "/broken/"])
+    assert fetch.most <= 2
+    assert locs(first) == ["http://docs.test/"]
+    assert locs(second) == ["http://docs.test/", "http://docs.test/guide/",
+                            "http://docs.test/guide/index.html"]
+    await run(SITEMAP, sitemap("/admin/", "/ops/"), ADMIN, fetch=fetch, index=index)
+    assert len(fetch.calls) == 5
+
+
+async def test_metadata_expires_and_failures_are_retried_sooner() -> None:
+    now = [0.0]
+    index = PageIndex(fragments=False, ttl=100, miss_ttl=10, clock=lambda: now[0])
+    fetch = Fetcher()
+    await index.lookup(["/guide/", "/broken/"], fetch)
+    now[0] = 11
+    await index.lookup(["/guide/", "/broken/"], fetch)
+    assert fetch.calls == ["/guide/", "/broken/", "/broken/"]
+    now[0] = 200
+    await index.lookup(["/guide/"], fetch)
+    assert fetch.calls.count("/guide/") == 2
+
+
+async def test_recorded_pages_need_no_fetch_and_the_cache_is_bounded() -> None:
+    index = PageIndex(fragments=False, max_entries=3)
+    fetch = Fetcher()
+    index.record("/admin/index.html", PageMeta(groups=("admin",)))
+    assert index.known("/admin/") == (True, Learned(PageMeta(groups=("admin",))))
+    assert await index.lookup(["/admin/"], fetch) == {
+        "/admin/": Learned(PageMeta(groups=("admin",)))}
+    assert fetch.calls == []
+    for name in ("a", "b", "c"):
+        index.record(f"/{name}/", PageMeta())
+    assert len(index) == 3
+    assert index.known("/admin/") == (False, None)
+
+
+async def test_a_failing_fetch_means_unknown() -> None:
+    index = PageIndex(fragments=False)
+    result = locs(await run(SITEMAP, sitemap("/", "/explodes/"), READER, index=index))
+    assert result == ["http://docs.test/"]
+    assert index.known("/explodes/") == (True, None)
+
+
+async def test_filtered_indexes_are_reused_per_access() -> None:
+    index = PageIndex(fragments=False)
+    fetch = Fetcher()
+    body = mkdocs_index("", "guide/", "admin/")
+    first = await run(MKDOCS, body, make_user("x"), fetch=fetch, index=index)
+    calls = len(fetch.calls)
+    index.record("/guide/", PageMeta(groups=("admin",)))
+    # Another reader with the same access gets the same answer without any new work.
+    assert await run(MKDOCS, body, make_user("y"), fetch=fetch, index=index) == first
+    assert len(fetch.calls) == calls
+    assert await run(MKDOCS, body, ADMIN, fetch=fetch, index=index) != first
+
+
+async def test_close_cancels_pending_fetches() -> None:
+    index = PageIndex(fragments=False)
+    started = asyncio.Event()
+
+    async def slow(path: str) -> PageMeta | None:
+        started.set()
+        await asyncio.sleep(60)
+        return PageMeta()
+
+    task = asyncio.ensure_future(index.lookup(["/slow/"], slow))
+    await started.wait()
+    await index.close()
+    assert await asyncio.wait_for(task, 5) == {"/slow/": None}
+
+
+def test_unknown_kind_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown index kind"):
+        asyncio.run(filter_index("pagefind", b"", None, policy(), PageIndex(fragments=False),
+                                 Fetcher()))
+
+
+async def test_pages_with_gated_parts_keep_title_but_lose_words() -> None:
+    # The index was built from whole pages, gated parts included: for a page that has
+    # any (or might: a bare PageMeta tells nothing), only its title and address remain.
+    metas: dict[str, PageMeta | Learned] = {
+        "/": Learned(PageMeta(public=True), fragments=False),
+        "/team/": Learned(PageMeta(public=True), fragments=True),
+        "/guide/": PageMeta(public=True)}
+    index = PageIndex(fragments=True)
+    body = mkdocs_index("", "#welcome", "team/", "team/#admin-notes", "guide/", "guide/#a")
+    result = json.loads(await run(MKDOCS, body, ADMIN, fetch=Fetcher(metas), index=index))
+    assert [(d["location"], d["text"]) for d in result["docs"]] == [
+        ("", "about "), ("#welcome", "about #welcome"), ("team/", ""), ("guide/", "")]
+    sitemap_result = await run(SITEMAP, sitemap("/team/"), None, fetch=Fetcher(metas),
+                               index=index)
+    assert locs(sitemap_result) == ["http://docs.test/team/"]
+
+
+async def test_sphinx_pages_with_gated_parts_keep_only_their_title() -> None:
+    metas = {"/index.html": Learned(PageMeta(public=True), fragments=False),
+             "/guide.html": Learned(PageMeta(public=True), fragments=True),
+             "/admin.html": Learned(PageMeta(public=True), fragments=False)}
+    index = PageIndex(fragments=True)
+    result = sphinx_data(await run(SPHINX, sphinx_index(), None, fetch=Fetcher(metas),
+                                   index=index))
+    assert result["docnames"] == ["admin", "guide", "index"]
+    assert result["terms"]["setup"] == 0 or result["terms"]["setup"] == [0]
+    assert 1 not in (result["terms"]["all"])
+    assert "guide" not in result["titleterms"]
+    assert result["alltitles"]["Setup"] == [[0, "s"]]

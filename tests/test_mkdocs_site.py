@@ -1,0 +1,278 @@
+"""A real MkDocs site behind the gateway: pages, gated parts, sitemap and search per reader.
+
+The site is built once per test session with ``mkdocs build``; a theme override turns
+each page's ``gateway_public`` / ``gateway_groups`` frontmatter into the page metadata
+(``<meta name="gateway:...">``) in its head.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import build_app
+from gateway.html import PageMeta
+from gateway.indexes import Learned
+from gateway.pages import static_meta_fetcher, upstream_meta_fetcher
+from gateway.proxy import Upstream
+from gateway.static import StaticSite
+from gateway.user import User
+from tests.helpers import make_config, make_user, session_cookies
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+ADMIN = make_user("ada", groups=("admin",), firstName="Ada")
+READER = make_user("bob", firstName="Bob")
+SECRET_PARAGRAPH = "ROTATION-SECRET"
+SECRET_PAGE = "ADMIN-ONLY-PAGE"
+
+MKDOCS_YML = """\
+site_name: Gated Docs
+site_url: http://docs.test/
+theme:
+  name: mkdocs
+  custom_dir: overrides
+nav:
+  - Home: index.md
+  - Guide: guide.md
+  - Team: team.md
+  - Admin: admin.md
+plugins:
+  - search
+"""
+MAIN_HTML = """\
+{% extends "base.html" %}
+{% block extrahead %}
+{%- if page and page.meta.gateway_public %}<meta name="gateway:public" content="true">{% endif %}
+{%- if page and page.meta.gateway_groups %}
+<meta name="gateway:groups" content="{{ page.meta.gateway_groups }}">{% endif %}
+{% endblock %}
+"""
+PAGES = {
+    "index.md": """\
+---
+gateway_public: true
+---
+# Home
+
+Welcome to the docs.
+
+<p data-gateway-anonymous>Log in to read the guide.</p>
+
+<p data-gateway-authenticated>Hello, <span data-gateway-field="content.firstName">reader</span>!</p>
+""",
+    "guide.md": "# Guide\n\n## Setup\n\nInstall the widget.\n",
+    "team.md": f"""\
+# Team
+
+Shared notes for everyone who is logged in.
+
+<div data-gateway-groups="admin">
+<h2 id="rotation">Key rotation</h2>
+<p>Rotate the master key every 30 days: {SECRET_PARAGRAPH}.</p>
+</div>
+
+End of the notes.
+""",
+    "admin.md": f"---\ngateway_groups: admin\n---\n# Admin\n\n{SECRET_PAGE} text.\n",
+}
+ACCESS = {"public": ["/sitemap.xml", "/sitemap.xml.gz", "/search/**", "/css/**", "/js/**",
+                     "/img/**", "/webfonts/**", "/404.html"]}
+
+Client = TestClient[web.Request, web.Application]
+Start = Callable[[], Awaitable[Client]]
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built site (``mkdocs build``), once for the session."""
+    root = tmp_path_factory.mktemp("mkdocs")
+    (root / "mkdocs.yml").write_text(MKDOCS_YML)
+    (root / "overrides").mkdir()
+    (root / "overrides" / "main.html").write_text(MAIN_HTML)
+    (root / "docs").mkdir()
+    for name, text in PAGES.items():
+        (root / "docs" / name).write_text(text)
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(root / "mkdocs.yml"),
+                    "-d", str(root / "site")], check=True, cwd=root, timeout=120)
+    return root / "site"
+
+
+def static_upstream(root: Path) -> web.Application:
+    """A plain file server for the built site (index pages, Range requests)."""
+    files = StaticSite(root)
+    app = web.Application()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await files.serve(request, request.path)
+
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+@pytest.fixture(params=["root", "upstream"])
+async def start(request: pytest.FixtureRequest, site: Path, aiohttp_client: Any,
+                aiohttp_server: Any) -> AsyncIterator[Start]:
+    """The gateway over the built site: served from ``upstream.root``, or from a real
+    upstream file server."""
+
+    async def make() -> Client:
+        if request.param == "root":
+            config = make_config(None, upstream={"root": str(site)}, access=ACCESS)
+        else:
+            server = await aiohttp_server(static_upstream(site))
+            config = make_config(str(server.make_url("")).rstrip("/"), access=ACCESS)
+        client: Client = await aiohttp_client(await build_app(config))
+        return client
+
+    yield make
+
+
+async def cookies_for(client: Client, user: User | None) -> dict[str, str]:
+    return {} if user is None else await session_cookies(client.app, user)
+
+
+async def fetch(client: Client, path: str, user: User | None,
+                headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    cookies = await cookies_for(client, user)
+    async with client.get(path, cookies=cookies, headers=headers or HTML,
+                          allow_redirects=False) as response:
+        return response.status, (await response.read()).decode("utf-8", "replace"), \
+            response.headers
+
+
+def sitemap_paths(body: str) -> list[str]:
+    return [loc.removeprefix("http://docs.test") for loc in re.findall(r"<loc>(.*?)</loc>", body)]
+
+
+# -- pages ------------------------------------------------------------------------------
+
+
+async def test_home_is_public_by_its_metadata_and_personal(start: Start) -> None:
+    client = await start()
+    status, body, headers = await fetch(client, "/", None)
+    assert status == 200
+    assert "Log in to read the guide." in body
+    assert "Hello," not in body
+    # Gated parts make the page depend on the reader, anonymous ones included.
+    assert "private" in headers["Cache-Control"]
+    status, body, _ = await fetch(client, "/", READER)
+    assert "Log in to read the guide." not in body
+    assert '<span data-gateway-field="content.firstName">Bob</span>' in body
+
+
+async def test_gated_paragraph_only_for_admins(start: Start) -> None:
+    client = await start()
+    status, _, headers = await fetch(client, "/team/", None)
+    assert status == 302 and "/_gateway/login" in headers["Location"]
+    status, body, _ = await fetch(client, "/team/", READER)
+    assert status == 200
+    assert "End of the notes." in body
+    assert SECRET_PARAGRAPH not in body and "Key rotation" not in body
+    status, body, _ = await fetch(client, "/team/", ADMIN)
+    assert SECRET_PARAGRAPH in body and "Key rotation" in body
+
+
+async def test_admin_page_by_its_metadata(start: Start) -> None:
+    client = await start()
+    assert (await fetch(client, "/admin/", READER))[0] == 404
+    status, body, _ = await fetch(client, "/admin/", ADMIN)
+    assert status == 200 and SECRET_PAGE in body
+
+
+async def test_a_range_request_cannot_skip_the_rewriting(start: Start) -> None:
+    client = await start()
+    for path, user, secret in (("/team/", READER, SECRET_PARAGRAPH),
+                               ("/admin/", READER, SECRET_PAGE)):
+        status, body, _ = await fetch(client, path, user, {**HTML, "Range": "bytes=0-"})
+        assert secret not in body, (path, status)
+        status, body, _ = await fetch(client, path, user, {**HTML, "If-None-Match": "*"})
+        assert secret not in body, (path, status)
+
+
+# -- sitemap and search (these need the pipeline to filter index files) -----------------
+
+
+@pytest.mark.parametrize(("user", "expected"), [
+    (None, ["/"]),
+    (READER, ["/", "/guide/", "/team/"]),
+    (ADMIN, ["/", "/guide/", "/team/", "/admin/"]),
+])
+async def test_sitemap_lists_exactly_the_readers_pages(start: Start, user: User | None,
+                                                       expected: list[str]) -> None:
+    client = await start()
+    status, body, headers = await fetch(client, "/sitemap.xml", user, {})
+    assert status == 200
+    assert sorted(sitemap_paths(body)) == sorted(expected)
+    assert "private" in headers["Cache-Control"] and "Cookie" in headers["Vary"]
+    cookies = await cookies_for(client, user)
+    async with client.get("/sitemap.xml.gz", cookies=cookies) as response:
+        assert response.status == 200
+        assert sorted(sitemap_paths(gzip.decompress(await response.read()).decode())) == \
+            sorted(expected)
+
+
+@pytest.mark.parametrize(("user", "pages"), [
+    (None, {""}),
+    (READER, {"", "guide/", "team/"}),
+    (ADMIN, {"", "guide/", "team/", "admin/"}),
+])
+async def test_search_index_lists_exactly_the_readers_pages(start: Start, user: User | None,
+                                                            pages: set[str]) -> None:
+    client = await start()
+    status, body, headers = await fetch(client, "/search/search_index.json", user, {})
+    assert status == 200
+    assert "private" in headers["Cache-Control"]
+    docs = json.loads(body)["docs"]
+    assert {doc["location"].split("#")[0] for doc in docs} == pages
+    # Words from gated parts never reach search, whoever asks.
+    assert SECRET_PARAGRAPH not in body and "Key rotation" not in body
+    assert (SECRET_PAGE in body) == (user is ADMIN)
+    if user is not None:
+        assert any(doc["location"] == "guide/#setup" for doc in docs)
+
+
+async def test_search_index_cannot_be_fetched_in_parts(start: Start) -> None:
+    client = await start()
+    status, body, _ = await fetch(client, "/search/search_index.json", None,
+                                  {"Range": "bytes=0-"})
+    assert SECRET_PAGE not in body
+    assert status == 200
+
+
+# -- learning pages ---------------------------------------------------------------------
+
+EXPECTED = {
+    "/": Learned(PageMeta(public=True), fragments=True),
+    "/guide/": Learned(PageMeta(), fragments=False),
+    "/team/": Learned(PageMeta(), fragments=True),
+    "/admin/": Learned(PageMeta(groups=("admin",)), fragments=False),
+    "/css/base.css": Learned(PageMeta(), fragments=False),
+    "/missing/": None,
+}
+
+
+async def test_pages_are_learned_from_the_built_folder(site: Path) -> None:
+    fetch = static_meta_fetcher(StaticSite(site))
+    assert {path: await fetch(path) for path in EXPECTED} == EXPECTED
+
+
+async def test_pages_are_learned_from_the_upstream(site: Path, aiohttp_server: Any) -> None:
+    server = await aiohttp_server(static_upstream(site))
+    config = make_config(str(server.make_url("")).rstrip("/"), access=ACCESS)
+    upstream = Upstream(config, lambda name: False, lambda name: False)
+    await upstream.start()
+    try:
+        fetch = upstream_meta_fetcher(upstream, config)
+        assert {path: await fetch(path) for path in EXPECTED} == EXPECTED
+    finally:
+        await upstream.close()
