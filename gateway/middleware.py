@@ -172,8 +172,11 @@ def make_middleware(config: Config, scopes: ScopeBuilder,
                 raise
             response = error_response(request, exc.status, exc.reason.lower().replace(" ", "_"),
                                       exc.text or "")
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             raise
+        except ConnectionResetError:
+            # The client left; nobody reads what is sent now (499: nginx's word for it).
+            response = web.Response(status=499)
         except Exception:
             log.exception("unexpected error", extra={"path": request.path})
             response = error_response(request, 500, "internal", "An unexpected error occurred.")

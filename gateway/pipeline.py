@@ -150,12 +150,27 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decisi
     started = time.monotonic()
     upstream = await gw.upstream.open(sent, scope, extra)
     gw.observe_upstream(time.monotonic() - started)
-    if upstream.status in (206, 304) and sent is request and request.method == "GET" \
-            and is_html(upstream.headers.get("Content-Type", "")) and gw.pages.wants(decision):
-        # A page that must be read came back partial or unchanged: ask again for all of it
-        # (assets keep their ranges and 304s; only HTML pages pay this second trip).
+    try:
+        if upstream.status in (206, 304) and sent is request and request.method == "GET" \
+                and is_html(upstream.headers.get("Content-Type", "")) \
+                and gw.pages.wants(decision):
+            # A page that must be read came back partial or unchanged: ask again for all
+            # of it (assets keep their ranges and 304s; only HTML pages pay this trip).
+            upstream.release()
+            upstream = await gw.upstream.open(without_validators(request), scope, extra)
+        return await respond(gw, request, scope, decision, visitor, upstream, index_file)
+    except BaseException:
+        # Whatever went wrong (the client left, a decision refused the page), the pooled
+        # connection goes back or is dropped; release() is a no-op when already done.
         upstream.release()
-        upstream = await gw.upstream.open(without_validators(request), scope, extra)
+        raise
+
+
+async def respond(gw: Gateway, request: web.Request, scope: Scope, decision: Decision,
+                  visitor: Visitor, upstream: Response,
+                  index_file: IndexFile | None) -> web.StreamResponse:
+    """Turn an upstream response into the reader's: streamed, or read and rewritten."""
+    assert gw.upstream is not None
     headers = gw.upstream.response_headers(upstream)
     if index_file is not None and upstream.status == 200:
         return await serve_index_upstream(gw, index_file, upstream, headers, decision, visitor,
@@ -164,10 +179,8 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decisi
     html_page = (request.method == "GET" and is_html(content_type)
                  and upstream.status == 200 and gw.pages.wants(decision))
     if not html_page:
-        if decision.meta_applies and decision.outcome is not Outcome.ALLOW:
-            # Not a page that can declare its own access: the config decision stands.
-            upstream.release()
-            enforce(decision, scope)
+        # Not a page that can declare its own access: the config decision stands.
+        enforce(decision, scope)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=headers)
         if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:

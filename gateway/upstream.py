@@ -326,7 +326,12 @@ class Pool:
         but only for idempotent requests without a body.
         """
         head = _request_head(method, target, headers, body is not None, content_length)
-        await self.slots.acquire()
+        try:
+            # Waiting for a free connection counts as connecting (as in aiohttp's client).
+            async with asyncio.timeout(self.connect_timeout):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise UpstreamTimedOut("every connection to the docs server is busy") from None
         try:
             conn = self._take_idle()
             retry_allowed = conn is not None and method in IDEMPOTENT and body is None

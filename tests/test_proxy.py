@@ -296,3 +296,24 @@ async def test_many_concurrent_requests(gateway: Factory) -> None:
 
     statuses = await asyncio.gather(*(one(i) for i in range(200)))
     assert statuses == [200] * 200
+
+
+async def test_clients_that_leave_early_do_not_use_up_the_pool(gateway: Factory) -> None:
+    client = await gateway(upstream={"max_connections": 4, "connect_timeout": "2s"})
+    assert client.port is not None
+    port = client.port
+
+    async def leave(path: str, mid_body: bool) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: docs.test\r\n\r\n".encode())
+        await writer.drain()
+        if mid_body:
+            await reader.read(1000)
+        writer.transport.abort()
+
+    for mid_body in (False, True):
+        for _ in range(3):  # many times the pool: every connection must come back
+            await asyncio.gather(*(leave("/big?size=200000", mid_body) for _ in range(50)))
+            await asyncio.sleep(0.3)  # the answers arrive to nobody
+    async with client.get("/after") as response:
+        assert response.status == 200
