@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import ipaddress
+import itertools
 import json
 import logging
 import re
@@ -33,6 +34,13 @@ class ScopeBuilder:
 
     def __init__(self, config: Config) -> None:
         self.networks = config.server.trusted_proxies
+        # A random prefix per process and a counter: unique ids without a syscall each.
+        self._prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> str:
+        """A new request id, unique across processes and restarts."""
+        return f"{self._prefix}{next(self._ids):08x}"
 
     def is_trusted(self, address: str) -> bool:
         """Whether an address is inside ``server.trusted_proxies``."""
@@ -68,7 +76,7 @@ class ScopeBuilder:
             host = headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
             request_id = headers.get("X-Request-Id", "")
         if not _REQUEST_ID.match(request_id):
-            request_id = secrets.token_hex(8)
+            request_id = self.next_id()
         raw = request.raw_path
         if not raw.startswith("/"):
             raise BadRequest("the request target must be a path", code="bad_path")

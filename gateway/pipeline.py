@@ -50,7 +50,8 @@ async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor
     # The error boundary applies what is left in the jar to whatever response is sent.
     request[JAR] = jar
     try:
-        loaded = Loaded(None) if tossed(gw, request) else await gw.store.load(request.cookies)
+        cookies = session_cookies(gw, request)
+        loaded = Loaded(None) if cookies is None else await gw.store.load(cookies)
     except Unavailable:
         gw.metrics.store_errors.inc()
         if required:
@@ -67,22 +68,22 @@ async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor
     return Visitor(session=loaded.session, user=user, jar=jar)
 
 
-def tossed(gw: Gateway, request: web.Request) -> bool:
-    """Whether a session cookie name appears twice (cookie tossing: a sibling subdomain or
-    another path planted its own); such a request is treated as anonymous."""
-    headers = request.headers.getall("Cookie", ())
+def session_cookies(gw: Gateway, request: web.Request) -> dict[str, str] | None:
+    """The store's own cookies, read straight from the Cookie headers (the rest are never
+    parsed); None when one of them is given twice: cookie tossing (a sibling subdomain or a
+    longer path planted its own), so which one is the reader's cannot be told."""
     stem = gw.config.session.cookie_name
-    if sum(header.count(stem) for header in headers) < 2:
-        return False
-    seen: set[str] = set()
-    for header in headers:
+    found: dict[str, str] = {}
+    for header in request.headers.getall("Cookie", ()):
+        if stem not in header:
+            continue
         for part in header.split(";"):
-            name = part.split("=", 1)[0].strip()
+            name, _, value = part.strip().partition("=")
             if gw.store.owns_cookie(name):
-                if name in seen:
-                    return True
-                seen.add(name)
-    return False
+                if name in found:
+                    return None
+                found[name] = value
+    return found
 
 
 def personal(decision: Decision, visitor: Visitor) -> bool:
@@ -130,7 +131,7 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     elif request.headers.get("Upgrade", "").lower() == "websocket":
         enforce(decision, scope)
         assert gw.upstream is not None and gw.upstream.session is not None
-        headers = gw.upstream.request_headers(request, scope, extra)
+        headers = CIMultiDict(gw.upstream.request_headers(request, scope, extra))
         return await pipe_websocket(request, gw.upstream.session, gw.upstream.url_for(scope),
                                     headers)
     else:

@@ -7,6 +7,7 @@ import contextlib
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +32,16 @@ DECODABLE = ("gzip", "deflate", "identity")
 CHUNK = 64 * 1024
 
 
+_DROP, _KEEP, _COOKIE, _ENCODING = object(), object(), object(), object()
+
+
+@lru_cache(maxsize=256)
+def decodable_encodings(value: str) -> str:
+    """An Accept-Encoding narrowed to what the gateway can undo when it rewrites a page."""
+    return ", ".join(part for part in (p.strip() for p in value.split(","))
+                     if part.split(";")[0].strip().lower() in DECODABLE) or "identity"
+
+
 def normalize_header_name(name: str) -> str:
     """Lower case, with ``_`` read as ``-`` (how many servers read names)."""
     return name.lower().replace("_", "-")
@@ -48,7 +59,7 @@ def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[s
 SCOPE = "gateway.scope"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Scope:
     """Per-request facts decided once at the edge."""
 
@@ -79,6 +90,9 @@ class Upstream:
             sock_read=config.upstream.timeout)
         self.session: aiohttp.ClientSession | None = None
         self.pool: Pool | None = None
+        self.preserve_host = config.upstream.host_header == "preserve"
+        self._kinds: dict[str, object] = {}
+        self._kinds_trusted: dict[str, object] = {}
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -111,40 +125,56 @@ class Upstream:
                          encoded=True)
 
     def request_headers(self, request: web.Request, scope: Scope,
-                        extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+                        extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers sent upstream: hygiene first, then what the gateway adds."""
-        drop = connection_named(request.headers)
-        out: CIMultiDict[str] = CIMultiDict()
+        named = connection_named(request.headers) if "Connection" in request.headers else None
+        out: list[tuple[str, str]] = []
         for name, value in request.headers.items():
-            lname = normalize_header_name(name)
-            if lname in drop or lname in ("host", "content-length") \
-                    or self.is_identity_header(name):
-                continue  # framing is decided here, never copied from the client
-            if lname in FORWARDING and not scope.trusted:
+            kind = self._kind_of(name, scope.trusted)
+            if kind is _DROP:
                 continue
-            if lname in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                         "x-request-id", "forwarded"):
+            if named is not None and normalize_header_name(name) in named:
                 continue
-            if lname == "cookie":
+            if kind is _COOKIE:
                 value = self.filter_cookies(value)
                 if not value:
                     continue
-            elif lname == "accept-encoding":
-                value = ", ".join(
-                    part for part in (p.strip() for p in value.split(","))
-                    if part.split(";")[0].strip().lower() in DECODABLE) or "identity"
-            out.add(name, value)
-        if self.config.upstream.host_header == "preserve":
-            out["Host"] = scope.host
-        else:
-            out["Host"] = self.base.raw_authority
-        out["X-Forwarded-For"] = scope.forwarded_for
-        out["X-Forwarded-Proto"] = scope.scheme
-        out["X-Forwarded-Host"] = scope.host
-        out["X-Request-Id"] = scope.request_id
-        for name, value in extra:
-            out[name] = value
+            elif kind is _ENCODING:
+                value = decodable_encodings(value)
+            out.append((name, value))
+        out.append(("Host", scope.host if self.preserve_host else self.base.raw_authority))
+        out.append(("X-Forwarded-For", scope.forwarded_for))
+        out.append(("X-Forwarded-Proto", scope.scheme))
+        out.append(("X-Forwarded-Host", scope.host))
+        out.append(("X-Request-Id", scope.request_id))
+        out.extend(extra)
         return out
+
+    def _kind_of(self, name: str, trusted: bool) -> object:
+        """How a client header name is treated; remembered per distinct spelling."""
+        cache = self._kinds_trusted if trusted else self._kinds
+        kind = cache.get(name)
+        if kind is None:
+            kind = self._classify(name, trusted)
+            if len(cache) < 4096:  # names are client-chosen: keep the memo bounded
+                cache[name] = kind
+        return kind
+
+    def _classify(self, name: str, trusted: bool) -> object:
+        lname = normalize_header_name(name)
+        if lname in HOP_BY_HOP or lname in ("host", "content-length") \
+                or self.is_identity_header(name):
+            return _DROP  # framing is decided here, never copied from the client
+        if lname in FORWARDING and not trusted:
+            return _DROP
+        if lname in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                     "x-request-id", "forwarded"):
+            return _DROP  # set below from what the gateway believes
+        if lname == "cookie":
+            return _COOKIE
+        if lname == "accept-encoding":
+            return _ENCODING
+        return _KEEP
 
     def filter_cookies(self, header: str) -> str:
         """The Cookie header without the gateway's own cookies."""
@@ -163,7 +193,7 @@ class Upstream:
         body = request.content.iter_any() if request.body_exists else None
         try:
             return await self.pool.request(request.method, self.target_for(scope),
-                                           headers.items(), body, request.content_length)
+                                           headers, body, request.content_length)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
         except UpstreamClosed:
