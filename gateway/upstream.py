@@ -211,12 +211,19 @@ class Response:
     # -- consumer side -------------------------------------------------------------------
     async def wait_head(self) -> None:
         """Wait for the status line and headers."""
+        if self._head.done():
+            return self._head.result()
+        # A bare timer (not asyncio.timeout) on the one future: this runs per request.
+        timer = asyncio.get_running_loop().call_later(self.read_timeout, self._head_timed_out)
         try:
-            async with asyncio.timeout(self.read_timeout):
-                await self._head
-        except TimeoutError:
+            await self._head
+        finally:
+            timer.cancel()
+
+    def _head_timed_out(self) -> None:
+        if not self._head.done():
+            self._head.set_exception(UpstreamTimedOut("the docs server did not answer in time"))
             self.conn.close()
-            raise UpstreamTimedOut("the docs server did not answer in time") from None
 
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end."""
