@@ -1,0 +1,138 @@
+"""Turning the measurements into ratios against the targets, a printed table, and JSON."""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# "x/y": requests/s of row x over row y, with the target (None: reported only).
+RPS_RATIOS: tuple[tuple[str, str | None, float | None], ...] = (
+    ("g/e", ">=", 1.4),
+    ("g/d", ">=", 2.0),
+    ("g/c", ">=", 0.8),
+    ("g/b", None, None),
+    ("h/g", ">=", 0.8),
+)
+DOWNLOAD_SHARE = 0.7
+RSS_GROWTH_MB = 30.0
+RSS_PER_WORKER_MB = 80.0
+_COMPARE: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<": operator.lt}
+
+
+def target(name: str, what: str, value: float | None, op: str | None,
+           limit: float | None) -> dict[str, Any]:
+    """One line of the scorecard; ``met`` is None when there is no target or no value."""
+    met = None
+    if value is not None and op is not None and limit is not None:
+        met = _COMPARE[op](value, limit)
+    return {"name": name, "what": what, "value": value,
+            "target": f"{op} {limit:g}" if op and limit is not None else None, "met": met}
+
+
+def _rps(results: dict[str, Any], row: str) -> float | None:
+    entry = results["main"].get(row)
+    return float(entry["rps"]) if entry and entry.get("rps") else None
+
+
+def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ratios the issue asks for, each marked met, not met, or not measured."""
+    out = []
+    for name, op, limit in RPS_RATIOS:
+        top, bottom = _rps(results, name[0]), _rps(results, name[2])
+        value = round(top / bottom, 2) if top and bottom else None
+        out.append(target(name, "requests/s on the 10 KB page", value, op, limit))
+    downloads = results["download"]
+    if "g" in downloads and "b" in downloads and downloads["b"]["mb_per_s"]:
+        share = round(downloads["g"]["mb_per_s"] / downloads["b"]["mb_per_s"], 2)
+    else:
+        share = None
+    out.append(target("download g/b", "50 MB download throughput", share, ">=", DOWNLOAD_SHARE))
+    growth = downloads.get("g", {}).get("rss_growth_mb")
+    out.append(target("download RSS growth (g)", "gateway peak RSS growth, MB", growth, "<",
+                      RSS_GROWTH_MB))
+    for row, entry in sorted(results["sessions"].items()):
+        out.append(target(f"RSS per worker ({row})",
+                          f"MB after {entry['requests']} requests over {entry['sessions']} "
+                          "sessions", entry["rss_per_worker_mb"], "<", RSS_PER_WORKER_MB))
+    return out
+
+
+def error_total(results: dict[str, Any]) -> int:
+    """Failed requests plus failed steps, over the whole run."""
+    count = len(results["errors"])
+    for part in ("main", "asset", "download", "sessions"):
+        count += sum(int(entry.get("error_count", 0)) for entry in results[part].values())
+    return count
+
+
+def document(results: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The results file: settings and machine first, then every measurement and the ratios."""
+    return {
+        **meta,
+        "main": [results["main"][row] for row in sorted(results["main"])],
+        "asset": [results["asset"][row] for row in sorted(results["asset"])],
+        "download": [results["download"][row] for row in sorted(results["download"])],
+        "sessions": [results["sessions"][row] for row in sorted(results["sessions"])],
+        "ratios": ratios(results),
+        "errors": results["errors"],
+        "ok": error_total(results) == 0,
+    }
+
+
+def write(doc: dict[str, Any], path: Path) -> None:
+    """Write the results file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _cell(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """Text columns: the first two left-aligned, numbers right-aligned."""
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i <= 1 else c.rjust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+
+    head = line(header)
+    return [title, head, "-" * len(head), *(line(r) for r in rows), ""]
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The human-readable report: the tables, then the scorecard."""
+    lines: list[str] = []
+    load_header = ["row", "what", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "errors"]
+    for part, title in (("main", "10 KB HTML page"), ("asset", "200 KB asset")):
+        rows = [[e["id"], e["label"], _cell(e["rps"]), _cell(e["p50_ms"], 2),
+                 _cell(e["p99_ms"], 2), _cell(e["peak_rss_mb"], 1), str(e["error_count"])]
+                for e in doc[part]]
+        if rows:
+            lines += _table(title, load_header, rows)
+    rows = [[e["id"], e["label"], _cell(e["mb_per_s"], 1), _cell(e["rss_before_mb"], 1),
+             _cell(e["rss_growth_mb"], 1)] for e in doc["download"]]
+    if rows:
+        lines += _table("large download (MB/s = 10^6 bytes/s, median of runs)",
+                        ["row", "what", "MB/s", "RSS MB", "RSS growth MB"], rows)
+    rows = [[e["id"], e["label"], str(e["requests"]), str(e["sessions"]),
+             " ".join(_cell(x, 1) for x in e["rss_before_mb"]),
+             " ".join(_cell(x, 1) for x in e["rss_after_mb"]), str(e["error_count"])]
+            for e in doc["sessions"]]
+    if rows:
+        lines += _table("many sessions (RSS of each worker, MB)",
+                        ["row", "what", "requests", "sessions", "before", "after", "errors"], rows)
+    rows = [[r["name"], r["what"], _cell(r["value"], 2), r["target"] or "-",
+             {True: "met", False: "NOT MET", None: "-"}[r["met"]]] for r in doc["ratios"]]
+    lines += _table("ratios and targets", ["ratio", "of", "value", "target", ""], rows)
+    for error in doc["errors"]:
+        lines.append(f"error in {','.join(error['rows'])}: {error['error']}")
+    return "\n".join(lines).rstrip() + "\n"

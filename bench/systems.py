@@ -1,0 +1,196 @@
+"""The systems under test: how each row's servers are started, and what the load hits.
+
+``Systems`` owns the temporary folder and every process it started; each ``start_*``
+method brings up one row's servers (on free loopback ports, in front of the one origin)
+and returns the ``Target`` rows that measure them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import configs, cookies, procs, tools
+from bench.configs import GatewaySetup, SiteFiles
+from bench.procs import Server
+
+REPO = Path(__file__).resolve().parent.parent
+SETUPS = {"g": GatewaySetup(), "h": GatewaySetup(store="redis"), "i": GatewaySetup(workers=2),
+          "d": GatewaySetup(behind_proxy=True)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row: where to send the load, which processes to weigh, and with what cookie."""
+
+    row: str
+    port: int
+    watch: tuple[int, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+    # A protected page: without the cookie it must not answer 200.
+    protected: bool = False
+    page: str = configs.PAGE
+
+    def url(self, path: str | None = None) -> str:
+        """The URL of a path on this row's front server (default: its page)."""
+        return f"http://127.0.0.1:{self.port}{path or self.page}"
+
+
+class Systems:
+    """Starts and stops the servers of every row; ``close`` stops whatever is left."""
+
+    def __init__(self, work: Path, site: SiteFiles) -> None:
+        self.work = work
+        self.site = site
+        self.servers: list[Server] = []
+        self.secret = configs.new_session_secret()
+        self.key = configs.write_signing_key(work / "gateway-key")
+        self.origin_port = 0
+        self.origin: Server | None = None
+
+    def start(self, server: Server) -> Server:
+        """Start a server and remember it so ``close`` stops it whatever happens."""
+        server.start()
+        self.servers.append(server)
+        return server
+
+    def stop(self, *servers: Server) -> None:
+        """Stop servers this run started."""
+        for server in servers:
+            server.stop()
+            if server in self.servers:
+                self.servers.remove(server)
+
+    def close(self) -> None:
+        """Stop everything still running, newest first."""
+        self.stop(*reversed(self.servers))
+
+    def stop_rows(self) -> None:
+        """Stop every server but the origin."""
+        self.stop(*[server for server in reversed(self.servers) if server is not self.origin])
+
+    # -- processes ----------------------------------------------------------------------
+
+    def nginx(self, name: str, *, root: Path | None = None, proxy_to: int | None = None) -> Server:
+        """An nginx that serves ``root`` or proxies to ``proxy_to``."""
+        port = procs.free_port()
+        prefix = self.work / name
+        prefix.mkdir(exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(configs.nginx_conf(prefix, port, root=root, proxy_to=proxy_to))
+        binary = tools.find("nginx") or "nginx"
+        return self.start(Server(name, [binary, "-c", str(conf), "-p", str(prefix),
+                                        "-e", str(prefix / "nginx-error.log")],
+                                 self.work / f"{name}.log", ready_port=port))
+
+    def caddy(self, name: str, auth_port: int | None = None) -> Server:
+        """A Caddy reverse proxy to the origin, optionally asking the gateway first."""
+        port = procs.free_port()
+        home = self.work / name
+        home.mkdir(exist_ok=True)
+        path = home / "Caddyfile"
+        path.write_text(configs.caddyfile(port, self.origin_port, auth_port))
+        env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home),
+               "GOMAXPROCS": "1"}
+        return self.start(Server(name, ["caddy", "run", "--config", str(path), "--adapter",
+                                        "caddyfile"], self.work / f"{name}.log",
+                                 ready_port=port, env=env))
+
+    def bare_proxy(self) -> Server:
+        """Row e's proxy."""
+        port = procs.free_port()
+        argv = [sys.executable, str(REPO / "bench" / "bare_aiohttp_proxy.py"), "--port",
+                str(port), "--upstream", f"http://127.0.0.1:{self.origin_port}"]
+        return self.start(Server("bare-proxy", argv, self.work / "bare-proxy.log",
+                                 ready_port=port))
+
+    def redis(self, name: str = "redis") -> Server:
+        """A throwaway redis-server without persistence."""
+        port = procs.free_port()
+        folder = self.work / name
+        folder.mkdir(exist_ok=True)
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(folder)]
+        return self.start(Server(name, argv, self.work / f"{name}.log", ready_port=port))
+
+    def gateway(self, name: str, setup: GatewaySetup,
+                redis_url: str | None = None) -> tuple[Server, Path]:
+        """``python -m gateway run`` on a generated config; returns the server and the file."""
+        port = procs.free_port()
+        data = configs.gateway_config(port, self.origin_port, setup,
+                                      session_secret=self.secret, key_file=self.key,
+                                      redis_url=redis_url)
+        path = configs.write_gateway_yaml(self.work / f"{name}.yaml", data)
+        argv = [sys.executable, "-m", "gateway", "run", "-c", str(path)]
+        server = Server(name, argv, self.work / f"{name}.log", cwd=REPO,
+                        ready_url=f"http://127.0.0.1:{port}/_gateway/healthz", ready_port=port,
+                        ready_listeners=setup.workers, env={"PYTHONPATH": str(REPO)})
+        return self.start(server), path
+
+    def gateway_with_store(self, name: str, row: str) -> tuple[Server, Path, list[Server]]:
+        """The gateway of a row, with its own redis-server when the row uses the Redis store."""
+        extra: list[Server] = []
+        redis_url = None
+        if SETUPS[row].store == "redis":
+            extra.append(self.redis(f"{name}-redis"))
+            redis_url = f"redis://127.0.0.1:{extra[0].ready_port}/0"
+        gateway, config = self.gateway(name, SETUPS[row], redis_url)
+        return gateway, config, extra
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def start_origin(self) -> list[Target]:
+        """a: nginx serving the files; every other row proxies to it."""
+        origin = self.origin = self.nginx("origin", root=self.site.root)
+        self.origin_port = _port(origin)
+        return [Target("a", self.origin_port, (origin.pid,))]
+
+    def start_nginx_proxy(self) -> list[Target]:
+        """b: nginx proxy_pass in front of a."""
+        proxy = self.nginx("nginx-proxy", proxy_to=self.origin_port)
+        return [Target("b", _port(proxy), (proxy.pid,))]
+
+    def start_caddy(self) -> list[Target]:
+        """c: Caddy reverse_proxy, no auth."""
+        caddy = self.caddy("caddy")
+        return [Target("c", _port(caddy), (caddy.pid,))]
+
+    def start_forward_auth(self) -> list[Target]:
+        """d: Caddy asks the gateway's auth route, then proxies to a."""
+        gateway, config = self.gateway("gateway-auth", SETUPS["d"])
+        caddy = self.caddy("caddy-auth", auth_port=_port(gateway))
+        return [Target("d", _port(caddy), (caddy.pid, gateway.pid), _cookie(config),
+                       protected=True)]
+
+    def start_bare(self) -> list[Target]:
+        """e: the bare aiohttp pass-through proxy."""
+        proxy = self.bare_proxy()
+        return [Target("e", _port(proxy), (proxy.pid,))]
+
+    def start_gateway(self) -> list[Target]:
+        """f and g: one gateway (cookie store); a public page anonymously, and a reader."""
+        gateway, config = self.gateway("gateway", SETUPS["g"])
+        port, watch = _port(gateway), (gateway.pid,)
+        return [Target("f", port, watch, page=configs.PUBLIC_PAGE),
+                Target("g", port, watch, _cookie(config), protected=True)]
+
+    def start_redis_gateway(self) -> list[Target]:
+        """h: the gateway with the Redis store; its redis-server counts as part of the row."""
+        gateway, config, extra = self.gateway_with_store("gateway-redis", "h")
+        return [Target("h", _port(gateway), (gateway.pid, *(s.pid for s in extra)),
+                       _cookie(config), protected=True)]
+
+    def start_workers(self) -> list[Target]:
+        """i: the gateway with two worker processes."""
+        gateway, config = self.gateway("gateway-workers", SETUPS["i"])
+        return [Target("i", _port(gateway), (gateway.pid,), _cookie(config), protected=True)]
+
+
+def _port(server: Server) -> int:
+    assert server.ready_port is not None
+    return server.ready_port
+
+
+def _cookie(config: Path) -> dict[str, str]:
+    return {"Cookie": cookies.cookie_headers(config, 1)[0]}

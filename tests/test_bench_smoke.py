@@ -1,0 +1,71 @@
+"""The benchmark harness in its quick mode: every row runs and the results file is complete.
+
+Times and ratios are never asserted: they belong to the machine, not to the code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ROWS = list("abcdefghi")
+
+
+def test_quick_benchmark_writes_every_row_without_errors(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--session-count", "50",
+         "--session-requests", "300", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    doc = json.loads(out.read_text())
+
+    assert doc["ok"] is True
+    assert doc["errors"] == []
+    assert [row["id"] for row in doc["main"]] == ROWS
+    assert [row["id"] for row in doc["asset"]] == ["a", "b", "e", "g"]
+    assert [row["id"] for row in doc["download"]] == ["a", "b", "g"]
+    assert [row["id"] for row in doc["sessions"]] == ["g", "h", "i"]
+    for row in doc["main"] + doc["asset"]:
+        assert row["error_count"] == 0, row
+        assert row["requests"] >= 300, row
+        assert row["rps"] > 0 and row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"], row
+        assert row["peak_rss_mb"] > 0, row
+    for row in doc["download"]:
+        assert row["bytes"] == doc["settings"]["download_bytes"]
+        assert row["mb_per_s"] > 0
+    for row in doc["sessions"]:
+        assert row["error_count"] == 0, row
+        assert row["sessions"] == 50 and row["requests"] >= 300
+        assert len(row["rss_after_mb"]) == (2 if row["id"] == "i" else 1)
+    names = {ratio["name"] for ratio in doc["ratios"]}
+    assert {"g/e", "g/d", "g/c", "g/b", "h/g", "download g/b",
+            "download RSS growth (g)"} <= names
+    assert all(ratio["value"] is not None for ratio in doc["ratios"])
+
+    # The printed report names every row and the scorecard.
+    for row in ROWS:
+        assert f"\n{row} " in done.stdout
+    assert "ratios and targets" in done.stdout
+
+
+def test_only_selects_rows_and_refuses_unknown_names(tmp_path: Path) -> None:
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--only", "a,zz"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2
+    assert "unknown row or part 'zz'" in bad.stderr
+
+    out = tmp_path / "a.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "a,main",
+         "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
+        check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert [row["id"] for row in doc["main"]] == ["a"]
+    assert doc["asset"] == [] and doc["download"] == [] and doc["sessions"] == []
+    ratio = {r["name"]: r for r in doc["ratios"]}["g/e"]
+    assert ratio["value"] is None and ratio["met"] is None
