@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
+from gateway.htmltokens import attr_text, comment_end
+
 #: Largest decoded body ``decode_body`` returns; anything bigger is treated as a bomb.
 MAX_DECODED = 20 * 1024 * 1024
 
@@ -73,10 +75,12 @@ def _tags(buffer: bytes) -> Iterator[_Tag]:
         if lt < 0:
             return
         if buffer.startswith(b"<!--", lt):
-            close = buffer.find(b"-->", lt + 4)
-            if close < 0:
+            # Where a browser ends it: "<!-->" and "<!--->" are whole comments, and "--!>"
+            # closes one too, so a tag after them is real (and gated metadata is read).
+            end = comment_end(buffer, lt)
+            if end >= len(buffer) and not buffer.endswith(b">"):
                 return
-            pos = close + 3
+            pos = end
             continue
         if buffer.startswith((b"<!", b"<?"), lt):
             close = buffer.find(b">", lt + 2)
@@ -117,7 +121,7 @@ def _scan_head(buffer: bytes) -> _Head:
 
 
 def _text(value: bytes) -> str:
-    return html.unescape(value.decode("utf-8", errors="replace")).strip()
+    return attr_text(value).strip()
 
 
 def _read_page_meta(head: bytes) -> PageMeta:

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from gateway.bounded import Bounded
 from gateway.config import Config
 from gateway.crypto import b64url_encode
 from gateway.keys import (
@@ -78,7 +78,7 @@ class AssertionSigner:
                     assertion.algorithm)
         self._keys = tuple(_SigningKey(key=k, alg=alg_of(k), kid=kid_of(k)) for k in keys)
         self._jwks = {"keys": [public_jwk(k.key, k.alg) for k in self._keys]}
-        self._cache: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
+        self._cache: Bounded[tuple[str, str], _Cached] = Bounded(CACHE_SIZE)
 
     @property
     def kid(self) -> str:
@@ -111,10 +111,7 @@ class AssertionSigner:
             claims["sid"] = sid
         signer = self._keys[0]
         token = jwt.encode(claims, signer.key, algorithm=signer.alg, headers={"kid": signer.kid})
-        self._cache[slot] = _Cached(user=user, token=token, exp=exp)
-        self._cache.move_to_end(slot)
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+        self._cache.put(slot, _Cached(user=user, token=token, exp=exp))
         return token
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 from aiohttp import web
 
+from gateway.bounded import Bounded
 from gateway.errors import TooManyRequests, Unavailable
 from gateway.handshakes.base import Handler
 from gateway.proxy import SCOPE, Scope
@@ -21,7 +21,7 @@ class RateLimiter:
     def __init__(self, per_minute: int) -> None:
         self.capacity = float(per_minute)
         self.refill = per_minute / 60.0
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.buckets: Bounded[str, tuple[float, float]] = Bounded(MAX_CLIENTS)
 
     def allow(self, client: str, now: float | None = None) -> bool:
         """Take one token for ``client``; False when its bucket is empty."""
@@ -29,9 +29,7 @@ class RateLimiter:
         tokens, last = self.buckets.pop(client, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.refill)
         allowed = tokens >= 1.0
-        self.buckets[client] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self.buckets) > MAX_CLIENTS:
-            self.buckets.popitem(last=False)
+        self.buckets.put(client, (tokens - 1.0 if allowed else tokens, now))
         return allowed
 
     def guard(self, handler: Handler) -> Handler:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import gzip
 import zlib
 
+import pytest
+
 from gateway.html import (
     PageMeta,
     charset_of,
@@ -238,3 +240,10 @@ def test_unclosed_tags_do_not_stall_the_scan() -> None:
         assert not head_complete(hostile)
         assert read_page_meta(hostile) == PageMeta()
         assert inject_script(hostile, TAG).endswith(TAG)
+
+
+@pytest.mark.parametrize("comment", ["<!-->", "<!--->", "<!-- x --!>"])
+def test_metadata_after_a_comment_shortcut_is_read_as_a_browser_does(comment: str) -> None:
+    page = (f"<html><head>{comment}<meta name=\"gateway:groups\" content=\"admin\">"
+            "<!-- --></head><body></body></html>").encode()
+    assert read_page_meta(page).groups == ("admin",)

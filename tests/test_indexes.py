@@ -19,8 +19,8 @@ from gateway.indexes import (
     filter_index,
     match_index,
     page_key,
-    site_path,
 )
+from gateway.indexformats import site_path
 from gateway.policy import Policy
 from tests.helpers import make_config, make_user
 

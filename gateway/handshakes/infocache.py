@@ -16,7 +16,6 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -24,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.bounded import Expiring
 from gateway.config import Config
 from gateway.crypto import InvalidSealed, aead_decrypt, aead_encrypt, derive_key
 from gateway.user import InvalidUser, User
@@ -110,22 +110,14 @@ class MemoryCache(InfoCache):
 
     def __init__(self, max_entries: int = MAX_ENTRIES,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._entries: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
-        self._max = max_entries
-        self._clock = clock
+        self._entries: Expiring[str, Answer] = Expiring(max_entries, clock=clock)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get_now(self, key: CacheKey) -> Answer | None:
         """``get`` without awaiting (the memory cache never waits)."""
-        entry = self._entries.get(key.id)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            del self._entries[key.id]
-            return None
-        return entry[1]
+        return self._entries.get(key.id)
 
     def put_now(self, key: CacheKey, answer: Answer, ttl: float) -> None:
         """``put`` without awaiting."""
@@ -133,10 +125,7 @@ class MemoryCache(InfoCache):
             return
         if answer.data is not None:
             answer = replace(answer, data=None)  # only Redis needs the JSON again
-        self._entries[key.id] = (self._clock() + ttl, answer)
-        self._entries.move_to_end(key.id)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._entries.put(key.id, answer, ttl)
 
     async def get(self, key: CacheKey) -> Answer | None:
         """The live answer for a key, or None."""

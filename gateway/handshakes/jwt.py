@@ -1,20 +1,18 @@
 """The JWT handshake (Mintlify style): the customer's login signs the user object as a JWT.
 
 The browser arrives at ``jwt-callback?redirect=/path#<jwt>``; the callback page reads the
-fragment (which never reaches a server log) and POSTs it back. The token is checked
-here: algorithm against the key's family before any signature work, signature, claims,
-then the user object, then the replay cache. Only then does a session start.
+fragment (which never reaches a server log) and POSTs it back. The token is verified
+(``jwt_verify``: algorithm, key, signature, claims), then its user object is read, then
+the replay cache uses it up. Only then does a session start.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-import math
 import re
 import secrets
 import time
-from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
@@ -22,18 +20,9 @@ from aiohttp import web
 from gateway.crypto import constant_time_equal
 from gateway.errors import HandshakeFailed, Unavailable
 from gateway.handshakes.base import Handshake, HandshakeDeps, Route
-from gateway.handshakes.jwks import (
-    Compact,
-    JwksCache,
-    TokenError,
-    VerifyKey,
-    key_fits,
-    split_jws,
-    strict_json,
-    verify_signature,
-)
+from gateway.handshakes.jwks import TokenError
+from gateway.handshakes.jwt_verify import JwtVerifier
 from gateway.handshakes.replay import create_replay_cache
-from gateway.keys import kid_of, load_public_key
 from gateway.middleware import page
 from gateway.proxy import SCOPE, Scope
 from gateway.redirects import is_same_origin, safe_return_path
@@ -43,14 +32,11 @@ from gateway.user import User, parse_user
 log = logging.getLogger("gateway")
 audit = logging.getLogger("gateway.audit")
 
-MAX_TOKEN = 8 * 1024
 #: Registered claims of the token itself; the rest of the payload is the user object.
 JWT_CLAIMS = ("exp", "iat", "nbf", "iss", "aud", "host", "jti")
 #: GitBook's and ReadMe's query parameters (``accept_query_token``).
 QUERY_TOKENS = ("jwt_token", "auth_token")
 CSRF_MAX_AGE = 600
-# Times beyond this (year ~318,000) are nonsense, and would overflow float arithmetic.
-_MAX_TIME = 1e13
 _ANCHOR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -59,132 +45,6 @@ class CrossSite(HandshakeFailed):
 
     status = 403
     code = "cross_site"
-
-
-class JwtVerifier:
-    """Checks a login token against the configured keys and claims; returns its payload."""
-
-    def __init__(self, deps: HandshakeDeps) -> None:
-        config = deps.config
-        self.settings = config.handshake.jwt
-        self.public_url = config.server.public_url
-        self.secret = self.settings.secret.encode() if self.settings.secret is not None else None
-        self.keys: tuple[tuple[str, VerifyKey], ...] = tuple(
-            (kid_of(key), key) for key in map(load_public_key, self.settings.public_keys))
-        self.jwks = JwksCache(deps.http, self.settings.jwks_url) \
-            if self.settings.jwks_url else None
-
-    async def verify(self, token: str, now: float | None = None) -> tuple[Compact, dict[str, Any]]:
-        """The token split and its verified claims; TokenError naming the reason otherwise."""
-        now = time.time() if now is None else now
-        compact = split_jws(token, MAX_TOKEN)
-        alg = compact.alg
-        if alg.lower() == "none" or alg not in self.settings.algorithms:
-            raise TokenError(f"tokens signed with {alg[:16]!r} are not accepted; allowed: "
-                             f"{', '.join(self.settings.algorithms)}", code="unsupported_alg")
-        if "crit" in compact.header:
-            raise TokenError("the token has critical header extensions this gateway does not "
-                             "understand", code="crit_unsupported")
-        typ = compact.header.get("typ")
-        if typ is not None and (not isinstance(typ, str) or typ.upper() not in ("JWT", "")):
-            raise TokenError("the token's typ is not JWT", code="malformed")
-        candidates = await self._candidates(compact)
-        if not any(verify_signature(compact, key) for key in candidates):
-            raise TokenError("the token's signature does not verify", code="bad_signature")
-        claims = strict_json(compact.payload, "payload")
-        if not isinstance(claims, dict):
-            raise TokenError("the token's payload is not a JSON object", code="malformed")
-        self.check_claims(claims, now)
-        return compact, claims
-
-    async def _candidates(self, compact: Compact) -> list[VerifyKey | bytes]:
-        alg, kid = compact.alg, compact.kid
-        if self.secret is not None:
-            return [self.secret] if alg.startswith("HS") else []
-        # A kid that names one of the files (its thumbprint) picks it; any other kid is the
-        # issuer's own label, and every file of the right family is tried.
-        named = any(kid == own for own, _ in self.keys)
-        found: list[VerifyKey | bytes] = [key for own, key in self.keys
-                                          if key_fits(key, alg) and (not named or own == kid)]
-        if self.jwks is not None:
-            try:
-                found += await self.jwks.get_keys(kid, alg)
-            except TokenError:
-                if not found:
-                    raise
-        if not found:
-            raise TokenError(f"no configured key verifies {alg} tokens", code="unknown_key")
-        return found
-
-    def check_claims(self, claims: dict[str, Any], now: float) -> None:
-        """exp, iat, nbf, max_age, iss, aud and host; TokenError for the first that fails."""
-        settings = self.settings
-        leeway, max_age = settings.leeway, settings.max_age
-        exp = _time_claim(claims, "exp")
-        if exp is None:
-            raise TokenError("the token has no exp (expiry); add one, a few seconds ahead",
-                             code="missing_exp")
-        iat = _time_claim(claims, "iat")
-        nbf = _time_claim(claims, "nbf")
-        if now > exp + leeway:
-            raise TokenError("the login token has expired; log in again", code="expired")
-        if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
-            raise TokenError("the login token is not valid yet (check the clocks)",
-                             code="not_yet_valid")
-        if iat is not None:
-            if now - iat > max_age + leeway or exp - iat > max_age:
-                raise TokenError("the login token is older or longer-lived than max_age allows",
-                                 code="too_old")
-        elif exp - now > max_age + leeway:
-            raise TokenError("a login token without iat must expire within max_age",
-                             code="too_old")
-        if settings.issuer is not None and claims.get("iss") != settings.issuer:
-            raise TokenError("the token's issuer (iss) is not the configured one",
-                             code="wrong_issuer")
-        if settings.audience is not None and not _has_audience(claims.get("aud"),
-                                                               settings.audience):
-            raise TokenError("the token's audience (aud) is not the configured one",
-                             code="wrong_audience")
-        if settings.require_host and not _same_host(claims.get("host"), self.public_url):
-            raise TokenError("the token's host claim is not this docs site's host",
-                             code="wrong_host")
-
-
-def _time_claim(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not -_MAX_TIME < value < _MAX_TIME or not math.isfinite(value):
-        raise TokenError(f"the token's {name} is not a number of seconds since the epoch",
-                         code="malformed")
-    return float(value)
-
-
-def _has_audience(aud: Any, wanted: str) -> bool:
-    if isinstance(aud, str):
-        return aud == wanted
-    return isinstance(aud, list) and wanted in aud
-
-
-def _host_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
-    try:
-        parts = urlsplit(f"{scheme}://{netloc}")
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname or parts.path or parts.query or "@" in netloc:
-        return None
-    return parts.hostname.lower(), port or {"https": 443, "http": 80}.get(scheme)
-
-
-def _same_host(claim: Any, public_url: str) -> bool:
-    """Whether the ``host`` claim names public_url's host (and port, default ones implied)."""
-    if not isinstance(claim, str) or not claim:
-        return False
-    url = urlsplit(public_url)
-    mine = _host_port(url.netloc, url.scheme)
-    return mine is not None and _host_port(claim, url.scheme) == mine
 
 
 def with_redirect(url: str, return_to: str) -> str:

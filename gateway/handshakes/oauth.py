@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.bounded import Bounded, KeyedLocks, OneTime
 from gateway.crypto import random_token
 from gateway.errors import (
     GatewayError,
@@ -72,11 +73,11 @@ class OAuthHandshake(Handshake):
             self._endpoints = flow.merge_endpoints(self.oauth, None)
         self._discovery_lock = asyncio.Lock()
         self._jwks: JwksCache | None = None
-        self._locks = flow.KeyedLocks()
+        self._locks = KeyedLocks()
         # Sessions refreshed (or ended: None) here, for requests that carried the old copy.
-        self._recent: flow.Bounded[str, Session | None] = flow.Bounded()
-        self._retry_at: flow.Bounded[str, float] = flow.Bounded()
-        self._states = flow.OneTime(self.codec.ttl)
+        self._recent: Bounded[str, Session | None] = Bounded()
+        self._retry_at: Bounded[str, float] = Bounded()
+        self._states = OneTime(self.codec.ttl)
         self._redis: aioredis.Redis | None = None
         if self.config.session.store == "redis":
             self._redis = aioredis.Redis.from_url(self.config.session.redis_url,

@@ -7,17 +7,14 @@ responses, JWT verification and claims-to-user mapping. Nothing here does I/O;
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import re
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import jwt
@@ -425,65 +422,6 @@ def user_data(oauth: OAuthConfig, *, info: Any, id_claims: Mapping[str, Any] | N
                               "from (handshake.oauth.groups_from).", code="id_token_invalid")
     groups = groups_from_claim(claim_value(origin, source.claim), source.delimiter)
     return {**data, "groups": list(groups)}
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Bounded(OrderedDict[K, V], Generic[K, V]):
-    """A dict that forgets its oldest entries beyond ``limit``."""
-
-    def __init__(self, limit: int = 10000) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def put(self, key: K, value: V) -> None:
-        """Insert or refresh an entry, evicting the oldest beyond the limit."""
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-
-
-class OneTime:
-    """Values seen in the last ``ttl`` seconds, to refuse a second use."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._seen: Bounded[str, float] = Bounded(100000)
-
-    def first_use(self, value: str, now: float | None = None) -> bool:
-        """Record ``value``; False when it was already recorded and is still fresh."""
-        now = time.monotonic() if now is None else now
-        while self._seen and next(iter(self._seen.values())) < now:
-            self._seen.popitem(last=False)
-        if value in self._seen:
-            return False
-        self._seen.put(value, now + self.ttl)
-        return True
-
-
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold the key's lock for the block."""
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 def crowded_attempts(codec: StateCodec, cookies: Mapping[str, str], keep: int) -> list[str]:

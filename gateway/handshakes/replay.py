@@ -10,9 +10,9 @@ import hashlib
 import math
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable
 
+from gateway.bounded import Expiring
 from gateway.config import Config
 from gateway.errors import Unavailable
 
@@ -44,39 +44,20 @@ class ReplayCache(ABC):
 
 
 class MemoryReplayCache(ReplayCache):
-    """A bounded dict of digests to expiry times, oldest evicted first when full."""
+    """A bounded map of digests to expiry times, oldest evicted first when full."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
-        self._clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        # Token lifetimes are short and similar, so expired digests leave from the front.
+        self._seen: Expiring[str, None] = Expiring(max_entries, clock=clock)
 
     def __len__(self) -> int:
         return len(self._seen)
 
     async def first_use(self, token: str | bytes, ttl: float) -> bool:
         """Record the token; False when it is still remembered."""
-        now = self._clock()
-        self._purge(now)
-        digest = token_digest(token)
-        expiry = self._seen.get(digest)
-        if expiry is not None and expiry > now:
-            return False
-        self._seen.pop(digest, None)
-        self._seen[digest] = now + max(ttl, 1.0)
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
-        return True
-
-    def _purge(self, now: float) -> None:
-        # Insertion order is close to expiry order (lifetimes are short and similar), so
-        # dropping expired entries from the front keeps the dict small at O(1) per call.
-        while self._seen:
-            digest, expiry = next(iter(self._seen.items()))
-            if expiry > now:
-                break
-            del self._seen[digest]
+        return self._seen.put_new(token_digest(token), None, max(ttl, 1.0))
 
 
 class RedisReplayCache(ReplayCache):

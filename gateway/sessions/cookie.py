@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 
+from gateway.bounded import Bounded
 from gateway.config import Config
 from gateway.crypto import InvalidSealed, Sealer
 from gateway.errors import HandshakeFailed
@@ -46,7 +46,7 @@ class CookieStore(SessionStore):
         # Binding the ciphertext to the cookie name stops one gateway cookie being
         # replayed as another (the login-state cookie uses the same secrets).
         self._aad = self.cookies.name.encode("utf-8")
-        self._opened: OrderedDict[str, Session] = OrderedDict()
+        self._opened: Bounded[str, Session] = Bounded(OPENED_CACHE)
 
     def _chunk_name(self, index: int) -> str:
         return f"{self.cookies.name}.{index}"
@@ -88,9 +88,7 @@ class CookieStore(SessionStore):
             except (InvalidSealed, InvalidSession) as exc:
                 log.debug("session cookie rejected: %s", exc)
                 return Loaded(None, stale=ours)
-            self._opened[token] = session
-            if len(self._opened) > OPENED_CACHE:
-                self._opened.popitem(last=False)
+            self._opened.put(token, session)
         if session.expired():
             return Loaded(None, stale=ours)
         return Loaded(session, stale=extra)
