@@ -77,10 +77,10 @@ def _tags(buffer: bytes) -> Iterator[_Tag]:
         if buffer.startswith(b"<!--", lt):
             # Where a browser ends it: "<!-->" and "<!--->" are whole comments, and "--!>"
             # closes one too, so a tag after them is real (and gated metadata is read).
-            end = comment_end(buffer, lt)
-            if end >= len(buffer) and not buffer.endswith(b">"):
+            comment = comment_end(buffer, lt)
+            if comment >= len(buffer) and not buffer.endswith(b">"):
                 return
-            pos = end
+            pos = comment
             continue
         if buffer.startswith((b"<!", b"<?"), lt):
             close = buffer.find(b">", lt + 2)
