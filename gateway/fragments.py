@@ -10,6 +10,7 @@ closed a gated element, it keeps removing: it may remove more than the element, 
 from __future__ import annotations
 
 import html
+from functools import lru_cache
 from typing import Any
 
 from gateway.htmltokens import (
@@ -61,6 +62,15 @@ _DOUBTFUL = words("html head body form frameset frame")
 
 def has_markers(page: bytes) -> bool:
     """Whether a page may hold gated elements or fields (attribute names ignore case)."""
+    if MARKER in page:
+        return True
+    # The case-blind look costs a copy of the page; the same pages come back again and
+    # again, so small ones are remembered.
+    return _cased_marker(page) if len(page) <= 256 * 1024 else MARKER in page.lower()
+
+
+@lru_cache(maxsize=512)
+def _cased_marker(page: bytes) -> bool:
     return MARKER in page.lower()
 
 
