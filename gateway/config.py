@@ -9,13 +9,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from gateway.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -282,8 +280,3 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     from gateway.configfile import load_config as load
 
     return load(path, env)
-
-
-def iter_problems(error: ConfigError) -> Iterator[str]:
-    """The problems of a ConfigError, one line each."""
-    yield from error.problems

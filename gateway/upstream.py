@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
 from ssl import SSLContext
@@ -400,10 +399,3 @@ async def _send_body(conn: _Connection, body: AsyncIterator[bytes], *, chunked: 
         await conn.drain()
     if chunked:
         conn.write(b"0\r\n\r\n")
-
-
-async def close_quietly(response: Response | None) -> None:
-    """Release a response whatever state it is in."""
-    if response is not None:
-        with contextlib.suppress(Exception):
-            response.release()
