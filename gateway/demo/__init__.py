@@ -82,12 +82,13 @@ async def start_demo(port: int = 8080, method: str = "jwt") -> Demo:
         config = build_config(demo_config(method, url, demo.site, tmp, data), env={}, base=tmp)
         await _start_gateway(demo, config, gateway_sock)
     except BaseException:
-        for sock in socks:
-            sock.close()
+        # Servers first: they still hold the sockets they were given.
         if demo is not None:
             await demo.stop()
         else:
             folder.cleanup()
+        for sock in socks:
+            sock.close()
         raise
     return demo
 
