@@ -4,8 +4,10 @@ an echo upstream, asking an in-process gateway about every request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -165,7 +167,7 @@ async def stack(request: pytest.FixtureRequest, aiohttp_server: Any,
            "XDG_DATA_HOME": str(tmp_path / "data")}
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   cwd=tmp_path)
+                                   cwd=tmp_path, start_new_session=True)
     try:
         await wait_until_listening(process, port, tmp_path / "error.log"
                                    if kind == "nginx" else log)
@@ -173,7 +175,9 @@ async def stack(request: pytest.FixtureRequest, aiohttp_server: Any,
             yield Stack(kind=kind, url=f"http://127.0.0.1:{port}", gateway=gateway_app,
                         upstream_origin=upstream_origin, http=http)
     finally:
-        process.kill()
+        # The whole group: a SIGKILLed nginx master would leave its workers behind.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
