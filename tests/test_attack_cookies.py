@@ -20,8 +20,7 @@ from gateway.app import build_app
 from gateway.sessions.base import CookieJar, Session
 from gateway.state import GATEWAY
 from gateway.user import User
-from tests.helpers import HS_SECRET, make_config, make_user, session_cookies
-from tests.test_attack_paths import (
+from tests.attack import (
     Client,
     Recorder,
     Reply,
@@ -33,7 +32,8 @@ from tests.test_attack_paths import (
     raw_request,
     recording_upstream,
 )
-from tests.test_attack_paths import start as start  # the shared fixture
+from tests.attack import start as start  # the shared fixture
+from tests.helpers import HS_SECRET, make_config, make_user, session_cookies
 
 
 def login_token(sub: str, groups: tuple[str, ...] = ()) -> str:

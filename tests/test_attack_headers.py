@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from gateway.state import GATEWAY
-from tests.test_attack_paths import (
+from tests.attack import (
     Client,
     Recorder,
     Seen,
@@ -24,7 +24,7 @@ from tests.test_attack_paths import (
     raw_request,
     reader_cookie,
 )
-from tests.test_attack_paths import start as start  # the shared fixture
+from tests.attack import start as start  # the shared fixture
 
 PLAIN = {"headers": {"X-Gateway-User": "sub", "Remote-User": "sub", "X-Email": "content.email"}}
 FORGED = "mallory"

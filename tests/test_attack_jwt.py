@@ -27,8 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
 from gateway.app import build_app
 from gateway.errors import ConfigError
 from gateway.keys import private_pem, public_jwk, public_pem
-from tests.helpers import make_config
-from tests.test_attack_paths import (
+from tests.attack import (
     ADMIN_RULES,
     Client,
     Recorder,
@@ -38,6 +37,7 @@ from tests.test_attack_paths import (
     raw_request,
     recording_upstream,
 )
+from tests.helpers import make_config
 
 HOST = "docs.test"
 LOGIN = [{"name": "Dashboard", "url": "https://dash.example.com/docs-login"}]

@@ -33,9 +33,9 @@ from gateway.errors import ConfigError
 from gateway.handshakes import oauth_flow as flow
 from gateway.keys import public_jwk
 from gateway.state import GATEWAY
+from tests.attack import Recorder, recording_upstream
 from tests.authserver import KID, SIGNING_KEY, TestIdP
 from tests.helpers import make_config
-from tests.test_attack_paths import Recorder, recording_upstream
 from tests.test_oauth import REDIRECT_URI, Browser, Hop, query_of, with_query
 
 HTML = {"Accept": "text/html"}

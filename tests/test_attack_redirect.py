@@ -18,9 +18,7 @@ import jwt
 import pytest
 
 from gateway.app import build_app
-from tests.authserver import TestIdP
-from tests.helpers import HS_SECRET, make_config, make_user, session_cookies
-from tests.test_attack_paths import (
+from tests.attack import (
     Client,
     Reply,
     Start,
@@ -31,7 +29,9 @@ from tests.test_attack_paths import (
     raw_request,
     recording_upstream,
 )
-from tests.test_attack_paths import start as start  # the shared fixture
+from tests.attack import start as start  # the shared fixture
+from tests.authserver import TestIdP
+from tests.helpers import HS_SECRET, make_config, make_user, session_cookies
 from tests.test_oauth import Browser
 from tests.test_oauth import idp as idp  # the real Authlib server fixture
 

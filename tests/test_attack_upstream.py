@@ -22,8 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.app import build_app
-from tests.helpers import make_config, make_user, session_cookies
-from tests.test_attack_paths import (
+from tests.attack import (
     Client,
     Reply,
     app_of,
@@ -32,6 +31,7 @@ from tests.test_attack_paths import (
     port_of,
     raw_request,
 )
+from tests.helpers import make_config, make_user, session_cookies
 
 Answer = bytes | Callable[[asyncio.StreamWriter], Awaitable[None]]
 TIMEOUT = "1s"

@@ -27,10 +27,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
+from tests.attack import app_of
 from tests.authserver import TestIdP
 from tests.dashboard import INFO_API_PATH, Dashboard
 from tests.helpers import HS_SECRET, echo_app, make_config, make_user, session_cookies
-from tests.test_attack_paths import app_of
 from tests.test_oauth import Browser
 
 Client = TestClient[web.Request, web.Application]
