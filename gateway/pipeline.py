@@ -135,16 +135,16 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
         return await pipe_websocket(request, gw.upstream.session, gw.upstream.url_for(scope),
                                     headers)
     else:
-        response = await serve_upstream(gw, request, scope, decision, visitor, extra)
+        response = await serve_upstream(gw, request, scope, rel, decision, visitor, extra)
     return response
 
 
-async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, decision: Decision,
-                         visitor: Visitor, extra: list[tuple[str, str]]) -> web.StreamResponse:
+async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: str,
+                         decision: Decision, visitor: Visitor,
+                         extra: list[tuple[str, str]]) -> web.StreamResponse:
     """Forward to the upstream; touch the body only for HTML that needs it."""
     assert gw.upstream is not None
-    index_file = gw.pages.index_file(gw.relative_path(scope.path)) \
-        if request.method == "GET" else None
+    index_file = gw.pages.index_file(rel) if request.method == "GET" else None
     # A body the gateway filters must arrive whole: no ranges, and no 304 that would let a
     # copy filtered for an earlier reader stand.
     sent = without_validators(request) if index_file is not None else request
