@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -32,6 +34,15 @@ class Metrics:
         self.denials = Counter(
             "gateway_denials_total", "Requests refused by policy, by reason",
             ["reason"], registry=self.registry)
+        # labels() hashes and checks its arguments on every call: keep the children.
+        self._request_counts: dict[tuple[str, int], Any] = {}
+
+    def count_request(self, route: str, status: int) -> None:
+        """One more request of this route class and status."""
+        child = self._request_counts.get((route, status))
+        if child is None:
+            child = self._request_counts[(route, status)] = self.requests.labels(route, status)
+        child.inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

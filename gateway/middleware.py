@@ -190,7 +190,7 @@ def make_middleware(config: Config, scopes: ScopeBuilder,
             response = error_response(request, 500, "internal", "An unexpected error occurred.")
         finally:
             in_flight.leave()
-        metrics.requests.labels(request.get("gateway.route", "docs"), response.status).inc()
+        metrics.count_request(request.get("gateway.route", "docs"), response.status)
         if not response.prepared:
             built = request.get(SCOPE)
             if isinstance(built, Scope):

@@ -13,6 +13,7 @@ import collections
 import time
 from collections.abc import AsyncIterator, Iterable
 from ssl import SSLContext
+from typing import cast
 
 import httptools
 from multidict import CIMultiDict
@@ -52,8 +53,8 @@ class _Connection(asyncio.Protocol):
         self._drained.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange

@@ -108,6 +108,7 @@ async def test_two_workers_share_the_port(tmp_path: Path, run_gateway: Any,
                                        workers=2))
     await wait_ready(port, process)
     pids = set()
+    loops = set()
     async with aiohttp.ClientSession() as client:
         for _ in range(100):
             async with client.get(f"http://127.0.0.1:{port}/x",
@@ -121,7 +122,9 @@ async def test_two_workers_share_the_port(tmp_path: Path, run_gateway: Any,
         entry = json.loads(line)
         if entry.get("msg") == "listening":
             pids.add(entry["pid"])
+            loops.add(entry["loop"])
     assert len(pids) == 2
+    assert loops == {"uvloop"}  # each worker runs on libuv's loop, not asyncio's own
 
 
 def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
