@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiohttp import web
+from aiohttp import web, web_urldispatcher
+from yarl import URL
 
 from gateway import routes
 from gateway.config import Config
@@ -14,7 +15,7 @@ from gateway.handshakes.base import Handler, HandshakeDeps, Route, create_handsh
 from gateway.identity import AssertionSigner, IdentityHeaders
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
-from gateway.middleware import ScopeBuilder, make_middleware
+from gateway.middleware import ScopeBuilder, error_boundary
 from gateway.pages import Pages
 from gateway.pipeline import handle_docs
 from gateway.policy import Policy
@@ -22,6 +23,30 @@ from gateway.proxy import SCOPE, Scope, Upstream
 from gateway.sessions.base import create_store, gateway_cookie_predicate
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
+
+
+class Everything(web_urldispatcher.Resource):
+    """The one aiohttp resource: it takes every request target as it is, with no pattern
+    to run; the gateway's own routes and the docs are told apart by ``RouteTable``."""
+
+    def _match(self, path: str) -> dict[str, str]:
+        return {}
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def raw_match(self, path: str) -> bool:
+        return True
+
+    def get_info(self) -> web_urldispatcher._InfoDict:
+        return {"path": "/"}
+
+    def url_for(self, *args: str, **kwargs: str) -> URL:
+        return URL.build(path="/")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise RuntimeError("the gateway's resource cannot move under a prefix")
 
 
 @dataclass
@@ -48,6 +73,10 @@ class RouteTable:
             raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
         request["gateway.route"] = "gateway"
         return await handler(request)
+
+
+#: The app's route table (for tools and tests that list what it serves).
+ROUTES = web.AppKey("routes", RouteTable)
 
 
 def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route]) -> None:
@@ -101,7 +130,6 @@ async def build_app(config: Config) -> web.Application:
     """
     metrics = Metrics()
     app = web.Application(
-        middlewares=[make_middleware(config, ScopeBuilder(config), metrics)],
         client_max_size=64 * 1024,  # the gateway's own routes; proxied bodies stream
         handler_args={"max_field_size": 32768, "max_line_size": 16384},
     )
@@ -129,7 +157,11 @@ async def build_app(config: Config) -> web.Application:
     app[GATEWAY] = gw
     table = RouteTable()
     own_routes(config, table, handshake.routes())
-    app.router.add_route("*", "/{tail:.*}", table.dispatch)
+    app[ROUTES] = table
+    everything = Everything()
+    app.router.register_resource(everything)
+    everything.add_route("*", error_boundary(config, ScopeBuilder(config), metrics,
+                                             table.dispatch))
     app.cleanup_ctx.append(lambda app: _lifecycle(gw))
     return app
 

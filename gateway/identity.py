@@ -95,12 +95,15 @@ class AssertionSigner:
         ``session_id`` None (no gateway session, as with shared_session) leaves out ``sid``.
         """
         now = self._clock()
-        sid = sid_of(session_id) if session_id is not None else None
-        slot = (sid or "sub:" + user.sub, method)
+        # Keyed by the session id itself (kept in memory only, like the session), so a hit
+        # costs no hash; the cached assertion is reused for the very same user object.
+        slot = (session_id if session_id is not None else "\0" + user.sub, method)
         cached = self._cache.get(slot)
-        if cached is not None and cached.user == user and cached.exp - now > self._ttl / 4:
+        if cached is not None and (cached.user is user or cached.user == user) \
+                and cached.exp - now > self._ttl / 4:
             self._cache.move_to_end(slot)
             return cached.token
+        sid = sid_of(session_id) if session_id is not None else None
         iat = int(now)
         exp = min(iat + self._ttl, math.floor(user.expires_at))
         claims = {name: value for name, value in user.claims(self._claim_names).items()

@@ -55,7 +55,7 @@ def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[s
     return names
 
 
-# Request key of the Scope built once per request by the middleware.
+# Request key of the Scope built once per request by the error boundary.
 SCOPE = "gateway.scope"
 
 
