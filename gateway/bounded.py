@@ -94,6 +94,11 @@ class Expiring(Generic[K, V]):
         self._put(key, value, now + ttl)
         return True
 
+    def discard(self, key: K) -> None:
+        """Forget ``key`` if present."""
+        if key in self._entries:
+            self._drop(key)
+
     def purge(self, now: float | None = None) -> None:
         """Drop expired entries from the oldest on, up to the first live one.
 

@@ -167,6 +167,8 @@ class SessionConfig:
     same_site: str = "lax"
     max_age: float = 14 * 86400.0
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    #: Seconds a worker keeps a session read from Redis, while Redis reports changes (0: off).
+    redis_cache: float = 5.0
 
 
 @dataclass(frozen=True)

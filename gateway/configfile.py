@@ -133,6 +133,7 @@ def _session(s: _Section) -> SessionConfig:
         same_site=s.choice("same_site", "lax", ("lax", "strict", "none")),
         max_age=s.duration("max_age", 14 * 86400.0),
         redis_url=s.string("redis_url", "redis://127.0.0.1:6379/0", secret=True),
+        redis_cache=s.duration("redis_cache", 5.0, allow_zero=True),
     )
     if not config.secrets:
         problems.add(s.key("secrets"), "needs at least one secret of 32 bytes or more (make one: "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -493,3 +495,139 @@ async def test_a_hung_redis_fails_fast_and_recovers(redis_server: Any) -> None:
 async def test_repr_shows_no_secrets(redis_store: RedisStore) -> None:
     text = repr(redis_store) + repr(CookieStore(make_config("cookie")))
     assert A not in text and "redis://" not in text
+
+
+# ---------------------------------------------------------------------------
+# Redis store: the per-worker copy kept while Redis tracks the session keys
+
+
+@pytest.fixture
+async def tracked(redis_server: Any) -> AsyncIterator[RedisStore]:
+    """A Redis store whose copies would outlive every test: only Redis's reports (or a broken
+    tracking connection) can drop them here."""
+    created = RedisStore(make_config("redis", redis_url=redis_server.url, redis_cache="1h"))
+    yield created
+    await created.close()
+
+
+async def redis_gets(raw: aioredis.Redis) -> int:
+    """How many GET commands the Redis server has run so far."""
+    stats = await raw.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``check`` until it holds; a bounded wait for a message from Redis."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "Redis's report did not arrive"
+        await asyncio.sleep(0.02)
+
+
+async def tracking(store: RedisStore, cookies: Mapping[str, str]) -> bool:
+    """Whether the store's tracking connection is up (loading a session starts it)."""
+    await store.load(cookies)
+    return bool(store._tracked is not None and store._tracked.live)
+
+
+async def test_a_tracked_session_is_read_from_redis_once(tracked: RedisStore,
+                                                         raw_redis: aioredis.Redis) -> None:
+    session = make_session()
+    cookies, _ = await save(tracked, session)
+    await eventually(lambda: tracking(tracked, cookies))
+    assert (await tracked.load(cookies)).session == session
+    before = await redis_gets(raw_redis)
+    for _ in range(20):
+        assert (await tracked.load(cookies)).session == session
+    assert await redis_gets(raw_redis) == before
+
+
+async def test_without_the_cache_every_load_asks_redis(redis_server: Any,
+                                                       raw_redis: aioredis.Redis) -> None:
+    store = RedisStore(make_config("redis", redis_url=redis_server.url, redis_cache="0s"))
+    try:
+        cookies, _ = await save(store, make_session())
+        before = await redis_gets(raw_redis)
+        for _ in range(5):
+            assert (await store.load(cookies)).session is not None
+        assert await redis_gets(raw_redis) == before + 5
+    finally:
+        await store.close()
+
+
+async def test_a_session_deleted_by_anyone_is_dropped(tracked: RedisStore,
+                                                      raw_redis: aioredis.Redis) -> None:
+    session = make_session()
+    cookies, _ = await save(tracked, session)
+    await eventually(lambda: tracking(tracked, cookies))
+    assert (await tracked.load(cookies)).session == session
+    # An operator revokes it straight in Redis: no gateway code runs, Redis reports it.
+    await raw_redis.delete(redis_key(session.id))
+
+    async def gone() -> bool:
+        return (await tracked.load(cookies)).session is None
+
+    await eventually(gone)
+    assert anonymous(await tracked.load(cookies), NAME)
+
+
+@pytest.fixture
+async def replica(tracked: RedisStore) -> AsyncIterator[RedisStore]:
+    """A second worker's store on the same Redis."""
+    other = RedisStore(tracked.config)
+    yield other
+    await other.close()
+
+
+async def test_a_logout_on_a_replica_reaches_every_copy(tracked: RedisStore,
+                                                        replica: RedisStore) -> None:
+    session = make_session()
+    cookies, _ = await save(tracked, session)
+    await eventually(lambda: tracking(tracked, cookies))
+    await eventually(lambda: tracking(replica, cookies))
+    assert (await tracked.load(cookies)).session == session
+    assert (await replica.load(cookies)).session == session
+    await replica.delete(cookies, CookieJar())
+    assert (await replica.load(cookies)).session is None  # its own copy: at once
+
+    async def gone() -> bool:
+        return (await tracked.load(cookies)).session is None
+
+    await eventually(gone)
+
+
+async def test_a_refreshed_session_replaces_the_copy(tracked: RedisStore,
+                                                     replica: RedisStore) -> None:
+    session = make_session(content={"plan": "free"})
+    cookies, _ = await save(tracked, session)
+    await eventually(lambda: tracking(tracked, cookies))
+    assert (await tracked.load(cookies)).session == session
+    refreshed = dataclasses.replace(session, user=dataclasses.replace(
+        session.user, content={"plan": "pro"}))
+    await replica.save(refreshed, cookies, CookieJar())  # same id and key: the cookie stays
+
+    async def updated() -> bool:
+        loaded = (await tracked.load(cookies)).session
+        return loaded is not None and loaded.user.content == {"plan": "pro"}
+
+    await eventually(updated)
+
+
+async def test_a_broken_tracking_connection_drops_every_copy(
+        tracked: RedisStore, raw_redis: aioredis.Redis) -> None:
+    session = make_session()
+    cookies, _ = await save(tracked, session)
+    await eventually(lambda: tracking(tracked, cookies))
+    assert (await tracked.load(cookies)).session == session
+    assert tracked._tracked is not None and len(tracked._tracked) == 1
+    await raw_redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
+    async def dropped() -> bool:
+        return tracked._tracked is not None and not tracked._tracked.live
+
+    await eventually(dropped)
+    assert len(tracked._tracked) == 0
+    before = await redis_gets(raw_redis)
+    assert (await tracked.load(cookies)).session == session  # from Redis again
+    assert await redis_gets(raw_redis) == before + 1
+    await eventually(lambda: tracking(tracked, cookies))  # and tracking comes back by itself

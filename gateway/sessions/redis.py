@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from gateway.bounded import Bounded
 from gateway.config import Config
 from gateway.crypto import (
     KEY_BYTES,
@@ -36,10 +37,13 @@ from gateway.errors import Unavailable
 from gateway.sessions.base import CookieJar, Loaded, Session, SessionStore
 from gateway.sessions.codec import InvalidSession, decode_session, encode_session
 from gateway.sessions.cookie import cookie_max_age, present_names
+from gateway.sessions.tracking import TrackedSessions
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "dg:s:"
+#: Cookie values remembered with the session id and key they were opened to.
+TICKET_CACHE = 4096
 #: Seconds to connect to Redis and to wait for one reply; a session lookup sits on every
 #: request, so a stuck Redis must fail fast (503) rather than hold visitors.
 DEFAULT_TIMEOUT = 2.0
@@ -76,6 +80,11 @@ class RedisStore(SessionStore):
             socket_timeout=timeout,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
         )
+        # Cookie value -> what it names: opening the seal and hashing the id, done once.
+        self._tickets: Bounded[str, tuple[_Ticket, str]] = Bounded(TICKET_CACHE)
+        ttl = config.session.redis_cache
+        self._tracked = TrackedSessions(config.session.redis_url, KEY_PREFIX, ttl,
+                                        timeout=timeout) if ttl > 0 else None
 
     def __repr__(self) -> str:
         return f"RedisStore(cookie={self.cookies.name!r})"
@@ -102,10 +111,23 @@ class RedisStore(SessionStore):
         ours = present_names(self, cookies)
         if not ours:
             return Loaded(None)
-        ticket = self._ticket(cookies)
-        if ticket is None:
-            return Loaded(None, stale=ours)
-        key = redis_key(ticket.session_id)
+        value = cookies.get(self.cookies.name)
+        found = self._tickets.get(value) if value is not None else None
+        if found is None:
+            ticket = self._ticket(cookies)
+            if ticket is None:
+                return Loaded(None, stale=ours)
+            found = (ticket, redis_key(ticket.session_id))
+            assert value is not None
+            self._tickets.put(value, found)
+        ticket, key = found
+        stale = tuple(n for n in ours if n != self.cookies.name)
+        tracked = self._tracked
+        if tracked is not None:
+            kept = tracked.get(key)
+            if kept is not None and kept.id == ticket.session_id and not kept.expired():
+                return Loaded(kept, stale=stale)
+            generation = tracked.generation
         try:
             blob = await self._redis.get(key)
         except (RedisError, OSError) as exc:
@@ -119,7 +141,9 @@ class RedisStore(SessionStore):
             return Loaded(None, stale=ours)
         if session.id != ticket.session_id or session.expired():
             return Loaded(None, stale=ours)
-        return Loaded(session, stale=tuple(n for n in ours if n != self.cookies.name))
+        if tracked is not None:
+            tracked.put(key, session, generation)
+        return Loaded(session, stale=stale)
 
     async def save(self, session: Session, cookies: Mapping[str, str], jar: CookieJar) -> None:
         """Write the session to Redis with a TTL at ``expiresAt`` and its cookie into the jar.
@@ -144,6 +168,7 @@ class RedisStore(SessionStore):
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from None
+        self._forget(key, redis_key(previous.session_id) if previous is not None else None)
         value = self._sealer.seal(f"{session.id}.{b64url_encode(ticket.key)}".encode(), self._aad)
         for name in present_names(self, cookies):
             if name != self.cookies.name:
@@ -157,10 +182,12 @@ class RedisStore(SessionStore):
         """
         ticket = self._ticket(cookies)
         if ticket is not None:
+            key = redis_key(ticket.session_id)
             try:
-                await self._redis.delete(redis_key(ticket.session_id))
+                await self._redis.delete(key)
             except (RedisError, OSError) as exc:
                 raise self._unavailable(exc) from None
+            self._forget(key)
         for name in {self.cookies.name, *present_names(self, cookies)}:
             jar.delete(name)
 
@@ -171,8 +198,15 @@ class RedisStore(SessionStore):
         except (RedisError, OSError):
             return False
 
+    def _forget(self, *keys: str | None) -> None:
+        """Drop this worker's copies at once (Redis tells the others, and this one again)."""
+        if self._tracked is not None:
+            self._tracked.invalidate([key for key in keys if key is not None])
+
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Stop tracking and close the connection pool."""
+        if self._tracked is not None:
+            await self._tracked.close()
         await self._redis.aclose()
 
     @staticmethod
