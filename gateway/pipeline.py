@@ -91,15 +91,23 @@ def personal(decision: Decision, visitor: Visitor) -> bool:
     return visitor.user is not None or not decision.public
 
 
+# Cache-Control directives that would let a shared cache keep a personal response.
+_SHARED = ("public", "s-maxage", "private")
+
+
 def mark_private(headers: CIMultiDict[str]) -> None:
     """Keep shared caches from serving a visitor's response to anyone else."""
-    directives = [d.strip() for d in headers.get("Cache-Control", "").split(",") if d.strip()]
-    shared = ("public", "s-maxage", "private")
-    kept = [d for d in directives if d.split("=")[0].strip().lower() not in shared]
-    headers["Cache-Control"] = ", ".join(["private", *kept])
+    control = headers.get("Cache-Control")
+    if control is None:
+        headers["Cache-Control"] = "private"
+    else:
+        directives = [d.strip() for d in control.split(",") if d.strip()]
+        kept = [d for d in directives if d.split("=")[0].strip().lower() not in _SHARED]
+        headers["Cache-Control"] = ", ".join(["private", *kept])
     # CDNs obey these over Cache-Control, so a personal page must not carry them.
-    for name in [n for n in headers if n.lower() == "surrogate-control"
-                 or n.lower().endswith("cdn-cache-control")]:
+    names = [n for n in headers if n[-8:].lower() == "-control" and (
+        n.lower() == "surrogate-control" or n.lower().endswith("cdn-cache-control"))]
+    for name in names:
         headers.popall(name, None)
     vary = headers.get("Vary", "")
     if "cookie" not in vary.lower() and vary.strip() != "*":

@@ -47,12 +47,18 @@ def normalize_header_name(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
     """Hop-by-hop headers plus those the ``Connection`` header names."""
+    if "Connection" not in headers:
+        return HOP_BY_HOP
     names = set(HOP_BY_HOP)
     for value in headers.getall("Connection", ()):
         names.update(normalize_header_name(token.strip()) for token in value.split(","))
-    return names
+    return frozenset(names)
+
+
+# What never goes back to the client from the upstream's head: framing is the gateway's.
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
 
 
 # Request key of the Scope built once per request by the error boundary.
@@ -203,9 +209,11 @@ class Upstream:
 
     def response_headers(self, upstream: Response) -> CIMultiDict[str]:
         """Upstream response headers minus hop-by-hop ones and gateway cookies."""
-        drop = connection_named(upstream.headers) | {"content-length"}
+        headers = upstream.headers
+        drop = _RESPONSE_DROP if "Connection" not in headers \
+            else connection_named(headers) | {"content-length"}
         out: CIMultiDict[str] = CIMultiDict()
-        for name, value in upstream.headers.items():
+        for name, value in headers.items():
             lname = name.lower()
             if lname in drop:
                 continue

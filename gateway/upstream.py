@@ -104,7 +104,8 @@ class _Connection(asyncio.Protocol):
 class Response:
     """A response being received: status and headers first, then the body as it arrives."""
 
-    def __init__(self, pool: Pool, conn: _Connection, method: str, read_timeout: float) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, method: str, read_timeout: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.conn = conn
         self.method = method
@@ -117,11 +118,13 @@ class Response:
         self.received_any = False
         self._raw_headers: list[tuple[str, str]] = []
         self._parser = httptools.HttpResponseParser(self)
-        self._head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = loop
+        self._head: asyncio.Future[None] = loop.create_future()
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
-        self._wakeup: asyncio.Event = asyncio.Event()
+        # Made when a reader must wait: small bodies usually arrive with the head.
+        self._wakeup: asyncio.Event | None = None
         self._complete = False
         self._error: Exception | None = None
         self._released = False
@@ -161,12 +164,16 @@ class Response:
         if self._buffered > HIGH_WATER and not self._paused and self.conn.transport:
             self._paused = True
             self.conn.transport.pause_reading()
-        self._wakeup.set()
+        self._wake()
 
     def on_message_complete(self) -> None:
         if self.status:
             self._keep_alive = self._keep_alive and self._parser.should_keep_alive()
             self._complete = True
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
             self._wakeup.set()
 
     # -- feeding -----------------------------------------------------------------------
@@ -195,7 +202,7 @@ class Response:
         if self._head.done() and self.content_length is None and not self.chunked \
                 and self.status and not self._keep_alive:
             self._complete = True  # a body delimited by the connection closing
-            self._wakeup.set()
+            self._wake()
             return
         self._fail(UpstreamClosed("the docs server closed the connection",
                                   sent_nothing=not self.received_any))
@@ -206,7 +213,7 @@ class Response:
         if not self._head.done():
             self._head.set_exception(error)
             self._head.exception()  # retrieved: nobody may be waiting yet
-        self._wakeup.set()
+        self._wake()
 
     # -- consumer side -------------------------------------------------------------------
     async def wait_head(self) -> None:
@@ -214,7 +221,7 @@ class Response:
         if self._head.done():
             return self._head.result()
         # A bare timer (not asyncio.timeout) on the one future: this runs per request.
-        timer = asyncio.get_running_loop().call_later(self.read_timeout, self._head_timed_out)
+        timer = self._loop.call_later(self.read_timeout, self._head_timed_out)
         try:
             await self._head
         finally:
@@ -232,6 +239,8 @@ class Response:
                 return b""
             if self._error is not None:
                 raise self._error
+            if self._wakeup is None:
+                self._wakeup = asyncio.Event()
             self._wakeup.clear()
             try:
                 async with asyncio.timeout(self.read_timeout):
@@ -292,6 +301,7 @@ class Pool:
         self.read_timeout = read_timeout
         self.idle: collections.deque[_Connection] = collections.deque()
         self.slots = asyncio.Semaphore(limit)
+        self._loop = asyncio.get_running_loop()  # a pool lives in the loop that made it
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -333,12 +343,15 @@ class Pool:
         but only for idempotent requests without a body.
         """
         head = _request_head(method, target, headers, body is not None, content_length)
-        try:
-            # Waiting for a free connection counts as connecting (as in aiohttp's client).
-            async with asyncio.timeout(self.connect_timeout):
-                await self.slots.acquire()
-        except TimeoutError:
-            raise UpstreamTimedOut("every connection to the docs server is busy") from None
+        if self.slots.locked():
+            try:
+                # Waiting for a free connection counts as connecting (as aiohttp's client does).
+                async with asyncio.timeout(self.connect_timeout):
+                    await self.slots.acquire()
+            except TimeoutError:
+                raise UpstreamTimedOut("every connection to the docs server is busy") from None
+        else:
+            await self.slots.acquire()  # one is free: taken at once, no timer needed
         try:
             conn = self._take_idle()
             retry_allowed = conn is not None and method in IDEMPOTENT and body is None
@@ -358,7 +371,7 @@ class Pool:
     async def _exchange(self, conn: _Connection, method: str, head: bytes,
                         body: AsyncIterator[bytes] | None, content_length: int | None
                         ) -> Response:
-        response = Response(self, conn, method, self.read_timeout)
+        response = Response(self, conn, method, self.read_timeout, self._loop)
         conn.exchange = response
         try:
             conn.write(head)
