@@ -75,7 +75,7 @@ class ScopeBuilder:
             scheme = headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
             host = headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
             request_id = headers.get("X-Request-Id", "")
-        if not _REQUEST_ID.match(request_id):
+        if not request_id or not _REQUEST_ID.match(request_id):
             request_id = self.next_id()
         raw = request.raw_path
         if not raw.startswith("/"):

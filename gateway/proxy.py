@@ -51,10 +51,17 @@ def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froze
     """Hop-by-hop headers plus those the ``Connection`` header names."""
     if "Connection" not in headers:
         return HOP_BY_HOP
-    names = set(HOP_BY_HOP)
-    for value in headers.getall("Connection", ()):
-        names.update(normalize_header_name(token.strip()) for token in value.split(","))
-    return frozenset(names)
+    value = ",".join(headers.getall("Connection"))
+    # Few values recur ("keep-alive", "close"); long ones (client-chosen) are not kept.
+    return _cached_named_by(value) if len(value) <= 64 else _named_by(value)
+
+
+def _named_by(connection: str) -> frozenset[str]:
+    """Hop-by-hop headers plus those one ``Connection`` value names."""
+    return HOP_BY_HOP | {normalize_header_name(token.strip()) for token in connection.split(",")}
+
+
+_cached_named_by = lru_cache(maxsize=256)(_named_by)
 
 
 # What never goes back to the client from the upstream's head: framing is the gateway's.

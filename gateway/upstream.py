@@ -262,6 +262,12 @@ class Response:
 
     async def read_all(self, limit: int) -> bytes:
         """The whole body, refusing more than ``limit`` bytes (ValueError)."""
+        if self._complete and self._error is None and self._buffered <= limit:
+            # All of it arrived with the head (the usual page): no waiting, one join.
+            body = b"".join(self._body)
+            self._body.clear()
+            self._buffered = 0
+            return body
         parts: list[bytes] = []
         size = 0
         async for chunk in self.iter_chunks():
