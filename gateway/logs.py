@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from time import time as _now
 from typing import Any
 
 from aiohttp import web
@@ -17,44 +18,75 @@ log = logging.getLogger("gateway")
 access = logging.getLogger("gateway.access")
 audit = logging.getLogger("gateway.audit")
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
     """A JSON object per line: time, level, logger, message, and any ``extra`` fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
+    def stamp(self, created: float) -> str:
+        """``created`` as UTC ISO 8601 to the second (one strftime a second, not one a line)."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return self._stamp
+
+    def line(self, created: float, level: str, logger: str, msg: str,
+             fields: dict[str, Any]) -> str:
+        """One line from its parts (what ``format`` and the access log share)."""
+        millis = int((created - int(created)) * 1000)
+        entry = {"time": f"{self.stamp(created)}.{millis:03d}Z", "level": level,
+                 "logger": logger, "msg": msg, **fields}
+        return _ENCODER.encode(entry)
+
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STD and not key.startswith("_"):
-                entry[key] = value
+        fields = {key: value for key, value in record.__dict__.items()
+                  if key not in _STD and not key.startswith("_")}
         if record.exc_info and record.exc_info[0] is not None:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+            fields["exc"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname.lower(), record.name,
+                         record.getMessage(), fields)
 
 
 class TextFormatter(logging.Formatter):
     """``time level logger message key=value ...``."""
 
+    def line(self, created: float, level: str, logger: str, msg: str,
+             fields: dict[str, Any]) -> str:
+        """One line from its parts (what ``format`` and the access log share)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        extras = " ".join(f"{k}={v}" for k, v in fields.items())
+        line = f"{stamp} {level} {logger} {msg}"
+        return f"{line} {extras}" if extras else line
+
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items()
-                          if k not in _STD and not k.startswith("_"))
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp} {record.levelname.lower()} {record.name} {record.getMessage()}"
-        line = f"{line} {extras}" if extras else line
+        fields = {key: value for key, value in record.__dict__.items()
+                  if key not in _STD and not key.startswith("_")}
+        line = self.line(record.created, record.levelname.lower(), record.name,
+                         record.getMessage(), fields)
         if record.exc_info and record.exc_info[0] is not None:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 def setup_logging(config: LoggingConfig) -> None:
-    """Send the gateway's logs to stderr in the configured format and level."""
+    """Send the gateway's logs to stderr in the configured format and level.
+
+    Records skip what no line shows (the caller's file and line, thread and process names):
+    finding the caller alone walks the stack on every access line.
+    """
+    logging._srcfile = None  # the documented switch
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     root = logging.getLogger("gateway")
@@ -64,24 +96,58 @@ def setup_logging(config: LoggingConfig) -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: no query string, no cookies, no tokens."""
+    """One line per request: no query string, no cookies, no tokens.
+
+    When the line goes to the gateway's own handler (as ``setup_logging`` makes it), it is
+    formatted and written straight away: a log record and its handler chain would cost
+    several times what the line itself does, on every request.
+    """
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._direct = _own_handler(logger)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         scope = request.get("gateway.scope")
-        self.logger.info(
-            "request",
-            extra={
-                "request_id": getattr(scope, "request_id", None),
-                "client": getattr(scope, "client_ip", request.remote),
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "bytes": response.body_length,
-                "ms": round(time * 1000, 2),
-                "user": request.get("gateway.sub"),
-            },
-        )
+        fields = {
+            "request_id": getattr(scope, "request_id", None),
+            "client": getattr(scope, "client_ip", request.remote),
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "bytes": response.body_length,
+            "ms": round(time * 1000, 2),
+            "user": request.get("gateway.sub"),
+        }
+        handler = self._direct
+        if handler is None:
+            self.logger.info("request", extra=fields)
+            return
+        formatter = handler.formatter
+        assert isinstance(formatter, JsonFormatter | TextFormatter)
+        line = formatter.line(_now(), "info", self.logger.name, "request", fields)
+        handler.acquire()
+        try:
+            handler.stream.write(line + "\n")
+            handler.flush()
+        finally:
+            handler.release()
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+def _own_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
+    """The one stream handler ``setup_logging`` gave the gateway, when it alone takes the
+    access log's lines (no handler or filter of the access logger's own in between)."""
+    parent = logging.getLogger("gateway")
+    if logger.handlers or logger.filters or logger.parent is not parent \
+            or len(parent.handlers) != 1:
+        return None
+    handler = parent.handlers[0]
+    if type(handler) is not logging.StreamHandler or handler.filters \
+            or handler.level > logging.INFO \
+            or not isinstance(handler.formatter, JsonFormatter | TextFormatter):
+        return None
+    return handler
