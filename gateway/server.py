@@ -23,7 +23,7 @@ from gateway.logs import AccessLogger, setup_logging
 from gateway.state import GATEWAY
 
 # Allocations (minus deallocations) between two young-generation collections.
-GC_THRESHOLD = 20_000
+GC_THRESHOLD = 5_000
 log = logging.getLogger("gateway")
 # How long in-flight requests may take to finish after SIGTERM.
 SHUTDOWN_GRACE = 30.0

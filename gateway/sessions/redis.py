@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "dg:s:"
 #: Cookie values remembered with the session id and key they were opened to.
-TICKET_CACHE = 4096
+TICKET_CACHE = 2048
 #: Seconds to connect to Redis and to wait for one reply; a session lookup sits on every
 #: request, so a stuck Redis must fail fast (503) rather than hold visitors.
 DEFAULT_TIMEOUT = 2.0

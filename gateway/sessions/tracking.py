@@ -26,8 +26,8 @@ from gateway.sessions.base import Session
 log = logging.getLogger(__name__)
 
 CHANNEL = b"__redis__:invalidate"
-#: Sessions kept per worker at most.
-LIMIT = 10_000
+#: Sessions kept per worker at most (the busiest; as many as the cookie store keeps opened).
+LIMIT = 2048
 #: Seconds between attempts to bring the tracking connection back.
 RETRY_AFTER = 1.0
 
@@ -64,6 +64,7 @@ class TrackedSessions:
     def put(self, key: str, session: Session, generation: int) -> None:
         """Keep a session read when ``generation`` was current, unless a change came since."""
         if self.live and generation == self.generation:
+            self._entries.purge()  # expired copies go first, not only beyond the limit
             self._entries.put(key, session, self._ttl)
 
     def invalidate(self, keys: list[bytes | str] | None) -> None:
