@@ -51,7 +51,7 @@ async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor
     request[JAR] = jar
     try:
         cookies = session_cookies(gw, request)
-        loaded = Loaded(None) if cookies is None else await gw.store.load(cookies)
+        loaded = await gw.store.load(cookies) if cookies else Loaded(None)
     except Unavailable:
         gw.metrics.store_errors.inc()
         if required:

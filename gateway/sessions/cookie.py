@@ -71,6 +71,12 @@ class CookieStore(SessionStore):
 
     async def load(self, cookies: Mapping[str, str]) -> Loaded:
         """The session in the request's cookies; anonymous plus stale names when unusable."""
+        base = self.cookies.name
+        if len(cookies) == 1 and base in cookies:
+            # The usual request: one whole cookie, most often one opened before.
+            session = self._opened.get(cookies[base])
+            if session is not None:
+                return Loaded(None, stale=(base,)) if session.expired() else Loaded(session)
         ours = present_names(self, cookies)
         if not ours:
             return Loaded(None)
