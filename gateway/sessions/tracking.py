@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from gateway.bounded import Expiring
 from gateway.sessions.base import Session
@@ -49,6 +49,7 @@ class TrackedSessions:
         self._task: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self._closed = False
+        self._refused = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -95,6 +96,12 @@ class TrackedSessions:
                 await self._follow()
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                # Redis refused a command (CLIENT TRACKING needs Redis 6): say it once.
+                if not self._refused:
+                    self._refused = True
+                    log.warning("session cache off: Redis refused client tracking (%s); "
+                                "every request asks Redis", str(exc)[:80])
             except (RedisError, OSError, ValueError) as exc:
                 log.debug("session tracking interrupted: %s", exc.__class__.__name__)
             await asyncio.sleep(RETRY_AFTER)
