@@ -64,9 +64,6 @@ def _named_by(connection: str) -> frozenset[str]:
 _cached_named_by = lru_cache(maxsize=256)(_named_by)
 
 
-# What never goes back to the client from the upstream's head: framing is the gateway's.
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
-
 
 # Request key of the Scope built once per request by the error boundary.
 SCOPE = "gateway.scope"
@@ -216,13 +213,11 @@ class Upstream:
 
     def response_headers(self, upstream: Response) -> CIMultiDict[str]:
         """Upstream response headers minus hop-by-hop ones and gateway cookies."""
-        headers = upstream.headers
-        drop = _RESPONSE_DROP if "Connection" not in headers \
-            else connection_named(headers) | {"content-length"}
+        drop = connection_named(upstream.headers)
         out: CIMultiDict[str] = CIMultiDict()
-        for name, value in headers.items():
+        for name, value in upstream.headers.items():
             lname = name.lower()
-            if lname in drop:
+            if lname in drop or lname == "content-length":  # framing is the gateway's
                 continue
             if lname == "set-cookie":
                 pair = value.split(";", 1)[0]

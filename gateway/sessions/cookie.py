@@ -51,9 +51,9 @@ class CookieStore(SessionStore):
     def _chunk_name(self, index: int) -> str:
         return f"{self.cookies.name}.{index}"
 
-    def _assemble(self, cookies: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]:
-        """The sealed token the cookies carry, and the names that are not part of it."""
-        ours = present_names(self, cookies)
+    def _assemble(self, cookies: Mapping[str, str],
+                  ours: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+        """The sealed token the cookies carry, and which of ``ours`` are not part of it."""
         base = self.cookies.name
         if base in cookies:
             return cookies[base], tuple(n for n in ours if n != base)
@@ -84,7 +84,7 @@ class CookieStore(SessionStore):
             # A single cookie beside chunks: one of them was planted (cookie tossing from a
             # sibling domain or path), and which is the reader's cannot be told.
             return Loaded(None, stale=ours)
-        token, extra = self._assemble(cookies)
+        token, extra = self._assemble(cookies, ours)
         if token is None:
             return Loaded(None, stale=ours)
         session = self._opened.get(token)

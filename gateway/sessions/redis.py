@@ -112,13 +112,14 @@ class RedisStore(SessionStore):
         if not ours:
             return Loaded(None)
         value = cookies.get(self.cookies.name)
-        found = self._tickets.get(value) if value is not None else None
+        if value is None:
+            return Loaded(None, stale=ours)
+        found = self._tickets.get(value)
         if found is None:
             ticket = self._ticket(cookies)
             if ticket is None:
                 return Loaded(None, stale=ours)
             found = (ticket, redis_key(ticket.session_id))
-            assert value is not None
             self._tickets.put(value, found)
         ticket, key = found
         stale = tuple(n for n in ours if n != self.cookies.name)
