@@ -23,6 +23,12 @@ _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record carries beyond the standard ones (its ``extra``)."""
+    return {key: value for key, value in record.__dict__.items()
+            if key not in _STD and not key.startswith("_")}
+
+
 class JsonFormatter(logging.Formatter):
     """A JSON object per line: time, level, logger, message, and any ``extra`` fields."""
 
@@ -48,8 +54,7 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(entry)
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {key: value for key, value in record.__dict__.items()
-                  if key not in _STD and not key.startswith("_")}
+        fields = _extras(record)
         if record.exc_info and record.exc_info[0] is not None:
             fields["exc"] = self.formatException(record.exc_info)
         return self.line(record.created, record.levelname.lower(), record.name,
@@ -68,8 +73,7 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extras}" if extras else line
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {key: value for key, value in record.__dict__.items()
-                  if key not in _STD and not key.startswith("_")}
+        fields = _extras(record)
         line = self.line(record.created, record.levelname.lower(), record.name,
                          record.getMessage(), fields)
         if record.exc_info and record.exc_info[0] is not None:
