@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
+from gateway.upstream import Slots
 from tests.helpers import make_config, raw_http
 
 Reply = Callable[[bytes, int], bytes | None]
@@ -214,3 +215,53 @@ async def test_a_large_body_arriving_with_the_head_is_not_taken_for_a_large_head
     async with client.get("/big.bin") as response:
         assert response.status == 200
         assert await response.read() == body
+
+
+async def test_slots_are_taken_at_once_while_free_then_queued_in_order() -> None:
+    loop = asyncio.get_running_loop()
+    slots = Slots(2)
+    assert slots.take_free() and slots.take_free()
+    assert not slots.take_free()
+    order: list[str] = []
+
+    async def queue(name: str) -> None:
+        await slots.wait(loop)
+        order.append(name)
+
+    first = asyncio.create_task(queue("first"))
+    second = asyncio.create_task(queue("second"))
+    await asyncio.sleep(0)
+    slots.give()
+    await first
+    assert order == ["first"] and not second.done() and slots.free == 0
+    slots.give()
+    await second
+    assert order == ["first", "second"]
+    slots.give()
+    slots.give()
+    assert slots.free == 2 and slots.take_free()
+
+
+async def test_a_slot_wait_that_times_out_leaves_no_trace() -> None:
+    loop = asyncio.get_running_loop()
+    slots = Slots(1)
+    assert slots.take_free()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await slots.wait(loop)
+    assert not slots.waiters
+    slots.give()
+    assert slots.free == 1 and slots.take_free()
+
+
+async def test_a_slot_handed_to_a_wait_cancelled_at_that_moment_is_passed_on() -> None:
+    loop = asyncio.get_running_loop()
+    slots = Slots(1)
+    assert slots.take_free()
+    waiting = asyncio.create_task(slots.wait(loop))
+    await asyncio.sleep(0)
+    slots.give()  # handed to the waiter...
+    waiting.cancel()  # ...which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert slots.free == 1 and not slots.waiters
