@@ -57,7 +57,7 @@ class Gateway:
 
     def observe_upstream(self, seconds: float) -> None:
         """Record the upstream's time to headers."""
-        self.metrics.upstream_seconds.observe(seconds)
+        self.metrics.observe_upstream(seconds)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

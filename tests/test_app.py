@@ -338,9 +338,21 @@ async def test_client_js_and_healthz(gateway: Factory) -> None:
 
 async def test_metrics_count_requests(gateway: Factory) -> None:
     client = await gateway()
+    for _ in range(3):
+        async with client.get("/pub/x") as response:
+            assert response.status == 200
     async with client.get("/_gateway/metrics") as response:
         text = await response.text()
-    assert "gateway_upstream_seconds" in text
+    assert 'gateway_requests_total{route="docs",status="200"} 3.0' in text
+    assert "gateway_upstream_seconds_count 3.0" in text
+    assert 'gateway_upstream_seconds_bucket{le="+Inf"} 3.0' in text
+    # Buckets are cumulative and the sum is the upstream's time, not a count.
+    buckets = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("gateway_upstream_seconds_bucket")]
+    assert buckets == sorted(buckets) and len(buckets) == 14
+    total = next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("gateway_upstream_seconds_sum"))
+    assert 0 < total < 3
 
 
 async def test_login_route_is_rate_limited_per_client(gateway: Factory) -> None:
