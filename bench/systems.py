@@ -40,9 +40,13 @@ class Target:
 class Systems:
     """Starts and stops the servers of every row; ``close`` stops whatever is left."""
 
-    def __init__(self, work: Path, site: SiteFiles) -> None:
+    def __init__(self, work: Path, site: SiteFiles, wrap: tuple[str, ...] = (),
+                 start_timeout: float = 30.0) -> None:
         self.work = work
         self.site = site
+        # A command the Python servers (rows e to i) run under, e.g. valgrind.
+        self.wrap = wrap
+        self.start_timeout = start_timeout
         self.servers: list[Server] = []
         self.secret = configs.new_session_secret()
         self.key = configs.write_signing_key(work / "gateway-key")
@@ -51,7 +55,7 @@ class Systems:
 
     def start(self, server: Server) -> Server:
         """Start a server and remember it so ``close`` stops it whatever happens."""
-        server.start()
+        server.start(self.start_timeout)
         self.servers.append(server)
         return server
 
@@ -100,7 +104,7 @@ class Systems:
     def bare_proxy(self) -> Server:
         """Row e's proxy."""
         port = procs.free_port()
-        argv = [sys.executable, str(REPO / "bench" / "bare_aiohttp_proxy.py"), "--port",
+        argv = [*self.wrap, sys.executable, str(REPO / "bench" / "bare_aiohttp_proxy.py"), "--port",
                 str(port), "--upstream", f"http://127.0.0.1:{self.origin_port}"]
         return self.start(Server("bare-proxy", argv, self.work / "bare-proxy.log",
                                  ready_port=port))
@@ -122,7 +126,7 @@ class Systems:
                                       session_secret=self.secret, key_file=self.key,
                                       redis_url=redis_url)
         path = configs.write_gateway_yaml(self.work / f"{name}.yaml", data)
-        argv = [sys.executable, "-m", "gateway", "run", "-c", str(path)]
+        argv = [*self.wrap, sys.executable, "-m", "gateway", "run", "-c", str(path)]
         server = Server(name, argv, self.work / f"{name}.log", cwd=REPO,
                         ready_url=f"http://127.0.0.1:{port}/_gateway/healthz", ready_port=port,
                         ready_listeners=setup.workers, env={"PYTHONPATH": str(REPO)})
