@@ -106,25 +106,27 @@ async def test_two_workers_share_the_port(tmp_path: Path, run_gateway: Any,
     port = free_port()
     process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port,
                                        workers=2))
+    assert process.stderr is not None
+    # Each worker logs its own pid once it listens; both must have before the signal.
+    listening: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    while len(listening) < 2:
+        line = await asyncio.wait_for(loop.run_in_executor(None, process.stderr.readline), 30)
+        assert line, "the gateway exited before both workers listened"
+        entry = json.loads(line)
+        if entry.get("msg") == "listening":
+            listening.append(entry)
     await wait_ready(port, process)
-    pids = set()
-    loops = set()
     async with aiohttp.ClientSession() as client:
         for _ in range(100):
             async with client.get(f"http://127.0.0.1:{port}/x",
                                   headers={"Connection": "close"}) as response:
                 assert response.status == 200
-        # Each worker logs its own pid when it starts listening.
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
-    assert process.stderr is not None
-    for line in process.stderr.read().decode().splitlines():
-        entry = json.loads(line)
-        if entry.get("msg") == "listening":
-            pids.add(entry["pid"])
-            loops.add(entry["loop"])
-    assert len(pids) == 2
-    assert loops == {"uvloop"}  # each worker runs on libuv's loop, not asyncio's own
+    assert len({entry["pid"] for entry in listening}) == 2
+    # Each worker runs on libuv's loop, not asyncio's own.
+    assert {entry["loop"] for entry in listening} == {"uvloop"}
 
 
 def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
