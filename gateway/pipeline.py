@@ -194,7 +194,8 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, decision: Dec
                                       headers=headers)
         if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
             response.content_length = upstream.content_length
-        finish_headers(gw, decision, visitor, response, scope)
+        finish_headers(gw, decision, visitor, response)
+        response.headers["X-Request-Id"] = scope.request_id  # started here, not at the edge
         await response.prepare(request)
         if request.method == "HEAD" or upstream.status in (204, 304):
             upstream.release()
@@ -222,7 +223,7 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, decision: Dec
         for name in ("Content-Encoding", "ETag", "Last-Modified"):
             headers.popall(name, None)
         response = web.Response(status=upstream.status, body=page, headers=headers)
-    finish_headers(gw, decision, visitor, response, scope)
+    finish_headers(gw, decision, visitor, response)
     return response
 
 
@@ -245,7 +246,7 @@ async def serve_index_upstream(gw: Gateway, index_file: IndexFile, upstream: Res
     for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
         headers.popall(name, None)
     response = web.Response(status=200, body=filtered, headers=headers)
-    finish_headers(gw, decision, visitor, response, scope)
+    finish_headers(gw, decision, visitor, response)
     mark_private(response.headers)  # the list depends on the reader, anonymous ones too
     return response
 
@@ -261,9 +262,9 @@ async def read_limited(upstream: Response, limit: int) -> bytes:
 
 
 def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
-                   response: web.StreamResponse, scope: Scope) -> None:
-    """Cookies, cache headers and the request id, decided before the response starts."""
-    response.headers["X-Request-Id"] = scope.request_id
+                   response: web.StreamResponse) -> None:
+    """Cookies and cache headers, decided before the response starts (the error boundary
+    adds the request id to every response not already started)."""
     if visitor.jar:
         gw.store.cookies.apply(visitor.jar, response)
         visitor.jar.clear()
@@ -290,7 +291,7 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
             static_meta_fetcher(gw.static, whole=gw.config.access.fragments),
             base=index_file.base)
         listing = web.Response(body=filtered, headers={"Content-Type": index_file.content_type})
-        finish_headers(gw, decision, visitor, listing, scope)
+        finish_headers(gw, decision, visitor, listing)
         mark_private(listing.headers)  # the list depends on the reader, anonymous ones too
         return listing
     page = None
@@ -303,7 +304,7 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
     else:
         enforce(decision, scope)
         response = await gw.static.serve(request, rel)
-    finish_headers(gw, decision, visitor, response, scope)
+    finish_headers(gw, decision, visitor, response)
     return response
 
 
