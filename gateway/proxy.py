@@ -64,7 +64,6 @@ def _named_by(connection: str) -> frozenset[str]:
 _cached_named_by = lru_cache(maxsize=256)(_named_by)
 
 
-
 # Request key of the Scope built once per request by the error boundary.
 SCOPE = "gateway.scope"
 
@@ -137,13 +136,14 @@ class Upstream:
     def request_headers(self, request: web.Request, scope: Scope,
                         extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers sent upstream: hygiene first, then what the gateway adds."""
-        named = connection_named(request.headers) if "Connection" in request.headers else None
+        # Beyond the hop-by-hop names (dropped by kind), those the client's Connection names.
+        named = connection_named(request.headers)
         out: list[tuple[str, str]] = []
         for name, value in request.headers.items():
             kind = self._kind_of(name, scope.trusted)
             if kind is _DROP:
                 continue
-            if named is not None and normalize_header_name(name) in named:
+            if named is not HOP_BY_HOP and normalize_header_name(name) in named:
                 continue
             if kind is _COOKIE:
                 value = self.filter_cookies(value)
