@@ -351,10 +351,9 @@ class Pool:
         self._loop = asyncio.get_running_loop()  # a pool lives in the loop that made it
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _transport, conn = await loop.create_connection(
+                _transport, conn = await self._loop.create_connection(
                     _Connection, self.host, self.port, ssl=self.ssl,
                     server_hostname=self.server_hostname if self.ssl else None)
         except TimeoutError:
