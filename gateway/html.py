@@ -13,7 +13,6 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 from gateway.htmltokens import attr_text, comment_end
 
@@ -124,7 +123,7 @@ def _text(value: bytes) -> str:
     return attr_text(value).strip()
 
 
-def _read_page_meta(head: bytes) -> PageMeta:
+def read_page_meta(head: bytes) -> PageMeta:
     """The ``gateway:public`` / ``gateway:groups`` metas of a page's head (first of each wins).
 
     An empty ``gateway:groups`` content admits nobody, like ``groups: []`` in a rule.
@@ -153,23 +152,32 @@ def _script_srcs(page: bytes) -> set[str]:
             if tag.name == b"script" and not tag.closing}
 
 
-def _inject_script(page: bytes, tag: bytes) -> bytes:
-    """Insert ``tag`` before ``</head>``, else before ``</body>``, else at the end.
-
-    A page that already loads a script with the same ``src`` is returned unchanged.
-    """
+def script_offset(page: bytes, tag: bytes) -> int | None:
+    """Where ``tag`` goes in ``page``: before ``</head>``, else before ``</body>``, else at
+    the end; None when the page already loads a script with the same ``src``."""
     src = next((_text(_attributes(t.attrs).get(b"src", b"")) for t in _tags(tag)), "")
     # Most pages never mention the script, so the full scan is only for those that might.
     if src and (src.encode() in page or html.escape(src).encode() in page) \
             and src in _script_srcs(page):
-        return page
+        return None
     head = _scan_head(page)
     if head.end is not None and head.closed_by_head:
-        at = head.end
-    else:
-        found = page.lower().rfind(b"</body")
-        at = found if found >= 0 else len(page)
-    return page[:at] + tag + page[at:]
+        return head.end
+    found = page.lower().rfind(b"</body")
+    return found if found >= 0 else len(page)
+
+
+def insert_at(page: bytes, tag: bytes, at: int | None) -> bytes:
+    """``page`` with ``tag`` inserted at ``at`` (as ``script_offset`` tells; None: as is)."""
+    return page if at is None else page[:at] + tag + page[at:]
+
+
+def inject_script(page: bytes, tag: bytes) -> bytes:
+    """Insert ``tag`` before ``</head>``, else before ``</body>``, else at the end.
+
+    A page that already loads a script with the same ``src`` is returned unchanged.
+    """
+    return insert_at(page, tag, script_offset(page, tag))
 
 
 def script_tag(src: str, *, compat: str | None = None) -> bytes:
@@ -242,20 +250,3 @@ def is_html(content_type: str | None) -> bool:
     """Whether a Content-Type is an HTML page (``text/html`` or XHTML)."""
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     return mime in ("text/html", "application/xhtml+xml")
-
-
-# Docs pages repeat: the same bytes come back for every reader, so the results of the two
-# scans every HTML response needs are remembered for small pages (bounded memory).
-_CACHEABLE = 256 * 1024
-_cached_meta = lru_cache(maxsize=512)(_read_page_meta)
-_cached_inject = lru_cache(maxsize=512)(_inject_script)
-
-
-def read_page_meta(head: bytes) -> PageMeta:
-    """The page's gateway metadata (see ``_read_page_meta``)."""
-    return _cached_meta(head) if len(head) <= _CACHEABLE else _read_page_meta(head)
-
-
-def inject_script(page: bytes, tag: bytes) -> bytes:
-    """The page with the client script tag (see ``_inject_script``)."""
-    return _cached_inject(page, tag) if len(page) <= _CACHEABLE else _inject_script(page, tag)

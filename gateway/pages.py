@@ -8,7 +8,9 @@ lists a page not seen yet.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
@@ -21,13 +23,13 @@ from gateway.html import (
     PageMeta,
     decode_body,
     head_complete,
-    inject_script,
+    insert_at,
     is_html,
     read_page_meta,
+    script_offset,
     script_tag,
 )
 from gateway.indexes import INDEX_LIMIT, FetchMeta, IndexFile, Learned, PageIndex, match_index
-from gateway.paths import relative_to_base
 from gateway.policy import Decision, Outcome, Policy
 from gateway.proxy import Scope, Upstream
 from gateway.static import StaticSite
@@ -40,6 +42,59 @@ PAGE_READ_LIMIT = 8 * 1024 * 1024
 # gateway must see all of it to filter or rewrite it.
 _PARTIAL = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
             "If-Unmodified-Since")
+
+
+#: Pages larger than this are scanned on every read and never remembered.
+MEMO_PAGE_LIMIT = 256 * 1024
+#: How often a remembered page is recorded again in the page index (which forgets after
+#: five minutes), while it keeps being served unchanged.
+RECORD_EVERY = 60.0
+
+
+@dataclass(slots=True)
+class Scanned:
+    """What one copy of a page told: its metadata, whether it has gated parts, and where
+    the client script goes (None: the page loads it already)."""
+
+    page: bytes
+    meta: PageMeta
+    gated: bool
+    script_at: int | None
+    recorded: float = float("-inf")
+
+
+class PageMemo:
+    """The last scan of each page, by path, within a byte budget (oldest dropped first).
+
+    The same bytes come back for every reader, so a page equal to the remembered copy (one
+    comparison of the bytes, no hashing) skips the scans. A changed page is scanned again.
+    """
+
+    def __init__(self, budget: int = 8 * 1024 * 1024) -> None:
+        self.budget = budget
+        self.size = 0
+        self._entries: dict[str, Scanned] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, rel: str, page: bytes) -> Scanned | None:
+        """The scan of ``page`` at ``rel`` when these very bytes were scanned before."""
+        scanned = self._entries.get(rel)
+        return scanned if scanned is not None and scanned.page == page else None
+
+    def put(self, rel: str, scanned: Scanned) -> None:
+        """Remember a scan (replacing the path's previous one); large pages are not kept."""
+        old = self._entries.pop(rel, None)
+        if old is not None:
+            self.size -= len(old.page)
+        if len(scanned.page) > MEMO_PAGE_LIMIT:
+            return
+        while self._entries and self.size + len(scanned.page) > self.budget:
+            oldest = next(iter(self._entries))
+            self.size -= len(self._entries.pop(oldest).page)
+        self._entries[rel] = scanned
+        self.size += len(scanned.page)
 
 
 def return_path(scope: Scope) -> str:
@@ -61,7 +116,8 @@ class Pages:
     ``index`` holds the page metadata learned so far (None with ``access.indexes`` off).
     """
 
-    def __init__(self, config: Config, policy: Policy) -> None:
+    def __init__(self, config: Config, policy: Policy,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self.inject = config.identity.inject_script
         self.fragments = config.access.fragments
@@ -73,31 +129,50 @@ class Pages:
         self.tag = tag
         self.index = PageIndex(fragments=self.fragments, base_path=self.base_path) \
             if config.access.indexes else None
+        self.memo = PageMemo()
+        self.clock = clock
 
     def wants(self, decision: Decision) -> bool:
         """Whether an HTML page on this decision must be read before it is sent."""
         return decision.meta_applies or self.inject or self.fragments
 
-    def process(self, page: bytes, decision: Decision, user: User | None,
-                scope: Scope) -> tuple[Decision, bytes]:
+    def scan(self, page: bytes, rel: str | None) -> Scanned:
+        """What the page declares and holds, from the memo when these bytes were seen at
+        ``rel`` before; the page index hears of it at most every ``RECORD_EVERY`` seconds."""
+        scanned = self.memo.get(rel, page) if rel is not None else None
+        if scanned is None:
+            scanned = Scanned(
+                page, read_page_meta(page) if self.policy.page_meta else PageMeta(),
+                self.fragments and has_markers(page),
+                script_offset(page, self.tag) if self.inject else None)
+            if rel is not None:
+                self.memo.put(rel, scanned)
+        if self.index is not None and rel is not None:
+            now = self.clock()
+            if now - scanned.recorded >= RECORD_EVERY:
+                scanned.recorded = now
+                self.index.record(rel, scanned.meta, fragments=scanned.gated)
+        return scanned
+
+    def process(self, page: bytes, decision: Decision, user: User | None, scope: Scope,
+                rel: str | None) -> tuple[Decision, bytes]:
         """Apply the page's own metadata (raising if it blocks), then rewrite it.
 
+        ``rel`` is the page's path relative to the docs base path (None: outside it).
         A page with gated elements or fields comes back with a decision that is no longer
         ``public``: what it holds depends on the reader, so no shared cache may keep it.
         """
-        meta = read_page_meta(page) if self.policy.page_meta else PageMeta()
-        gated = self.fragments and has_markers(page)
-        rel = self.relative(scope.path)
-        if self.index is not None and rel is not None:
-            self.index.record(rel, meta, fragments=gated)
+        scanned = self.scan(page, rel)
         if decision.meta_applies:
-            decision = self.policy.decide_meta(decision, meta, user)
+            decision = self.policy.decide_meta(decision, scanned.meta, user)
         enforce(decision, scope)
-        if gated:
+        if scanned.gated:
             page = rewrite(page, user)
             decision = replace(decision, public=False)
-        if self.inject:
-            page = inject_script(page, self.tag)
+            if self.inject:
+                page = insert_at(page, self.tag, script_offset(page, self.tag))
+        elif self.inject:
+            page = insert_at(page, self.tag, scanned.script_at)
         return decision, page
 
     def index_file(self, rel: str | None) -> IndexFile | None:
@@ -109,10 +184,6 @@ class Pages:
         if self.index is None or rel is None:
             return None
         return match_index(rel)
-
-    def relative(self, path: str) -> str | None:
-        """A request path, decoded and relative to the docs base path (None: outside it)."""
-        return relative_to_base(path, self.base_path)
 
 
 def without_validators(request: web.Request) -> web.Request:

@@ -167,7 +167,7 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
             # of it (assets keep their ranges and 304s; only HTML pages pay this trip).
             upstream.release()
             upstream = await gw.upstream.open(without_validators(request), scope, extra)
-        return await respond(gw, request, scope, decision, visitor, upstream, index_file)
+        return await respond(gw, request, scope, rel, decision, visitor, upstream, index_file)
     except BaseException:
         # Whatever went wrong (the client left, a decision refused the page), the pooled
         # connection goes back or is dropped; release() is a no-op when already done.
@@ -175,8 +175,8 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
         raise
 
 
-async def respond(gw: Gateway, request: web.Request, scope: Scope, decision: Decision,
-                  visitor: Visitor, upstream: Response,
+async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
+                  decision: Decision, visitor: Visitor, upstream: Response,
                   index_file: IndexFile | None) -> web.StreamResponse:
     """Turn an upstream response into the reader's: streamed, or read and rewritten."""
     assert gw.upstream is not None
@@ -217,7 +217,7 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, decision: Dec
         enforce(decision, scope)
         response = web.Response(status=upstream.status, body=body, headers=headers)
     else:
-        decision, page = gw.pages.process(decoded, decision, visitor.user, scope)
+        decision, page = gw.pages.process(decoded, decision, visitor.user, scope, rel)
         # The rewritten page is this reader's: no validators that would let a later
         # conditional request revalidate it against the upstream's copy.
         for name in ("Content-Encoding", "ETag", "Last-Modified"):
@@ -299,7 +299,7 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
         page = await asyncio.to_thread(read_html, gw.static, rel)
     response: web.StreamResponse
     if page is not None:
-        decision, body = gw.pages.process(page, decision, visitor.user, scope)
+        decision, body = gw.pages.process(page, decision, visitor.user, scope, rel)
         response = web.Response(body=body, content_type="text/html", charset="utf-8")
     else:
         enforce(decision, scope)

@@ -1,0 +1,125 @@
+"""Pages: each copy of a page is scanned once, and a changed page is scanned again."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from gateway.config import build_config
+from gateway.errors import Denied
+from gateway.html import PageMeta
+from gateway.pages import MEMO_PAGE_LIMIT, RECORD_EVERY, PageMemo, Pages, Scanned
+from gateway.policy import Policy
+from gateway.proxy import Scope
+from gateway.user import User
+
+TAG = b'<script src="/_gateway/client.js" defer></script>'
+
+
+def make_pages(clock: Any = time.monotonic, **access: Any) -> Pages:
+    data: dict[str, Any] = {
+        "upstream": {"url": "http://127.0.0.1:9"},
+        "session": {"secrets": ["s" * 40]},
+        "handshake": {"jwt": {"secret": "x" * 40, "algorithms": ["HS256"],
+                              "login_urls": [{"name": "d", "url": "https://dash.example.com/login"}]}},
+        "access": access,
+    }
+    config = build_config(data, env={})
+    return Pages(config, Policy(config), clock=clock)
+
+
+def page(head: str = "", body: str = "<p>hello</p>") -> bytes:
+    return f"<html><head><title>t</title>{head}</head><body>{body}</body></html>".encode()
+
+
+def scope(path: str) -> Scope:
+    return Scope(request_id="r", client_ip="127.0.0.1", trusted=False, scheme="http",
+                 host="docs", path=path, query="", forwarded_for="127.0.0.1")
+
+
+def reader(*groups: str) -> User:
+    return User(sub="u1", expires_at=time.time() + 3600, groups=groups)
+
+
+def test_the_same_bytes_reuse_the_scan_and_equal_copies_count_as_the_same() -> None:
+    pages = make_pages()
+    first = pages.scan(page(), "/a/")
+    assert pages.scan(page(), "/a/") is first  # an equal copy, not the same object
+    assert pages.scan(page(), "/b/") is not first  # another path is its own entry
+    assert pages.scan(page(), None) is not pages.scan(page(), None)  # no path: never kept
+
+
+def test_a_changed_page_is_judged_on_its_new_metadata() -> None:
+    pages = make_pages()
+    decision = pages.policy.decide("/guide/", None)
+    public = page('<meta name="gateway:public" content="true">')
+    decided, out = pages.process(public, decision, None, scope("/guide/"), "/guide/")
+    assert decided.public and TAG in out
+    # The same path now declares a group: the remembered public scan must not stand.
+    admin = page('<meta name="gateway:groups" content="admin">')
+    member = pages.policy.decide("/guide/", reader("staff"))
+    with pytest.raises(Denied):
+        pages.process(admin, member, reader("staff"), scope("/guide/"), "/guide/")
+    admitted = pages.policy.decide("/guide/", reader("admin"))
+    decided, out = pages.process(admin, admitted, reader("admin"), scope("/guide/"), "/guide/")
+    assert out == admin.replace(b"</head>", TAG + b"</head>")
+
+
+def test_the_script_goes_in_once_and_a_page_that_loads_it_is_left_alone() -> None:
+    pages = make_pages()
+    decision = pages.policy.decide("/p", reader())
+    plain = page()
+    for _ in range(2):
+        _, out = pages.process(plain, decision, reader(), scope("/p"), "/p")
+        assert out.count(TAG) == 1 and out.index(TAG) == plain.index(b"</head>")
+    loaded = page(TAG.decode())
+    for _ in range(2):
+        assert pages.process(loaded, decision, reader(), scope("/q"), "/q")[1] == loaded
+
+
+def test_gated_parts_are_rewritten_per_reader_even_from_the_memo() -> None:
+    pages = make_pages(fragments=True)
+    gated = page(body='<p>all</p><div data-gateway-groups="admin">secret</div>')
+    for who, sees in ((reader("admin"), True), (reader(), False), (reader("admin"), True)):
+        decision = pages.policy.decide("/g", who)
+        decided, out = pages.process(gated, decision, who, scope("/g"), "/g")
+        assert (b"secret" in out) is sees
+        assert not decided.public and out.count(TAG) == 1
+
+
+def test_the_index_hears_of_a_served_page_at_most_every_interval() -> None:
+    now = [1000.0]
+    pages = make_pages(clock=lambda: now[0], indexes=True)
+    assert pages.index is not None
+    recorded: list[str] = []
+    original = pages.index.record
+    pages.index.record = lambda path, meta, fragments=None: (  # type: ignore[method-assign]
+        recorded.append(path), original(path, meta, fragments=fragments))
+    for _ in range(3):
+        pages.scan(page(), "/a/")
+    assert recorded == ["/a/"]
+    now[0] += RECORD_EVERY
+    pages.scan(page(), "/a/")
+    assert recorded == ["/a/", "/a/"]
+    pages.scan(page("<meta name=gateway:public content=true>"), "/a/")  # changed: at once
+    assert recorded == ["/a/", "/a/", "/a/"]
+
+
+def test_the_memo_keeps_to_its_budget_dropping_the_oldest() -> None:
+    memo = PageMemo(budget=100)
+
+    def entry(size: int) -> Scanned:
+        return Scanned(b"x" * size, PageMeta(), False, None)
+
+    memo.put("/a", entry(40))
+    memo.put("/b", entry(40))
+    memo.put("/c", entry(40))
+    assert memo.size == 80 and len(memo) == 2
+    assert memo.get("/a", b"x" * 40) is None and memo.get("/c", b"x" * 40) is not None
+    memo.put("/c", entry(10))  # replacing an entry gives its bytes back
+    assert memo.size == 50
+    memo.put("/big", Scanned(b"x" * (MEMO_PAGE_LIMIT + 1), PageMeta(), False, None))
+    assert memo.get("/big", b"x" * (MEMO_PAGE_LIMIT + 1)) is None and memo.size == 50
+    assert memo.get("/c", b"y" * 10) is None  # other bytes at the path: not a hit
