@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 
 from gateway.config import Config
 from gateway.html import PageMeta
@@ -42,14 +43,31 @@ class Decision:
 _PUBLIC = Decision(Outcome.ALLOW, public=True)
 
 
-def _by_groups(groups: tuple[str, ...], user: User | None) -> Decision:
-    """A path that needs any one of ``groups``; an empty tuple admits nobody."""
-    if user is None:
-        # Logging in may bring a group that opens it, so anonymous visitors are asked to.
-        return Decision(Outcome.NEEDS_LOGIN, groups=groups)
-    if any(group in user.groups for group in groups):
-        return Decision(Outcome.ALLOW, groups=groups)
-    return Decision(Outcome.DENIED, groups=groups)
+@dataclass(frozen=True)
+class _GroupDecisions:
+    """The three decisions a path that needs any one of ``groups`` can get, made once."""
+
+    groups: tuple[str, ...]
+    needs_login: Decision
+    allow: Decision
+    denied: Decision
+
+    def decide(self, user: User | None) -> Decision:
+        """An empty tuple of groups admits nobody."""
+        if user is None:
+            # Logging in may bring a group that opens it, so anonymous visitors are asked to.
+            return self.needs_login
+        if any(group in user.groups for group in self.groups):
+            return self.allow
+        return self.denied
+
+
+@lru_cache(maxsize=256)
+def _group_decisions(groups: tuple[str, ...]) -> _GroupDecisions:
+    """The decisions for a rule's groups, or a page's (pages declare few distinct sets)."""
+    return _GroupDecisions(groups, Decision(Outcome.NEEDS_LOGIN, groups=groups),
+                           Decision(Outcome.ALLOW, groups=groups),
+                           Decision(Outcome.DENIED, groups=groups))
 
 
 class Policy:
@@ -60,8 +78,11 @@ class Policy:
         self.personalize = config.mode == "personalize"
         self.page_meta = access.page_meta and not self.personalize
         self._rules = GlobSet(rule.path for rule in access.rules)
-        self._rule_groups = tuple(rule.groups for rule in access.rules)
+        self._rule_groups = tuple(_group_decisions(rule.groups) for rule in access.rules)
         self._public = GlobSet(access.public)
+        # Decisions are immutable, so the ones that depend on nothing but login are shared.
+        self._anonymous = Decision(Outcome.NEEDS_LOGIN, meta_applies=self.page_meta)
+        self._reader = Decision(Outcome.ALLOW, meta_applies=self.page_meta)
         self._denied_status = 403 if access.denied == "forbidden" else 404
 
     @property
@@ -75,11 +96,10 @@ class Policy:
             return _PUBLIC
         index = self._rule_index(path)
         if index is not None:
-            return _by_groups(self._rule_groups[index], user)
+            return self._rule_groups[index].decide(user)
         if self._public.match(path):
             return _PUBLIC
-        outcome = Outcome.NEEDS_LOGIN if user is None else Outcome.ALLOW
-        return Decision(outcome, meta_applies=self.page_meta)
+        return self._anonymous if user is None else self._reader
 
     def _rule_index(self, path: str) -> int | None:
         """The first rule for the path or, failing that, for a spelling of the same page.
@@ -105,7 +125,7 @@ class Policy:
         if not decision.meta_applies:
             return decision
         if meta.groups is not None:
-            return _by_groups(meta.groups, user)
+            return _group_decisions(meta.groups).decide(user)
         if meta.public:
             return _PUBLIC
         return decision
