@@ -102,6 +102,7 @@ class Upstream:
         self.preserve_host = config.upstream.host_header == "preserve"
         self._kinds: dict[str, object] = {}
         self._kinds_trusted: dict[str, object] = {}
+        self._response_kinds: dict[str, object] = {}
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -214,12 +215,20 @@ class Upstream:
     def response_headers(self, upstream: Response) -> CIMultiDict[str]:
         """Upstream response headers minus hop-by-hop ones and gateway cookies."""
         drop = connection_named(upstream.headers)
+        kinds = self._response_kinds
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in upstream.headers.items():
-            lname = name.lower()
-            if lname in drop or lname == "content-length":  # framing is the gateway's
+            kind = kinds.get(name)
+            if kind is None:
+                lname = name.lower()
+                # Framing is the gateway's: Content-Length too is set by the response itself.
+                kind = _DROP if lname in HOP_BY_HOP or lname == "content-length" else \
+                    _COOKIE if lname == "set-cookie" else _KEEP
+                if len(kinds) < 4096:  # names are the upstream's: keep the memo bounded
+                    kinds[name] = kind
+            if kind is _DROP or (drop is not HOP_BY_HOP and name.lower() in drop):
                 continue
-            if lname == "set-cookie":
+            if kind is _COOKIE:
                 pair = value.split(";", 1)[0]
                 cookie_name = pair.split("=", 1)[0].strip() if "=" in pair else ""
                 # A nameless cookie comes back from browsers as "value", which could
