@@ -20,12 +20,13 @@ from gateway.pages import (
     without_validators,
 )
 from gateway.policy import Decision, Outcome
-from gateway.proxy import SCOPE, Scope, pipe_websocket, stream_body
+from gateway.proxy import SCOPE, Scope, stream_body
 from gateway.sessions.base import JAR, CookieJar, Loaded, Session
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
 from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
+from gateway.websocket import pipe_websocket
 
 # An HTML page that must be read (metadata, script, gating) may be at most this large;
 # a larger one is refused with 502 rather than passed unchecked.

@@ -255,11 +255,6 @@ class Response:
             self.conn.transport.resume_reading()
         return chunk
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk as it arrives."""
-        while chunk := await self.read():
-            yield chunk
-
     async def read_all(self, limit: int) -> bytes:
         """The whole body, refusing more than ``limit`` bytes (ValueError)."""
         if self._complete and self._error is None and self._buffered <= limit:
@@ -270,7 +265,7 @@ class Response:
             return body
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.iter_chunks():
+        while chunk := await self.read():
             size += len(chunk)
             if size > limit:
                 raise ValueError("response body over the limit")

@@ -1,0 +1,54 @@
+"""WebSockets through the gateway: both ways until either side closes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.errors import UpstreamError
+
+
+async def pipe_websocket(request: web.Request, session: aiohttp.ClientSession, url: URL,
+                         headers: CIMultiDict[str]) -> web.WebSocketResponse:
+    """Proxy a WebSocket both ways until either side closes."""
+    for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
+                 "Host", "Content-Length"):
+        headers.popall(name, None)
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+                 if p.strip()]
+    headers.popall("Sec-WebSocket-Protocol", None)
+    ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    try:
+        upstream_ws = await session.ws_connect(ws_url, headers=headers, protocols=protocols,
+                                               autoping=True)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        raise UpstreamError("the docs server refused the WebSocket") from None
+    client_ws = web.WebSocketResponse(protocols=protocols)
+    await client_ws.prepare(request)
+
+    async def pump(src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+                   dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+        async for msg in src:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            else:
+                break
+        await dst.close()
+
+    async with upstream_ws:
+        tasks = [asyncio.create_task(pump(client_ws, upstream_ws)),
+                 asyncio.create_task(pump(upstream_ws, client_ws))]
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return client_ws
