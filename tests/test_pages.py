@@ -95,8 +95,12 @@ def test_the_index_hears_of_a_served_page_at_most_every_interval() -> None:
     assert pages.index is not None
     recorded: list[str] = []
     original = pages.index.record
-    pages.index.record = lambda path, meta, fragments=None: (  # type: ignore[method-assign]
-        recorded.append(path), original(path, meta, fragments=fragments))
+
+    def record(path: str, meta: PageMeta, *, fragments: bool | None = None) -> None:
+        recorded.append(path)
+        original(path, meta, fragments=fragments)
+
+    pages.index.record = record  # type: ignore[method-assign]
     for _ in range(3):
         pages.scan(page(), "/a/")
     assert recorded == ["/a/"]
