@@ -71,11 +71,12 @@ class Settings:
 class Bench:
     """One run: the systems, the measurements so far, and the errors met on the way."""
 
-    def __init__(self, settings: Settings, work: Path) -> None:
+    def __init__(self, settings: Settings, work: Path, gateway_tree: Path | None = None) -> None:
         self.settings = settings
         self.work = work
         self.site = configs.write_site(work / "site", settings.download_bytes)
-        self.systems = Systems(work, self.site)
+        self.systems = Systems(work, self.site) if gateway_tree is None else \
+            Systems(work, self.site, gateway_tree=gateway_tree)
         self.runs: dict[tuple[str, str], list[load.LoadResult]] = {}
         self.results: dict[str, Any] = {"main": {}, "asset": {}, "download": {}, "sessions": {},
                                         "errors": []}

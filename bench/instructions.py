@@ -1,7 +1,7 @@
 """CPU instructions per request for the Python rows, counted by callgrind.
 
     apt-get install valgrind
-    python3 bench/instructions.py [--rows e,f,g,h] [--duration 8]
+    python3 bench/instructions.py [--rows e,f,g,h] [--duration 8] [--no-build]
 
 Requests per second on a shared machine move by 15% from run to run; the instructions a
 server executes per request move by about 2%, so this is the figure to compare commits
@@ -10,7 +10,8 @@ is warmed up, has its counters zeroed, and serves ``wrk -c4`` for the given time
 count covers the server process only (its user-space instructions, not the kernel's).
 The ratios are speed ratios like the benchmark's, taken from the inverse (fewer
 instructions is faster): g/e here is e's count over g's, what g/e >= 1.4 asks of the
-gateway's CPU alone.
+gateway's CPU alone. Like the benchmark, it measures the compiled build unless
+``--no-build`` asks for the source tree as it is.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import configs, cookies, load
+from bench import build, configs, cookies, load
 from bench.procs import BenchError, Server
 from bench.systems import Systems
 
@@ -55,13 +56,14 @@ def count_instructions(server: Server, url: str, headers: dict[str, str], work: 
     return total, result.requests
 
 
-def measure(rows: tuple[str, ...], duration: float) -> dict[str, dict[str, float]]:
+def measure(rows: tuple[str, ...], duration: float,
+            gateway_tree: Path = build.REPO) -> dict[str, dict[str, float]]:
     """Instructions per request for each row."""
     work = Path(tempfile.mkdtemp(prefix="docs-gateway-instructions-"))
     wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no",
             f"--callgrind-out-file={work}/callgrind.%p")
     systems = Systems(work, configs.write_site(work / "site", 1024 * 1024), wrap=wrap,
-                      start_timeout=300)
+                      start_timeout=300, gateway_tree=gateway_tree)
     out: dict[str, dict[str, float]] = {}
     try:
         systems.start_origin()
@@ -96,6 +98,8 @@ def main() -> int:
                         help="seconds of measured load per row")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent
                         / "results" / "instructions.json")
+    parser.add_argument("--no-build", action="store_true",
+                        help="the gateway from the source tree as it is, not the compiled build")
     args = parser.parse_args()
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     if unknown := [r for r in rows if r not in ROWS]:
@@ -107,7 +111,8 @@ def main() -> int:
                   file=sys.stderr)
             return 2
     try:
-        data = measure(rows, args.duration)
+        tree = build.REPO if args.no_build or rows == ("e",) else build.compiled_tree()
+        data = measure(rows, args.duration, tree)
     except (BenchError, subprocess.CalledProcessError) as exc:
         print(f"instructions: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
     # Run as a script: make the repository importable (bench.* and gateway.*).
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import report, tools
+from bench import build, report, tools
 from bench.harness import PARTS, ROWS, Bench, Settings
 from bench.procs import BenchError
 
@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="requests in the sessions run (default: 100000)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH",
                         help="where to write the results (default: bench/results/latest.json)")
+    parser.add_argument("--no-build", action="store_true",
+                        help="run the gateway from the source tree as it is, instead of the "
+                             "compiled build (DOCS_GATEWAY_COMPILE=1) the Docker image ships")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (configs, server logs) and print it")
     return parser.parse_args(argv)
@@ -103,24 +106,31 @@ def needed_programs(settings: Settings) -> list[str]:
     return programs
 
 
+def wants_gateway(settings: Settings) -> bool:
+    """Whether any selected row runs the gateway (d and f to i)."""
+    return any(row in settings.rows for row in "dfghi")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every request and step succeeded."""
     args = parse_args(argv)
     try:
         settings = settings_from(args)
         tools.ensure(needed_programs(settings))
+        tree = None if args.no_build or not wants_gateway(settings) else build.compiled_tree()
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     started = time.time()
     meta = {"version": 1, "started": _iso(started), "settings": asdict(settings),
             "quick": args.quick, "machine": tools.machine(), "versions": tools.versions(),
-            "source": tools.source_state(Path(__file__).resolve().parent.parent)}
+            "source": tools.source_state(Path(__file__).resolve().parent.parent),
+            "gateway_build": "source tree" if tree is None else "compiled (mypyc)"}
     folder = tempfile.mkdtemp(prefix="docs-gateway-bench-")
     work = Path(folder)
     bench: Bench | None = None
     try:
-        bench = Bench(settings, work)
+        bench = Bench(settings, work, tree)
         results = bench.run()
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)

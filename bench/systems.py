@@ -41,9 +41,11 @@ class Systems:
     """Starts and stops the servers of every row; ``close`` stops whatever is left."""
 
     def __init__(self, work: Path, site: SiteFiles, wrap: tuple[str, ...] = (),
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, gateway_tree: Path = REPO) -> None:
         self.work = work
         self.site = site
+        # Where the gateway runs from: the source tree, or a compiled build of it.
+        self.gateway_tree = gateway_tree
         # A command the Python servers (rows e to i) run under, e.g. valgrind.
         self.wrap = wrap
         self.start_timeout = start_timeout
@@ -127,9 +129,10 @@ class Systems:
                                       redis_url=redis_url)
         path = configs.write_gateway_yaml(self.work / f"{name}.yaml", data)
         argv = [*self.wrap, sys.executable, "-m", "gateway", "run", "-c", str(path)]
-        server = Server(name, argv, self.work / f"{name}.log", cwd=REPO,
+        tree = self.gateway_tree
+        server = Server(name, argv, self.work / f"{name}.log", cwd=tree,
                         ready_url=f"http://127.0.0.1:{port}/_gateway/healthz", ready_port=port,
-                        ready_listeners=setup.workers, env={"PYTHONPATH": str(REPO)})
+                        ready_listeners=setup.workers, env={"PYTHONPATH": str(tree)})
         return self.start(server), path
 
     def gateway_with_store(self, name: str, row: str) -> tuple[Server, Path, list[Server]]:

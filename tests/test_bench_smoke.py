@@ -18,13 +18,14 @@ def test_quick_benchmark_writes_every_row_without_errors(tmp_path: Path) -> None
     out = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--session-count", "50",
-         "--session-requests", "300", "--json", str(out)],
+         "--session-requests", "300", "--no-build", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
     doc = json.loads(out.read_text())
 
     assert doc["ok"] is True
     assert doc["errors"] == []
+    assert doc["gateway_build"] == "source tree"
     assert [row["id"] for row in doc["main"]] == ROWS
     assert [row["id"] for row in doc["asset"]] == ["a", "b", "e", "g"]
     assert [row["id"] for row in doc["download"]] == ["a", "b", "g"]
@@ -66,6 +67,30 @@ def test_only_selects_rows_and_refuses_unknown_names(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert [row["id"] for row in doc["main"]] == ["a"]
+    assert doc["gateway_build"] == "source tree"  # no gateway row: nothing to compile
     assert doc["asset"] == [] and doc["download"] == [] and doc["sessions"] == []
     ratio = {r["name"]: r for r in doc["ratios"]}["g/e"]
     assert ratio["value"] is None and ratio["met"] is None
+
+
+def test_the_compiled_build_is_made_once_per_version_of_the_sources(tmp_path: Path) -> None:
+    from bench.build import compiled_tree, sources_digest
+
+    repo = tmp_path / "repo"
+    (repo / "gateway").mkdir(parents=True)
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        (repo / name).write_text(name)
+    (repo / "gateway" / "a.py").write_text("x = 1\n")
+    first = sources_digest(repo)
+    assert sources_digest(repo) == first
+    (repo / "gateway" / "a.py").write_text("x = 2\n")
+    second = sources_digest(repo)
+    assert second != first
+    (repo / "gateway" / "a.cpython-311-x86_64-linux-gnu.so").write_bytes(b"built")
+    assert sources_digest(repo) == second  # what a build leaves behind does not count
+    # A build already made for these sources is reused as it is.
+    cache = tmp_path / "cache"
+    made = cache / f"build-{second}"
+    made.mkdir(parents=True)
+    (made / ".built").write_text("ok\n")
+    assert compiled_tree(repo, cache) == made
