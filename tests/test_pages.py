@@ -7,26 +7,19 @@ from typing import Any
 
 import pytest
 
-from gateway.config import build_config
 from gateway.errors import Denied
 from gateway.html import PageMeta
 from gateway.pages import MEMO_PAGE_LIMIT, RECORD_EVERY, PageMemo, Pages, Scanned
 from gateway.policy import Policy
 from gateway.proxy import Scope
 from gateway.user import User
+from tests.helpers import make_config
 
 TAG = b'<script src="/_gateway/client.js" defer></script>'
 
 
 def make_pages(clock: Any = time.monotonic, **access: Any) -> Pages:
-    data: dict[str, Any] = {
-        "upstream": {"url": "http://127.0.0.1:9"},
-        "session": {"secrets": ["s" * 40]},
-        "handshake": {"jwt": {"secret": "x" * 40, "algorithms": ["HS256"],
-                              "login_urls": [{"name": "d", "url": "https://dash.example.com/login"}]}},
-        "access": access,
-    }
-    config = build_config(data, env={})
+    config = make_config(access=access)
     return Pages(config, Policy(config), clock=clock)
 
 
