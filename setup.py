@@ -14,6 +14,9 @@ from setuptools import setup
 
 #: The request path: compiled together, so calls between them are direct C calls.
 COMPILED = [
+    "gateway/crypto.py",
+    "gateway/handshakes/base.py",
+    "gateway/handshakes/jwt.py",
     "gateway/html.py",
     "gateway/identity.py",
     "gateway/limits.py",
@@ -24,8 +27,12 @@ COMPILED = [
     "gateway/pipeline.py",
     "gateway/policy.py",
     "gateway/proxy.py",
+    "gateway/sessions/base.py",
+    "gateway/sessions/codec.py",
+    "gateway/sessions/cookie.py",
     "gateway/state.py",
     "gateway/upstream.py",
+    "gateway/user.py",
 ]
 
 

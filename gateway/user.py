@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from gateway.errors import HandshakeFailed
 
 #: The Mintlify fields, by their names in the user object.
@@ -16,6 +18,8 @@ FIELDS = ("expiresAt", "groups", "content", "apiPlaygroundInputs")
 PLAYGROUND_KINDS = ("header", "query", "cookie", "path", "server")
 
 
+# A plain class when compiled: its class-level code and status override the base's.
+@mypyc_attr(native_class=False)
 class InvalidUser(HandshakeFailed):
     """The user object has a field of the wrong type, no subject, or has expired."""
 

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import aiohttp
 from aiohttp import web
+from mypy_extensions import mypyc_attr
 
 from gateway.config import Config
 from gateway.metrics import Metrics
@@ -41,6 +42,9 @@ class HandshakeDeps:
     metrics: Metrics
 
 
+# Compiled with the request path; the shared-session and OAuth handshakes subclass it
+# from plain Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Handshake(ABC):
     """Identifies visitors; the pipeline calls ``identify`` and the login routes."""
 

@@ -16,6 +16,7 @@ import time
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
+from mypy_extensions import mypyc_attr
 
 from gateway.crypto import constant_time_equal
 from gateway.errors import HandshakeFailed, Unavailable
@@ -40,6 +41,8 @@ CSRF_MAX_AGE = 600
 _ANCHOR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 
 
+# A plain class when compiled: its class-level code and status override the base's.
+@mypyc_attr(native_class=False)
 class CrossSite(HandshakeFailed):
     """A login POST from another site (login CSRF)."""
 

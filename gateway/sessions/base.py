@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
+from mypy_extensions import mypyc_attr
 
 from gateway.config import Config
 from gateway.user import User
@@ -107,6 +108,8 @@ class Loaded:
     stale: tuple[str, ...] = ()
 
 
+# Compiled with the request path; the Redis store subclasses it from plain Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SessionStore(ABC):
     """Loads and saves sessions; the base owns the cookie settings, backends the storage."""
 
