@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import configs, cookies, load, procs
 from bench.procs import MIB, BenchError
-from bench.systems import SETUPS, Systems, Target
+from bench.systems import REPO, SETUPS, Systems, Target
 
 ROWS = {
     "a": "nginx serving the files (ceiling)",
@@ -75,8 +75,7 @@ class Bench:
         self.settings = settings
         self.work = work
         self.site = configs.write_site(work / "site", settings.download_bytes)
-        self.systems = Systems(work, self.site) if gateway_tree is None else \
-            Systems(work, self.site, gateway_tree=gateway_tree)
+        self.systems = Systems(work, self.site, gateway_tree=gateway_tree or REPO)
         self.runs: dict[tuple[str, str], list[load.LoadResult]] = {}
         self.results: dict[str, Any] = {"main": {}, "asset": {}, "download": {}, "sessions": {},
                                         "errors": []}
