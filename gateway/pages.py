@@ -23,6 +23,7 @@ from gateway.html import (
     PageMeta,
     decode_body,
     head_complete,
+    inject_script,
     insert_at,
     is_html,
     read_page_meta,
@@ -170,7 +171,7 @@ class Pages:
             page = rewrite(page, user)
             decision = replace(decision, public=False)
             if self.inject:
-                page = insert_at(page, self.tag, script_offset(page, self.tag))
+                page = inject_script(page, self.tag)  # the rewritten page is this reader's
         elif self.inject:
             page = insert_at(page, self.tag, scanned.script_at)
         return decision, page
