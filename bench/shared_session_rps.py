@@ -25,7 +25,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.app import build_app
+from gateway.app import DocsRunner, build_app
 from gateway.config import Config
 from tests.dashboard import INFO_API_PATH, Dashboard
 from tests.helpers import echo_app, make_config, make_user, session_cookies
@@ -52,9 +52,9 @@ def _serve_backends(conn: Connection) -> None:
     asyncio.run(main())
 
 
-async def _start(config: Config) -> tuple[web.AppRunner, web.Application, str]:
+async def _start(config: Config) -> tuple[web.BaseRunner, web.Application, str]:
     app = await build_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = DocsRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, app, f"http://127.0.0.1:{runner.addresses[0][1]}"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import aiohttp
-from aiohttp import web, web_urldispatcher
-from yarl import URL
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from gateway import routes
 from gateway.config import Config
@@ -23,30 +28,6 @@ from gateway.proxy import SCOPE, Scope, Upstream
 from gateway.sessions.base import create_store, gateway_cookie_predicate
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
-
-
-class Everything(web_urldispatcher.Resource):
-    """The one aiohttp resource: it takes every request target as it is, with no pattern
-    to run; the gateway's own routes and the docs are told apart by ``RouteTable``."""
-
-    def _match(self, path: str) -> dict[str, str]:
-        return {}
-
-    @property
-    def canonical(self) -> str:
-        return "/"
-
-    def raw_match(self, path: str) -> bool:
-        return True
-
-    def get_info(self) -> web_urldispatcher._InfoDict:
-        return {"path": "/"}
-
-    def url_for(self, *args: str, **kwargs: str) -> URL:
-        return URL.build(path="/")
-
-    def add_prefix(self, prefix: str) -> None:
-        raise RuntimeError("the gateway's resource cannot move under a prefix")
 
 
 @dataclass
@@ -77,6 +58,10 @@ class RouteTable:
 
 #: The app's route table (for tools and tests that list what it serves).
 ROUTES = web.AppKey("routes", RouteTable)
+#: The one handler every request on the docs port goes to (see ``docs_server``).
+ENTRY: web.AppKey[Handler] = web.AppKey("entry")
+#: The largest body the gateway's own routes read; proxied bodies stream.
+MAX_BODY = 64 * 1024
 
 
 def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route]) -> None:
@@ -129,10 +114,7 @@ async def build_app(config: Config) -> web.Application:
     Async because the HTTP client pools must be created inside the running loop.
     """
     metrics = Metrics()
-    app = web.Application(
-        client_max_size=64 * 1024,  # the gateway's own routes; proxied bodies stream
-        handler_args={"max_field_size": 32768, "max_line_size": 16384},
-    )
+    app = web.Application()
     http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     store = create_store(config)
     is_gateway_cookie = gateway_cookie_predicate(config)
@@ -158,12 +140,75 @@ async def build_app(config: Config) -> web.Application:
     table = RouteTable()
     own_routes(config, table, handshake.routes())
     app[ROUTES] = table
-    everything = Everything()
-    app.router.register_resource(everything)
-    everything.add_route("*", error_boundary(config, ScopeBuilder(config), metrics,
-                                             table.dispatch))
+    app[ENTRY] = error_boundary(config, ScopeBuilder(config), metrics, table.dispatch)
     app.cleanup_ctx.append(lambda app: _lifecycle(gw))
     return app
+
+
+class DocsRequest(web.Request):
+    """A request on the docs port. No router stands between the port and the gateway's
+    entry, so the request holds its application itself (``request.app``)."""
+
+    ATTRS = web.Request.ATTRS | frozenset(["docs_app"])
+    docs_app: web.Application
+
+    @property
+    def app(self) -> web.Application:
+        return self.docs_app
+
+    def clone(self, **changes: Any) -> DocsRequest:
+        copy = super().clone(**changes)
+        assert isinstance(copy, DocsRequest)
+        copy.docs_app = self.docs_app
+        return copy
+
+
+def docs_server(app: web.Application, **kwargs: Any) -> web.Server:
+    """aiohttp's low-level server for an app from ``build_app``: each request goes straight
+    to the app's ``ENTRY``, which tells the gateway's own routes from the docs itself.
+
+    ``kwargs`` go to ``web.Server`` (access log, keep-alive, ...). Must run in the loop.
+    """
+    loop = asyncio.get_running_loop()
+
+    def make_request(message: RawRequestMessage, payload: StreamReader,
+                     protocol: RequestHandler, writer: AbstractStreamWriter,
+                     task: asyncio.Task[None]) -> DocsRequest:
+        request = DocsRequest(message, payload, protocol, writer, task, loop,
+                              client_max_size=MAX_BODY)
+        request.docs_app = app
+        return request
+
+    # The factory makes every request a web.Request, which is what the entry takes.
+    entry = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[ENTRY])
+    return web.Server(entry, request_factory=make_request, loop=loop,
+                      max_field_size=32768, max_line_size=16384, **kwargs)
+
+
+class DocsRunner(web.BaseRunner):
+    """Runs an app from ``build_app`` on its sites: start-up and clean-up of the app, and
+    ``docs_server`` in between."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._app = app
+
+    @property
+    def app(self) -> web.Application:
+        return self._app
+
+    async def shutdown(self) -> None:
+        await self._app.shutdown()
+
+    async def _make_server(self) -> web.Server:
+        self._app.freeze()
+        await self._app.startup()
+        return docs_server(self._app, **self._kwargs)
+
+    async def _cleanup_server(self) -> None:
+        await self._app.cleanup()
 
 
 async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from gateway.config import Config
 from gateway.errors import BadRequest, Denied, GatewayError, NeedsLogin, Unavailable
@@ -103,8 +103,8 @@ margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}code{{color:#5
 </body></html>"""
 
 _TITLES = {400: "Bad request", 401: "Please log in", 403: "Access denied", 404: "Page not found",
-           405: "Method not allowed", 413: "Request too large", 429: "Too many requests",
-           500: "Something went wrong", 502: "The docs are unreachable",
+           405: "Method not allowed", 413: "Request too large", 417: "Expectation failed",
+           429: "Too many requests", 500: "Something went wrong", 502: "The docs are unreachable",
            503: "Temporarily unavailable", 504: "The docs took too long to answer"}
 
 
@@ -138,6 +138,18 @@ def login_redirect(request: web.Request, login_path: str, return_to: str) -> web
     return response
 
 
+async def expect_continue(request: web.Request) -> None:
+    """Answer ``Expect: 100-continue`` so the client sends its body; 417 for any other
+    expectation. HTTP/1.0 clients get nothing: the header means nothing to them."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text="Only 100-continue is understood.")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the response proper has not started
+
+
 def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
                    handler: Handler) -> Handler:
     """``handler`` behind the edge: the scope is built first, and every error becomes a
@@ -156,6 +168,8 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
         try:
             scope = scopes.build(request)
             request[SCOPE] = scope
+            if "Expect" in request.headers:
+                await expect_continue(request)
             response = await handler(request)
         except NeedsLogin as exc:
             if wants_html(request):

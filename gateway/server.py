@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import uvloop
 from aiohttp import web
 
-from gateway.app import build_app
+from gateway.app import DocsRunner, build_app
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.logs import AccessLogger, setup_logging
@@ -81,19 +81,18 @@ def admin_app(main: web.Application) -> web.Application:
 class Serving:
     """The runners serving one config: the main site and the optional admin site."""
 
-    def __init__(self, runners: list[web.AppRunner]) -> None:
+    def __init__(self, runners: list[web.BaseRunner]) -> None:
         self.runners = runners
 
     @classmethod
     async def start(cls, config: Config) -> Serving:
         """Build the app and listen. SO_REUSEPORT lets a reload bind beside the old one."""
         app = await build_app(config)
-        runner = web.AppRunner(app, access_log_class=AccessLogger,
-                               access_log=logging.getLogger("gateway.access"),
-                               handle_signals=False)
+        runner = DocsRunner(app, access_log_class=AccessLogger,
+                            access_log=logging.getLogger("gateway.access"))
         await runner.setup()
         server = config.server
-        runners = [runner]
+        runners: list[web.BaseRunner] = [runner]
         try:
             await web.TCPSite(runner, server.host, server.port, reuse_port=True,
                               shutdown_timeout=SHUTDOWN_GRACE).start()

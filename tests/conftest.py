@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import GatewayTestServer, served
+
 # ---------------------------------------------------------------------------
 # Redis: one real redis-server for the test session, which fault tests may stop,
 # pause and start again on the same port.
@@ -123,3 +125,36 @@ async def browser() -> AsyncIterator[Any]:
             yield chromium
         finally:
             await chromium.close()
+
+
+# ---------------------------------------------------------------------------
+# The gateway's apps are served by ``DocsRunner``, as in production: a test that hands
+# ``build_app``'s app to aiohttp_client or aiohttp_server gets that server, never
+# aiohttp's router (which has no routes in a gateway app, and would answer 404).
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Any:
+    async def go(param: Any, **kwargs: Any) -> Any:
+        return await aiohttp_client(served(param), **kwargs)
+
+    return go
+
+
+@pytest.fixture
+async def aiohttp_server(aiohttp_server: Any) -> AsyncIterator[Any]:
+    started: list[GatewayTestServer] = []
+
+    async def go(app: Any, *, host: str = "127.0.0.1", port: int | None = None,
+                 **kwargs: Any) -> Any:
+        server = served(app)
+        if not isinstance(server, GatewayTestServer):
+            return await aiohttp_server(app, host=host, port=port, **kwargs)
+        server = GatewayTestServer(app, host=host, port=port)
+        await server.start_server(**kwargs)
+        started.append(server)
+        return server
+
+    yield go
+    while started:
+        await started.pop().close()

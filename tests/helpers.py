@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from gateway.app import ENTRY, DocsRunner
 from gateway.config import Config, build_config
 from gateway.sessions.base import CookieJar, Session
 from gateway.user import User
@@ -39,6 +41,28 @@ def make_config(upstream_url: str | None = "http://127.0.0.1:9", *, base: Path |
         else:
             data[key] = value
     return build_config(data, env={}, base=base)
+
+
+class GatewayTestServer(TestServer):
+    """A test server for an app from ``build_app``, served as ``docs-gateway run`` serves it
+    (``DocsRunner``), not through aiohttp's router."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return DocsRunner(self.app, **kwargs)
+
+
+def served(app: Any) -> Any:
+    """What the aiohttp fixtures should serve for ``app``: a gateway app gets its own server."""
+    if isinstance(app, web.Application) and ENTRY in app:
+        return GatewayTestServer(app)
+    return app
+
+
+def runner_for(app: web.Application, **kwargs: Any) -> web.BaseRunner:
+    """The runner ``docs-gateway run`` would use for ``app``: ``DocsRunner`` for a gateway app."""
+    if ENTRY in app:
+        return DocsRunner(app, **kwargs)
+    return web.AppRunner(app, **kwargs)
 
 
 def make_user(sub: str = "u1", groups: tuple[str, ...] = (), **content: Any) -> User:

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import build_app
-from tests.helpers import make_config, make_user, session_cookies
+from tests.helpers import make_config, make_user, runner_for, session_cookies
 
 PAGE = """<!doctype html><html><head><title>Guide</title>
 <script>
@@ -27,7 +27,7 @@ Start = Callable[..., Awaitable[tuple[str, web.Application]]]
 
 @pytest.fixture
 async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
-    runners: list[web.AppRunner] = []
+    runners: list[web.BaseRunner] = []
 
     async def docs(request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
@@ -44,7 +44,7 @@ async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
         config = make_config(str(upstream.make_url("")), mode="personalize", server=server,
                              access={"fragments": False})
         app = await build_app(config)
-        runner = web.AppRunner(app)
+        runner = runner_for(app)
         await runner.setup()
         runners.append(runner)
         await web.SockSite(runner, sock).start()

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import build_app
-from tests.helpers import HS_SECRET, make_config
+from tests.helpers import HS_SECRET, make_config, runner_for
 
 PAGE = ("<!doctype html><html><head><title>Guide</title></head><body><h1>Guide</h1>"
         '<div style="height:4000px"></div><h2 id="intro">Intro</h2>'
@@ -32,7 +32,7 @@ Serve = Callable[[str], Awaitable[str]]
 @pytest.fixture
 async def serve(aiohttp_server: Any) -> AsyncIterator[Serve]:
     """Start an HTML docs upstream and the gateway on a real port; yield its base URL."""
-    runners: list[web.AppRunner] = []
+    runners: list[web.BaseRunner] = []
 
     async def docs(request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
@@ -46,7 +46,7 @@ async def serve(aiohttp_server: Any) -> AsyncIterator[Serve]:
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"
         config = make_config(str(upstream.make_url("")), mode=mode,
                              server={"listen": "127.0.0.1:0", "public_url": base})
-        runner = web.AppRunner(await build_app(config))
+        runner = runner_for(await build_app(config))
         await runner.setup()
         runners.append(runner)
         await web.SockSite(runner, sock).start()

@@ -26,7 +26,7 @@ from gateway.app import build_app
 from gateway.config import Config, build_config
 from gateway.errors import BadRequest, ConfigError
 from gateway.paths import decoded, normalize_path
-from tests.helpers import SECRET, echo_app, make_config, make_user, session_cookies
+from tests.helpers import SECRET, echo_app, make_config, make_user, runner_for, session_cookies
 
 LOGIN_URL = "https://dash.example.com/docs-login"
 FAST = settings(max_examples=100, deadline=None,
@@ -64,7 +64,7 @@ def _run(served: Served, ready: threading.Event, stop: threading.Event) -> None:
                              server={"listen": "127.0.0.1:0", "public_url": "http://docs.test",
                                      "login_rate_limit": 0})
         gateway = await build_app(config)
-        runner = web.AppRunner(gateway)
+        runner = runner_for(gateway)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         served.port = runner.addresses[0][1]

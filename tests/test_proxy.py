@@ -242,6 +242,32 @@ async def test_absolute_form_target_is_refused(gateway: Factory) -> None:
     assert status == 400
 
 
+async def test_expect_100_continue_is_answered_then_the_body_is_proxied(gateway: Factory) -> None:
+    client = await gateway()
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(b"POST /api/thing HTTP/1.1\r\nHost: docs.test\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")  # only now, as a client that waits for the 100 would
+        reply = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["body"] == "hello"
+
+
+async def test_an_unknown_expectation_is_417(gateway: Factory) -> None:
+    client = await gateway()
+    assert client.port is not None
+    status, _, body = await raw_http(client.port, get("/page", {"Expect": "teapot"}))
+    assert status == 417
+    assert json.loads(body)["error"] == "expectation_failed"
+
+
 async def test_compressed_html_gets_the_script_injected(aiohttp_server: Any,
                                                         aiohttp_client: Any) -> None:
     async def page(request: web.Request) -> web.Response:

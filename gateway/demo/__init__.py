@@ -49,7 +49,7 @@ class Demo:
     method: str
     login_url: str
     site: Path
-    _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
+    _runners: list[web.BaseRunner] = field(default_factory=list, repr=False)
     _folder: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     async def stop(self) -> None:
@@ -116,12 +116,11 @@ async def _start_login_side(demo: Demo, sock: socket.socket, tmp: Path) -> dict[
 
 
 async def _start_gateway(demo: Demo, config: Config, sock: socket.socket) -> None:
-    from gateway.app import build_app
+    from gateway.app import DocsRunner, build_app
 
     app = await build_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger,
-                           access_log=logging.getLogger("gateway.access"), handle_signals=False,
-                           shutdown_timeout=5.0)
+    runner = DocsRunner(app, access_log_class=AccessLogger,
+                        access_log=logging.getLogger("gateway.access"), shutdown_timeout=5.0)
     await runner.setup()
     demo._runners.append(runner)
     await web.SockSite(runner, sock).start()
