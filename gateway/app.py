@@ -52,7 +52,7 @@ class RouteTable:
         handler = methods.get(request.method)
         if handler is None:
             raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
-        request["gateway.route"] = "gateway"
+        scope.route = "gateway"
         return await handler(request)
 
 

@@ -121,7 +121,7 @@ class AccessLogger(AbstractAccessLogger):
             "status": response.status,
             "bytes": response.body_length,
             "ms": round(time * 1000, 2),
-            "user": request.get("gateway.sub"),
+            "user": getattr(scope, "sub", None),
         }
         handler = self._direct
         if handler is None:

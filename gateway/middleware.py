@@ -21,7 +21,7 @@ from gateway.limits import InFlight
 from gateway.metrics import Metrics
 from gateway.paths import normalize_path
 from gateway.proxy import SCOPE, Scope
-from gateway.sessions.base import JAR, CookieJar, cookie_settings
+from gateway.sessions.base import cookie_settings
 
 log = logging.getLogger("gateway")
 audit = logging.getLogger("gateway.audit")
@@ -165,6 +165,7 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
             in_flight.enter()
         except Unavailable as exc:
             return error_response(request, exc.status, exc.code, exc.message)
+        scope: Scope | None = None
         try:
             scope = scopes.build(request)
             request[SCOPE] = scope
@@ -178,7 +179,7 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
                 response = error_response(request, 401, "unauthenticated", "")
         except Denied:
             metrics.denials.labels("groups").inc()
-            audit.info("denied", extra={"event": "denied", "sub": request.get("gateway.sub"),
+            audit.info("denied", extra={"event": "denied", "sub": scope and scope.sub,
                                         "path": request.path, "reason": "groups"})
             if denied_status == 404:
                 response = error_response(request, 404, "not_found", "There is no page here.")
@@ -205,13 +206,14 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
             response = error_response(request, 500, "internal", "An unexpected error occurred.")
         finally:
             in_flight.leave()
-        metrics.count_request(request.get("gateway.route", "docs"), response.status)
+        if scope is None:
+            metrics.count_request("docs", response.status)
+            return response
+        metrics.count_request(scope.route, response.status)
         if not response.prepared:
-            built = request.get(SCOPE)
-            if isinstance(built, Scope):
-                response.headers["X-Request-Id"] = built.request_id
-            jar = request.get(JAR)
-            if isinstance(jar, CookieJar) and jar:
+            response.headers["X-Request-Id"] = scope.request_id
+            jar = scope.jar
+            if jar is not None and jar:
                 cookies.apply(jar, response)
         return response
 

@@ -21,7 +21,7 @@ from gateway.pages import (
 )
 from gateway.policy import Decision, Outcome
 from gateway.proxy import SCOPE, Scope, stream_body
-from gateway.sessions.base import JAR, CookieJar, Loaded, Session
+from gateway.sessions.base import CookieJar, Loaded, Session
 from gateway.state import GATEWAY, Gateway
 from gateway.static import StaticSite
 from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
@@ -42,14 +42,14 @@ class Visitor:
     jar: CookieJar
 
 
-async def identify(gw: Gateway, request: web.Request, required: bool) -> Visitor:
+async def identify(gw: Gateway, request: web.Request, scope: Scope, required: bool) -> Visitor:
     """Load the session and ask the handshake who the visitor is.
 
     A store that cannot be reached makes protected paths 503, and public ones anonymous.
     """
     jar = CookieJar()
     # The error boundary applies what is left in the jar to whatever response is sent.
-    request[JAR] = jar
+    scope.jar = jar
     try:
         cookies = session_cookies(gw, request)
         loaded = await gw.store.load(cookies) if cookies else Loaded(None)
@@ -126,9 +126,9 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     if rel is None:
         raise NotFound("There is no page here.")
     decision = gw.policy.decide(rel, None)
-    visitor = await identify(gw, request, required=not decision.public)
+    visitor = await identify(gw, request, scope, required=not decision.public)
     if visitor.user is not None:
-        request["gateway.sub"] = visitor.user.sub
+        scope.sub = visitor.user.sub
         decision = gw.policy.decide(rel, visitor.user)
     if not decision.meta_applies or request.method not in ("GET", "HEAD"):
         # Page metadata is read from a GET's page; any other method is judged on config.

@@ -14,6 +14,7 @@ from yarl import URL
 
 from gateway.config import Config
 from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.sessions.base import CookieJar
 from gateway.upstream import Pool, Response, UpstreamClosed, UpstreamTimedOut
 
 HOP_BY_HOP = frozenset({
@@ -68,7 +69,8 @@ SCOPE = "gateway.scope"
 
 @dataclass(slots=True)
 class Scope:
-    """Per-request facts decided once at the edge."""
+    """Per-request facts decided once at the edge, and what the request learns on its way
+    that the error boundary and the access log need afterwards."""
 
     request_id: str
     client_ip: str
@@ -78,6 +80,12 @@ class Scope:
     path: str
     query: str
     forwarded_for: str
+    #: "gateway" for the gateway's own routes (the metrics label).
+    route: str = "docs"
+    #: The reader's subject, once known (audit and access log).
+    sub: str | None = None
+    #: Cookies to set or clear on whatever response is sent, error pages included.
+    jar: CookieJar | None = None
 
 
 class Upstream:

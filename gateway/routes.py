@@ -84,7 +84,7 @@ def same_origin_request(request: web.Request, gw: Gateway) -> bool:
 async def user(request: web.Request) -> web.StreamResponse:
     """The visitor's user object as JSON, or 401."""
     gw = _gw(request)
-    visitor = await identify(gw, request, required=True)
+    visitor = await identify(gw, request, request[SCOPE], required=True)
     if visitor.user is None:
         response = json_response({"error": "unauthenticated"}, status=401)
     else:
@@ -129,10 +129,10 @@ async def auth(request: web.Request) -> web.StreamResponse:
     target = path + (f"?{query}" if query else "")
     rel = gw.relative_path(path) or "/"
     decision = gw.policy.decide(rel, None)
-    visitor = await identify(gw, request, required=not decision.public)
+    visitor = await identify(gw, request, scope, required=not decision.public)
     if visitor.user is not None:
         decision = gw.policy.decide(rel, visitor.user)
-        request["gateway.sub"] = visitor.user.sub
+        scope.sub = visitor.user.sub
     if decision.outcome is Outcome.NEEDS_LOGIN:
         login_url = (f"{gw.config.server.public_origin}{gw.config.server.route_base}/login"
                      f"?redirect={quote(target, safe='/')}")

@@ -39,8 +39,7 @@ def served(path: str = "/guide?token=secret") -> tuple[web.Request, web.Response
     request = make_mocked_request("GET", path)
     request[SCOPE] = Scope(request_id="r-1", client_ip="203.0.113.9", trusted=False,
                            scheme="http", host="docs", path="/guide", query="token=secret",
-                           forwarded_for="203.0.113.9")
-    request["gateway.sub"] = "ada"
+                           forwarded_for="203.0.113.9", sub="ada")
     return request, web.Response(status=200, body=b"x" * 12)
 
 

@@ -63,10 +63,6 @@ class CookieJar:
         return bool(self.sets or self.deletes)
 
 
-# Request key of the CookieJar for the response being built.
-JAR = "gateway.jar"
-
-
 @dataclass(frozen=True)
 class CookieSettings:
     """How the gateway's cookies are written: name, path, Secure, SameSite."""
