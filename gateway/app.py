@@ -111,7 +111,9 @@ def upstream_cookie_filter(config: Config,
 async def build_app(config: Config) -> web.Application:
     """The aiohttp application for one config: nothing on the request path reads the YAML.
 
-    Async because the HTTP client pools must be created inside the running loop.
+    It holds the gateway's state, its entry handler and its start-up and clean-up; its
+    router stays empty. Serve it with ``DocsRunner``. Async because the HTTP client pools
+    must be created inside the running loop.
     """
     metrics = Metrics()
     app = web.Application()
