@@ -33,13 +33,20 @@ from gateway.websocket import pipe_websocket
 HTML_BUFFER_LIMIT = 8 * 1024 * 1024
 
 
-@dataclass
+# init=False here and below: a compiled build runs the class's own __init__ natively, where
+# the one dataclasses would write is interpreted (these are made once per request).
+@dataclass(init=False)
 class Visitor:
     """Who is asking, decided before the upstream is called."""
 
     session: Session | None
     user: User | None
     jar: CookieJar
+
+    def __init__(self, session: Session | None, user: User | None, jar: CookieJar) -> None:
+        self.session = session
+        self.user = user
+        self.jar = jar
 
 
 async def identify(gw: Gateway, request: web.Request, scope: Scope, required: bool) -> Visitor:

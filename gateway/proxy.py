@@ -67,7 +67,7 @@ _cached_named_by = lru_cache(maxsize=256)(_named_by)
 SCOPE = "gateway.scope"
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Scope:
     """Per-request facts decided once at the edge, and what the request learns on its way
     that the error boundary and the access log need afterwards."""
@@ -81,11 +81,27 @@ class Scope:
     query: str
     forwarded_for: str
     #: "gateway" for the gateway's own routes (the metrics label).
-    route: str = "docs"
+    route: str
     #: The reader's subject, once known (audit and access log).
-    sub: str | None = None
+    sub: str | None
     #: Cookies to set or clear on whatever response is sent, error pages included.
-    jar: CookieJar | None = None
+    jar: CookieJar | None
+
+    # Written out (init=False): compiled, it runs natively; it is made once per request.
+    def __init__(self, *, request_id: str, client_ip: str, trusted: bool, scheme: str,
+                 host: str, path: str, query: str, forwarded_for: str, route: str = "docs",
+                 sub: str | None = None, jar: CookieJar | None = None) -> None:
+        self.request_id = request_id
+        self.client_ip = client_ip
+        self.trusted = trusted
+        self.scheme = scheme
+        self.host = host
+        self.path = path
+        self.query = query
+        self.forwarded_for = forwarded_for
+        self.route = route
+        self.sub = sub
+        self.jar = jar
 
 
 class Upstream:

@@ -37,12 +37,17 @@ class Session:
         return replace(self, user=user, refreshed_at=time.time(), **changes)
 
 
-@dataclass
+@dataclass(init=False)
 class CookieJar:
     """Cookie changes decided for one response, applied before the response starts."""
 
-    sets: dict[str, tuple[str, int | None]] = field(default_factory=dict)
-    deletes: set[str] = field(default_factory=set)
+    sets: dict[str, tuple[str, int | None]]
+    deletes: set[str]
+
+    # Written out (init=False): compiled, it runs natively; it is made once per request.
+    def __init__(self) -> None:
+        self.sets = {}
+        self.deletes = set()
 
     def set(self, name: str, value: str, max_age: int | None = None) -> None:
         """Set a cookie (``max_age`` None: a browser-session cookie)."""
@@ -92,16 +97,21 @@ def cookie_settings(config: Config) -> CookieSettings:
                           same_site=config.session.same_site)
 
 
-@dataclass(frozen=True)
+@dataclass(init=False)
 class Loaded:
-    """What a store found in the request's cookies.
+    """What a store found in the request's cookies (treat it as read-only).
 
     ``session`` is None for an anonymous visitor; ``stale`` names cookies that were
     present but unusable (tampered, expired, foreign) and must be cleared.
     """
 
     session: Session | None
-    stale: tuple[str, ...] = ()
+    stale: tuple[str, ...]
+
+    # Written out (init=False): compiled, it runs natively; it is made once per request.
+    def __init__(self, session: Session | None, stale: tuple[str, ...] = ()) -> None:
+        self.session = session
+        self.stale = stale
 
 
 # Compiled with the request path; the Redis store subclasses it from plain Python.
