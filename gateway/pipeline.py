@@ -103,6 +103,21 @@ def personal(decision: Decision, visitor: Visitor) -> bool:
 _SHARED = ("public", "s-maxage", "private")
 
 
+# Header name (as spelled) -> whether a CDN reads it as its own Cache-Control.
+_CDN_CONTROL: dict[str, bool] = {}
+
+
+def is_cdn_control(name: str) -> bool:
+    """Surrogate-Control and the ``*CDN-Cache-Control`` family; remembered per spelling."""
+    known = _CDN_CONTROL.get(name)
+    if known is None:
+        lname = name.lower()
+        known = lname == "surrogate-control" or lname.endswith("cdn-cache-control")
+        if len(_CDN_CONTROL) < 4096:  # names are the upstream's: keep the memo bounded
+            _CDN_CONTROL[name] = known
+    return known
+
+
 def mark_private(headers: CIMultiDict[str]) -> None:
     """Keep shared caches from serving a visitor's response to anyone else."""
     control = headers.get("Cache-Control")
@@ -113,8 +128,7 @@ def mark_private(headers: CIMultiDict[str]) -> None:
         kept = [d for d in directives if d.split("=")[0].strip().lower() not in _SHARED]
         headers["Cache-Control"] = ", ".join(["private", *kept])
     # CDNs obey these over Cache-Control, so a personal page must not carry them.
-    names = [n for n in headers if n[-8:].lower() == "-control" and (
-        n.lower() == "surrogate-control" or n.lower().endswith("cdn-cache-control"))]
+    names = [name for name in headers if is_cdn_control(name)]
     for name in names:
         headers.popall(name, None)
     vary = headers.get("Vary", "")

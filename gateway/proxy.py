@@ -56,8 +56,13 @@ def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froze
 
 
 def _named_by(connection: str) -> frozenset[str]:
-    """Hop-by-hop headers plus those one ``Connection`` value names."""
-    return HOP_BY_HOP | {normalize_header_name(token.strip()) for token in connection.split(",")}
+    """Hop-by-hop headers plus those one ``Connection`` value names.
+
+    ``HOP_BY_HOP`` itself when it names nothing more ("keep-alive", "close"): callers skip
+    the per-header check for that very set.
+    """
+    named = HOP_BY_HOP | {normalize_header_name(token.strip()) for token in connection.split(",")}
+    return HOP_BY_HOP if named == HOP_BY_HOP else named
 
 
 _cached_named_by = lru_cache(maxsize=256)(_named_by)
