@@ -117,7 +117,9 @@ class Response:
         self.chunked = False
         self.received_any = False
         self._raw_headers: list[tuple[str, str]] = []
-        self._parser = httptools.HttpResponseParser(self)
+        # The parser holds this response (its callbacks): a cycle, broken by release() so
+        # that the response is freed at once rather than left to the garbage collector.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._loop = loop
         self._head: asyncio.Future[None] = loop.create_future()
         self._body: collections.deque[bytes] = collections.deque()
@@ -140,7 +142,9 @@ class Response:
         self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # callbacks run inside feed(), which holds the parser
+        status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._raw_headers.clear()  # an interim response: the real one follows
             return
@@ -150,7 +154,7 @@ class Response:
         if length is not None and length.isdigit():
             self.content_length = int(length)
         self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        self._keep_alive = self._parser.should_keep_alive()
+        self._keep_alive = parser.should_keep_alive()
         if self.method == "HEAD" or status in (204, 304):
             self._complete = True
         if not self._head.done():
@@ -167,8 +171,9 @@ class Response:
         self._wake()
 
     def on_message_complete(self) -> None:
-        if self.status:
-            self._keep_alive = self._keep_alive and self._parser.should_keep_alive()
+        parser = self._parser
+        if self.status and parser is not None:
+            self._keep_alive = self._keep_alive and parser.should_keep_alive()
             self._complete = True
             self._wake()
 
@@ -182,8 +187,11 @@ class Response:
         if self._complete:
             self.conn.close()  # more bytes than the response framing allows
             return
+        parser = self._parser
+        if parser is None:  # released: nothing more is read for this response
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamClosed(f"malformed response from the docs server ({exc})"))
             self.conn.close()
@@ -277,6 +285,7 @@ class Response:
         if self._released:
             return
         self._released = True
+        self._parser = None
         conn = self.conn
         conn.exchange = None
         reusable = (self._complete and self._error is None and conn.alive

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
-from gateway.upstream import Slots
+from gateway.upstream import Response, Slots
 from tests.helpers import make_config, raw_http
 
 Reply = Callable[[bytes, int], bytes | None]
@@ -95,6 +96,24 @@ async def test_keep_alive_reuses_one_connection(aiohttp_client: Any, raw_upstrea
         async with client.get("/x") as response:
             assert await response.read() == b"hello"
     assert upstream.connections == 1
+
+
+async def test_a_finished_response_is_freed_without_the_garbage_collector(
+        aiohttp_client: Any, raw_upstream: Any) -> None:
+    upstream = await raw_upstream(lambda request, n: ok())
+    client = await gateway_for(aiohttp_client, upstream)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # whatever only a collection would free lands in gc.garbage
+    try:
+        for _ in range(5):
+            async with client.get("/x") as response:
+                assert await response.read() == b"hello"
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, Response)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
 
 
 async def test_closed_idle_connection_is_retried_for_get(aiohttp_client: Any,
