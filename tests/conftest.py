@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import GatewayTestServer, served
+from tests.helpers import GatewayTestServer, is_gateway_app, served
 
 # ---------------------------------------------------------------------------
 # Redis: one real redis-server for the test session, which fault tests may stop,
@@ -147,8 +147,7 @@ async def aiohttp_server(aiohttp_server: Any) -> AsyncIterator[Any]:
 
     async def go(app: Any, *, host: str = "127.0.0.1", port: int | None = None,
                  **kwargs: Any) -> Any:
-        server = served(app)
-        if not isinstance(server, GatewayTestServer):
+        if not is_gateway_app(app):
             return await aiohttp_server(app, host=host, port=port, **kwargs)
         server = GatewayTestServer(app, host=host, port=port)
         await server.start_server(**kwargs)

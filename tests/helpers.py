@@ -51,16 +51,19 @@ class GatewayTestServer(TestServer):
         return DocsRunner(self.app, **kwargs)
 
 
+def is_gateway_app(app: Any) -> bool:
+    """Whether ``app`` came from ``build_app`` (and must be served by ``DocsRunner``)."""
+    return isinstance(app, web.Application) and ENTRY in app
+
+
 def served(app: Any) -> Any:
     """What the aiohttp fixtures should serve for ``app``: a gateway app gets its own server."""
-    if isinstance(app, web.Application) and ENTRY in app:
-        return GatewayTestServer(app)
-    return app
+    return GatewayTestServer(app) if is_gateway_app(app) else app
 
 
 def runner_for(app: web.Application, **kwargs: Any) -> web.BaseRunner:
     """The runner ``docs-gateway run`` would use for ``app``: ``DocsRunner`` for a gateway app."""
-    if ENTRY in app:
+    if is_gateway_app(app):
         return DocsRunner(app, **kwargs)
     return web.AppRunner(app, **kwargs)
 
