@@ -119,6 +119,7 @@ class Response:
         self._raw_headers: list[tuple[str, str]] = []
         # The parser holds this response (its callbacks): a cycle, broken by release() so
         # that the response is freed at once rather than left to the garbage collector.
+        # None once released.
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._loop = loop
         self._head: asyncio.Future[None] = loop.create_future()
@@ -129,7 +130,6 @@ class Response:
         self._wakeup: asyncio.Event | None = None
         self._complete = False
         self._error: Exception | None = None
-        self._released = False
         # llhttp forgets keep-alive once a message completes, so it is read before that.
         self._keep_alive = False
         self._head_bytes = 0
@@ -172,7 +172,8 @@ class Response:
 
     def on_message_complete(self) -> None:
         parser = self._parser
-        if self.status and parser is not None:
+        assert parser is not None  # callbacks run inside feed(), which holds the parser
+        if self.status:
             self._keep_alive = self._keep_alive and parser.should_keep_alive()
             self._complete = True
             self._wake()
@@ -282,9 +283,8 @@ class Response:
 
     def release(self) -> None:
         """Give the connection back when the exchange finished cleanly, else drop it."""
-        if self._released:
+        if self._parser is None:
             return
-        self._released = True
         self._parser = None
         conn = self.conn
         conn.exchange = None
