@@ -206,15 +206,11 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
             response = error_response(request, 500, "internal", "An unexpected error occurred.")
         finally:
             in_flight.leave()
-        if scope is None:
-            metrics.count_request("docs", response.status)
-            return response
-        metrics.count_request(scope.route, response.status)
-        if not response.prepared:
+        metrics.count_request(scope.route if scope is not None else "docs", response.status)
+        if scope is not None and not response.prepared:
             response.headers["X-Request-Id"] = scope.request_id
-            jar = scope.jar
-            if jar is not None and jar:
-                cookies.apply(jar, response)
+            if scope.jar:
+                cookies.apply(scope.jar, response)
         return response
 
     return boundary
