@@ -16,6 +16,11 @@ from gateway.errors import HandshakeFailed
 #: The Mintlify fields, by their names in the user object.
 FIELDS = ("expiresAt", "groups", "content", "apiPlaygroundInputs")
 PLAYGROUND_KINDS = ("header", "query", "cookie", "path", "server")
+#: Deepest nesting of objects and lists a user object may have (the object itself is 1).
+MAX_DEPTH = 32
+#: Largest user object, counted as its compact JSON in UTF-8 (about); the largest answer
+#: any source is read up to, so one built from several sources is held to it too.
+MAX_SIZE = 1024 * 1024
 
 
 # A plain class when compiled: its class-level code and status override the base's.
@@ -90,7 +95,9 @@ def parse_user(data: Any, *, subject_paths: Sequence[str], max_age: float,
     now = time.time() if now is None else now
     if not isinstance(data, Mapping):
         raise InvalidUser(f"the user object must be a JSON object, not {_kind(data)}")
-    _string_keys(data, "the user object")
+    # Before anything copies or walks it recursively: every source (a login token, an
+    # Info API, an id_token) is bounded the same way.
+    check_bounds(data)
     expires_at = _expires_at(data.get("expiresAt"), now, max_age)
     groups = _groups(data.get("groups"))
     content = _object(data.get("content"), "content")
@@ -99,6 +106,65 @@ def parse_user(data: Any, *, subject_paths: Sequence[str], max_age: float,
     extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in FIELDS}
     return User(sub=sub, expires_at=expires_at, groups=groups, content=content,
                 api_playground_inputs=inputs, extra=extra)
+
+
+def check_bounds(data: Mapping[str, Any]) -> None:
+    """Raise InvalidUser unless ``data`` is plain JSON within MAX_DEPTH and MAX_SIZE.
+
+    Walked without recursion, and stopped as soon as a bound is passed, so neither a deep
+    nor a large answer costs more than the bounds themselves. Numbers must be finite and
+    strings must encode as UTF-8 (no lone surrogates), as JSON requires.
+    """
+    budget = MAX_SIZE
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, str):
+            budget -= _text_size(value, where) + 2
+        elif value is None or isinstance(value, bool):
+            budget -= 5
+        elif isinstance(value, int):
+            budget -= value.bit_length() // 3 + 1
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidUser(f"{where or 'the user object'} holds a number that is not "
+                                  "finite")
+            budget -= 8
+        elif isinstance(value, Mapping | list | tuple):
+            if depth > MAX_DEPTH:
+                raise InvalidUser(f"{where or 'the user object'} is nested more than "
+                                  f"{MAX_DEPTH} levels deep")
+            budget -= 2
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise InvalidUser(f"{where or 'the user object'} keys must be strings, "
+                                          f"not {_kind(key)}")
+                    budget -= _text_size(key, where) + 4
+                    if budget < 0:
+                        break
+                    # Messages name at most two levels: "apiPlaygroundInputs.header".
+                    inner = where if depth > 2 else f"{where}.{key}" if where else key
+                    stack.append((item, depth + 1, inner))
+            else:
+                for item in value:
+                    budget -= 1
+                    if budget < 0:
+                        break
+                    stack.append((item, depth + 1, where))
+        else:
+            raise InvalidUser(f"{where or 'the user object'} holds {_kind(value)}, which is "
+                              "not JSON")
+        if budget < 0:
+            raise InvalidUser(f"the user object is larger than {MAX_SIZE // 1024} KB")
+
+
+def _text_size(text: str, where: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidUser(f"{where or 'the user object'} holds a string that is not valid "
+                          "Unicode") from None
 
 
 def _expires_at(value: Any, now: float, max_age: float) -> float:

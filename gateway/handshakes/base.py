@@ -101,6 +101,22 @@ class Handshake(ABC):
         return session
 
 
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes and a little more when it is longer.
+
+    ``content.read(n)`` alone returns what has arrived so far, which for a large answer
+    is only its first part.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)
+
+
 def create_handshake(deps: HandshakeDeps) -> Handshake:
     """The handshake ``handshake.method`` names."""
     method = deps.config.handshake.method

@@ -32,7 +32,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.handshakes import oauth_flow as flow
-from gateway.handshakes.base import Handshake, HandshakeDeps, Route
+from gateway.handshakes.base import Handshake, HandshakeDeps, Route, read_limited
 from gateway.handshakes.jwks import JwksCache, TokenError
 from gateway.middleware import error_response
 from gateway.sessions.base import CookieJar, Session
@@ -112,7 +112,7 @@ class OAuthHandshake(Handshake):
         try:
             async with self.deps.http.request(method, url, timeout=self.timeout,
                                               allow_redirects=False, **kwargs) as response:
-                body = await response.content.read(MAX_BODY + 1)
+                body = await read_limited(response, MAX_BODY + 1)
                 return response.status, body[:MAX_BODY]
         except TimeoutError:
             raise UpstreamTimeout(f"The identity provider's {what} ({host}) did not answer in "

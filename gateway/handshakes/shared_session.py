@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.errors import NotFound, Unavailable
-from gateway.handshakes.base import Handshake, HandshakeDeps
+from gateway.handshakes.base import Handshake, HandshakeDeps, read_limited
 from gateway.handshakes.infocache import (
     ANONYMOUS,
     Answer,
@@ -148,7 +148,7 @@ class SharedSessionHandshake(Handshake):
                     return ANONYMOUS
                 if not 200 <= response.status < 300:
                     return self._unavailable(f"answered {response.status}")
-                body = await _read_limited(response, MAX_BODY + 1)
+                body = await read_limited(response, MAX_BODY + 1)
                 content_type = response.content_type
         except TimeoutError:
             return self._unavailable("timeout")
@@ -199,18 +199,6 @@ class SharedSessionHandshake(Handshake):
     def logout_target(self, session: Session | None) -> str | None:
         """The dashboard's logout, when configured: the dashboard session is the session."""
         return self.config.handshake.shared_session.logout_url
-
-
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or its first ``limit`` bytes and a little more when it is longer."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)
 
 
 def _redirect(location: str) -> web.Response:

@@ -1,0 +1,265 @@
+"""Identity under attack: hostile user objects from every source, the shared-session cookie
+allow-list, the assertion's sid, cross-site WebSockets, refreshes that change the subject,
+planted OAuth state, list values in plain headers, and key material behind redirects.
+
+Every case runs against real servers on loopback: the gateway, a recording upstream, an
+Info API, and the Authlib authorization server of tests/authserver.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from joserfc import jwt as jose_jwt
+
+from gateway.app import build_app
+from tests.attack import (
+    Client,
+    Recorder,
+    Reply,
+    exchange,
+    port_of,
+    raw_request,
+    recording_upstream,
+)
+from tests.authserver import KID, SIGNING_KEY
+from tests.helpers import HS_SECRET, make_config
+from tests.test_attack_oauth import HostileIdP
+from tests.test_oauth import REDIRECT_URI, Browser
+
+ASSERTION = "X-Gateway-Assertion"
+
+
+def nested(depth: int, leaf: Any = "x") -> Any:
+    """An object ``depth`` levels deep: {"a": {"a": ... leaf}}."""
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def error_of(reply: Reply) -> str:
+    return str(json.loads(reply.body)["error"])
+
+
+def assertions(upstream: Recorder) -> list[str]:
+    """Every assertion the upstream received, in order."""
+    return [value for seen in upstream.seen for value in seen.header(ASSERTION)]
+
+
+# -- a hostile Info API -----------------------------------------------------------------
+
+
+@dataclass
+class InfoApi:
+    """An Info API that answers whatever body it is given, and records each call."""
+
+    body: bytes = b'{"sub": "ada"}'
+    status: int = 200
+    calls: int = 0
+    cookie_headers: list[str] = field(default_factory=list)
+    cookies: list[dict[str, str]] = field(default_factory=list)
+    server: TestServer | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/user-info", self.answer)
+        return app
+
+    async def answer(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        self.cookie_headers.extend(request.headers.getall("Cookie", []))
+        # How an Info API built on aiohttp reads the cookies it was sent.
+        self.cookies.append(dict(request.cookies))
+        return web.Response(status=self.status, body=self.body, content_type="application/json")
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/user-info"))
+
+
+@pytest.fixture
+async def info_api(aiohttp_server: Any) -> InfoApi:
+    api = InfoApi()
+    api.server = await aiohttp_server(api.app())
+    return api
+
+
+Start = Callable[..., Awaitable[tuple[Client, Recorder]]]
+
+
+@pytest.fixture
+def shared(aiohttp_server: Any, aiohttp_client: Any, info_api: InfoApi) -> Start:
+    """A shared-session gateway in front of a recording upstream, asking ``info_api``."""
+
+    async def starter(**sections: Any) -> tuple[Client, Recorder]:
+        upstream = await recording_upstream(aiohttp_server)
+        settings = {"info_api_url": info_api.url, "cookies": ["session"],
+                    "login_url": "https://dash.example.com/login", "timeout": "2s",
+                    **sections.pop("shared_session", {})}
+        sections.setdefault("access", {"public": ["/public/**"]})
+        config = make_config(upstream.url, handshake={"method": "shared_session",
+                                                      "shared_session": settings}, **sections)
+        client: Client = await aiohttp_client(await build_app(config))
+        return client, upstream
+
+    return starter
+
+
+async def get(client: Client, path: str, cookie: str = "session=abc",
+              headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return await exchange(port_of(client), raw_request(
+        path, headers=(("Cookie", cookie), *headers) if cookie else headers))
+
+
+# -- 1. user objects bounded in depth and size, from every source --------------------------
+
+HOSTILE_USERS: dict[str, Any] = {
+    "content nested 600 deep": {"sub": "ada", "content": nested(600)},
+    "content nested just past the bound": {"sub": "ada", "content": nested(40)},
+    "an extra field nested 600 deep": {"sub": "ada", "profile": nested(600)},
+    "a playground input nested 600 deep": {
+        "sub": "ada", "apiPlaygroundInputs": {"header": nested(600)}},
+    "a list nested 600 deep in content": {"sub": "ada", "content": {"x": json.loads(
+        "[" * 600 + "]" * 600)}},
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_USERS))
+async def test_an_unacceptable_info_api_user_is_unavailable_and_negatively_cached(
+        shared: Start, info_api: InfoApi, case: str) -> None:
+    info_api.body = json.dumps(HOSTILE_USERS[case]).encode()
+    client, upstream = await shared()
+    for _ in range(3):
+        reply = await get(client, "/guide")
+        assert (reply.status, error_of(reply)) == (503, "info_api_unavailable"), reply.body
+        public = await get(client, "/public/page")
+        assert public.status == 200, public.body
+    user = await get(client, "/_gateway/user")
+    assert user.status == 503
+    # One call: the refusal is remembered like any other failure.
+    assert info_api.calls == 1
+    assert assertions(upstream) == []
+
+
+@pytest.mark.parametrize("body", [b'{"sub": "ada", "content": {"x": NaN}}',
+                                  b'{"sub": "ada", "content": {"x": [Infinity]}}',
+                                  b'{"sub": "ada", "plan": -Infinity}'])
+async def test_numbers_json_cannot_carry_make_the_user_invalid(
+        shared: Start, info_api: InfoApi, body: bytes) -> None:
+    info_api.body = body
+    client, upstream = await shared()
+    reply = await get(client, "/guide")
+    assert (reply.status, error_of(reply)) == (503, "info_api_unavailable"), reply.body
+    assert assertions(upstream) == []
+
+
+async def test_a_user_object_within_the_bounds_is_accepted(shared: Start,
+                                                         info_api: InfoApi) -> None:
+    info_api.body = json.dumps({"sub": "ada", "content": nested(20),
+                                "notes": "n" * 20_000}).encode()
+    client, upstream = await shared()
+    assert (await get(client, "/guide")).status == 200
+    assert len(assertions(upstream)) == 1
+
+
+def _id_token_with(**extra: Any) -> Callable[[dict[str, Any]], str]:
+    def build(claims: dict[str, Any]) -> str:
+        return jose_jwt.encode({"alg": "RS256", "kid": KID}, {**claims, **extra}, SIGNING_KEY)
+    return build
+
+
+@pytest.fixture
+async def idp(aiohttp_server: Any) -> AsyncIterator[HostileIdP]:
+    server = HostileIdP()
+    running = await aiohttp_server(server.app())
+    server.issuer = str(running.make_url("")).rstrip("/")
+    server.add_client("docs", REDIRECT_URI)
+    server.login_as("ada", email="ada@example.com")
+    yield server
+    server.release()
+
+
+OAuthStart = Callable[..., Awaitable[tuple[Browser, Recorder]]]
+
+
+@pytest.fixture
+async def oauth(aiohttp_server: Any, aiohttp_client: Any,
+                idp: HostileIdP) -> AsyncIterator[OAuthStart]:
+    made: list[Browser] = []
+
+    async def start(server: dict[str, Any] | None = None, session: dict[str, Any] | None = None,
+                    **settings: Any) -> tuple[Browser, Recorder]:
+        upstream = await recording_upstream(aiohttp_server)
+        sections: dict[str, Any] = {"handshake": {"method": "oauth", "oauth": {
+            "issuer": idp.issuer, "client_id": "docs", **settings}}}
+        if session is not None:
+            sections["session"] = session
+        if server is not None:
+            sections["server"] = {"listen": "127.0.0.1:0", "public_url": "http://docs.test",
+                                  **server}
+        browser = Browser(await aiohttp_client(await build_app(make_config(upstream.url,
+                                                                           **sections))))
+        made.append(browser)
+        return browser, upstream
+
+    yield start
+    for browser in made:
+        await browser.close()
+
+
+@pytest.mark.parametrize("claim", [nested(600), nested(40), [nested(33)]])
+async def test_an_id_token_claim_out_of_bounds_fails_the_login(
+        oauth: OAuthStart, idp: HostileIdP, claim: Any) -> None:
+    browser, _ = await oauth()
+    idp.rewrite = _id_token_with(profile=claim)
+    hop = await browser.get(await browser.authorize(await browser.start()))
+    assert (hop.status, json.loads(hop.body)["error"]) == (400, "invalid_user"), hop.body
+    assert (await browser.get("/_gateway/user")).status == 401
+
+
+@pytest.mark.parametrize("answer", [{"sub": "ada", "content": nested(600)},
+                                    {"sub": "ada", "groups": ["a"], "x": nested(40)}])
+async def test_a_userinfo_answer_out_of_bounds_fails_the_login(
+        oauth: OAuthStart, idp: HostileIdP, answer: Any) -> None:
+    browser, _ = await oauth(info_api_url=idp.issuer + "/userinfo")
+    idp.userinfo_body = json.dumps(answer).encode()
+    hop = await browser.get(await browser.authorize(await browser.start()))
+    assert (hop.status, json.loads(hop.body)["error"]) == (400, "invalid_user"), hop.body
+
+
+async def test_a_user_object_built_from_two_sources_is_held_to_the_size_bound(
+        oauth: OAuthStart, idp: HostileIdP, redis_server: Any) -> None:
+    # Each answer is under the 1 MB read limit; together they are over the bound. Redis
+    # keeps sessions of any size, so only the bound refuses this one.
+    browser, _ = await oauth(info_api_url=idp.issuer + "/userinfo",
+                             session={"store": "redis", "redis_url": redis_server.url},
+                             groups_from={"source": "id_token", "claim": "groups"})
+    idp.userinfo_body = json.dumps({"sub": "ada", "content": {"notes": "n" * 600_000}}).encode()
+    idp.rewrite = _id_token_with(groups=["g" * 1000] * 600)
+    hop = await browser.get(await browser.authorize(await browser.start()))
+    assert (hop.status, json.loads(hop.body)["error"]) == (400, "invalid_user"), hop.body
+
+
+@pytest.mark.parametrize("content", [nested(600), nested(40)])
+async def test_a_login_token_out_of_bounds_is_refused(aiohttp_server: Any, aiohttp_client: Any,
+                                                      content: Any) -> None:
+    upstream = await recording_upstream(aiohttp_server)
+    client: Client = await aiohttp_client(await build_app(make_config(upstream.url)))
+    now = int(time.time())
+    token = jwt.encode({"sub": "ada", "exp": now + 60, "iat": now, "content": content},
+                       HS_SECRET, algorithm="HS256")
+    reply = await exchange(port_of(client), raw_request(
+        "/_gateway/jwt-callback", method="POST", body=f"token={token}".encode(),
+        headers=[("Content-Type", "application/x-www-form-urlencoded")]))
+    assert (reply.status, error_of(reply)) == (400, "invalid_user"), reply.body
+    assert not any(v.startswith("docs_session=") for v in reply.all("Set-Cookie"))
