@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from typing import Any
 
 import jwt
@@ -263,3 +264,54 @@ async def test_a_login_token_out_of_bounds_is_refused(aiohttp_server: Any, aioht
         headers=[("Content-Type", "application/x-www-form-urlencoded")]))
     assert (reply.status, error_of(reply)) == (400, "invalid_user"), reply.body
     assert not any(v.startswith("docs_session=") for v in reply.all("Set-Cookie"))
+
+
+# -- 2. the shared-session cookie allow-list ---------------------------------------------
+
+OWN = "Zm9v-bar_123.x"
+COOKIE_SMUGGLING = {
+    "a space": f"session={OWN} admin=1",
+    "a comma and a space": f"session={OWN}, admin=1",
+    "a comma": f"session={OWN},admin=1",
+    "a tab": f"session={OWN}\tadmin=1",
+    "a quote before the semicolon": f'session={OWN}"; admin=1',
+    "a quoted value with a space": f'session="{OWN} admin=1"',
+    "a backslash": f"session={OWN}\\ admin=1",
+    "a second cookie in a second header": f"session={OWN} admin=1\r\nCookie: theme=dark",
+}
+
+
+def cookie_value_ok(value: str) -> bool:
+    """RFC 6265's cookie-value: cookie-octets, optionally inside one pair of quotes."""
+    inner = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    return all(ch in COOKIE_OCTETS for ch in inner)
+
+
+COOKIE_OCTETS = frozenset(chr(c) for c in range(0x21, 0x7F)) - set('",;\\')
+
+
+@pytest.mark.parametrize("case", list(COOKIE_SMUGGLING))
+async def test_a_cookie_cannot_ride_along_inside_a_forwarded_one(
+        shared: Start, info_api: InfoApi, case: str) -> None:
+    client, _ = await shared()
+    reply = await get(client, "/public/page", cookie=COOKIE_SMUGGLING[case])
+    assert reply.status == 200
+    for header in info_api.cookie_headers:
+        name, _, value = header.partition("=")
+        assert name == "session" and cookie_value_ok(value), header
+    # How an Info API built on Python's SimpleCookie reads them.
+    for header in info_api.cookie_headers:
+        parsed = SimpleCookie()
+        parsed.load(header)
+        assert set(parsed) <= {"session"}, header
+    assert all(set(seen) <= {"session"} for seen in info_api.cookies), info_api.cookies
+
+
+@pytest.mark.parametrize("cookie", [f"session={OWN}; admin=1", f"admin=1; session={OWN}",
+                                    f'session="{OWN}"; theme=dark'])
+async def test_only_the_configured_cookie_is_forwarded(shared: Start, info_api: InfoApi,
+                                                       cookie: str) -> None:
+    client, _ = await shared()
+    assert (await get(client, "/guide", cookie=cookie)).status == 200
+    assert len(info_api.cookie_headers) == 1
+    assert info_api.cookie_headers[0] in (f"session={OWN}", f'session="{OWN}"')

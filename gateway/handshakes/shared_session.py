@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -48,16 +49,27 @@ WARNING_INTERVAL = 5.0
 _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "ac", "gov", "edu"})
 
 
+#: RFC 6265's cookie-value: cookie-octets (no space, quote, comma, semicolon or backslash),
+#: optionally inside one pair of double quotes.
+_COOKIE_VALUE = re.compile(r'[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+'
+                           r'|"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*"')
+
+
 def forwarded_cookies(cookie_headers: Iterable[str],
                       names: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    """The ``(name, value)`` pairs of the named cookies, exactly as the browser sent them."""
+    """The ``(name, value)`` pairs of the named cookies whose value is a valid cookie value.
+
+    Anything else is left out: a value holding a space, comma or quote would be read as
+    more than one cookie by some Info APIs (``session=a admin=1``), so it never passes.
+    """
     pairs: list[tuple[str, str]] = []
     for header in cookie_headers:
         for part in header.split(";"):
             name, sep, value = part.partition("=")
-            name, value = name.strip(), value.strip()
+            # Only the optional whitespace around each pair (RFC 6265 5.4), nothing inside.
+            name, value = name.strip(" \t"), value.strip(" \t")
             # An empty value is a cookie being cleared: nothing to ask the Info API about.
-            if sep and value and name in names:
+            if sep and name in names and _COOKIE_VALUE.fullmatch(value) and value != '""':
                 pairs.append((name, value))
     return tuple(pairs)
 
