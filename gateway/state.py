@@ -45,10 +45,14 @@ class Gateway:
         return relative_to_base(path, self.config.server.base_path)
 
     def identity_headers(self, user: User | None, session: Session | None) -> list[tuple[str, str]]:
-        """The assertion and plain headers for a logged-in visitor; [] for anonymous."""
+        """The assertion and plain headers for a logged-in visitor; [] for anonymous.
+
+        Without a gateway session (shared_session) the assertion has no ``sid``: nothing
+        would name one session rather than every session of the reader.
+        """
         if user is None:
             return []
-        sid = session.id if session is not None else f"{self.handshake.method}:{user.sub}"
+        sid = session.id if session is not None else None
         return self.identity.upstream_headers(user, sid, self.handshake.method)
 
     def audit(self, event: str, **fields: Any) -> None:

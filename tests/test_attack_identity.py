@@ -315,3 +315,48 @@ async def test_only_the_configured_cookie_is_forwarded(shared: Start, info_api: 
     assert (await get(client, "/guide", cookie=cookie)).status == 200
     assert len(info_api.cookie_headers) == 1
     assert info_api.cookie_headers[0] in (f"session={OWN}", f'session="{OWN}"')
+
+
+# -- 3. sid names one session, or is not sent ------------------------------------------------
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """An assertion's claims (its signature is checked by test_identity.py)."""
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+async def test_a_shared_session_assertion_carries_no_sid(shared: Start,
+                                                         info_api: InfoApi) -> None:
+    client, upstream = await shared()
+    # Two dashboard sessions of the same reader.
+    for cookie in ("session=first", "session=second"):
+        assert (await get(client, "/guide", cookie=cookie)).status == 200
+    tokens = assertions(upstream)
+    assert len(tokens) == 2
+    for token in tokens:
+        claims = claims_of(token)
+        assert claims["sub"] == "ada" and claims["method"] == "shared_session"
+        assert "sid" not in claims
+
+
+async def test_each_gateway_session_has_its_own_sid(aiohttp_server: Any,
+                                                    aiohttp_client: Any) -> None:
+    upstream = await recording_upstream(aiohttp_server)
+    client: Client = await aiohttp_client(await build_app(make_config(upstream.url)))
+    cookies = []
+    for index in range(2):
+        now = int(time.time())
+        token = jwt.encode({"sub": "ada", "exp": now + 60, "iat": now, "jti": f"login-{index}"},
+                           HS_SECRET, algorithm="HS256")
+        reply = await exchange(port_of(client), raw_request(
+            "/_gateway/jwt-callback", method="POST", body=f"token={token}".encode(),
+            headers=[("Content-Type", "application/x-www-form-urlencoded")]))
+        assert reply.status == 303, reply.body
+        cookies.append("; ".join(v.split(";")[0] for v in reply.all("Set-Cookie")
+                                 if v.startswith("docs_session=")))
+    for cookie in cookies:
+        assert (await get(client, "/guide", cookie=cookie)).status == 200
+    first, second = (claims_of(token) for token in assertions(upstream))
+    assert first["sub"] == second["sub"] == "ada"
+    assert first["sid"] != second["sid"]
