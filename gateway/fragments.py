@@ -14,14 +14,17 @@ from functools import lru_cache
 from typing import Any
 
 from gateway.htmltokens import (
+    COMMENT,
+    END,
     RAW_TEXT,
+    UNFINISHED,
     Tag,
     attr_text,
     bare_tag,
-    comment_end,
     raw_end,
     read_tag,
     script_end,
+    token_at,
     utf16_codec,
     words,
 )
@@ -228,31 +231,19 @@ class _Rewriter(OpenElements):
                 self.end_tag(simple, lt)
                 return simple.end
             return self.start_tag(simple, lt)
-        after = page[lt + 1:lt + 2]
-        if page.startswith(b"<!--", lt):
-            return self.comment(lt, comment_end(page, lt))
-        if page.startswith(b"<![CDATA[", lt) and (self.xml or self.foreign()):
-            # Text up to "]]>" in SVG, MathML and XML; a bogus comment up to ">" in HTML.
-            close = page.find(b"]]>", lt + 9)
-            end = size if close < 0 else close + 3
+        cdata = page.startswith(b"<![CDATA[", lt) and (self.xml or self.foreign())
+        kind, end, tag = token_at(page, lt, cdata=cdata)
+        if kind == COMMENT:
+            return self.comment(lt, end)
+        if kind == UNFINISHED:
+            return size  # a browser drops a tag the page ends inside
+        if tag is None:  # TEXT
             self.emit(lt, end)
             return end
-        if after in (b"!", b"?") or (after == b"/" and not page[lt + 2:lt + 3].isalpha()
-                                     and page[lt + 2:lt + 3] not in (b">", b"")):
-            close = page.find(b">", lt + 2)
-            return self.comment(lt, size if close < 0 else close + 1)
-        if after == b"/" and page[lt + 2:lt + 3].isalpha():
-            tag = read_tag(page, lt)
-            if tag is None:
-                return size  # a browser drops a tag the page ends inside
+        if kind == END:
             self.end_tag(tag, lt)
             return tag.end
-        if after.isalpha():
-            tag = read_tag(page, lt)
-            return size if tag is None else self.start_tag(tag, lt)
-        end = lt + 3 if page.startswith(b"</>", lt) else lt + 1
-        self.emit(lt, end)
-        return end
+        return self.start_tag(tag, lt)
 
     def comment(self, start: int, end: int) -> int:
         # A comment that mentions a gating attribute may hide a commented-out gated block,

@@ -1,37 +1,46 @@
 """Page metadata and script injection for HTML responses: pure functions over bytes.
 
-The head scanner is a small tokenizer rather than a DOM: it skips comments and the
-contents of raw-text elements (script, style, title, textarea), so text that merely looks
-like a tag there neither declares metadata nor ends the head.
+The head scanner reads the page with the project's one tokenizer (``htmltokens``), the
+way a browser does: comments and the contents of raw-text elements (script, style,
+title, textarea...) are skipped, so text that merely looks like a tag there neither
+declares metadata nor ends the head. A head the scan cannot finish (the page ends inside
+a tag) is reported as such, and a page judged by its metadata is then refused.
 """
 
 from __future__ import annotations
 
 import codecs
 import html
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gateway.htmltokens import attr_text, comment_end
+from gateway.htmltokens import (
+    END,
+    RAW_TEXT,
+    START,
+    UNFINISHED,
+    Tag,
+    attr_text,
+    raw_end,
+    script_end,
+    token_at,
+)
 
 #: Largest decoded body ``decode_body`` returns; anything bigger is treated as a bomb.
 MAX_DECODED = 20 * 1024 * 1024
 
-# Possessive quantifiers: a tag that never closes fails in one pass instead of backtracking.
-_TAG = re.compile(rb"""<(/?)([A-Za-z][^\s/>]*+)((?:[^>"']++|"[^"]*+"|'[^']*+')*+)>""")
-_ATTR = re.compile(rb"""([^\s/>"'=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?""")
-_RAW_TEXT = {name: re.compile(rb"</" + name, re.IGNORECASE)
-             for name in (b"script", b"style", b"title", b"textarea")}
-
 
 @dataclass(frozen=True)
 class PageMeta:
-    """What a page declares about itself: public, or the groups that may read it."""
+    """What a page declares about itself: public, or the groups that may read it.
+
+    ``unreadable``: the head could not be read to its end, so what it declares is unknown.
+    """
 
     public: bool = False
     groups: tuple[str, ...] | None = None
+    unreadable: bool = False
 
     @property
     def declared(self) -> bool:
@@ -40,106 +49,77 @@ class PageMeta:
 
 
 @dataclass(frozen=True)
-class _Tag:
-    start: int
-    closing: bool
-    name: bytes  # lower case
-    attrs: bytes  # the raw text between the name and ">"
-
-
-@dataclass(frozen=True)
 class _Head:
-    metas: tuple[dict[bytes, bytes], ...]
+    metas: tuple[dict[bytes, list[bytes]], ...]
     end: int | None  # offset of </head> or <body>; None while the head is still open
     closed_by_head: bool  # True for an explicit </head>, False for <body>
+    finished: bool  # False when the buffer ends inside a tag
 
 
-def _attributes(raw: bytes) -> dict[bytes, bytes]:
-    """Attribute names (lower case) to unquoted raw values; the first of a name wins."""
-    attrs: dict[bytes, bytes] = {}
-    for match in _ATTR.finditer(raw):
-        name = match.group(1).lower()
-        value = match.group(2) or b""
-        if value[:1] in (b'"', b"'"):
-            value = value[1:-1]
-        attrs.setdefault(name, value)
-    return attrs
+class UnfinishedTag(Exception):
+    """The buffer ends inside a tag: what follows cannot be read."""
 
 
-def _tags(buffer: bytes) -> Iterator[_Tag]:
-    """Tags in document order; stops where the buffer ends inside a tag or construct."""
+def _tags(buffer: bytes) -> Iterator[tuple[int, bool, Tag]]:
+    """(offset, closing, tag) in document order, skipping comments and raw text; ends
+    early, with ``UnfinishedTag`` raised, where the buffer ends inside a tag."""
     pos = 0
     while True:
         lt = buffer.find(b"<", pos)
         if lt < 0:
             return
-        if buffer.startswith(b"<!--", lt):
-            # Where a browser ends it: "<!-->" and "<!--->" are whole comments, and "--!>"
-            # closes one too, so a tag after them is real (and gated metadata is read).
-            comment = comment_end(buffer, lt)
-            if comment >= len(buffer) and not buffer.endswith(b">"):
-                return
-            pos = comment
+        kind, pos, tag = token_at(buffer, lt)
+        if kind == UNFINISHED:
+            raise UnfinishedTag
+        if tag is None:
             continue
-        if buffer.startswith((b"<!", b"<?"), lt):
-            close = buffer.find(b">", lt + 2)
-            if close < 0:
-                return
-            pos = close + 1
-            continue
-        match = _TAG.match(buffer, lt)
-        if match is None:
-            after = buffer[lt + 1:lt + 2]
-            if after.isalpha() or (after == b"/" and buffer[lt + 2:lt + 3].isalpha()):
-                # A tag that started but never ends: the rest has not arrived (or is broken),
-                # and stopping here keeps a scan of hostile input linear.
-                return
-            pos = lt + 1
-            continue
-        tag = _Tag(lt, bool(match.group(1)), match.group(2).lower(), match.group(3))
-        yield tag
-        pos = match.end()
-        if not tag.closing and tag.name in _RAW_TEXT:
-            end = _RAW_TEXT[tag.name].search(buffer, pos)
-            if end is None:
-                return
-            pos = end.start()
+        yield lt, kind == END, tag
+        if kind == START and tag.name in RAW_TEXT:
+            pos = script_end(buffer, pos) if tag.name == b"script" else \
+                raw_end(buffer, tag.name, pos)
 
 
 def _scan_head(buffer: bytes) -> _Head:
-    metas: list[dict[bytes, bytes]] = []
-    for tag in _tags(buffer):
-        if tag.closing and tag.name == b"head":
-            return _Head(tuple(metas), tag.start, True)
-        if not tag.closing and tag.name == b"body":
-            return _Head(tuple(metas), tag.start, False)
-        if not tag.closing and tag.name == b"meta":
-            # A self-closing slash belongs to no value (content=true/> means "true").
-            metas.append(_attributes(tag.attrs.removesuffix(b"/")))
-    return _Head(tuple(metas), None, False)
+    metas: list[dict[bytes, list[bytes]]] = []
+    try:
+        for start, closing, tag in _tags(buffer):
+            if closing and tag.name == b"head":
+                return _Head(tuple(metas), start, True, True)
+            if not closing and tag.name == b"body":
+                return _Head(tuple(metas), start, False, True)
+            if not closing and tag.name == b"meta":
+                metas.append(tag.attrs)
+    except UnfinishedTag:
+        return _Head(tuple(metas), None, False, False)
+    return _Head(tuple(metas), None, False, True)
 
 
-def _text(value: bytes) -> str:
-    return attr_text(value).strip()
+def _first(attrs: dict[bytes, list[bytes]], name: bytes) -> str:
+    """An attribute's first value as stripped text ("" when absent)."""
+    values = attrs.get(name)
+    return attr_text(values[0]).strip() if values else ""
 
 
 def read_page_meta(head: bytes) -> PageMeta:
     """The ``gateway:public`` / ``gateway:groups`` metas of a page's head (first of each wins).
 
-    An empty ``gateway:groups`` content admits nobody, like ``groups: []`` in a rule.
+    An empty ``gateway:groups`` content admits nobody, like ``groups: []`` in a rule. A
+    head that ends inside a tag is ``unreadable``.
     """
     public = False
     groups: tuple[str, ...] | None = None
     seen_public = False
-    for attrs in _scan_head(head).metas:
-        name = _text(attrs.get(b"name", b"")).lower()
+    scanned = _scan_head(head)
+    for attrs in scanned.metas:
+        name = _first(attrs, b"name").lower()
         if name == "gateway:public" and not seen_public:
             seen_public = True
-            public = _text(attrs.get(b"content", b"")).lower() == "true"
+            public = _first(attrs, b"content").lower() == "true"
         elif name == "gateway:groups" and groups is None:
-            parts = (part.strip() for part in _text(attrs.get(b"content", b"")).split(","))
+            parts = (part.strip() for part in _first(attrs, b"content").split(","))
             groups = tuple(dict.fromkeys(part for part in parts if part))
-    return PageMeta(public=public, groups=groups)
+    return PageMeta(public=public, groups=groups,
+                    unreadable=scanned.end is None and not scanned.finished)
 
 
 def head_complete(buffer: bytes) -> bool:
@@ -148,14 +128,17 @@ def head_complete(buffer: bytes) -> bool:
 
 
 def _script_srcs(page: bytes) -> set[str]:
-    return {_text(_attributes(tag.attrs).get(b"src", b"")) for tag in _tags(page)
-            if tag.name == b"script" and not tag.closing}
+    try:
+        return {_first(tag.attrs, b"src") for _, closing, tag in _tags(page)
+                if tag.name == b"script" and not closing}
+    except UnfinishedTag:
+        return set()
 
 
 def script_offset(page: bytes, tag: bytes) -> int | None:
     """Where ``tag`` goes in ``page``: before ``</head>``, else before ``</body>``, else at
     the end; None when the page already loads a script with the same ``src``."""
-    src = next((_text(_attributes(t.attrs).get(b"src", b"")) for t in _tags(tag)), "")
+    src = next((_first(t.attrs, b"src") for _, _, t in _tags(tag)), "")
     # Most pages never mention the script, so the full scan is only for those that might.
     if src and (src.encode() in page or html.escape(src).encode() in page) \
             and src in _script_srcs(page):
@@ -232,18 +215,121 @@ def decode_body(body: bytes, content_encoding: str | None, *,
     return data if len(data) <= limit else None
 
 
-def charset_of(content_type: str | None) -> str:
-    """The charset a Content-Type names, lower case; ``utf-8`` when absent or unknown."""
-    for param in (content_type or "").split(";")[1:]:
+# Labels (WHATWG Encoding Standard) of the encodings whose bytes do not keep ASCII markup
+# as ASCII: a page in one of them is read, and sent, as UTF-8.
+_UTF16BE = frozenset({"unicodefffe", "utf-16be"})
+_UTF16LE = frozenset({"csunicode", "iso-10646-ucs-2", "ucs-2", "unicode", "unicodefeff",
+                      "utf-16", "utf-16le"})
+_ISO2022JP = frozenset({"csiso2022jp", "iso-2022-jp"})
+# A browser shows a page in one of these as a single replacement character.
+_REPLACEMENT = frozenset({"csiso2022kr", "hz-gb-2312", "iso-2022-cn", "iso-2022-cn-ext",
+                          "iso-2022-kr", "replacement"})
+#: ``page_codec``'s answer for a page whose bytes are read as they are (ASCII-compatible).
+AS_IS = ""
+#: How far into a page a browser looks for ``<meta charset>``.
+PRESCAN = 1024
+
+
+class Undecodable(Exception):
+    """A page in an encoding the gateway cannot read as a browser would."""
+
+
+def _label(value: str) -> str | None:
+    """The encoding a charset label names, as ``page_codec`` answers; None when a browser
+    would not know the label (it then looks further)."""
+    label = value.strip().strip("\"'").strip().lower()
+    if label in _UTF16LE:
+        return "utf-16-le"
+    if label in _UTF16BE:
+        return "utf-16-be"
+    if label in _ISO2022JP:
+        return "iso2022_jp"
+    if label in _REPLACEMENT:
+        raise Undecodable(label)
+    try:
+        codecs.lookup(label)
+    except LookupError:
+        return None
+    return AS_IS
+
+
+def _charset_param(content_type: str) -> str | None:
+    """The ``charset`` parameter of a Content-Type, if it has one."""
+    for param in content_type.split(";")[1:]:
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset":
-            label = value.strip().strip("\"'").lower()
-            try:
-                codecs.lookup(label)
-            except LookupError:
-                return "utf-8"
-            return label
-    return "utf-8"
+            return value
+    return None
+
+
+def _prescan(page: bytes) -> str | None:
+    """The encoding a ``<meta charset>`` (or ``http-equiv`` Content-Type) in the first
+    ``PRESCAN`` bytes names, read with the tokenizer as a browser's prescan reads it."""
+    head = page[:PRESCAN]
+    if b"charset" not in head.lower():
+        return None
+    pos = 0
+    while True:
+        lt = head.find(b"<", pos)
+        if lt < 0:
+            return None
+        kind, pos, tag = token_at(head, lt)
+        if kind == UNFINISHED:
+            return None
+        if kind != START or tag is None or tag.name != b"meta":
+            continue
+        found = _first(tag.attrs, b"charset")
+        if not found and _first(tag.attrs, b"http-equiv").lower() == "content-type":
+            found = _charset_param(";" + _first(tag.attrs, b"content")) or ""
+        if found:
+            codec = _label(found)
+            if codec is None:
+                continue
+            # A prescan in ASCII cannot have found a UTF-16 page: it is read as UTF-8.
+            return AS_IS if codec.startswith("utf-16") else codec
+
+
+def page_codec(page: bytes, content_type: str | None) -> str:
+    """How a browser decodes ``page``: ``AS_IS`` for encodings that keep ASCII markup as
+    ASCII (UTF-8, windows-1252, Shift_JIS...), else the codec to decode it with.
+
+    The byte-order mark wins, then the Content-Type's charset, then ``<meta charset>``;
+    UTF-16 markup without a mark or a label is read as UTF-16 too. Raises Undecodable for
+    an encoding a browser replaces whole (ISO-2022-KR and the like).
+    """
+    if page.startswith(b"\xef\xbb\xbf"):
+        return AS_IS
+    if page.startswith(b"\xff\xfe"):
+        return "utf-16-le"
+    if page.startswith(b"\xfe\xff"):
+        return "utf-16-be"
+    param = _charset_param(content_type) if content_type else None
+    codec = _label(param) if param is not None else None
+    if codec is None:
+        codec = _prescan(page)
+    if codec is None:
+        sample = page[:64]
+        # ASCII markup with a NUL in every other byte: UTF-16 without its mark.
+        if len(sample) >= 16 and len(sample) % 2 == 0 and sample.count(0) == len(sample) // 2:
+            if not any(sample[1::2]):
+                return "utf-16-le"
+            if not any(sample[0::2]):
+                return "utf-16-be"
+        return AS_IS
+    return codec
+
+
+def as_utf8(page: bytes, content_type: str | None) -> tuple[bytes, str | None]:
+    """The page in bytes the gateway's tokenizer reads as a browser would, and the
+    Content-Type to send it with (None: unchanged). A page in an encoding that does not
+    keep ASCII markup as ASCII is decoded (errors replaced, as a browser does) and sent
+    as UTF-8; raises Undecodable for one that cannot be read."""
+    codec = page_codec(page, content_type)
+    if codec == AS_IS:
+        return page, None
+    text = page.decode(codec, errors="replace").removeprefix("\ufeff")
+    mime = (content_type or "text/html").split(";", 1)[0].strip() or "text/html"
+    return text.encode("utf-8"), f"{mime}; charset=utf-8"
 
 
 def is_html(content_type: str | None) -> bool:

@@ -97,6 +97,36 @@ def read_tag(page: bytes, start: int) -> Tag | None:
         attrs.setdefault(step.group(2).lower(), []).append(value)
 
 
+#: What ``token_at`` found at a ``<``: a start tag, an end tag, a comment (bogus ones too),
+#: text (a ``<`` that opens nothing), or a tag the page ends inside (a browser drops it).
+START, END, COMMENT, TEXT, UNFINISHED = range(5)
+
+
+def token_at(page: bytes, lt: int, *, cdata: bool = False) -> tuple[int, int, Tag | None]:
+    """The markup at ``lt`` (a ``<``) as a browser's tokenizer reads it: its kind, where it
+    ends, and for START and END the tag. ``cdata``: ``<![CDATA[`` opens a CDATA section
+    (SVG, MathML and XML), which is TEXT up to ``]]>``; elsewhere it is a bogus comment."""
+    size = len(page)
+    after = page[lt + 1:lt + 2]
+    if page.startswith(b"<!--", lt):
+        return COMMENT, comment_end(page, lt), None
+    if cdata and page.startswith(b"<![CDATA[", lt):
+        close = page.find(b"]]>", lt + 9)
+        return TEXT, size if close < 0 else close + 3, None
+    second = page[lt + 2:lt + 3]
+    if after in (b"!", b"?") or (after == b"/" and not second.isalpha()
+                                 and second not in (b">", b"")):
+        close = page.find(b">", lt + 2)
+        return COMMENT, size if close < 0 else close + 1, None
+    if after.isalpha() or (after == b"/" and second.isalpha()):
+        tag = read_tag(page, lt)
+        if tag is None:
+            return UNFINISHED, size, None
+        return (END if after == b"/" else START), tag.end, tag
+    # "</>" is dropped whole; any other "<" is text.
+    return TEXT, lt + 3 if page.startswith(b"</>", lt) else lt + 1, None
+
+
 def comment_end(page: bytes, start: int) -> int:
     """End of the comment opened at ``start`` (``<!--``), with the HTML shortcuts."""
     body = start + 4

@@ -6,12 +6,15 @@ import zlib
 import pytest
 
 from gateway.html import (
+    AS_IS,
     PageMeta,
-    charset_of,
+    Undecodable,
+    as_utf8,
     decode_body,
     head_complete,
     inject_script,
     is_html,
+    page_codec,
     read_page_meta,
     script_tag,
 )
@@ -34,7 +37,12 @@ def test_meta_public_single_quotes_uppercase_and_reordered() -> None:
 
 
 def test_meta_unquoted_and_self_closing() -> None:
-    assert read_page_meta(page("<meta name=gateway:public content=true/>")).public
+    assert read_page_meta(page("<meta name=gateway:public content=true />")).public
+    # As a browser reads it, an unquoted value runs up to ">" or a space: the slash is
+    # part of it ("true/"), so the page does not say it is public.
+    assert not read_page_meta(page("<meta name=gateway:public content=true/>")).public
+    assert read_page_meta(page("<meta name=gateway:groups content=admin/>")).groups \
+        == ("admin/",)
     meta = read_page_meta(page("<meta name=gateway:groups content=admin>"))
     assert meta.groups == ("admin",)
 
@@ -217,12 +225,37 @@ def test_decode_bomb_guard() -> None:
     assert decode_body(zlib.compress(b"a" * 1000), "deflate", limit=1000) == b"a" * 1000
 
 
-def test_charset_of() -> None:
-    assert charset_of("text/html") == "utf-8"
-    assert charset_of("text/html; charset=ISO-8859-1") == "iso-8859-1"
-    assert charset_of('text/html;charset="windows-1252"') == "windows-1252"
-    assert charset_of("text/html; charset=no-such-thing") == "utf-8"
-    assert charset_of(None) == "utf-8"
+def test_page_codec_follows_the_browser_order() -> None:
+    utf16 = "<html><head></head>".encode("utf-16-le")
+    assert page_codec(b"<html>", "text/html") == AS_IS
+    assert page_codec(b"<html>", "text/html; charset=ISO-8859-1") == AS_IS
+    assert page_codec(b"<html>", 'text/html;charset="UTF-16"') == "utf-16-le"
+    assert page_codec(b"<html>", "text/html; charset=unicodeFFFE") == "utf-16-be"
+    # The byte-order mark wins over the header, the header over <meta charset>.
+    assert page_codec(b"\xff\xfe" + utf16, "text/html; charset=utf-8") == "utf-16-le"
+    assert page_codec(b"\xef\xbb\xbf<html>", "text/html; charset=utf-16") == AS_IS
+    assert page_codec(b"<meta charset=iso-2022-jp>", "text/html; charset=utf-8") == AS_IS
+    assert page_codec(b"<meta charset=iso-2022-jp>", None) == "iso2022_jp"
+    assert page_codec(b'<meta http-equiv=Content-Type content="text/html; charset=csISO2022JP">',
+                      "text/html") == "iso2022_jp"
+    # A label a browser does not know is passed over; a prescan never finds UTF-16.
+    assert page_codec(b"<meta charset=iso-2022-jp>", "text/html; charset=nope") == "iso2022_jp"
+    assert page_codec(b"<meta charset=utf-16>", None) == AS_IS
+    assert page_codec(b"<!-- <meta charset=iso-2022-jp> -->", None) == AS_IS
+    # UTF-16 markup without its mark is still read as UTF-16.
+    assert page_codec(utf16, None) == "utf-16-le"
+    with pytest.raises(Undecodable):
+        page_codec(b"<html>", "text/html; charset=ISO-2022-KR")
+
+
+def test_as_utf8_sends_what_it_read() -> None:
+    page = "<meta name=\"gateway:groups\" content=\"admin\"><p>Ada</p>"
+    assert as_utf8(page.encode(), "text/html") == (page.encode(), None)
+    for codec, label in (("utf-16", "utf-16"), ("utf-16-be", "utf-16be"),
+                         ("iso2022_jp", "iso-2022-jp")):
+        body = (page + "日本").encode(codec)
+        assert as_utf8(body, f"text/html; charset={label}") == (
+            (page + "日本").encode(), "text/html; charset=utf-8")
 
 
 def test_is_html() -> None:
@@ -238,7 +271,8 @@ def test_unclosed_tags_do_not_stall_the_scan() -> None:
     for junk in (b"<a" * 100_000, b"<script" * 50_000, b"<a '" * 50_000):
         hostile = b"<html><head>" + junk
         assert not head_complete(hostile)
-        assert read_page_meta(hostile) == PageMeta()
+        # ... and says the head could not be read, so a page judged by it is refused.
+        assert read_page_meta(hostile) == PageMeta(unreadable=True)
         assert inject_script(hostile, TAG).endswith(TAG)
 
 
