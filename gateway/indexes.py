@@ -14,17 +14,19 @@ The formats themselves (sitemaps, MkDocs, Sphinx) are read and written in ``inde
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from gateway.bounded import Expiring
-from gateway.html import PageMeta
+from gateway.errors import UpstreamError
+from gateway.html import PageMeta, decode_body
 from gateway.indexformats import (
     BARE,
     HIDDEN,
@@ -54,31 +56,50 @@ SITEMAP, MKDOCS, SPHINX = "sitemap", "mkdocs", "sphinx"
 INDEX_LIMIT = 32 * 1024 * 1024
 
 _log = logging.getLogger("gateway.indexes")
-_SITEMAP_NAME = re.compile(r"sitemap[\w.-]*\.xml(?:\.gz)?", re.IGNORECASE)
+_SITEMAP_NAME = re.compile(r"sitemap[\w.-]*\.xml", re.IGNORECASE)
 _UNKNOWN = Learned(PageMeta())  # a sentinel: ``known`` compares by identity
 
 
 @dataclass(frozen=True)
 class IndexFile:
-    """An index the gateway filters: its format and the folder its locations start from."""
+    """An index the gateway filters: its format, the folder its locations start from, and
+    ``packing``: the compression suffix of a precompressed copy ("" for the file itself)."""
 
     kind: str
     base: str
     content_type: str
+    packing: str = ""
+
+
+# Suffixes of precompressed copies of a file (as gzip_static, brotli_static or a build
+# step write them). A gzip copy is filtered like the file itself; the others cannot be
+# read here, so they are refused rather than passed on unfiltered.
+_PACKINGS = frozenset({"gz", "br", "zst", "zstd", "bz2", "xz", "lz4", "lzma", "z", "zz",
+                       "deflate", "sz"})
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def match_index(path: str) -> IndexFile | None:
-    """The index a decoded path (relative to the docs base path) names, or None."""
-    folder, _, name = path.rpartition("/")
-    folder += "/"
+    """The index a decoded path (relative to the docs base path) names, or None; names
+    are compared without case (a case-blind file system serves every spelling)."""
+    folder, _, name = path.lower().rpartition("/")
+    folder = path[:len(folder)] + "/"
+    stem, dot, suffix = name.rpartition(".")
+    packing = suffix if dot and suffix in _PACKINGS else ""
+    if packing:
+        name = stem
     if _SITEMAP_NAME.fullmatch(name):
-        gz = name.lower().endswith(".gz")
-        return IndexFile(SITEMAP, folder, "application/gzip" if gz else "application/xml")
-    if name == "search_index.json" and folder.endswith("/search/"):
-        return IndexFile(MKDOCS, folder[:-len("search/")], "application/json")
-    if name == "searchindex.js":
-        return IndexFile(SPHINX, folder, "text/javascript; charset=utf-8")
-    return None
+        found = IndexFile(SITEMAP, folder, "application/xml")
+    elif name == "search_index.json" and folder.lower().endswith("/search/"):
+        found = IndexFile(MKDOCS, folder[:-len("search/")], "application/json")
+    elif name == "searchindex.js":
+        found = IndexFile(SPHINX, folder, "text/javascript; charset=utf-8")
+    else:
+        return None
+    if not packing:
+        return found
+    packed_type = "application/gzip" if packing == "gz" else "application/octet-stream"
+    return IndexFile(found.kind, found.base, packed_type, packing)
 
 
 def page_key(path: str) -> str:
@@ -248,24 +269,37 @@ class _Judge:
         return out
 
 
-async def filter_index(kind: str, body: bytes, user: User | None, policy: Policy,
-                       page_index: PageIndex, fetch_meta: FetchMeta, *,
-                       base: str = "/") -> bytes:
-    """The index ``body`` with only the pages ``user`` may open (``base``: the folder its
-    relative locations start from, relative to the docs base path)."""
+async def filter_index(index: IndexFile, body: bytes, user: User | None, policy: Policy,
+                       page_index: PageIndex, fetch_meta: FetchMeta) -> bytes:
+    """The index ``body`` with only the pages ``user`` may open; a gzipped one (a ``.gz``
+    copy, or a file that is gzip inside) comes back gzipped.
+
+    Raises UpstreamError for a copy packed in a way the gateway cannot undo, or one that
+    does not unpack: refused, never passed on unfiltered.
+    """
+    if index.packing not in ("", "gz"):
+        raise UpstreamError(f"a .{index.packing} copy of an index cannot be filtered here")
+    if body.startswith(_GZIP_MAGIC):
+        inner = decode_body(body, "gzip", limit=INDEX_LIMIT)
+        if inner is None:
+            raise UpstreamError("the docs server sent a gzipped index that does not unpack")
+        plain = replace(index, packing="")
+        return gzip.compress(await filter_index(plain, inner, user, policy, page_index,
+                                                fetch_meta), mtime=0)
     reader = None if user is None else tuple(sorted(set(user.groups)))
-    cache_key = (kind, base, hashlib.blake2b(body, digest_size=16).digest(), user is None, reader)
+    cache_key = (index.kind, index.base, hashlib.blake2b(body, digest_size=16).digest(),
+                 user is None, reader)
     cached = page_index.filtered.get(cache_key)
     if cached is not None:
         return cached
     judge = _Judge(user, policy, page_index, fetch_meta)
-    if kind == SITEMAP:
-        out = await filter_sitemap(body, judge, page_index.base_path, base, limit=INDEX_LIMIT)
-    elif kind == MKDOCS:
-        out = await filter_mkdocs(body, judge, base)
-    elif kind == SPHINX:
-        out = await filter_sphinx(body, judge, base)
+    if index.kind == SITEMAP:
+        out = await filter_sitemap(body, judge, page_index.base_path, index.base)
+    elif index.kind == MKDOCS:
+        out = await filter_mkdocs(body, judge, index.base)
+    elif index.kind == SPHINX:
+        out = await filter_sphinx(body, judge, index.base)
     else:
-        raise ValueError(f"unknown index kind {kind!r}")
+        raise ValueError(f"unknown index kind {index.kind!r}")
     page_index.filtered.put(cache_key, out)
     return out

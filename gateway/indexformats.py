@@ -9,7 +9,6 @@ structures and Pagefind's are binary fragments). Each filter reads its format, a
 
 from __future__ import annotations
 
-import gzip
 import html
 import json
 import re
@@ -18,7 +17,6 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from gateway.errors import GatewayError
-from gateway.html import decode_body
 from gateway.paths import decoded, normalize_path
 
 HIDDEN, SHOWN, BARE = 0, 1, 2  # BARE: shown, without the words the index holds for it
@@ -62,14 +60,8 @@ def site_path(location: str, base: str, *, base_path: str = "") -> str | None:
 # -- sitemaps ---------------------------------------------------------------------------
 
 
-async def filter_sitemap(body: bytes, judge: Judge, base_path: str, base: str, *,
-                         limit: int) -> bytes:
-    """The sitemap (or gzipped sitemap) with only the ``<url>`` entries the judge shows."""
-    if body[:2] == b"\x1f\x8b":
-        raw = decode_body(body, "gzip", limit=limit)
-        inner = _EMPTY_URLSET if raw is None else await filter_sitemap(raw, judge, base_path,
-                                                                         base, limit=limit)
-        return gzip.compress(inner, mtime=0)
+async def filter_sitemap(body: bytes, judge: Judge, base_path: str, base: str) -> bytes:
+    """The sitemap with only the ``<url>`` entries the judge shows."""
     # Comments show nothing and could hide entries from the reading below: they go.
     text = _COMMENT.sub(b"", body)
     opening = _URLSET.search(text)

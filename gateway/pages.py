@@ -21,6 +21,8 @@ from gateway.errors import Denied, NeedsLogin, UpstreamError
 from gateway.fragments import has_markers, rewrite
 from gateway.html import (
     PageMeta,
+    Undecodable,
+    as_utf8,
     decode_body,
     head_complete,
     inject_script,
@@ -34,7 +36,7 @@ from gateway.indexes import INDEX_LIMIT, FetchMeta, IndexFile, Learned, PageInde
 from gateway.policy import Decision, Outcome, Policy
 from gateway.proxy import Scope, Upstream
 from gateway.static import StaticSite
-from gateway.upstream import UpstreamClosed, UpstreamTimedOut
+from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
 
 #: How much of a page is read to learn it (its head, and with fragments on, its gated parts).
@@ -45,6 +47,9 @@ _PARTIAL = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match
             "If-Unmodified-Since")
 
 
+#: What every page metadata name and gating attribute holds (``gateway:groups``,
+#: ``data-gateway-groups``...): a body without it declares and gates nothing.
+GATEWAY_MARK = b"gateway"
 #: Pages larger than this are scanned on every read and never remembered.
 MEMO_PAGE_LIMIT = 256 * 1024
 #: How often a remembered page is recorded again in the page index (which forgets after
@@ -137,6 +142,29 @@ class Pages:
         """Whether an HTML page on this decision must be read before it is sent."""
         return decision.meta_applies or self.inject or self.fragments
 
+    def guards(self, decision: Decision) -> bool:
+        """Whether reading a page on this decision is a matter of access (its metadata or
+        gated elements), so that a page the gateway cannot read is refused."""
+        return decision.meta_applies or self.fragments
+
+    def decode(self, body: bytes, decision: Decision, content_encoding: str | None,
+               content_type: str | None) -> tuple[bytes, str | None] | None:
+        """The page as the tokenizer reads it, and the Content-Type it then goes out with
+        (None: unchanged); None when it cannot be read and need not be (sent as it is).
+
+        Raises UpstreamError for a page that must be read and cannot be: an encoding or
+        a compression the gateway cannot undo, or a body cut short.
+        """
+        decoded = decode_body(body, content_encoding)
+        try:
+            if decoded is not None:
+                return as_utf8(decoded, content_type)
+        except Undecodable:
+            pass
+        if self.guards(decision):
+            raise UpstreamError("the docs server sent a page the gateway cannot read")
+        return None
+
     def scan(self, page: bytes, rel: str | None) -> Scanned:
         """What the page declares and holds, from the memo when these bytes were seen at
         ``rel`` before; the page index hears of it at most every ``RECORD_EVERY`` seconds."""
@@ -165,6 +193,9 @@ class Pages:
         """
         scanned = self.scan(page, rel)
         if decision.meta_applies:
+            if scanned.meta.unreadable:
+                # Its head could not be read to the end: what it declares is unknown.
+                raise UpstreamError("the docs server sent a page the gateway cannot read")
             decision = self.policy.decide_meta(decision, scanned.meta, user)
         enforce(decision, scope)
         if scanned.gated:
@@ -175,6 +206,16 @@ class Pages:
         elif self.inject:
             page = insert_at(page, self.tag, scanned.script_at)
         return decision, page
+
+    def untyped(self, body: bytes, decision: Decision, content_encoding: str | None,
+                declared: str | None) -> None:
+        """Check a body sent without a page's type that may still be a page: one that
+        declares or gates access (or cannot be read to tell) is refused with UpstreamError.
+        """
+        readable = self.decode(body, decision, content_encoding, declared)
+        if readable is None or GATEWAY_MARK in readable[0].lower():
+            raise UpstreamError("the docs server sent a page without a type the gateway "
+                                "can read")
 
     def index_file(self, rel: str | None) -> IndexFile | None:
         """The sitemap or search index a path names, when indexes are filtered here.
@@ -187,18 +228,71 @@ class Pages:
         return match_index(rel)
 
 
-def without_validators(request: web.Request) -> web.Request:
-    """The request without Range and conditional headers, for a body that is rewritten.
+# Suffixes of files that are not pages. Every other path (a folder, .html, no suffix, an
+# unknown one) may answer with a page, so its request is sent for the whole body.
+ASSET_SUFFIXES = frozenset("""
+    css js mjs cjs map json jsonld wasm png jpg jpeg gif webp avif svg ico bmp tif tiff
+    woff woff2 ttf otf eot mp4 webm ogg ogv mp3 m4a wav flac pdf zip gz tgz bz2 xz zst br
+    7z tar whl txt csv xml yaml yml md rst epub ipynb
+""".split())
+# Types a browser may sniff into a page, or that a server falls back on for a file whose
+# type it does not know (nginx without its types table sends pages as text/plain).
+_UNTYPED = frozenset({"", "text/plain", "unknown/unknown", "application/unknown", "*/*"})
+
+
+def page_like(rel: str) -> bool:
+    """Whether a path may name a page (anything but a known kind of asset)."""
+    name = rel.rpartition("/")[2]
+    dot = name.rfind(".")
+    return dot < 0 or name[dot + 1:].lower() not in ASSET_SUFFIXES
+
+
+def content_type(headers: CIMultiDict[str]) -> str | None:
+    """The one Content-Type a response declares, or None when it declares none, several,
+    or a list (a browser takes the last of a list, so which one applies is not clear)."""
+    values = headers.getall("Content-Type", ())
+    if len(values) != 1 or "," in values[0]:
+        return None
+    return values[0]
+
+
+def unidentified(value: str | None, rel: str) -> bool:
+    """Whether a response may be a page under another type: it has no type, several, or
+    an untyped one on a page's path (its body is then looked into before it is sent)."""
+    if value is None:
+        return True
+    mime = value.split(";", 1)[0].strip().lower()
+    return mime in _UNTYPED and page_like(rel)
+
+
+def whole_request(request: web.Request) -> web.Request:
+    """The request as sent for a body the gateway reads: without Range and conditional
+    headers, and a HEAD as a GET (a page is judged by its body; the answer keeps no body).
 
     A 206 or 304 from the upstream would otherwise carry (or skip) bytes the gateway
-    never got to filter.
+    never got to read.
     """
-    if not any(name in request.headers for name in _PARTIAL):
+    head = request.method == "HEAD"
+    if not head and not any(name in request.headers for name in _PARTIAL):
         return request
     headers = CIMultiDict(request.headers)
     for name in _PARTIAL:
         headers.popall(name, None)
-    return request.clone(headers=headers)
+    return request.clone(method="GET" if head else request.method, headers=headers)
+
+
+def needs_whole(method: str, upstream: Response) -> bool:
+    """Whether an answer to a request sent as it came (an asset's path) must be fetched
+    again whole: it is, or may be, a page, and came back partial, unchanged or headless."""
+    status = upstream.status
+    value = content_type(upstream.headers)
+    html_page = value is not None and is_html(value)
+    if status == 206:
+        # A multipart answer's parts each name a type: they are not read, so ask for all.
+        return value is None or html_page or value.lower().startswith("multipart/")
+    if status == 304:
+        return html_page
+    return method == "HEAD" and 200 <= status < 300 and (value is None or html_page)
 
 
 def _learn(data: bytes, complete: bool) -> Learned | None:

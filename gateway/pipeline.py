@@ -13,11 +13,15 @@ from gateway.errors import NotFound, Unavailable, UpstreamError
 from gateway.html import decode_body, is_html
 from gateway.indexes import INDEX_LIMIT, IndexFile, filter_index
 from gateway.pages import (
+    content_type,
     enforce,
+    needs_whole,
+    page_like,
     read_index,
     static_meta_fetcher,
+    unidentified,
     upstream_meta_fetcher,
-    without_validators,
+    whole_request,
 )
 from gateway.policy import Decision, Outcome
 from gateway.proxy import SCOPE, Scope, stream_body
@@ -174,22 +178,28 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
                          extra: list[tuple[str, str]]) -> web.StreamResponse:
     """Forward to the upstream; touch the body only for HTML that needs it."""
     assert gw.upstream is not None
-    index_file = gw.pages.index_file(rel) if request.method == "GET" else None
-    # A body the gateway filters must arrive whole: no ranges, and no 304 that would let a
-    # copy filtered for an earlier reader stand.
-    sent = without_validators(request) if index_file is not None else request
+    index_file = gw.pages.index_file(rel)
+    # A body the gateway may have to read (an index, or a page on a path that may hold
+    # one) is asked for whole: no ranges, no 304 that would let a copy rewritten for an
+    # earlier reader stand, and a GET for a HEAD (a page is judged by its body).
+    reads = index_file is not None or (gw.pages.wants(decision) and page_like(rel))
+    sent = whole_request(request) if reads else request
     started = time.monotonic()
     upstream = await gw.upstream.open(sent, scope, extra)
     gw.observe_upstream(time.monotonic() - started)
     try:
-        if upstream.status in (206, 304) and sent is request and request.method == "GET" \
-                and is_html(upstream.headers.get("Content-Type", "")) \
-                and gw.pages.wants(decision):
-            # A page that must be read came back partial or unchanged: ask again for all
-            # of it (assets keep their ranges and 304s; only HTML pages pay this trip).
+        if not reads and request.method in ("GET", "HEAD") and gw.pages.wants(decision) \
+                and needs_whole(request.method, upstream):
+            # An asset's path answered with a page, or with a partial or unchanged answer
+            # that may be one: ask again for all of it (other assets keep ranges and 304s).
             upstream.release()
-            upstream = await gw.upstream.open(without_validators(request), scope, extra)
-        return await respond(gw, request, scope, rel, decision, visitor, upstream, index_file)
+            sent = whole_request(request)
+            upstream = await gw.upstream.open(sent, scope, extra)
+            reads = True
+        if reads and upstream.status == 206:
+            raise UpstreamError("the docs server sent part of a page asked for whole")
+        return await respond(gw, request, scope, rel, decision, visitor, upstream, index_file,
+                             sent.method)
     except BaseException:
         # Whatever went wrong (the client left, a decision refused the page), the pooled
         # connection goes back or is dropped; release() is a no-op when already done.
@@ -197,29 +207,54 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
         raise
 
 
+def encodings(upstream: Response) -> str | None:
+    """Every Content-Encoding the upstream applied, in order (headers may repeat)."""
+    values = upstream.headers.getall("Content-Encoding", ())
+    return ",".join(values) if values else None
+
+
 async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
                   decision: Decision, visitor: Visitor, upstream: Response,
-                  index_file: IndexFile | None) -> web.StreamResponse:
-    """Turn an upstream response into the reader's: streamed, or read and rewritten."""
+                  index_file: IndexFile | None, sent_method: str) -> web.StreamResponse:
+    """Turn an upstream response into the reader's: streamed, or read and rewritten.
+
+    Every body the upstream sends that is or may be a page is read before it goes out;
+    one whose type cannot be told from a page's, where a page would be judged by what
+    it holds, is refused.
+    """
     assert gw.upstream is not None
     headers = gw.upstream.response_headers(upstream)
-    if index_file is not None and upstream.status == 200:
+    status = upstream.status
+    has_body = sent_method != "HEAD" and status >= 200 and status not in (204, 304)
+    if index_file is not None and has_body and 200 <= status < 300:
         return await serve_index_upstream(gw, index_file, upstream, headers, decision, visitor,
                                           scope)
-    content_type = upstream.headers.get("Content-Type", "")
-    html_page = (request.method == "GET" and is_html(content_type)
-                 and upstream.status == 200 and gw.pages.wants(decision))
+    declared = content_type(upstream.headers)
+    html_page = has_body and declared is not None and is_html(declared) \
+        and gw.pages.wants(decision)
+    if not html_page and has_body and 200 <= status < 300 and gw.pages.guards(decision) \
+            and unidentified(declared, rel):
+        # It may be a page that declares or gates its own access, sent as something else
+        # (or as nothing): read it, and refuse it when it holds anything of the kind.
+        try:
+            body = await read_limited(upstream, HTML_BUFFER_LIMIT)
+        finally:
+            upstream.release()
+        gw.pages.untyped(body, decision, encodings(upstream), declared)
+        enforce(decision, scope)
+        response = web.Response(status=status, body=body, headers=headers)
+        finish_headers(gw, decision, visitor, response)
+        return response
     if not html_page:
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=headers)
+        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
         if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
             response.content_length = upstream.content_length
         finish_headers(gw, decision, visitor, response)
         response.headers["X-Request-Id"] = scope.request_id  # started here, not at the edge
         await response.prepare(request)
-        if request.method == "HEAD" or upstream.status in (204, 304):
+        if request.method == "HEAD" or not has_body:
             upstream.release()
             await response.write_eof()
             return response
@@ -229,22 +264,23 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
         body = await read_limited(upstream, HTML_BUFFER_LIMIT)
     finally:
         upstream.release()
-    encoding = upstream.headers.get("Content-Encoding")
-    decoded = decode_body(body, encoding)
-    if decoded is None:
-        if decision.meta_applies:
-            # Its own metadata could not be read, so it cannot be judged: fail closed.
-            raise UpstreamError("the docs server sent a page in an encoding the gateway "
-                                "cannot read")
+    readable = gw.pages.decode(body, decision, encodings(upstream), declared)
+    if readable is None:
+        # Unreadable, and only read to add the script: it goes out as it came.
         enforce(decision, scope)
-        response = web.Response(status=upstream.status, body=body, headers=headers)
+        response = web.Response(status=status, body=body, headers=headers)
     else:
-        decision, page = gw.pages.process(decoded, decision, visitor.user, scope, rel)
+        page, retyped = readable
+        # Only a 200 is the page at this path; other answers are judged but not remembered.
+        decision, page = gw.pages.process(page, decision, visitor.user, scope,
+                                          rel if status == 200 else None)
         # The rewritten page is this reader's: no validators that would let a later
         # conditional request revalidate it against the upstream's copy.
-        for name in ("Content-Encoding", "ETag", "Last-Modified"):
+        for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
             headers.popall(name, None)
-        response = web.Response(status=upstream.status, body=page, headers=headers)
+        if retyped is not None:
+            headers["Content-Type"] = retyped
+        response = web.Response(status=status, body=page, headers=headers)
     finish_headers(gw, decision, visitor, response)
     return response
 
@@ -259,15 +295,14 @@ async def serve_index_upstream(gw: Gateway, index_file: IndexFile, upstream: Res
         body = await read_limited(upstream, INDEX_LIMIT)
     finally:
         upstream.release()
-    raw = decode_body(body, upstream.headers.get("Content-Encoding"), limit=INDEX_LIMIT)
+    raw = decode_body(body, encodings(upstream), limit=INDEX_LIMIT)
     if raw is None:
         raise UpstreamError("the docs server sent an index the gateway cannot read")
-    filtered = await filter_index(index_file.kind, raw, visitor.user, gw.policy, gw.pages.index,
-                                  upstream_meta_fetcher(gw.upstream, gw.config),
-                                  base=index_file.base)
+    filtered = await filter_index(index_file, raw, visitor.user, gw.policy, gw.pages.index,
+                                  upstream_meta_fetcher(gw.upstream, gw.config))
     for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
         headers.popall(name, None)
-    response = web.Response(status=200, body=filtered, headers=headers)
+    response = web.Response(status=upstream.status, body=filtered, headers=headers)
     finish_headers(gw, decision, visitor, response)
     mark_private(response.headers)  # the list depends on the reader, anonymous ones too
     return response
@@ -303,25 +338,27 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
     if base and scope.path == base:
         # Relative links in the index page only resolve under the trailing slash.
         raise web.HTTPMovedPermanently(base + "/" + (f"?{scope.query}" if scope.query else ""))
-    index_file = gw.pages.index_file(rel) if request.method == "GET" else None
+    index_file = gw.pages.index_file(rel) if request.method in ("GET", "HEAD") else None
     raw = await asyncio.to_thread(read_index, gw.static, rel) if index_file else None
     if index_file is not None and raw is not None:
         enforce(decision, scope)
         assert gw.pages.index is not None
         filtered = await filter_index(
-            index_file.kind, raw, visitor.user, gw.policy, gw.pages.index,
-            static_meta_fetcher(gw.static, whole=gw.config.access.fragments),
-            base=index_file.base)
+            index_file, raw, visitor.user, gw.policy, gw.pages.index,
+            static_meta_fetcher(gw.static, whole=gw.config.access.fragments))
         listing = web.Response(body=filtered, headers={"Content-Type": index_file.content_type})
         finish_headers(gw, decision, visitor, listing)
         mark_private(listing.headers)  # the list depends on the reader, anonymous ones too
         return listing
     page = None
-    if request.method == "GET" and gw.pages.wants(decision):
+    if request.method in ("GET", "HEAD") and gw.pages.wants(decision):
+        # A HEAD is judged as its GET: the page's own metadata may refuse it.
         page = await asyncio.to_thread(read_html, gw.static, rel)
+    readable = None if page is None else gw.pages.decode(page, decision, None, None)
     response: web.StreamResponse
-    if page is not None:
-        decision, body = gw.pages.process(page, decision, visitor.user, scope, rel)
+    if readable is not None:
+        body = readable[0]  # in UTF-8, or in an encoding that keeps ASCII as it is
+        decision, body = gw.pages.process(body, decision, visitor.user, scope, rel)
         response = web.Response(body=body, content_type="text/html", charset="utf-8")
     else:
         enforce(decision, scope)

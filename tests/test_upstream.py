@@ -141,12 +141,13 @@ async def test_head_response_does_not_poison_the_connection(aiohttp_client: Any,
                                                             raw_upstream: Any) -> None:
     def reply(request: bytes, n: int) -> bytes:
         if request.startswith(b"HEAD"):
-            return b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+            return b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
         return ok(b"after-head")
 
     upstream = await raw_upstream(reply)
     client = await gateway_for(aiohttp_client, upstream)
-    async with client.head("/f") as response:
+    # An asset's HEAD goes upstream as a HEAD (a page's would be asked for as a GET).
+    async with client.head("/f.png") as response:
         assert response.status == 200
         assert response.headers["Content-Length"] == "5000"
     async with client.get("/g") as response:
