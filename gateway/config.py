@@ -17,6 +17,11 @@ from urllib.parse import urlsplit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: The header each known forward-auth proxy sets to the page it asks about, replacing any
+#: copy the client sent. Any other target header reaches the gateway as the client wrote it.
+FORWARD_AUTH_HEADERS = {"nginx": "X-Original-URI", "caddy": "X-Forwarded-Uri",
+                        "traefik": "X-Forwarded-Uri"}
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -33,6 +38,15 @@ class ServerConfig:
     admin_port: int | None = None
     login_rate_limit: int = 30
     max_concurrent: int = 1024
+    #: The proxy that asks ``/auth`` (``nginx``, ``caddy``, ``traefik``) or the header it sets.
+    forward_auth: str | None = None
+
+    @property
+    def forward_auth_header(self) -> str | None:
+        """The one header ``/auth`` reads the page asked about from; None: forward auth off."""
+        if self.forward_auth is None:
+            return None
+        return FORWARD_AUTH_HEADERS.get(self.forward_auth, self.forward_auth)
 
     @property
     def public_origin(self) -> str:

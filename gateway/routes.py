@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.metrics import CONTENT_TYPE
 from gateway.paths import normalize_path
-from gateway.pipeline import identify
+from gateway.pipeline import identify, personal
 from gateway.policy import Outcome
 from gateway.proxy import SCOPE, Scope
 from gateway.redirects import is_same_origin, safe_return_path
@@ -19,7 +20,19 @@ from gateway.sessions.base import CookieJar
 from gateway.state import GATEWAY, Gateway
 
 NO_STORE = "private, no-store"
+#: The forward-auth answer's word on how the proxied page may be cached, when it depends on
+#: the reader; absent, the docs' own cache headers stand.
+PAGE_CACHE_HEADER = "X-Gateway-Cache-Control"
+PERSONAL_CACHE = "private, no-cache"
+log = logging.getLogger("gateway")
 CLIENT_JS = resources.files("gateway").joinpath("assets/client.js").read_bytes()
+
+
+class UntrustedPeer(GatewayError):
+    """A forward-auth question from an address outside ``server.trusted_proxies``."""
+
+    status = 403
+    code = "untrusted_proxy"
 
 
 def _gw(request: web.Request) -> Gateway:
@@ -106,28 +119,46 @@ async def client_js(request: web.Request) -> web.StreamResponse:
                         headers={"Cache-Control": "public, max-age=300"})
 
 
-def original_target(request: web.Request, scope: Scope) -> tuple[str, str]:
-    """The path and query a forward-auth proxy asks about (believed only from trusted peers)."""
+def original_target(request: web.Request, scope: Scope, header: str) -> tuple[str, str]:
+    """The path and query a forward-auth proxy asks about, from the one ``header`` it sets.
+
+    Believed only from ``server.trusted_proxies``; absent or given twice, nothing is judged
+    (never the request's own path, never another target header the client chose).
+    """
     if not scope.trusted:
-        return "/", ""
-    uri = (request.headers.get("X-Original-URI") or request.headers.get("X-Forwarded-Uri")
-           or request.headers.get("X-Original-URL") or "/")
+        raise UntrustedPeer("Forward-auth questions are answered only for the proxies in "
+                            "server.trusted_proxies.")
+    values = request.headers.getall(header, [])
+    uri = values[0].strip() if len(values) == 1 else ""
+    if not uri:
+        problem = "twice" if len(values) > 1 else "empty" if values else "absent"
+        log.warning("forward-auth request without a usable target header",
+                    extra={"header": header, "problem": problem})
+        raise BadRequest(f"The forward-auth request must carry {header} exactly once, with the "
+                         "page asked about.", code="bad_target")
     if not uri.startswith("/"):
         # An absolute URL (X-Original-URL style): only its own path counts, never a URL
         # that happens to sit in the query string.
         parts = urlsplit(uri)
-        uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not parts.scheme or not parts.path.startswith("/"):
+            raise BadRequest(f"{header} must hold a path or an absolute URL.", code="bad_target")
+        uri = parts.path + (f"?{parts.query}" if parts.query else "")
     path, _, query = uri.partition("?")
-    return normalize_path(path or "/"), query
+    return normalize_path(path), query
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
     """Forward-auth: 200 with identity headers, 401 to log in, 403 when denied."""
     gw = _gw(request)
     scope: Scope = request[SCOPE]
-    path, query = original_target(request, scope)
+    header = gw.config.server.forward_auth_header
+    if header is None:
+        raise NotFound("Forward auth is off: set server.forward_auth to the proxy that asks.")
+    path, query = original_target(request, scope, header)
     target = path + (f"?{query}" if query else "")
-    rel = gw.relative_path(path) or "/"
+    rel = gw.relative_path(path)
+    if rel is None:
+        raise NotFound("The page asked about is outside the docs' base path.")
     decision = gw.policy.decide(rel, None)
     visitor = await identify(gw, request, scope, required=not decision.public)
     if visitor.user is not None:
@@ -144,6 +175,10 @@ async def auth(request: web.Request) -> web.StreamResponse:
         response = json_response({"ok": True})
         for name, value in gw.identity_headers(visitor.user, visitor.session):
             response.headers[name] = value
+    if personal(decision, visitor):
+        # The proxy puts this on the page it serves: a page that depends on the reader is
+        # kept out of shared caches, and the browser asks again (and so the gateway) each time.
+        response.headers[PAGE_CACHE_HEADER] = PERSONAL_CACHE
     if visitor.jar:
         gw.store.cookies.apply(visitor.jar, response)
     return response

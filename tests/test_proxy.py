@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_app
+from gateway.proxy import UpstreamAddress
 from tests.helpers import (
     echo_app,
     get,
@@ -343,3 +344,85 @@ async def test_clients_that_leave_early_do_not_use_up_the_pool(gateway: Factory)
             await asyncio.sleep(0.3)  # the answers arrive to nobody
     async with client.get("/after") as response:
         assert response.status == 200
+
+
+# -- the upstream's own address in the URLs it sends back ---------------------------------
+
+LOOPBACK = UpstreamAddress("http://127.0.0.1:3000/site", "https://docs.example.com/docs",
+                           preserve_host=False)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("http://127.0.0.1:3000/site/docs/guide/", "https://docs.example.com/docs/guide/"),
+    ("http://127.0.0.1:3000/site", "https://docs.example.com/"),
+    ("http://127.0.0.1:3000", "https://docs.example.com/"),
+    ("http://127.0.0.1:3000?q=1", "https://docs.example.com/?q=1"),
+    ("http://127.0.0.1:3000/elsewhere", "https://docs.example.com/elsewhere"),
+    ("http://127.0.0.1:3000/sitemap.xml", "https://docs.example.com/sitemap.xml"),
+    ("http://127.0.0.1:3000/site\\docs\\x", "https://docs.example.com/docs/x"),
+    ("http://127.0.0.1:3000/site/a?next=http://127.0.0.1:3000/",
+     "https://docs.example.com/a?next=http://127.0.0.1:3000/"),
+    ("h\nttp://127.0.0.1:30\r\n00/site/x", "https://docs.example.com/x"),
+    ("\x00 //127.0.0.1:3000/site/x\x1f", "https://docs.example.com/x"),
+    ("http://127.0.0.1:99999/x", "http://127.0.0.1:99999/x"),
+    ("http://127.0.0.1:3000x/x", "https://docs.example.com/x"),
+    ("http://127.0.0.1/x", "http://127.0.0.1/x"),
+    ("http://127.0.0.1:/x", "http://127.0.0.1:/x"),
+    ("/site/docs/x", "https://docs.example.com/docs/x"),
+    ("/site", "https://docs.example.com/"),
+    ("/site#top", "https://docs.example.com/#top"),
+    ("/sitemap", "/sitemap"),
+    ("/docs/x", "/docs/x"),
+    ("javascript:alert(1)", "javascript:alert(1)"),
+    ("", ""),
+])
+def test_upstream_urls_become_public(value: str, expected: str) -> None:
+    assert LOOPBACK.rewrite(value) == expected
+
+
+@pytest.mark.parametrize(("upstream", "value", "rewritten"), [
+    ("http://127.0.0.1", "http://127.0.0.1/x", True),
+    ("http://127.0.0.1:80", "//127.0.0.1/x", True),
+    ("http://127.0.0.1", "http://127.0.0.1:80/x", True),
+    ("http://127.0.0.1", "https://127.0.0.1/x", False),
+    ("https://docs-internal:443", "https://DOCS-INTERNAL./x", True),
+    ("https://docs-internal:443", "http://docs-internal/x", False),
+    ("http://docs-internal:8000", "http://localhost:8000/x", False),
+    ("http://10.0.0.5:8000", "http://10.0.5:8000/x", True),
+    ("http://10.0.0.5:8000", "http://127.0.0.1:8000/x", False),
+    ("http://[::1]:8000", "http://localhost:8000/x", True),
+])
+def test_which_hosts_and_ports_are_the_upstreams(upstream: str, value: str,
+                                                 rewritten: bool) -> None:
+    address = UpstreamAddress(upstream, "https://docs.example.com", preserve_host=False)
+    assert (address.rewrite(value) != value) is rewritten
+
+
+def test_with_the_host_preserved_the_public_host_on_the_upstreams_port_is_the_upstream() -> None:
+    address = UpstreamAddress("http://10.0.0.5:8000", "https://docs.example.com",
+                              preserve_host=True)
+    assert address.rewrite("http://docs.example.com:8000/x") == "https://docs.example.com/x"
+    assert address.rewrite("http://docs.example.com/x") == "http://docs.example.com/x"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0; url=http://127.0.0.1:3000/site/x", "0; url=https://docs.example.com/x"),
+    ("5;URL='//localhost:3000/x'junk", "5;URL='https://docs.example.com/x'junk"),
+    ('1.5 , Url = "http://127.0.0.1:3000/x"', '1.5 , Url = "https://docs.example.com/x"'),
+    ("0 http://127.0.0.1:3000/x", "0 https://docs.example.com/x"),
+    ("0;http://127.0.0.1:3000/x", "0;https://docs.example.com/x"),
+    ("0; u=http://127.0.0.1:3000/x", "0; u=http://127.0.0.1:3000/x"),
+    # "url" without "=": what follows is still the URL.
+    ("0; urlhttp://127.0.0.1:3000/x", "0; urlhttps://docs.example.com/x"),
+    ("soon; url=http://127.0.0.1:3000/x", "soon; url=http://127.0.0.1:3000/x"),
+    ("0", "0"),
+    ("0; url=", "0; url="),
+])
+def test_refresh_urls_are_read_as_browsers_read_them(value: str, expected: str) -> None:
+    assert LOOPBACK.rewrite_refresh(value) == expected
+
+
+def test_link_targets() -> None:
+    value = '<http://127.0.0.1:3000/site/a.css>; rel=preload, <https://cdn.example/b.js>; rel=x'
+    assert LOOPBACK.rewrite_link(value) == \
+        '<https://docs.example.com/a.css>; rel=preload, <https://cdn.example/b.js>; rel=x'

@@ -1,0 +1,373 @@
+"""Redirects and other URLs from the docs server never send a reader to its own address.
+
+nginx answers a folder asked without its trailing slash with ``301 Location:
+http://<its host>:<its port>/guide/``; behind the gateway that address is internal (a
+sidecar's loopback) or a way around the gate. Every URL the upstream sends back that names
+its own address, in any spelling a browser accepts, reaches the reader as the public one;
+a URL naming any other origin is the docs' choice and is left alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDictProxy
+
+from gateway.app import build_app
+from tests.helpers import make_config, make_user, session_cookies
+from tests.nginx import free_port, nginx_serving
+
+PUBLIC = "http://docs.test"
+Answer = tuple[int, CIMultiDictProxy[str], bytes]
+Start = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def build_site(root: Path) -> Path:
+    """A built docs folder: pages in folders, at the root and under a /docs base path."""
+    for folder in ("guide", "docs/guide", "named/guide"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "index.html").write_text(f"<!doctype html><title>{folder}</title>")
+    (root / "404.html").write_text("<!doctype html><title>Not here</title>")
+    return root
+
+
+def server_block(site: Path, host: str, port: int) -> str:
+    """nginx with its defaults spelled out (absolute_redirect and port_in_redirect on), the
+    site again under /site/ (an upstream with a base path), a location that answers with
+    its server name, and fixed answers naming its own address in other ways."""
+    here = f"{host}:{port}"
+    return f"""
+        server_name localhost;
+        root {site};
+        absolute_redirect on;
+        port_in_redirect on;
+        location /site/ {{ alias {site}/; }}
+        location /named/ {{ server_name_in_redirect on; }}
+        location = /r/scheme-relative {{ absolute_redirect off; return 302 "//{here}/guide/"; }}
+        location = /r/upper {{ return 302 "HTTP://LOCALHOST:{port}/guide/?q=1#top"; }}
+        location = /r/loopback {{ return 302 "http://localhost:{port}/guide/"; }}
+        location = /r/numeric {{ return 302 "http://{host}:{port}/guide/"; }}
+        location = /r/see-other {{ return 303 "http://{here}/guide/"; }}
+        location = /r/temporary {{ return 307 "http://{here}/guide/"; }}
+        location = /site/r/permanent {{ return 308 "http://{here}/site/guide/"; }}
+        location = /r/created {{
+            add_header Location "http://{here}/guide/" always;
+            add_header Content-Location "http://localhost:{port}/guide/index.html" always;
+            return 201 "created";
+        }}
+        location = /r/refresh {{
+            add_header Refresh "0; url=http://{here}/guide/" always;
+            add_header Link "<http://{here}/guide/>; rel=preload, <//{here}/a.css>; rel=x";
+            return 200 "moved";
+        }}
+        location = /r/elsewhere {{ return 302 "https://elsewhere.example/guide/"; }}
+        location = /r/other-port {{ return 302 "http://{host}:1/guide/"; }}
+        location = /r/relative {{ absolute_redirect off; return 302 "guide/"; }}
+    """
+
+
+@pytest.fixture
+async def nginx(tmp_path: Path) -> AsyncIterator[str]:
+    """A real nginx serving the site on 127.0.0.1; yields its origin."""
+    site = build_site(tmp_path / "site")
+    port = free_port()
+    async with nginx_serving(tmp_path, server_block(site, "127.0.0.1", port),
+                             port=port) as origin:
+        yield origin
+
+
+@pytest.fixture
+def start(aiohttp_client: Any) -> Start:
+    """A gateway in front of an upstream URL, every page public unless sections say."""
+
+    async def go(upstream_url: str, public_url: str = PUBLIC,
+                 **sections: Any) -> TestClient[web.Request, web.Application]:
+        sections.setdefault("access", {"public": ["/**"]})
+        config = make_config(upstream_url, server={"listen": "127.0.0.1:0",
+                                                   "public_url": public_url}, **sections)
+        client: TestClient[web.Request, web.Application] = \
+            await aiohttp_client(await build_app(config))
+        return client
+
+    return go
+
+
+async def ask(client: TestClient[web.Request, web.Application], path: str,
+              method: str = "GET", headers: dict[str, str] | None = None) -> Answer:
+    async with client.request(method, path, headers=headers or {},
+                              allow_redirects=False) as response:
+        return response.status, response.headers, await response.read()
+
+
+def never_upstream(headers: CIMultiDictProxy[str], upstream: str) -> None:
+    """No header value names the upstream's port (every spelling here carries it)."""
+    port = upstream.rsplit(":", 1)[1]
+    for name, value in headers.items():
+        assert f":{port}" not in value, (name, value)
+
+
+# -- nginx's own redirects --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+@pytest.mark.parametrize(("path", "location"), [
+    ("/guide", f"{PUBLIC}/guide/"),
+    ("/guide?tab=2&q=a+b", f"{PUBLIC}/guide/?tab=2&q=a+b"),
+])
+async def test_a_folder_without_its_slash_is_sent_to_the_public_address(
+        nginx: str, start: Start, method: str, path: str, location: str) -> None:
+    client = await start(nginx)
+    status, headers, _body = await ask(client, path, method)
+    assert status == 301
+    assert headers["Location"] == location
+    never_upstream(headers, nginx)
+
+
+async def test_a_logged_in_reader_is_sent_to_the_public_address_too(
+        nginx: str, start: Start) -> None:
+    client = await start(nginx, access={"public": []})
+    cookies = await session_cookies(client.app, make_user("ada"))
+    async with client.get("/guide", cookies=cookies, allow_redirects=False) as response:
+        assert response.status == 301
+        assert response.headers["Location"] == f"{PUBLIC}/guide/"
+
+
+@pytest.mark.parametrize(("upstream_path", "public_url", "path", "location"), [
+    # upstream.url with a path: its base is taken off the path the reader is sent to.
+    ("/site", PUBLIC, "/guide", f"{PUBLIC}/guide/"),
+    ("/site/", PUBLIC, "/guide", f"{PUBLIC}/guide/"),
+    # public_url with a base path: the upstream is built for it and answers with it.
+    ("", f"{PUBLIC}/docs", "/docs/guide", f"{PUBLIC}/docs/guide/"),
+    ("/site", "https://docs.test/docs", "/docs/guide", "https://docs.test/docs/guide/"),
+])
+async def test_base_paths_on_either_side(nginx: str, start: Start, upstream_path: str,
+                                         public_url: str, path: str, location: str) -> None:
+    client = await start(nginx + upstream_path, public_url)
+    status, headers, _body = await ask(client, path)
+    assert status == 301
+    assert headers["Location"] == location
+
+
+@pytest.mark.parametrize(("upstream_host", "path", "location"), [
+    # nginx names itself "localhost" (server_name_in_redirect) while the upstream is
+    # configured by its address, and the other way round.
+    ("127.0.0.1", "/named/guide", f"{PUBLIC}/named/guide/"),
+    ("127.0.0.1", "/r/loopback", f"{PUBLIC}/guide/"),
+    ("127.0.0.1", "/r/upper", f"{PUBLIC}/guide/?q=1#top"),
+    ("localhost", "/r/numeric", f"{PUBLIC}/guide/"),
+    ("localhost", "/guide", f"{PUBLIC}/guide/"),
+])
+async def test_other_spellings_of_a_loopback_upstream(nginx: str, start: Start,
+                                                      upstream_host: str, path: str,
+                                                      location: str) -> None:
+    client = await start(nginx.replace("127.0.0.1", upstream_host))
+    status, headers, _body = await ask(client, path)
+    assert status in (301, 302)
+    assert headers["Location"] == location
+    never_upstream(headers, nginx)
+
+
+@pytest.mark.parametrize(("method", "path", "upstream_path", "status"), [
+    ("GET", "/r/scheme-relative", "", 302),
+    ("GET", "/r/see-other", "", 303),
+    ("POST", "/r/temporary", "", 307),
+    ("PUT", "/r/permanent", "/site", 308),
+])
+async def test_every_redirect_status_and_form(nginx: str, start: Start, method: str,
+                                              path: str, upstream_path: str,
+                                              status: int) -> None:
+    client = await start(nginx + upstream_path)
+    answered, headers, _body = await ask(client, path, method)
+    assert answered == status
+    assert headers["Location"] == f"{PUBLIC}/guide/"
+
+
+async def test_created_and_content_location(nginx: str, start: Start) -> None:
+    client = await start(nginx)
+    status, headers, body = await ask(client, "/r/created", "POST")
+    assert status == 201 and body == b"created"
+    assert headers["Location"] == f"{PUBLIC}/guide/"
+    assert headers["Content-Location"] == f"{PUBLIC}/guide/index.html"
+
+
+async def test_refresh_and_link(nginx: str, start: Start) -> None:
+    client = await start(nginx)
+    status, headers, _body = await ask(client, "/r/refresh")
+    assert status == 200
+    assert headers["Refresh"] == f"0; url={PUBLIC}/guide/"
+    assert headers["Link"] == f"<{PUBLIC}/guide/>; rel=preload, <{PUBLIC}/a.css>; rel=x"
+    never_upstream(headers, nginx)
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/r/elsewhere", "https://elsewhere.example/guide/"),
+    ("/r/other-port", "http://127.0.0.1:1/guide/"),
+    ("/r/relative", "guide/"),
+])
+async def test_other_origins_and_relative_urls_are_the_docs_choice(
+        nginx: str, start: Start, path: str, location: str) -> None:
+    client = await start(nginx)
+    status, headers, _body = await ask(client, path)
+    assert status == 302
+    assert headers["Location"] == location
+    status, headers, _body = await ask(client, "/guide")
+    assert headers["Location"] == f"{PUBLIC}/guide/"
+
+
+async def test_with_the_readers_host_preserved(nginx: str, start: Start) -> None:
+    # nginx then names the public host with its own port: still the upstream's address.
+    client = await start(nginx, upstream={"host_header": "preserve"})
+    status, headers, _body = await ask(client, "/guide", headers={"Host": "docs.test"})
+    assert status == 301
+    assert headers["Location"] == f"{PUBLIC}/guide/"
+    never_upstream(headers, nginx)
+
+
+def port_80_address() -> str | None:
+    """A loopback address whose port 80 is free for nginx (binding it needs root)."""
+    for last in range(2, 12):
+        host = f"127.0.0.{last}"
+        with socket.socket() as sock:
+            # As nginx does: connections closed by earlier runs must not keep the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, 80))
+            except PermissionError:
+                return None
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                return None
+        return host
+    return None
+
+
+@pytest.mark.parametrize("spelled", [True, False])
+async def test_the_default_port_spelled_or_not(tmp_path: Path, start: Start,
+                                               spelled: bool) -> None:
+    host = port_80_address()
+    if host is None:
+        pytest.skip("no loopback address with a free port 80 (or not root)")
+    site = build_site(tmp_path / "site")
+    async with nginx_serving(tmp_path, server_block(site, host, 80), host=host, port=80):
+        client = await start(f"http://{host}:80" if spelled else f"http://{host}")
+        status, headers, _body = await ask(client, "/guide")
+        assert status == 301
+        # nginx leaves a default port out of its own address.
+        assert headers["Location"] == f"{PUBLIC}/guide/"
+        status, headers, _body = await ask(client, "/r/scheme-relative")
+        assert headers["Location"] == f"{PUBLIC}/guide/"
+
+
+# -- spellings a browser reads as the upstream's address ----------------------------------
+
+# Each names the upstream (127.0.0.1:PORT) in a way some browser follows to it.
+DISGUISED = [
+    "http://127.0.0.1:PORT/guide/",
+    "HTTP://127.0.0.1:PORT/guide/",
+    "https://127.0.0.1:PORT/guide/",
+    "//127.0.0.1:PORT/guide/",
+    "///127.0.0.1:PORT/guide/",
+    "\\\\127.0.0.1:PORT/guide/",
+    "/\\127.0.0.1:PORT/guide/",
+    "http:\\\\127.0.0.1:PORT\\guide/",
+    "http:127.0.0.1:PORT/guide/",
+    "http:/127.0.0.1:PORT/guide/",
+    " http://127.0.0.1:PORT/guide/",
+    "http://user:pass@127.0.0.1:PORT/guide/",
+    "http://evil.example@127.0.0.1:PORT/guide/",
+    "http://127.0.0.1.:PORT/guide/",
+    "http://127.1:PORT/guide/",
+    "http://2130706433:PORT/guide/",
+    "http://0x7f.0.0.1:PORT/guide/",
+    "http://0177.0.0.1:PORT/guide/",
+    "http://127.0.0.2:PORT/guide/",
+    "http://%31%32%37.0.0.1:PORT/guide/",
+    "http://LocalHost:PORT/guide/",
+    "http://localhost.:PORT/guide/",
+    "http://docs.localhost:PORT/guide/",
+    "http://[::1]:PORT/guide/",
+    "http://[0:0:0:0:0:0:0:1]:PORT/guide/",
+    "http://[::ffff:127.0.0.1]:PORT/guide/",
+    "http://0.0.0.0:PORT/guide/",
+    "http://127.0.0.1:0PORT/guide/",
+    "http://\uff11\uff12\uff17\u3002\uff10\u3002\uff10\u3002\uff11:PORT/guide/",
+    "ht\ttp://127.0.0.1:PORT/guide/",
+]
+# These name somewhere else: left as the docs wrote them.
+ELSEWHERE = [
+    "https://elsewhere.example/guide/",
+    "http://127.0.0.1:1/guide/",
+    "http://127.example.com:PORT/guide/",
+    "http://localhost.example.com:PORT/guide/",
+    "/guide/",
+    "guide/",
+    "?q=1",
+    "mailto:docs@example.com",
+]
+
+
+def fixed_answers(values: list[str]) -> web.Application:
+    """A docs server answering ``/n`` with a 302 to ``values[n]``, and ``/refresh/n`` with
+    that URL in a Refresh header."""
+    app = web.Application()
+
+    async def redirect(request: web.Request) -> web.Response:
+        index = int(request.match_info["n"])
+        return web.Response(status=302, headers={"Location": values[index]})
+
+    async def refresh(request: web.Request) -> web.Response:
+        index = int(request.match_info["n"])
+        return web.Response(text="moved", headers={"Refresh": f"5; URL='{values[index]}'"})
+
+    for base in ("", "/site"):  # also below an upstream base path
+        app.router.add_get(base + "/{n:\\d+}", redirect)
+        app.router.add_get(base + "/refresh/{n:\\d+}", refresh)
+    return app
+
+
+@pytest.fixture
+async def answering(aiohttp_server: Any) -> Callable[[list[str]], Awaitable[TestServer]]:
+    async def go(values: list[str]) -> TestServer:
+        placeholder: list[str] = []
+        server: TestServer = await aiohttp_server(fixed_answers(placeholder))
+        placeholder.extend(value.replace("PORT", str(server.port)) for value in values)
+        return server
+
+    return go
+
+
+async def test_only_the_upstreams_own_address_is_rewritten(
+        answering: Callable[[list[str]], Awaitable[TestServer]], start: Start) -> None:
+    server = await answering(DISGUISED + ELSEWHERE)
+    client = await start(f"http://127.0.0.1:{server.port}")
+    for index, value in enumerate(DISGUISED + ELSEWHERE):
+        expected = f"{PUBLIC}/guide/" if index < len(DISGUISED) \
+            else value.replace("PORT", str(server.port))
+        status, headers, _body = await ask(client, f"/{index}")
+        assert status == 302
+        assert headers["Location"] == expected, value
+        status, headers, _body = await ask(client, f"/refresh/{index}")
+        assert headers["Refresh"] == f"5; URL='{expected}'", value
+
+
+async def test_an_upstream_base_path_in_a_relative_location_is_taken_off(
+        answering: Callable[[list[str]], Awaitable[TestServer]], start: Start) -> None:
+    values = ["/site/guide/", "/site", "/site?x=1", "\\site/guide/",
+              "/site//elsewhere.example/x", "/sitemap.xml", "/other/"]
+    expected = [f"{PUBLIC}/guide/", f"{PUBLIC}/", f"{PUBLIC}/?x=1", f"{PUBLIC}/guide/",
+                # never "//elsewhere.example/x", which a browser reads as another host
+                f"{PUBLIC}//elsewhere.example/x", "/sitemap.xml", "/other/"]
+    server = await answering(values)
+    client = await start(f"http://127.0.0.1:{server.port}/site")
+    for index, value in enumerate(values):
+        status, headers, _body = await ask(client, f"/{index}")
+        assert status == 302
+        assert headers["Location"] == expected[index], value
