@@ -146,7 +146,9 @@ def gateway_config(port: int, origin: int, setup: GatewaySetup, *,
     return {
         "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}",
                    "workers": setup.workers,
-                   "trusted_proxies": ["127.0.0.1/32"] if setup.behind_proxy else []},
+                   "trusted_proxies": ["127.0.0.1/32"] if setup.behind_proxy else [],
+                   # Behind Caddy's forward_auth, which names the page in X-Forwarded-Uri.
+                   "forward_auth": "caddy" if setup.behind_proxy else None},
         "upstream": {"url": f"http://127.0.0.1:{origin}"},
         "mode": "authenticate",
         "handshake": {"method": "jwt", "jwt": {

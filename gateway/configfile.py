@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import (
+    FORWARD_AUTH_HEADERS,
     MIN_SECRET_BYTES,
     AccessConfig,
     AssertionConfig,
@@ -89,13 +90,28 @@ def _server(s: _Section) -> ServerConfig:
         problems.add(s.key("admin_listen"), "must differ from server.listen")
     login_rate_limit = s.integer("login_rate_limit", 30, minimum=0)
     max_concurrent = s.integer("max_concurrent", 1024, minimum=1)
+    forward_auth = s.opt_string("forward_auth")
+    if forward_auth is not None:
+        _check_forward_auth(forward_auth, s.key("forward_auth"), bool(proxies), problems)
     s.finish()
     return ServerConfig(
         host=host, port=port, public_url=public_url.rstrip("/") or public_url,
         workers=workers, trusted_proxies=tuple(proxies), prefix=prefix, compat=compat,
         admin_host=admin_hp[0] if admin_hp else None, admin_port=admin_hp[1] if admin_hp else None,
         login_rate_limit=login_rate_limit, max_concurrent=max_concurrent,
+        forward_auth=forward_auth,
     )
+
+
+def _check_forward_auth(value: str, path: str, has_proxies: bool, problems: _Problems) -> None:
+    # A header name has a hyphen, so a misspelt proxy ("ngnix") is a problem, not a header.
+    if value not in FORWARD_AUTH_HEADERS and not (_TOKEN.match(value) and "-" in value):
+        problems.add(path, "must be nginx, caddy, traefik or the name of the header your proxy "
+                           f"sets to the page asked about (like X-Original-URI), not {value!r}"
+                     + _hint(value, tuple(FORWARD_AUTH_HEADERS)))
+    elif not has_proxies:
+        problems.add(path, "needs server.trusted_proxies: the page asked about is believed only "
+                           "from the proxy's address")
 
 
 def _upstream(s: _Section, base: Path) -> UpstreamConfig:

@@ -404,12 +404,16 @@ def test_traefik_example_forwards_auth_to_the_gateway() -> None:
     http = yaml.safe_load((DEPLOY / "forward-auth" / "traefik.yaml").read_text())["http"]
     auth = http["middlewares"]["docs-gateway-auth"]["forwardAuth"]
     assert urlsplit(auth["address"]).path == "/_gateway/auth"
-    assert auth["trustForwardHeader"] is True
+    # Traefik sets X-Forwarded-Uri itself, and passes no other header of the client's on.
+    assert auth["trustForwardHeader"] is False
+    assert auth["authRequestHeaders"] == ["Cookie"]
     assert auth["authResponseHeaders"] == ["X-Gateway-Assertion"]
     gateway_url = http["services"]["docs-gateway"]["loadBalancer"]["servers"][0]["url"]
     assert auth["address"].startswith(gateway_url)
     routers = http["routers"]
-    assert routers["docs"]["middlewares"] == ["docs-gateway-auth"]
+    assert routers["docs"]["middlewares"] == ["docs-gateway-auth", "docs-private"]
+    private = http["middlewares"]["docs-private"]["headers"]["customResponseHeaders"]
+    assert private == {"Cache-Control": "private, no-cache"}
     assert "/_gateway/" in routers["docs-gateway"]["rule"]
     assert "middlewares" not in routers["docs-gateway"]
     assert routers["docs-gateway"]["priority"] > routers["docs"]["priority"]

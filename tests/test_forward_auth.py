@@ -146,20 +146,30 @@ class Stack:
         return claims
 
 
+@web.middleware
+async def cacheable(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The docs' own cache policy, as a static host would send it for every page."""
+    response: web.StreamResponse = await handler(request)
+    response.headers.setdefault("Cache-Control", DOCS_CACHE)
+    return response
+
+
 @pytest.fixture(params=["nginx", "caddy"])
 async def stack(request: pytest.FixtureRequest, aiohttp_server: Any,
                 tmp_path: Path) -> AsyncIterator[Stack]:
-    upstream: TestServer = await aiohttp_server(echo_app())
+    docs = echo_app()
+    docs.middlewares.append(cacheable)
+    upstream: TestServer = await aiohttp_server(docs)
     upstream_origin = str(upstream.make_url("")).rstrip("/")
+    kind: str = request.param
     config = make_config(
         upstream_origin,
         server={"listen": "127.0.0.1:0", "public_url": "http://docs.test",
-                "trusted_proxies": ["127.0.0.1/32"]},
+                "trusted_proxies": ["127.0.0.1/32"], "forward_auth": kind},
         access={"public": ["/public/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]}]},
     )
     gateway_app = await build_app(config)
     gateway: TestServer = await aiohttp_server(gateway_app)
-    kind: str = request.param
     port = free_port()
     command = RENDERERS[kind](tmp_path, port, gateway.port or 0, upstream.port or 0)
     log = tmp_path / f"{kind}.log"
@@ -245,3 +255,85 @@ async def test_broken_session_cookie_is_cleared_through_nginx(stack: Stack) -> N
         assert response.status == 200
         cleared = response.headers.getall("Set-Cookie", [])
     assert any(c.startswith("docs_session=") and "Max-Age=0" in c for c in cleared), cleared
+
+
+# ---------------------------------------------------------------------------------------------
+# The page asked about comes from the one header the proxy in front sets; every other target
+# header is the client's own, passed through by the proxy, and never decides.
+
+TARGET_HEADERS = ["X-Original-URI", "X-Forwarded-Uri", "X-Original-URL", "x-original-uri",
+                  "X-FORWARDED-URI"]
+PUBLIC_SPELLINGS = ["/public/page.html", "http://docs.test/public/page.html"]
+
+
+@pytest.mark.parametrize("header", TARGET_HEADERS)
+@pytest.mark.parametrize("value", PUBLIC_SPELLINGS)
+async def test_a_target_header_the_client_sends_never_opens_a_protected_page(
+        stack: Stack, header: str, value: str) -> None:
+    for path in ("/admin/keys", "/guide/intro"):
+        status, headers, body = await stack.get(path, {**HTML, header: value})
+        assert status in (302, 401), (path, status, body)
+        assert headers.get("X-Upstream") is None
+    status, headers, _body = await stack.get("/admin/keys", {
+        header: value, **await stack.cookies("reader-11")})
+    assert status == 403
+    assert headers.get("X-Upstream") is None
+
+
+@pytest.mark.parametrize("header", TARGET_HEADERS)
+async def test_a_target_header_the_client_sends_never_closes_a_public_page(
+        stack: Stack, header: str) -> None:
+    echoed = await stack.echoed("/public/page.html", {header: "/admin/keys"})
+    assert echoed["path"] == "/public/page.html"
+
+
+# ---------------------------------------------------------------------------------------------
+# Caching: a page that depends on the reader is never reused without asking again, so after a
+# logout nothing protected comes back from the browser's cache.
+
+DOCS_CACHE = "public, max-age=600"
+
+
+def forbids_reuse(values: list[str]) -> bool:
+    """Whether Cache-Control values keep the response out of every cache (no-store), or out
+    of shared caches with the browser revalidating each use (private, no-cache)."""
+    directives = {part.strip().lower().partition("=")[0] for value in values
+                  for part in value.split(",")}
+    if directives & {"public", "s-maxage"}:
+        return False
+    return "no-store" in directives or {"private", "no-cache"} <= directives
+
+
+async def test_a_logged_in_readers_page_is_private_and_revalidated(stack: Stack) -> None:
+    for path in ("/guide/intro", "/public/page.html"):
+        async with stack.http.get(stack.url + path,
+                                  headers=await stack.cookies("reader-12")) as response:
+            assert response.status == 200
+            assert response.headers.get("X-Upstream") == "yes"
+            values = response.headers.getall("Cache-Control", [])
+        assert forbids_reuse(values), (path, values)
+
+
+async def test_a_refused_page_is_never_stored(stack: Stack) -> None:
+    for path, headers in (("/guide/intro", HTML), ("/guide/intro", {}),
+                          ("/admin/keys", await stack.cookies("reader-13"))):
+        async with stack.http.get(stack.url + path, headers=headers,
+                                  allow_redirects=False) as response:
+            assert response.status in (302, 401, 403)
+            values = response.headers.getall("Cache-Control", [])
+        assert forbids_reuse(values), (path, response.status, values)
+
+
+async def test_an_anonymous_public_page_keeps_the_docs_cache_headers(stack: Stack) -> None:
+    async with stack.http.get(stack.url + "/public/page.html") as response:
+        assert response.status == 200
+        assert response.headers.getall("Cache-Control", []) == [DOCS_CACHE]
+
+
+async def test_the_check_itself_is_not_open_to_visitors(stack: Stack) -> None:
+    cookies = await stack.cookies("reader-14")
+    for header in TARGET_HEADERS:
+        status, headers, _body = await stack.get("/_gateway/auth",
+                                                 {header: "/public/page.html", **cookies})
+        assert status == 404, header
+        assert ASSERTION not in headers

@@ -155,7 +155,8 @@ def documented_routes() -> list[tuple[str, list[str]]]:
 def route_configs(root: Path) -> list[dict[str, Any]]:
     """One app per handshake, each with every optional route switched on."""
     base = {"mode": "personalize", "upstream": {"url": None, "root": str(root)},
-            "server": {"compat": ["mintlify"]}}
+            "server": {"compat": ["mintlify"], "trusted_proxies": ["127.0.0.1/32"],
+                       "forward_auth": "nginx"}}
     oauth = {"authorization_url": "https://id.example.com/authorize",
              "token_url": "https://id.example.com/token",
              "jwks_url": "https://id.example.com/jwks"}
