@@ -34,7 +34,7 @@ from tests.attack import (
 from tests.authserver import KID, SIGNING_KEY
 from tests.helpers import HS_SECRET, make_config
 from tests.test_attack_oauth import HostileIdP
-from tests.test_oauth import REDIRECT_URI, Browser
+from tests.test_oauth import REDIRECT_URI, Browser, make_stale, me
 
 ASSERTION = "X-Gateway-Assertion"
 
@@ -360,3 +360,58 @@ async def test_each_gateway_session_has_its_own_sid(aiohttp_server: Any,
     first, second = (claims_of(token) for token in assertions(upstream))
     assert first["sub"] == second["sub"] == "ada"
     assert first["sid"] != second["sid"]
+
+
+# -- 5. a refresh never changes who the session belongs to ---------------------------------
+
+
+async def refreshed(browser: Browser) -> tuple[int, Any]:
+    """Age the session past refresh_interval, then ask who the reader is."""
+    await make_stale(browser)
+    return await me(browser)
+
+
+def mallory_id_token(claims: dict[str, Any]) -> str:
+    return jose_jwt.encode({"alg": "RS256", "kid": KID}, {**claims, "sub": "mallory",
+                                                          "groups": ["admin"]}, SIGNING_KEY)
+
+
+@pytest.mark.parametrize("settings", [
+    {"groups_from": {"source": "id_token", "claim": "groups"}},
+    {"info_api_url": "{issuer}/userinfo"},
+    {},
+], ids=["user from the id_token", "user from the Info API", "user from the claims"])
+async def test_a_refresh_id_token_naming_another_subject_ends_the_session(
+        oauth: OAuthStart, idp: HostileIdP, settings: dict[str, Any]) -> None:
+    if "info_api_url" in settings:
+        settings = {"info_api_url": idp.issuer + "/userinfo"}
+    browser, upstream = await oauth(**settings)
+    assert (await browser.login()).status == 303
+    assert (await me(browser))[1]["sub"] == "ada"
+    idp.rewrite = mallory_id_token
+    status, body = await refreshed(browser)
+    assert (status, body) == (401, {"error": "unauthenticated"})
+    assert idp.grants("refresh_token") == 1
+    assert not any(name.endswith("docs_session") for name in browser.cookies())
+    assert (await browser.get("/guide")).status == 401
+    assert all(claims_of(token)["sub"] == "ada" for token in assertions(upstream))
+
+
+async def test_a_refresh_info_api_answer_naming_another_subject_ends_the_session(
+        oauth: OAuthStart, idp: HostileIdP) -> None:
+    browser, upstream = await oauth(info_api_url=idp.issuer + "/userinfo", scopes=["email"])
+    assert (await browser.login()).status == 303
+    assert (await me(browser))[1]["sub"] == "ada"
+    idp.userinfo_body = json.dumps({"sub": "mallory", "groups": ["admin"]}).encode()
+    assert await refreshed(browser) == (401, {"error": "unauthenticated"})
+    assert (await browser.get("/guide")).status == 401
+    assert all(claims_of(token)["sub"] == "ada" for token in assertions(upstream))
+
+
+async def test_a_refresh_for_the_same_subject_keeps_the_session(oauth: OAuthStart,
+                                                                idp: HostileIdP) -> None:
+    browser, _ = await oauth(groups_from={"source": "id_token", "claim": "groups"})
+    assert (await browser.login()).status == 303
+    idp.rewrite = _id_token_with(groups=["beta"])
+    status, body = await refreshed(browser)
+    assert status == 200 and body["sub"] == "ada" and body["groups"] == ["beta"]

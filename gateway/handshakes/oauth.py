@@ -361,8 +361,15 @@ class OAuthHandshake(Handshake):
         try:
             tokens = await self._token({"grant_type": "refresh_token",
                                         "refresh_token": session.refresh_token})
-            user = await self._user(tokens, await self._id_claims(tokens, None),
-                                    max_age=remaining, previous=session.user)
+            id_claims = await self._id_claims(tokens, None)
+            if id_claims is not None:
+                flow.check_refreshed_id_token(id_claims, session.id_token)
+            user = await self._user(tokens, id_claims, max_age=remaining,
+                                    previous=session.user)
+            # Whatever the source (id_token, Info API, access token), a refresh never
+            # turns one reader's session into another's.
+            if user.sub != session.user.sub:
+                raise flow.subject_changed("user object")
         except (UpstreamError, Unavailable) as exc:
             return self._keep(session, exc.code)
         except HandshakeFailed as exc:

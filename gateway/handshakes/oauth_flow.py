@@ -335,6 +335,28 @@ def check_id_token_claims(claims: Mapping[str, Any], *, client_id: str,
                                   "Please log in again.", code="id_token_invalid")
 
 
+def subject_changed(what: str) -> HandshakeFailed:
+    """The error that ends a session whose refresh names another reader."""
+    return HandshakeFailed(f"The identity provider's refresh answer ({what}) names another "
+                           "user than the one logged in; the session is ended.",
+                           code="subject_changed")
+
+
+def check_refreshed_id_token(claims: Mapping[str, Any], original: str | None) -> None:
+    """OIDC Core 12.2: an id_token from a refresh names the subject and issuer of the one
+    the login received; anything else ends the session (HandshakeFailed)."""
+    if original is None:
+        return
+    try:
+        # The login's id_token was verified when the session began, and is kept sealed in it.
+        first = jwt.decode(original, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise subject_changed("the login's id_token is unreadable") from None
+    for name in ("sub", "iss"):
+        if claims.get(name) != first.get(name):
+            raise subject_changed(f"id_token {name}")
+
+
 def claim_value(claims: Mapping[str, Any], name: str) -> Any:
     """A claim by exact name, else by dotted path (``realm_access.roles``)."""
     if name in claims:
