@@ -415,3 +415,92 @@ async def test_a_refresh_for_the_same_subject_keeps_the_session(oauth: OAuthStar
     idp.rewrite = _id_token_with(groups=["beta"])
     status, body = await refreshed(browser)
     assert status == 200 and body["sub"] == "ada" and body["groups"] == ["beta"]
+
+
+# -- 6. OAuth login CSRF through a state cookie planted by a sibling host ------------------
+
+
+@dataclass
+class Started:
+    """A login started in one browser and approved at the provider: what the callback needs."""
+
+    callback: str
+    cookies: dict[str, str]
+
+
+def set_cookies(reply: Reply) -> dict[str, str]:
+    """The cookies a response sets (name -> value), deletions left out."""
+    jar: dict[str, str] = {}
+    for line in reply.all("Set-Cookie"):
+        name, _, rest = line.partition("=")
+        value = rest.split(";", 1)[0]
+        if value:
+            jar[name] = value
+    return jar
+
+
+async def start_login(browser: Browser, cookie: str = "", base: str = "") -> Started:
+    """Start a login with raw requests (the test client's jar keeps Secure cookies from an
+    http socket) and let the provider approve it."""
+    reply = await exchange(port_of(browser.gateway), raw_request(
+        f"{base}/_gateway/login?redirect={base}/guide",
+        headers=[("Cookie", cookie)] if cookie else []))
+    assert reply.status == 302, reply.body
+    location = reply.header("Location")
+    assert location is not None
+    async with browser.idp.get(location, allow_redirects=False) as response:
+        callback = response.headers["Location"]
+    return Started(callback, set_cookies(reply))
+
+
+async def finish(browser: Browser, callback: str, cookies: dict[str, str]) -> Reply:
+    path = callback.split("://", 1)[1].partition("/")[1:]
+    return await exchange(port_of(browser.gateway), raw_request(
+        "".join(path), headers=[("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()))]))
+
+
+def state_cookies(cookies: dict[str, str]) -> dict[str, str]:
+    """Only the login-state cookies: what a sibling host can plant for the docs host."""
+    return {name: value for name, value in cookies.items() if "_state_" in name}
+
+
+@pytest.mark.parametrize("public_url", ["https://docs.test", "https://docs.test/docs"])
+async def test_a_planted_state_cookie_does_not_log_the_victim_in(
+        oauth: OAuthStart, idp: HostileIdP, public_url: str) -> None:
+    idp.clients["docs"].redirect_uris.append(f"{public_url}/_gateway/callback")
+    browser, _ = await oauth(server={"public_url": public_url})
+    base = public_url.removeprefix("https://docs.test")
+    attacker = await start_login(browser, base=base)
+    # The victim never logged in here: the attacker's state cookie is all it holds.
+    reply = await finish(browser, attacker.callback, state_cookies(attacker.cookies))
+    assert (reply.status, error_of(reply)) == (400, "state_mismatch"), reply.body
+    # Nor does it help that the victim started a login of its own: its binding differs.
+    victim = await start_login(browser, base=base)
+    planted = {**victim.cookies, **state_cookies(attacker.cookies)}
+    reply = await finish(browser, attacker.callback, planted)
+    assert (reply.status, error_of(reply)) == (400, "state_mismatch"), reply.body
+    assert idp.grants("authorization_code") == 0
+    # The victim's own login still completes.
+    reply = await finish(browser, victim.callback, victim.cookies)
+    assert reply.status == 303, reply.body
+
+
+async def test_the_binding_cookie_is_host_only(oauth: OAuthStart, idp: HostileIdP) -> None:
+    idp.clients["docs"].redirect_uris.append("https://docs.test/docs/_gateway/callback")
+    browser, _ = await oauth(server={"public_url": "https://docs.test/docs"})
+    reply = await exchange(port_of(browser.gateway), raw_request(
+        "/docs/_gateway/login?redirect=/docs/guide"))
+    [binding] = [line for line in reply.all("Set-Cookie") if line.startswith("__Host-")]
+    attributes = {part.strip().split("=")[0].lower() for part in binding.split(";")[1:]}
+    assert {"secure", "httponly", "path", "samesite", "max-age"} <= attributes
+    assert "domain" not in attributes and "Path=/;" in binding + ";"
+    # Two tabs share one binding, and both logins complete.
+    first = await start_login(browser, base="/docs")
+    second = await start_login(browser, base="/docs", cookie="; ".join(
+        f"{k}={v}" for k, v in first.cookies.items()))
+    assert first.cookies.keys() & second.cookies.keys() == {"__Host-docs_session_login"}
+    assert first.cookies["__Host-docs_session_login"] == \
+        second.cookies["__Host-docs_session_login"]
+    both = {**first.cookies, **second.cookies}
+    assert (await finish(browser, second.callback, both)).status == 303
+    assert (await finish(browser, first.callback, both)).status == 303

@@ -64,6 +64,11 @@ class OAuthHandshake(Handshake):
         # Not "__Host-": that prefix forbids the narrower Path this cookie is given.
         stem = ("__Secure-" if server.https else "") + self.config.session.cookie_name
         self.codec = flow.StateCodec(self.config.session.secrets, stem)
+        # A host next to the docs (a sibling subdomain) can set the state cookie above for
+        # the docs host, but no "__Host-" cookie: each attempt is bound to this one, which
+        # only the docs host can set. It needs https (the prefix requires Secure).
+        self.binding_cookie = f"__Host-{self.config.session.cookie_name}_login" \
+            if server.https else None
         # Mintlify's callback names live outside the prefix; the cookie must reach them.
         compat = "mintlify" in server.compat
         self.cookie_path = (server.base_path or "/") if compat else server.route_base
@@ -216,7 +221,11 @@ class OAuthHandshake(Handshake):
     async def login(self, request: web.Request, return_to: str) -> web.StreamResponse:
         """Redirect to the authorization endpoint with state, PKCE S256 and a nonce."""
         endpoints = await self.endpoints()
-        login = flow.new_login_state(return_to, with_nonce="openid" in self.oauth.scopes)
+        binding = None
+        if self.binding_cookie is not None:
+            binding = flow.browser_binding(request.cookies.get(self.binding_cookie))
+        login = flow.new_login_state(return_to, with_nonce="openid" in self.oauth.scopes,
+                                     binding=binding)
         location = flow.authorization_url(endpoints, self.oauth, self.redirect_uri, login)
         response = web.Response(status=302, headers={"Location": location,
                                                      "Cache-Control": "no-store"})
@@ -225,6 +234,10 @@ class OAuthHandshake(Handshake):
         response.set_cookie(self.codec.prefix + login.attempt, self.codec.seal(login),
                             max_age=int(self.codec.ttl), path=self.cookie_path,
                             secure=self.config.server.https, httponly=True, samesite="Lax")
+        if self.binding_cookie is not None and binding is not None:
+            # "__Host-": Secure, Path=/ and no Domain, or browsers refuse it.
+            response.set_cookie(self.binding_cookie, binding, max_age=int(self.codec.ttl),
+                                path="/", secure=True, httponly=True, samesite="Lax")
         return response
 
     def _delete_cookie(self, response: web.StreamResponse, name: str) -> None:
@@ -240,6 +253,8 @@ class OAuthHandshake(Handshake):
             raise flow.state_mismatch()
         login = self.codec.open(name, value)
         self.codec.match(login, state)
+        if self.binding_cookie is not None:
+            flow.check_binding(login, request.cookies.get(self.binding_cookie))
         if not await self._first_use(state):
             raise flow.state_mismatch()
         return name, login

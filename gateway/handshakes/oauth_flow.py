@@ -36,6 +36,8 @@ PROTOCOL_CLAIMS = frozenset({
     "auth_time", "acr", "amr", "sid", "sub", "typ", "client_id", "scope", "cnf",
 })
 _ATTEMPT = re.compile(r"^[A-Za-z0-9_-]{8}$")
+#: A browser binding: random_token(32), 43 base64url characters.
+_BINDING = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -59,6 +61,8 @@ class LoginState:
     nonce: str | None = field(repr=False)
     return_to: str
     created_at: float
+    #: The value of the browser's binding cookie when the login started (https only).
+    binding: str | None = field(default=None, repr=False)
 
     @property
     def attempt(self) -> str:
@@ -66,11 +70,31 @@ class LoginState:
         return self.state.split(".", 1)[0]
 
 
-def new_login_state(return_to: str, *, with_nonce: bool) -> LoginState:
-    """A fresh attempt: a one-time state, a PKCE verifier (64 chars) and maybe a nonce."""
+def new_login_state(return_to: str, *, with_nonce: bool,
+                    binding: str | None = None) -> LoginState:
+    """A fresh attempt: a one-time state, a PKCE verifier (64 chars), maybe a nonce, and
+    the browser binding it must come back with."""
     return LoginState(state=f"{random_token(6)}.{random_token(24)}", verifier=random_token(48),
                       nonce=random_token(24) if with_nonce else None, return_to=return_to,
-                      created_at=time.time())
+                      created_at=time.time(), binding=binding)
+
+
+def browser_binding(current: str | None) -> str:
+    """The browser's binding value: the one its cookie holds when well-formed, else a new one
+    (so several tabs logging in at once share it)."""
+    if current is not None and _BINDING.fullmatch(current):
+        return current
+    return random_token(32)
+
+
+def check_binding(login: LoginState, held: str | None) -> None:
+    """Raise unless the browser's binding cookie is the one the attempt was started with.
+
+    A sibling host can plant a state cookie (its own login's) for the docs host, but not
+    the ``__Host-`` binding cookie, so a planted attempt never matches this browser.
+    """
+    if login.binding is None or held is None or not constant_time_equal(login.binding, held):
+        raise state_mismatch()
 
 
 class StateCodec:
@@ -89,7 +113,7 @@ class StateCodec:
     def seal(self, login: LoginState) -> str:
         """The cookie value; bound to the cookie's name so it cannot be moved to another."""
         record = {"s": login.state, "v": login.verifier, "n": login.nonce,
-                  "r": login.return_to, "t": login.created_at}
+                  "r": login.return_to, "t": login.created_at, "b": login.binding}
         name = self.prefix + login.attempt
         return self.sealer.seal(json.dumps(record, separators=(",", ":")).encode(), name.encode())
 
@@ -97,9 +121,11 @@ class StateCodec:
         """The attempt a cookie holds; HandshakeFailed when forged, foreign or too old."""
         try:
             record = json.loads(self.sealer.open(value, name.encode()))
+            binding = record.get("b")
             login = LoginState(state=str(record["s"]), verifier=str(record["v"]),
                                nonce=None if record["n"] is None else str(record["n"]),
-                               return_to=str(record["r"]), created_at=float(record["t"]))
+                               return_to=str(record["r"]), created_at=float(record["t"]),
+                               binding=None if binding is None else str(binding))
         except (InvalidSealed, ValueError, KeyError, TypeError, RecursionError):
             raise state_mismatch() from None
         if (time.time() if now is None else now) - login.created_at > self.ttl:
