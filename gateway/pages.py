@@ -295,12 +295,20 @@ def needs_whole(method: str, upstream: Response) -> bool:
     return method == "HEAD" and 200 <= status < 300 and (value is None or html_page)
 
 
-def _learn(data: bytes, complete: bool) -> Learned | None:
-    """What a page's first bytes tell; None when its head goes on past them."""
+def _learn(data: bytes, complete: bool, content_type: str | None = None) -> Learned | None:
+    """What a page's first bytes tell; None when its head goes on past them, or it cannot
+    be read (an encoding the gateway cannot decode, a head that ends inside a tag)."""
+    try:
+        data = as_utf8(data, content_type)[0]
+    except Undecodable:
+        return None
     if not complete and not head_complete(data):
         return None
+    meta = read_page_meta(data)
+    if meta.unreadable:
+        return None
     # Gated elements can only be ruled out when the whole page was read.
-    return Learned(read_page_meta(data), has_markers(data) if complete else None)
+    return Learned(meta, has_markers(data) if complete else None)
 
 
 def static_meta_fetcher(site: StaticSite, *, whole: bool = True) -> FetchMeta:
@@ -353,7 +361,10 @@ def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
         try:
             if response.status != 200:
                 return None
-            if not is_html(response.headers.get("Content-Type")):
+            declared = content_type(response.headers)
+            if unidentified(declared, path):
+                return None  # it may be a page under another type: not known, so closed
+            if not is_html(declared):
                 return Learned(PageMeta(), False)
             encoding = response.headers.get("Content-Encoding")
             chunks: list[bytes] = []
@@ -372,8 +383,8 @@ def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
             if encoding:
                 # A compressed page cannot be read from part of its body.
                 body = decode_body(data, encoding) if complete else None
-                return None if body is None else _learn(body, True)
-            return _learn(data, complete)
+                return None if body is None else _learn(body, True, declared)
+            return _learn(data, complete, declared)
         except (UpstreamTimedOut, UpstreamClosed, OSError):
             return None
         finally:

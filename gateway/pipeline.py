@@ -103,8 +103,10 @@ def personal(decision: Decision, visitor: Visitor) -> bool:
     return visitor.user is not None or not decision.public
 
 
-# Cache-Control directives that would let a shared cache keep a personal response.
-_SHARED = ("public", "s-maxage", "private")
+# Cache-Control directives that would let a shared cache keep a personal response, or the
+# browser reuse it without asking (they are replaced by "private, no-cache").
+_SHARED = ("public", "s-maxage", "private", "no-cache", "immutable", "stale-while-revalidate",
+           "stale-if-error")
 
 
 # Header name (as spelled) -> whether a CDN reads it as its own Cache-Control.
@@ -123,14 +125,15 @@ def is_cdn_control(name: str) -> bool:
 
 
 def mark_private(headers: CIMultiDict[str]) -> None:
-    """Keep shared caches from serving a visitor's response to anyone else."""
+    """Keep shared caches from serving a visitor's response to anyone else, and the
+    browser's own cache from reusing it unasked (after a logout, on a shared computer)."""
     control = headers.get("Cache-Control")
     if control is None:
-        headers["Cache-Control"] = "private"
+        headers["Cache-Control"] = "private, no-cache"
     else:
         directives = [d.strip() for d in control.split(",") if d.strip()]
         kept = [d for d in directives if d.split("=")[0].strip().lower() not in _SHARED]
-        headers["Cache-Control"] = ", ".join(["private", *kept])
+        headers["Cache-Control"] = ", ".join(["private", "no-cache", *kept])
     # CDNs obey these over Cache-Control, so a personal page must not carry them.
     names = [name for name in headers if is_cdn_control(name)]
     for name in names:

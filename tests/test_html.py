@@ -281,3 +281,36 @@ def test_metadata_after_a_comment_shortcut_is_read_as_a_browser_does(comment: st
     page = (f"<html><head>{comment}<meta name=\"gateway:groups\" content=\"admin\">"
             "<!-- --></head><body></body></html>").encode()
     assert read_page_meta(page).groups == ("admin",)
+
+
+@pytest.mark.parametrize("before", [
+    "<meta name=author content=Ada's>",
+    '<meta name=author content=a"b>',
+    "<link rel=preload href=/it's.css>",
+    "<meta content=l'heure name=x>",
+    "<base href=/a'b/>",
+    "<meta name=x content='it''s'>",
+    '<meta name="a" content=""x"">',
+])
+def test_quotes_count_only_after_an_equals_sign(before: str) -> None:
+    # A browser reads each of these as one complete tag; the gating meta after it is real.
+    meta = read_page_meta(page(before + '<meta name="gateway:groups" content="admin">'))
+    assert meta.groups == ("admin",) and not meta.unreadable
+
+
+@pytest.mark.parametrize("meta", [
+    "<meta/name=\"gateway:groups\"/content=admin>",
+    "<META\tNAME=gateway:groups\nCONTENT=admin>",
+    "<meta name=gateway:groups content=admin x='>'>",
+])
+def test_attribute_separators_as_a_browser_reads_them(meta: str) -> None:
+    assert read_page_meta(page(meta)).groups == ("admin",)
+
+
+@pytest.mark.parametrize("cut", [
+    '<html><head><meta name="gateway:groups" content="admin',
+    "<html><head><title>x</title><meta name=gateway:groups content=admin",
+    "<html><head><meta name=author content='x><meta name=gateway:groups content=admin>",
+])
+def test_a_head_cut_inside_a_tag_is_unreadable(cut: str) -> None:
+    assert read_page_meta(cut.encode()).unreadable
