@@ -158,7 +158,8 @@ class IdentityHeaders:
 
 
 def header_value(value: Any) -> str | None:
-    """A user field as a header value; None when absent or unsafe (control characters)."""
+    """A user field as a header value; None when absent or unsafe (control characters, or a
+    list that could not be read back as the same items)."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -168,6 +169,10 @@ def header_value(value: Any) -> str | None:
     elif isinstance(value, int | float):
         text = str(value)
     elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        # Readers split on commas and trim: ["reader,admin"] or [" admin"] would read as
+        # another list, so such a list is left out rather than sent ambiguous.
+        if any("," in v or v != v.strip() for v in value):
+            return None
         text = ",".join(value)
     else:
         text = json.dumps(value, separators=(",", ":"), default=str)

@@ -190,6 +190,12 @@ def _groups(value: Any) -> tuple[str, ...]:
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise InvalidUser(f"groups must be a list of strings; item {index} is {_kind(item)}")
+        # Groups travel as comma-separated lists (plain identity headers, page metadata,
+        # data-gateway-groups): a name holding the delimiter, or that a reader of such a
+        # list would trim, could pass for other groups ("reader,admin" for "admin").
+        if "," in item or item != item.strip():
+            raise InvalidUser(f"groups item {index} ({item[:40]!r}) contains a comma or "
+                              "starts or ends with whitespace; group names cannot")
     return tuple(value)
 
 

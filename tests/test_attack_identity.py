@@ -29,6 +29,7 @@ from tests.attack import (
     exchange,
     port_of,
     raw_request,
+    reader_cookie,
     recording_upstream,
 )
 from tests.authserver import KID, SIGNING_KEY
@@ -111,6 +112,19 @@ def shared(aiohttp_server: Any, aiohttp_client: Any, info_api: InfoApi) -> Start
         config = make_config(upstream.url, handshake={"method": "shared_session",
                                                       "shared_session": settings}, **sections)
         client: Client = await aiohttp_client(await build_app(config))
+        return client, upstream
+
+    return starter
+
+
+@pytest.fixture
+def jwt_gateway(aiohttp_server: Any, aiohttp_client: Any) -> Start:
+    """A gateway with the default JWT handshake in front of a recording upstream."""
+    async def starter(**sections: Any) -> tuple[Client, Recorder]:
+        upstream = await recording_upstream(aiohttp_server)
+        sections.setdefault("access", {"public": ["/public/**"]})
+        client: Client = await aiohttp_client(await build_app(make_config(upstream.url,
+                                                                          **sections)))
         return client, upstream
 
     return starter
@@ -504,3 +518,71 @@ async def test_the_binding_cookie_is_host_only(oauth: OAuthStart, idp: HostileId
     both = {**first.cookies, **second.cookies}
     assert (await finish(browser, second.callback, both)).status == 303
     assert (await finish(browser, first.callback, both)).status == 303
+
+
+# -- 7. list values in plain identity headers ---------------------------------------------
+
+AMBIGUOUS_GROUPS = [["reader,admin"], ["reader, admin"], ["reader", "x,admin"], [" admin"],
+                    ["admin "], ["reader", "\tadmin"]]
+
+
+async def jwt_login(client: Client, **payload: Any) -> Reply:
+    now = int(time.time())
+    token = jwt.encode({"sub": "ada", "exp": now + 60, "iat": now, **payload}, HS_SECRET,
+                       algorithm="HS256")
+    return await exchange(port_of(client), raw_request(
+        "/_gateway/jwt-callback", method="POST", body=f"token={token}".encode(),
+        headers=[("Content-Type", "application/x-www-form-urlencoded")]))
+
+
+@pytest.mark.parametrize("groups", AMBIGUOUS_GROUPS)
+async def test_a_group_name_a_header_list_cannot_carry_fails_the_login(
+        jwt_gateway: Start, groups: list[str]) -> None:
+    client, _ = await jwt_gateway(identity={"headers": {"X-Groups": "groups"}})
+    reply = await jwt_login(client, groups=groups)
+    assert (reply.status, error_of(reply)) == (400, "invalid_user"), reply.body
+
+
+@pytest.mark.parametrize("groups", AMBIGUOUS_GROUPS[:3])
+async def test_an_info_api_group_name_with_a_comma_is_an_invalid_user(
+        shared: Start, info_api: InfoApi, groups: list[str]) -> None:
+    info_api.body = json.dumps({"sub": "ada", "groups": groups}).encode()
+    client, upstream = await shared(identity={"headers": {"X-Groups": "groups"}})
+    reply = await get(client, "/guide")
+    assert (reply.status, error_of(reply)) == (503, "info_api_unavailable"), reply.body
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize("claim", [["reader,admin"], "reader,admin;beta"])
+async def test_an_id_token_group_name_with_a_comma_fails_the_login(
+        oauth: OAuthStart, idp: HostileIdP, claim: Any) -> None:
+    browser, _ = await oauth(groups_from={"source": "id_token", "claim": "groups",
+                                          "delimiter": ";"})
+    idp.rewrite = _id_token_with(groups=claim)
+    hop = await browser.get(await browser.authorize(await browser.start()))
+    assert (hop.status, json.loads(hop.body)["error"]) == (400, "invalid_user"), hop.body
+
+
+async def test_a_list_that_cannot_be_joined_unambiguously_is_left_out(
+        jwt_gateway: Start) -> None:
+    client, upstream = await jwt_gateway(identity={"headers": {
+        "X-Groups": "groups", "X-Tags": "content.tags", "X-Teams": "content.teams",
+        "X-Ok": "content.ok"}})
+    reply = await jwt_login(client, groups=["reader", "beta"], content={
+        "tags": ["a,b"], "teams": ["red", " blue"], "ok": ["x", "y"]})
+    assert reply.status == 303, reply.body
+    cookie = "; ".join(v.split(";")[0] for v in reply.all("Set-Cookie"))
+    assert (await get(client, "/guide", cookie=cookie)).status == 200
+    [seen] = upstream.seen
+    assert seen.header("X-Groups") == ["reader,beta"] and seen.header("X-Ok") == ["x,y"]
+    assert seen.header("X-Tags") == [] and seen.header("X-Teams") == []
+
+
+async def test_a_stored_group_name_with_a_comma_never_reaches_a_plain_header(
+        jwt_gateway: Start) -> None:
+    # A session stored before group names were checked at login.
+    client, upstream = await jwt_gateway(identity={"headers": {"X-Groups": "groups"}})
+    cookie = await reader_cookie(client, "reader,admin")
+    assert (await get(client, "/guide", cookie=cookie)).status == 200
+    [seen] = upstream.seen
+    assert seen.header("X-Groups") == []
