@@ -25,7 +25,6 @@ from gateway.htmltokens import (
     read_tag,
     script_end,
     token_at,
-    utf16_codec,
     words,
 )
 from gateway.openelements import (
@@ -78,12 +77,10 @@ def _cased_marker(page: bytes) -> bool:
 
 
 def rewrite(page: bytes, user: User | None) -> bytes:
-    """The page as ``user`` (None: anonymous) may receive it; unchanged pages are returned as is."""
-    codec = utf16_codec(page)
-    if codec is not None:
-        text = page.decode(codec, errors="replace")
-        out = rewrite(text.encode("utf-8"), user)
-        return page if out == text.encode("utf-8") else out.decode("utf-8").encode(codec)
+    """The page as ``user`` (None: anonymous) may receive it; unchanged pages are returned as is.
+
+    ``page`` is in an encoding that keeps ASCII markup as ASCII (``html.as_utf8`` makes it so).
+    """
     if not has_markers(page):
         return page
     return _Rewriter(page, user).run()

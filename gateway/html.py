@@ -9,7 +9,6 @@ a tag) is reported as such, and a page judged by its metadata is then refused.
 
 from __future__ import annotations
 
-import codecs
 import html
 import zlib
 from collections.abc import Iterator
@@ -224,6 +223,36 @@ _ISO2022JP = frozenset({"csiso2022jp", "iso-2022-jp"})
 # A browser shows a page in one of these as a single replacement character.
 _REPLACEMENT = frozenset({"csiso2022kr", "hz-gb-2312", "iso-2022-cn", "iso-2022-cn-ext",
                           "iso-2022-kr", "replacement"})
+# Every other label a browser knows: encodings that keep ASCII as it is. A label outside
+# these lists (even one Python knows, such as "utf-16-le" or "utf-32") is passed over, as
+# a browser passes it over.
+_ASCII_LABELS = frozenset(f"""
+    unicode-1-1-utf-8 unicode11utf8 unicode20utf8 utf-8 utf8 x-unicode20utf8
+    866 cp866 csibm866 ibm866
+    csisolatin2 iso-8859-2 iso-ir-101 iso8859-2 iso88592 iso_8859-2 iso_8859-2:1987 l2 latin2
+    csisolatin3 iso-8859-3 iso-ir-109 iso8859-3 iso88593 iso_8859-3 iso_8859-3:1988 l3 latin3
+    csisolatin4 iso-8859-4 iso-ir-110 iso8859-4 iso88594 iso_8859-4 iso_8859-4:1988 l4 latin4
+    csisolatincyrillic cyrillic iso-8859-5 iso-ir-144 iso8859-5 iso88595 iso_8859-5
+    iso_8859-5:1988 arabic asmo-708 csiso88596e csiso88596i csisolatinarabic ecma-114
+    iso-8859-6 iso-8859-6-e iso-8859-6-i iso-ir-127 iso8859-6 iso88596 iso_8859-6
+    iso_8859-6:1987 csisolatingreek ecma-118 elot_928 greek greek8 iso-8859-7 iso-ir-126
+    iso8859-7 iso88597 iso_8859-7 iso_8859-7:1987 sun_eu_greek csiso88598e csisolatinhebrew
+    hebrew iso-8859-8 iso-8859-8-e iso-ir-138 iso8859-8 iso88598 iso_8859-8 iso_8859-8:1988
+    visual csiso88598i iso-8859-8-i logical csisolatin6 iso-8859-10 iso-ir-157 iso8859-10
+    iso885910 l6 latin6 iso-8859-13 iso8859-13 iso885913 iso-8859-14 iso8859-14 iso885914
+    csisolatin9 iso-8859-15 iso8859-15 iso885915 iso_8859-15 l9 iso-8859-16
+    cskoi8r koi koi8 koi8-r koi8_r koi8-ru koi8-u csmacintosh mac macintosh x-mac-roman
+    dos-874 iso-8859-11 iso8859-11 iso885911 tis-620 windows-874
+    {" ".join(f"cp125{n} windows-125{n} x-cp125{n}" for n in range(9))}
+    ansi_x3.4-1968 ascii cp819 csisolatin1 ibm819 iso-8859-1 iso-ir-100 iso8859-1 iso88591
+    iso_8859-1 iso_8859-1:1987 l1 latin1 us-ascii csisolatin5 iso-8859-9 iso-ir-148
+    iso8859-9 iso88599 iso_8859-9 iso_8859-9:1989 l5 latin5 x-mac-cyrillic x-mac-ukrainian
+    chinese csgb2312 csiso58gb231280 gb2312 gb_2312 gb_2312-80 gbk iso-ir-58 x-gbk gb18030
+    big5 big5-hkscs cn-big5 csbig5 x-x-big5 cseucpkdfmtjapanese euc-jp x-euc-jp
+    csshiftjis ms932 ms_kanji shift-jis shift_jis sjis windows-31j x-sjis
+    cseuckr csksc56011987 euc-kr iso-ir-149 korean ks_c_5601-1987 ks_c_5601-1989 ksc5601
+    ksc_5601 windows-949 x-user-defined
+""".split())
 #: ``page_codec``'s answer for a page whose bytes are read as they are (ASCII-compatible).
 AS_IS = ""
 #: How far into a page a browser looks for ``<meta charset>``.
@@ -246,11 +275,7 @@ def _label(value: str) -> str | None:
         return "iso2022_jp"
     if label in _REPLACEMENT:
         raise Undecodable(label)
-    try:
-        codecs.lookup(label)
-    except LookupError:
-        return None
-    return AS_IS
+    return AS_IS if label in _ASCII_LABELS else None
 
 
 def _charset_param(content_type: str) -> str | None:

@@ -42,19 +42,6 @@ def attr_text(raw: bytes) -> str:
     return html.unescape(raw.decode("utf-8", errors="replace"))
 
 
-def utf16_codec(page: bytes) -> str | None:
-    """The UTF-16 flavour of a page that is one (by BOM, or ASCII markup with NUL halves)."""
-    if page.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    head = page[:64]
-    if len(head) >= 16 and len(head) % 2 == 0 and head.count(0) == len(head) // 2:
-        if not any(head[1::2]):
-            return "utf-16-le"
-        if not any(head[0::2]):
-            return "utf-16-be"
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class Tag:
     """One start or end tag: where it ends, its lower-case name and its attributes."""

@@ -245,9 +245,9 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
             upstream.release()
         gw.pages.untyped(body, decision, encodings(upstream), declared)
         enforce(decision, scope)
-        response = web.Response(status=status, body=body, headers=headers)
-        finish_headers(gw, decision, visitor, response)
-        return response
+        checked = web.Response(status=status, body=body, headers=headers)
+        finish_headers(gw, decision, visitor, checked)
+        return checked
     if not html_page:
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)

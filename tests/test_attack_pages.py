@@ -288,7 +288,7 @@ async def test_an_index_asked_for_in_part_is_sent_whole_and_filtered(site: Site)
     for name in ("/search/search_index.json", "/search/search_index.json.gz"):
         for method in ("GET", "HEAD"):
             reply = await site.send(name, method=method,
-                                    headers=cookie + [("Range", "bytes=0-0,1-")])
+                                    headers=[*cookie, ("Range", "bytes=0-0,1-")])
             assert reply.status == 200, (name, method)
             assert b"Admin handbook" not in reply.body
 

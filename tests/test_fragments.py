@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.fragments import field_text, has_markers, rewrite
+from gateway.html import as_utf8
 from tests.helpers import make_user
 
 ADMIN = make_user("ada", groups=("admin",), firstName="Ada", plan="pro")
@@ -244,10 +245,12 @@ def test_unchanged_output_is_the_same_object_for_allowed_readers() -> None:
     assert rewrite(page, ADMIN) is page
 
 
-def test_utf16_pages() -> None:
+def test_utf16_pages_are_rewritten_as_read() -> None:
     page = '<p>hé</p><div data-gateway-groups="admin">SECRET</div><p>end</p>'
-    for codec in ("utf-16", "utf-16-le", "utf-16-be"):
-        assert rewrite(page.encode(codec), None).decode(codec) == "<p>hé</p><p>end</p>"
+    for codec, label in (("utf-16", "utf-16"), ("utf-16-le", "utf-16le"),
+                         ("utf-16-be", "utf-16be")):
+        readable, _ = as_utf8(page.encode(codec), f"text/html; charset={label}")
+        assert rewrite(readable, None).decode() == "<p>hé</p><p>end</p>"
 
 
 def test_other_encodings_pass_through_byte_for_byte() -> None:

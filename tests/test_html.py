@@ -314,3 +314,10 @@ def test_attribute_separators_as_a_browser_reads_them(meta: str) -> None:
 ])
 def test_a_head_cut_inside_a_tag_is_unreadable(cut: str) -> None:
     assert read_page_meta(cut.encode()).unreadable
+
+
+def test_a_label_a_browser_does_not_know_is_passed_over() -> None:
+    utf16 = '<meta name="gateway:groups" content="admin">'.encode("utf-16-le")
+    # Python knows these labels; a browser does not, so it reads on (here: the NULs).
+    for label in ("utf-16-le", "utf-32", "utf-7", "cp037"):
+        assert page_codec(utf16, f"text/html; charset={label}") == "utf-16-le", label

@@ -79,10 +79,3 @@ def test_script_text_follows_the_escape_rules() -> None:
 
 def test_attribute_text_resolves_character_references() -> None:
     assert tokens.attr_text(b"r&amp;d &lt;3 &#x41;") == "r&d <3 A"
-
-
-def test_utf16_pages_are_recognised() -> None:
-    assert tokens.utf16_codec("<p>hello</p>".encode("utf-16")) == "utf-16"
-    assert tokens.utf16_codec("<html><body>hi</body></html>".encode("utf-16-le")) == "utf-16-le"
-    assert tokens.utf16_codec("<html><body>hi</body></html>".encode("utf-16-be")) == "utf-16-be"
-    assert tokens.utf16_codec(b"<html><body>hi</body></html>") is None
