@@ -16,6 +16,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway import routes
 from gateway.config import Config
+from gateway.denial import answer_as_missing
 from gateway.handshakes.base import Handler, HandshakeDeps, Route, create_handshake
 from gateway.identity import AssertionSigner, IdentityHeaders
 from gateway.limits import RateLimiter
@@ -142,7 +143,8 @@ async def build_app(config: Config) -> web.Application:
     table = RouteTable()
     own_routes(config, table, handshake.routes())
     app[ROUTES] = table
-    app[ENTRY] = error_boundary(config, ScopeBuilder(config), metrics, table.dispatch)
+    app[ENTRY] = error_boundary(config, ScopeBuilder(config), metrics, table.dispatch,
+                                missing_page=answer_as_missing)
     app.cleanup_ctx.append(lambda app: _lifecycle(gw))
     return app
 

@@ -46,7 +46,8 @@ class Denied(GatewayError):
 
 
 class NotFound(GatewayError):
-    """Nothing is here (also how a denial looks with ``access.denied: not_found``)."""
+    """Nothing is here (the gateway's own page; a denial with ``access.denied: not_found``
+    shows the site's own missing page where it has one)."""
 
     status = 404
     code = "not_found"

@@ -16,7 +16,14 @@ from urllib.parse import quote
 from aiohttp import HttpVersion11, web
 
 from gateway.config import Config
-from gateway.errors import BadRequest, Denied, GatewayError, NeedsLogin, Unavailable
+from gateway.errors import (
+    BadRequest,
+    Denied,
+    GatewayError,
+    NeedsLogin,
+    NotFound,
+    Unavailable,
+)
 from gateway.limits import InFlight
 from gateway.metrics import Metrics
 from gateway.paths import normalize_path
@@ -151,14 +158,24 @@ async def expect_continue(request: web.Request) -> None:
 
 
 def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
-                   handler: Handler) -> Handler:
+                   handler: Handler, missing_page: Handler | None = None) -> Handler:
     """``handler`` behind the edge: the scope is built first, and every error becomes a
     response. A plain wrapper rather than aiohttp middleware: every request goes through
-    it, and a direct call costs less than the middleware chain."""
+    it, and a direct call costs less than the middleware chain.
+
+    ``missing_page`` answers a denial with ``access.denied: not_found`` as the site answers
+    a missing page; without it (or when that page is itself refused) the plain page does.
+    """
     login_path = config.server.route_base + "/login"
     cookies = cookie_settings(config)
     in_flight = InFlight(config.server.max_concurrent)
     denied_status = 404 if config.access.denied == "not_found" else 403
+    as_missing = missing_page if denied_status == 404 else None
+
+    def note_denial(request: web.Request, scope: Scope | None) -> None:
+        metrics.denials.labels("groups").inc()
+        audit.info("denied", extra={"event": "denied", "sub": scope and scope.sub,
+                                    "path": request.path, "reason": "groups"})
 
     async def boundary(request: web.Request) -> web.StreamResponse:
         try:
@@ -166,21 +183,33 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
         except Unavailable as exc:
             return error_response(request, exc.status, exc.code, exc.message)
         scope: Scope | None = None
+        noted = False
         try:
             scope = scopes.build(request)
             request[SCOPE] = scope
             if "Expect" in request.headers:
                 await expect_continue(request)
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except Denied:
+                if as_missing is None:
+                    raise
+                note_denial(request, scope)
+                noted = True
+                try:
+                    # Its errors (an upstream that is down) are the missing page's too.
+                    response = await as_missing(request)
+                except (Denied, NeedsLogin, NotFound):
+                    # The site's missing page is gated itself, or it has none.
+                    raise Denied() from None
         except NeedsLogin as exc:
             if wants_html(request):
                 response = login_redirect(request, login_path, exc.return_to)
             else:
                 response = error_response(request, 401, "unauthenticated", "")
         except Denied:
-            metrics.denials.labels("groups").inc()
-            audit.info("denied", extra={"event": "denied", "sub": scope and scope.sub,
-                                        "path": request.path, "reason": "groups"})
+            if not noted:
+                note_denial(request, scope)
             if denied_status == 404:
                 response = error_response(request, 404, "not_found", "There is no page here.")
             else:

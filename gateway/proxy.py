@@ -17,9 +17,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.config import Config
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
 from gateway.sessions.base import CookieJar
 from gateway.upstream import Pool, Response, UpstreamClosed, UpstreamTimedOut
+from gateway.user import User
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -347,13 +348,19 @@ class Scope:
     route: str
     #: The reader's subject, once known (audit and access log).
     sub: str | None
+    #: The reader, once known: a denial is answered as a missing page is, for them.
+    user: User | None
     #: Cookies to set or clear on whatever response is sent, error pages included.
     jar: CookieJar | None
+    #: The upstream is asked for an address that cannot exist, to show the site's own
+    #: missing page: only a client error (4xx) may come back.
+    asks_missing: bool
 
     # Written out (init=False): compiled, it runs natively; it is made once per request.
     def __init__(self, *, request_id: str, client_ip: str, trusted: bool, scheme: str,
                  host: str, path: str, query: str, forwarded_for: str, route: str = "docs",
-                 sub: str | None = None, jar: CookieJar | None = None) -> None:
+                 sub: str | None = None, user: User | None = None,
+                 jar: CookieJar | None = None, asks_missing: bool = False) -> None:
         self.request_id = request_id
         self.client_ip = client_ip
         self.trusted = trusted
@@ -364,7 +371,17 @@ class Scope:
         self.forwarded_for = forwarded_for
         self.route = route
         self.sub = sub
+        self.user = user
         self.jar = jar
+        self.asks_missing = asks_missing
+
+    def missing_at(self, path: str) -> Scope:
+        """The same request's scope at ``path``, an address that cannot exist (no query),
+        asked for to show the site's own missing page."""
+        return Scope(request_id=self.request_id, client_ip=self.client_ip,
+                     trusted=self.trusted, scheme=self.scheme, host=self.host, path=path,
+                     query="", forwarded_for=self.forwarded_for, route=self.route,
+                     sub=self.sub, user=self.user, jar=self.jar, asks_missing=True)
 
 
 class Upstream:
@@ -490,14 +507,19 @@ class Upstream:
         headers = self.request_headers(request, scope, extra)
         body = request.content.iter_any() if request.body_exists else None
         try:
-            return await self.pool.request(request.method, self.target_for(scope),
-                                           headers, body, request.content_length)
+            response = await self.pool.request(request.method, self.target_for(scope),
+                                               headers, body, request.content_length)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
         except UpstreamClosed:
             raise UpstreamError("the docs server closed the connection") from None
         except OSError:
             raise UpstreamError("the docs server cannot be reached") from None
+        if scope.asks_missing and not 400 <= response.status < 500:
+            # Anything else (a page for every address, an error) is no missing page.
+            response.release()
+            raise NotFound("the docs server shows no page for a missing address")
+        return response
 
     def response_headers(self, upstream: Response) -> CIMultiDict[str]:
         """Upstream response headers minus hop-by-hop ones and gateway cookies, with URLs

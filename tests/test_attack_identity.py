@@ -19,9 +19,11 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from joserfc import jwt as jose_jwt
 
 from gateway.app import build_app
+from gateway.keys import public_jwk
 from tests.attack import (
     Client,
     Recorder,
@@ -586,3 +588,79 @@ async def test_a_stored_group_name_with_a_comma_never_reaches_a_plain_header(
     assert (await get(client, "/guide", cookie=cookie)).status == 200
     [seen] = upstream.seen
     assert seen.header("X-Groups") == []
+
+
+# -- 8. key material never comes from behind a redirect ------------------------------------
+
+ATTACKER = ed25519.Ed25519PrivateKey.generate()
+ATTACKER_RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@dataclass
+class KeyHosts:
+    """The JWKS URL the config names (it only redirects) and the attacker's key set."""
+
+    redirector: TestServer
+    attacker: TestServer
+
+    def url(self, status: int, where: str = "elsewhere") -> str:
+        return str(self.redirector.make_url(f"/jwks/{status}/{where}"))
+
+
+@pytest.fixture
+async def key_hosts(aiohttp_server: Any) -> KeyHosts:
+    async def keys(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [
+            {**public_jwk(ATTACKER.public_key(), "EdDSA"), "kid": "k1"},
+            {**public_jwk(ATTACKER_RSA.public_key(), "RS256"), "kid": KID}]})
+
+    attacker_app = web.Application()
+    attacker_app.router.add_get("/keys", keys)
+    attacker = await aiohttp_server(attacker_app)
+
+    async def redirect(request: web.Request) -> web.Response:
+        target = str(attacker.make_url("/keys")) if request.match_info["where"] == "elsewhere" \
+            else "/keys"
+        return web.Response(status=int(request.match_info["status"]),
+                            headers={"Location": target})
+
+    redirector_app = web.Application()
+    redirector_app.router.add_get("/jwks/{status}/{where}", redirect)
+    redirector_app.router.add_get("/keys", keys)
+    return KeyHosts(await aiohttp_server(redirector_app), attacker)
+
+
+REDIRECTS = [(301, "elsewhere"), (302, "elsewhere"), (303, "elsewhere"), (307, "elsewhere"),
+             (308, "elsewhere"), (302, "same-host")]
+
+
+@pytest.mark.parametrize(("status", "where"), REDIRECTS)
+async def test_a_login_token_key_set_behind_a_redirect_is_not_used(
+        aiohttp_server: Any, aiohttp_client: Any, key_hosts: KeyHosts, status: int,
+        where: str) -> None:
+    upstream = await recording_upstream(aiohttp_server)
+    config = make_config(upstream.url, handshake={"method": "jwt", "jwt": {
+        "login_urls": [{"name": "Dashboard", "url": "https://dash.example.com/login"}],
+        "jwks_url": key_hosts.url(status, where), "algorithms": ["EdDSA"],
+        "require_host": False}})
+    client: Client = await aiohttp_client(await build_app(config))
+    now = int(time.time())
+    token = jwt.encode({"sub": "mallory", "exp": now + 60, "iat": now, "groups": ["admin"]},
+                       ATTACKER, algorithm="EdDSA", headers={"kid": "k1"})
+    reply = await exchange(port_of(client), raw_request(
+        "/_gateway/jwt-callback", method="POST", body=f"token={token}".encode(),
+        headers=[("Content-Type", "application/x-www-form-urlencoded")]))
+    assert (reply.status, error_of(reply)) == (503, "unavailable"), reply.body
+    assert not any(v.startswith("docs_session=") for v in reply.all("Set-Cookie"))
+
+
+@pytest.mark.parametrize(("status", "where"), REDIRECTS)
+async def test_an_id_token_key_set_behind_a_redirect_is_not_used(
+        oauth: OAuthStart, idp: HostileIdP, key_hosts: KeyHosts, status: int,
+        where: str) -> None:
+    browser, _ = await oauth(jwks_url=key_hosts.url(status, where))
+    idp.rewrite = lambda claims: jwt.encode(claims, ATTACKER_RSA, algorithm="RS256",
+                                            headers={"kid": KID})
+    hop = await browser.get(await browser.authorize(await browser.start()))
+    assert hop.status == 503, hop.body
+    assert (await browser.get("/_gateway/user")).status == 401

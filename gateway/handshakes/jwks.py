@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.crypto import b64url_decode
 from gateway.errors import HandshakeFailed, Unavailable
+from gateway.handshakes.base import read_limited
 
 log = logging.getLogger("gateway")
 
@@ -250,11 +251,13 @@ class JwksCache:
 
     async def _fetch(self) -> tuple[_Entry, ...]:
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with self.http.get(self.url, timeout=timeout,
+        # Keys come from the configured URL only: a redirect (to another host, or a path
+        # someone else controls) is a failed fetch, as for every identity fetch.
+        async with self.http.get(self.url, timeout=timeout, allow_redirects=False,
                                  headers={"Accept": "application/json"}) as response:
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status}")
-            body = await response.content.read(MAX_JWKS_BYTES + 1)
+            body = await read_limited(response, MAX_JWKS_BYTES + 1)
         if len(body) > MAX_JWKS_BYTES:
             raise ValueError("the JWKS document is too large")
         try:
