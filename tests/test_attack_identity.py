@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from joserfc import jwt as jose_jwt
 
 from gateway.app import build_app
+from gateway.handshakes import oauth_flow as flow
 from gateway.keys import public_jwk
 from tests.attack import (
     Client,
@@ -664,3 +665,56 @@ async def test_an_id_token_key_set_behind_a_redirect_is_not_used(
     hop = await browser.get(await browser.authorize(await browser.start()))
     assert hop.status == 503, hop.body
     assert (await browser.get("/_gateway/user")).status == 401
+
+
+# -- discovery documents name only http(s) endpoints ---------------------------------------
+
+BAD_ENDPOINTS = ["javascript:alert(document.cookie)", "data:text/html,<script>1</script>",
+                 "//evil.example/authorize", "ftp://evil.example/authorize",
+                 "http://user@evil.example/authorize", " http://evil.example/authorize",
+                 "http://evil.example/\nauthorize"]
+
+
+def discovery_with(idp: HostileIdP, **changes: Any) -> bytes:
+    base = idp.issuer
+    doc = {"issuer": base, "authorization_endpoint": f"{base}/authorize",
+           "token_endpoint": f"{base}/token", "jwks_uri": f"{base}/jwks",
+           "end_session_endpoint": f"{base}/logout",
+           "id_token_signing_alg_values_supported": ["RS256"],
+           "authorization_response_iss_parameter_supported": True, **changes}
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("endpoint", BAD_ENDPOINTS)
+async def test_a_discovered_authorization_endpoint_must_be_http(
+        oauth: OAuthStart, idp: HostileIdP, endpoint: str) -> None:
+    idp.discovery_body = discovery_with(idp, authorization_endpoint=endpoint)
+    browser, _ = await oauth()
+    hop = await browser.get("/_gateway/login?redirect=/guide")
+    assert (hop.status, json.loads(hop.body)["error"]) == (503, "idp_unavailable"), hop.body
+
+
+@pytest.mark.parametrize("endpoint", BAD_ENDPOINTS)
+async def test_a_discovered_end_session_endpoint_must_be_http(
+        oauth: OAuthStart, idp: HostileIdP, endpoint: str) -> None:
+    idp.discovery_body = discovery_with(idp, end_session_endpoint=endpoint.replace(
+        "authorize", "logout"))
+    browser, _ = await oauth()
+    assert (await browser.login()).status == 303
+    hop = await browser.get("/_gateway/logout", headers={"Sec-Fetch-Site": "same-origin"})
+    assert hop.status == 303 and hop.location == "/", hop.location
+
+
+def test_an_https_issuer_discovers_only_https_endpoints() -> None:
+    config = make_config(handshake={"method": "oauth", "oauth": {
+        "issuer": "https://id.example.com", "client_id": "docs"}})
+    doc = {"issuer": "https://id.example.com",
+           "authorization_endpoint": "https://id.example.com/authorize",
+           "token_endpoint": "http://id.example.com/token",
+           "jwks_uri": "http://id.example.com/jwks"}
+    with pytest.raises(ValueError):
+        flow.merge_endpoints(config.handshake.oauth, doc)
+    endpoints = flow.merge_endpoints(config.handshake.oauth, {
+        **doc, "token_endpoint": "https://id.example.com/token"})
+    assert endpoints.token_url == "https://id.example.com/token"
+    assert endpoints.jwks_url is None

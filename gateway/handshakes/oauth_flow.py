@@ -159,13 +159,35 @@ class Endpoints:
     algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
 
 
+def discovered_url(value: Any, *, https_only: bool) -> str | None:
+    """A URL from a discovery document, or None when it is not one to send anyone to.
+
+    Only absolute http(s) URLs with a host and no user info pass (never ``javascript:``,
+    ``data:`` or a scheme-relative ``//host``); only https when the issuer is on https.
+    """
+    if not isinstance(value, str) or not value or value != value.strip() \
+            or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    schemes = ("https",) if https_only else ("https", "http")
+    if parts.scheme.lower() not in schemes or not parts.hostname or "@" in parts.netloc:
+        return None
+    return value
+
+
 def merge_endpoints(oauth: OAuthConfig, discovery: Mapping[str, Any] | None) -> Endpoints:
-    """Endpoints from config and (optionally) a discovery document; ValueError if incomplete."""
+    """Endpoints from config and (optionally) a discovery document; ValueError if incomplete.
+
+    A discovered URL that is not a usable http(s) URL counts as absent.
+    """
     doc: Mapping[str, Any] = discovery or {}
+    https_only = (oauth.issuer or "").lower().startswith("https://")
 
     def pick(explicit: str | None, key: str) -> str | None:
-        value = doc.get(key)
-        return explicit or (value if isinstance(value, str) and value else None)
+        return explicit or discovered_url(doc.get(key), https_only=https_only)
 
     authorization_url = pick(oauth.authorization_url, "authorization_endpoint")
     token_url = pick(oauth.token_url, "token_endpoint")
