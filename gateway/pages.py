@@ -228,6 +228,8 @@ class Pages:
         return match_index(rel)
 
 
+#: Suffixes of the built folder's files that are pages (a browser is told they are HTML).
+PAGE_SUFFIXES = (".html", ".htm", ".xhtml")
 # Suffixes of files that are not pages. Every other path (a folder, .html, no suffix, an
 # unknown one) may answer with a page, so its request is sent for the whole body.
 ASSET_SUFFIXES = frozenset("""
@@ -320,7 +322,7 @@ def static_meta_fetcher(site: StaticSite, *, whole: bool = True) -> FetchMeta:
         file = site.file_for(path)
         if file is None:
             return None
-        if file.suffix.lower() not in (".html", ".htm"):
+        if file.suffix.lower() not in PAGE_SUFFIXES:
             return Learned(PageMeta(), False)  # not a page: it declares and gates nothing
         try:
             with open(file, "rb") as handle:

@@ -13,6 +13,7 @@ from gateway.errors import NotFound, Unavailable, UpstreamError
 from gateway.html import decode_body, is_html
 from gateway.indexes import INDEX_LIMIT, IndexFile, filter_index
 from gateway.pages import (
+    PAGE_SUFFIXES,
     content_type,
     enforce,
     needs_whole,
@@ -373,7 +374,7 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
 def read_html(site: StaticSite, rel: str) -> bytes | None:
     """The bytes of the HTML file a path names, or None for anything else."""
     file = site.file_for(rel)
-    if file is None or file.suffix not in (".html", ".htm"):
+    if file is None or file.suffix.lower() not in PAGE_SUFFIXES:
         return None
     try:
         return file.read_bytes()

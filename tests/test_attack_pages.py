@@ -302,3 +302,45 @@ async def test_a_readers_pages_are_never_reused_unasked(site: Site) -> None:
         reply = await site.send(path, headers=cookie)
         directives = {d.strip() for d in (reply.header("Cache-Control") or "").split(",")}
         assert {"private", "no-cache"} <= directives, (path, directives)
+
+
+# -- the built folder (upstream.root) -------------------------------------------------------
+
+
+@pytest.fixture
+async def folder(tmp_path: Path, aiohttp_client: Any) -> Site:
+    root = tmp_path / "built"
+    pages: dict[str, bytes] = {
+        "index.html": b"<html><body>home</body></html>",
+        "admin/index.html": ADMIN_PAGE.encode(),
+        "admin/Shouting.HTML": ADMIN_PAGE.encode(),
+        "admin/page.xhtml": ADMIN_PAGE.encode(),
+        "admin/u16.html": ADMIN_PAGE.encode("utf-16"),
+        "guide/index.html": GATED_PAGE.encode("utf-16"),
+    }
+    for name, content in pages.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    config = make_config(None, upstream={"root": str(root)},
+                         access={"public": ["/", "/guide/**"]})
+    return Site(await aiohttp_client(await build_app(config)), "")
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/Shouting.HTML", "/admin/page.xhtml",
+                                  "/admin/u16.html"])
+async def test_a_folders_page_is_judged_whatever_its_spelling_method_or_encoding(
+        folder: Site, path: str) -> None:
+    cookie = [("Cookie", await folder.cookie())]
+    for method in ("GET", "HEAD"):
+        for extra in ([], [("Range", "bytes=0-0,1-")], [("If-None-Match", "*")]):
+            reply = await folder.send(path, method=method, headers=cookie + extra)
+            assert reply.status == 404, (path, method, extra, reply.head)
+            assert b"ADMIN" not in reply.body and "ADMIN".encode("utf-16-le") not in reply.body
+    admin = await folder.send(path, headers=[("Cookie", await folder.cookie("admin"))])
+    assert admin.status == 200 and b"ADMIN-SECRET" in admin.body
+
+
+async def test_a_folders_utf16_page_loses_its_gated_elements(folder: Site) -> None:
+    reply = await folder.send("/guide/")
+    assert reply.status == 200 and b"Welcome" in reply.body
+    assert b"GATED" not in reply.body and "GATED".encode("utf-16-le") not in reply.body
