@@ -97,6 +97,23 @@ def is_same_origin(url_or_origin: str, public_origin: str) -> bool:
     return mine is not None and theirs is not None and mine == theirs
 
 
+def post_from_this_site(sec_fetch_site: str | None, origin: str | None,
+                        public_origin: str) -> bool | None:
+    """Whether a POST comes from a page of the docs origin (the login and logout CSRF rule).
+
+    ``Sec-Fetch-Site`` decides when the browser sends it (only ``same-origin`` passes), then
+    ``Origin``. True when neither is sent (not a browser, or one too old to say); None for
+    ``Origin: null`` (an opaque origin), which only other proof can settle.
+    """
+    if sec_fetch_site is not None:
+        return sec_fetch_site == "same-origin"
+    if origin is None:
+        return True
+    if origin == "null":
+        return None
+    return is_same_origin(origin, public_origin)
+
+
 def absolute_url(public_url: str, path: str) -> str:
     """Join the docs' origin with a validated path (which already holds any base path)."""
     if not path.startswith("/") or path.startswith("//"):

@@ -36,7 +36,7 @@ from tests.attack import (
     recording_upstream,
 )
 from tests.authserver import KID, SIGNING_KEY
-from tests.helpers import HS_SECRET, make_config
+from tests.helpers import HS_SECRET, make_config, raw_http
 from tests.test_attack_oauth import HostileIdP
 from tests.test_oauth import REDIRECT_URI, Browser, make_stale, me
 
@@ -377,6 +377,68 @@ async def test_each_gateway_session_has_its_own_sid(aiohttp_server: Any,
     first, second = (claims_of(token) for token in assertions(upstream))
     assert first["sub"] == second["sub"] == "ada"
     assert first["sid"] != second["sid"]
+
+
+# -- 4. cross-site WebSocket hijacking -----------------------------------------------------
+
+UPGRADE = (("Upgrade", "websocket"), ("Connection", "Upgrade"),
+           ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13"))
+CROSS_SITE_UPGRADES: dict[str, tuple[tuple[str, str], ...]] = {
+    "another site": (("Origin", "https://evil.example"),),
+    "a sibling subdomain": (("Origin", "http://evil.docs.test"),),
+    "another scheme": (("Origin", "https://docs.test"),),
+    "another port": (("Origin", "http://docs.test:8080"),),
+    "an opaque origin": (("Origin", "null"),),
+    "user info in the origin": (("Origin", "http://evil@docs.test"),),
+    "fetch metadata says cross-site": (("Sec-Fetch-Site", "cross-site"),
+                                       ("Origin", "http://docs.test")),
+    "fetch metadata says same-site": (("Sec-Fetch-Site", "same-site"),),
+    "fetch metadata only": (("Sec-Fetch-Site", "cross-site"),),
+}
+
+
+async def upgrade(client: Client, path: str, headers: tuple[tuple[str, str], ...]) -> Reply:
+    """A WebSocket handshake; only the response head and a sized body are read."""
+    status, head, body = await raw_http(port_of(client), raw_request(
+        path, headers=(*UPGRADE, *headers)))
+    return Reply(status, tuple(head.items()), body, b"")
+
+
+@pytest.mark.parametrize("case", list(CROSS_SITE_UPGRADES))
+@pytest.mark.parametrize("path", ["/ws", "/public/ws"])
+async def test_a_cross_site_websocket_upgrade_is_refused(jwt_gateway: Start, case: str,
+                                                         path: str) -> None:
+    client, upstream = await jwt_gateway()
+    cookie = await reader_cookie(client)
+    reply = await upgrade(client, path, (("Cookie", cookie), *CROSS_SITE_UPGRADES[case]))
+    assert (reply.status, error_of(reply)) == (403, "cross_site"), reply.body
+    assert upstream.seen == []
+
+
+async def test_a_cross_site_upgrade_from_a_browser_gets_a_page(jwt_gateway: Start) -> None:
+    client, upstream = await jwt_gateway()
+    reply = await upgrade(client, "/ws", (("Cookie", await reader_cookie(client)),
+                                          ("Origin", "https://evil.example"),
+                                          ("Accept", "text/html")))
+    assert reply.status == 403 and b"<html" in reply.body.lower()
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize("headers", [(("Origin", "http://docs.test"),),
+                                     (("Origin", "HTTP://DOCS.TEST:80"),),
+                                     (("Sec-Fetch-Site", "same-origin"),
+                                      ("Origin", "http://docs.test")),
+                                     ()])
+async def test_a_same_origin_or_non_browser_upgrade_is_proxied(
+        jwt_gateway: Start, headers: tuple[tuple[str, str], ...]) -> None:
+    client, upstream = await jwt_gateway()
+    cookie = await reader_cookie(client)
+    async with client.ws_connect("/ws", headers={"Cookie": cookie, **dict(headers)}) as ws:
+        await ws.send_str("hello")
+        message = await ws.receive(timeout=5)
+    assert message.data == "echo:hello"
+    [seen] = upstream.seen
+    assert claims_of(seen.header(ASSERTION)[0])["sub"] == "reader"
 
 
 # -- 5. a refresh never changes who the session belongs to ---------------------------------
