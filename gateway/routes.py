@@ -15,7 +15,7 @@ from gateway.paths import normalize_path
 from gateway.pipeline import identify, personal
 from gateway.policy import Outcome
 from gateway.proxy import SCOPE, Scope
-from gateway.redirects import is_same_origin, safe_return_path
+from gateway.redirects import is_same_origin, post_from_this_site, safe_return_path
 from gateway.sessions.base import CookieJar
 from gateway.state import GATEWAY, Gateway
 
@@ -26,6 +26,13 @@ PAGE_CACHE_HEADER = "X-Gateway-Cache-Control"
 PERSONAL_CACHE = "private, no-cache"
 log = logging.getLogger("gateway")
 CLIENT_JS = resources.files("gateway").joinpath("assets/client.js").read_bytes()
+
+
+class CrossSite(GatewayError):
+    """A logout POST from another site (logout CSRF)."""
+
+    status = 403
+    code = "cross_site"
 
 
 class UntrustedPeer(GatewayError):
@@ -58,6 +65,11 @@ async def logout(request: web.Request) -> web.StreamResponse:
     gw = _gw(request)
     if request.method == "GET" and not same_origin_request(request, gw):
         raise BadRequest("Log out from a page of this site, or with a POST.", code="cross_site")
+    if request.method == "POST" and post_from_this_site(
+            request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"),
+            gw.config.server.public_origin) is not True:
+        # The login callback's rule; an opaque origin has no other proof here, so it fails.
+        raise CrossSite("Log out from a page of this site.")
     jar = CookieJar()
     # An unreachable store is a 503: clearing only the cookie would leave the session
     # alive for whoever else holds it.

@@ -26,7 +26,7 @@ from gateway.handshakes.jwt_verify import JwtVerifier
 from gateway.handshakes.replay import create_replay_cache
 from gateway.middleware import page
 from gateway.proxy import SCOPE, Scope
-from gateway.redirects import is_same_origin, safe_return_path
+from gateway.redirects import post_from_this_site, safe_return_path
 from gateway.sessions.base import CookieJar
 from gateway.user import User, parse_user
 
@@ -178,19 +178,13 @@ class JwtHandshake(Handshake):
 
     def _check_origin(self, request: web.Request, form: dict[str, str]) -> None:
         """Same-origin POSTs only: Sec-Fetch-Site decides when sent, then Origin."""
-        site = request.headers.get("Sec-Fetch-Site")
-        origin = request.headers.get("Origin")
-        if site is not None:
-            ok = site == "same-origin"
-        elif origin is None:
-            ok = True  # not a browser, or one too old to say; nothing to check against
-        elif origin == "null":
+        ok = post_from_this_site(request.headers.get("Sec-Fetch-Site"),
+                                 request.headers.get("Origin"), self.config.server.public_origin)
+        if ok is None:
             # The callback page's no-referrer policy makes browsers send "null" over plain
             # http; its form then carries the value of a cookie only this site could set.
             cookie = request.cookies.get(self.csrf_cookie, "")
             ok = bool(cookie) and constant_time_equal(cookie, form.get("csrf", ""))
-        else:
-            ok = is_same_origin(origin, self.config.server.public_origin)
         if not ok:
             raise CrossSite("A login can only be completed from this docs site.")
 
