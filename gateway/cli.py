@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help='content object, like \'{"name": "Ada"}\'')
     token.add_argument("--ttl", type=_duration, default=10.0, metavar="10s",
                        help="lifetime of the token (default: 10s)")
+    token.add_argument("--state", metavar="S",
+                       help="the state claim (handshake.jwt.bind_state), from the login URL")
 
     demo = command("demo", "run a sample docs site, a demo login and the gateway on 127.0.0.1",
                    _lazy("demo", "gateway.demo"))

@@ -110,6 +110,8 @@ class JwtConfig:
     max_age: float = 300.0
     leeway: float = 30.0
     accept_query_token: bool = False
+    #: Bind each login to the browser that started it: the token must carry its ``state``.
+    bind_state: bool = False
 
 
 @dataclass(frozen=True)

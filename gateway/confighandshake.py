@@ -91,6 +91,7 @@ def _jwt(s: _Section, base: Path, active: bool) -> JwtConfig:
         require_host=s.boolean("require_host", True), max_age=s.duration("max_age", 300.0),
         leeway=s.duration("leeway", 30.0, allow_zero=True),
         accept_query_token=s.boolean("accept_query_token", False),
+        bind_state=s.boolean("bind_state", False),
     )
     s.finish()
     if not active:

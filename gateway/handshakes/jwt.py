@@ -9,16 +9,18 @@ the replay cache uses it up. Only then does a session start.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 from mypy_extensions import mypyc_attr
 
-from gateway.crypto import constant_time_equal
+from gateway.crypto import InvalidSealed, Sealer, constant_time_equal, random_token
 from gateway.errors import HandshakeFailed, Unavailable
 from gateway.handshakes.base import Handshake, HandshakeDeps, Route
 from gateway.handshakes.jwks import TokenError
@@ -38,6 +40,11 @@ JWT_CLAIMS = ("exp", "iat", "nbf", "iss", "aud", "host", "jti")
 #: GitBook's and ReadMe's query parameters (``accept_query_token``).
 QUERY_TOKENS = ("jwt_token", "auth_token")
 CSRF_MAX_AGE = 600
+#: Seconds a login bound to its browser (``bind_state``) may take, from /login to callback.
+STATE_TTL = 600
+#: Logins one browser may have under way at once (several tabs); the oldest gives way.
+MAX_PENDING = 4
+STATE_PURPOSE = "jwt-state"
 _ANCHOR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -50,12 +57,77 @@ class CrossSite(HandshakeFailed):
     code = "cross_site"
 
 
-def with_redirect(url: str, return_to: str) -> str:
-    """``url`` with ``redirect=<return_to>`` set in its query (other parameters kept)."""
+def with_redirect(url: str, return_to: str, state: str | None = None) -> str:
+    """``url`` with ``redirect=<return_to>`` (and ``state``, when given) set in its query;
+    its other parameters are kept."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "redirect"]
+    ours = ("redirect", "state") if state is not None else ("redirect",)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ours]
     query.append(("redirect", return_to))
+    if state is not None:
+        query.append(("state", state))
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def cookie_values(request: web.Request, name: str) -> list[str]:
+    """Every value the request's Cookie headers give ``name`` (a planted copy shows as two)."""
+    values: list[str] = []
+    for header in request.headers.getall("Cookie", ()):
+        if name not in header:
+            continue
+        for part in header.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                values.append(value)
+    return values
+
+
+def state_mismatch() -> TokenError:
+    """The refusal of a token that does not carry a state this browser is waiting for."""
+    return TokenError("This login token does not belong to a login started in this browser "
+                      "(it carries no state, another one, or one already used). "
+                      "Please log in again.", code="state_mismatch")
+
+
+class LoginStates:
+    """The logins one browser started under ``bind_state``, sealed into a cookie of its own.
+
+    Each state goes to the login URL and must come back as the token's ``state`` claim.
+    """
+
+    def __init__(self, session_secrets: Sequence[str], cookie: str) -> None:
+        self.cookie = cookie
+        self.sealer = Sealer(session_secrets, STATE_PURPOSE)
+        # Bound to the cookie's name, so no other gateway cookie can stand in for it.
+        self.aad = cookie.encode("utf-8")
+
+    def pending(self, request: web.Request, now: float) -> list[tuple[str, float]]:
+        """The unexpired states the request's cookie holds, oldest first.
+
+        Empty without the cookie, or when it is unreadable or given twice (one of the two was
+        planted, and which is the reader's cannot be told).
+        """
+        values = cookie_values(request, self.cookie)
+        if len(values) != 1:
+            return []
+        try:
+            record = json.loads(self.sealer.open(values[0], self.aad))
+        except (InvalidSealed, ValueError, RecursionError):
+            return []
+        out: list[tuple[str, float]] = []
+        for item in record if isinstance(record, list) else []:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) \
+                    and isinstance(item[1], float | int) and 0 <= now - item[1] < STATE_TTL:
+                out.append((item[0], float(item[1])))
+        return out
+
+    def write(self, pending: list[tuple[str, float]], jar: CookieJar) -> None:
+        """Put the cookie holding ``pending`` into the jar; none left clears it."""
+        if not pending:
+            jar.delete(self.cookie)
+            return
+        record = json.dumps([[state, created] for state, created in pending])
+        jar.set(self.cookie, self.sealer.seal(record.encode("utf-8"), self.aad), STATE_TTL)
 
 
 class JwtHandshake(Handshake):
@@ -69,6 +141,11 @@ class JwtHandshake(Handshake):
         self.verifier = JwtVerifier(deps)
         self.replay = create_replay_cache(self.config)
         self.csrf_cookie = deps.store.cookies.name + "_jwt"
+        # Under bind_state, "state" is the token's own claim, not part of the user object.
+        self.protocol_claims = (*JWT_CLAIMS, "state") if self.settings.bind_state else JWT_CLAIMS
+        self.states = (LoginStates(self.config.session.secrets,
+                                   deps.store.cookies.name + "_jwt_state")
+                       if self.settings.bind_state else None)
 
     async def start(self) -> None:
         """Fetch the JWKS ahead of the first login (a failure is retried on use)."""
@@ -90,24 +167,46 @@ class JwtHandshake(Handshake):
                 Route("POST", "/login/jwt-callback", self.callback, absolute=True)]
 
     async def login(self, request: web.Request, return_to: str) -> web.StreamResponse:
-        """Send the browser to the login URL, or show a chooser when there are several."""
-        urls = self.settings.login_urls
-        if len(urls) == 1:
-            return web.Response(status=302, headers={
-                "Location": with_redirect(urls[0].url, return_to), "Cache-Control": "no-store"})
-        items = "".join(
-            f'<li><a href="{html.escape(with_redirect(entry.url, return_to), quote=True)}">'
-            f"{html.escape(entry.name)}</a></li>" for entry in urls)
-        return _page("Log in", f"<h1>Log in</h1><p>Choose where to log in:</p><ul>{items}</ul>")
+        """Send the browser to the login URL, or show a chooser when there are several.
 
-    async def authenticate(self, token: str) -> User:
-        """Verify a login token, use it up, and return its user object."""
+        Under ``bind_state`` the login URL also gets a fresh ``state``, kept in this browser.
+        """
+        urls = self.settings.login_urls
+        jar = CookieJar()
+        state = self._new_state(request, jar) if self.states is not None else None
+        if len(urls) == 1:
+            response = web.Response(status=302, headers={
+                "Location": with_redirect(urls[0].url, return_to, state),
+                "Cache-Control": "no-store"})
+        else:
+            items = "".join(
+                f'<li><a href="{html.escape(with_redirect(entry.url, return_to, state), True)}">'
+                f"{html.escape(entry.name)}</a></li>" for entry in urls)
+            response = _page("Log in",
+                             f"<h1>Log in</h1><p>Choose where to log in:</p><ul>{items}</ul>")
+        self.deps.store.cookies.apply(jar, response)
+        return response
+
+    def _new_state(self, request: web.Request, jar: CookieJar) -> str:
+        """A fresh state, added to the ones this browser is already waiting for."""
+        assert self.states is not None
+        now = time.time()
+        state = random_token(24)
+        pending = [*self.states.pending(request, now), (state, now)][-MAX_PENDING:]
+        self.states.write(pending, jar)
+        return state
+
+    async def authenticate(self, token: str, request: web.Request, jar: CookieJar) -> User:
+        """Verify a login token, use it (and under ``bind_state`` its state) up, and return
+        its user object; changes to the state cookie go into ``jar``."""
         now = time.time()
         try:
             compact, claims = await self.verifier.verify(token, now)
-            data = {k: v for k, v in claims.items() if k not in JWT_CLAIMS}
+            data = {k: v for k, v in claims.items() if k not in self.protocol_claims}
             user = parse_user(data, subject_paths=self.config.user.subject,
                               max_age=self.config.session.max_age, now=now)
+            if self.states is not None:
+                await self._use_state(request, claims.get("state"), now, jar)
             # The signed part, not the whole token: an ECDSA signature has two valid forms.
             ttl = float(claims["exp"]) + self.settings.leeway - now
             if not await self.replay.first_use(compact.signing_input, ttl):
@@ -117,6 +216,23 @@ class JwtHandshake(Handshake):
             self.refused(exc)
             raise
         return user
+
+    async def _use_state(self, request: web.Request, state: object, now: float,
+                         jar: CookieJar) -> None:
+        """Use up the token's state, which must be one this browser is waiting for."""
+        assert self.states is not None
+        if not isinstance(state, str) or not state:
+            raise state_mismatch()
+        pending = self.states.pending(request, now)
+        # Every entry is compared, so the time taken does not tell which one matched.
+        matches = [constant_time_equal(known, state) for known, _created in pending]
+        if not any(matches):
+            raise state_mismatch()
+        # A copy of the cookie (another tab, a restored one) cannot use the state again.
+        if not await self.replay.first_use(f"{STATE_PURPOSE}:{state}", STATE_TTL):
+            raise state_mismatch()
+        self.states.write([entry for entry, used in zip(pending, matches, strict=True)
+                           if not used], jar)
 
     def refused(self, exc: HandshakeFailed) -> None:
         """Log and count a refused login, with its reason and never the token."""
@@ -162,8 +278,9 @@ class JwtHandshake(Handshake):
         except HandshakeFailed as exc:
             self.refused(exc)
             return self._failure(request, exc)
+        jar = CookieJar()
         try:
-            user = await self.authenticate(token)
+            user = await self.authenticate(token, request, jar)
         except HandshakeFailed as exc:  # already logged and counted
             return self._failure(request, exc)
         value = request.query.get("redirect") or form.get("redirect")
@@ -171,7 +288,6 @@ class JwtHandshake(Handshake):
         anchor = form.get("anchor", "")
         if anchor and _ANCHOR.match(anchor) and "#" not in location:
             location += "#" + anchor
-        jar = CookieJar()
         if self.csrf_cookie in request.cookies:
             jar.delete(self.csrf_cookie)
         return await self.start_session(request, user, location, jar)
@@ -206,13 +322,14 @@ class JwtHandshake(Handshake):
         name = next((n for n in QUERY_TOKENS if n in request.query), None)
         if name is None:
             return None
-        user = await self.authenticate(request.query[name])
+        jar = CookieJar()
+        user = await self.authenticate(request.query[name], request, jar)
         scope: Scope = request[SCOPE]
         rest = "&".join(part for part in scope.query.split("&")
                         if part and unquote_plus(part.partition("=")[0]) not in QUERY_TOKENS)
         location = safe_return_path(scope.path + (f"?{rest}" if rest else ""),
                                     base_path=self.config.server.base_path)
-        return await self.start_session(request, user, location)
+        return await self.start_session(request, user, location, jar)
 
 
 async def _read_form(request: web.Request) -> dict[str, str]:

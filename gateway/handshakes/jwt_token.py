@@ -19,14 +19,17 @@ class TokenCommandError(Exception):
 
 
 def build_payload(*, sub: str | None, host: str | None, groups: list[str],
-                  content: dict[str, Any], ttl: float, now: float | None = None) -> dict[str, Any]:
-    """The user object plus ``iat``, ``exp``, ``jti`` and (when given) ``host``."""
+                  content: dict[str, Any], ttl: float, now: float | None = None,
+                  state: str | None = None) -> dict[str, Any]:
+    """The user object plus ``iat``, ``exp``, ``jti`` and (when given) ``host`` and ``state``."""
     now = int(time.time() if now is None else now)
     payload: dict[str, Any] = {"iat": now, "exp": now + max(1, round(ttl)), "jti": random_token(12)}
     if sub is not None:
         payload["sub"] = sub
     if host is not None:
         payload["host"] = host
+    if state is not None:
+        payload["state"] = state
     payload["groups"] = list(groups)
     payload["content"] = dict(content)
     return payload
@@ -56,7 +59,8 @@ def sign(payload: dict[str, Any], *, key_path: str | None, secret: str | None = 
 def main(args: argparse.Namespace) -> int:
     """Print one token to stdout; a one-line error on stderr (exit 1) otherwise."""
     payload = build_payload(sub=args.sub, host=args.host, groups=list(args.groups or []),
-                            content=dict(args.content or {}), ttl=float(args.ttl))
+                            content=dict(args.content or {}), ttl=float(args.ttl),
+                            state=getattr(args, "state", None))
     try:
         token = sign(payload, key_path=getattr(args, "key", None),
                      secret=getattr(args, "secret", None), alg=getattr(args, "alg", None))
