@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_app
+from gateway.denial import MISSING_NAME
 from tests.helpers import echo_app, make_config, make_user, session_cookies
 
 ADMIN_RULES = {"public": ["/public/**", "/assets/**"],
@@ -48,6 +49,12 @@ class Recorder:
 
     def targets(self) -> list[str]:
         return [s.target for s in self.seen]
+
+    def asked_only_missing(self) -> bool:
+        """Whether the upstream was asked for nothing but the address beside a denied one
+        that cannot exist (a denial shows the site's own missing page), without identity."""
+        return all(s.target.rpartition("/")[2] == MISSING_NAME
+                   and not s.header("X-Gateway-Assertion") for s in self.seen)
 
 
 async def recording_upstream(aiohttp_server: Any) -> Recorder:
