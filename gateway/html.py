@@ -264,9 +264,9 @@ class Undecodable(Exception):
 
 
 def _label(value: str) -> str | None:
-    """The encoding a charset label names, as ``page_codec`` answers; None when a browser
+    """The codec a charset label names, as ``page_codec`` answers; None when a browser
     would not know the label (it then looks further)."""
-    label = value.strip().strip("\"'").strip().lower()
+    label = value.strip().lower()
     if label in _UTF16LE:
         return "utf-16-le"
     if label in _UTF16BE:
@@ -278,18 +278,47 @@ def _label(value: str) -> str | None:
     return AS_IS if label in _ASCII_LABELS else None
 
 
-def _charset_param(content_type: str) -> str | None:
-    """The ``charset`` parameter of a Content-Type, if it has one."""
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            return value
-    return None
+def mime_parts(content_type: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type's essence (lower case) and parameters, read as the MIME Sniffing
+    Standard reads them: ``;`` inside a quoted value separates nothing, a quoted value
+    loses its quotes and backslashes, and the first of a name wins."""
+    essence, _, rest = content_type.partition(";")
+    params: dict[str, str] = {}
+    pos, size = 0, len(rest)
+    while pos < size:
+        name_end = pos
+        while name_end < size and rest[name_end] not in ";=":
+            name_end += 1
+        name = rest[pos:name_end].strip(" \t\r\n").lower()
+        pos = name_end
+        if pos < size and rest[pos] == ";":
+            pos += 1
+            continue
+        pos += 1  # past "="
+        if pos < size and rest[pos] == '"':
+            pos += 1
+            value = []
+            while pos < size and rest[pos] != '"':
+                if rest[pos] == "\\" and pos + 1 < size:
+                    pos += 1
+                value.append(rest[pos])
+                pos += 1
+            text = "".join(value)
+            close = rest.find(";", pos)
+            pos = size if close < 0 else close + 1
+        else:
+            close = rest.find(";", pos)
+            end = size if close < 0 else close
+            text = rest[pos:end].strip(" \t\r\n")
+            pos = end + 1
+        if name and name not in params:
+            params[name] = text
+    return essence.strip(" \t\r\n").lower(), params
 
 
-def _prescan(page: bytes) -> str | None:
-    """The encoding a ``<meta charset>`` (or ``http-equiv`` Content-Type) in the first
-    ``PRESCAN`` bytes names, read with the tokenizer as a browser's prescan reads it."""
+def _prescan(page: bytes) -> tuple[str, str] | None:
+    """The codec and label a ``<meta charset>`` (or ``http-equiv`` Content-Type) in the
+    first ``PRESCAN`` bytes names, read with the tokenizer as a browser's prescan reads it."""
     head = page[:PRESCAN]
     if b"charset" not in head.lower():
         return None
@@ -305,56 +334,69 @@ def _prescan(page: bytes) -> str | None:
             continue
         found = _first(tag.attrs, b"charset")
         if not found and _first(tag.attrs, b"http-equiv").lower() == "content-type":
-            found = _charset_param(";" + _first(tag.attrs, b"content")) or ""
+            found = mime_parts(";" + _first(tag.attrs, b"content"))[1].get("charset", "")
         if found:
             codec = _label(found)
             if codec is None:
                 continue
             # A prescan in ASCII cannot have found a UTF-16 page: it is read as UTF-8.
-            return AS_IS if codec.startswith("utf-16") else codec
+            if codec.startswith("utf-16"):
+                return AS_IS, "utf-8"
+            return codec, found.strip().lower()
 
 
-def page_codec(page: bytes, content_type: str | None) -> str:
-    """How a browser decodes ``page``: ``AS_IS`` for encodings that keep ASCII markup as
-    ASCII (UTF-8, windows-1252, Shift_JIS...), else the codec to decode it with.
+def page_codec(page: bytes, content_type: str | None) -> tuple[str, str]:
+    """How a browser decodes ``page``: the codec (``AS_IS`` for encodings that keep ASCII
+    markup as ASCII: UTF-8, windows-1252, Shift_JIS...) and the label the gateway then
+    sends the page with (pages it decodes go out as UTF-8).
 
     The byte-order mark wins, then the Content-Type's charset, then ``<meta charset>``;
-    UTF-16 markup without a mark or a label is read as UTF-16 too. Raises Undecodable for
-    an encoding a browser replaces whole (ISO-2022-KR and the like).
+    UTF-16 markup without a mark or a label is read as UTF-16 too, and a page with
+    nothing to say is UTF-8. Raises Undecodable for an encoding a browser replaces whole
+    (ISO-2022-KR and the like).
     """
     if page.startswith(b"\xef\xbb\xbf"):
-        return AS_IS
+        return AS_IS, "utf-8"
     if page.startswith(b"\xff\xfe"):
-        return "utf-16-le"
+        return "utf-16-le", "utf-8"
     if page.startswith(b"\xfe\xff"):
-        return "utf-16-be"
-    param = _charset_param(content_type) if content_type else None
+        return "utf-16-be", "utf-8"
+    param = mime_parts(content_type)[1].get("charset") if content_type else None
     codec = _label(param) if param is not None else None
-    if codec is None:
-        codec = _prescan(page)
-    if codec is None:
-        sample = page[:64]
-        # ASCII markup with a NUL in every other byte: UTF-16 without its mark.
-        if len(sample) >= 16 and len(sample) % 2 == 0 and sample.count(0) == len(sample) // 2:
-            if not any(sample[1::2]):
-                return "utf-16-le"
-            if not any(sample[0::2]):
-                return "utf-16-be"
-        return AS_IS
-    return codec
+    if codec is not None:
+        assert param is not None
+        return codec, "utf-8" if codec != AS_IS else param.strip().lower()
+    found = _prescan(page)
+    if found is not None:
+        return found if found[0] == AS_IS else (found[0], "utf-8")
+    sample = page[:64]
+    # ASCII markup with a NUL in every other byte: UTF-16 without its mark.
+    if len(sample) >= 16 and len(sample) % 2 == 0 and sample.count(0) == len(sample) // 2:
+        if not any(sample[1::2]):
+            return "utf-16-le", "utf-8"
+        if not any(sample[0::2]):
+            return "utf-16-be", "utf-8"
+    return AS_IS, "utf-8"
 
 
-def as_utf8(page: bytes, content_type: str | None) -> tuple[bytes, str | None]:
+def as_utf8(page: bytes, content_type: str | None) -> tuple[bytes, str]:
     """The page in bytes the gateway's tokenizer reads as a browser would, and the
-    Content-Type to send it with (None: unchanged). A page in an encoding that does not
-    keep ASCII markup as ASCII is decoded (errors replaced, as a browser does) and sent
-    as UTF-8; raises Undecodable for one that cannot be read."""
-    codec = page_codec(page, content_type)
+    Content-Type to send it with, whose charset says how it was read (so no later
+    ``<meta charset>`` or guess of the browser's can read it otherwise).
+
+    A page in an encoding that does not keep ASCII markup as ASCII is decoded (errors
+    replaced, as a browser does) and sent as UTF-8. Raises Undecodable for one that
+    cannot be read, and for one read as it is that holds NUL or escape bytes (UTF-16 or
+    ISO-2022-JP under another label: a browser's reading of it cannot be foreseen).
+    """
+    codec, label = page_codec(page, content_type)
+    essence = mime_parts(content_type)[0] if content_type else ""
+    retyped = f"{essence or 'text/html'}; charset={label}"
     if codec == AS_IS:
-        return page, None
-    text = page.decode(codec, errors="replace").removeprefix("\ufeff")
-    mime = (content_type or "text/html").split(";", 1)[0].strip() or "text/html"
-    return text.encode("utf-8"), f"{mime}; charset=utf-8"
+        if b"\x00" in page or b"\x1b" in page:
+            raise Undecodable("control bytes in a page read as ASCII")
+        return page, retyped
+    return page.decode(codec, errors="replace").removeprefix("\ufeff").encode("utf-8"), retyped
 
 
 def is_html(content_type: str | None) -> bool:

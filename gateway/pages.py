@@ -148,9 +148,10 @@ class Pages:
         return decision.meta_applies or self.fragments
 
     def decode(self, body: bytes, decision: Decision, content_encoding: str | None,
-               content_type: str | None) -> tuple[bytes, str | None] | None:
+               content_type: str | None) -> tuple[bytes, str] | None:
         """The page as the tokenizer reads it, and the Content-Type it then goes out with
-        (None: unchanged); None when it cannot be read and need not be (sent as it is).
+        (naming the charset it was read in); None when it cannot be read and need not be
+        (it is sent as it is).
 
         Raises UpstreamError for a page that must be read and cannot be: an encoding or
         a compression the gateway cannot undo, or a body cut short.

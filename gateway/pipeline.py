@@ -158,6 +158,7 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     visitor = await identify(gw, request, scope, required=not decision.public)
     if visitor.user is not None:
         scope.sub = visitor.user.sub
+        scope.user = visitor.user
         decision = gw.policy.decide(rel, visitor.user)
     if not decision.meta_applies or request.method not in ("GET", "HEAD"):
         # Page metadata is read from a GET's page; any other method is judged on config.
@@ -282,8 +283,7 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
         # conditional request revalidate it against the upstream's copy.
         for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
             headers.popall(name, None)
-        if retyped is not None:
-            headers["Content-Type"] = retyped
+        headers["Content-Type"] = retyped
         response = web.Response(status=status, body=page, headers=headers)
     finish_headers(gw, decision, visitor, response)
     return response
@@ -361,9 +361,9 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
     readable = None if page is None else gw.pages.decode(page, decision, None, None)
     response: web.StreamResponse
     if readable is not None:
-        body = readable[0]  # in UTF-8, or in an encoding that keeps ASCII as it is
+        body, retyped = readable
         decision, body = gw.pages.process(body, decision, visitor.user, scope, rel)
-        response = web.Response(body=body, content_type="text/html", charset="utf-8")
+        response = web.Response(body=body, headers={"Content-Type": retyped})
     else:
         enforce(decision, scope)
         response = await gw.static.serve(request, rel)

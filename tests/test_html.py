@@ -14,6 +14,7 @@ from gateway.html import (
     head_complete,
     inject_script,
     is_html,
+    mime_parts,
     page_codec,
     read_page_meta,
     script_tag,
@@ -227,35 +228,60 @@ def test_decode_bomb_guard() -> None:
 
 def test_page_codec_follows_the_browser_order() -> None:
     utf16 = "<html><head></head>".encode("utf-16-le")
-    assert page_codec(b"<html>", "text/html") == AS_IS
-    assert page_codec(b"<html>", "text/html; charset=ISO-8859-1") == AS_IS
-    assert page_codec(b"<html>", 'text/html;charset="UTF-16"') == "utf-16-le"
-    assert page_codec(b"<html>", "text/html; charset=unicodeFFFE") == "utf-16-be"
+    assert page_codec(b"<html>", "text/html") == (AS_IS, "utf-8")
+    assert page_codec(b"<html>", "text/html; charset=ISO-8859-1") == (AS_IS, "iso-8859-1")
+    assert page_codec(b"<html>", 'text/html;charset="UTF-16"') == ("utf-16-le", "utf-8")
+    assert page_codec(b"<html>", "text/html; charset=unicodeFFFE") == ("utf-16-be", "utf-8")
     # The byte-order mark wins over the header, the header over <meta charset>.
-    assert page_codec(b"\xff\xfe" + utf16, "text/html; charset=utf-8") == "utf-16-le"
-    assert page_codec(b"\xef\xbb\xbf<html>", "text/html; charset=utf-16") == AS_IS
-    assert page_codec(b"<meta charset=iso-2022-jp>", "text/html; charset=utf-8") == AS_IS
-    assert page_codec(b"<meta charset=iso-2022-jp>", None) == "iso2022_jp"
+    assert page_codec(b"\xff\xfe" + utf16, "text/html; charset=utf-8")[0] == "utf-16-le"
+    assert page_codec(b"\xef\xbb\xbf<html>", "text/html; charset=utf-16") == (AS_IS, "utf-8")
+    assert page_codec(b"<meta charset=iso-2022-jp>", "text/html; charset=utf-8") \
+        == (AS_IS, "utf-8")
+    assert page_codec(b"<meta charset=iso-2022-jp>", None) == ("iso2022_jp", "utf-8")
     assert page_codec(b'<meta http-equiv=Content-Type content="text/html; charset=csISO2022JP">',
-                      "text/html") == "iso2022_jp"
+                      "text/html")[0] == "iso2022_jp"
+    assert page_codec(b"<meta charset=Shift_JIS>", None) == (AS_IS, "shift_jis")
     # A label a browser does not know is passed over; a prescan never finds UTF-16.
-    assert page_codec(b"<meta charset=iso-2022-jp>", "text/html; charset=nope") == "iso2022_jp"
-    assert page_codec(b"<meta charset=utf-16>", None) == AS_IS
-    assert page_codec(b"<!-- <meta charset=iso-2022-jp> -->", None) == AS_IS
+    assert page_codec(b"<meta charset=iso-2022-jp>", "text/html; charset=nope")[0] \
+        == "iso2022_jp"
+    assert page_codec(b"<meta charset=utf-16>", None) == (AS_IS, "utf-8")
+    assert page_codec(b"<!-- <meta charset=iso-2022-jp> -->", None) == (AS_IS, "utf-8")
     # UTF-16 markup without its mark is still read as UTF-16.
-    assert page_codec(utf16, None) == "utf-16-le"
+    assert page_codec(utf16, None)[0] == "utf-16-le"
     with pytest.raises(Undecodable):
         page_codec(b"<html>", "text/html; charset=ISO-2022-KR")
 
 
+def test_content_type_parameters_are_read_as_a_browser_reads_them() -> None:
+    # A quoted value hides the ";" and "charset=" inside it; the first charset wins.
+    assert mime_parts('text/html; x="; charset=utf-8"; charset=utf-16le') == (
+        "text/html", {"x": "; charset=utf-8", "charset": "utf-16le"})
+    assert page_codec(b"<p>", 'text/html; x="; charset=utf-8"; charset=utf-16le')[0] \
+        == "utf-16-le"
+    assert page_codec(b"<p>", "text/html; charset=utf-16le; charset=utf-8")[0] == "utf-16-le"
+    assert mime_parts('Text/HTML ; Charset="u\\tf-8"') == ("text/html", {"charset": "utf-8"})
+
+
 def test_as_utf8_sends_what_it_read() -> None:
     page = "<meta name=\"gateway:groups\" content=\"admin\"><p>Ada</p>"
-    assert as_utf8(page.encode(), "text/html") == (page.encode(), None)
+    assert as_utf8(page.encode(), "text/html") == (page.encode(), "text/html; charset=utf-8")
+    assert as_utf8(page.encode(), "application/xhtml+xml; charset=latin1") == (
+        page.encode(), "application/xhtml+xml; charset=latin1")
     for codec, label in (("utf-16", "utf-16"), ("utf-16-be", "utf-16be"),
                          ("iso2022_jp", "iso-2022-jp")):
         body = (page + "日本").encode(codec)
         assert as_utf8(body, f"text/html; charset={label}") == (
             (page + "日本").encode(), "text/html; charset=utf-8")
+
+
+@pytest.mark.parametrize("body", [
+    "<p>hi</p><div>x</div>".encode("utf-16-le"),  # labelled utf-8 below
+    "<p>\u65e5</p>".encode("iso2022_jp"),
+    b"\x00\x00\xfe\xff" + "<p>".encode("utf-32-be"),
+])
+def test_a_page_read_as_ascii_with_nul_or_escape_bytes_cannot_be_read(body: bytes) -> None:
+    with pytest.raises(Undecodable):
+        as_utf8(body, "text/html; charset=utf-8")
 
 
 def test_is_html() -> None:
@@ -320,4 +346,4 @@ def test_a_label_a_browser_does_not_know_is_passed_over() -> None:
     utf16 = '<meta name="gateway:groups" content="admin">'.encode("utf-16-le")
     # Python knows these labels; a browser does not, so it reads on (here: the NULs).
     for label in ("utf-16-le", "utf-32", "utf-7", "cp037"):
-        assert page_codec(utf16, f"text/html; charset={label}") == "utf-16-le", label
+        assert page_codec(utf16, f"text/html; charset={label}")[0] == "utf-16-le", label
