@@ -59,10 +59,9 @@ class UnfinishedTag(Exception):
     """The buffer ends inside a tag: what follows cannot be read."""
 
 
-def _tags(buffer: bytes) -> Iterator[tuple[int, bool, Tag]]:
-    """(offset, closing, tag) in document order, skipping comments and raw text; ends
-    early, with ``UnfinishedTag`` raised, where the buffer ends inside a tag."""
-    pos = 0
+def _tags(buffer: bytes, pos: int = 0) -> Iterator[tuple[int, bool, Tag]]:
+    """(offset, closing, tag) in document order from ``pos``, skipping comments and raw
+    text; ends early, with ``UnfinishedTag`` raised, where the buffer ends inside a tag."""
     while True:
         lt = buffer.find(b"<", pos)
         if lt < 0:
@@ -109,7 +108,17 @@ def read_page_meta(head: bytes) -> PageMeta:
     groups: tuple[str, ...] | None = None
     seen_public = False
     scanned = _scan_head(head)
-    for attrs in scanned.metas:
+    metas = scanned.metas
+    unreadable = scanned.end is None and not scanned.finished
+    if scanned.end is not None and b"gateway" in head[scanned.end:].lower():
+        # A browser may not end the head where the scan did (</head> inside a noscript or
+        # a template, a meta after </head> that it moves into the head): a page's groups
+        # count wherever they stand, so reading on can only close it further.
+        later, finished = _metas(head, scanned.end)
+        metas += tuple(attrs for attrs in later
+                       if _first(attrs, b"name").lower() == "gateway:groups")
+        unreadable = not finished
+    for attrs in metas:
         name = _first(attrs, b"name").lower()
         if name == "gateway:public" and not seen_public:
             seen_public = True
@@ -117,8 +126,20 @@ def read_page_meta(head: bytes) -> PageMeta:
         elif name == "gateway:groups" and groups is None:
             parts = (part.strip() for part in _first(attrs, b"content").split(","))
             groups = tuple(dict.fromkeys(part for part in parts if part))
-    return PageMeta(public=public, groups=groups,
-                    unreadable=scanned.end is None and not scanned.finished)
+    return PageMeta(public=public, groups=groups, unreadable=unreadable)
+
+
+def _metas(page: bytes, start: int) -> tuple[tuple[dict[bytes, list[bytes]], ...], bool]:
+    """The attributes of every meta from ``start`` on, and whether the page was read to its
+    end (False: it ends inside a tag)."""
+    found: list[dict[bytes, list[bytes]]] = []
+    try:
+        for _, closing, tag in _tags(page, start):
+            if not closing and tag.name == b"meta":
+                found.append(tag.attrs)
+    except UnfinishedTag:
+        return tuple(found), False
+    return tuple(found), True
 
 
 def head_complete(buffer: bytes) -> bool:

@@ -24,7 +24,6 @@ from gateway.html import (
     Undecodable,
     as_utf8,
     decode_body,
-    head_complete,
     inject_script,
     insert_at,
     is_html,
@@ -298,26 +297,23 @@ def needs_whole(method: str, upstream: Response) -> bool:
     return method == "HEAD" and 200 <= status < 300 and (value is None or html_page)
 
 
-def _learn(data: bytes, complete: bool, content_type: str | None = None) -> Learned | None:
-    """What a page's first bytes tell; None when its head goes on past them, or it cannot
-    be read (an encoding the gateway cannot decode, a head that ends inside a tag)."""
+def learn(data: bytes, content_type: str | None = None) -> Learned | None:
+    """What a whole page tells (its metadata, which may stand anywhere in it, and its
+    gated elements); None when it cannot be read (an encoding the gateway cannot
+    decode, a head that ends inside a tag)."""
     try:
         data = as_utf8(data, content_type)[0]
     except Undecodable:
         return None
-    if not complete and not head_complete(data):
-        return None
     meta = read_page_meta(data)
     if meta.unreadable:
         return None
-    # Gated elements can only be ruled out when the whole page was read.
-    return Learned(meta, has_markers(data) if complete else None)
+    return Learned(meta, has_markers(data))
 
 
-def static_meta_fetcher(site: StaticSite, *, whole: bool = True) -> FetchMeta:
-    """Learn a page from the built folder (``upstream.root``); ``whole``: read all of it,
-    to know whether it has gated elements (else the head is enough)."""
-    limit = PAGE_READ_LIMIT if whole else 64 * 1024
+def static_meta_fetcher(site: StaticSite) -> FetchMeta:
+    """Learn a page from the built folder (``upstream.root``), read whole; one larger
+    than ``PAGE_READ_LIMIT`` is unknown."""
 
     def read(path: str) -> Learned | None:
         file = site.file_for(path)
@@ -327,10 +323,10 @@ def static_meta_fetcher(site: StaticSite, *, whole: bool = True) -> FetchMeta:
             return Learned(PageMeta(), False)  # not a page: it declares and gates nothing
         try:
             with open(file, "rb") as handle:
-                data = handle.read(limit + 1)
+                data = handle.read(PAGE_READ_LIMIT + 1)
         except OSError:
             return None
-        return _learn(data, len(data) <= limit)
+        return learn(data) if len(data) <= PAGE_READ_LIMIT else None
 
     async def fetch(path: str) -> Learned | None:
         return await asyncio.to_thread(read, path)
@@ -339,13 +335,11 @@ def static_meta_fetcher(site: StaticSite, *, whole: bool = True) -> FetchMeta:
 
 
 def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
-    """Learn a page with an anonymous GET to the upstream (the whole page with
-    ``access.fragments``, to see its gated elements; else its head only).
+    """Learn a page with an anonymous GET to the upstream, read whole.
 
-    A page that does not answer 200 is unknown (None); one that is not HTML declares
-    and gates nothing.
+    A page that does not answer 200, or is larger than ``PAGE_READ_LIMIT``, is unknown
+    (None); one that is not HTML declares and gates nothing.
     """
-    whole = config.access.fragments
     public_host = urlsplit(config.server.public_url).netloc
     host = public_host if config.upstream.host_header == "preserve" else \
         upstream.base.raw_authority
@@ -356,7 +350,7 @@ def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
         target = upstream.base_path + quote(config.server.base_path + path,
                                             safe="/!$&'()*+,;=:@-._~")
         headers = [("Host", host), ("Accept", "text/html,application/xhtml+xml"),
-                   ("Accept-Encoding", "identity"), ("X-Forwarded-Host", public_host)]
+                   ("Accept-Encoding", "gzip"), ("X-Forwarded-Host", public_host)]
         try:
             response = await upstream.pool.request("GET", target, headers, None, None)
         except (UpstreamTimedOut, UpstreamClosed, OSError):
@@ -369,26 +363,10 @@ def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
                 return None  # it may be a page under another type: not known, so closed
             if not is_html(declared):
                 return Learned(PageMeta(), False)
-            encoding = response.headers.get("Content-Encoding")
-            chunks: list[bytes] = []
-            size = 0
-            complete = False
-            while size <= PAGE_READ_LIMIT:
-                chunk = await response.read()
-                if not chunk:
-                    complete = True
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-                if not whole and not encoding and head_complete(b"".join(chunks)):
-                    break
-            data = b"".join(chunks)
-            if encoding:
-                # A compressed page cannot be read from part of its body.
-                body = decode_body(data, encoding) if complete else None
-                return None if body is None else _learn(body, True, declared)
-            return _learn(data, complete, declared)
-        except (UpstreamTimedOut, UpstreamClosed, OSError):
+            data = await response.read_all(PAGE_READ_LIMIT)
+            body = decode_body(data, ",".join(response.headers.getall("Content-Encoding", ())))
+            return None if body is None else learn(body, declared)
+        except (UpstreamTimedOut, UpstreamClosed, OSError, ValueError):
             return None
         finally:
             response.release()

@@ -349,7 +349,7 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
         assert gw.pages.index is not None
         filtered = await filter_index(
             index_file, raw, visitor.user, gw.policy, gw.pages.index,
-            static_meta_fetcher(gw.static, whole=gw.config.access.fragments))
+            static_meta_fetcher(gw.static))
         listing = web.Response(body=filtered, headers={"Content-Type": index_file.content_type})
         finish_headers(gw, decision, visitor, listing)
         mark_private(listing.headers)  # the list depends on the reader, anonymous ones too

@@ -347,3 +347,19 @@ def test_a_label_a_browser_does_not_know_is_passed_over() -> None:
     # Python knows these labels; a browser does not, so it reads on (here: the NULs).
     for label in ("utf-16-le", "utf-32", "utf-7", "cp037"):
         assert page_codec(utf16, f"text/html; charset={label}")[0] == "utf-16-le", label
+
+
+@pytest.mark.parametrize("markup", [
+    "<head><noscript></head></noscript><meta name=gateway:groups content=admin></head>",
+    "<head><template><body></body></template><meta name=gateway:groups content=admin></head>",
+    "<head></head><meta name=gateway:groups content=admin><body>",
+    "<head></head><body><p>x</p><meta name=gateway:groups content=admin></body>",
+])
+def test_a_pages_groups_count_wherever_they_stand(markup: str) -> None:
+    # A browser may end the head elsewhere than the scan, or move a meta into it.
+    assert read_page_meta(markup.encode()).groups == ("admin",)
+
+
+def test_public_is_read_from_the_head_only() -> None:
+    meta = read_page_meta(b"<head></head><body><meta name=gateway:public content=true>")
+    assert not meta.public
