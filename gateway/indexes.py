@@ -35,6 +35,7 @@ from gateway.indexformats import (
     filter_sitemap,
     filter_sphinx,
 )
+from gateway.paths import packing_of
 from gateway.policy import Policy
 from gateway.user import User
 
@@ -71,23 +72,16 @@ class IndexFile:
     packing: str = ""
 
 
-# Suffixes of precompressed copies of a file (as gzip_static, brotli_static or a build
-# step write them). A gzip copy is filtered like the file itself; the others cannot be
-# read here, so they are refused rather than passed on unfiltered.
-_PACKINGS = frozenset({"gz", "br", "zst", "zstd", "bz2", "xz", "lz4", "lzma", "z", "zz",
-                       "deflate", "sz"})
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def match_index(path: str) -> IndexFile | None:
     """The index a decoded path (relative to the docs base path) names, or None; names
     are compared without case (a case-blind file system serves every spelling)."""
-    folder, _, name = path.lower().rpartition("/")
-    folder = path[:len(folder)] + "/"
-    stem, dot, suffix = name.rpartition(".")
-    packing = suffix if dot and suffix in _PACKINGS else ""
-    if packing:
-        name = stem
+    unpacked, packing = packing_of(path)
+    folder, _, name = unpacked.rpartition("/")
+    folder += "/"
+    name = name.lower()
     if _SITEMAP_NAME.fullmatch(name):
         found = IndexFile(SITEMAP, folder, "application/xml")
     elif name == "search_index.json" and folder.lower().endswith("/search/"):

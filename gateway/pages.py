@@ -46,9 +46,6 @@ _PARTIAL = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match
             "If-Unmodified-Since")
 
 
-#: What every page metadata name and gating attribute holds (``gateway:groups``,
-#: ``data-gateway-groups``...): a body without it declares and gates nothing.
-GATEWAY_MARK = b"gateway"
 #: Pages larger than this are scanned on every read and never remembered.
 MEMO_PAGE_LIMIT = 256 * 1024
 #: How often a remembered page is recorded again in the page index (which forgets after
@@ -212,8 +209,15 @@ class Pages:
         """Check a body sent without a page's type that may still be a page: one that
         declares or gates access (or cannot be read to tell) is refused with UpstreamError.
         """
+        unpacked = decode_body(body, content_encoding)
+        if unpacked is not None and not _may_gate(unpacked):
+            return  # not a word of page metadata or gating in it, in any reading
         readable = self.decode(body, decision, content_encoding, declared)
-        if readable is None or GATEWAY_MARK in readable[0].lower():
+        if readable is None or has_markers(readable[0]):
+            raise UpstreamError("the docs server sent a page without a type the gateway "
+                                "can read")
+        meta = read_page_meta(readable[0])
+        if meta.declared or meta.unreadable:
             raise UpstreamError("the docs server sent a page without a type the gateway "
                                 "can read")
 
@@ -228,18 +232,33 @@ class Pages:
         return match_index(rel)
 
 
-#: Suffixes of the built folder's files that are pages (a browser is told they are HTML).
-PAGE_SUFFIXES = (".html", ".htm", ".xhtml")
 # Suffixes of files that are not pages. Every other path (a folder, .html, no suffix, an
 # unknown one) may answer with a page, so its request is sent for the whole body.
 ASSET_SUFFIXES = frozenset("""
     css js mjs cjs map json jsonld wasm png jpg jpeg gif webp avif svg ico bmp tif tiff
     woff woff2 ttf otf eot mp4 webm ogg ogv mp3 m4a wav flac pdf zip gz tgz bz2 xz zst br
-    7z tar whl txt csv xml yaml yml md rst epub ipynb
+    7z tar whl txt csv xml yaml yml md rst epub ipynb bin exe msi dmg pkg deb rpm apk jar
+    iso img appimage
 """.split())
-# Types a browser may sniff into a page, or that a server falls back on for a file whose
-# type it does not know (nginx without its types table sends pages as text/plain).
-_UNTYPED = frozenset({"", "text/plain", "unknown/unknown", "application/unknown", "*/*"})
+# Types that are surely not a page. On a page's path every other type (text/plain,
+# application/octet-stream, a server's fallback for a file whose type it does not know:
+# nginx's default_type, or its types table left out) may be a page sent as something else.
+_NOT_PAGES = frozenset({"text/css", "text/javascript", "application/javascript",
+                        "application/x-javascript", "application/json", "application/pdf",
+                        "application/zip", "application/gzip", "application/wasm"})
+_NOT_PAGE_KINDS = ("image/", "audio/", "video/", "font/")
+
+
+def _may_gate(body: bytes) -> bool:
+    """Whether a body may hold page metadata or gating attributes, read as bytes or as
+    UTF-16 (both orders): each spells "gateway", unless a value hides it in character
+    references, so a body with either is read in full."""
+    for text in (body, body.decode("utf-16-le", "ignore").encode(),
+                 body.decode("utf-16-be", "ignore").encode()):
+        lower = text.lower()
+        if b"gateway" in lower or b"&#" in lower:
+            return True
+    return False
 
 
 def page_like(rel: str) -> bool:
@@ -260,11 +279,15 @@ def content_type(headers: CIMultiDict[str]) -> str | None:
 
 def unidentified(value: str | None, rel: str) -> bool:
     """Whether a response may be a page under another type: it has no type, several, or
-    an untyped one on a page's path (its body is then looked into before it is sent)."""
+    on a page's path one that does not say it is no page (its body is then looked into
+    before it is sent)."""
     if value is None:
         return True
     mime = value.split(";", 1)[0].strip().lower()
-    return mime in _UNTYPED and page_like(rel)
+    if mime in ("text/html", "application/xhtml+xml") or mime.startswith(_NOT_PAGE_KINDS) \
+            or mime in _NOT_PAGES or mime.endswith("+json"):
+        return False
+    return page_like(rel)
 
 
 def whole_request(request: web.Request) -> web.Request:
@@ -289,6 +312,9 @@ def needs_whole(method: str, upstream: Response) -> bool:
     status = upstream.status
     value = content_type(upstream.headers)
     html_page = value is not None and is_html(value)
+    if status in (412, 416):
+        # A failed precondition or range tells that a file exists, and how large it is.
+        return True
     if status == 206:
         # A multipart answer's parts each name a type: they are not read, so ask for all.
         return value is None or html_page or value.lower().startswith("multipart/")
@@ -319,7 +345,7 @@ def static_meta_fetcher(site: StaticSite) -> FetchMeta:
         file = site.file_for(path)
         if file is None:
             return None
-        if file.suffix.lower() not in PAGE_SUFFIXES:
+        if not is_html(site.content_type_for(str(file))):
             return Learned(PageMeta(), False)  # not a page: it declares and gates nothing
         try:
             with open(file, "rb") as handle:

@@ -303,3 +303,27 @@ def relative_to_base(path: str, base: str) -> str | None:
         return decoded(path)
     except UnicodeDecodeError:
         return None
+
+
+#: Suffixes of precompressed copies of a file (as gzip_static, brotli_static or a build
+#: step write them beside it: ``page.html.gz``).
+PACKINGS = frozenset({"gz", "br", "zst", "zstd", "bz2", "xz", "lz4", "lzma", "z", "zz",
+                      "deflate", "sz"})
+#: Suffixes of files a browser is told are pages.
+PAGE_SUFFIXES = (".html", ".htm", ".xhtml", ".xht", ".shtml")
+
+
+def packing_of(path: str) -> tuple[str, str]:
+    """A path split into the file it is a precompressed copy of and the packing suffix
+    (lower case); ``(path, "")`` for a path that names no such copy."""
+    stem, dot, suffix = path.rpartition(".")
+    if dot and "/" not in suffix and suffix.lower() in PACKINGS:
+        return stem, suffix.lower()
+    return path, ""
+
+
+def packed_page(path: str) -> bool:
+    """Whether a path names a precompressed copy of a page (``/admin/index.html.gz``)."""
+    stem, packing = packing_of(path)
+    return bool(packing) and stem.lower().endswith(PAGE_SUFFIXES)
+

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import NotFound, Unavailable, UpstreamError
-from gateway.html import decode_body, is_html
-from gateway.indexes import INDEX_LIMIT, IndexFile, filter_index
+from gateway.errors import BadRequest, Denied, NotFound, Unavailable, UpstreamError
+from gateway.html import PageMeta, decode_body, is_html
+from gateway.indexes import INDEX_LIMIT, IndexFile, Learned, filter_index
 from gateway.pages import (
-    PAGE_SUFFIXES,
     content_type,
     enforce,
     needs_whole,
@@ -24,6 +24,7 @@ from gateway.pages import (
     upstream_meta_fetcher,
     whole_request,
 )
+from gateway.paths import normalize_path, packed_page
 from gateway.policy import Decision, Outcome
 from gateway.proxy import SCOPE, Scope, stream_body
 from gateway.sessions.base import CookieJar, Loaded, Session
@@ -160,6 +161,9 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
         scope.sub = visitor.user.sub
         scope.user = visitor.user
         decision = gw.policy.decide(rel, visitor.user)
+    if gw.pages.guards(decision) and packed_page(rel):
+        # A page's precompressed copy (page.html.gz): served, it would be the page unread.
+        raise Denied()
     if not decision.meta_applies or request.method not in ("GET", "HEAD"):
         # Page metadata is read from a GET's page; any other method is judged on config.
         enforce(decision, scope)
@@ -189,6 +193,10 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
     # earlier reader stand, and a GET for a HEAD (a page is judged by its body).
     reads = index_file is not None or (gw.pages.wants(decision) and page_like(rel))
     sent = whole_request(request) if reads else request
+    if decision.meta_applies and request.method not in ("GET", "HEAD") and page_like(rel):
+        # Another method's answer (a 405, say) is not the page, yet tells that it exists:
+        # the page's own metadata decides first, as for a GET.
+        await judge_unread(gw, rel, decision, visitor, scope)
     started = time.monotonic()
     upstream = await gw.upstream.open(sent, scope, extra)
     gw.observe_upstream(time.monotonic() - started)
@@ -212,6 +220,40 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
         raise
 
 
+def docs_target(gw: Gateway, scope: Scope, location: str) -> str | None:
+    """The docs path (relative to the base path) a redirect sends the reader to, or None
+    when it leaves the docs or cannot be read as a path."""
+    public = urlsplit(gw.config.server.public_url)
+    target = urlsplit(urljoin(f"{public.scheme}://{public.netloc}{scope.path}", location))
+    if (target.scheme, target.netloc.lower()) != (public.scheme, public.netloc.lower()):
+        return None
+    try:
+        return gw.relative_path(normalize_path(target.path or "/"))
+    except BadRequest:
+        return None
+
+
+async def judge_unread(gw: Gateway, rel: str, decision: Decision, visitor: Visitor,
+                       scope: Scope) -> None:
+    """Enforce ``decision`` for a page the gateway does not read itself here, refined by the
+    page's metadata as the index filter learns it (a page that cannot be learned is
+    closed to every reader its metadata could concern)."""
+    if decision.meta_applies and decision.outcome is Outcome.ALLOW:
+        fetch = static_meta_fetcher(gw.static) if gw.static is not None else \
+            upstream_meta_fetcher(gw.upstream, gw.config) if gw.upstream is not None else None
+        if fetch is None:
+            raise Denied()
+        if gw.pages.index is not None:
+            learned = (await gw.pages.index.lookup([rel], fetch))[rel]
+        else:
+            found = await fetch(rel)
+            learned = found if not isinstance(found, PageMeta) else Learned(found)
+        if learned is None:
+            raise Denied()
+        decision = gw.policy.decide_meta(decision, learned.meta, visitor.user)
+    enforce(decision, scope)
+
+
 def encodings(upstream: Response) -> str | None:
     """Every Content-Encoding the upstream applied, in order (headers may repeat)."""
     values = upstream.headers.getall("Content-Encoding", ())
@@ -230,6 +272,13 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
     assert gw.upstream is not None
     headers = gw.upstream.response_headers(upstream)
     status = upstream.status
+    if 300 <= status < 400 and decision.meta_applies and "Location" in headers:
+        # A redirect to a page (/admin to /admin/) tells that the page exists: it goes
+        # only to a reader who may open that page.
+        target = docs_target(gw, scope, headers["Location"])
+        if target is not None:
+            await judge_unread(gw, target, gw.policy.decide(target, visitor.user), visitor,
+                               scope)
     has_body = sent_method != "HEAD" and status >= 200 and status not in (204, 304)
     if index_file is not None and has_body and 200 <= status < 300:
         return await serve_index_upstream(gw, index_file, upstream, headers, decision, visitor,
@@ -241,15 +290,8 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
             and unidentified(declared, rel):
         # It may be a page that declares or gates its own access, sent as something else
         # (or as nothing): read it, and refuse it when it holds anything of the kind.
-        try:
-            body = await read_limited(upstream, HTML_BUFFER_LIMIT)
-        finally:
-            upstream.release()
-        gw.pages.untyped(body, decision, encodings(upstream), declared)
-        enforce(decision, scope)
-        checked = web.Response(status=status, body=body, headers=headers)
-        finish_headers(gw, decision, visitor, checked)
-        return checked
+        return await serve_untyped(gw, request, scope, decision, visitor, upstream, headers,
+                                   declared)
     if not html_page:
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
@@ -287,6 +329,64 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
         response = web.Response(status=status, body=page, headers=headers)
     finish_headers(gw, decision, visitor, response)
     return response
+
+
+async def serve_untyped(gw: Gateway, request: web.Request, scope: Scope, decision: Decision,
+                        visitor: Visitor, upstream: Response, headers: CIMultiDict[str],
+                        declared: str | None) -> web.StreamResponse:
+    """A body whose type does not say it is not a page: checked whole before it is sent.
+
+    One larger than a page may be (a download) is sent on when its first bytes do not
+    begin markup; a large one that does, or one packed in a way that cannot be read from
+    its start, is refused.
+    """
+    try:
+        body, complete = await read_upto(upstream, HTML_BUFFER_LIMIT)
+    except BaseException:
+        upstream.release()
+        raise
+    if complete:
+        upstream.release()
+        gw.pages.untyped(body, decision, encodings(upstream), declared)
+        enforce(decision, scope)
+        checked = web.Response(status=upstream.status, body=body, headers=headers)
+        finish_headers(gw, decision, visitor, checked)
+        return checked
+    if encodings(upstream) or body.lstrip(MARKUP_LEAD)[:1] == b"<":
+        upstream.release()
+        raise UpstreamError("the docs server sent a page too large to check")
+    enforce(decision, scope)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=headers)
+    if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
+        response.content_length = upstream.content_length
+    finish_headers(gw, decision, visitor, response)
+    response.headers["X-Request-Id"] = scope.request_id  # started here, not at the edge
+    await response.prepare(request)
+    await response.write(body)
+    await stream_body(request, upstream, response)
+    return response
+
+
+# Bytes a page may start with before its first "<": a byte-order mark, white space, NULs.
+MARKUP_LEAD = b"\xef\xbb\xbf\xff\xfe\x00\t\n\x0c\r "
+
+
+async def read_upto(upstream: Response, limit: int) -> tuple[bytes, bool]:
+    """At least ``limit`` bytes of an upstream body, or all of it: (bytes, whether that is
+    all of it)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = await upstream.read()
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+    except (UpstreamClosed, UpstreamTimedOut):
+        raise UpstreamError("the docs server broke off the response") from None
+    return b"".join(chunks), False
 
 
 async def serve_index_upstream(gw: Gateway, index_file: IndexFile, upstream: Response,
@@ -374,7 +474,7 @@ async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: De
 def read_html(site: StaticSite, rel: str) -> bytes | None:
     """The bytes of the HTML file a path names, or None for anything else."""
     file = site.file_for(rel)
-    if file is None or file.suffix.lower() not in PAGE_SUFFIXES:
+    if file is None or not is_html(site.content_type_for(str(file))):
         return None
     try:
         return file.read_bytes()

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from gateway.config import Config
 from gateway.html import PageMeta
-from gateway.paths import GlobSet
+from gateway.paths import GlobSet, packing_of
 from gateway.user import User
 
 
@@ -105,8 +105,9 @@ class Policy:
         """The first rule for the path or, failing that, for a spelling of the same page.
 
         Static hosts serve ``/team``, ``/team/``, ``/team.html`` and ``/team/index.html``
-        alike, so a rule written for one spelling covers them all (public globs do not:
-        widening those would open pages, not close them).
+        alike, and may hold ``/team.html.gz`` beside them, so a rule written for one
+        spelling covers them all (public globs do not: widening those would open pages,
+        not close them).
         """
         index = self._rules.first(path)
         if index is not None or not self._rules:
@@ -115,7 +116,9 @@ class Policy:
             index = self._rules.first(alias)
             if index is not None:
                 return index
-        return None
+        # A precompressed copy (/team.html.gz) is the page it holds.
+        stem, packing = packing_of(path)
+        return self._rule_index(stem) if packing else None
 
     def decide_meta(self, decision: Decision, meta: PageMeta, user: User | None) -> Decision:
         """Refine ``decision`` with the page's metadata when no config rule spoke.

@@ -165,11 +165,12 @@ class StaticSite:
             return await self._not_found(request)
         if found.directory and not request.path.endswith("/"):
             return self._slash_redirect(request)
-        headers = {hdrs.CONTENT_TYPE: self._content_type(found.file), _NOSNIFF[0]: _NOSNIFF[1]}
+        headers = {hdrs.CONTENT_TYPE: self.content_type_for(found.file), _NOSNIFF[0]: _NOSNIFF[1]}
         etag = f"{found.st.st_mtime_ns:x}-{found.st.st_size:x}"  # the form FileResponse sends
         return _FileSend(found.file, etag, headers, self._precompressed)
 
-    def _content_type(self, file: str) -> str:
+    def content_type_for(self, file: str) -> str:
+        """The Content-Type this folder serves a file with (by its suffix, any case)."""
         suffix = os.path.splitext(file)[1].lower()
         known = self._types.get(suffix)
         if known is None:

@@ -132,7 +132,8 @@ def echo_app() -> web.Application:
         return web.Response(text="late")
 
     async def reset(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
+        response = web.StreamResponse()  # an asset's body: streamed as it comes
+        response.content_type = "image/png"
         response.content_length = 1000000
         await response.prepare(request)
         await response.write(b"b" * 1000)

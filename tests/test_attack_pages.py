@@ -45,10 +45,19 @@ DOCS: dict[str, str | bytes] = {
     "u16be/index.html": GATED_PAGE.encode("utf-16-be"),
     "untyped/index.html": ADMIN_PAGE,
     "plain/index.html": ADMIN_PAGE,
+    "plain/encoded": ADMIN_PAGE.replace('name="gateway:', 'name="&#103;ateway:'),
+    "plain/fragment": GATED_PAGE,
     "dup/index.html": ADMIN_PAGE,
     "brotli/index.html": GATED_PAGE,
     "public/notes.txt": "plain notes, nothing gated",
     "guide/shot.png": GATED_PAGE,
+    "admin/shot.png": ADMIN_PAGE,
+    "admin/index.html.gz": gzip.compress(ADMIN_PAGE.encode()),
+    "admin/index.html.br": ADMIN_PAGE.encode(),  # as if packed: never read
+    "guide/index.html.gz": gzip.compress(GATED_PAGE.encode()),
+    "team.html": "<html><body>TEAM-SECRET</body></html>",
+    "team.html.gz": gzip.compress(b"<html><body>TEAM-SECRET</body></html>"),
+    "octet/page": ADMIN_PAGE,
     **{f"tricky-{n}/index.html": ADMIN_PAGE.replace("<title>", head + "<title>")
        for n, head in enumerate(TRICKY_HEADS.values())},
 }
@@ -61,6 +70,8 @@ NGINX = """
         location /dup/ {{ add_header Content-Type "text/css"; }}
         location /brotli/ {{ add_header Content-Encoding br; }}
         location = /guide/shot.png {{ types {{ text/html png; }} }}
+        location = /admin/shot.png {{ types {{ text/html png; }} }}
+        location /octet/ {{ types {{ }} default_type application/octet-stream; }}
 """
 
 
@@ -111,6 +122,7 @@ async def site(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Site]:
     (root / "searchindex.js.gz").write_bytes(gzip.compress(SPHINX))
     access = {"public": ["/", "/guide/**", "/u16frag/**", "/u16be/**", "/brotli/**",
                          "/search/**", "/searchindex.js*", "/public/**"]}
+    access["rules"] = [{"path": "/team", "groups": ["admin"]}]
     async with nginx_serving(tmp_path, NGINX.format(root=root)) as origin:
         client = await aiohttp_client(await build_app(make_config(origin, access=access)))
         yield Site(client, origin)
@@ -177,6 +189,34 @@ async def test_a_denied_page_answers_every_method_and_validator_as_a_missing_one
             assert denied.status == missing.status == 404, (method, condition, denied.head)
             assert denied.header("ETag") is None and denied.header("Last-Modified") is None
             assert b"ADMIN-SECRET" not in denied.body
+
+
+async def test_a_page_under_an_assets_name_answers_denials_as_missing(site: Site) -> None:
+    cookie = [("Cookie", await site.cookie())]
+    for condition in ([("If-Match", '"x"')], [("If-Unmodified-Since",
+                                                "Mon, 01 Jan 2001 00:00:00 GMT")],
+                      [("Range", "bytes=99999-")], [("Range", "bytes=0-0,1-")]):
+        for method in ("GET", "HEAD"):
+            reply = await site.send("/admin/shot.png", method=method, headers=cookie + condition)
+            missing = await site.send("/admin/none.png", method=method,
+                                      headers=cookie + condition)
+            assert reply.status == missing.status == 404, (condition, method, reply.head)
+            assert reply.header("Content-Range") is None and b"ADMIN" not in reply.body
+
+
+async def test_other_methods_and_redirects_do_not_tell_a_denied_page_exists(
+        site: Site) -> None:
+    cookie = [("Cookie", await site.cookie())]
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PROPFIND"):
+        denied = await site.send("/admin/", method=method, headers=cookie)
+        missing = await site.send("/no-such-page/", method=method, headers=cookie)
+        assert denied.status == missing.status, (method, denied.head, missing.head)
+    # nginx redirects a folder asked without its slash; a missing one is a 404.
+    denied = await site.send("/admin", headers=cookie)
+    missing = await site.send("/no-such-page", headers=cookie)
+    assert denied.status == missing.status == 404, denied.head
+    admin = await site.send("/admin", headers=[("Cookie", await site.cookie("admin"))])
+    assert admin.status == 301
 
 
 async def test_an_allowed_head_is_its_get_without_the_body(site: Site) -> None:
@@ -247,7 +287,8 @@ async def test_a_page_in_an_encoding_that_cannot_be_undone_is_refused(site: Site
     assert reply.status == 502 and b"GATED-SECRET" not in reply.body
 
 
-@pytest.mark.parametrize("path", ["/untyped/", "/plain/", "/dup/"])
+@pytest.mark.parametrize("path", ["/untyped/", "/plain/", "/dup/", "/octet/page",
+                                  "/plain/encoded", "/plain/fragment"])
 async def test_a_page_without_a_readable_type_is_refused(site: Site, path: str) -> None:
     for method in ("GET", "HEAD"):
         reply = await site.send(path, method=method, headers=[("Cookie", await site.cookie())])
@@ -260,7 +301,22 @@ async def test_an_untyped_body_that_gates_nothing_still_goes_out(site: Site) -> 
     assert reply.status == 200 and reply.body == b"plain notes, nothing gated"
 
 
-# -- precompressed indexes (finding 5) ---------------------------------------------------
+# -- precompressed copies (finding 5) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/admin/index.html.gz", "/admin/index.html.br",
+                                  "/guide/index.html.gz", "/guide/INDEX.HTML.GZ",
+                                  "/team.html.gz"])
+async def test_a_precompressed_copy_of_a_page_is_never_sent_unread(site: Site,
+                                                                    path: str) -> None:
+    for cookie in ([], [("Cookie", await site.cookie())]):
+        for method in ("GET", "HEAD"):
+            reply = await site.send(path, method=method, headers=cookie)
+            assert reply.status in (302, 404), (path, method, cookie, reply.head)
+            body = gzip.decompress(reply.body) if reply.body[:2] == b"\x1f\x8b" else reply.body
+            assert b"SECRET" not in body
+
+
 
 
 async def test_a_gzip_copy_of_an_index_is_filtered(site: Site) -> None:
@@ -315,6 +371,9 @@ async def folder(tmp_path: Path, aiohttp_client: Any) -> Site:
         "admin/index.html": ADMIN_PAGE.encode(),
         "admin/Shouting.HTML": ADMIN_PAGE.encode(),
         "admin/page.xhtml": ADMIN_PAGE.encode(),
+        "admin/page.xht": ADMIN_PAGE.encode(),
+        "admin/page.shtml": ADMIN_PAGE.encode(),
+        "admin/index.html.gz": gzip.compress(ADMIN_PAGE.encode()),
         "admin/u16.html": ADMIN_PAGE.encode("utf-16"),
         "guide/index.html": GATED_PAGE.encode("utf-16"),
     }
@@ -327,7 +386,7 @@ async def folder(tmp_path: Path, aiohttp_client: Any) -> Site:
 
 
 @pytest.mark.parametrize("path", ["/admin/", "/admin/Shouting.HTML", "/admin/page.xhtml",
-                                  "/admin/u16.html"])
+                                  "/admin/page.xht", "/admin/page.shtml", "/admin/u16.html"])
 async def test_a_folders_page_is_judged_whatever_its_spelling_method_or_encoding(
         folder: Site, path: str) -> None:
     cookie = [("Cookie", await folder.cookie())]
@@ -338,6 +397,13 @@ async def test_a_folders_page_is_judged_whatever_its_spelling_method_or_encoding
             assert b"ADMIN" not in reply.body and "ADMIN".encode("utf-16-le") not in reply.body
     admin = await folder.send(path, headers=[("Cookie", await folder.cookie("admin"))])
     assert admin.status == 200 and b"ADMIN-SECRET" in admin.body
+
+
+async def test_a_folders_precompressed_page_is_not_served(folder: Site) -> None:
+    for groups in (("reader",), ("admin",)):
+        reply = await folder.send("/admin/index.html.gz",
+                                  headers=[("Cookie", await folder.cookie(*groups))])
+        assert reply.status == 404 and reply.body[:2] != b"\x1f\x8b", groups
 
 
 async def test_a_folders_utf16_page_loses_its_gated_elements(folder: Site) -> None:

@@ -186,7 +186,7 @@ BAD_RESPONSES: dict[str, bytes] = {
     "bare CR": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\rSet-Cookie: x=1\r\n\r\nok",
     "not HTTP": b"SSH-2.0-OpenSSH_9.6\r\n",
     "bad status": b"HTTP/1.1 2xx OK\r\nContent-Length: 0\r\n\r\n",
-    "bad chunk": (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+    "bad chunk": (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n"),
     "closed at once": b"",
 }
@@ -305,7 +305,7 @@ async def test_half_a_head_is_a_504(gateway: Start, raw_upstream: RawUpstream) -
 async def test_a_stalled_body_is_cut_off_not_waited_for(gateway: Start,
                                                         raw_upstream: RawUpstream) -> None:
     raw_upstream.answers["/stall"] = lambda w: _stall(
-        w, b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        w, b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
            b"Content-Length: 1000\r\n\r\nfirst bytes")
     client = await gateway()
     reply = await get(client, "/stall")
@@ -327,7 +327,7 @@ async def test_a_stalled_html_page_is_a_502(gateway: Start, raw_upstream: RawUps
 async def test_a_short_body_then_close_is_cut_off(gateway: Start,
                                                   raw_upstream: RawUpstream) -> None:
     async def answer(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
                      b"Content-Length: 100\r\n\r\nonly this")
         await writer.drain()
         writer.close()
