@@ -134,6 +134,7 @@ def error_response(request: web.Request, status: int, code: str, message: str,
         response = web.Response(status=status, text=json.dumps(body),
                                 content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 

@@ -47,9 +47,10 @@ def _gw(request: web.Request) -> Gateway:
 
 
 def json_response(data: object, status: int = 200, cache: str = NO_STORE) -> web.Response:
-    """A JSON response with an explicit cache policy."""
+    """A JSON response with an explicit cache policy, never sniffed into anything else."""
     return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
-                        content_type="application/json", headers={"Cache-Control": cache})
+                        content_type="application/json",
+                        headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"})
 
 
 async def login(request: web.Request) -> web.StreamResponse:

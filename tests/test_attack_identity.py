@@ -780,3 +780,19 @@ def test_an_https_issuer_discovers_only_https_endpoints() -> None:
         **doc, "token_endpoint": "https://id.example.com/token"})
     assert endpoints.token_url == "https://id.example.com/token"
     assert endpoints.jwks_url is None
+
+
+# -- the gateway's own JSON ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/_gateway/user", "/_gateway/jwks.json", "/_gateway/healthz",
+                                  "/_gateway/no-such-route", "/admin/x"])
+async def test_the_gateways_json_is_never_sniffed(aiohttp_server: Any, aiohttp_client: Any,
+                                                  path: str) -> None:
+    upstream = await recording_upstream(aiohttp_server)
+    access = {"rules": [{"path": "/admin/**", "groups": ["admin"]}]}
+    client = await aiohttp_client(await build_app(make_config(upstream.url, access=access)))
+    async with client.get(path, headers={"Accept": "application/json"},
+                          allow_redirects=False) as response:
+        assert response.headers["Content-Type"].startswith("application/json"), path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
