@@ -27,6 +27,14 @@ class BadRequest(GatewayError):
     code = "bad_request"
 
 
+class CrossSite(GatewayError):
+    """A state-changing request from another site's page (a logout POST, a WebSocket
+    upgrade): refused, as cross-site request forgery or WebSocket hijacking."""
+
+    status = 403
+    code = "cross_site"
+
+
 class NeedsLogin(GatewayError):
     """The path needs a logged-in visitor and there is none."""
 

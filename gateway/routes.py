@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.errors import BadRequest, CrossSite, GatewayError, NotFound
 from gateway.metrics import CONTENT_TYPE
 from gateway.paths import normalize_path
 from gateway.pipeline import identify, personal
@@ -26,13 +26,6 @@ PAGE_CACHE_HEADER = "X-Gateway-Cache-Control"
 PERSONAL_CACHE = "private, no-cache"
 log = logging.getLogger("gateway")
 CLIENT_JS = resources.files("gateway").joinpath("assets/client.js").read_bytes()
-
-
-class CrossSite(GatewayError):
-    """A logout POST from another site (logout CSRF)."""
-
-    status = 403
-    code = "cross_site"
 
 
 class UntrustedPeer(GatewayError):

@@ -10,16 +10,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import CrossSite, UpstreamError
 from gateway.redirects import post_from_this_site
 from gateway.state import GATEWAY
-
-
-class CrossSiteUpgrade(GatewayError):
-    """A WebSocket upgrade from another site's page (cross-site WebSocket hijacking)."""
-
-    status = 403
-    code = "cross_site"
 
 
 def check_origin(request: web.Request) -> None:
@@ -33,7 +26,7 @@ def check_origin(request: web.Request) -> None:
     if post_from_this_site(request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"),
                            public_origin) is not True:
         # An opaque origin ("null") has nothing else to prove it here: refused as well.
-        raise CrossSiteUpgrade("A WebSocket to these docs can only be opened from a page of "
+        raise CrossSite("A WebSocket to these docs can only be opened from a page of "
                                "this site.")
 
 
