@@ -12,8 +12,9 @@ import secrets
 import time
 from pathlib import Path
 
-from gateway.config import load_config
-from gateway.sessions.base import CookieJar, Session, create_store
+from gateway.config.load import load_config
+from gateway.sessions import create_store
+from gateway.sessions.base import CookieJar, Session
 from gateway.user import User
 
 # Sessions last longer than any run, so none expires mid-measurement.

@@ -15,20 +15,24 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway import routes
-from gateway.config import Config
+from gateway.boundary import error_boundary
+from gateway.config.model import Config
 from gateway.denial import answer_as_missing
-from gateway.handshakes.base import Handler, HandshakeDeps, Route, create_handshake
+from gateway.handshakes import create_handshake
+from gateway.handshakes.base import HandshakeDeps, Route
+from gateway.html.page import Pages
 from gateway.identity import AssertionSigner, IdentityHeaders
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
-from gateway.middleware import ScopeBuilder, error_boundary
-from gateway.pages import Pages
 from gateway.pipeline import handle_docs
 from gateway.policy import Policy
-from gateway.proxy import SCOPE, Scope, Upstream
-from gateway.sessions.base import create_store, gateway_cookie_predicate
-from gateway.state import GATEWAY, Gateway
-from gateway.static import StaticSite
+from gateway.proxy.static import StaticSite
+from gateway.proxy.upstream import Upstream
+from gateway.scope import SCOPE, Scope, ScopeBuilder
+from gateway.services import GATEWAY, Gateway
+from gateway.sessions import create_store
+from gateway.sessions.base import gateway_cookie_predicate
+from gateway.types import Handler
 
 
 @dataclass

@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, default_config_path, format_duration, load_config, parse_duration
+from gateway.config.load import load_config
+from gateway.config.model import (
+    Config,
+    default_config_path,
+    format_duration,
+    parse_duration,
+)
 from gateway.errors import ConfigError
 from gateway.handshakes.shared_session import domain_warning
 

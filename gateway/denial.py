@@ -14,9 +14,9 @@ from aiohttp import web
 
 from gateway.pipeline import Visitor, serve_static, serve_upstream
 from gateway.policy import Decision, Outcome
-from gateway.proxy import SCOPE, Scope
+from gateway.scope import SCOPE, Scope
+from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
-from gateway.state import GATEWAY, Gateway
 
 # The last segment of the address asked for instead of a denied one: unguessable, so no
 # page can be there, and fixed per process, so the upstream sees an ordinary missing page.

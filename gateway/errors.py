@@ -1,4 +1,4 @@
-"""Error kinds that travel back to the one error boundary in middleware.py."""
+"""Error kinds that travel back to the one error boundary in boundary.py."""
 
 from __future__ import annotations
 

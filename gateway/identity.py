@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from gateway.bounded import Bounded
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.crypto import b64url_encode
 from gateway.keys import (
     PrivateKey,

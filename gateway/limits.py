@@ -8,8 +8,8 @@ from aiohttp import web
 
 from gateway.bounded import Bounded
 from gateway.errors import TooManyRequests, Unavailable
-from gateway.handshakes.base import Handler
-from gateway.proxy import SCOPE, Scope
+from gateway.scope import SCOPE, Scope
+from gateway.types import Handler
 
 # Clients remembered at once; the least recently seen are forgotten first.
 MAX_CLIENTS = 100_000

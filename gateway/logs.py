@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from gateway.config import LoggingConfig
+from gateway.config.model import LoggingConfig
 
 log = logging.getLogger("gateway")
 access = logging.getLogger("gateway.access")

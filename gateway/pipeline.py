@@ -11,9 +11,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.errors import BadRequest, Denied, NotFound, Unavailable, UpstreamError
-from gateway.html import PageMeta, decode_body, is_html
-from gateway.indexes import INDEX_LIMIT, IndexFile, Learned, filter_index
-from gateway.pages import (
+from gateway.html.encoding import decode_body, is_html
+from gateway.html.head import PageMeta
+from gateway.html.page import (
     content_type,
     enforce,
     needs_whole,
@@ -24,15 +24,17 @@ from gateway.pages import (
     upstream_meta_fetcher,
     whole_request,
 )
+from gateway.indexes.filter import INDEX_LIMIT, IndexFile, Learned, filter_index
 from gateway.paths import normalize_path, packed_page
 from gateway.policy import Decision, Outcome
-from gateway.proxy import SCOPE, Scope, stream_body
+from gateway.proxy.http1 import Response, UpstreamClosed, UpstreamTimedOut
+from gateway.proxy.static import StaticSite
+from gateway.proxy.upstream import stream_body
+from gateway.proxy.websocket import pipe_websocket
+from gateway.scope import SCOPE, Scope
+from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar, Loaded, Session
-from gateway.state import GATEWAY, Gateway
-from gateway.static import StaticSite
-from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
 from gateway.user import User
-from gateway.websocket import pipe_websocket
 
 # An HTML page that must be read (metadata, script, gating) may be at most this large;
 # a larger one is refused with 502 rather than passed unchecked.
@@ -176,7 +178,7 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
         assert gw.upstream is not None and gw.upstream.session is not None
         headers = CIMultiDict(gw.upstream.request_headers(request, scope, extra))
         return await pipe_websocket(request, gw.upstream.session, gw.upstream.url_for(scope),
-                                    headers)
+                                    headers, gw.config.server.public_origin)
     else:
         response = await serve_upstream(gw, request, scope, rel, decision, visitor, extra)
     return response

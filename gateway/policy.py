@@ -6,8 +6,8 @@ import enum
 from dataclasses import dataclass
 from functools import lru_cache
 
-from gateway.config import Config
-from gateway.html import PageMeta
+from gateway.config.model import Config
+from gateway.html.head import PageMeta
 from gateway.paths import GlobSet, packing_of
 from gateway.user import User
 

@@ -14,10 +14,10 @@ from gateway.metrics import CONTENT_TYPE
 from gateway.paths import normalize_path
 from gateway.pipeline import identify, personal
 from gateway.policy import Outcome
-from gateway.proxy import SCOPE, Scope
 from gateway.redirects import is_same_origin, post_from_this_site, safe_return_path
+from gateway.scope import SCOPE, Scope
+from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
-from gateway.state import GATEWAY, Gateway
 
 NO_STORE = "private, no-store"
 #: The forward-auth answer's word on how the proxied page may be cached, when it depends on

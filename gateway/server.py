@@ -17,10 +17,11 @@ import uvloop
 from aiohttp import web
 
 from gateway.app import DocsRunner, build_app
-from gateway.config import Config, load_config
+from gateway.config.load import load_config
+from gateway.config.model import Config
 from gateway.errors import ConfigError
 from gateway.logs import AccessLogger, setup_logging
-from gateway.state import GATEWAY
+from gateway.services import GATEWAY
 
 # Allocations (minus deallocations) between two young-generation collections.
 GC_THRESHOLD = 5_000

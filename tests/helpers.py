@@ -13,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.app import ENTRY, DocsRunner
-from gateway.config import Config, build_config
+from gateway.config.load import build_config
+from gateway.config.model import Config
 from gateway.sessions.base import CookieJar, Session
 from gateway.user import User
 
@@ -76,7 +77,7 @@ def make_user(sub: str = "u1", groups: tuple[str, ...] = (), **content: Any) -> 
 
 async def session_cookies(app: web.Application, user: User, method: str = "jwt") -> dict[str, str]:
     """Create a session straight in the app's store (no handshake) and return its cookies."""
-    from gateway.state import GATEWAY
+    from gateway.services import GATEWAY
 
     gw = app[GATEWAY]
     now = time.time()

@@ -17,8 +17,8 @@ import jwt
 import pytest
 
 from gateway.app import build_app
+from gateway.services import GATEWAY
 from gateway.sessions.base import CookieJar, Session
-from gateway.state import GATEWAY
 from gateway.user import User
 from tests.attack import (
     Client,

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.app import build_app
-from gateway.config import build_config
+from gateway.config.load import build_config
 from gateway.errors import ConfigError
 from gateway.handshakes.jwt import LoginStates
 from gateway.sessions.base import CookieJar

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import build_config
+from gateway.config.load import build_config
 from gateway.errors import ConfigError
 from tests.attack import Reply, Start, exchange, port_of, raw_request, reader_cookie
 from tests.attack import start as start  # the shared fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from gateway.state import GATEWAY
+from gateway.services import GATEWAY
 from tests.attack import (
     Client,
     Recorder,

@@ -32,7 +32,7 @@ from gateway.app import build_app
 from gateway.errors import ConfigError
 from gateway.handshakes import oauth_flow as flow
 from gateway.keys import public_jwk
-from gateway.state import GATEWAY
+from gateway.services import GATEWAY
 from tests.attack import Recorder, recording_upstream
 from tests.authserver import KID, SIGNING_KEY, TestIdP
 from tests.helpers import make_config

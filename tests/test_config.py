@@ -12,15 +12,14 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gateway.config import (
+from gateway.config.load import build_config, load_config
+from gateway.config.model import (
     Config,
     GroupsFrom,
     LoginUrl,
     Rule,
-    build_config,
     default_config_path,
     format_duration,
-    load_config,
     parse_duration,
 )
 from gateway.errors import ConfigError

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from gateway import keys
-from gateway.config import Config, build_config
+from gateway.config.load import build_config
+from gateway.config.model import Config
 from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.fragments import field_text, has_markers, rewrite
-from gateway.html import as_utf8
+from gateway.html.encoding import as_utf8
+from gateway.html.gating import field_text, has_markers, rewrite
 from tests.helpers import make_user
 
 ADMIN = make_user("ada", groups=("admin",), firstName="Ada", plan="pro")

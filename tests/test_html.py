@@ -5,20 +5,16 @@ import zlib
 
 import pytest
 
-from gateway.html import (
+from gateway.html.encoding import (
     AS_IS,
-    PageMeta,
     Undecodable,
     as_utf8,
     decode_body,
-    head_complete,
-    inject_script,
     is_html,
     mime_parts,
     page_codec,
-    read_page_meta,
-    script_tag,
 )
+from gateway.html.head import PageMeta, head_complete, inject_script, read_page_meta, script_tag
 
 TAG = b'<script src="/_gateway/client.js" defer></script>'
 

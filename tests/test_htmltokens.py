@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import htmltokens as tokens
+from gateway.html import tokens as tokens
 
 
 def test_read_tag_reads_names_and_attributes_like_a_browser() -> None:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway import identity as identity_module
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.identity import AssertionSigner, IdentityHeaders, header_value, sid_of
 from gateway.keys import (
     KeyFileError,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.errors import UpstreamError
-from gateway.html import PageMeta
-from gateway.indexes import (
+from gateway.html.head import PageMeta
+from gateway.indexes.filter import (
     MKDOCS,
     SITEMAP,
     SPHINX,
@@ -21,7 +21,7 @@ from gateway.indexes import (
     match_index,
     page_key,
 )
-from gateway.indexformats import site_path
+from gateway.indexes.formats import site_path
 from gateway.policy import Policy
 from tests.helpers import make_config, make_user
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.config import LoggingConfig
+from gateway.config.model import LoggingConfig
 from gateway.logs import AccessLogger, setup_logging
-from gateway.proxy import SCOPE, Scope
+from gateway.scope import SCOPE, Scope
 
 
 @pytest.fixture

@@ -21,11 +21,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
-from gateway.html import PageMeta
-from gateway.indexes import Learned
-from gateway.pages import static_meta_fetcher, upstream_meta_fetcher
-from gateway.proxy import Upstream
-from gateway.static import StaticSite
+from gateway.html.head import PageMeta
+from gateway.html.page import static_meta_fetcher, upstream_meta_fetcher
+from gateway.indexes.filter import Learned
+from gateway.proxy.static import StaticSite
+from gateway.proxy.upstream import Upstream
 from gateway.user import User
 from tests.helpers import make_config, make_user, session_cookies
 

@@ -25,8 +25,8 @@ from yarl import URL
 from gateway.app import build_app
 from gateway.errors import HandshakeFailed
 from gateway.handshakes import oauth_flow as flow
+from gateway.services import GATEWAY
 from gateway.sessions.base import CookieJar
-from gateway.state import GATEWAY
 from tests.authserver import TestIdP
 from tests.helpers import echo_app, header_map, make_config
 

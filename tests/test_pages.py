@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from gateway.errors import Denied
-from gateway.html import PageMeta
-from gateway.pages import MEMO_PAGE_LIMIT, RECORD_EVERY, PageMemo, Pages, Scanned
+from gateway.html.head import PageMeta
+from gateway.html.page import MEMO_PAGE_LIMIT, RECORD_EVERY, PageMemo, Pages, Scanned
 from gateway.policy import Policy
-from gateway.proxy import Scope
+from gateway.scope import Scope
 from gateway.user import User
 from tests.helpers import make_config
 

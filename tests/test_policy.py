@@ -3,8 +3,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.config import build_config
-from gateway.html import PageMeta
+from gateway.config.load import build_config
+from gateway.html.head import PageMeta
 from gateway.policy import Decision, Outcome, Policy
 from gateway.user import User
 

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import build_app
-from gateway.config import Config, build_config
+from gateway.config.load import build_config
+from gateway.config.model import Config
 from gateway.denial import MISSING_NAME
 from gateway.errors import BadRequest, ConfigError
 from gateway.paths import decoded, normalize_path

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_app
-from gateway.proxy import UpstreamAddress
+from gateway.proxy.location import UpstreamAddress
 from tests.helpers import (
     echo_app,
     get,

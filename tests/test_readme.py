@@ -16,9 +16,9 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway import configread
 from gateway.app import ROUTES, build_app
-from gateway.config import build_config
+from gateway.config import reader as configread
+from gateway.config.load import build_config
 from gateway.errors import ConfigError
 from tests.helpers import make_config
 
@@ -125,14 +125,14 @@ def test_config_reference_matches_gateway_yaml() -> None:
 def test_config_reference_matches_the_keys_the_validator_reads(
         monkeypatch: pytest.MonkeyPatch) -> None:
     read: set[str] = set()
-    original = configread._Section.raw
+    original = configread.Section.raw
 
-    def recording(self: configread._Section, name: str) -> Any:
+    def recording(self: configread.Section, name: str) -> Any:
         if "[" not in self.path:  # keys inside list items are documented with their list
             read.add(self.key(name))
         return original(self, name)
 
-    monkeypatch.setattr(configread._Section, "raw", recording)
+    monkeypatch.setattr(configread.Section, "raw", recording)
     example = yaml.safe_load((ROOT / "gateway.yaml").read_text(encoding="utf-8"))
     try:
         build_config(example, base=ROOT, env={"GATEWAY_SESSION_SECRET": "s" * 40})

@@ -14,10 +14,12 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.config import Config, build_config
+from gateway.config.load import build_config
+from gateway.config.model import Config
 from gateway.crypto import b64url_decode, b64url_encode
 from gateway.errors import HandshakeFailed, Unavailable
-from gateway.sessions.base import CookieJar, Loaded, Session, SessionStore, create_store
+from gateway.sessions import create_store
+from gateway.sessions.base import CookieJar, Loaded, Session, SessionStore
 from gateway.sessions.cookie import CHUNK_SIZE, MAX_CHUNKS, CookieStore
 from gateway.sessions.redis import RedisStore, redis_key
 from gateway.user import User

@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_app
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.handshakes.infocache import ANONYMOUS, CacheKey, MemoryCache
 from gateway.handshakes.shared_session import domain_warning, registrable_domain
-from gateway.state import GATEWAY
+from gateway.services import GATEWAY
 from tests.dashboard import INFO_API_PATH, Account, Dashboard, Recorder
 from tests.helpers import echo_app, header_map, make_config
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
-from gateway.upstream import Response, Slots
+from gateway.proxy.http1 import Response, Slots
 from tests.helpers import make_config, raw_http
 
 Reply = Callable[[bytes, int], bytes | None]

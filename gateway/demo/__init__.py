@@ -27,7 +27,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import keys
-from gateway.config import Config, LoggingConfig, build_config
+from gateway.config.load import build_config
+from gateway.config.model import Config, LoggingConfig
 from gateway.crypto import random_token
 from gateway.demo.dashboard import COOKIE, INFO_API_PATH, Dashboard
 from gateway.logs import AccessLogger, setup_logging

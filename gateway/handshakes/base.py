@@ -1,11 +1,10 @@
-"""The Handshake base every login method implements, what it is given, and the factory."""
+"""The Handshake base every login method implements, and what it is given."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,12 +12,11 @@ import aiohttp
 from aiohttp import web
 from mypy_extensions import mypyc_attr
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.metrics import Metrics
 from gateway.sessions.base import CookieJar, Session, SessionStore
+from gateway.types import Handler
 from gateway.user import User
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -115,19 +113,3 @@ async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
         if size >= limit:
             break
     return b"".join(chunks)
-
-
-def create_handshake(deps: HandshakeDeps) -> Handshake:
-    """The handshake ``handshake.method`` names."""
-    method = deps.config.handshake.method
-    if method == "jwt":
-        from gateway.handshakes.jwt import JwtHandshake
-
-        return JwtHandshake(deps)
-    if method == "shared_session":
-        from gateway.handshakes.shared_session import SharedSessionHandshake
-
-        return SharedSessionHandshake(deps)
-    from gateway.handshakes.oauth import OAuthHandshake
-
-    return OAuthHandshake(deps)

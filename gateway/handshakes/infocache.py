@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.bounded import Expiring
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.crypto import InvalidSealed, aead_decrypt, aead_encrypt, derive_key
 from gateway.user import InvalidUser, User
 

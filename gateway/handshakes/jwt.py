@@ -26,9 +26,9 @@ from gateway.handshakes.base import Handshake, HandshakeDeps, Route
 from gateway.handshakes.jwks import TokenError
 from gateway.handshakes.jwt_verify import JwtVerifier
 from gateway.handshakes.replay import create_replay_cache
-from gateway.middleware import page
-from gateway.proxy import SCOPE, Scope
 from gateway.redirects import post_from_this_site, safe_return_path
+from gateway.responses import page
+from gateway.scope import SCOPE, Scope
 from gateway.sessions.base import CookieJar
 from gateway.user import User, parse_user
 

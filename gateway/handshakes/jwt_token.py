@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt
 
-from gateway.config import JwtConfig, format_duration
+from gateway.config.model import JwtConfig, format_duration
 from gateway.crypto import random_token
 from gateway.keys import KeyFileError, alg_of, kid_of, load_private_key
 

@@ -34,7 +34,7 @@ from gateway.errors import (
 from gateway.handshakes import oauth_flow as flow
 from gateway.handshakes.base import Handshake, HandshakeDeps, Route, read_limited
 from gateway.handshakes.jwks import JwksCache, TokenError
-from gateway.middleware import error_response
+from gateway.responses import error_response
 from gateway.sessions.base import CookieJar, Session
 from gateway.user import User, parse_user
 

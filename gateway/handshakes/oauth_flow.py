@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import jwt
 
-from gateway.config import OAuthConfig
+from gateway.config.model import OAuthConfig
 from gateway.crypto import InvalidSealed, Sealer, b64url_encode, constant_time_equal, random_token
 from gateway.errors import HandshakeFailed, UpstreamError
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from gateway.bounded import Expiring
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.errors import Unavailable
 
 KEY_PREFIX = "dg:jti:"

@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from aiohttp import web
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.errors import NotFound, Unavailable
 from gateway.handshakes.base import Handshake, HandshakeDeps, read_limited
 from gateway.handshakes.infocache import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -11,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from mypy_extensions import mypyc_attr
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.user import User
 
 
@@ -151,17 +152,6 @@ class SessionStore(ABC):
         """Release connections."""
 
 
-def create_store(config: Config) -> SessionStore:
-    """The store ``session.store`` names."""
-    if config.session.store == "redis":
-        from gateway.sessions.redis import RedisStore
-
-        return RedisStore(config)
-    from gateway.sessions.cookie import CookieStore
-
-    return CookieStore(config)
-
-
 def gateway_cookie_predicate(config: Config) -> Callable[[str], bool]:
     """Whether a cookie name belongs to the gateway (session chunks, login state, ...).
 
@@ -178,3 +168,14 @@ def gateway_cookie_predicate(config: Config) -> Callable[[str], bool]:
         return name.startswith(stem)
 
     return predicate
+
+
+def cookie_max_age(session: Session, now: float | None = None) -> int:
+    """Seconds until the user's ``expiresAt`` (0 once past), for the cookie's Max-Age."""
+    remaining = session.user.expires_at - (time.time() if now is None else now)
+    return max(0, math.ceil(remaining))
+
+
+def present_names(store: SessionStore, cookies: Mapping[str, str]) -> tuple[str, ...]:
+    """The store's cookies (base name and chunks) that the request carries, sorted."""
+    return tuple(sorted(name for name in cookies if store.owns_cookie(name)))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Mapping
 
 from gateway.bounded import Bounded
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.crypto import InvalidSealed, Sealer
 from gateway.errors import HandshakeFailed
-from gateway.sessions.base import CookieJar, Loaded, Session, SessionStore
+from gateway.sessions.base import (
+    CookieJar,
+    Loaded,
+    Session,
+    SessionStore,
+    cookie_max_age,
+    present_names,
+)
 from gateway.sessions.codec import InvalidSession, decode_session, encode_session
 
 log = logging.getLogger(__name__)
@@ -23,17 +28,6 @@ MAX_CHUNKS = 5
 #: Opened sessions remembered by their sealed token, so a returning reader's cookie is not
 #: decrypted and parsed on every request. The token is authenticated, so the mapping is safe.
 OPENED_CACHE = 2048
-
-
-def cookie_max_age(session: Session, now: float | None = None) -> int:
-    """Seconds until the user's ``expiresAt`` (0 once past), for the cookie's Max-Age."""
-    remaining = session.user.expires_at - (time.time() if now is None else now)
-    return max(0, math.ceil(remaining))
-
-
-def present_names(store: SessionStore, cookies: Mapping[str, str]) -> tuple[str, ...]:
-    """The store's cookies (base name and chunks) that the request carries, sorted."""
-    return tuple(sorted(name for name in cookies if store.owns_cookie(name)))
 
 
 class CookieStore(SessionStore):

@@ -23,7 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from gateway.bounded import Bounded
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.crypto import (
     KEY_BYTES,
     InvalidSealed,
@@ -34,9 +34,15 @@ from gateway.crypto import (
     b64url_encode,
 )
 from gateway.errors import Unavailable
-from gateway.sessions.base import CookieJar, Loaded, Session, SessionStore
+from gateway.sessions.base import (
+    CookieJar,
+    Loaded,
+    Session,
+    SessionStore,
+    cookie_max_age,
+    present_names,
+)
 from gateway.sessions.codec import InvalidSession, decode_session, encode_session
-from gateway.sessions.cookie import cookie_max_age, present_names
 from gateway.sessions.tracking import TrackedSessions
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ that is not known yet, the head of that page is fetched through the upstream, a 
 time, and kept for a while. A page whose metadata cannot be learned is left out of the
 index for every reader its metadata could concern (fail closed).
 
-The formats themselves (sitemaps, MkDocs, Sphinx) are read and written in ``indexformats``.
+The formats themselves (sitemaps, MkDocs, Sphinx) are read and written in ``indexes.formats``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 from gateway.bounded import Expiring
 from gateway.errors import UpstreamError
-from gateway.html import PageMeta, decode_body
-from gateway.indexformats import (
+from gateway.html.encoding import decode_body
+from gateway.html.head import PageMeta
+from gateway.indexes.formats import (
     BARE,
     HIDDEN,
     SHOWN,

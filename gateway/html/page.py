@@ -16,26 +16,31 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError
-from gateway.fragments import has_markers, rewrite
-from gateway.html import (
+from gateway.html.encoding import Undecodable, as_utf8, decode_body, is_html
+from gateway.html.gating import has_markers, rewrite
+from gateway.html.head import (
     PageMeta,
-    Undecodable,
-    as_utf8,
-    decode_body,
     inject_script,
     insert_at,
-    is_html,
     read_page_meta,
     script_offset,
     script_tag,
 )
-from gateway.indexes import INDEX_LIMIT, FetchMeta, IndexFile, Learned, PageIndex, match_index
+from gateway.indexes.filter import (
+    INDEX_LIMIT,
+    FetchMeta,
+    IndexFile,
+    Learned,
+    PageIndex,
+    match_index,
+)
 from gateway.policy import Decision, Outcome, Policy
-from gateway.proxy import Scope, Upstream
-from gateway.static import StaticSite
-from gateway.upstream import Response, UpstreamClosed, UpstreamTimedOut
+from gateway.proxy.http1 import Response, UpstreamClosed, UpstreamTimedOut
+from gateway.proxy.static import StaticSite
+from gateway.proxy.upstream import Upstream
+from gateway.scope import Scope
 from gateway.user import User
 
 #: How much of a page is read to learn it (its head, and with fragments on, its gated parts).

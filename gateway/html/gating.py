@@ -2,8 +2,8 @@
 
 The rewriter reads bytes the way a browser does: a tokenizer that follows the HTML rules
 for tags, attribute quoting, comments and raw text (script, style, textarea...:
-``htmltokens``), and a model of the browser's stack of open elements that decides where
-an element ends (``openelements``). Where the model cannot be sure that a browser has
+``html.tokens``), and a model of the browser's stack of open elements that decides where
+an element ends (``html.tree``). Where the model cannot be sure that a browser has
 closed a gated element, it keeps removing: it may remove more than the element, never less.
 """
 
@@ -13,7 +13,7 @@ import html
 from functools import lru_cache
 from typing import Any
 
-from gateway.htmltokens import (
+from gateway.html.tokens import (
     COMMENT,
     END,
     RAW_TEXT,
@@ -27,7 +27,7 @@ from gateway.htmltokens import (
     token_at,
     words,
 )
-from gateway.openelements import (
+from gateway.html.tree import (
     BOUNDARY,
     BREAKOUT,
     FOREIGN_SPECIAL,

@@ -1,6 +1,6 @@
 """The configuration: one frozen dataclass per section of ``gateway.yaml``.
 
-Reading, interpolating and validating the file live in ``gateway.configfile``;
+Reading, interpolating and validating the file live in ``config.load``;
 ``load_config`` and ``build_config`` are importable from here.
 """
 
@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -279,22 +278,3 @@ def format_duration(seconds: float) -> str:
 def default_config_path() -> Path:
     """``$GATEWAY_CONFIG``, then ``./gateway.yaml``."""
     return Path(os.environ.get("GATEWAY_CONFIG") or "gateway.yaml")
-
-
-def build_config(data: Any, *, base: Path | None = None, env: Mapping[str, str] | None = None,
-                 source: Path | None = None) -> Config:
-    """Validate parsed YAML data into a Config, or raise ConfigError with every problem.
-
-    Relative file paths resolve against ``base`` (default: the working folder).
-    """
-    # Imported here: configfile builds these dataclasses, so it imports this module.
-    from gateway.configfile import build_config as build
-
-    return build(data, base=base, env=env, source=source)
-
-
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate a YAML file; raise ConfigError listing every problem."""
-    from gateway.configfile import load_config as load
-
-    return load(path, env)

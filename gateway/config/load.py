@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.config import (
+from gateway.config.handshake import handshake_section
+from gateway.config.model import (
     FORWARD_AUTH_HEADERS,
     MIN_SECRET_BYTES,
     AccessConfig,
@@ -29,43 +30,42 @@ from gateway.config import (
     UpstreamConfig,
     UserConfig,
 )
-from gateway.confighandshake import handshake_section
-from gateway.configread import (
-    _MISSING,
-    _SIGNING_ALGS,
-    _TOKEN,
-    _USER_FIELDS,
-    _check_private_key,
-    _check_url,
-    _cpu_count,
-    _hint,
-    _interpolate,
-    _kind,
-    _Problems,
-    _resolve,
-    _Section,
-    _split_host_port,
-    _to_int,
+from gateway.config.reader import (
+    MISSING,
+    SIGNING_ALGS,
+    TOKEN,
+    USER_FIELDS,
+    Problems,
+    Section,
+    check_private_key,
+    check_url,
+    cpu_count,
+    did_you_mean,
+    interpolate,
+    kind_of,
     parse_yaml,
+    resolve_path,
+    split_host_port,
+    to_int,
 )
 from gateway.errors import ConfigError
 
 
-def _server(s: _Section) -> ServerConfig:
+def _server(s: Section) -> ServerConfig:
     problems = s.problems
     listen = s.string("listen", "127.0.0.1:8080")
-    host, port = _split_host_port(listen, s.key("listen"), problems) or ("127.0.0.1", 8080)
+    host, port = split_host_port(listen, s.key("listen"), problems) or ("127.0.0.1", 8080)
     public_url = s.string("public_url", f"http://{listen}")
-    _check_url(public_url, s.key("public_url"), problems)
+    check_url(public_url, s.key("public_url"), problems)
     if urlsplit(public_url).query or urlsplit(public_url).fragment:
         problems.add(s.key("public_url"), "must not have a query or a fragment")
     workers_raw = s.raw("workers")
     workers = 1
     if workers_raw == "auto":
-        workers = _cpu_count()
-    elif workers_raw is not _MISSING:
+        workers = cpu_count()
+    elif workers_raw is not MISSING:
         try:
-            workers = _to_int(workers_raw, 1)
+            workers = to_int(workers_raw, 1)
         except ValueError as exc:
             problems.add(s.key("workers"), f'{exc} (or "auto": one per CPU)')
     proxies = []
@@ -85,7 +85,7 @@ def _server(s: _Section) -> ServerConfig:
             problems.add(f"{s.key('compat')}[{index}]",
                          f"unknown compatibility {name!r}; known: mintlify")
     admin = s.opt_string("admin_listen")
-    admin_hp = _split_host_port(admin, s.key("admin_listen"), problems) if admin else None
+    admin_hp = split_host_port(admin, s.key("admin_listen"), problems) if admin else None
     if admin_hp and admin_hp[1] and admin_hp == (host, port):
         problems.add(s.key("admin_listen"), "must differ from server.listen")
     login_rate_limit = s.integer("login_rate_limit", 30, minimum=0)
@@ -103,18 +103,18 @@ def _server(s: _Section) -> ServerConfig:
     )
 
 
-def _check_forward_auth(value: str, path: str, has_proxies: bool, problems: _Problems) -> None:
+def _check_forward_auth(value: str, path: str, has_proxies: bool, problems: Problems) -> None:
     # A header name has a hyphen, so a misspelt proxy ("ngnix") is a problem, not a header.
-    if value not in FORWARD_AUTH_HEADERS and not (_TOKEN.match(value) and "-" in value):
+    if value not in FORWARD_AUTH_HEADERS and not (TOKEN.match(value) and "-" in value):
         problems.add(path, "must be nginx, caddy, traefik or the name of the header your proxy "
                            f"sets to the page asked about (like X-Original-URI), not {value!r}"
-                     + _hint(value, tuple(FORWARD_AUTH_HEADERS)))
+                     + did_you_mean(value, tuple(FORWARD_AUTH_HEADERS)))
     elif not has_proxies:
         problems.add(path, "needs server.trusted_proxies: the page asked about is believed only "
                            "from the proxy's address")
 
 
-def _upstream(s: _Section, base: Path) -> UpstreamConfig:
+def _upstream(s: Section, base: Path) -> UpstreamConfig:
     problems = s.problems
     url = s.opt_string("url")
     root_text = s.opt_string("root")
@@ -122,10 +122,10 @@ def _upstream(s: _Section, base: Path) -> UpstreamConfig:
         problems.add(s.path, "set exactly one of url and root, not both")
     elif url is None and root_text is None:
         problems.add(s.path, "set one of url (a docs server) or root (a built docs folder)")
-    _check_url(url, s.key("url"), problems)
+    check_url(url, s.key("url"), problems)
     root = None
     if root_text is not None:
-        root = _resolve(base, root_text)
+        root = resolve_path(base, root_text)
         if not root.is_dir():
             problems.add(s.key("root"), f"folder {root_text!r} does not exist")
     config = UpstreamConfig(
@@ -140,7 +140,7 @@ def _upstream(s: _Section, base: Path) -> UpstreamConfig:
     return config
 
 
-def _session(s: _Section) -> SessionConfig:
+def _session(s: Section) -> SessionConfig:
     problems = s.problems
     config = SessionConfig(
         store=s.choice("store", "cookie", ("cookie", "redis")),
@@ -158,30 +158,31 @@ def _session(s: _Section) -> SessionConfig:
         if len(secret.encode()) < MIN_SECRET_BYTES:
             problems.add(f"{s.key('secrets')}[{index}]",
                          f"is {len(secret.encode())} bytes; use at least {MIN_SECRET_BYTES}")
-    if not _TOKEN.match(config.cookie_name):
+    if not TOKEN.match(config.cookie_name):
         problems.add(s.key("cookie_name"), f"{config.cookie_name!r} is not a cookie name")
     elif config.cookie_name.startswith("__"):
         problems.add(s.key("cookie_name"),
                      "must not start with __ (the __Host- prefix is added when it applies)")
     # The URL may hold a Redis password: never echo it.
-    _check_url(config.redis_url, s.key("redis_url"), problems, ("redis", "rediss", "unix"),
+    check_url(config.redis_url, s.key("redis_url"), problems, ("redis", "rediss", "unix"),
                reveal=False)
     s.finish()
     return config
 
 
-def _assertion(a: _Section, base: Path) -> AssertionConfig:
+def _assertion(a: Section, base: Path) -> AssertionConfig:
     problems = a.problems
     header_raw = a.raw("header")
     header: str | None = "X-Gateway-Assertion"
     if header_raw is None:
         header = None
-    elif header_raw is not _MISSING:
-        if isinstance(header_raw, str) and _TOKEN.match(header_raw):
+    elif header_raw is not MISSING:
+        if isinstance(header_raw, str) and TOKEN.match(header_raw):
             header = header_raw
         else:
-            problems.add(a.key("header"), f"must be a header name or null, not {_kind(header_raw)}")
-    algorithm = a.choice("algorithm", "EdDSA", _SIGNING_ALGS)
+            problems.add(a.key("header"),
+                         f"must be a header name or null, not {kind_of(header_raw)}")
+    algorithm = a.choice("algorithm", "EdDSA", SIGNING_ALGS)
     key_raw = a.raw("private_key")
     where = a.key("private_key")
     texts: list[tuple[str, str]] = []
@@ -189,10 +190,10 @@ def _assertion(a: _Section, base: Path) -> AssertionConfig:
         texts = [(key_raw, where)]
     elif isinstance(key_raw, list) and key_raw and all(isinstance(k, str) for k in key_raw):
         texts = [(text, f"{where}[{index}]") for index, text in enumerate(key_raw)]
-    elif key_raw is not _MISSING and key_raw is not None:
-        problems.add(where, f"must be a PEM file path or a list of them, not {_kind(key_raw)}")
+    elif key_raw is not MISSING and key_raw is not None:
+        problems.add(where, f"must be a PEM file path or a list of them, not {kind_of(key_raw)}")
     # The first key signs; later ones are only published (rotation), whatever their algorithm.
-    keys = tuple(_check_private_key(text, base, path, algorithm if index == 0 else None, problems)
+    keys = tuple(check_private_key(text, base, path, algorithm if index == 0 else None, problems)
                  for index, (text, path) in enumerate(texts))
     config = AssertionConfig(
         header=header, private_keys=keys, algorithm=algorithm, ttl=a.duration("ttl", 60.0),
@@ -205,38 +206,38 @@ def _assertion(a: _Section, base: Path) -> AssertionConfig:
     return config
 
 
-def _identity(s: _Section, base: Path) -> IdentityConfig:
+def _identity(s: Section, base: Path) -> IdentityConfig:
     problems = s.problems
     assertion = _assertion(s.section("assertion"), base)
     headers = s.string_map("headers")
     for name, field_path in headers.items():
-        if not _TOKEN.match(name):
+        if not TOKEN.match(name):
             problems.add(f"{s.key('headers')}.{name}", "is not a header name")
         elif assertion.header and name.lower() == assertion.header.lower():
             problems.add(f"{s.key('headers')}.{name}", "is already the assertion header")
         if not field_path:
             problems.add(f"{s.key('headers')}.{name}", "needs a user field, like sub or groups")
-    expose = s.strings("expose", _USER_FIELDS)
+    expose = s.strings("expose", USER_FIELDS)
     for index, name in enumerate(expose):
-        if name not in _USER_FIELDS:
+        if name not in USER_FIELDS:
             problems.add(f"{s.key('expose')}[{index}]",
-                         f"unknown field {name!r}" + _hint(name, _USER_FIELDS))
+                         f"unknown field {name!r}" + did_you_mean(name, USER_FIELDS))
     config = IdentityConfig(assertion=assertion, headers=headers,
                             inject_script=s.boolean("inject_script", True), expose=expose)
     s.finish()
     return config
 
 
-def _rules(s: _Section) -> tuple[Rule, ...]:
+def _rules(s: Section) -> tuple[Rule, ...]:
     raw = s.raw("rules")
-    if raw is _MISSING or raw is None:
+    if raw is MISSING or raw is None:
         return ()
     if not isinstance(raw, list):
-        s.problems.add(s.key("rules"), f"must be a list of {{path, groups}}, not {_kind(raw)}")
+        s.problems.add(s.key("rules"), f"must be a list of {{path, groups}}, not {kind_of(raw)}")
         return ()
     rules = []
     for index, item in enumerate(raw):
-        r = _Section(item, f"{s.key('rules')}[{index}]", s.problems)
+        r = Section(item, f"{s.key('rules')}[{index}]", s.problems)
         path = r.string("path", "")
         if not r.present("path"):
             s.problems.add(r.key("path"), "is required (a path glob like /admin/**)")
@@ -250,7 +251,7 @@ def _rules(s: _Section) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _access(s: _Section) -> AccessConfig:
+def _access(s: Section) -> AccessConfig:
     public = s.strings("public", ("/favicon.ico", "/assets/**"))
     for index, pattern in enumerate(public):
         if not pattern.startswith("/"):
@@ -265,7 +266,7 @@ def _access(s: _Section) -> AccessConfig:
     return config
 
 
-def _user(s: _Section) -> UserConfig:
+def _user(s: Section) -> UserConfig:
     config = UserConfig(subject=s.strings("subject", ("sub", "content.id", "content.email")))
     if not config.subject:
         s.problems.add(s.key("subject"), "needs at least one path")
@@ -273,7 +274,7 @@ def _user(s: _Section) -> UserConfig:
     return config
 
 
-def _logging(s: _Section) -> LoggingConfig:
+def _logging(s: Section) -> LoggingConfig:
     config = LoggingConfig(
         level=s.choice("level", "info", ("debug", "info", "warning", "error")),
         format=s.choice("format", "json", ("json", "text")),
@@ -282,7 +283,7 @@ def _logging(s: _Section) -> LoggingConfig:
     return config
 
 
-def _cross_checks(config: Config, problems: _Problems) -> None:
+def _cross_checks(config: Config, problems: Problems) -> None:
     """Rules that involve more than one section."""
     server, session = config.server, config.session
     shared = config.handshake.shared_session
@@ -315,10 +316,10 @@ def build_config(data: Any, *, base: Path | None = None, env: Mapping[str, str] 
     """Validate parsed YAML data into a Config, or raise ConfigError with every problem."""
     if not isinstance(data, dict):
         raise ConfigError(["the file must be a mapping of sections (server:, upstream:, "
-                           f"handshake:, ...), not {_kind(data)}"])
-    problems = _Problems()
+                           f"handshake:, ...), not {kind_of(data)}"])
+    problems = Problems()
     base = base or Path.cwd()
-    top = _Section(_interpolate(data, os.environ if env is None else env, problems), "", problems)
+    top = Section(interpolate(data, os.environ if env is None else env, problems), "", problems)
     server = _server(top.section("server"))
     upstream = _upstream(top.section("upstream"), base)
     mode = top.choice("mode", "authenticate", ("authenticate", "personalize"))

@@ -12,28 +12,27 @@ from yarl import URL
 
 from gateway.errors import CrossSite, UpstreamError
 from gateway.redirects import post_from_this_site
-from gateway.state import GATEWAY
 
 
-def check_origin(request: web.Request) -> None:
+def check_origin(request: web.Request, public_origin: str) -> None:
     """Refuse a cross-site upgrade (cross-site WebSocket hijacking): the login callback's rule.
 
     A browser opens a WebSocket to any site with that site's cookies and no CORS check, so
     only ``Sec-Fetch-Site`` and ``Origin`` tell the docs' own pages from another site's. A
     request with neither is not from a browser, and carries no one's cookies by accident.
     """
-    public_origin = request.app[GATEWAY].config.server.public_origin
     if post_from_this_site(request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"),
                            public_origin) is not True:
         # An opaque origin ("null") has nothing else to prove it here: refused as well.
         raise CrossSite("A WebSocket to these docs can only be opened from a page of "
-                               "this site.")
+                        "this site.")
 
 
 async def pipe_websocket(request: web.Request, session: aiohttp.ClientSession, url: URL,
-                         headers: CIMultiDict[str]) -> web.WebSocketResponse:
-    """Proxy a WebSocket both ways until either side closes; cross-site upgrades get 403."""
-    check_origin(request)
+                         headers: CIMultiDict[str], public_origin: str) -> web.WebSocketResponse:
+    """Proxy a WebSocket both ways until either side closes; cross-site upgrades (from
+    anywhere but ``public_origin``) get 403."""
+    check_origin(request, public_origin)
     for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
                  "Host", "Content-Length"):
         headers.popall(name, None)

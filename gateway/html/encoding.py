@@ -1,192 +1,20 @@
-"""Page metadata and script injection for HTML responses: pure functions over bytes.
-
-The head scanner reads the page with the project's one tokenizer (``htmltokens``), the
-way a browser does: comments and the contents of raw-text elements (script, style,
-title, textarea...) are skipped, so text that merely looks like a tag there neither
-declares metadata nor ends the head. A head the scan cannot finish (the page ends inside
-a tag) is reported as such, and a page judged by its metadata is then refused.
-"""
+"""How a body is encoded: its Content-Encoding undone, and the charset a browser would
+read a page in (byte-order mark, Content-Type, ``<meta charset>``), so the gateway reads
+the same characters the browser shows."""
 
 from __future__ import annotations
 
-import html
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 
-from gateway.htmltokens import (
-    END,
-    RAW_TEXT,
+from gateway.html.tokens import (
     START,
     UNFINISHED,
-    Tag,
-    attr_text,
-    raw_end,
-    script_end,
+    attr_value,
     token_at,
 )
 
 #: Largest decoded body ``decode_body`` returns; anything bigger is treated as a bomb.
 MAX_DECODED = 20 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PageMeta:
-    """What a page declares about itself: public, or the groups that may read it.
-
-    ``unreadable``: the head could not be read to its end, so what it declares is unknown.
-    """
-
-    public: bool = False
-    groups: tuple[str, ...] | None = None
-    unreadable: bool = False
-
-    @property
-    def declared(self) -> bool:
-        """Whether the page said anything at all."""
-        return self.public or self.groups is not None
-
-
-@dataclass(frozen=True)
-class _Head:
-    metas: tuple[dict[bytes, list[bytes]], ...]
-    end: int | None  # offset of </head> or <body>; None while the head is still open
-    closed_by_head: bool  # True for an explicit </head>, False for <body>
-    finished: bool  # False when the buffer ends inside a tag
-
-
-class UnfinishedTag(Exception):
-    """The buffer ends inside a tag: what follows cannot be read."""
-
-
-def _tags(buffer: bytes, pos: int = 0) -> Iterator[tuple[int, bool, Tag]]:
-    """(offset, closing, tag) in document order from ``pos``, skipping comments and raw
-    text; ends early, with ``UnfinishedTag`` raised, where the buffer ends inside a tag."""
-    while True:
-        lt = buffer.find(b"<", pos)
-        if lt < 0:
-            return
-        kind, pos, tag = token_at(buffer, lt)
-        if kind == UNFINISHED:
-            raise UnfinishedTag
-        if tag is None:
-            continue
-        yield lt, kind == END, tag
-        if kind == START and tag.name in RAW_TEXT:
-            pos = script_end(buffer, pos) if tag.name == b"script" else \
-                raw_end(buffer, tag.name, pos)
-
-
-def _scan_head(buffer: bytes) -> _Head:
-    metas: list[dict[bytes, list[bytes]]] = []
-    try:
-        for start, closing, tag in _tags(buffer):
-            if closing and tag.name == b"head":
-                return _Head(tuple(metas), start, True, True)
-            if not closing and tag.name == b"body":
-                return _Head(tuple(metas), start, False, True)
-            if not closing and tag.name == b"meta":
-                metas.append(tag.attrs)
-    except UnfinishedTag:
-        return _Head(tuple(metas), None, False, False)
-    return _Head(tuple(metas), None, False, True)
-
-
-def _first(attrs: dict[bytes, list[bytes]], name: bytes) -> str:
-    """An attribute's first value as stripped text ("" when absent)."""
-    values = attrs.get(name)
-    return attr_text(values[0]).strip() if values else ""
-
-
-def read_page_meta(head: bytes) -> PageMeta:
-    """The ``gateway:public`` / ``gateway:groups`` metas of a page's head (first of each wins).
-
-    An empty ``gateway:groups`` content admits nobody, like ``groups: []`` in a rule. A
-    head that ends inside a tag is ``unreadable``.
-    """
-    public = False
-    groups: tuple[str, ...] | None = None
-    seen_public = False
-    scanned = _scan_head(head)
-    metas = scanned.metas
-    unreadable = scanned.end is None and not scanned.finished
-    if scanned.end is not None and b"gateway" in head[scanned.end:].lower():
-        # A browser may not end the head where the scan did (</head> inside a noscript or
-        # a template, a meta after </head> that it moves into the head): a page's groups
-        # count wherever they stand, so reading on can only close it further.
-        later, finished = _metas(head, scanned.end)
-        metas += tuple(attrs for attrs in later
-                       if _first(attrs, b"name").lower() == "gateway:groups")
-        unreadable = not finished
-    for attrs in metas:
-        name = _first(attrs, b"name").lower()
-        if name == "gateway:public" and not seen_public:
-            seen_public = True
-            public = _first(attrs, b"content").lower() == "true"
-        elif name == "gateway:groups" and groups is None:
-            parts = (part.strip() for part in _first(attrs, b"content").split(","))
-            groups = tuple(dict.fromkeys(part for part in parts if part))
-    return PageMeta(public=public, groups=groups, unreadable=unreadable)
-
-
-def _metas(page: bytes, start: int) -> tuple[tuple[dict[bytes, list[bytes]], ...], bool]:
-    """The attributes of every meta from ``start`` on, and whether the page was read to its
-    end (False: it ends inside a tag)."""
-    found: list[dict[bytes, list[bytes]]] = []
-    try:
-        for _, closing, tag in _tags(page, start):
-            if not closing and tag.name == b"meta":
-                found.append(tag.attrs)
-    except UnfinishedTag:
-        return tuple(found), False
-    return tuple(found), True
-
-
-def head_complete(buffer: bytes) -> bool:
-    """Whether ``buffer`` already holds the end of the head (``</head>`` or ``<body>``)."""
-    return _scan_head(buffer).end is not None
-
-
-def _script_srcs(page: bytes) -> set[str]:
-    try:
-        return {_first(tag.attrs, b"src") for _, closing, tag in _tags(page)
-                if tag.name == b"script" and not closing}
-    except UnfinishedTag:
-        return set()
-
-
-def script_offset(page: bytes, tag: bytes) -> int | None:
-    """Where ``tag`` goes in ``page``: before ``</head>``, else before ``</body>``, else at
-    the end; None when the page already loads a script with the same ``src``."""
-    src = next((_first(t.attrs, b"src") for _, _, t in _tags(tag)), "")
-    # Most pages never mention the script, so the full scan is only for those that might.
-    if src and (src.encode() in page or html.escape(src).encode() in page) \
-            and src in _script_srcs(page):
-        return None
-    head = _scan_head(page)
-    if head.end is not None and head.closed_by_head:
-        return head.end
-    found = page.lower().rfind(b"</body")
-    return found if found >= 0 else len(page)
-
-
-def insert_at(page: bytes, tag: bytes, at: int | None) -> bytes:
-    """``page`` with ``tag`` inserted at ``at`` (as ``script_offset`` tells; None: as is)."""
-    return page if at is None else page[:at] + tag + page[at:]
-
-
-def inject_script(page: bytes, tag: bytes) -> bytes:
-    """Insert ``tag`` before ``</head>``, else before ``</body>``, else at the end.
-
-    A page that already loads a script with the same ``src`` is returned unchanged.
-    """
-    return insert_at(page, tag, script_offset(page, tag))
-
-
-def script_tag(src: str, *, compat: str | None = None) -> bytes:
-    """``<script src="..." defer></script>``; ``compat`` adds ``data-compat`` for the client."""
-    extra = f' data-compat="{html.escape(compat, quote=True)}"' if compat else ""
-    return f'<script src="{html.escape(src, quote=True)}"{extra} defer></script>'.encode()
 
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes | None:
@@ -238,12 +66,20 @@ def decode_body(body: bytes, content_encoding: str | None, *,
 # Labels (WHATWG Encoding Standard) of the encodings whose bytes do not keep ASCII markup
 # as ASCII: a page in one of them is read, and sent, as UTF-8.
 _UTF16BE = frozenset({"unicodefffe", "utf-16be"})
+
+
 _UTF16LE = frozenset({"csunicode", "iso-10646-ucs-2", "ucs-2", "unicode", "unicodefeff",
                       "utf-16", "utf-16le"})
+
+
 _ISO2022JP = frozenset({"csiso2022jp", "iso-2022-jp"})
+
+
 # A browser shows a page in one of these as a single replacement character.
 _REPLACEMENT = frozenset({"csiso2022kr", "hz-gb-2312", "iso-2022-cn", "iso-2022-cn-ext",
                           "iso-2022-kr", "replacement"})
+
+
 # Every other label a browser knows: encodings that keep ASCII as it is. A label outside
 # these lists (even one Python knows, such as "utf-16-le" or "utf-32") is passed over, as
 # a browser passes it over.
@@ -274,8 +110,12 @@ _ASCII_LABELS = frozenset(f"""
     cseuckr csksc56011987 euc-kr iso-ir-149 korean ks_c_5601-1987 ks_c_5601-1989 ksc5601
     ksc_5601 windows-949 x-user-defined
 """.split())
+
+
 #: ``page_codec``'s answer for a page whose bytes are read as they are (ASCII-compatible).
 AS_IS = ""
+
+
 #: How far into a page a browser looks for ``<meta charset>``.
 PRESCAN = 1024
 
@@ -353,9 +193,9 @@ def _prescan(page: bytes) -> tuple[str, str] | None:
             return None
         if kind != START or tag is None or tag.name != b"meta":
             continue
-        found = _first(tag.attrs, b"charset")
-        if not found and _first(tag.attrs, b"http-equiv").lower() == "content-type":
-            found = mime_parts(";" + _first(tag.attrs, b"content"))[1].get("charset", "")
+        found = attr_value(tag.attrs, b"charset")
+        if not found and attr_value(tag.attrs, b"http-equiv").lower() == "content-type":
+            found = mime_parts(";" + attr_value(tag.attrs, b"content"))[1].get("charset", "")
         if found:
             codec = _label(found)
             if codec is None:
@@ -424,3 +264,4 @@ def is_html(content_type: str | None) -> bool:
     """Whether a Content-Type is an HTML page (``text/html`` or XHTML)."""
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     return mime in ("text/html", "application/xhtml+xml")
+

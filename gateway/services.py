@@ -10,16 +10,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.handshakes.base import Handshake
+from gateway.html.page import Pages
 from gateway.identity import AssertionSigner, IdentityHeaders
 from gateway.metrics import Metrics
-from gateway.pages import Pages
 from gateway.paths import relative_to_base
 from gateway.policy import Policy
-from gateway.proxy import Upstream
+from gateway.proxy.static import StaticSite
+from gateway.proxy.upstream import Upstream
 from gateway.sessions.base import Session, SessionStore
-from gateway.static import StaticSite
 from gateway.user import User
 
 

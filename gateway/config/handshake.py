@@ -1,14 +1,14 @@
 """Reading the ``handshake:`` section of ``gateway.yaml``: the method and its settings.
 
 Every method's settings are read (unknown keys are errors wherever they are); only the
-active method's are checked for completeness. Part of ``gateway.configfile``.
+active method's are checked for completeness. Part of ``config.load``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import (
+from gateway.config.model import (
     MIN_SECRET_BYTES,
     GroupsFrom,
     HandshakeConfig,
@@ -17,21 +17,21 @@ from gateway.config import (
     OAuthConfig,
     SharedSessionConfig,
 )
-from gateway.configread import (
-    _JWT_ALGS,
-    _MISSING,
-    _OAUTH_RESERVED,
-    _TOKEN,
-    _check_public_key,
-    _check_url,
-    _hint,
-    _kind,
-    _resolve,
-    _Section,
+from gateway.config.reader import (
+    JWT_ALGS,
+    MISSING,
+    OAUTH_RESERVED,
+    TOKEN,
+    Section,
+    check_public_key,
+    check_url,
+    did_you_mean,
+    kind_of,
+    resolve_path,
 )
 
 
-def handshake_section(hs: _Section, base: Path) -> HandshakeConfig:
+def handshake_section(hs: Section, base: Path) -> HandshakeConfig:
     """The handshake method and the settings of each method (``base``: where paths start)."""
     method = hs.choice("method", "jwt", ("jwt", "shared_session", "oauth"))
     handshake = HandshakeConfig(
@@ -44,47 +44,47 @@ def handshake_section(hs: _Section, base: Path) -> HandshakeConfig:
     return handshake
 
 
-def _login_urls(s: _Section) -> tuple[LoginUrl, ...]:
+def _login_urls(s: Section) -> tuple[LoginUrl, ...]:
     raw = s.raw("login_urls")
-    if raw is _MISSING or raw is None:
+    if raw is MISSING or raw is None:
         return ()
     if not isinstance(raw, list):
-        s.problems.add(s.key("login_urls"), f"must be a list of {{name, url}}, not {_kind(raw)}")
+        s.problems.add(s.key("login_urls"), f"must be a list of {{name, url}}, not {kind_of(raw)}")
         return ()
     out = []
     for index, item in enumerate(raw):
-        entry = _Section(item, f"{s.key('login_urls')}[{index}]", s.problems)
+        entry = Section(item, f"{s.key('login_urls')}[{index}]", s.problems)
         url = entry.string("url", "")
         name = entry.string("name", "Log in")
         if not url:
             s.problems.add(entry.key("url"), "is required")
-        _check_url(url or None, entry.key("url"), s.problems)
+        check_url(url or None, entry.key("url"), s.problems)
         entry.finish()
         out.append(LoginUrl(name=name, url=url))
     return tuple(out)
 
 
-def _jwt(s: _Section, base: Path, active: bool) -> JwtConfig:
+def _jwt(s: Section, base: Path, active: bool) -> JwtConfig:
     problems = s.problems
     login_urls = _login_urls(s)
     key_texts = s.strings("public_keys", ())
     jwks_url = s.opt_string("jwks_url")
-    _check_url(jwks_url, s.key("jwks_url"), problems)
+    check_url(jwks_url, s.key("jwks_url"), problems)
     secret = s.opt_string("secret", secret=True)
     # With a shared secret the only sensible default is HS256, not the asymmetric pair.
     algorithms = s.strings("algorithms", ("HS256",) if secret is not None else ("EdDSA", "ES256"))
     for index, alg in enumerate(algorithms):
         if alg.lower() == "none":
             problems.add(f"{s.key('algorithms')}[{index}]", '"none" is never accepted')
-        elif alg not in _JWT_ALGS:
+        elif alg not in JWT_ALGS:
             problems.add(f"{s.key('algorithms')}[{index}]",
-                         f"unknown algorithm {alg!r}" + _hint(alg, _JWT_ALGS))
+                         f"unknown algorithm {alg!r}" + did_you_mean(alg, JWT_ALGS))
     if active:
-        keys = tuple(_check_public_key(text, base, f"{s.key('public_keys')}[{index}]",
+        keys = tuple(check_public_key(text, base, f"{s.key('public_keys')}[{index}]",
                                        None if secret is not None else algorithms, problems)
                      for index, text in enumerate(key_texts))
     else:
-        keys = tuple(_resolve(base, text) for text in key_texts)
+        keys = tuple(resolve_path(base, text) for text in key_texts)
     config = JwtConfig(
         login_urls=login_urls, public_keys=keys, jwks_url=jwks_url, secret=secret,
         algorithms=algorithms, issuer=s.opt_string("issuer"), audience=s.opt_string("audience"),
@@ -115,7 +115,7 @@ def _jwt(s: _Section, base: Path, active: bool) -> JwtConfig:
     return config
 
 
-def _shared(s: _Section, active: bool) -> SharedSessionConfig:
+def _shared(s: Section, active: bool) -> SharedSessionConfig:
     problems = s.problems
     config = SharedSessionConfig(
         info_api_url=s.opt_string("info_api_url"),
@@ -125,11 +125,11 @@ def _shared(s: _Section, active: bool) -> SharedSessionConfig:
         cache_ttl=s.duration("cache_ttl", 30.0, allow_zero=True),
         timeout=s.duration("timeout", 5.0),
     )
-    _check_url(config.info_api_url, s.key("info_api_url"), problems)
-    _check_url(config.login_url, s.key("login_url"), problems)
-    _check_url(config.logout_url, s.key("logout_url"), problems)
+    check_url(config.info_api_url, s.key("info_api_url"), problems)
+    check_url(config.login_url, s.key("login_url"), problems)
+    check_url(config.logout_url, s.key("logout_url"), problems)
     for index, name in enumerate(config.cookies):
-        if not _TOKEN.match(name):
+        if not TOKEN.match(name):
             problems.add(f"{s.key('cookies')}[{index}]", f"{name!r} is not a cookie name")
     s.finish()
     if active:
@@ -140,7 +140,7 @@ def _shared(s: _Section, active: bool) -> SharedSessionConfig:
     return config
 
 
-def _groups_from(s: _Section) -> GroupsFrom | None:
+def _groups_from(s: Section) -> GroupsFrom | None:
     if not s.present("groups_from"):
         s.raw("groups_from")
         return None
@@ -154,7 +154,7 @@ def _groups_from(s: _Section) -> GroupsFrom | None:
     return groups_from
 
 
-def _oauth(s: _Section, active: bool) -> OAuthConfig:
+def _oauth(s: Section, active: bool) -> OAuthConfig:
     problems = s.problems
     config = OAuthConfig(
         issuer=s.opt_string("issuer"),
@@ -176,9 +176,9 @@ def _oauth(s: _Section, active: bool) -> OAuthConfig:
     )
     for name in ("issuer", "authorization_url", "token_url", "info_api_url", "jwks_url",
                  "logout_url"):
-        _check_url(getattr(config, name), s.key(name), problems)
+        check_url(getattr(config, name), s.key(name), problems)
     for name in config.extra_params:
-        if name in _OAUTH_RESERVED:
+        if name in OAUTH_RESERVED:
             problems.add(f"{s.key('extra_params')}.{name}",
                          "is set by the gateway and cannot be overridden")
     s.finish()

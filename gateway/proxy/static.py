@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-from gateway.middleware import error_response, wants_html
+from gateway.responses import error_response, wants_html
 
 ALLOW = "GET, HEAD"
 # Longer request paths cannot name a file on any common filesystem.

@@ -42,6 +42,12 @@ def attr_text(raw: bytes) -> str:
     return html.unescape(raw.decode("utf-8", errors="replace"))
 
 
+def attr_value(attrs: dict[bytes, list[bytes]], name: bytes) -> str:
+    """An attribute's first value as stripped text ("" when absent)."""
+    values = attrs.get(name)
+    return attr_text(values[0]).strip() if values else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Tag:
     """One start or end tag: where it ends, its lower-case name and its attributes."""

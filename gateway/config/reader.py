@@ -16,24 +16,24 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway import keys as keyfiles
-from gateway.config import parse_duration
+from gateway.config.model import parse_duration
 from gateway.errors import ConfigError
 
 T = TypeVar("T")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # header and cookie names (RFC 9110 token)
+TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # header and cookie names (RFC 9110 token)
 _DIGITS = re.compile(r"^[0-9]+$")
-_USER_FIELDS = ("expiresAt", "groups", "content", "apiPlaygroundInputs")
-_SIGNING_ALGS = ("EdDSA", "ES256", "RS256")
+USER_FIELDS = ("expiresAt", "groups", "content", "apiPlaygroundInputs")
+SIGNING_ALGS = ("EdDSA", "ES256", "RS256")
 _RSA_ALGS = ("RS256", "RS384", "RS512", "PS256")
-_JWT_ALGS = ("EdDSA", "ES256", "ES384", *_RSA_ALGS, "HS256", "HS384", "HS512")
-_OAUTH_RESERVED = ("response_type", "client_id", "redirect_uri", "state", "code_challenge",
+JWT_ALGS = ("EdDSA", "ES256", "ES384", *_RSA_ALGS, "HS256", "HS384", "HS512")
+OAUTH_RESERVED = ("response_type", "client_id", "redirect_uri", "state", "code_challenge",
                    "code_challenge_method", "nonce", "scope")
-_MISSING: Any = object()
+MISSING: Any = object()
 
 
-class _Problems:
+class Problems:
     """Problems (and warnings) found so far, in file order, one line each."""
 
     def __init__(self) -> None:
@@ -59,7 +59,7 @@ class _Problems:
         self.warnings.append(f"{path}: {message}")
 
 
-def _kind(value: Any, reveal: bool = True) -> str:
+def kind_of(value: Any, reveal: bool = True) -> str:
     """How a wrong value reads in a message; ``reveal=False`` for secrets."""
     if value is None:
         return "empty (null)"
@@ -79,7 +79,7 @@ def _kind(value: Any, reveal: bool = True) -> str:
     return type(value).__name__
 
 
-def _hint(word: str, choices: tuple[str, ...] | list[str]) -> str:
+def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
     """A "did you mean" for one clearly closest choice; none when two are as close."""
     scored = sorted(((difflib.SequenceMatcher(None, word, choice).ratio(), choice)
                      for choice in dict.fromkeys(choices)), reverse=True)
@@ -90,21 +90,21 @@ def _hint(word: str, choices: tuple[str, ...] | list[str]) -> str:
 
 def _to_str(value: Any, reveal: bool = True) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_kind(value, reveal)}")
+        raise ValueError(f"must be a string, not {kind_of(value, reveal)}")
     return value
 
 
-class _Section:
+class Section:
     """Reads one mapping of the file, records problems, and notices unknown keys."""
 
-    def __init__(self, data: Any, path: str, problems: _Problems) -> None:
+    def __init__(self, data: Any, path: str, problems: Problems) -> None:
         self.path = path
         self.problems = problems
         self.known: list[str] = []
-        if data is None or data is _MISSING:
+        if data is None or data is MISSING:
             data = {}
         if not isinstance(data, dict):
-            problems.add(path, f"must be a mapping of keys, not {_kind(data)}")
+            problems.add(path, f"must be a mapping of keys, not {kind_of(data)}")
             data = {}
         self.data: dict[Any, Any] = data
 
@@ -113,17 +113,17 @@ class _Section:
 
     def raw(self, name: str) -> Any:
         self.known.append(name)
-        return self.data.get(name, _MISSING)
+        return self.data.get(name, MISSING)
 
     def present(self, name: str) -> bool:
         return self.data.get(name) is not None
 
-    def section(self, name: str) -> _Section:
-        return _Section(self.raw(name), self.key(name), self.problems)
+    def section(self, name: str) -> Section:
+        return Section(self.raw(name), self.key(name), self.problems)
 
     def _get(self, name: str, default: T, convert: Callable[[Any, str], T]) -> T:
         value = self.raw(name)
-        if value is _MISSING:
+        if value is MISSING:
             return default
         try:
             return convert(value, self.key(name))
@@ -142,10 +142,10 @@ class _Section:
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         def convert(value: Any, path: str) -> str:
             if not isinstance(value, str):
-                raise ValueError(f"must be one of {', '.join(choices)}, not {_kind(value)}")
+                raise ValueError(f"must be one of {', '.join(choices)}, not {kind_of(value)}")
             if value not in choices:
                 raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}"
-                                 + _hint(value, choices))
+                                 + did_you_mean(value, choices))
             return value
 
         return self._get(name, default, convert)
@@ -156,14 +156,14 @@ class _Section:
             if value in ("true", "false"):
                 return bool(value == "true")
             if not isinstance(value, bool):
-                raise ValueError(f"must be true or false, not {_kind(value)}")
+                raise ValueError(f"must be true or false, not {kind_of(value)}")
             return value
 
         return self._get(name, default, convert)
 
     def integer(self, name: str, default: int, minimum: int = 0) -> int:
         def convert(value: Any, path: str) -> int:
-            return _to_int(value, minimum)
+            return to_int(value, minimum)
 
         return self._get(name, default, convert)
 
@@ -171,7 +171,7 @@ class _Section:
         def convert(value: Any, path: str) -> float:
             if not isinstance(value, str):
                 number = isinstance(value, int | float) and not isinstance(value, bool)
-                raise ValueError(f"must be a duration like 30s or 15m, not {_kind(value)}"
+                raise ValueError(f"must be a duration like 30s or 15m, not {kind_of(value)}"
                                  + (f' (write "{value}s" for seconds)' if number else ""))
             seconds = parse_duration(value)
             if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
@@ -184,7 +184,7 @@ class _Section:
                 secret: bool = False) -> tuple[str, ...]:
         def convert(value: Any, path: str) -> tuple[str, ...]:
             if not isinstance(value, list):
-                raise ValueError(f"must be a list of strings, not {_kind(value, not secret)}")
+                raise ValueError(f"must be a list of strings, not {kind_of(value, not secret)}")
             out = []
             for index, item in enumerate(value):
                 try:
@@ -200,7 +200,7 @@ class _Section:
             if value is None:
                 return {}
             if not isinstance(value, dict):
-                raise ValueError(f"must be a mapping of strings, not {_kind(value)}")
+                raise ValueError(f"must be a mapping of strings, not {kind_of(value)}")
             out = {}
             for key, item in value.items():
                 try:
@@ -223,27 +223,27 @@ class _Section:
             if not isinstance(name, str):
                 self.problems.add(self.key(str(name)), "unknown key (keys are words)")
                 continue
-            self.problems.add(self.key(name), "unknown key" + _hint(name, self.known))
+            self.problems.add(self.key(name), "unknown key" + did_you_mean(name, self.known))
 
 
-def _to_int(value: Any, minimum: int) -> int:
+def to_int(value: Any, minimum: int) -> int:
     # A string of digits comes from "${VAR}"; it is exact, so take it.
     if isinstance(value, str) and _DIGITS.match(value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be a whole number, not {_kind(value)}")
+        raise ValueError(f"must be a whole number, not {kind_of(value)}")
     if value < minimum:
         raise ValueError(f"must be at least {minimum}, not {value}")
     return value
 
 
-def _interpolate(node: Any, env: Mapping[str, str], problems: _Problems, path: str = "") -> Any:
+def interpolate(node: Any, env: Mapping[str, str], problems: Problems, path: str = "") -> Any:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of parsed YAML."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, problems, f"{path}.{k}" if path else str(k))
+        return {k: interpolate(v, env, problems, f"{path}.{k}" if path else str(k))
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, problems, f"{path}[{i}]") for i, v in enumerate(node)]
+        return [interpolate(v, env, problems, f"{path}[{i}]") for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
     missing: list[str] = []
@@ -268,7 +268,7 @@ def _interpolate(node: Any, env: Mapping[str, str], problems: _Problems, path: s
     return result
 
 
-def _split_host_port(text: str, path: str, problems: _Problems) -> tuple[str, int] | None:
+def split_host_port(text: str, path: str, problems: Problems) -> tuple[str, int] | None:
     host, sep, port = text.rpartition(":")
     if not sep or not _DIGITS.match(port) or not host.strip("[]"):
         problems.add(path, f"must be host:port, like 127.0.0.1:8080, not {text!r}")
@@ -280,7 +280,7 @@ def _split_host_port(text: str, path: str, problems: _Problems) -> tuple[str, in
     return host.strip("[]"), number
 
 
-def _check_url(value: str | None, path: str, problems: _Problems,
+def check_url(value: str | None, path: str, problems: Problems,
                schemes: tuple[str, ...] = ("http", "https"), *, reveal: bool = True) -> None:
     if value is None:
         return
@@ -292,7 +292,7 @@ def _check_url(value: str | None, path: str, problems: _Problems,
         problems.add(path, f"must be an absolute {names} URL{shown}")
 
 
-def _resolve(base: Path, text: str) -> Path:
+def resolve_path(base: Path, text: str) -> Path:
     path = Path(text).expanduser()
     return path if path.is_absolute() else base / path
 
@@ -303,9 +303,9 @@ def _key_problem(exc: keyfiles.KeyFileError, path: Path, text: str) -> str:
     return f"file {text!r}: {message.removeprefix(prefix)}"
 
 
-def _check_public_key(text: str, base: Path, where: str, algorithms: tuple[str, ...] | None,
-                      problems: _Problems) -> Path:
-    path = _resolve(base, text)
+def check_public_key(text: str, base: Path, where: str, algorithms: tuple[str, ...] | None,
+                      problems: Problems) -> Path:
+    path = resolve_path(base, text)
     if not path.is_file():
         problems.add(where, f"file {text!r} does not exist")
         return path
@@ -322,9 +322,9 @@ def _check_public_key(text: str, base: Path, where: str, algorithms: tuple[str, 
     return path
 
 
-def _check_private_key(text: str, base: Path, where: str, algorithm: str | None,
-                       problems: _Problems) -> Path:
-    path = _resolve(base, text)
+def check_private_key(text: str, base: Path, where: str, algorithm: str | None,
+                       problems: Problems) -> Path:
+    path = resolve_path(base, text)
     if not path.is_file():
         command = f"docs-gateway keys generate --alg {algorithm or 'EdDSA'} --out "
         problems.add(where, f"file {text!r} does not exist; create one with: "
@@ -343,7 +343,7 @@ def _check_private_key(text: str, base: Path, where: str, algorithm: str | None,
     return path
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
     # Honour a container's CPU set, which os.cpu_count() ignores.
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1

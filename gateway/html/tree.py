@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.htmltokens import words
+from gateway.html.tokens import words
 
 HTML, SVG, MATH = 0, 1, 2
 

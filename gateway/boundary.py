@@ -1,0 +1,132 @@
+"""The one error boundary: in-flight cap, ``Expect: 100-continue``, errors to responses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import HttpVersion11, web
+
+from gateway.config.model import Config
+from gateway.errors import (
+    Denied,
+    GatewayError,
+    NeedsLogin,
+    NotFound,
+    Unavailable,
+)
+from gateway.limits import InFlight
+from gateway.metrics import Metrics
+from gateway.responses import error_response, login_redirect, wants_html
+from gateway.scope import SCOPE, Scope, ScopeBuilder
+from gateway.sessions.base import cookie_settings
+
+log = logging.getLogger("gateway")
+
+
+audit = logging.getLogger("gateway.audit")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def expect_continue(request: web.Request) -> None:
+    """Answer ``Expect: 100-continue`` so the client sends its body; 417 for any other
+    expectation. HTTP/1.0 clients get nothing: the header means nothing to them."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text="Only 100-continue is understood.")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the response proper has not started
+
+
+def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
+                   handler: Handler, missing_page: Handler | None = None) -> Handler:
+    """``handler`` behind the edge: the scope is built first, and every error becomes a
+    response. A plain wrapper rather than aiohttp middleware: every request goes through
+    it, and a direct call costs less than the middleware chain.
+
+    ``missing_page`` answers a denial with ``access.denied: not_found`` as the site answers
+    a missing page; without it (or when that page is itself refused) the plain page does.
+    """
+    login_path = config.server.route_base + "/login"
+    cookies = cookie_settings(config)
+    in_flight = InFlight(config.server.max_concurrent)
+    denied_status = 404 if config.access.denied == "not_found" else 403
+    as_missing = missing_page if denied_status == 404 else None
+
+    def note_denial(request: web.Request, scope: Scope | None) -> None:
+        metrics.denials.labels("groups").inc()
+        audit.info("denied", extra={"event": "denied", "sub": scope and scope.sub,
+                                    "path": request.path, "reason": "groups"})
+
+    async def boundary(request: web.Request) -> web.StreamResponse:
+        try:
+            in_flight.enter()
+        except Unavailable as exc:
+            return error_response(request, exc.status, exc.code, exc.message)
+        scope: Scope | None = None
+        noted = False
+        try:
+            scope = scopes.build(request)
+            request[SCOPE] = scope
+            if "Expect" in request.headers:
+                await expect_continue(request)
+            try:
+                response = await handler(request)
+            except Denied:
+                if as_missing is None:
+                    raise
+                note_denial(request, scope)
+                noted = True
+                try:
+                    # Its errors (an upstream that is down) are the missing page's too.
+                    response = await as_missing(request)
+                except (Denied, NeedsLogin, NotFound):
+                    # The site's missing page is gated itself, or it has none.
+                    raise Denied() from None
+        except NeedsLogin as exc:
+            if wants_html(request):
+                response = login_redirect(request, login_path, exc.return_to)
+            else:
+                response = error_response(request, 401, "unauthenticated", "")
+        except Denied:
+            if not noted:
+                note_denial(request, scope)
+            if denied_status == 404:
+                response = error_response(request, 404, "not_found", "There is no page here.")
+            else:
+                response = error_response(request, 403, "forbidden",
+                                          "Your account cannot open this page.")
+        except GatewayError as exc:
+            if exc.status >= 500:
+                log.warning("request failed", extra={"status": exc.status, "reason": exc.code,
+                                                     "path": request.path})
+            response = error_response(request, exc.status, exc.code, exc.message)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(request, exc.status, exc.reason.lower().replace(" ", "_"),
+                                      exc.text or "")
+        except asyncio.CancelledError:
+            raise
+        except ConnectionResetError:
+            # The client left; nobody reads what is sent now (499: nginx's word for it).
+            response = web.Response(status=499)
+        except Exception:
+            log.exception("unexpected error", extra={"path": request.path})
+            response = error_response(request, 500, "internal", "An unexpected error occurred.")
+        finally:
+            in_flight.leave()
+        metrics.count_request(scope.route if scope is not None else "docs", response.status)
+        if scope is not None and not response.prepared:
+            response.headers["X-Request-Id"] = scope.request_id
+            if scope.jar:
+                cookies.apply(scope.jar, response)
+        return response
+
+    return boundary
+

@@ -1,0 +1,1 @@
+"""The configuration: its model, the YAML reader, and the checks that load it."""

@@ -1,0 +1,1 @@
+"""HTML read as a browser reads it: tokens, the open elements, head, encoding, gating."""

@@ -1,0 +1,1 @@
+"""Sitemaps and search indexes, filtered per reader."""

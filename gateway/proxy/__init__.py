@@ -1,0 +1,1 @@
+"""The origins a docs request goes to (the upstream, the built folder) and the wire."""

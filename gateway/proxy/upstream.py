@@ -1,0 +1,288 @@
+"""The upstream facade: requests to the docs and responses back, with header hygiene."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.config.model import Config
+from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
+from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
+from gateway.proxy.location import UpstreamAddress
+from gateway.scope import Scope
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+
+
+FORWARDING = frozenset({
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+    "x-forwarded-prefix", "x-forwarded-server", "x-forwarded-ssl", "forwarded", "x-real-ip",
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-original-method",
+})
+
+
+# Encodings the gateway can undo when it must rewrite an HTML page.
+DECODABLE = ("gzip", "deflate", "identity")
+
+
+CHUNK = 64 * 1024
+
+
+_DROP, _KEEP, _COOKIE, _ENCODING = object(), object(), object(), object()
+
+
+# Response headers that carry URLs a browser follows or fetches.
+_URL, _REFRESH, _LINK = object(), object(), object()
+
+
+_URL_HEADERS = {"location": _URL, "content-location": _URL, "refresh": _REFRESH,
+                "link": _LINK}
+
+
+@lru_cache(maxsize=256)
+def decodable_encodings(value: str) -> str:
+    """An Accept-Encoding narrowed to what the gateway can undo when it rewrites a page."""
+    return ", ".join(part for part in (p.strip() for p in value.split(","))
+                     if part.split(";")[0].strip().lower() in DECODABLE) or "identity"
+
+
+def normalize_header_name(name: str) -> str:
+    """Lower case, with ``_`` read as ``-`` (how many servers read names)."""
+    return name.lower().replace("_", "-")
+
+
+def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """Hop-by-hop headers plus those the ``Connection`` header names."""
+    if "Connection" not in headers:
+        return HOP_BY_HOP
+    value = ",".join(headers.getall("Connection"))
+    # Few values recur ("keep-alive", "close"); long ones (client-chosen) are not kept.
+    return _cached_named_by(value) if len(value) <= 64 else _named_by(value)
+
+
+def _named_by(connection: str) -> frozenset[str]:
+    """Hop-by-hop headers plus those one ``Connection`` value names.
+
+    ``HOP_BY_HOP`` itself when it names nothing more ("keep-alive", "close"): callers skip
+    the per-header check for that very set.
+    """
+    named = HOP_BY_HOP | {normalize_header_name(token.strip()) for token in connection.split(",")}
+    return HOP_BY_HOP if named == HOP_BY_HOP else named
+
+
+_cached_named_by = lru_cache(maxsize=256)(_named_by)
+
+
+
+
+class Upstream:
+    """The pooled HTTP client to the docs upstream."""
+
+    def __init__(self, config: Config, is_identity_header: Callable[[str], bool],
+                 is_gateway_cookie: Callable[[str], bool]) -> None:
+        self.config = config
+        assert config.upstream.url is not None
+        self.base = URL(config.upstream.url)
+        self.base_path = self.base.raw_path.rstrip("/")
+        self.origin = str(self.base.origin())
+        self.is_identity_header = is_identity_header
+        self.is_gateway_cookie = is_gateway_cookie
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=config.upstream.connect_timeout,
+            sock_read=config.upstream.timeout)
+        self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None
+        self.preserve_host = config.upstream.host_header == "preserve"
+        self.address = UpstreamAddress(config.upstream.url, config.server.public_url,
+                                       self.preserve_host)
+        self._kinds: dict[str, object] = {}
+        self._kinds_trusted: dict[str, object] = {}
+        self._response_kinds: dict[str, object] = {}
+
+    async def start(self) -> None:
+        """Open the connection pool (one per process) and the client used for WebSockets."""
+        https = self.base.scheme == "https"
+        self.pool = Pool(
+            self.base.host or "127.0.0.1", self.base.port or (443 if https else 80),
+            limit=self.config.upstream.max_connections,
+            connect_timeout=self.config.upstream.connect_timeout,
+            read_timeout=self.config.upstream.timeout,
+            ssl=ssl.create_default_context() if https else None,
+            server_hostname=self.base.host)
+        self.session = aiohttp.ClientSession(
+            timeout=self.timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self.pool is not None:
+            self.pool.close()
+        if self.session is not None:
+            await self.session.close()
+
+    def target_for(self, scope: Scope) -> str:
+        """The request target sent upstream: its base path plus exactly the authorized path."""
+        return self.base_path + scope.path + (f"?{scope.query}" if scope.query else "")
+
+    def url_for(self, scope: Scope) -> URL:
+        """The upstream URL: the upstream's base plus exactly the authorized path."""
+        return URL.build(scheme=self.base.scheme, authority=self.base.raw_authority,
+                         path=self.base_path + scope.path, query_string=scope.query,
+                         encoded=True)
+
+    def request_headers(self, request: web.Request, scope: Scope,
+                        extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers sent upstream: hygiene first, then what the gateway adds."""
+        # Beyond the hop-by-hop names (dropped by kind), those the client's Connection names.
+        named = connection_named(request.headers)
+        out: list[tuple[str, str]] = []
+        for name, value in request.headers.items():
+            kind = self._kind_of(name, scope.trusted)
+            if kind is _DROP:
+                continue
+            if named is not HOP_BY_HOP and normalize_header_name(name) in named:
+                continue
+            if kind is _COOKIE:
+                value = self.filter_cookies(value)
+                if not value:
+                    continue
+            elif kind is _ENCODING:
+                value = decodable_encodings(value)
+            out.append((name, value))
+        out.append(("Host", scope.host if self.preserve_host else self.base.raw_authority))
+        out.append(("X-Forwarded-For", scope.forwarded_for))
+        out.append(("X-Forwarded-Proto", scope.scheme))
+        out.append(("X-Forwarded-Host", scope.host))
+        out.append(("X-Request-Id", scope.request_id))
+        out.extend(extra)
+        return out
+
+    def _kind_of(self, name: str, trusted: bool) -> object:
+        """How a client header name is treated; remembered per distinct spelling."""
+        cache = self._kinds_trusted if trusted else self._kinds
+        kind = cache.get(name)
+        if kind is None:
+            kind = self._classify(name, trusted)
+            if len(cache) < 4096:  # names are client-chosen: keep the memo bounded
+                cache[name] = kind
+        return kind
+
+    def _classify(self, name: str, trusted: bool) -> object:
+        lname = normalize_header_name(name)
+        if lname in HOP_BY_HOP or lname in ("host", "content-length") \
+                or self.is_identity_header(name):
+            return _DROP  # framing is decided here, never copied from the client
+        if lname in FORWARDING and not trusted:
+            return _DROP
+        if lname in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                     "x-request-id", "forwarded"):
+            return _DROP  # set below from what the gateway believes
+        if lname == "cookie":
+            return _COOKIE
+        if lname == "accept-encoding":
+            return _ENCODING
+        return _KEEP
+
+    def filter_cookies(self, header: str) -> str:
+        """The Cookie header without the gateway's own cookies."""
+        kept = []
+        for part in header.split(";"):
+            name = part.split("=", 1)[0].strip()
+            if name and not self.is_gateway_cookie(name):
+                kept.append(part.strip())
+        return "; ".join(kept)
+
+    async def open(self, request: web.Request, scope: Scope,
+                   extra: Iterable[tuple[str, str]]) -> Response:
+        """Send the request upstream (body streamed) and return the response head."""
+        assert self.pool is not None
+        headers = self.request_headers(request, scope, extra)
+        body = request.content.iter_any() if request.body_exists else None
+        try:
+            response = await self.pool.request(request.method, self.target_for(scope),
+                                               headers, body, request.content_length)
+        except UpstreamTimedOut:
+            raise UpstreamTimeout("the docs server did not answer in time") from None
+        except UpstreamClosed:
+            raise UpstreamError("the docs server closed the connection") from None
+        except OSError:
+            raise UpstreamError("the docs server cannot be reached") from None
+        if scope.asks_missing and not 400 <= response.status < 500:
+            # Anything else (a page for every address, an error) is no missing page.
+            response.release()
+            raise NotFound("the docs server shows no page for a missing address")
+        return response
+
+    def response_headers(self, upstream: Response) -> CIMultiDict[str]:
+        """Upstream response headers minus hop-by-hop ones and gateway cookies, with URLs
+        that name the upstream's own address (Location, Content-Location, Refresh, Link)
+        pointing at the public one."""
+        drop = connection_named(upstream.headers)
+        kinds = self._response_kinds
+        out: CIMultiDict[str] = CIMultiDict()
+        for name, value in upstream.headers.items():
+            kind = kinds.get(name)
+            if kind is None:
+                lname = name.lower()
+                # Framing is the gateway's: Content-Length too is set by the response itself.
+                kind = _DROP if lname in HOP_BY_HOP or lname == "content-length" else \
+                    _COOKIE if lname == "set-cookie" else _URL_HEADERS.get(lname, _KEEP)
+                if len(kinds) < 4096:  # names are the upstream's: keep the memo bounded
+                    kinds[name] = kind
+            if kind is _DROP or (drop is not HOP_BY_HOP and name.lower() in drop):
+                continue
+            if kind is _URL:
+                # Readers are never sent to the upstream's own address ("/guide" answered
+                # with the upstream's host and port): it is the public one they must use.
+                value = self.address.rewrite(value)
+            elif kind is _REFRESH:
+                value = self.address.rewrite_refresh(value)
+            elif kind is _LINK:
+                value = self.address.rewrite_link(value)
+            elif kind is _COOKIE:
+                pair = value.split(";", 1)[0]
+                cookie_name = pair.split("=", 1)[0].strip() if "=" in pair else ""
+                # A nameless cookie comes back from browsers as "value", which could
+                # spell one of ours ("=docs_session=x"): drop those too.
+                if not cookie_name or self.is_gateway_cookie(cookie_name):
+                    continue
+            out.add(name, value)
+        return out
+
+    async def ping(self) -> bool:
+        """Whether the upstream answers at all (any HTTP status)."""
+        assert self.pool is not None
+        try:
+            response = await self.pool.request(
+                "HEAD", self.base_path + "/", [("Host", self.base.raw_authority)], None, None)
+        except (UpstreamTimedOut, UpstreamClosed, OSError):
+            return False
+        response.release()
+        return True
+
+
+async def stream_body(request: web.Request, upstream: Response,
+                      response: web.StreamResponse) -> None:
+    """Copy the upstream body to the client chunk by chunk; ``write`` awaits the drain."""
+    try:
+        while chunk := await upstream.read():
+            await response.write(chunk)
+        await response.write_eof()
+    except (UpstreamClosed, UpstreamTimedOut):
+        # Headers are already sent: the only honest signal left is a cut connection,
+        # so the client sees a truncated body rather than a complete-looking one.
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionResetError:
+        pass  # the client went away; the unread upstream connection is dropped below
+    finally:
+        upstream.release()
+

@@ -1,0 +1,111 @@
+"""ARCHITECTURE.md and the compiled set, kept in step with the package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.test_layers import PACKAGE, imports, modules
+
+ROOT = PACKAGE.parent
+ROOMS = ROOT / "ARCHITECTURE.md"
+
+#: Where every docs request starts: the boundary, the pipeline, and the default handshake
+#: and session store that the factories pick at start.
+REQUEST_ROOTS = ("gateway.boundary", "gateway.pipeline", "gateway.handshakes.jwt",
+                 "gateway.sessions.cookie")
+#: Modules on the request path that stay plain Python, and why.
+NOT_COMPILED = {
+    "gateway.bounded": "generic containers shared with plain modules; not measured as worth it",
+    "gateway.config.model": "frozen dataclasses built at start; requests only read them",
+    "gateway.errors": "exception classes that override class attributes stay plain",
+    "gateway.types": "type aliases only",
+    "gateway.keys": "key files are read at start and at a reload",
+    "gateway.handshakes.jwks": "runs per login or key fetch, not per request",
+    "gateway.handshakes.jwt_verify": "runs per login, not per request",
+    "gateway.handshakes.replay": "runs per login, not per request",
+    "gateway.html.gating": "next to compile, with the personalised-pages speed work",
+    "gateway.html.tokens": "next to compile, with the personalised-pages speed work",
+    "gateway.html.tree": "next to compile, with the personalised-pages speed work",
+    "gateway.indexes.filter": "runs for index files only; filtered copies are cached per reader",
+    "gateway.indexes.formats": "runs for index files only; filtered copies are cached per reader",
+    "gateway.proxy.static": "the built folder's bytes are sent by aiohttp's file sender",
+    "gateway.proxy.websocket": "runs once per upgrade; frames are aiohttp's",
+    "gateway.redirects": "same-site checks of login routes and upgrades, not per request",
+}
+
+
+def rooms_block() -> list[str]:
+    text = ROOMS.read_text()
+    section = text.split("## The rooms", 1)[1]
+    return section.split("```text", 1)[1].split("```", 1)[0].splitlines()
+
+
+def entries() -> dict[str, str]:
+    """Each room line's name (``cli.py``, ``html/``, ``html/page.py``) -> its text, with the
+    continuation lines below it."""
+    found: dict[str, str] = {}
+    current = ""
+    for line in rooms_block()[1:]:
+        if line.startswith("  ") and not line.startswith("    "):
+            names = re.split(r"\s{2,}", line.strip())[0].split(", ")
+            current = names[0]
+            for name in names:
+                found[name] = line
+        elif current:
+            found[current] += " " + line.strip()
+    return found
+
+
+def request_path() -> set[str]:
+    graph = {name: {target for target, _ in edges if target in modules()}
+             for name, edges in imports().items()}
+    seen: set[str] = set()
+    stack = list(REQUEST_ROOTS)
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(graph[name])
+    return seen
+
+
+def compiled() -> set[str]:
+    listed = re.findall(r'"(gateway/[\w/]+\.py)"', (ROOT / "setup.py").read_text())
+    return {path[:-3].replace("/", ".") for path in listed}
+
+
+def test_every_room_is_on_the_page() -> None:
+    named = entries()
+    missing = []
+    for name, path in modules().items():
+        relative = path.relative_to(PACKAGE).as_posix()
+        top = relative.split("/")[0]
+        if top == "demo" or relative == "__init__.py":
+            continue
+        if "/" not in relative:
+            ok = relative in named
+        else:
+            folder = top + "/"
+            stem = Path(relative).stem
+            ok = relative in named or (folder in named and (
+                stem == "__init__" or re.search(rf"\b{stem}\b", named[folder]) is not None))
+        if not ok:
+            missing.append(relative)
+    assert missing == [], "name these in ARCHITECTURE.md's rooms"
+
+
+def test_every_room_on_the_page_exists() -> None:
+    for name in entries():
+        assert (PACKAGE / name).exists(), f"ARCHITECTURE.md names {name}, which is gone"
+
+
+def test_the_compiled_set_is_the_request_path() -> None:
+    on_path = request_path()
+    listed = compiled()
+    assert sorted(listed - on_path) == [], "compiled, yet off the request path"
+    assert sorted(on_path - listed - set(NOT_COMPILED)) == [], \
+        "on the request path: compile it (setup.py COMPILED) or say why not (NOT_COMPILED)"
+    assert sorted(set(NOT_COMPILED) - on_path) == [], "NOT_COMPILED names a module off the path"
+    for name in listed:
+        assert (ROOT / (name.replace(".", "/") + ".py")).exists(), name
