@@ -11,9 +11,10 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
-import uvloop
 from aiohttp import web
 
 from gateway.app import DocsRunner, build_app
@@ -175,10 +176,20 @@ async def run_worker(config: Config) -> None:
     await serving.stop()
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (not on Windows), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def _worker_main(config: Config) -> None:
     setup_logging(config.logging)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(run_worker(config))
+        run_loop(run_worker(config))
 
 
 def serve(config: Config, verbose: bool = False) -> int:
@@ -194,7 +205,7 @@ def serve(config: Config, verbose: bool = False) -> int:
             log.warning(warning)
     if config.server.workers <= 1:
         try:
-            uvloop.run(run_worker(config))
+            run_loop(run_worker(config))
         except KeyboardInterrupt:
             pass
         return 0

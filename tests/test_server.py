@@ -193,3 +193,16 @@ async def test_sighup_reloads_a_valid_file_and_refuses_a_bad_one(
     assert "reloaded" in messages
     refused = [line for line in lines if line["msg"].startswith("reload refused")]
     assert refused and "problems" in refused[0]
+
+
+def test_without_uvloop_the_gateway_runs_on_asyncios_loop() -> None:
+    # uvloop does not install on Windows: the gateway then runs on asyncio's own loop.
+    code = ("import asyncio, sys\n"
+            "sys.modules['uvloop'] = None\n"
+            "from gateway.server import run_loop\n"
+            "async def main():\n"
+            "    print(type(asyncio.get_running_loop()).__module__)\n"
+            "run_loop(main())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent, check=True)
+    assert done.stdout.strip().startswith("asyncio"), done.stdout
