@@ -77,6 +77,9 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
                 await expect_continue(request)
             try:
                 response = await handler(request)
+                if scope.route != "gateway" and not scope.allowed:
+                    # A docs answer whose decision was never enforced: fail closed.
+                    raise Denied()
             except Denied:
                 if as_missing is None:
                     raise

@@ -147,12 +147,26 @@ def mark_private(headers: CIMultiDict[str]) -> None:
         headers["Vary"] = f"{vary}, Cookie" if vary else "Cookie"
 
 
+def require_allowed(scope: Scope) -> None:
+    """Fail closed for a docs response about to start without an enforced decision."""
+    if not scope.allowed:
+        raise Denied()
+
+
+async def start(request: web.Request, scope: Scope, response: web.StreamResponse) -> None:
+    """Send a streamed docs response's head: the one place the pipeline writes headers,
+    and only for a request whose decision was enforced."""
+    require_allowed(scope)
+    await response.prepare(request)
+
+
 async def handle_docs(request: web.Request) -> web.StreamResponse:
     """Serve a docs path: everything that is not one of the gateway's own routes."""
     gw = request.app[GATEWAY]
     scope: Scope = request[SCOPE]
     intercepted = await gw.handshake.intercept(request)
     if intercepted is not None:
+        scope.allowed = True  # the handshake's own answer (a login), never docs content
         return intercepted
     rel = gw.relative_path(scope.path)
     if rel is None:
@@ -177,6 +191,7 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
         enforce(decision, scope)
         assert gw.upstream is not None and gw.upstream.session is not None
         headers = CIMultiDict(gw.upstream.request_headers(request, scope, extra))
+        require_allowed(scope)
         return await pipe_websocket(request, gw.upstream.session, gw.upstream.url_for(scope),
                                     headers, gw.config.server.public_origin)
     else:
@@ -302,7 +317,7 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
             response.content_length = upstream.content_length
         finish_headers(gw, decision, visitor, response)
         response.headers["X-Request-Id"] = scope.request_id  # started here, not at the edge
-        await response.prepare(request)
+        await start(request, scope, response)
         if request.method == "HEAD" or not has_body:
             upstream.release()
             await response.write_eof()
@@ -364,7 +379,7 @@ async def serve_untyped(gw: Gateway, request: web.Request, scope: Scope, decisio
         response.content_length = upstream.content_length
     finish_headers(gw, decision, visitor, response)
     response.headers["X-Request-Id"] = scope.request_id  # started here, not at the edge
-    await response.prepare(request)
+    await start(request, scope, response)
     await response.write(body)
     await stream_body(request, upstream, response)
     return response

@@ -45,6 +45,9 @@ class Scope:
     #: The upstream is asked for an address that cannot exist, to show the site's own
     #: missing page: only a client error (4xx) may come back.
     asks_missing: bool
+    #: Whether a decision that lets the request through was enforced: a docs response may
+    #: start only then (the pipeline's ``start`` and the error boundary check it).
+    allowed: bool
 
     # Written out (init=False): compiled, it runs natively; it is made once per request.
     def __init__(self, *, request_id: str, client_ip: str, trusted: bool, scheme: str,
@@ -64,6 +67,7 @@ class Scope:
         self.user = user
         self.jar = jar
         self.asks_missing = asks_missing
+        self.allowed = False
 
     def missing_at(self, path: str) -> Scope:
         """The same request's scope at ``path``, an address that cannot exist (no query),

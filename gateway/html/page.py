@@ -110,11 +110,13 @@ def return_path(scope: Scope) -> str:
 
 
 def enforce(decision: Decision, scope: Scope) -> None:
-    """Raise for a decision that blocks the request; nothing for ALLOW."""
+    """Raise for a decision that blocks the request; for ALLOW, mark the request allowed
+    (no docs response starts before that)."""
     if decision.outcome is Outcome.NEEDS_LOGIN:
         raise NeedsLogin(return_to=return_path(scope))
     if decision.outcome is Outcome.DENIED:
         raise Denied()
+    scope.allowed = True
 
 
 class Pages:

@@ -1,0 +1,111 @@
+"""The pipeline's one gate: no docs response starts without an enforced decision.
+
+A branch that forgot to enforce would be an authorization bypass; these tests hold the
+structure that makes forgetting fail closed, in the code and at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from gateway.boundary import error_boundary
+from gateway.errors import Denied
+from gateway.html.page import enforce
+from gateway.metrics import Metrics
+from gateway.pipeline import start
+from gateway.policy import Decision, Outcome
+from gateway.scope import SCOPE, Scope, ScopeBuilder
+from gateway.types import Handler
+from tests.helpers import make_config
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
+#: The only places a response's head is written before it goes back to the boundary.
+PREPARE_SITES = {
+    "pipeline.py": {"start"},
+    "proxy/websocket.py": {"pipe_websocket"},  # called only after require_allowed
+    "proxy/static.py": {"prepare"},  # the file sender's own prepare, run by the server
+}
+
+
+def prepare_calls() -> dict[str, set[str]]:
+    """Module -> the functions in which ``.prepare(...)`` is called."""
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("demo/"):
+            continue
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr == "prepare":
+                    found.setdefault(relative, set()).add(function.name)
+    return found
+
+
+def test_a_response_head_is_written_in_known_places_only() -> None:
+    assert prepare_calls() == PREPARE_SITES
+
+
+def test_the_websocket_is_piped_only_after_the_check() -> None:
+    source = (PACKAGE / "pipeline.py").read_text()
+    before = source.split("await pipe_websocket(", 1)[0].rsplit("\n", 3)
+    assert "require_allowed(scope)" in "\n".join(before[-3:])
+
+
+ALLOW = Decision(Outcome.ALLOW)
+
+
+def boundary_for(handler: Handler) -> Handler:
+    config = make_config()
+    return error_boundary(config, ScopeBuilder(config), Metrics(), handler)
+
+
+async def test_a_docs_answer_without_an_enforced_decision_is_refused() -> None:
+    async def forgetful(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="SECRET")
+
+    async def careful(request: web.Request) -> web.StreamResponse:
+        enforce(ALLOW, request[SCOPE])
+        return web.Response(text="page")
+
+    request = make_mocked_request("GET", "/guide/", headers={"Accept": "application/json"})
+    refused = await boundary_for(forgetful)(request)
+    assert refused.status == 404
+    assert isinstance(refused, web.Response) and b"SECRET" not in (refused.body or b"")
+    served = await boundary_for(careful)(
+        make_mocked_request("GET", "/guide/", headers={"Accept": "application/json"}))
+    assert served.status == 200
+
+
+async def test_a_gateway_route_needs_no_page_decision() -> None:
+    async def route(request: web.Request) -> web.StreamResponse:
+        request[SCOPE].route = "gateway"
+        return web.Response(text="ok")
+
+    answer = await boundary_for(route)(make_mocked_request("GET", "/_gateway/healthz"))
+    assert answer.status == 200
+
+
+async def test_a_stream_never_starts_without_an_enforced_decision() -> None:
+    request = make_mocked_request("GET", "/guide/")
+    scope = Scope(request_id="r", client_ip="127.0.0.1", trusted=False, scheme="http",
+                  host="docs.test", path="/guide/", query="", forwarded_for="")
+    response = web.StreamResponse()
+    with pytest.raises(Denied):
+        await start(request, scope, response)
+    assert not response.prepared
+    for refusing in (Outcome.DENIED, Outcome.NEEDS_LOGIN):
+        with pytest.raises(Exception):
+            enforce(Decision(refusing), scope)
+    assert not scope.allowed
+    enforce(ALLOW, scope)
+    await start(request, scope, response)
+    assert response.prepared
