@@ -157,3 +157,28 @@ async def aiohttp_server(aiohttp_server: Any) -> AsyncIterator[Any]:
     yield go
     while started:
         await started.pop().close()
+
+
+# ---------------------------------------------------------------------------
+# The slow marker: tests that start a browser, nginx or Caddy, build a site with a real
+# generator, run the command line or the benchmark in processes of their own, or search
+# with hypothesis. `scripts/test --fast` leaves them out for a quick inner loop; the whole
+# suite (what CI runs) keeps them.
+
+SLOW_MODULES = frozenset({
+    "test_attack_denied", "test_attack_location", "test_attack_pages", "test_bench_smoke",
+    "test_cli", "test_demo", "test_deploy", "test_forward_auth", "test_mkdocs_site",
+    "test_properties", "test_server",
+})
+SLOW_FIXTURES = frozenset({"browser"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: starts real browsers, proxies or processes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
