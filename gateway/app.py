@@ -32,6 +32,7 @@ from gateway.scope import SCOPE, Scope, ScopeBuilder
 from gateway.services import GATEWAY, Gateway
 from gateway.sessions import create_store
 from gateway.sessions.base import gateway_cookie_predicate
+from gateway.shared import create_keyspace
 from gateway.types import Handler
 
 
@@ -123,7 +124,8 @@ async def build_app(config: Config) -> web.Application:
     metrics = Metrics()
     app = web.Application()
     http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-    store = create_store(config)
+    keyspace = create_keyspace(config)
+    store = create_store(config, keyspace)
     is_gateway_cookie = gateway_cookie_predicate(config)
     signer = AssertionSigner(config)
     identity = IdentityHeaders(config, signer)
@@ -138,11 +140,11 @@ async def build_app(config: Config) -> web.Application:
         assert config.upstream.root is not None
         static = StaticSite(config.upstream.root)
     handshake = create_handshake(HandshakeDeps(config=config, store=store, http=http,
-                                               metrics=metrics))
+                                               metrics=metrics, keyspace=keyspace))
     gw = Gateway(config=config, store=store, handshake=handshake, policy=policy,
                  pages=Pages(config, policy), identity=identity, signer=signer,
                  upstream=upstream, static=static, http=http, metrics=metrics,
-                 is_gateway_cookie=is_gateway_cookie)
+                 is_gateway_cookie=is_gateway_cookie, keyspace=keyspace)
     app[GATEWAY] = gw
     table = RouteTable()
     own_routes(config, table, handshake.routes())
@@ -230,4 +232,5 @@ async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:
         if gw.upstream is not None:
             await gw.upstream.close()
         await gw.store.close()
+        await gw.keyspace.close()
         await gw.http.close()

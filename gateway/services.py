@@ -20,6 +20,7 @@ from gateway.policy import Policy
 from gateway.proxy.static import StaticSite
 from gateway.proxy.upstream import Upstream
 from gateway.sessions.base import Session, SessionStore
+from gateway.shared import Keyspace
 from gateway.user import User
 
 
@@ -39,6 +40,8 @@ class Gateway:
     http: aiohttp.ClientSession
     metrics: Metrics
     is_gateway_cookie: Callable[[str], bool]
+    #: Used login tokens and OAuth states, Info API answers, refresh locks.
+    keyspace: Keyspace
 
     def relative_path(self, path: str) -> str | None:
         """The decoded path below the public base path, or None when outside it."""

@@ -32,6 +32,7 @@ NOT_COMPILED = {
     "gateway.proxy.static": "the built folder's bytes are sent by aiohttp's file sender",
     "gateway.proxy.websocket": "runs once per upgrade; frames are aiohttp's",
     "gateway.redirects": "same-site checks of login routes and upgrades, not per request",
+    "gateway.shared": "used per login, cache miss or refresh, not per request",
 }
 
 

@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.app import build_app
 from gateway.handshakes import jwt_token
-from gateway.handshakes.replay import MemoryReplayCache
+from gateway.handshakes.replay import ReplayCache
 from gateway.keys import kid_of, private_pem, public_jwk, public_pem
+from gateway.shared import MemoryKeyspace
 from tests.helpers import HS_SECRET, echo_app, header_map, make_config
 
 Client = TestClient[web.Request, web.Application]
@@ -616,15 +617,16 @@ async def test_redis_replay_cache_is_shared_by_replicas(start: Start, key_set: K
 
 async def test_memory_replay_cache_forgets_expired_tokens_and_stays_bounded() -> None:
     now = [0.0]
-    cache = MemoryReplayCache(max_entries=3, clock=lambda: now[0])
+    keyspace = MemoryKeyspace(max_entries=3, clock=lambda: now[0])
+    cache = ReplayCache(keyspace)
     assert await cache.first_use("a", 10)
     assert not await cache.first_use("a", 10)
     for name in "bcde":
         assert await cache.first_use(name, 10)
-    assert len(cache) == 3
+    assert len(keyspace) == 3
     now[0] = 11.0
     assert await cache.first_use("e", 10)
-    assert len(cache) == 1
+    assert len(keyspace) == 1
 
 
 def test_token_command_signs_a_token_the_gateway_accepts(

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
      "gateway.limits", "gateway.policy", "gateway.logs", "gateway.scope", "gateway.responses"),
     ("gateway.html", "gateway.config", "gateway.user", "gateway.paths", "gateway.keys",
      "gateway.crypto", "gateway.bounded", "gateway.metrics", "gateway.redirects",
-     "gateway.errors", "gateway.types", "gateway"),
+     "gateway.errors", "gateway.types", "gateway.shared", "gateway"),
 ]
 
 
@@ -96,7 +96,7 @@ def test_no_circles() -> None:
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                circles.append(path[path.index(target):] + [target])
+                circles.append([*path[path.index(target):], target])
             elif target not in state:
                 visit(target)
         path.pop()

@@ -15,6 +15,7 @@ from mypy_extensions import mypyc_attr
 from gateway.config.model import Config
 from gateway.metrics import Metrics
 from gateway.sessions.base import CookieJar, Session, SessionStore
+from gateway.shared import Keyspace
 from gateway.types import Handler
 from gateway.user import User
 
@@ -32,12 +33,14 @@ class Route:
 
 @dataclass
 class HandshakeDeps:
-    """What a handshake may use: the config, the session store, and one HTTP client."""
+    """What a handshake may use: the config, the session store, one HTTP client, and the
+    app's keyspace (used tokens and states, caches, locks)."""
 
     config: Config
     store: SessionStore
     http: aiohttp.ClientSession
     metrics: Metrics
+    keyspace: Keyspace
 
 
 # Compiled with the request path; the shared-session and OAuth handshakes subclass it

@@ -20,12 +20,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from gateway.bounded import Expiring
-from gateway.config.model import Config
 from gateway.crypto import InvalidSealed, aead_decrypt, aead_encrypt, derive_key
+from gateway.errors import Unavailable
+from gateway.shared import Keyspace
 from gateway.user import InvalidUser, User
 
 log = logging.getLogger(__name__)
@@ -34,7 +32,6 @@ KEY_PREFIX = "dg:info:"
 #: Most entries one process keeps; the oldest go first.
 MAX_ENTRIES = 50_000
 #: Seconds to reach Redis and wait for one reply: a cache must never be slower than a miss.
-REDIS_TIMEOUT = 1.0
 #: After a Redis failure, the local cache alone is used for this long.
 REDIS_BACKOFF = 2.0
 
@@ -147,10 +144,9 @@ class RedisCache(InfoCache):
     than fail the request: the cache only saves Info API calls.
     """
 
-    def __init__(self, url: str, parse: Callable[[Any], User], *,
+    def __init__(self, keyspace: Keyspace, parse: Callable[[Any], User], *,
                  max_entries: int = MAX_ENTRIES) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT,
-                                              socket_timeout=REDIS_TIMEOUT)
+        self._keyspace = keyspace
         self._parse = parse
         self._local = MemoryCache(max_entries)
         self._skip_until = 0.0
@@ -165,11 +161,11 @@ class RedisCache(InfoCache):
             return answer
         name = KEY_PREFIX + key.id
         try:
-            blob = await self._redis.get(name)
-        except (RedisError, OSError) as exc:
+            blob = await self._keyspace.get(name)
+        except Unavailable as exc:
             self._failed(exc)
             return None
-        if not isinstance(blob, bytes):
+        if blob is None:
             return None
         try:
             plain = aead_decrypt(key.seal_key, blob, name.encode())
@@ -194,15 +190,15 @@ class RedisCache(InfoCache):
         plain = b"a" if answer.kind is Kind.ANONYMOUS else \
             b"u" + json.dumps(answer.data, separators=(",", ":")).encode("utf-8")
         try:
-            await self._redis.set(name, aead_encrypt(key.seal_key, plain, name.encode()),
-                                  px=ttl_ms)
-        except (RedisError, OSError) as exc:
+            await self._keyspace.put(name, aead_encrypt(key.seal_key, plain, name.encode()),
+                                     ttl)
+        except Unavailable as exc:
             self._failed(exc)
             self._local.put_now(key, answer, ttl)
 
     async def close(self) -> None:
-        """Close the connection pool."""
-        await self._redis.aclose()
+        """Forget the local entries (the keyspace is the app's to close)."""
+        await self._local.close()
 
     def _redis_usable(self) -> bool:
         return time.monotonic() >= self._skip_until
@@ -214,10 +210,10 @@ class RedisCache(InfoCache):
                     exc.__class__.__name__, REDIS_BACKOFF)
 
 
-def create_cache(config: Config, parse: Callable[[Any], User]) -> InfoCache:
-    """Redis when ``session.store`` is redis (shared by replicas), else memory."""
-    if config.session.store == "redis":
-        return RedisCache(config.session.redis_url, parse)
+def create_cache(keyspace: Keyspace, parse: Callable[[Any], User]) -> InfoCache:
+    """Shared through the keyspace when it is shared by replicas (Redis), else memory."""
+    if keyspace.shared:
+        return RedisCache(keyspace, parse)
     return MemoryCache()
 
 

@@ -25,7 +25,7 @@ from gateway.errors import HandshakeFailed, Unavailable
 from gateway.handshakes.base import Handshake, HandshakeDeps, Route
 from gateway.handshakes.jwks import TokenError
 from gateway.handshakes.jwt_verify import JwtVerifier
-from gateway.handshakes.replay import create_replay_cache
+from gateway.handshakes.replay import ReplayCache
 from gateway.redirects import post_from_this_site, safe_return_path
 from gateway.responses import page
 from gateway.scope import SCOPE, Scope
@@ -139,7 +139,7 @@ class JwtHandshake(Handshake):
         super().__init__(deps)
         self.settings = self.config.handshake.jwt
         self.verifier = JwtVerifier(deps)
-        self.replay = create_replay_cache(self.config)
+        self.replay = ReplayCache(deps.keyspace)
         self.csrf_cookie = deps.store.cookies.name + "_jwt"
         # Under bind_state, "state" is the token's own claim, not part of the user object.
         self.protocol_claims = (*JWT_CLAIMS, "state") if self.settings.bind_state else JWT_CLAIMS
@@ -154,10 +154,6 @@ class JwtHandshake(Handshake):
                 await self.verifier.jwks.refresh(force=True)
             except Unavailable:
                 pass  # already logged; logins retry the fetch
-
-    async def close(self) -> None:
-        """Close the replay cache's connections."""
-        await self.replay.close()
 
     def routes(self) -> list[Route]:
         """The callback under the prefix, and Mintlify's ``/login/jwt-callback``."""

@@ -12,18 +12,15 @@ import hashlib
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway.bounded import Bounded, KeyedLocks, OneTime
-from gateway.crypto import random_token
 from gateway.errors import (
     GatewayError,
     HandshakeFailed,
@@ -47,7 +44,6 @@ MAX_BODY = 1024 * 1024
 MAX_ATTEMPTS = 5
 #: Seconds between JWKS re-fetches for an unknown ``kid`` (key rotation).
 JWKS_REFETCH = 30.0
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 
 
 class OAuthHandshake(Handshake):
@@ -83,10 +79,6 @@ class OAuthHandshake(Handshake):
         self._recent: Bounded[str, Session | None] = Bounded()
         self._retry_at: Bounded[str, float] = Bounded()
         self._states = OneTime(self.codec.ttl)
-        self._redis: aioredis.Redis | None = None
-        if self.config.session.store == "redis":
-            self._redis = aioredis.Redis.from_url(self.config.session.redis_url,
-                                                  socket_connect_timeout=2, socket_timeout=2)
 
     async def start(self) -> None:
         """Discover the provider; if it is down, start anyway and retry on the first login."""
@@ -96,11 +88,6 @@ class OAuthHandshake(Handshake):
             except GatewayError as exc:
                 log.warning("OpenID discovery failed; retrying on the first login: %s",
                             exc.message)
-
-    async def close(self) -> None:
-        """Close the lock client."""
-        if self._redis is not None:
-            await self._redis.aclose()
 
     def routes(self) -> list[Route]:
         """The redirect URI, plus Mintlify's callback names (mounted with compat only)."""
@@ -262,13 +249,11 @@ class OAuthHandshake(Handshake):
     async def _first_use(self, state: str) -> bool:
         """Whether a state is used for the first time, so a copied cookie cannot replay it."""
         digest = hashlib.sha256(state.encode()).hexdigest()
-        if self._redis is not None:
-            try:
-                return bool(await self._redis.set(f"dg:state:{digest}", b"1", nx=True,
-                                                  ex=int(self.codec.ttl)))
-            except (RedisError, OSError):
-                pass  # the in-process record still refuses replays to this replica
-        return self._states.first_use(digest)
+        try:
+            return await self.deps.keyspace.first_use(f"dg:state:{digest}", self.codec.ttl)
+        except Unavailable:
+            # The in-process record still refuses replays to this replica.
+            return self._states.first_use(digest)
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
         """The redirect URI: check state and iss, exchange the code, start the session."""
@@ -330,10 +315,10 @@ class OAuthHandshake(Handshake):
                     return current.user
             if not self._due(session):
                 return user
-            async with self._redis_lock(session.id) as held:
+            async with self._shared_lock(session.id) as held:
                 if not held:
                     return user
-                if self._redis is not None:
+                if self.deps.keyspace.shared:
                     latest = (await self.deps.store.load(request.cookies)).session
                     if latest is not None and latest.refreshed_at > session.refreshed_at:
                         return latest.user
@@ -346,27 +331,10 @@ class OAuthHandshake(Handshake):
                 and now - session.refreshed_at >= self.oauth.refresh_interval
                 and now >= self._retry_at.get(session.id, 0.0))
 
-    @asynccontextmanager
-    async def _redis_lock(self, session_id: str) -> AsyncIterator[bool]:
+    def _shared_lock(self, session_id: str) -> AbstractAsyncContextManager[bool]:
         """``dg:lock:<sha256(id)>``: one replica refreshes a session at a time."""
-        if self._redis is None:
-            yield True
-            return
         key = "dg:lock:" + hashlib.sha256(session_id.encode()).hexdigest()
-        token = random_token(16)
-        try:
-            held = bool(await self._redis.set(key, token, nx=True,
-                                              px=int((self.oauth.timeout * 3 + 5) * 1000)))
-        except (RedisError, OSError):
-            held = False
-        try:
-            yield held
-        finally:
-            if held:
-                try:
-                    await self._redis.eval(_RELEASE, 1, key, token)
-                except (RedisError, OSError):
-                    pass  # the lock expires on its own
+        return self.deps.keyspace.lock(key, self.oauth.timeout * 3 + 5)
 
     async def _refresh(self, request: web.Request, session: Session,
                        jar: CookieJar) -> User | None:

@@ -95,7 +95,7 @@ class SharedSessionHandshake(Handshake):
                      Kind.ANONYMOUS: min(settings.cache_ttl, NEGATIVE_TTL),
                      Kind.UNAVAILABLE: min(settings.cache_ttl, UNAVAILABLE_TTL)}
         self._keys = CacheKeys(self.config.session.secrets[0])
-        self._cache = create_cache(self.config, self.parse)
+        self._cache = create_cache(deps.keyspace, self.parse)
         self._flight: SingleFlight[Answer] = SingleFlight()
         counter = deps.metrics.info_cache
         self._hit, self._miss = counter.labels("hit"), counter.labels("miss")

@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
 
 from gateway.bounded import Bounded
 from gateway.config.model import Config
@@ -44,6 +38,7 @@ from gateway.sessions.base import (
 )
 from gateway.sessions.codec import InvalidSession, decode_session, encode_session
 from gateway.sessions.tracking import TrackedSessions
+from gateway.shared import REDIS_TIMEOUT, Keyspace, RedisKeyspace
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +47,6 @@ KEY_PREFIX = "dg:s:"
 TICKET_CACHE = 2048
 #: Seconds to connect to Redis and to wait for one reply; a session lookup sits on every
 #: request, so a stuck Redis must fail fast (503) rather than hold visitors.
-DEFAULT_TIMEOUT = 2.0
 
 
 def redis_key(session_id: str) -> str:
@@ -74,18 +68,15 @@ class _Ticket:
 class RedisStore(SessionStore):
     """Keeps sessions in Redis (encrypted per session); the cookie holds id and key."""
 
-    def __init__(self, config: Config, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, config: Config, *, keyspace: Keyspace | None = None,
+                 timeout: float = REDIS_TIMEOUT) -> None:
         super().__init__(config)
         self._sealer = Sealer(config.session.secrets, "redis-cookie")
         self._aad = self.cookies.name.encode("utf-8")
-        # One retry: after Redis restarts, pooled connections are dead, and the first
-        # command on each would fail although a fresh connection would succeed.
-        self._redis = aioredis.Redis.from_url(
-            config.session.redis_url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        )
+        # The app's keyspace (one Redis client per app); a store made alone has its own.
+        self._owned = keyspace is None
+        self._keyspace = keyspace if keyspace is not None else \
+            RedisKeyspace(config.session.redis_url, timeout)
         # Cookie value -> what it names: opening the seal and hashing the id, done once.
         self._tickets: Bounded[str, tuple[_Ticket, str]] = Bounded(TICKET_CACHE)
         ttl = config.session.redis_cache
@@ -136,10 +127,10 @@ class RedisStore(SessionStore):
                 return Loaded(kept, stale=stale)
             generation = tracked.generation
         try:
-            blob = await self._redis.get(key)
-        except (RedisError, OSError) as exc:
+            blob = await self._keyspace.get(key)
+        except Unavailable as exc:
             raise self._unavailable(exc) from None
-        if not isinstance(blob, bytes):
+        if blob is None:
             return Loaded(None, stale=ours)
         try:
             session = decode_session(aead_decrypt(ticket.key, blob, key.encode()))
@@ -166,14 +157,12 @@ class RedisStore(SessionStore):
             ticket = _Ticket(session.id, os.urandom(KEY_BYTES))
         key = redis_key(session.id)
         blob = aead_encrypt(ticket.key, encode_session(session), key.encode())
-        ttl_ms = max(1, math.ceil((session.user.expires_at - time.time()) * 1000))
+        ttl = max(0.001, session.user.expires_at - time.time())
+        replaced = redis_key(previous.session_id) \
+            if previous is not None and previous.session_id != session.id else None
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(key, blob, px=ttl_ms)
-                if previous is not None and previous.session_id != session.id:
-                    pipe.delete(redis_key(previous.session_id))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
+            await self._keyspace.put(key, blob, ttl, replacing=replaced)
+        except Unavailable as exc:
             raise self._unavailable(exc) from None
         self._forget(key, redis_key(previous.session_id) if previous is not None else None)
         value = self._sealer.seal(f"{session.id}.{b64url_encode(ticket.key)}".encode(), self._aad)
@@ -191,8 +180,8 @@ class RedisStore(SessionStore):
         if ticket is not None:
             key = redis_key(ticket.session_id)
             try:
-                await self._redis.delete(key)
-            except (RedisError, OSError) as exc:
+                await self._keyspace.delete(key)
+            except Unavailable as exc:
                 raise self._unavailable(exc) from None
             self._forget(key)
         for name in {self.cookies.name, *present_names(self, cookies)}:
@@ -200,10 +189,7 @@ class RedisStore(SessionStore):
 
     async def ping(self) -> bool:
         """Whether Redis answers PING."""
-        try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
-            return False
+        return await self._keyspace.ping()
 
     def _forget(self, *keys: str | None) -> None:
         """Drop this worker's copies at once (Redis tells the others, and this one again)."""
@@ -214,10 +200,11 @@ class RedisStore(SessionStore):
         """Stop tracking and close the connection pool."""
         if self._tracked is not None:
             await self._tracked.close()
-        await self._redis.aclose()
+        if self._owned:
+            await self._keyspace.close()
 
     @staticmethod
-    def _unavailable(exc: BaseException) -> Unavailable:
-        # The exception text can carry the Redis URL (and its password): log the kind only.
-        log.warning("session store unreachable: %s", exc.__class__.__name__)
+    def _unavailable(exc: Unavailable) -> Unavailable:
+        # The keyspace's message names the failure's kind only, never the URL.
+        log.warning("session store unreachable: %s", exc.message)
         return Unavailable("session store unreachable")
