@@ -25,8 +25,9 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.app import DocsRunner, build_app
+from gateway.app import build_app
 from gateway.config.model import Config
+from gateway.server import DocsRunner
 from tests.dashboard import INFO_API_PATH, Dashboard
 from tests.helpers import echo_app, make_config, make_user, session_cookies
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 
 from gateway import routes
 from gateway.boundary import error_boundary
@@ -118,8 +112,8 @@ async def build_app(config: Config) -> web.Application:
     """The aiohttp application for one config: nothing on the request path reads the YAML.
 
     It holds the gateway's state, its entry handler and its start-up and clean-up; its
-    router stays empty. Serve it with ``DocsRunner``. Async because the HTTP client pools
-    must be created inside the running loop.
+    router stays empty. Serve it with ``gateway.server.DocsRunner``. Async because the HTTP
+    client pools must be created inside the running loop.
     """
     metrics = Metrics()
     app = web.Application()
@@ -153,72 +147,6 @@ async def build_app(config: Config) -> web.Application:
                                 missing_page=answer_as_missing)
     app.cleanup_ctx.append(lambda app: _lifecycle(gw))
     return app
-
-
-class DocsRequest(web.Request):
-    """A request on the docs port. No router stands between the port and the gateway's
-    entry, so the request holds its application itself (``request.app``)."""
-
-    ATTRS = web.Request.ATTRS | frozenset(["docs_app"])
-    docs_app: web.Application
-
-    @property
-    def app(self) -> web.Application:
-        return self.docs_app
-
-    def clone(self, **changes: Any) -> DocsRequest:
-        copy = super().clone(**changes)
-        assert isinstance(copy, DocsRequest)
-        copy.docs_app = self.docs_app
-        return copy
-
-
-def docs_server(app: web.Application, **kwargs: Any) -> web.Server:
-    """aiohttp's low-level server for an app from ``build_app``: each request goes straight
-    to the app's ``ENTRY``, which tells the gateway's own routes from the docs itself.
-
-    ``kwargs`` go to ``web.Server`` (access log, keep-alive, ...). Must run in the loop.
-    """
-    loop = asyncio.get_running_loop()
-
-    def make_request(message: RawRequestMessage, payload: StreamReader,
-                     protocol: RequestHandler, writer: AbstractStreamWriter,
-                     task: asyncio.Task[None]) -> DocsRequest:
-        request = DocsRequest(message, payload, protocol, writer, task, loop,
-                              client_max_size=MAX_BODY)
-        request.docs_app = app
-        return request
-
-    # The factory makes every request a web.Request, which is what the entry takes.
-    entry = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[ENTRY])
-    return web.Server(entry, request_factory=make_request, loop=loop,
-                      max_field_size=32768, max_line_size=16384, **kwargs)
-
-
-class DocsRunner(web.BaseRunner):
-    """Runs an app from ``build_app`` on its sites: start-up and clean-up of the app, and
-    ``docs_server`` in between."""
-
-    __slots__ = ("_app",)
-
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._app = app
-
-    @property
-    def app(self) -> web.Application:
-        return self._app
-
-    async def shutdown(self) -> None:
-        await self._app.shutdown()
-
-    async def _make_server(self) -> web.Server:
-        self._app.freeze()
-        await self._app.startup()
-        return docs_server(self._app, **self._kwargs)
-
-    async def _cleanup_server(self) -> None:
-        await self._app.cleanup()
 
 
 async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""Serve an app: sockets, workers sharing the port, signals, graceful shutdown."""
+"""Serve an app: the low-level docs server, sockets, workers sharing the port, signals,
+graceful shutdown and reload."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
-from gateway.app import DocsRunner, build_app
+from gateway.app import ENTRY, MAX_BODY, build_app
 from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigError
@@ -33,6 +38,73 @@ SHUTDOWN_GRACE = 30.0
 
 class StartupError(Exception):
     """The gateway cannot start; the message is one line for the user."""
+
+
+
+class DocsRequest(web.Request):
+    """A request on the docs port. No router stands between the port and the gateway's
+    entry, so the request holds its application itself (``request.app``)."""
+
+    ATTRS = web.Request.ATTRS | frozenset(["docs_app"])
+    docs_app: web.Application
+
+    @property
+    def app(self) -> web.Application:
+        return self.docs_app
+
+    def clone(self, **changes: Any) -> DocsRequest:
+        copy = super().clone(**changes)
+        assert isinstance(copy, DocsRequest)
+        copy.docs_app = self.docs_app
+        return copy
+
+
+def docs_server(app: web.Application, **kwargs: Any) -> web.Server:
+    """aiohttp's low-level server for an app from ``build_app``: each request goes straight
+    to the app's ``ENTRY``, which tells the gateway's own routes from the docs itself.
+
+    ``kwargs`` go to ``web.Server`` (access log, keep-alive, ...). Must run in the loop.
+    """
+    loop = asyncio.get_running_loop()
+
+    def make_request(message: RawRequestMessage, payload: StreamReader,
+                     protocol: RequestHandler, writer: AbstractStreamWriter,
+                     task: asyncio.Task[None]) -> DocsRequest:
+        request = DocsRequest(message, payload, protocol, writer, task, loop,
+                              client_max_size=MAX_BODY)
+        request.docs_app = app
+        return request
+
+    # The factory makes every request a web.Request, which is what the entry takes.
+    entry = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[ENTRY])
+    return web.Server(entry, request_factory=make_request, loop=loop,
+                      max_field_size=32768, max_line_size=16384, **kwargs)
+
+
+class DocsRunner(web.BaseRunner):
+    """Runs an app from ``build_app`` on its sites: start-up and clean-up of the app, and
+    ``docs_server`` in between."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._app = app
+
+    @property
+    def app(self) -> web.Application:
+        return self._app
+
+    async def shutdown(self) -> None:
+        await self._app.shutdown()
+
+    async def _make_server(self) -> web.Server:
+        self._app.freeze()
+        await self._app.startup()
+        return docs_server(self._app, **self._kwargs)
+
+    async def _cleanup_server(self) -> None:
+        await self._app.cleanup()
 
 
 def check_port(host: str, port: int) -> None:

@@ -12,9 +12,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.app import ENTRY, DocsRunner
+from gateway.app import ENTRY
 from gateway.config.load import build_config
 from gateway.config.model import Config
+from gateway.server import DocsRunner
 from gateway.sessions.base import CookieJar, Session
 from gateway.user import User
 

@@ -117,7 +117,8 @@ async def _start_login_side(demo: Demo, sock: socket.socket, tmp: Path) -> dict[
 
 
 async def _start_gateway(demo: Demo, config: Config, sock: socket.socket) -> None:
-    from gateway.app import DocsRunner, build_app
+    from gateway.app import build_app
+    from gateway.server import DocsRunner
 
     app = await build_app(config)
     runner = DocsRunner(app, access_log_class=AccessLogger,
