@@ -23,6 +23,7 @@ NOT_COMPILED = {
     "gateway.keys": "key files are read at start and at a reload",
     "gateway.handshakes.jwks": "runs per login or key fetch, not per request",
     "gateway.handshakes.jwt_verify": "runs per login, not per request",
+    "gateway.handshakes.jws": "runs per login, not per request",
     "gateway.handshakes.replay": "runs per login, not per request",
     "gateway.html.gating": "next to compile, with the personalised-pages speed work",
     "gateway.html.tokens": "next to compile, with the personalised-pages speed work",

@@ -23,8 +23,8 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from joserfc import jwt as jose_jwt
 from yarl import URL
 
@@ -374,6 +374,25 @@ def _changed(**changes: Any) -> Callable[[dict[str, Any]], str]:
     return build
 
 
+def _signed_raw(header: dict[str, Any], payload: str, *, pad: bool = False) -> str:
+    """A token the provider's own key signs over exactly these bytes."""
+    def segment(data: bytes) -> str:
+        text = base64.urlsafe_b64encode(data).decode()
+        return text if pad else text.rstrip("=")
+    signing = segment(json.dumps(header).encode()) + "." + segment(payload.encode())
+    key: Any = jwt.PyJWK(SIGNING_KEY.as_dict(private=True)).key
+    signature = key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return signing + "." + _b64(signature)
+
+
+def _twice(name: str, value: Any) -> Callable[[dict[str, Any]], str]:
+    def build(claims: dict[str, Any]) -> str:
+        text = json.dumps(claims)
+        return _signed_raw({"alg": "RS256", "kid": KID},
+                           text[:-1] + f", {json.dumps(name)}: {json.dumps(value)}}}")
+    return build
+
+
 def _public_pem() -> bytes:
     key: Any = jwt.PyJWK(SIGNING_KEY.as_dict(private=False)).key
     pem: bytes = key.public_bytes(serialization.Encoding.PEM,
@@ -414,6 +433,15 @@ HOSTILE_ID_TOKENS: dict[str, Callable[[dict[str, Any]], str]] = {
     "no iat": _changed(iat=...),
     "expired long ago": _changed(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200),
     "not a JWT": lambda c: "not-a-jwt",
+    # The strict reading login tokens get, ID tokens get too: one token, one reading.
+    "a payload naming sub twice": _twice("sub", "mallory"),
+    "a payload naming aud twice": _twice("aud", "someone-else"),
+    "padded base64url": lambda c: _signed_raw({"alg": "RS256", "kid": KID}, json.dumps(c),
+                                              pad=True),
+    "critical header extensions": lambda c: _signed_raw(
+        {"alg": "RS256", "kid": KID, "crit": ["exp"]}, json.dumps(c)),
+    "a typ of another kind": lambda c: _signed_raw(
+        {"alg": "RS256", "kid": KID, "typ": "secevent+jwt"}, json.dumps(c)),
 }
 
 

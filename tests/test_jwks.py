@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from gateway.app import build_app
 from gateway.crypto import b64url_encode
 from gateway.errors import Unavailable
-from gateway.handshakes.jwks import JwksCache, TokenError, key_fits
+from gateway.handshakes.jwks import JwksCache
+from gateway.handshakes.jws import TokenError, key_fits
 from gateway.keys import public_jwk
 from tests.helpers import make_config
 

@@ -1,8 +1,8 @@
-"""Keys that verify incoming tokens: algorithm families, strict compact-JWS parsing, JWKS cache.
+"""Key sets: a JWK read into a key, and the cache of a JWKS URL (fetched without
+following redirects, refetched for an unknown ``kid``).
 
-Shared by the JWT handshake (login tokens) and the OAuth handshake (ID tokens). The token
-header only ever *names* a key (``kid``) and an algorithm; keys come from configuration
-or the configured JWKS URL, never from ``jku``, ``x5u``, ``jwk`` or ``x5c``.
+Shared by the JWT handshake (login tokens) and the OAuth handshake (ID tokens); the
+tokens themselves are read and verified in ``handshakes.jws``.
 """
 
 from __future__ import annotations
@@ -16,121 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.crypto import b64url_decode
-from gateway.errors import HandshakeFailed, Unavailable
+from gateway.errors import Unavailable
 from gateway.handshakes.base import read_limited
+from gateway.handshakes.jws import MIN_RSA_BITS, TokenError, VerifyKey, key_fits
 
 log = logging.getLogger("gateway")
 
-VerifyKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 #: Largest JWKS document read; real ones are a few kilobytes.
 MAX_JWKS_BYTES = 512 * 1024
-MIN_RSA_BITS = 2048
-_EC_ALGS = {"ES256": "secp256r1", "ES384": "secp384r1"}
-_RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _JWK_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1()}
-
-
-class TokenError(HandshakeFailed):
-    """A token was refused; ``code`` says why (malformed, bad_signature, unknown_key...)."""
-
-
-def key_fits(key: VerifyKey, alg: str) -> bool:
-    """Whether ``alg`` is the one family ``key`` may verify (Ed25519 only EdDSA, and so on)."""
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return alg == "EdDSA"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return _EC_ALGS.get(alg) == key.curve.name
-    if isinstance(key, rsa.RSAPublicKey):
-        return alg in _RSA_ALGS and key.key_size >= MIN_RSA_BITS
-    return False
-
-
-@dataclass(frozen=True)
-class Compact:
-    """A compact JWS split and decoded, not yet verified."""
-
-    header: dict[str, Any]
-    payload: bytes
-    signing_input: bytes
-    signature: bytes
-
-    @property
-    def alg(self) -> str:
-        """The header's ``alg`` (checked to be a string by ``split_jws``)."""
-        return str(self.header["alg"])
-
-    @property
-    def kid(self) -> str | None:
-        """The header's ``kid``, if any."""
-        kid = self.header.get("kid")
-        return kid if isinstance(kid, str) else None
-
-
-def strict_json(data: bytes, what: str) -> Any:
-    """Parse JSON, refusing duplicate member names (two parsers could pick different ones)."""
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in items:
-            if name in out:
-                raise TokenError(f"the token's {what} names {name!r} twice", code="malformed")
-            out[name] = value
-        return out
-
-    try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=pairs)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise TokenError(f"the token's {what} is not JSON", code="malformed") from None
-
-
-def split_jws(token: str, max_size: int) -> Compact:
-    """Split and decode a compact JWS strictly; TokenError for anything malformed.
-
-    Every segment must be canonical unpadded base64url, so one token has one spelling.
-    """
-    if len(token) > max_size:
-        raise TokenError(f"the token is larger than {max_size} bytes", code="too_large")
-    parts = token.split(".")
-    if len(parts) == 5:
-        raise TokenError("encrypted tokens (JWE) are not accepted; sign the token instead",
-                         code="malformed")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise TokenError("the token is not a signed JWT (header.payload.signature)",
-                         code="malformed")
-    try:
-        raw = [b64url_decode(part) for part in parts]
-    except ValueError:
-        raise TokenError("the token is not base64url-encoded", code="malformed") from None
-    header = strict_json(raw[0], "header")
-    if not isinstance(header, dict):
-        raise TokenError("the token's header is not a JSON object", code="malformed")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or not alg:
-        raise TokenError("the token's header has no algorithm", code="malformed")
-    if "kid" in header and not isinstance(header["kid"], str):
-        raise TokenError("the token's kid is not a string", code="malformed")
-    return Compact(header=header, payload=raw[1], signing_input=f"{parts[0]}.{parts[1]}".encode(),
-                   signature=raw[2])
-
-
-def verify_signature(compact: Compact, key: VerifyKey | bytes) -> bool:
-    """Whether ``compact`` is signed by ``key`` with its ``alg`` (the family is checked first)."""
-    alg = compact.alg
-    if isinstance(key, bytes):
-        if alg not in ("HS256", "HS384", "HS512"):
-            return False
-    elif not key_fits(key, alg):
-        return False
-    try:
-        algorithm = jwt.get_algorithm_by_name(alg)
-        prepared = algorithm.prepare_key(key)
-        return bool(algorithm.verify(compact.signing_input, prepared, compact.signature))
-    except (NotImplementedError, jwt.PyJWTError, ValueError, TypeError):
-        return False
-
 
 def jwk_to_key(jwk: Mapping[str, Any]) -> VerifyKey:
     """The public key of one JWK (OKP Ed25519, EC P-256/P-384, RSA); ValueError otherwise.

@@ -23,7 +23,7 @@ from mypy_extensions import mypyc_attr
 from gateway.crypto import InvalidSealed, Sealer, constant_time_equal, random_token
 from gateway.errors import HandshakeFailed, Unavailable
 from gateway.handshakes.base import Handshake, HandshakeDeps, Route
-from gateway.handshakes.jwks import TokenError
+from gateway.handshakes.jws import TokenError
 from gateway.handshakes.jwt_verify import JwtVerifier
 from gateway.handshakes.replay import ReplayCache
 from gateway.redirects import post_from_this_site, safe_return_path

@@ -30,7 +30,8 @@ from gateway.errors import (
 )
 from gateway.handshakes import oauth_flow as flow
 from gateway.handshakes.base import Handshake, HandshakeDeps, Route, read_limited
-from gateway.handshakes.jwks import JwksCache, TokenError
+from gateway.handshakes.jwks import JwksCache
+from gateway.handshakes.jws import TokenError, check_header, split_jws, verified_claims
 from gateway.responses import error_response
 from gateway.sessions.base import CookieJar, Session
 from gateway.user import User, parse_user
@@ -159,11 +160,24 @@ class OAuthHandshake(Handshake):
 
     async def _verify(self, token: str, *, audience: str | None, code: str,
                       what: str) -> dict[str, Any]:
+        """A provider's token read by the one strict JWS path login tokens take too."""
         endpoints = await self.endpoints()
-        alg, kid = flow.token_algorithm(token, endpoints.algorithms, code, what)
-        key = await self._signing_key(alg, kid, code, what)
-        return flow.verify_jwt(token, key, alg, issuer=endpoints.issuer, audience=audience,
-                               code=code, what=what)
+        try:
+            compact = split_jws(token, flow.MAX_PROVIDER_TOKEN)
+            # ID tokens say JWT or nothing; access tokens as JWTs (RFC 9068) say at+jwt.
+            check_header(compact, endpoints.algorithms, types=("JWT", "at+jwt"))
+        except TokenError as exc:
+            raise HandshakeFailed(f"The {what} is not accepted: {exc.message}.",
+                                  code=code) from None
+        key = await self._signing_key(compact.alg, compact.kid, code, what)
+        try:
+            claims = verified_claims(compact, [key])
+        except TokenError:
+            raise HandshakeFailed(f"The {what}'s signature does not verify with the identity "
+                                  "provider's published keys.", code=code) from None
+        flow.check_token_claims(claims, issuer=endpoints.issuer, audience=audience, code=code,
+                                what=what, now=time.time())
+        return claims
 
     async def _id_claims(self, tokens: flow.TokenSet, nonce: str | None) -> dict[str, Any] | None:
         if tokens.id_token is None:
