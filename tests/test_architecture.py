@@ -37,6 +37,41 @@ NOT_COMPILED = {
 }
 
 
+#: Rooms tested in files not named after them (``test_<room>.py``, ``test_<package>.py``),
+#: mostly through a running gateway; every room with behaviour is tested somewhere here.
+TESTED_IN = {
+    "__main__": ("test_cli",),
+    "boundary": ("test_pipeline", "test_app"),
+    "denial": ("test_attack_denied",),
+    "errors": ("test_app",),
+    "handshakes/__init__": ("test_app",),
+    "handshakes/base": ("test_app",),
+    "handshakes/infocache": ("test_shared_session",),
+    "handshakes/jwks": ("test_jwks",),
+    "handshakes/jws": ("test_attack_jwt", "test_attack_oauth"),
+    "handshakes/jwt": ("test_jwt_handshake", "test_jwt_browser"),
+    "handshakes/jwt_token": ("test_jwt_handshake",),
+    "handshakes/jwt_verify": ("test_attack_jwt",),
+    "handshakes/oauth": ("test_oauth", "test_attack_oauth"),
+    "handshakes/oauth_flow": ("test_oauth",),
+    "handshakes/replay": ("test_jwt_handshake",),
+    "handshakes/shared_session": ("test_shared_session",),
+    "indexes/formats": ("test_indexes_filter", "test_mkdocs_site"),
+    "keys": ("test_identity", "test_cli"),
+    "limits": ("test_app", "test_faults"),
+    "metrics": ("test_app",),
+    "proxy/location": ("test_attack_location", "test_proxy_upstream"),
+    "proxy/websocket": ("test_proxy_upstream", "test_attack_identity"),
+    "responses": ("test_app",),
+    "routes": ("test_app", "test_readme"),
+    "scope": ("test_attack_headers", "test_attack_paths"),
+    "services": ("test_app",),
+}
+#: Rooms with no behaviour of their own.
+NO_BEHAVIOUR = frozenset({"types", "config/__init__", "html/__init__", "indexes/__init__",
+                          "proxy/__init__"})
+
+
 def rooms_block() -> list[str]:
     text = ROOMS.read_text()
     section = text.split("## The rooms", 1)[1]
@@ -111,3 +146,18 @@ def test_the_compiled_set_is_the_request_path() -> None:
     assert sorted(set(NOT_COMPILED) - on_path) == [], "NOT_COMPILED names a module off the path"
     for name in listed:
         assert (ROOT / (name.replace(".", "/") + ".py")).exists(), name
+
+
+def test_every_room_has_its_tests() -> None:
+    tests = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+    untested = []
+    for path in modules().values():
+        room = path.relative_to(PACKAGE).with_suffix("").as_posix()
+        if room.startswith("demo") or room == "__init__" or room in NO_BEHAVIOUR:
+            continue
+        mirrored = {"test_" + room.replace("/__init__", "").replace("/", "_"),
+                    "test_" + room.split("/")[0]}
+        if not (mirrored & tests or set(TESTED_IN.get(room, ())) & tests):
+            untested.append(room)
+    assert untested == [], "give each a test_<room>.py, or say in TESTED_IN where it is tested"
+    assert all(set(files) <= tests for files in TESTED_IN.values()), "TESTED_IN names a gone file"
