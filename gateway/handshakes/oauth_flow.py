@@ -8,7 +8,6 @@ responses, JWT verification and claims-to-user mapping. Nothing here does I/O;
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 import re
@@ -16,10 +15,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from gateway.config.model import OAuthConfig
-from gateway.crypto import InvalidSealed, Sealer, b64url_encode, constant_time_equal, random_token
+from gateway.crypto import InvalidSealed, Sealer, constant_time_equal, random_token
 from gateway.errors import HandshakeFailed, UpstreamError
 from gateway.handshakes.jws import HMAC_ALGS, TokenError, split_jws, strict_json
 
@@ -44,15 +46,13 @@ _BINDING = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def pkce_challenge(verifier: str) -> str:
-    """The S256 code challenge of a PKCE verifier (RFC 7636 section 4.2)."""
-    return b64url_encode(hashlib.sha256(verifier.encode("ascii")).digest())
+    """The S256 code challenge of a PKCE verifier (RFC 7636 section 4.2), by Authlib."""
+    return str(create_s256_code_challenge(verifier))
 
 
 def add_query(url: str, params: Iterable[tuple[str, str]]) -> str:
-    """``url`` with ``params`` appended to whatever query it already has."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params)
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    """``url`` with ``params`` appended to whatever query it already has, by Authlib."""
+    return str(add_params_to_uri(url, list(params)))
 
 
 @dataclass(frozen=True)
