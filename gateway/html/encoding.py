@@ -5,6 +5,7 @@ the same characters the browser shows."""
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 
 from gateway.html.tokens import (
     START,
@@ -216,6 +217,13 @@ def page_codec(page: bytes, content_type: str | None) -> tuple[str, str]:
     nothing to say is UTF-8. Raises Undecodable for an encoding a browser replaces whole
     (ISO-2022-KR and the like).
     """
+    # All of it is decided by the page's first bytes and the header: the same pages come
+    # back again and again, so the answer is remembered for them.
+    return _codec_of(page[:PRESCAN], content_type)
+
+
+@lru_cache(maxsize=1024)
+def _codec_of(page: bytes, content_type: str | None) -> tuple[str, str]:
     if page.startswith(b"\xef\xbb\xbf"):
         return AS_IS, "utf-8"
     if page.startswith(b"\xff\xfe"):
