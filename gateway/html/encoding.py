@@ -258,9 +258,7 @@ def as_utf8(page: bytes, content_type: str | None) -> tuple[bytes, str]:
     cannot be read, and for one read as it is that holds NUL or escape bytes (UTF-16 or
     ISO-2022-JP under another label: a browser's reading of it cannot be foreseen).
     """
-    codec, label = page_codec(page, content_type)
-    essence = mime_parts(content_type)[0] if content_type else ""
-    retyped = f"{essence or 'text/html'}; charset={label}"
+    codec, retyped = _reading(page[:PRESCAN], content_type)
     if codec == AS_IS:
         if b"\x00" in page or b"\x1b" in page:
             raise Undecodable("control bytes in a page read as ASCII")
@@ -273,3 +271,11 @@ def is_html(content_type: str | None) -> bool:
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     return mime in ("text/html", "application/xhtml+xml")
 
+
+@lru_cache(maxsize=1024)
+def _reading(head: bytes, content_type: str | None) -> tuple[str, str]:
+    """The codec of a page that begins with ``head``, and the Content-Type it goes out with
+    (remembered: the same pages and headers come back again and again)."""
+    codec, label = _codec_of(head, content_type)
+    essence = mime_parts(content_type)[0] if content_type else ""
+    return codec, f"{essence or 'text/html'}; charset={label}"

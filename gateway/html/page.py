@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError
@@ -47,8 +47,10 @@ from gateway.user import User
 PAGE_READ_LIMIT = 8 * 1024 * 1024
 # Headers that would let the upstream answer with part of a body, or none, where the
 # gateway must see all of it to filter or rewrite it.
-_PARTIAL = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
-            "If-Unmodified-Since")
+# (istr: looked up in every request's headers without folding their case each time)
+_PARTIAL = tuple(istr(name) for name in ("Range", "If-Range", "If-None-Match",
+                                         "If-Modified-Since", "If-Match",
+                                         "If-Unmodified-Since"))
 
 
 #: Pages larger than this are scanned on every read and never remembered.
@@ -159,7 +161,7 @@ class Pages:
         Raises UpstreamError for a page that must be read and cannot be: an encoding or
         a compression the gateway cannot undo, or a body cut short.
         """
-        decoded = decode_body(body, content_encoding)
+        decoded = decode_body(body, content_encoding) if content_encoding else body
         try:
             if decoded is not None:
                 return as_utf8(decoded, content_type)

@@ -79,6 +79,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 def match_index(path: str) -> IndexFile | None:
     """The index a decoded path (relative to the docs base path) names, or None; names
     are compared without case (a case-blind file system serves every spelling)."""
+    last = path[path.rfind("/") + 1:].lower()
+    if "sitemap" not in last and "index" not in last:
+        return None  # most paths: neither a sitemap nor a search index
     unpacked, packing = packing_of(path)
     folder, _, name = unpacked.rpartition("/")
     folder += "/"
