@@ -38,7 +38,8 @@ from tests.attack import (
 from tests.authserver import KID, SIGNING_KEY
 from tests.helpers import HS_SECRET, make_config, raw_http
 from tests.test_attack_oauth import HostileIdP
-from tests.test_oauth import REDIRECT_URI, Browser, make_stale, me
+from tests.test_attack_oauth import idp as idp  # the hostile provider fixture
+from tests.test_oauth import Browser, make_stale, me
 
 ASSERTION = "X-Gateway-Assertion"
 
@@ -195,16 +196,6 @@ def _id_token_with(**extra: Any) -> Callable[[dict[str, Any]], str]:
         return jose_jwt.encode({"alg": "RS256", "kid": KID}, {**claims, **extra}, SIGNING_KEY)
     return build
 
-
-@pytest.fixture
-async def idp(aiohttp_server: Any) -> AsyncIterator[HostileIdP]:
-    server = HostileIdP()
-    running = await aiohttp_server(server.app())
-    server.issuer = str(running.make_url("")).rstrip("/")
-    server.add_client("docs", REDIRECT_URI)
-    server.login_as("ada", email="ada@example.com")
-    yield server
-    server.release()
 
 
 OAuthStart = Callable[..., Awaitable[tuple[Browser, Recorder]]]
