@@ -328,16 +328,16 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
         body = await read_limited(upstream, HTML_BUFFER_LIMIT)
     finally:
         upstream.release()
-    readable = gw.pages.decode(body, decision, encodings(upstream), declared)
+    known = rel if status == 200 else None  # only a 200 is the page at this path
+    readable = gw.pages.decode(body, decision, encodings(upstream), declared, known)
     if readable is None:
         # Unreadable, and only read to add the script: it goes out as it came.
         enforce(decision, scope)
         response = web.Response(status=status, body=body, headers=headers)
     else:
         page, retyped = readable
-        # Only a 200 is the page at this path; other answers are judged but not remembered.
-        decision, page = gw.pages.process(page, decision, visitor.user, scope,
-                                          rel if status == 200 else None)
+        decision, page = gw.pages.process(page, decision, visitor.user, scope, known,
+                                          (declared, retyped))
         # The rewritten page is this reader's: no validators that would let a later
         # conditional request revalidate it against the upstream's copy.
         for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):

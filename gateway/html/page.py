@@ -70,6 +70,9 @@ class Scanned:
     gated: bool
     script_at: int | None
     recorded: float = float("-inf")
+    #: The Content-Type the page came with, and the one it goes out with (``decode``).
+    declared: str | None = None
+    retyped: str = ""
 
 
 class PageMemo:
@@ -153,7 +156,7 @@ class Pages:
         return decision.meta_applies or self.fragments
 
     def decode(self, body: bytes, decision: Decision, content_encoding: str | None,
-               content_type: str | None) -> tuple[bytes, str] | None:
+               content_type: str | None, rel: str | None = None) -> tuple[bytes, str] | None:
         """The page as the tokenizer reads it, and the Content-Type it then goes out with
         (naming the charset it was read in); None when it cannot be read and need not be
         (it is sent as it is).
@@ -161,6 +164,11 @@ class Pages:
         Raises UpstreamError for a page that must be read and cannot be: an encoding or
         a compression the gateway cannot undo, or a body cut short.
         """
+        if not content_encoding and rel is not None:
+            # The same bytes as last time at this path, with the same header: read the same.
+            known = self.memo.get(rel, body)
+            if known is not None and known.retyped and known.declared == content_type:
+                return body, known.retyped
         decoded = decode_body(body, content_encoding) if content_encoding else body
         try:
             if decoded is not None:
@@ -171,15 +179,18 @@ class Pages:
             raise UpstreamError("the docs server sent a page the gateway cannot read")
         return None
 
-    def scan(self, page: bytes, rel: str | None) -> Scanned:
+    def scan(self, page: bytes, rel: str | None,
+             reading: tuple[str | None, str] = (None, "")) -> Scanned:
         """What the page declares and holds, from the memo when these bytes were seen at
-        ``rel`` before; the page index hears of it at most every ``RECORD_EVERY`` seconds."""
+        ``rel`` before; the page index hears of it at most every ``RECORD_EVERY`` seconds.
+        ``reading``: the Content-Type the page came with and the one it goes out with."""
         scanned = self.memo.get(rel, page) if rel is not None else None
         if scanned is None:
             scanned = Scanned(
                 page, read_page_meta(page) if self.policy.page_meta else PageMeta(),
                 self.fragments and has_markers(page),
-                script_offset(page, self.tag) if self.inject else None)
+                script_offset(page, self.tag) if self.inject else None,
+                declared=reading[0], retyped=reading[1])
             if rel is not None:
                 self.memo.put(rel, scanned)
         if self.index is not None and rel is not None:
@@ -190,14 +201,16 @@ class Pages:
         return scanned
 
     def process(self, page: bytes, decision: Decision, user: User | None, scope: Scope,
-                rel: str | None) -> tuple[Decision, bytes]:
+                rel: str | None,
+                reading: tuple[str | None, str] = (None, "")) -> tuple[Decision, bytes]:
         """Apply the page's own metadata (raising if it blocks), then rewrite it.
 
-        ``rel`` is the page's path relative to the docs base path (None: outside it).
-        A page with gated elements or fields comes back with a decision that is no longer
-        ``public``: what it holds depends on the reader, so no shared cache may keep it.
+        ``rel`` is the page's path relative to the docs base path (None: outside it);
+        ``reading`` as for ``scan``. A page with gated elements or fields comes back with a
+        decision that is no longer ``public``: what it holds depends on the reader, so no
+        shared cache may keep it.
         """
-        scanned = self.scan(page, rel)
+        scanned = self.scan(page, rel, reading)
         if decision.meta_applies:
             if scanned.meta.unreadable:
                 # Its head could not be read to the end: what it declares is unknown.
