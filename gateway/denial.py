@@ -12,7 +12,7 @@ import secrets
 
 from aiohttp import web
 
-from gateway.pipeline import Visitor, serve_static, serve_upstream
+from gateway.pipeline import Exchange, Visitor, serve_static, serve_upstream
 from gateway.policy import Decision, Outcome
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
@@ -48,6 +48,7 @@ async def answer_as_missing(request: web.Request) -> web.StreamResponse:
     decision = Decision(Outcome.ALLOW, meta_applies=gw.policy.page_meta)
     visitor = Visitor(session=None, user=scope.user,
                       jar=scope.jar if scope.jar is not None else CookieJar())
+    exchange = Exchange(request, scope.missing_at(path), rel, decision, visitor, [])
     if gw.static is not None:
-        return await serve_static(gw, request, rel, decision, visitor)
-    return await serve_upstream(gw, request, scope.missing_at(path), rel, decision, visitor, [])
+        return await serve_static(gw, exchange)
+    return await serve_upstream(gw, exchange)

@@ -57,6 +57,31 @@ class Visitor:
         self.jar = jar
 
 
+@dataclass(init=False)
+class Exchange:
+    """One docs request on its way through the pipeline: what the first steps decided,
+    read by every later one (instead of the same six parameters each)."""
+
+    request: web.Request
+    scope: Scope
+    #: The path below the public base path.
+    rel: str
+    #: The config's decision for the visitor (the page's metadata may still refine it).
+    decision: Decision
+    visitor: Visitor
+    #: Identity headers for the upstream (none unless the decision allows).
+    extra: list[tuple[str, str]]
+
+    def __init__(self, request: web.Request, scope: Scope, rel: str, decision: Decision,
+                 visitor: Visitor, extra: list[tuple[str, str]]) -> None:
+        self.request = request
+        self.scope = scope
+        self.rel = rel
+        self.decision = decision
+        self.visitor = visitor
+        self.extra = extra
+
+
 async def identify(gw: Gateway, request: web.Request, scope: Scope, required: bool) -> Visitor:
     """Load the session and ask the handshake who the visitor is.
 
@@ -185,8 +210,9 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
         enforce(decision, scope)
     extra = gw.identity_headers(visitor.user, visitor.session) \
         if decision.outcome is Outcome.ALLOW else []
+    exchange = Exchange(request, scope, rel, decision, visitor, extra)
     if gw.static is not None:
-        response = await serve_static(gw, request, rel, decision, visitor)
+        response = await serve_static(gw, exchange)
     elif request.headers.get("Upgrade", "").lower() == "websocket":
         enforce(decision, scope)
         assert gw.upstream is not None and gw.upstream.session is not None
@@ -195,15 +221,14 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
         return await pipe_websocket(request, gw.upstream.session, gw.upstream.url_for(scope),
                                     headers, gw.config.server.public_origin)
     else:
-        response = await serve_upstream(gw, request, scope, rel, decision, visitor, extra)
+        response = await serve_upstream(gw, exchange)
     return response
 
 
-async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: str,
-                         decision: Decision, visitor: Visitor,
-                         extra: list[tuple[str, str]]) -> web.StreamResponse:
+async def serve_upstream(gw: Gateway, ex: Exchange) -> web.StreamResponse:
     """Forward to the upstream; touch the body only for HTML that needs it."""
     assert gw.upstream is not None
+    request, scope, rel, decision, extra = ex.request, ex.scope, ex.rel, ex.decision, ex.extra
     index_file = gw.pages.index_file(rel)
     # A body the gateway may have to read (an index, or a page on a path that may hold
     # one) is asked for whole: no ranges, no 304 that would let a copy rewritten for an
@@ -213,7 +238,7 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
     if decision.meta_applies and request.method not in ("GET", "HEAD") and page_like(rel):
         # Another method's answer (a 405, say) is not the page, yet tells that it exists:
         # the page's own metadata decides first, as for a GET.
-        await judge_unread(gw, rel, decision, visitor, scope)
+        await judge_unread(gw, ex, rel, decision)
     started = time.monotonic()
     upstream = await gw.upstream.open(sent, scope, extra)
     gw.observe_upstream(time.monotonic() - started)
@@ -228,8 +253,7 @@ async def serve_upstream(gw: Gateway, request: web.Request, scope: Scope, rel: s
             reads = True
         if reads and upstream.status == 206:
             raise UpstreamError("the docs server sent part of a page asked for whole")
-        return await respond(gw, request, scope, rel, decision, visitor, upstream, index_file,
-                             sent.method)
+        return await respond(gw, ex, upstream, index_file, sent.method)
     except BaseException:
         # Whatever went wrong (the client left, a decision refused the page), the pooled
         # connection goes back or is dropped; release() is a no-op when already done.
@@ -250,8 +274,7 @@ def docs_target(gw: Gateway, scope: Scope, location: str) -> str | None:
         return None
 
 
-async def judge_unread(gw: Gateway, rel: str, decision: Decision, visitor: Visitor,
-                       scope: Scope) -> None:
+async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) -> None:
     """Enforce ``decision`` for a page the gateway does not read itself here, refined by the
     page's metadata as the index filter learns it (a page that cannot be learned is
     closed to every reader its metadata could concern)."""
@@ -267,8 +290,8 @@ async def judge_unread(gw: Gateway, rel: str, decision: Decision, visitor: Visit
             learned = found if not isinstance(found, PageMeta) else Learned(found)
         if learned is None:
             raise Denied()
-        decision = gw.policy.decide_meta(decision, learned.meta, visitor.user)
-    enforce(decision, scope)
+        decision = gw.policy.decide_meta(decision, learned.meta, ex.visitor.user)
+    enforce(decision, ex.scope)
 
 
 def encodings(upstream: Response) -> str | None:
@@ -277,9 +300,8 @@ def encodings(upstream: Response) -> str | None:
     return ",".join(values) if values else None
 
 
-async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
-                  decision: Decision, visitor: Visitor, upstream: Response,
-                  index_file: IndexFile | None, sent_method: str) -> web.StreamResponse:
+async def respond(gw: Gateway, ex: Exchange, upstream: Response, index_file: IndexFile | None,
+                  sent_method: str) -> web.StreamResponse:
     """Turn an upstream response into the reader's: streamed, or read and rewritten.
 
     Every body the upstream sends that is or may be a page is read before it goes out;
@@ -287,6 +309,7 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
     it holds, is refused.
     """
     assert gw.upstream is not None
+    request, scope, rel, decision, visitor = ex.request, ex.scope, ex.rel, ex.decision, ex.visitor
     headers = gw.upstream.response_headers(upstream)
     status = upstream.status
     if 300 <= status < 400 and decision.meta_applies and "Location" in headers:
@@ -294,12 +317,10 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
         # only to a reader who may open that page.
         target = docs_target(gw, scope, headers["Location"])
         if target is not None:
-            await judge_unread(gw, target, gw.policy.decide(target, visitor.user), visitor,
-                               scope)
+            await judge_unread(gw, ex, target, gw.policy.decide(target, visitor.user))
     has_body = sent_method != "HEAD" and status >= 200 and status not in (204, 304)
     if index_file is not None and has_body and 200 <= status < 300:
-        return await serve_index_upstream(gw, index_file, upstream, headers, decision, visitor,
-                                          scope)
+        return await serve_index_upstream(gw, ex, index_file, upstream, headers)
     declared = content_type(upstream.headers)
     html_page = has_body and declared is not None and is_html(declared) \
         and gw.pages.wants(decision)
@@ -307,8 +328,7 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
             and unidentified(declared, rel):
         # It may be a page that declares or gates its own access, sent as something else
         # (or as nothing): read it, and refuse it when it holds anything of the kind.
-        return await serve_untyped(gw, request, scope, decision, visitor, upstream, headers,
-                                   declared)
+        return await serve_untyped(gw, ex, upstream, headers, declared)
     if not html_page:
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
@@ -348,8 +368,7 @@ async def respond(gw: Gateway, request: web.Request, scope: Scope, rel: str,
     return response
 
 
-async def serve_untyped(gw: Gateway, request: web.Request, scope: Scope, decision: Decision,
-                        visitor: Visitor, upstream: Response, headers: CIMultiDict[str],
+async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Response, headers: CIMultiDict[str],
                         declared: str | None) -> web.StreamResponse:
     """A body whose type does not say it is not a page: checked whole before it is sent.
 
@@ -357,6 +376,7 @@ async def serve_untyped(gw: Gateway, request: web.Request, scope: Scope, decisio
     begin markup; a large one that does, or one packed in a way that cannot be read from
     its start, is refused.
     """
+    request, scope, decision, visitor = ex.request, ex.scope, ex.decision, ex.visitor
     try:
         body, complete = await read_upto(upstream, HTML_BUFFER_LIMIT)
     except BaseException:
@@ -406,11 +426,11 @@ async def read_upto(upstream: Response, limit: int) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-async def serve_index_upstream(gw: Gateway, index_file: IndexFile, upstream: Response,
-                               headers: CIMultiDict[str], decision: Decision, visitor: Visitor,
-                               scope: Scope) -> web.StreamResponse:
+async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
+                               upstream: Response, headers: CIMultiDict[str]) -> web.StreamResponse:
     """A sitemap or search index from the upstream, filtered to the reader's pages."""
     assert gw.upstream is not None and gw.pages.index is not None
+    scope, decision, visitor = ex.scope, ex.decision, ex.visitor
     try:
         enforce(decision, scope)
         body = await read_limited(upstream, INDEX_LIMIT)
@@ -450,11 +470,10 @@ def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
         mark_private(response.headers)
 
 
-async def serve_static(gw: Gateway, request: web.Request, rel: str, decision: Decision,
-                       visitor: Visitor) -> web.StreamResponse:
+async def serve_static(gw: Gateway, ex: Exchange) -> web.StreamResponse:
     """Serve from ``upstream.root``; HTML pages go through the same page processing."""
     assert gw.static is not None
-    scope: Scope = request[SCOPE]
+    request, scope, rel, decision, visitor = ex.request, ex.scope, ex.rel, ex.decision, ex.visitor
     base = gw.config.server.base_path
     if base and scope.path == base:
         # Relative links in the index page only resolve under the trailing slash.
