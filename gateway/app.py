@@ -124,20 +124,19 @@ async def build_app(config: Config) -> web.Application:
     signer = AssertionSigner(config)
     identity = IdentityHeaders(config, signer)
     policy = Policy(config)
-    upstream = None
-    static = None
+    origin: Upstream | StaticSite
     if config.upstream.url is not None:
-        upstream = Upstream(config, identity.is_identity_header,
-                            upstream_cookie_filter(config, is_gateway_cookie))
-        await upstream.start()
+        origin = Upstream(config, identity.is_identity_header,
+                          upstream_cookie_filter(config, is_gateway_cookie))
+        await origin.start()
     else:
         assert config.upstream.root is not None
-        static = StaticSite(config.upstream.root)
+        origin = StaticSite(config.upstream.root)
     handshake = create_handshake(HandshakeDeps(config=config, store=store, http=http,
                                                metrics=metrics, keyspace=keyspace))
     gw = Gateway(config=config, store=store, handshake=handshake, policy=policy,
                  pages=Pages(config, policy), identity=identity, signer=signer,
-                 upstream=upstream, static=static, http=http, metrics=metrics,
+                 origin=origin, http=http, metrics=metrics,
                  is_gateway_cookie=is_gateway_cookie, keyspace=keyspace)
     app[GATEWAY] = gw
     table = RouteTable()
@@ -157,8 +156,7 @@ async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:
         if gw.pages.index is not None:
             await gw.pages.index.close()  # metadata fetches still running
         await gw.handshake.close()
-        if gw.upstream is not None:
-            await gw.upstream.close()
+        await gw.origin.close()
         await gw.store.close()
         await gw.keyspace.close()
         await gw.http.close()

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.pipeline import Exchange, Visitor, serve_static, serve_upstream
 from gateway.policy import Decision, Outcome
+from gateway.proxy.static import StaticSite
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
@@ -49,6 +50,6 @@ async def answer_as_missing(request: web.Request) -> web.StreamResponse:
     visitor = Visitor(session=None, user=scope.user,
                       jar=scope.jar if scope.jar is not None else CookieJar())
     exchange = Exchange(request, scope.missing_at(path), rel, decision, visitor, [])
-    if gw.static is not None:
-        return await serve_static(gw, exchange)
-    return await serve_upstream(gw, exchange)
+    if isinstance(gw.origin, StaticSite):
+        return await serve_static(gw, gw.origin, exchange)
+    return await serve_upstream(gw, gw.origin, exchange)

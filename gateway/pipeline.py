@@ -24,12 +24,12 @@ from gateway.html.page import (
     upstream_meta_fetcher,
     whole_request,
 )
-from gateway.indexes.filter import INDEX_LIMIT, IndexFile, Learned, filter_index
+from gateway.indexes.filter import INDEX_LIMIT, FetchMeta, IndexFile, Learned, filter_index
 from gateway.paths import normalize_path, packed_page
 from gateway.policy import Decision, Outcome
 from gateway.proxy.http1 import Response, UpstreamClosed, UpstreamTimedOut
 from gateway.proxy.static import StaticSite
-from gateway.proxy.upstream import stream_body
+from gateway.proxy.upstream import Upstream, stream_body
 from gateway.proxy.websocket import pipe_websocket
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
@@ -211,23 +211,21 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     extra = gw.identity_headers(visitor.user, visitor.session) \
         if decision.outcome is Outcome.ALLOW else []
     exchange = Exchange(request, scope, rel, decision, visitor, extra)
-    if gw.static is not None:
-        response = await serve_static(gw, exchange)
-    elif request.headers.get("Upgrade", "").lower() == "websocket":
+    origin = gw.origin
+    if isinstance(origin, StaticSite):
+        return await serve_static(gw, origin, exchange)
+    if request.headers.get("Upgrade", "").lower() == "websocket":
         enforce(decision, scope)
-        assert gw.upstream is not None and gw.upstream.session is not None
-        headers = CIMultiDict(gw.upstream.request_headers(request, scope, extra))
+        assert origin.session is not None
+        headers = CIMultiDict(origin.request_headers(request, scope, extra))
         require_allowed(scope)
-        return await pipe_websocket(request, gw.upstream.session, gw.upstream.url_for(scope),
-                                    headers, gw.config.server.public_origin)
-    else:
-        response = await serve_upstream(gw, exchange)
-    return response
+        return await pipe_websocket(request, origin.session, origin.url_for(scope), headers,
+                                    gw.config.server.public_origin)
+    return await serve_upstream(gw, origin, exchange)
 
 
-async def serve_upstream(gw: Gateway, ex: Exchange) -> web.StreamResponse:
+async def serve_upstream(gw: Gateway, origin: Upstream, ex: Exchange) -> web.StreamResponse:
     """Forward to the upstream; touch the body only for HTML that needs it."""
-    assert gw.upstream is not None
     request, scope, rel, decision, extra = ex.request, ex.scope, ex.rel, ex.decision, ex.extra
     index_file = gw.pages.index_file(rel)
     # A body the gateway may have to read (an index, or a page on a path that may hold
@@ -240,7 +238,7 @@ async def serve_upstream(gw: Gateway, ex: Exchange) -> web.StreamResponse:
         # the page's own metadata decides first, as for a GET.
         await judge_unread(gw, ex, rel, decision)
     started = time.monotonic()
-    upstream = await gw.upstream.open(sent, scope, extra)
+    upstream = await origin.open(sent, scope, extra)
     gw.observe_upstream(time.monotonic() - started)
     try:
         if not reads and request.method in ("GET", "HEAD") and gw.pages.wants(decision) \
@@ -249,11 +247,11 @@ async def serve_upstream(gw: Gateway, ex: Exchange) -> web.StreamResponse:
             # that may be one: ask again for all of it (other assets keep ranges and 304s).
             upstream.release()
             sent = whole_request(request)
-            upstream = await gw.upstream.open(sent, scope, extra)
+            upstream = await origin.open(sent, scope, extra)
             reads = True
         if reads and upstream.status == 206:
             raise UpstreamError("the docs server sent part of a page asked for whole")
-        return await respond(gw, ex, upstream, index_file, sent.method)
+        return await respond(gw, origin, ex, upstream, index_file, sent.method)
     except BaseException:
         # Whatever went wrong (the client left, a decision refused the page), the pooled
         # connection goes back or is dropped; release() is a no-op when already done.
@@ -279,10 +277,7 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
     page's metadata as the index filter learns it (a page that cannot be learned is
     closed to every reader its metadata could concern)."""
     if decision.meta_applies and decision.outcome is Outcome.ALLOW:
-        fetch = static_meta_fetcher(gw.static) if gw.static is not None else \
-            upstream_meta_fetcher(gw.upstream, gw.config) if gw.upstream is not None else None
-        if fetch is None:
-            raise Denied()
+        fetch = page_learner(gw)
         if gw.pages.index is not None:
             learned = (await gw.pages.index.lookup([rel], fetch))[rel]
         else:
@@ -294,23 +289,29 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
     enforce(decision, ex.scope)
 
 
+def page_learner(gw: Gateway) -> FetchMeta:
+    """How pages are learned from this gateway's origin (for index filters and judging)."""
+    if isinstance(gw.origin, StaticSite):
+        return static_meta_fetcher(gw.origin)
+    return upstream_meta_fetcher(gw.origin, gw.config)
+
+
 def encodings(upstream: Response) -> str | None:
     """Every Content-Encoding the upstream applied, in order (headers may repeat)."""
     values = upstream.headers.getall("Content-Encoding", ())
     return ",".join(values) if values else None
 
 
-async def respond(gw: Gateway, ex: Exchange, upstream: Response, index_file: IndexFile | None,
-                  sent_method: str) -> web.StreamResponse:
+async def respond(gw: Gateway, origin: Upstream, ex: Exchange, upstream: Response,
+                  index_file: IndexFile | None, sent_method: str) -> web.StreamResponse:
     """Turn an upstream response into the reader's: streamed, or read and rewritten.
 
     Every body the upstream sends that is or may be a page is read before it goes out;
     one whose type cannot be told from a page's, where a page would be judged by what
     it holds, is refused.
     """
-    assert gw.upstream is not None
     request, scope, rel, decision, visitor = ex.request, ex.scope, ex.rel, ex.decision, ex.visitor
-    headers = gw.upstream.response_headers(upstream)
+    headers = origin.response_headers(upstream)
     status = upstream.status
     if 300 <= status < 400 and decision.meta_applies and "Location" in headers:
         # A redirect to a page (/admin to /admin/) tells that the page exists: it goes
@@ -429,7 +430,7 @@ async def read_upto(upstream: Response, limit: int) -> tuple[bytes, bool]:
 async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
                                upstream: Response, headers: CIMultiDict[str]) -> web.StreamResponse:
     """A sitemap or search index from the upstream, filtered to the reader's pages."""
-    assert gw.upstream is not None and gw.pages.index is not None
+    assert gw.pages.index is not None
     scope, decision, visitor = ex.scope, ex.decision, ex.visitor
     try:
         enforce(decision, scope)
@@ -440,7 +441,7 @@ async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
     if raw is None:
         raise UpstreamError("the docs server sent an index the gateway cannot read")
     filtered = await filter_index(index_file, raw, visitor.user, gw.policy, gw.pages.index,
-                                  upstream_meta_fetcher(gw.upstream, gw.config))
+                                  page_learner(gw))
     for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
         headers.popall(name, None)
     response = web.Response(status=upstream.status, body=filtered, headers=headers)
@@ -470,22 +471,21 @@ def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
         mark_private(response.headers)
 
 
-async def serve_static(gw: Gateway, ex: Exchange) -> web.StreamResponse:
+async def serve_static(gw: Gateway, site: StaticSite, ex: Exchange) -> web.StreamResponse:
     """Serve from ``upstream.root``; HTML pages go through the same page processing."""
-    assert gw.static is not None
     request, scope, rel, decision, visitor = ex.request, ex.scope, ex.rel, ex.decision, ex.visitor
     base = gw.config.server.base_path
     if base and scope.path == base:
         # Relative links in the index page only resolve under the trailing slash.
         raise web.HTTPMovedPermanently(base + "/" + (f"?{scope.query}" if scope.query else ""))
     index_file = gw.pages.index_file(rel) if request.method in ("GET", "HEAD") else None
-    raw = await asyncio.to_thread(read_index, gw.static, rel) if index_file else None
+    raw = await asyncio.to_thread(read_index, site, rel) if index_file else None
     if index_file is not None and raw is not None:
         enforce(decision, scope)
         assert gw.pages.index is not None
         filtered = await filter_index(
             index_file, raw, visitor.user, gw.policy, gw.pages.index,
-            static_meta_fetcher(gw.static))
+            page_learner(gw))
         listing = web.Response(body=filtered, headers={"Content-Type": index_file.content_type})
         finish_headers(gw, decision, visitor, listing)
         mark_private(listing.headers)  # the list depends on the reader, anonymous ones too
@@ -493,7 +493,7 @@ async def serve_static(gw: Gateway, ex: Exchange) -> web.StreamResponse:
     page = None
     if request.method in ("GET", "HEAD") and gw.pages.wants(decision):
         # A HEAD is judged as its GET: the page's own metadata may refuse it.
-        page = await asyncio.to_thread(read_html, gw.static, rel)
+        page = await asyncio.to_thread(read_html, site, rel)
     readable = None if page is None else gw.pages.decode(page, decision, None, None)
     response: web.StreamResponse
     if readable is not None:
@@ -502,7 +502,7 @@ async def serve_static(gw: Gateway, ex: Exchange) -> web.StreamResponse:
         response = web.Response(body=body, headers={"Content-Type": retyped})
     else:
         enforce(decision, scope)
-        response = await gw.static.serve(request, rel)
+        response = await site.serve(request, rel)
     finish_headers(gw, decision, visitor, response)
     return response
 

@@ -199,8 +199,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     """Readiness: the upstream (or docs folder), the session store, the signing keys."""
     gw = _gw(request)
     checks = {
-        "upstream": await gw.upstream.ping() if gw.upstream is not None
-        else bool(gw.static and gw.static.root.is_dir()),
+        "upstream": await gw.origin.ping(),
         "session_store": await gw.store.ping(),
         "keys": bool(gw.signer.jwks().get("keys")),
     }

@@ -35,8 +35,10 @@ class Gateway:
     pages: Pages
     identity: IdentityHeaders
     signer: AssertionSigner
-    upstream: Upstream | None
-    static: StaticSite | None
+    #: Where docs requests go: the upstream (``upstream.url``) or the built folder
+    #: (``upstream.root``). Both answer ``ping`` and ``close``; the pipeline serves each
+    #: its way, and learns pages from each its way (``pipeline.page_learner``).
+    origin: Upstream | StaticSite
     http: aiohttp.ClientSession
     metrics: Metrics
     is_gateway_cookie: Callable[[str], bool]

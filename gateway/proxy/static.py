@@ -134,6 +134,13 @@ class StaticSite:
     def __repr__(self) -> str:
         return f"StaticSite(root={self._root!r})"
 
+    async def ping(self) -> bool:
+        """Whether the folder is there (readiness)."""
+        return os.path.isdir(self._root)
+
+    async def close(self) -> None:
+        """Nothing to release: files are opened per request."""
+
     @property
     def root(self) -> Path:
         """The folder served, with symlinks resolved."""
