@@ -12,7 +12,15 @@ import secrets
 
 from aiohttp import web
 
-from gateway.pipeline import Exchange, Visitor, serve_static, serve_upstream
+from gateway.paths import packing_of
+from gateway.pipeline import (
+    Exchange,
+    Visitor,
+    is_upgrade,
+    serve_static,
+    serve_upstream,
+    serve_websocket,
+)
 from gateway.policy import Decision, Outcome
 from gateway.proxy.static import StaticSite
 from gateway.scope import SCOPE, Scope
@@ -25,11 +33,18 @@ MISSING_NAME = "gateway-missing-" + secrets.token_hex(12)
 
 
 def missing_neighbour(gw: Gateway, path: str) -> str:
-    """An address that cannot exist beside ``path`` (in its folder, below the base path),
-    where a site's per-folder 404 page (another language or version) applies as well."""
-    neighbour = path[:path.rfind("/") + 1] + MISSING_NAME
+    """An address that cannot exist beside ``path``: its last segment (an index's folder
+    too) under a folder that cannot exist, in the same folder. The same name (its suffix,
+    an index's name, a folder's trailing slash) gets the handling a missing one of that
+    shape gets, and a site's per-folder 404 page (another language or version) applies."""
+    parts = path.split("/")
+    # MkDocs' index is named by its folder too (search/search_index.json): keep both.
+    keep = 2 if len(parts) > 2 and parts[-2].lower() == "search" \
+        and packing_of(parts[-1])[0].lower() == "search_index.json" else 1
+    tail = "/".join(parts[-keep:])
+    neighbour = "/".join([*parts[:-keep], MISSING_NAME, tail])
     if gw.relative_path(neighbour) is None:
-        neighbour = gw.config.server.base_path + "/" + MISSING_NAME
+        neighbour = f"{gw.config.server.base_path}/{MISSING_NAME}/{tail}"
     return neighbour
 
 
@@ -52,4 +67,7 @@ async def answer_as_missing(request: web.Request) -> web.StreamResponse:
     exchange = Exchange(request, scope.missing_at(path), rel, decision, visitor, [])
     if isinstance(gw.origin, StaticSite):
         return await serve_static(gw, gw.origin, exchange)
+    if is_upgrade(request):
+        # A WebSocket to a missing address fails as the upstream refuses it: so does this.
+        return await serve_websocket(gw, gw.origin, exchange)
     return await serve_upstream(gw, gw.origin, exchange)

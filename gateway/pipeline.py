@@ -214,14 +214,24 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     origin = gw.origin
     if isinstance(origin, StaticSite):
         return await serve_static(gw, origin, exchange)
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        enforce(decision, scope)
-        assert origin.session is not None
-        headers = CIMultiDict(origin.request_headers(request, scope, extra))
-        require_allowed(scope)
-        return await pipe_websocket(request, origin.session, origin.url_for(scope), headers,
-                                    gw.config.server.public_origin)
+    if is_upgrade(request):
+        return await serve_websocket(gw, origin, exchange)
     return await serve_upstream(gw, origin, exchange)
+
+
+def is_upgrade(request: web.Request) -> bool:
+    """Whether the request asks for a WebSocket."""
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+async def serve_websocket(gw: Gateway, origin: Upstream, ex: Exchange) -> web.StreamResponse:
+    """A WebSocket through to the upstream, once the decision allows it."""
+    enforce(ex.decision, ex.scope)
+    assert origin.session is not None
+    headers = CIMultiDict(origin.request_headers(ex.request, ex.scope, ex.extra))
+    require_allowed(ex.scope)
+    return await pipe_websocket(ex.request, origin.session, origin.url_for(ex.scope), headers,
+                                gw.config.server.public_origin)
 
 
 async def serve_upstream(gw: Gateway, origin: Upstream, ex: Exchange) -> web.StreamResponse:

@@ -53,7 +53,7 @@ class Recorder:
     def asked_only_missing(self) -> bool:
         """Whether the upstream was asked for nothing but the address beside a denied one
         that cannot exist (a denial shows the site's own missing page), without identity."""
-        return all(s.target.rpartition("/")[2] == MISSING_NAME
+        return all(MISSING_NAME in s.target.split("?", 1)[0].split("/")
                    and not s.header("X-Gateway-Assertion") for s in self.seen)
 
 

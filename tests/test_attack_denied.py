@@ -196,6 +196,39 @@ async def test_other_methods_answer_as_on_a_missing_address(start: Start) -> Non
         assert refused[0] in (404, 405)
 
 
+# Addresses of other shapes: a suffix, an index's name. A denial's stand-in keeps the shape,
+# so it gets the handling a missing address of that shape gets.
+SHAPED = [
+    ("/admin/keys.pdf", "/nothing.pdf"),
+    ("/admin/keys.json", "/nothing.json"),
+    ("/admin/keys.png", "/no/such/keys.png"),
+    ("/admin/sitemap.xml", "/nothing/sitemap.xml"),
+    ("/admin/search/search_index.json", "/nothing/search/search_index.json"),
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "OPTIONS"])
+async def test_an_address_of_any_shape_answers_as_a_missing_one(start: Start,
+                                                                method: str) -> None:
+    reader = await start(make_user("bob", groups=("reader",)))
+    for denied, missing in SHAPED:
+        for headers in ({"Accept": "text/html", "Accept-Encoding": "gzip"},
+                        {"Accept-Encoding": "identity"}):
+            refused = await reader.ask(method, denied, headers)
+            absent = await reader.ask(method, missing, headers)
+            assert refused == absent, (method, denied, missing, headers)
+
+
+async def test_a_websocket_to_a_denied_address_fails_as_to_a_missing_one(start: Start) -> None:
+    reader = await start(make_user("bob", groups=("reader",)))
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    for denied, missing in PAIRS[:3]:
+        refused = await reader.ask("GET", denied, upgrade)
+        absent = await reader.ask("GET", missing, upgrade)
+        assert refused == absent, (denied, missing)
+
+
 async def test_anonymous_readers_are_asked_to_log_in_either_way(start: Start) -> None:
     reader = await start()
     refused = await reader.ask("GET", "/admin/keys/", {"Accept": "text/html"})

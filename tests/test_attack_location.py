@@ -300,6 +300,11 @@ DISGUISED = [
     "http://127.0.0.1:0PORT/guide/",
     "http://\uff11\uff12\uff17\u3002\uff10\u3002\uff10\u3002\uff11:PORT/guide/",
     "ht\ttp://127.0.0.1:PORT/guide/",
+    # Characters the host mapping browsers apply (UTS 46) drops: a soft hyphen, a zero-width
+    # space, a variation selector.
+    "http://local%C2%ADhost:PORT/guide/",
+    "http://127.0.0.1%E2%80%8B:PORT/guide/",
+    "http://local%EF%B8%8Fhost:PORT/guide/",
 ]
 # These name somewhere else: left as the docs wrote them.
 ELSEWHERE = [

@@ -57,7 +57,7 @@ def test_a_response_head_is_written_in_known_places_only() -> None:
 def test_the_websocket_is_piped_only_after_the_check() -> None:
     source = (PACKAGE / "pipeline.py").read_text()
     before = source.split("await pipe_websocket(", 1)[0].rsplit("\n", 3)
-    assert "require_allowed(scope)" in "\n".join(before[-3:])
+    assert "require_allowed(ex.scope)" in "\n".join(before[-3:])
 
 
 ALLOW = Decision(Outcome.ALLOW)

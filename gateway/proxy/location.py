@@ -8,6 +8,8 @@ import re
 import unicodedata
 from urllib.parse import unquote, urlsplit
 
+import idna
+
 # What browsers drop from a URL before reading it (WHATWG URL): C0 controls and spaces at
 # either end, and tabs and newlines anywhere.
 _C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
@@ -80,6 +82,13 @@ def host_key(host: str) -> str | None:
         mapped = address.ipv4_mapped
         return str(mapped) if mapped is not None else f"[{address.compressed}]"
     host = unicodedata.normalize("NFKC", host).translate(_DOTS).lower()
+    if not host.isascii():
+        # The mapping browsers apply to a host (UTS 46) drops characters they ignore (a soft
+        # hyphen, a zero-width space, variation selectors): "local\u00adhost" is localhost.
+        try:
+            host = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        except idna.IDNAError:
+            return None
     if not host or any(c in host for c in " <>@[]^|%/\\?#"):
         return None
     return _ipv4(host) or host.removesuffix(".")
