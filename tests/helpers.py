@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -212,3 +214,15 @@ def get(path: str, headers: Mapping[str, str] | None = None) -> bytes:
 def loads(body: bytes) -> Any:
     """JSON body."""
     return json.loads(body)
+
+
+def build_mkdocs(root: Path, mkdocs_yml: str, files: Mapping[str, str]) -> Path:
+    """Build a real MkDocs site in ``root`` with ``mkdocs build``: ``mkdocs.yml`` and the
+    ``files`` (paths under ``root``: ``docs/...``, ``overrides/...``); returns the site."""
+    (root / "mkdocs.yml").write_text(mkdocs_yml)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(root / "mkdocs.yml"),
+                    "-d", str(root / "site")], check=True, cwd=root, timeout=120)
+    return root / "site"

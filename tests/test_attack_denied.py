@@ -9,8 +9,6 @@ and HEAD, browsers and other clients, compressed or not.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.app import build_app
-from tests.helpers import make_config, make_user, session_cookies
+from tests.helpers import build_mkdocs, make_config, make_user, session_cookies
 from tests.nginx import nginx_serving
 
 MKDOCS_YML = """\
@@ -74,17 +72,9 @@ Answer = tuple[int, list[tuple[str, str]], bytes]
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built site (``mkdocs build``) with its own 404 page, once for the module."""
-    root = tmp_path_factory.mktemp("mkdocs-denied")
-    (root / "mkdocs.yml").write_text(MKDOCS_YML)
-    (root / "overrides").mkdir()
-    (root / "overrides" / "main.html").write_text(MAIN_HTML)
-    (root / "overrides" / "404.html").write_text(NOT_FOUND_HTML)
-    for name, text in PAGES.items():
-        (root / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / "docs" / name).write_text(text)
-    subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(root / "mkdocs.yml"),
-                    "-d", str(root / "site")], check=True, cwd=root, timeout=120)
-    built = root / "site"
+    built = build_mkdocs(tmp_path_factory.mktemp("mkdocs-denied"), MKDOCS_YML, {
+        "overrides/main.html": MAIN_HTML, "overrides/404.html": NOT_FOUND_HTML,
+        **{f"docs/{name}": text for name, text in PAGES.items()}})
     (built / "fr" / "secret").mkdir(parents=True)
     (built / "fr" / "secret" / "index.html").write_text("<!doctype html><p>SECRET-FR</p>")
     (built / "fr" / "404.html").write_text(FRENCH_404)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from gateway.indexes.filter import Learned
 from gateway.proxy.static import StaticSite
 from gateway.proxy.upstream import Upstream
 from gateway.user import User
-from tests.helpers import make_config, make_user, session_cookies
+from tests.helpers import build_mkdocs, make_config, make_user, session_cookies
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 ADMIN = make_user("ada", groups=("admin",), firstName="Ada")
@@ -95,16 +93,9 @@ Start = Callable[[], Awaitable[Client]]
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built site (``mkdocs build``), once for the session."""
-    root = tmp_path_factory.mktemp("mkdocs")
-    (root / "mkdocs.yml").write_text(MKDOCS_YML)
-    (root / "overrides").mkdir()
-    (root / "overrides" / "main.html").write_text(MAIN_HTML)
-    (root / "docs").mkdir()
-    for name, text in PAGES.items():
-        (root / "docs" / name).write_text(text)
-    subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(root / "mkdocs.yml"),
-                    "-d", str(root / "site")], check=True, cwd=root, timeout=120)
-    return root / "site"
+    return build_mkdocs(tmp_path_factory.mktemp("mkdocs"), MKDOCS_YML, {
+        "overrides/main.html": MAIN_HTML,
+        **{f"docs/{name}": text for name, text in PAGES.items()}})
 
 
 def static_upstream(root: Path) -> web.Application:
