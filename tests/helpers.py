@@ -91,9 +91,14 @@ async def session_cookies(app: web.Application, user: User, method: str = "jwt")
     return {name: value for name, (value, _age) in jar.sets.items()}
 
 
+#: Set by the echo upstream once a ``/slow`` request has reached it.
+SLOW_STARTED = web.AppKey("slow_started", asyncio.Event)
+
+
 def echo_app() -> web.Application:
     """A real upstream that reports what it received, and misbehaves on request."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[SLOW_STARTED] = asyncio.Event()
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
@@ -132,6 +137,7 @@ def echo_app() -> web.Application:
         return response
 
     async def slow(request: web.Request) -> web.Response:
+        request.app[SLOW_STARTED].set()
         await asyncio.sleep(float(request.query.get("s", "5")))
         return web.Response(text="late")
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import HS_SECRET, SECRET, echo_app
+from tests.helpers import HS_SECRET, SECRET, SLOW_STARTED, echo_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,8 @@ async def test_run_serves_and_stops_gracefully_on_sigterm(tmp_path: Path, run_ga
     await wait_ready(port, process)
     async with aiohttp.ClientSession() as client:
         slow = asyncio.ensure_future(client.get(f"http://127.0.0.1:{port}/slow?s=1"))
-        await asyncio.sleep(0.3)  # let the slow request reach the upstream before SIGTERM
+        # SIGTERM only once the slow request has reached the upstream.
+        await asyncio.wait_for(upstream.app[SLOW_STARTED].wait(), 20)
         process.send_signal(signal.SIGTERM)
         response = await slow
         assert response.status == 200
