@@ -14,6 +14,7 @@ from gateway.errors import BadRequest, Denied, NotFound, Unavailable, UpstreamEr
 from gateway.html.encoding import decode_body, is_html
 from gateway.html.head import PageMeta
 from gateway.html.page import (
+    content_encodings,
     content_type,
     enforce,
     needs_whole,
@@ -306,12 +307,6 @@ def page_learner(gw: Gateway) -> FetchMeta:
     return upstream_meta_fetcher(gw.origin, gw.config)
 
 
-def encodings(upstream: Response) -> str | None:
-    """Every Content-Encoding the upstream applied, in order (headers may repeat)."""
-    values = upstream.headers.getall("Content-Encoding", ())
-    return ",".join(values) if values else None
-
-
 async def respond(gw: Gateway, origin: Upstream, ex: Exchange, upstream: Response,
                   index_file: IndexFile | None, sent_method: str) -> web.StreamResponse:
     """Turn an upstream response into the reader's: streamed, or read and rewritten.
@@ -360,7 +355,7 @@ async def respond(gw: Gateway, origin: Upstream, ex: Exchange, upstream: Respons
     finally:
         upstream.release()
     known = rel if status == 200 else None  # only a 200 is the page at this path
-    readable = gw.pages.decode(body, decision, encodings(upstream), declared, known)
+    readable = gw.pages.decode(body, decision, content_encodings(upstream.headers), declared, known)
     if readable is None:
         # Unreadable, and only read to add the script: it goes out as it came.
         enforce(decision, scope)
@@ -395,12 +390,12 @@ async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Response, headers: 
         raise
     if complete:
         upstream.release()
-        gw.pages.untyped(body, decision, encodings(upstream), declared)
+        gw.pages.untyped(body, decision, content_encodings(upstream.headers), declared)
         enforce(decision, scope)
         checked = web.Response(status=upstream.status, body=body, headers=headers)
         finish_headers(gw, decision, visitor, checked)
         return checked
-    if encodings(upstream) or body.lstrip(MARKUP_LEAD)[:1] == b"<":
+    if content_encodings(upstream.headers) or body.lstrip(MARKUP_LEAD)[:1] == b"<":
         upstream.release()
         raise UpstreamError("the docs server sent a page too large to check")
     enforce(decision, scope)
@@ -447,7 +442,7 @@ async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
         body = await read_limited(upstream, INDEX_LIMIT)
     finally:
         upstream.release()
-    raw = decode_body(body, encodings(upstream), limit=INDEX_LIMIT)
+    raw = decode_body(body, content_encodings(upstream.headers), limit=INDEX_LIMIT)
     if raw is None:
         raise UpstreamError("the docs server sent an index the gateway cannot read")
     filtered = await filter_index(index_file, raw, visitor.user, gw.policy, gw.pages.index,

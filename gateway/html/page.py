@@ -1,8 +1,8 @@
 """HTML pages from the docs: page metadata, the client script, server-side gating.
 
 Also what the index filter needs from pages: their metadata, recorded whenever a page is
-read here and fetched (head only) from the upstream or the built folder when an index
-lists a page not seen yet.
+read here and learned (the whole page) from the upstream or the built folder when an
+index lists a page not seen yet.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from gateway.proxy.upstream import Upstream
 from gateway.scope import Scope
 from gateway.user import User
 
-#: How much of a page is read to learn it (its head, and with fragments on, its gated parts).
+#: The largest page learned for the index filter (read whole: metadata may stand anywhere).
 PAGE_READ_LIMIT = 8 * 1024 * 1024
 # Headers that would let the upstream answer with part of a body, or none, where the
 # gateway must see all of it to filter or rewrite it.
@@ -235,11 +235,9 @@ class Pages:
         if unpacked is not None and not _may_gate(unpacked):
             return  # not a word of page metadata or gating in it, in any reading
         readable = self.decode(body, decision, content_encoding, declared)
-        if readable is None or has_markers(readable[0]):
-            raise UpstreamError("the docs server sent a page without a type the gateway "
-                                "can read")
-        meta = read_page_meta(readable[0])
-        if meta.declared or meta.unreadable:
+        meta = None if readable is None else read_page_meta(readable[0])
+        if readable is None or meta is None or has_markers(readable[0]) or meta.declared \
+                or meta.unreadable:
             raise UpstreamError("the docs server sent a page without a type the gateway "
                                 "can read")
 
@@ -299,6 +297,12 @@ def content_type(headers: CIMultiDict[str]) -> str | None:
     return values[0]
 
 
+def content_encodings(headers: CIMultiDict[str]) -> str | None:
+    """Every Content-Encoding a response applied, in order (the header may repeat)."""
+    values = headers.getall("Content-Encoding", ())
+    return ",".join(values) if values else None
+
+
 def unidentified(value: str | None, rel: str) -> bool:
     """Whether a response may be a page under another type: it has no type, several, or
     on a page's path one that does not say it is no page (its body is then looked into
@@ -306,8 +310,8 @@ def unidentified(value: str | None, rel: str) -> bool:
     if value is None:
         return True
     mime = value.split(";", 1)[0].strip().lower()
-    if mime in ("text/html", "application/xhtml+xml") or mime.startswith(_NOT_PAGE_KINDS) \
-            or mime in _NOT_PAGES or mime.endswith("+json"):
+    if is_html(mime) or mime.startswith(_NOT_PAGE_KINDS) or mime in _NOT_PAGES \
+            or mime.endswith("+json"):
         return False
     return page_like(rel)
 
@@ -412,7 +416,7 @@ def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
             if not is_html(declared):
                 return Learned(PageMeta(), False)
             data = await response.read_all(PAGE_READ_LIMIT)
-            body = decode_body(data, ",".join(response.headers.getall("Content-Encoding", ())))
+            body = decode_body(data, content_encodings(response.headers))
             return None if body is None else learn(body, declared)
         except (UpstreamTimedOut, UpstreamClosed, OSError, ValueError):
             return None
