@@ -30,6 +30,8 @@ COMPILED = [
     "gateway/policy.py",
     "gateway/proxy/http1.py",
     "gateway/proxy/location.py",
+    "gateway/proxy/origin.py",
+    "gateway/proxy/static.py",
     "gateway/proxy/upstream.py",
     "gateway/responses.py",
     "gateway/scope.py",

@@ -131,7 +131,7 @@ async def build_app(config: Config) -> web.Application:
         await origin.start()
     else:
         assert config.upstream.root is not None
-        origin = StaticSite(config.upstream.root)
+        origin = StaticSite(config.upstream.root, config.server.base_path)
     handshake = create_handshake(HandshakeDeps(config=config, store=store, http=http,
                                                metrics=metrics, keyspace=keyspace))
     gw = Gateway(config=config, store=store, handshake=handshake, policy=policy,

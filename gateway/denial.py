@@ -13,16 +13,8 @@ import secrets
 from aiohttp import web
 
 from gateway.paths import packing_of
-from gateway.pipeline import (
-    Exchange,
-    Visitor,
-    is_upgrade,
-    serve_static,
-    serve_upstream,
-    serve_websocket,
-)
+from gateway.pipeline import Exchange, Visitor, serve
 from gateway.policy import Decision, Outcome
-from gateway.proxy.static import StaticSite
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
@@ -65,9 +57,5 @@ async def answer_as_missing(request: web.Request) -> web.StreamResponse:
     visitor = Visitor(session=None, user=scope.user,
                       jar=scope.jar if scope.jar is not None else CookieJar())
     exchange = Exchange(request, scope.missing_at(path), rel, decision, visitor, [])
-    if isinstance(gw.origin, StaticSite):
-        return await serve_static(gw, gw.origin, exchange)
-    if is_upgrade(request):
-        # A WebSocket to a missing address fails as the upstream refuses it: so does this.
-        return await serve_websocket(gw, gw.origin, exchange)
-    return await serve_upstream(gw, gw.origin, exchange)
+    # A WebSocket to a missing address fails as the upstream refuses it: so does this.
+    return await serve(gw, exchange)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -17,20 +16,17 @@ from gateway.html.page import (
     content_encodings,
     content_type,
     enforce,
+    meta_fetcher,
     needs_whole,
     page_like,
-    read_index,
-    static_meta_fetcher,
     unidentified,
-    upstream_meta_fetcher,
     whole_request,
 )
 from gateway.indexes.filter import INDEX_LIMIT, FetchMeta, IndexFile, Learned, filter_index
 from gateway.paths import normalize_path, packed_page
 from gateway.policy import Decision, Outcome
-from gateway.proxy.http1 import Response, UpstreamClosed, UpstreamTimedOut
-from gateway.proxy.static import StaticSite
-from gateway.proxy.upstream import Upstream, stream_body
+from gateway.proxy.origin import Answer, BrokenAnswer, Origin, stream_body
+from gateway.proxy.upstream import Upstream
 from gateway.proxy.websocket import pipe_websocket
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
@@ -212,12 +208,7 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     extra = gw.identity_headers(visitor.user, visitor.session) \
         if decision.outcome is Outcome.ALLOW else []
     exchange = Exchange(request, scope, rel, decision, visitor, extra)
-    origin = gw.origin
-    if isinstance(origin, StaticSite):
-        return await serve_static(gw, origin, exchange)
-    if is_upgrade(request):
-        return await serve_websocket(gw, origin, exchange)
-    return await serve_upstream(gw, origin, exchange)
+    return await serve(gw, exchange)
 
 
 def is_upgrade(request: web.Request) -> bool:
@@ -235,9 +226,13 @@ async def serve_websocket(gw: Gateway, origin: Upstream, ex: Exchange) -> web.St
                                 gw.config.server.public_origin)
 
 
-async def serve_upstream(gw: Gateway, origin: Upstream, ex: Exchange) -> web.StreamResponse:
-    """Forward to the upstream; touch the body only for HTML that needs it."""
+async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
+    """Ask the origin; touch the body only for what the gateway must read (a page that
+    may declare or gate its own access, an index)."""
     request, scope, rel, decision, extra = ex.request, ex.scope, ex.rel, ex.decision, ex.extra
+    origin = gw.origin
+    if isinstance(origin, Upstream) and is_upgrade(request):
+        return await serve_websocket(gw, origin, ex)
     index_file = gw.pages.index_file(rel)
     # A body the gateway may have to read (an index, or a page on a path that may hold
     # one) is asked for whole: no ranges, no 304 that would let a copy rewritten for an
@@ -302,12 +297,10 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
 
 def page_learner(gw: Gateway) -> FetchMeta:
     """How pages are learned from this gateway's origin (for index filters and judging)."""
-    if isinstance(gw.origin, StaticSite):
-        return static_meta_fetcher(gw.origin)
-    return upstream_meta_fetcher(gw.origin, gw.config)
+    return meta_fetcher(gw.origin)
 
 
-async def respond(gw: Gateway, origin: Upstream, ex: Exchange, upstream: Response,
+async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
                   index_file: IndexFile | None, sent_method: str) -> web.StreamResponse:
     """Turn an upstream response into the reader's: streamed, or read and rewritten.
 
@@ -374,7 +367,7 @@ async def respond(gw: Gateway, origin: Upstream, ex: Exchange, upstream: Respons
     return response
 
 
-async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Response, headers: CIMultiDict[str],
+async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Answer, headers: CIMultiDict[str],
                         declared: str | None) -> web.StreamResponse:
     """A body whose type does not say it is not a page: checked whole before it is sent.
 
@@ -415,7 +408,7 @@ async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Response, headers: 
 MARKUP_LEAD = b"\xef\xbb\xbf\xff\xfe\x00\t\n\x0c\r "
 
 
-async def read_upto(upstream: Response, limit: int) -> tuple[bytes, bool]:
+async def read_upto(upstream: Answer, limit: int) -> tuple[bytes, bool]:
     """At least ``limit`` bytes of an upstream body, or all of it: (bytes, whether that is
     all of it)."""
     chunks: list[bytes] = []
@@ -427,13 +420,13 @@ async def read_upto(upstream: Response, limit: int) -> tuple[bytes, bool]:
                 return b"".join(chunks), True
             chunks.append(chunk)
             size += len(chunk)
-    except (UpstreamClosed, UpstreamTimedOut):
+    except BrokenAnswer:
         raise UpstreamError("the docs server broke off the response") from None
     return b"".join(chunks), False
 
 
 async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
-                               upstream: Response, headers: CIMultiDict[str]) -> web.StreamResponse:
+                               upstream: Answer, headers: CIMultiDict[str]) -> web.StreamResponse:
     """A sitemap or search index from the upstream, filtered to the reader's pages."""
     assert gw.pages.index is not None
     scope, decision, visitor = ex.scope, ex.decision, ex.visitor
@@ -455,13 +448,13 @@ async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
     return response
 
 
-async def read_limited(upstream: Response, limit: int) -> bytes:
+async def read_limited(upstream: Answer, limit: int) -> bytes:
     """Read an upstream body of at most ``limit`` bytes (the rest is refused)."""
     try:
         return await upstream.read_all(limit)
     except ValueError:
         raise UpstreamError("the docs page is too large to check") from None
-    except (UpstreamClosed, UpstreamTimedOut):
+    except BrokenAnswer:
         raise UpstreamError("the docs server broke off the response") from None
 
 
@@ -474,50 +467,3 @@ def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
         visitor.jar.clear()
     if personal(decision, visitor):
         mark_private(response.headers)
-
-
-async def serve_static(gw: Gateway, site: StaticSite, ex: Exchange) -> web.StreamResponse:
-    """Serve from ``upstream.root``; HTML pages go through the same page processing."""
-    request, scope, rel, decision, visitor = ex.request, ex.scope, ex.rel, ex.decision, ex.visitor
-    base = gw.config.server.base_path
-    if base and scope.path == base:
-        # Relative links in the index page only resolve under the trailing slash.
-        raise web.HTTPMovedPermanently(base + "/" + (f"?{scope.query}" if scope.query else ""))
-    index_file = gw.pages.index_file(rel) if request.method in ("GET", "HEAD") else None
-    raw = await asyncio.to_thread(read_index, site, rel) if index_file else None
-    if index_file is not None and raw is not None:
-        enforce(decision, scope)
-        assert gw.pages.index is not None
-        filtered = await filter_index(
-            index_file, raw, visitor.user, gw.policy, gw.pages.index,
-            page_learner(gw))
-        listing = web.Response(body=filtered, headers={"Content-Type": index_file.content_type})
-        finish_headers(gw, decision, visitor, listing)
-        mark_private(listing.headers)  # the list depends on the reader, anonymous ones too
-        return listing
-    page = None
-    if request.method in ("GET", "HEAD") and gw.pages.wants(decision):
-        # A HEAD is judged as its GET: the page's own metadata may refuse it.
-        page = await asyncio.to_thread(read_html, site, rel)
-    readable = None if page is None else gw.pages.decode(page, decision, None, None)
-    response: web.StreamResponse
-    if readable is not None:
-        body, retyped = readable
-        decision, body = gw.pages.process(body, decision, visitor.user, scope, rel)
-        response = web.Response(body=body, headers={"Content-Type": retyped})
-    else:
-        enforce(decision, scope)
-        response = await site.serve(request, rel)
-    finish_headers(gw, decision, visitor, response)
-    return response
-
-
-def read_html(site: StaticSite, rel: str) -> bytes | None:
-    """The bytes of the HTML file a path names, or None for anything else."""
-    file = site.file_for(rel)
-    if file is None or not is_html(site.content_type_for(str(file))):
-        return None
-    try:
-        return file.read_bytes()
-    except OSError:
-        return None

@@ -17,8 +17,7 @@ from gateway.identity import AssertionSigner, IdentityHeaders
 from gateway.metrics import Metrics
 from gateway.paths import relative_to_base
 from gateway.policy import Policy
-from gateway.proxy.static import StaticSite
-from gateway.proxy.upstream import Upstream
+from gateway.proxy.origin import Origin
 from gateway.sessions.base import Session, SessionStore
 from gateway.shared import Keyspace
 from gateway.user import User
@@ -38,7 +37,7 @@ class Gateway:
     #: Where docs requests go: the upstream (``upstream.url``) or the built folder
     #: (``upstream.root``). Both answer ``ping`` and ``close``; the pipeline serves each
     #: its way, and learns pages from each its way (``pipeline.page_learner``).
-    origin: Upstream | StaticSite
+    origin: Origin
     http: aiohttp.ClientSession
     metrics: Metrics
     is_gateway_cookie: Callable[[str], bool]

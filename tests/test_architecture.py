@@ -10,10 +10,10 @@ from tests.test_layers import PACKAGE, imports, modules
 ROOT = PACKAGE.parent
 ROOMS = ROOT / "ARCHITECTURE.md"
 
-#: Where every docs request starts: the boundary, the pipeline, and the default handshake
-#: and session store that the factories pick at start.
+#: Where every docs request starts: the boundary, the pipeline, and the default handshake,
+#: session store and origins that the factories pick at start.
 REQUEST_ROOTS = ("gateway.boundary", "gateway.pipeline", "gateway.handshakes.jwt",
-                 "gateway.sessions.cookie")
+                 "gateway.sessions.cookie", "gateway.proxy.upstream", "gateway.proxy.static")
 #: Modules on the request path that stay plain Python, and why.
 NOT_COMPILED = {
     "gateway.bounded": "generic containers shared with plain modules; not measured as worth it",
@@ -30,7 +30,6 @@ NOT_COMPILED = {
     "gateway.html.tree": "next to compile, with the personalised-pages speed work",
     "gateway.indexes.filter": "runs for index files only; filtered copies are cached per reader",
     "gateway.indexes.formats": "runs for index files only; filtered copies are cached per reader",
-    "gateway.proxy.static": "the built folder's bytes are sent by aiohttp's file sender",
     "gateway.proxy.websocket": "runs once per upgrade; frames are aiohttp's",
     "gateway.redirects": "same-site checks of login routes and upgrades, not per request",
     "gateway.shared": "used per login, cache miss or refresh, not per request",
@@ -60,6 +59,7 @@ TESTED_IN = {
     "keys": ("test_identity", "test_cli"),
     "limits": ("test_app", "test_faults"),
     "metrics": ("test_app",),
+    "proxy/origin": ("test_proxy_static", "test_proxy_upstream", "test_mkdocs_site"),
     "proxy/location": ("test_attack_location", "test_proxy_upstream"),
     "proxy/websocket": ("test_proxy_upstream", "test_attack_identity"),
     "responses": ("test_app",),

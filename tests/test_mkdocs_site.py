@@ -7,6 +7,7 @@ each page's ``gateway_public`` / ``gateway_groups`` frontmatter into the page me
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -20,12 +21,13 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
 from gateway.html.head import PageMeta
-from gateway.html.page import static_meta_fetcher, upstream_meta_fetcher
+from gateway.html.page import meta_fetcher
 from gateway.indexes.filter import Learned
 from gateway.proxy.static import StaticSite
 from gateway.proxy.upstream import Upstream
 from gateway.user import User
 from tests.helpers import build_mkdocs, make_config, make_user, session_cookies
+from tests.nginx import nginx_serving
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 ADMIN = make_user("ada", groups=("admin",), firstName="Ada")
@@ -98,34 +100,27 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         **{f"docs/{name}": text for name, text in PAGES.items()}})
 
 
-def static_upstream(root: Path) -> web.Application:
-    """A plain file server for the built site (index pages, Range requests)."""
-    files = StaticSite(root)
-    app = web.Application()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await files.serve(request, request.path)
-
-    app.router.add_route("*", "/{tail:.*}", handler)
-    return app
+def nginx_site(root: Path) -> str:
+    """nginx serving the built site as a docs host would (index pages, its 404 page)."""
+    return f"        root {root};\n        error_page 404 /404.html;\n"
 
 
 @pytest.fixture(params=["root", "upstream"])
 async def start(request: pytest.FixtureRequest, site: Path, aiohttp_client: Any,
-                aiohttp_server: Any) -> AsyncIterator[Start]:
-    """The gateway over the built site: served from ``upstream.root``, or from a real
-    upstream file server."""
+                tmp_path: Path) -> AsyncIterator[Start]:
+    """The gateway over the built site: served from ``upstream.root``, or from nginx."""
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def make() -> Client:
-        if request.param == "root":
-            config = make_config(None, upstream={"root": str(site)}, access=ACCESS)
-        else:
-            server = await aiohttp_server(static_upstream(site))
-            config = make_config(str(server.make_url("")).rstrip("/"), access=ACCESS)
-        client: Client = await aiohttp_client(await build_app(config))
-        return client
+        async def make() -> Client:
+            if request.param == "root":
+                config = make_config(None, upstream={"root": str(site)}, access=ACCESS)
+            else:
+                origin = await stack.enter_async_context(nginx_serving(tmp_path, nginx_site(site)))
+                config = make_config(origin, access=ACCESS)
+            client: Client = await aiohttp_client(await build_app(config))
+            return client
 
-    yield make
+        yield make
 
 
 async def cookies_for(client: Client, user: User | None) -> dict[str, str]:
@@ -253,17 +248,17 @@ EXPECTED = {
 
 
 async def test_pages_are_learned_from_the_built_folder(site: Path) -> None:
-    fetch = static_meta_fetcher(StaticSite(site))
+    fetch = meta_fetcher(StaticSite(site))
     assert {path: await fetch(path) for path in EXPECTED} == EXPECTED
 
 
-async def test_pages_are_learned_from_the_upstream(site: Path, aiohttp_server: Any) -> None:
-    server = await aiohttp_server(static_upstream(site))
-    config = make_config(str(server.make_url("")).rstrip("/"), access=ACCESS)
-    upstream = Upstream(config, lambda name: False, lambda name: False)
-    await upstream.start()
-    try:
-        fetch = upstream_meta_fetcher(upstream, config)
-        assert {path: await fetch(path) for path in EXPECTED} == EXPECTED
-    finally:
-        await upstream.close()
+async def test_pages_are_learned_from_the_upstream(site: Path, tmp_path: Path) -> None:
+    async with nginx_serving(tmp_path, nginx_site(site)) as origin:
+        config = make_config(origin, access=ACCESS)
+        upstream = Upstream(config, lambda name: False, lambda name: False)
+        await upstream.start()
+        try:
+            fetch = meta_fetcher(upstream)
+            assert {path: await fetch(path) for path in EXPECTED} == EXPECTED
+        finally:
+            await upstream.close()

@@ -28,7 +28,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 PREPARE_SITES = {
     "pipeline.py": {"start"},
     "proxy/websocket.py": {"pipe_websocket"},  # called only after require_allowed
-    "proxy/static.py": {"prepare"},  # the file sender's own prepare, run by the server
 }
 
 

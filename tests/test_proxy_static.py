@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from gateway.proxy.origin import BrokenAnswer, stream_body
 from gateway.proxy.static import StaticSite
+from gateway.scope import Scope
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -74,21 +76,32 @@ def site_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_client(aiohttp_client: Any, site_root: Path) -> MakeClient:
-    """A server whose every path is answered by StaticSite.serve.
+    """A server whose every path is answered by StaticSite.open, streamed as the gateway
+    streams an origin's answer.
 
-    ``X-Path`` overrides the path handed to serve, to send paths a real client would
-    normalize away; ``X-Base`` strips a base path first, as the gateway does.
+    ``X-Path`` overrides the path handed to the site, to send paths a real client would
+    normalize away; ``X-Base`` is the public base path the site is served under.
     """
 
-    async def make(root: Path | None = None, **options: Any) -> Client:
-        site = StaticSite(root or site_root, **options)
-
+    async def make(root: Path | None = None) -> Client:
         async def handler(request: web.Request) -> web.StreamResponse:
-            path = request.headers.get("X-Path", request.path)
-            base = request.headers.get("X-Base", "")
-            if base and path.startswith(base):
-                path = path[len(base):] or "/"
-            return await site.serve(request, path)
+            site = StaticSite(root or site_root, request.headers.get("X-Base", ""))
+            scope = Scope(request_id="t", client_ip="127.0.0.1", trusted=False,
+                          scheme="http", host=request.host,
+                          path=request.headers.get("X-Path", request.path),
+                          query=request.rel_url.raw_query_string, forwarded_for="")
+            answer = await site.open(request, scope, [])
+            response = web.StreamResponse(status=answer.status, reason=answer.reason,
+                                          headers=site.response_headers(answer))
+            if answer.content_length is not None:
+                response.content_length = answer.content_length
+            await response.prepare(request)
+            if request.method == "HEAD":
+                answer.release()
+                await response.write_eof()
+            else:
+                await stream_body(request, answer, response)
+            return response
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
@@ -390,17 +403,6 @@ async def test_dotfiles_are_hidden_but_well_known_is_served(make_client: MakeCli
     assert known.headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
-async def test_precompressed_siblings_only_when_enabled(make_client: MakeClient) -> None:
-    gzip_ok = {"Accept-Encoding": "gzip"}
-    plain = await (await make_client()).get("/sitemap.xml", headers=gzip_ok)
-    assert "Content-Encoding" not in plain.headers
-    assert await plain.read() == b"<urlset/>"
-    packed = await (await make_client(precompressed=True)).get("/sitemap.xml", headers=gzip_ok)
-    assert packed.headers["Content-Encoding"] == "gzip"
-    assert packed.headers["Content-Type"] == "application/xml"
-    assert await packed.read() == b"<urlset/>"
-
-
 async def test_file_for_and_exists(site_root: Path) -> None:
     site = StaticSite(site_root)
     real_root = site_root.resolve()
@@ -430,3 +432,53 @@ def test_file_for_never_leaves_the_root(site_root: Path, path: str) -> None:
     if found is not None:
         assert found.is_relative_to(site_root.resolve())
         assert found.is_file()
+
+
+async def test_a_large_file_is_read_in_chunks_whole_and_in_part(
+        make_client: MakeClient, site_root: Path) -> None:
+    big = os.urandom(300 * 1024)  # several chunks: read as the reader takes them
+    (site_root / "big.bin").write_bytes(big)
+    client = await make_client()
+    whole = await client.get("/big.bin")
+    assert whole.headers["Content-Length"] == str(len(big))
+    assert await whole.read() == big
+    middle = await client.get("/big.bin", headers={"Range": "bytes=70000-200000"})
+    assert middle.status == 206
+    assert await middle.read() == big[70000:200001]
+    assert middle.headers["Content-Range"] == f"bytes 70000-200000/{len(big)}"
+
+
+async def test_a_file_cut_short_while_sent_ends_the_connection(
+        make_client: MakeClient, site_root: Path) -> None:
+    big = b"x" * (400 * 1024)
+    target = site_root / "shrinking.bin"
+    target.write_bytes(big)
+    site = StaticSite(site_root)
+    scope = Scope(request_id="t", client_ip="127.0.0.1", trusted=False, scheme="http",
+                  host="docs.test", path="/shrinking.bin", query="", forwarded_for="")
+
+    class Get:
+        method = "GET"
+        headers: dict[str, str] = {}
+
+    answer = await site.open(Get(), scope, [])  # type: ignore[arg-type]
+    assert answer.status == 200 and answer.content_length == len(big)
+    first = await answer.read()
+    target.write_bytes(b"x" * len(first))  # truncated on disk after the first chunk
+    with pytest.raises(BrokenAnswer):
+        while await answer.read():
+            pass
+    answer.release()
+    answer.release()  # idempotent
+
+
+async def test_conditions_on_a_file(make_client: MakeClient) -> None:
+    client = await make_client()
+    etag = (await client.get("/blob.bin")).headers["ETag"]
+    assert (await client.get("/blob.bin", headers={"If-Match": '"other"'})).status == 412
+    assert (await client.get("/blob.bin", headers={"If-Match": etag})).status == 200
+    old = formatdate(1_000_000_000, usegmt=True)
+    assert (await client.get("/blob.bin", headers={"If-Unmodified-Since": old})).status == 412
+    weak = await client.get("/blob.bin", headers={"If-None-Match": f'"x", W/{etag}'})
+    assert weak.status == 304
+    assert "Content-Length" not in weak.headers or weak.headers["Content-Length"] == "0"

@@ -7,11 +7,9 @@ index lists a page not seen yet.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict, istr
@@ -29,7 +27,6 @@ from gateway.html.head import (
     script_tag,
 )
 from gateway.indexes.filter import (
-    INDEX_LIMIT,
     FetchMeta,
     IndexFile,
     Learned,
@@ -37,9 +34,7 @@ from gateway.indexes.filter import (
     match_index,
 )
 from gateway.policy import Decision, Outcome, Policy
-from gateway.proxy.http1 import Response, UpstreamClosed, UpstreamTimedOut
-from gateway.proxy.static import StaticSite
-from gateway.proxy.upstream import Upstream
+from gateway.proxy.origin import Answer, BrokenAnswer, Origin
 from gateway.scope import Scope
 from gateway.user import User
 
@@ -332,7 +327,7 @@ def whole_request(request: web.Request) -> web.Request:
     return request.clone(method="GET" if head else request.method, headers=headers)
 
 
-def needs_whole(method: str, upstream: Response) -> bool:
+def needs_whole(method: str, upstream: Answer) -> bool:
     """Whether an answer to a request sent as it came (an asset's path) must be fetched
     again whole: it is, or may be, a page, and came back partial, unchanged or headless."""
     status = upstream.status
@@ -363,82 +358,32 @@ def learn(data: bytes, content_type: str | None = None) -> Learned | None:
     return Learned(meta, has_markers(data))
 
 
-def static_meta_fetcher(site: StaticSite) -> FetchMeta:
-    """Learn a page from the built folder (``upstream.root``), read whole; one larger
-    than ``PAGE_READ_LIMIT`` is unknown."""
-
-    def read(path: str) -> Learned | None:
-        file = site.file_for(path)
-        if file is None:
-            return None
-        if not is_html(site.content_type_for(str(file))):
-            return Learned(PageMeta(), False)  # not a page: it declares and gates nothing
-        try:
-            with open(file, "rb") as handle:
-                data = handle.read(PAGE_READ_LIMIT + 1)
-        except OSError:
-            return None
-        return learn(data) if len(data) <= PAGE_READ_LIMIT else None
-
-    async def fetch(path: str) -> Learned | None:
-        return await asyncio.to_thread(read, path)
-
-    return fetch
-
-
-def upstream_meta_fetcher(upstream: Upstream, config: Config) -> FetchMeta:
-    """Learn a page with an anonymous GET to the upstream, read whole.
+def meta_fetcher(origin: Origin) -> FetchMeta:
+    """Learn pages from ``origin`` with an anonymous GET, read whole.
 
     A page that does not answer 200, or is larger than ``PAGE_READ_LIMIT``, is unknown
-    (None); one that is not HTML declares and gates nothing.
+    (None), as is one that may be a page under another type; one that is not HTML
+    declares and gates nothing.
     """
-    public_host = urlsplit(config.server.public_url).netloc
-    host = public_host if config.upstream.host_header == "preserve" else \
-        upstream.base.raw_authority
 
     async def fetch(path: str) -> Learned | None:
-        if upstream.pool is None:
-            return None
-        target = upstream.base_path + quote(config.server.base_path + path,
-                                            safe="/!$&'()*+,;=:@-._~")
-        headers = [("Host", host), ("Accept", "text/html,application/xhtml+xml"),
-                   ("Accept-Encoding", "gzip"), ("X-Forwarded-Host", public_host)]
-        try:
-            response = await upstream.pool.request("GET", target, headers, None, None)
-        except (UpstreamTimedOut, UpstreamClosed, OSError):
+        answer = await origin.fetch(path)
+        if answer is None:
             return None
         try:
-            if response.status != 200:
+            if answer.status != 200:
                 return None
-            declared = content_type(response.headers)
+            declared = content_type(answer.headers)
             if unidentified(declared, path):
                 return None  # it may be a page under another type: not known, so closed
             if not is_html(declared):
                 return Learned(PageMeta(), False)
-            data = await response.read_all(PAGE_READ_LIMIT)
-            body = decode_body(data, content_encodings(response.headers))
+            data = await answer.read_all(PAGE_READ_LIMIT)
+            body = decode_body(data, content_encodings(answer.headers))
             return None if body is None else learn(body, declared)
-        except (UpstreamTimedOut, UpstreamClosed, OSError, ValueError):
+        except (BrokenAnswer, OSError, ValueError):
             return None
         finally:
-            response.release()
+            answer.release()
 
     return fetch
-
-
-def read_index(site: StaticSite, rel: str) -> bytes | None:
-    """An index file's bytes from the built folder; None when there is no such file.
-
-    One too large to filter is refused (UpstreamError), never passed on unfiltered.
-    """
-    file = site.file_for(rel)
-    if file is None:
-        return None
-    try:
-        with open(file, "rb") as handle:
-            data = handle.read(INDEX_LIMIT + 1)
-    except OSError:
-        return None
-    if len(data) > INDEX_LIMIT:
-        raise UpstreamError("the search index is too large to filter")
-    return data

@@ -18,6 +18,8 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict
 
+from gateway.proxy.origin import Answer, BrokenAnswer
+
 # Buffered response body above which reading from the upstream socket pauses.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -29,7 +31,7 @@ NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
-class UpstreamClosed(Exception):
+class UpstreamClosed(BrokenAnswer):
     """The connection failed or closed before a complete response."""
 
     def __init__(self, message: str, *, sent_nothing: bool = False) -> None:
@@ -37,7 +39,7 @@ class UpstreamClosed(Exception):
         self.sent_nothing = sent_nothing
 
 
-class UpstreamTimedOut(Exception):
+class UpstreamTimedOut(BrokenAnswer):
     """The upstream did not answer (or stopped sending) within the read timeout."""
 
 
@@ -101,7 +103,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class Response:
+class Response(Answer):
     """A response being received: status and headers first, then the body as it arrives."""
 
     def __init__(self, pool: Pool, conn: _Connection, method: str, read_timeout: float,

@@ -7,15 +7,19 @@ import mimetypes
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
-from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
+from gateway.proxy.origin import CHUNK, Answer, BrokenAnswer, Origin
 from gateway.responses import error_response, wants_html
+from gateway.scope import Scope
 
 ALLOW = "GET, HEAD"
 # Longer request paths cannot name a file on any common filesystem.
@@ -67,67 +71,96 @@ class _Found:
     directory: bool  # reached through a directory, i.e. this is its index.html
 
 
-def _usable_range(value: str) -> bool:
-    """A single, well-formed byte range; anything else is ignored (RFC 9110 14.2)."""
+def _usable_range(value: str, size: int) -> tuple[int, int] | None:
+    """The one well-formed byte range asked for, as (first, last) within a file of ``size``
+    bytes, or None to send the whole file: a range that cannot be honoured (several, other
+    units, malformed) is ignored (RFC 9110 14.2). (-1, -1) when it cannot be satisfied."""
     match = _SINGLE_RANGE.fullmatch(value)
     if match is None:
-        return False
+        return None
     first, last = match.groups()
     if not first and not last:
-        return False
-    return not (first and last and int(first) > int(last))
+        return None
+    if first and last and int(first) > int(last):
+        return None
+    if not first:  # the last N bytes
+        count = int(last)
+        return (max(size - count, 0), size - 1) if count and size else (-1, -1)
+    start = int(first)
+    if start >= size:
+        return (-1, -1)
+    return start, min(int(last), size - 1) if last else size - 1
 
 
-class _FileSend(web.FileResponse):
-    """FileResponse that sends the whole file for a Range it cannot honour, not a 416.
+class FileAnswer(Answer):
+    """The built folder's answer: a file's bytes (or part of them), or a short body."""
 
-    aiohttp refuses multi-range and foreign-unit ranges with 416 and ignores an ETag in
-    If-Range; a plain 200 is what the HTTP spec asks for. It also sends a foo.gz next to
-    foo compressed, which only happens here when ``precompressed`` is on.
+    def __init__(self, status: int, reason: str, headers: CIMultiDict[str],
+                 body: bytes = b"", file: str | None = None, offset: int = 0,
+                 length: int = 0) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self._body = body
+        self._file = file
+        self._offset = offset
+        self._left = length if file is not None else len(body)
+        # An unchanged answer has no body, and says nothing of its length.
+        self.content_length = None if status == 304 else self._left
+        self._handle: BinaryIO | None = None
+
+    async def read(self) -> bytes:
+        if self._file is None:
+            body, self._body, self._left = self._body, b"", 0
+            return body
+        if self._left <= 0:
+            self.release()
+            return b""
+        try:
+            chunk = await asyncio.to_thread(self._read_chunk, min(self._left, CHUNK))
+        except OSError:
+            self.release()
+            raise BrokenAnswer("the file could not be read to its end") from None
+        if not chunk:  # shorter than when it was looked up
+            self.release()
+            raise BrokenAnswer("the file shrank while it was sent")
+        self._left -= len(chunk)
+        return chunk
+
+    def _read_chunk(self, size: int) -> bytes:
+        if self._handle is None:
+            assert self._file is not None
+            self._handle = open(self._file, "rb")
+            self._handle.seek(self._offset)
+        return self._handle.read(size)
+
+    async def read_all(self, limit: int) -> bytes:
+        if self._left > limit:
+            raise ValueError("file over the limit")
+        parts: list[bytes] = []
+        while chunk := await self.read():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        self._left = 0
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+
+
+class StaticSite(Origin):
+    """A built docs folder served read-only: index pages, ugly URLs, ETags, ranges, 404.html.
+
+    Answers are read the way the upstream's are: a file's bytes are read in chunks as the
+    reader takes them (a small file with its lookup), so pages are read and judged by the
+    same steps whichever origin holds them.
     """
 
-    def __init__(self, path: str, etag: str, headers: dict[str, str], precompressed: bool) -> None:
-        super().__init__(path, headers=headers)
-        self._file_etag = etag
-        self._precompressed = precompressed
-
-    def _if_range_holds(self, value: str | None) -> bool:
-        if value is None or not value.startswith(("W/", '"')):
-            return True  # absent, or a date: aiohttp compares dates itself
-        return value.startswith('"') and value.strip('"') == self._file_etag
-
-    def _adjusted(self, request: web.BaseRequest) -> web.BaseRequest:
-        drop: list[str] = []
-        ranges = request.headers.get(hdrs.RANGE)
-        if ranges is not None and not (
-            _usable_range(ranges) and self._if_range_holds(request.headers.get(hdrs.IF_RANGE))
-        ):
-            drop.append(hdrs.RANGE)
-        accept = request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
-        if not self._precompressed and ("gzip" in accept or "br" in accept):
-            drop.append(hdrs.ACCEPT_ENCODING)
-        if not drop:
-            return request
-        headers = CIMultiDict(request.headers)
-        for name in drop:
-            headers.popall(name, None)
-        try:
-            return request.clone(headers=headers)
-        except RuntimeError:  # the body was read; cloning is refused, serve as asked
-            return request
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        """Send the file, with the request's unusable Range (and Accept-Encoding) set aside."""
-        return await super().prepare(self._adjusted(request))
-
-
-class StaticSite:
-    """A built docs folder served read-only: index pages, ugly URLs, ETags, ranges, 404.html."""
-
-    def __init__(self, root: Path, *, precompressed: bool = False) -> None:
+    def __init__(self, root: Path, base_path: str = "") -> None:
         self._root = os.path.realpath(root)
         self._prefix = self._root.rstrip(os.sep) + os.sep
-        self._precompressed = precompressed
+        self._base = base_path
         self._types: dict[str, str] = dict(_TYPES)
         self._page_404: tuple[tuple[int, int], bytes] | None = None
 
@@ -139,7 +172,7 @@ class StaticSite:
         return os.path.isdir(self._root)
 
     async def close(self) -> None:
-        """Nothing to release: files are opened per request."""
+        """Nothing to release: files are opened per answer."""
 
     @property
     def root(self) -> Path:
@@ -155,26 +188,112 @@ class StaticSite:
 
     async def exists(self, path: str) -> bool:
         """Whether ``path`` would be served with 200 (the disk is read off the event loop)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.file_for, path) is not None
+        return await asyncio.to_thread(self.file_for, path) is not None
 
-    async def serve(self, request: web.Request, path: str) -> web.StreamResponse:
-        """Answer ``request`` for ``path`` (decoded, relative to the docs base path)."""
+    async def open(self, request: web.Request, scope: Scope,
+                   extra: Iterable[tuple[str, str]]) -> Answer:
+        """Answer ``request`` for ``scope.path`` (decoded, with the public base path)."""
         if request.method not in ("GET", "HEAD"):
-            response = error_response(request, 405, "method_not_allowed",
-                                      "Only GET and HEAD are served here.")
-            response.headers[hdrs.ALLOW] = ALLOW
-            response.headers.add(*_NOSNIFF)
-            return response
-        loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, self._lookup, path)
+            answer = _error_answer(request, 405, "method_not_allowed",
+                                   "Only GET and HEAD are served here.")
+            answer.headers[hdrs.ALLOW] = ALLOW
+            return answer
+        query = f"?{scope.query}" if scope.query else ""
+        path = scope.path
+        if self._base:
+            if path == self._base:
+                # Relative links in the index page only resolve under the trailing slash.
+                return _redirect(self._base + "/" + query)
+            if not path.startswith(self._base + "/"):
+                return await self._not_found(request)
+            path = path[len(self._base):]
+        found, small = await asyncio.to_thread(self._lookup_and_read, path)
         if found is None:
             return await self._not_found(request)
-        if found.directory and not request.path.endswith("/"):
-            return self._slash_redirect(request)
-        headers = {hdrs.CONTENT_TYPE: self.content_type_for(found.file), _NOSNIFF[0]: _NOSNIFF[1]}
-        etag = f"{found.st.st_mtime_ns:x}-{found.st.st_size:x}"  # the form FileResponse sends
-        return _FileSend(found.file, etag, headers, self._precompressed)
+        if found.directory and not path.endswith("/"):
+            # Relative to the address asked for, so any base path in front is kept, and
+            # "./" stops a name like "http:x" reading as a scheme.
+            return _redirect("./" + quote(path.rsplit("/", 1)[-1], safe="") + "/" + query)
+        return self._file_answer(request, found, small)
+
+    async def fetch(self, path: str) -> Answer | None:
+        """The file at ``path`` (below the base path) as a GET gets it; None when missing."""
+        found, small = await asyncio.to_thread(self._lookup_and_read, path)
+        if found is None or (found.directory and not path.endswith("/")):
+            return None
+        return self._body_answer(200, "OK", self._headers_for(found), found, small, 0,
+                                 found.st.st_size)
+
+    def response_headers(self, answer: Answer) -> CIMultiDict[str]:
+        """The folder's headers are its own: sent as they are."""
+        return CIMultiDict(answer.headers)
+
+    def _lookup_and_read(self, path: str) -> tuple[_Found | None, bytes | None]:
+        """The file ``path`` names and, when it is small, its bytes (one trip off the loop)."""
+        found = self._lookup(path)
+        if found is None or found.st.st_size > CHUNK:
+            return found, None
+        try:
+            with open(found.file, "rb") as handle:
+                data = handle.read(CHUNK + 1)
+        except OSError:
+            return None, None
+        return found, data if len(data) == found.st.st_size else None
+
+    def _headers_for(self, found: _Found) -> CIMultiDict[str]:
+        return CIMultiDict({
+            hdrs.CONTENT_TYPE: self.content_type_for(found.file),
+            hdrs.ETAG: _etag(found.st),
+            hdrs.LAST_MODIFIED: formatdate(found.st.st_mtime, usegmt=True),
+            hdrs.ACCEPT_RANGES: "bytes",
+            _NOSNIFF[0]: _NOSNIFF[1],
+        })
+
+    def _file_answer(self, request: web.Request, found: _Found, small: bytes | None) -> Answer:
+        """A found file's answer to ``request``: conditions first, then a range."""
+        headers = self._headers_for(found)
+        etag = headers[hdrs.ETAG]
+        mtime = int(found.st.st_mtime)
+        size = found.st.st_size
+        asked = request.headers
+        if_match = asked.get(hdrs.IF_MATCH)
+        if if_match is not None:
+            if not _etag_listed(if_match, etag, weak=False):
+                return FileAnswer(412, "Precondition Failed", headers)
+        else:
+            since = _date(asked.get(hdrs.IF_UNMODIFIED_SINCE))
+            if since is not None and mtime > since:
+                return FileAnswer(412, "Precondition Failed", headers)
+        if_none = asked.get(hdrs.IF_NONE_MATCH)
+        if if_none is not None:
+            unchanged = _etag_listed(if_none, etag, weak=True)
+        else:
+            modified_since = _date(asked.get(hdrs.IF_MODIFIED_SINCE))
+            unchanged = modified_since is not None and mtime <= modified_since
+        if unchanged:
+            headers.popall(hdrs.CONTENT_TYPE, None)
+            return FileAnswer(304, "Not Modified", headers)
+        ranges = asked.get(hdrs.RANGE)
+        span = _usable_range(ranges, size) if ranges is not None \
+            and _if_range_holds(asked.get(hdrs.IF_RANGE), etag, headers) else None
+        if span == (-1, -1):
+            refused = CIMultiDict({hdrs.CONTENT_RANGE: f"bytes */{size}",
+                                   _NOSNIFF[0]: _NOSNIFF[1]})
+            return FileAnswer(416, "Range Not Satisfiable", refused)
+        if span is not None:
+            first, last = span
+            headers[hdrs.CONTENT_RANGE] = f"bytes {first}-{last}/{size}"
+            return self._body_answer(206, "Partial Content", headers, found, small, first,
+                                     last - first + 1)
+        return self._body_answer(200, "OK", headers, found, small, 0, size)
+
+    @staticmethod
+    def _body_answer(status: int, reason: str, headers: CIMultiDict[str], found: _Found,
+                     small: bytes | None, offset: int, length: int) -> FileAnswer:
+        if small is not None:
+            return FileAnswer(status, reason, headers, small[offset:offset + length])
+        return FileAnswer(status, reason, headers, file=found.file, offset=offset,
+                          length=length)
 
     def content_type_for(self, file: str) -> str:
         """The Content-Type this folder serves a file with (by its suffix, any case)."""
@@ -188,29 +307,14 @@ class StaticSite:
             self._types[suffix] = known
         return known
 
-    def _slash_redirect(self, request: web.Request) -> web.Response:
-        # Relative to the URL the browser asked for, so any base path in front is kept
-        # (also "/docs" -> "/docs/"), and "./" stops a name like "http:x" reading as a scheme.
-        target = "./" + quote(request.path.rsplit("/", 1)[-1], safe="") + "/"
-        query = request.rel_url.raw_query_string
-        response = web.Response(status=301, headers={
-            hdrs.LOCATION: f"{target}?{query}" if query else target,
-        })
-        response.headers.add(*_NOSNIFF)
-        return response
-
-    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+    async def _not_found(self, request: web.Request) -> Answer:
         if wants_html(request):
-            loop = asyncio.get_running_loop()
-            page = await loop.run_in_executor(None, self._site_404_page)
+            page = await asyncio.to_thread(self._site_404_page)
             if page is not None:
-                response = web.Response(status=404, body=page, content_type="text/html",
-                                        charset="utf-8")
-                response.headers.add(*_NOSNIFF)
-                return response
-        response = error_response(request, 404, "not_found", "There is no page at this address.")
-        response.headers.add(*_NOSNIFF)
-        return response
+                return FileAnswer(404, "Not Found", CIMultiDict({
+                    hdrs.CONTENT_TYPE: "text/html; charset=utf-8", _NOSNIFF[0]: _NOSNIFF[1]}),
+                    page)
+        return _error_answer(request, 404, "not_found", "There is no page at this address.")
 
     def _site_404_page(self) -> bytes | None:
         found = self._lookup("/404.html")
@@ -273,3 +377,55 @@ class StaticSite:
 
 def _hidden(name: str) -> bool:
     return name.startswith(".") and name not in _PUBLIC_DOT_NAMES
+
+
+def _redirect(location: str) -> FileAnswer:
+    return FileAnswer(301, "Moved Permanently", CIMultiDict({
+        hdrs.LOCATION: location, _NOSNIFF[0]: _NOSNIFF[1]}))
+
+
+def _error_answer(request: web.Request, status: int, code: str, message: str) -> FileAnswer:
+    """The gateway's own error page (HTML for browsers, JSON otherwise) as an answer."""
+    page = error_response(request, status, code, message)
+    body = page.body
+    assert isinstance(body, bytes)
+    headers = CIMultiDict(page.headers)
+    headers.popall(hdrs.CONTENT_LENGTH, None)
+    return FileAnswer(status, page.reason, headers, body)
+
+
+def _etag(st: os.stat_result) -> str:
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+def _etag_listed(value: str, etag: str, *, weak: bool) -> bool:
+    """Whether an If-Match / If-None-Match list names ``etag`` (weak comparison for
+    If-None-Match, strong for If-Match; the folder's own tags are strong)."""
+    for tag in value.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag == etag or (weak and tag.startswith("W/") and tag[2:] == etag):
+            return True
+    return False
+
+
+def _date(value: str | None) -> int | None:
+    """An HTTP date as seconds since the epoch; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return int(parsed.timestamp())
+
+
+def _if_range_holds(value: str | None, etag: str, headers: CIMultiDict[str]) -> bool:
+    """Whether a Range may be honoured under If-Range: its tag is the file's (strongly),
+    or its date is exactly the file's Last-Modified."""
+    if value is None:
+        return True
+    if value.startswith(("W/", '"')):
+        return value == etag
+    return value == headers[hdrs.LAST_MODIFIED]

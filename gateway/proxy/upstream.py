@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -15,6 +16,7 @@ from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
 from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
 from gateway.proxy.location import UpstreamAddress
+from gateway.proxy.origin import Answer, Origin
 from gateway.scope import Scope
 
 HOP_BY_HOP = frozenset({
@@ -84,8 +86,8 @@ _cached_named_by = lru_cache(maxsize=256)(_named_by)
 
 
 
-class Upstream:
-    """The pooled HTTP client to the docs upstream."""
+class Upstream(Origin):
+    """The docs upstream, over a pooled HTTP client."""
 
     def __init__(self, config: Config, is_identity_header: Callable[[str], bool],
                  is_gateway_cookie: Callable[[str], bool]) -> None:
@@ -104,6 +106,9 @@ class Upstream:
         self.preserve_host = config.upstream.host_header == "preserve"
         self.address = UpstreamAddress(config.upstream.url, config.server.public_url,
                                        self.preserve_host)
+        # How pages are learned: an anonymous GET as the public host would send it.
+        self.public_host = urlsplit(config.server.public_url).netloc
+        self.learn_host = self.public_host if self.preserve_host else self.base.raw_authority
         self._kinds: dict[str, object] = {}
         self._kinds_trusted: dict[str, object] = {}
         self._response_kinds: dict[str, object] = {}
@@ -221,7 +226,20 @@ class Upstream:
             raise NotFound("the docs server shows no page for a missing address")
         return response
 
-    def response_headers(self, upstream: Response) -> CIMultiDict[str]:
+    async def fetch(self, path: str) -> Answer | None:
+        """An anonymous GET of ``path`` (below the public base path), gzip accepted."""
+        if self.pool is None:
+            return None
+        target = self.base_path + quote(self.config.server.base_path + path,
+                                        safe="/!$&'()*+,;=:@-._~")
+        headers = [("Host", self.learn_host), ("Accept", "text/html,application/xhtml+xml"),
+                   ("Accept-Encoding", "gzip"), ("X-Forwarded-Host", self.public_host)]
+        try:
+            return await self.pool.request("GET", target, headers, None, None)
+        except (UpstreamTimedOut, UpstreamClosed, OSError):
+            return None
+
+    def response_headers(self, upstream: Answer) -> CIMultiDict[str]:
         """Upstream response headers minus hop-by-hop ones and gateway cookies, with URLs
         that name the upstream's own address (Location, Content-Location, Refresh, Link)
         pointing at the public one."""
@@ -267,22 +285,4 @@ class Upstream:
             return False
         response.release()
         return True
-
-
-async def stream_body(request: web.Request, upstream: Response,
-                      response: web.StreamResponse) -> None:
-    """Copy the upstream body to the client chunk by chunk; ``write`` awaits the drain."""
-    try:
-        while chunk := await upstream.read():
-            await response.write(chunk)
-        await response.write_eof()
-    except (UpstreamClosed, UpstreamTimedOut):
-        # Headers are already sent: the only honest signal left is a cut connection,
-        # so the client sees a truncated body rather than a complete-looking one.
-        if request.transport is not None:
-            request.transport.abort()
-    except ConnectionResetError:
-        pass  # the client went away; the unread upstream connection is dropped below
-    finally:
-        upstream.release()
 

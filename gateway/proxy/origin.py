@@ -1,0 +1,88 @@
+"""Where the docs come from: one interface, two origins (the upstream, the built folder).
+
+The pipeline asks an ``Origin`` for a request's ``Answer`` and reads every answer the same
+way (status and headers first, then the body in chunks), whichever origin gave it: one
+serving path, one place that decides what a reader gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.scope import Scope
+
+CHUNK = 64 * 1024
+
+
+class BrokenAnswer(Exception):
+    """An answer's body broke off (the origin closed, stopped sending, lost the file)."""
+
+
+class Answer:
+    """An origin's answer to one request: its head, then its body read in chunks."""
+
+    status: int
+    reason: str
+    headers: CIMultiDict[str]
+    #: The body's length when the origin said it; None when it is sent in chunks.
+    content_length: int | None
+
+    async def read(self) -> bytes:
+        """The next body chunk; b"" at the end (BrokenAnswer when it breaks off)."""
+        raise NotImplementedError
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body, refusing more than ``limit`` bytes (ValueError)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Let go of what the answer holds (a pooled connection, an open file); idempotent."""
+        raise NotImplementedError
+
+
+class Origin:
+    """The docs host: asked for a reader's request, and for pages to learn."""
+
+    async def open(self, request: web.Request, scope: Scope,
+                   extra: Iterable[tuple[str, str]]) -> Answer:
+        """The answer to ``request`` at ``scope.path`` (with the identity headers ``extra``,
+        for an origin that takes them)."""
+        raise NotImplementedError
+
+    async def fetch(self, path: str) -> Answer | None:
+        """An anonymous GET of ``path`` (below the public base path), to learn the page
+        there; None when the origin cannot be asked."""
+        raise NotImplementedError
+
+    def response_headers(self, answer: Answer) -> CIMultiDict[str]:
+        """The headers of ``answer`` as the reader may get them."""
+        raise NotImplementedError
+
+    async def ping(self) -> bool:
+        """Whether the origin is there (readiness)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the origin holds."""
+        raise NotImplementedError
+
+
+async def stream_body(request: web.Request, answer: Answer,
+                      response: web.StreamResponse) -> None:
+    """Copy an answer's body to the client chunk by chunk; ``write`` awaits the drain."""
+    try:
+        while chunk := await answer.read():
+            await response.write(chunk)
+        await response.write_eof()
+    except BrokenAnswer:
+        # Headers are already sent: the only honest signal left is a cut connection,
+        # so the client sees a truncated body rather than a complete-looking one.
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionResetError:
+        pass  # the client went away; the unread rest is dropped below
+    finally:
+        answer.release()
