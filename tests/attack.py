@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from gateway.app import build_app
 from gateway.denial import MISSING_NAME
-from tests.helpers import echo_app, make_config, make_user, session_cookies
+from tests.helpers import Client, echo_app, make_config, make_user, session_cookies
 
 ADMIN_RULES = {"public": ["/public/**", "/assets/**"],
                "rules": [{"path": "/admin/**", "groups": ["admin"]}]}
@@ -126,7 +126,6 @@ def cookie_header(cookies: dict[str, str]) -> str:
     return "; ".join(f"{name}={value}" for name, value in cookies.items())
 
 
-Client = TestClient[web.Request, web.Application]
 Start = Callable[..., Awaitable[tuple[Client, Recorder]]]
 
 

@@ -13,8 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
-from tests.helpers import GatewayTestServer, is_gateway_app, served
+from gateway.app import build_app
+from tests.helpers import (
+    Client,
+    GatewayFactory,
+    GatewayTestServer,
+    echo_app,
+    is_gateway_app,
+    make_config,
+    served,
+)
 
 # ---------------------------------------------------------------------------
 # Redis: one real redis-server for the test session, which fault tests may stop,
@@ -157,6 +167,40 @@ async def aiohttp_server(aiohttp_server: Any) -> AsyncIterator[Any]:
     yield go
     while started:
         await started.pop().close()
+
+
+# ---------------------------------------------------------------------------
+# The echo upstream and a gateway in front of it. A module whose gateway needs more than
+# sections (another upstream, defaults, a wrapper around the client) overrides
+# ``upstream_url`` or ``gateway`` with a fixture that calls these, rather than copying them.
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> TestServer:
+    """The echo upstream of ``tests.helpers.echo_app`` on 127.0.0.1."""
+    server: TestServer = await aiohttp_server(echo_app())
+    return server
+
+
+@pytest.fixture
+def upstream_url(upstream: TestServer) -> str:
+    """The URL ``gateway`` proxies to: the echo upstream's, unless a module overrides it."""
+    return str(upstream.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+def gateway(aiohttp_client: Any, upstream_url: str) -> GatewayFactory:
+    """A factory: ``await gateway(**sections)`` is a test client for
+    ``build_app(make_config(upstream_url, **sections))``, served as ``docs-gateway run``
+    serves it. A section given as a dict is merged into make_config's own (so
+    ``upstream={"timeout": "1s"}`` keeps the URL, ``upstream={"url": ...}`` replaces it)."""
+
+    async def start(**sections: Any) -> Client:
+        client: Client = await aiohttp_client(await build_app(make_config(upstream_url,
+                                                                          **sections)))
+        return client
+
+    return start
 
 
 # ---------------------------------------------------------------------------

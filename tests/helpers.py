@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import ENTRY
 from gateway.config.load import build_config
@@ -26,6 +26,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SECRET = "s" * 40
 HS_SECRET = "h" * 40
+
+#: A test client of a gateway app, and the ``gateway`` fixture's factory that makes one.
+Client = TestClient[web.Request, web.Application]
+GatewayFactory = Callable[..., Awaitable[Client]]
 
 
 def make_config(upstream_url: str | None = "http://127.0.0.1:9", *, base: Path | None = None,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
@@ -11,27 +11,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import build_app
-from tests.helpers import echo_app, header_map, make_config, make_user, session_cookies
+from tests.helpers import GatewayFactory, header_map, make_config, make_user, session_cookies
 
-Factory = Callable[..., Awaitable[TestClient]]
 HTML = {"Accept": "text/html,application/xhtml+xml"}
+ACCESS = {"public": ["/pub/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]},
+                                          {"path": "/closed/**", "groups": []}]}
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> TestServer:
-    return await aiohttp_server(echo_app())
-
-
-@pytest.fixture
-def gateway(aiohttp_client: Any, upstream: TestServer) -> Factory:
-    async def start(**sections: Any) -> TestClient:
-        sections.setdefault("access", {"public": ["/pub/**"],
-                                       "rules": [{"path": "/admin/**", "groups": ["admin"]},
-                                                 {"path": "/closed/**", "groups": []}]})
-        config = make_config(str(upstream.make_url("")).rstrip("/"), **sections)
-        return await aiohttp_client(await build_app(config))
-
-    return start
+def gateway(gateway: GatewayFactory) -> GatewayFactory:
+    """The gateway in front of the echo upstream, with ``ACCESS`` unless a test gives its own."""
+    return functools.partial(gateway, access=ACCESS)
 
 
 async def login(client: TestClient, *groups: str, sub: str = "ada") -> dict[str, str]:
@@ -39,7 +29,7 @@ async def login(client: TestClient, *groups: str, sub: str = "ada") -> dict[str,
                                                               email=f"{sub}@example.com"))
 
 
-async def test_anonymous_browser_is_sent_to_login_with_its_path(gateway: Factory) -> None:
+async def test_anonymous_browser_is_sent_to_login_with_its_path(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/guide/intro?tab=2", headers=HTML, allow_redirects=False) as response:
         assert response.status == 302
@@ -50,21 +40,21 @@ async def test_anonymous_browser_is_sent_to_login_with_its_path(gateway: Factory
             "https://dash.example.com/docs-login?redirect=%2Fguide%2Fintro"
 
 
-async def test_anonymous_api_request_gets_401_json(gateway: Factory) -> None:
+async def test_anonymous_api_request_gets_401_json(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/guide/intro") as response:
         assert response.status == 401
         assert await response.json() == {"error": "unauthenticated"}
 
 
-async def test_public_glob_served_anonymously(gateway: Factory) -> None:
+async def test_public_glob_served_anonymously(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/pub/a.css") as response:
         assert response.status == 200
         assert "x-gateway-assertion" not in header_map(await response.json())
 
 
-async def test_logged_in_reader_gets_a_verifiable_assertion(gateway: Factory,
+async def test_logged_in_reader_gets_a_verifiable_assertion(gateway: GatewayFactory,
                                                             upstream: TestServer) -> None:
     client = await gateway(identity={"assertion": {"claims": ["groups", "content"]}})
     cookies = await login(client, "beta")
@@ -86,7 +76,7 @@ async def test_logged_in_reader_gets_a_verifiable_assertion(gateway: Factory,
     assert claims["exp"] > time.time()
 
 
-async def test_jwks_has_public_material_only(gateway: Factory) -> None:
+async def test_jwks_has_public_material_only(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/_gateway/jwks.json") as response:
         body = await response.json()
@@ -97,7 +87,8 @@ async def test_jwks_has_public_material_only(gateway: Factory) -> None:
 @pytest.mark.parametrize("path", ["/pub/x", "/guide"])
 @pytest.mark.parametrize("name", ["X-Gateway-Assertion", "x_gateway_assertion",
                                   "X-GATEWAY-USER", "X-Email", "x_email"])
-async def test_spoofed_identity_headers_never_pass(gateway: Factory, path: str, name: str) -> None:
+async def test_spoofed_identity_headers_never_pass(gateway: GatewayFactory, path: str,
+                                                   name: str) -> None:
     client = await gateway(identity={"headers": {"X-Email": "content.email"}})
     cookies = await login(client, sub="real")
     for jar in ({}, cookies):
@@ -110,7 +101,7 @@ async def test_spoofed_identity_headers_never_pass(gateway: Factory, path: str, 
             assert "forged" not in values
 
 
-async def test_plain_headers_carry_the_mapped_fields(gateway: Factory) -> None:
+async def test_plain_headers_carry_the_mapped_fields(gateway: GatewayFactory) -> None:
     client = await gateway(identity={"headers": {"X-Email": "content.email",
                                                  "X-Groups": "groups", "X-User": "sub"}})
     cookies = await login(client, "a", "b")
@@ -121,7 +112,7 @@ async def test_plain_headers_carry_the_mapped_fields(gateway: Factory) -> None:
     assert echoed["x-user"] == ["ada"]
 
 
-async def test_group_rules(gateway: Factory) -> None:
+async def test_group_rules(gateway: GatewayFactory) -> None:
     client = await gateway()
     reader = await login(client, "beta", sub="reader")
     admin = await login(client, "admin", sub="boss")
@@ -135,7 +126,7 @@ async def test_group_rules(gateway: Factory) -> None:
         assert response.status == 200
 
 
-async def test_denied_forbidden_is_403(gateway: Factory) -> None:
+async def test_denied_forbidden_is_403(gateway: GatewayFactory) -> None:
     client = await gateway(access={"rules": [{"path": "/admin/**", "groups": ["admin"]}],
                                    "denied": "forbidden"})
     reader = await login(client, "beta")
@@ -143,7 +134,7 @@ async def test_denied_forbidden_is_403(gateway: Factory) -> None:
         assert response.status == 403
 
 
-async def test_personalize_mode_blocks_nothing(gateway: Factory) -> None:
+async def test_personalize_mode_blocks_nothing(gateway: GatewayFactory) -> None:
     client = await gateway(mode="personalize")
     async with client.get("/admin/secret") as response:
         assert response.status == 200
@@ -161,7 +152,8 @@ async def test_personalize_mode_blocks_nothing(gateway: Factory) -> None:
     lambda v: "",
     lambda v: "garbage",
 ])
-async def test_tampered_cookie_is_anonymous_and_cleared(gateway: Factory, mutate: Any) -> None:
+async def test_tampered_cookie_is_anonymous_and_cleared(gateway: GatewayFactory,
+                                                        mutate: Any) -> None:
     client = await gateway()
     cookies = await login(client)
     bad = {name: mutate(value) for name, value in cookies.items()}
@@ -174,8 +166,8 @@ async def test_tampered_cookie_is_anonymous_and_cleared(gateway: Factory, mutate
 
 
 async def test_cookie_from_another_deployment_is_anonymous(aiohttp_client: Any,
-                                                           upstream: TestServer) -> None:
-    url = str(upstream.make_url("")).rstrip("/")
+                                                           upstream_url: str) -> None:
+    url = upstream_url
     other = await aiohttp_client(await build_app(make_config(url, session={
         "secrets": ["o" * 40]})))
     cookies = await login(other)
@@ -184,8 +176,8 @@ async def test_cookie_from_another_deployment_is_anonymous(aiohttp_client: Any,
         assert response.status == 401
 
 
-async def test_secret_rotation_keeps_sessions(aiohttp_client: Any, upstream: TestServer) -> None:
-    url = str(upstream.make_url("")).rstrip("/")
+async def test_secret_rotation_keeps_sessions(aiohttp_client: Any, upstream_url: str) -> None:
+    url = upstream_url
     old = await aiohttp_client(await build_app(make_config(url, session={"secrets": ["a" * 40]})))
     cookies = await login(old)
     rotated = await aiohttp_client(await build_app(make_config(
@@ -198,7 +190,7 @@ async def test_secret_rotation_keeps_sessions(aiohttp_client: Any, upstream: Tes
         assert response.status == 401
 
 
-async def test_page_meta_public_and_groups(gateway: Factory) -> None:
+async def test_page_meta_public_and_groups(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/html?meta=public=true") as response:
         assert response.status == 200
@@ -217,15 +209,13 @@ async def test_page_meta_public_and_groups(gateway: Factory) -> None:
         assert response.status == 401
 
 
-async def test_config_rules_win_over_page_meta(aiohttp_client: Any, upstream: TestServer) -> None:
-    config = make_config(str(upstream.make_url("")).rstrip("/"),
-                         access={"rules": [{"path": "/html", "groups": ["admin"]}]})
-    client = await aiohttp_client(await build_app(config))
+async def test_config_rules_win_over_page_meta(gateway: GatewayFactory) -> None:
+    client = await gateway(access={"rules": [{"path": "/html", "groups": ["admin"]}]})
     async with client.get("/html?meta=public=true") as response:
         assert response.status == 401
 
 
-async def test_user_endpoint(gateway: Factory) -> None:
+async def test_user_endpoint(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/_gateway/user") as response:
         assert response.status == 401
@@ -241,7 +231,7 @@ async def test_user_endpoint(gateway: Factory) -> None:
     assert set(body) <= {"sub", "expiresAt", "groups", "content", "apiPlaygroundInputs"}
 
 
-async def test_auth_route_for_forward_auth_proxies(gateway: Factory) -> None:
+async def test_auth_route_for_forward_auth_proxies(gateway: GatewayFactory) -> None:
     client = await gateway(server={"trusted_proxies": ["127.0.0.1/32"], "forward_auth": "nginx"})
     async with client.get("/_gateway/auth", headers={"X-Original-URI": "/pub/x"}) as response:
         assert response.status == 200
@@ -257,7 +247,8 @@ async def test_auth_route_for_forward_auth_proxies(gateway: Factory) -> None:
         assert response.headers["X-Gateway-Assertion"].count(".") == 2
 
 
-async def test_auth_route_ignores_original_uri_from_untrusted_peers(gateway: Factory) -> None:
+async def test_auth_route_ignores_original_uri_from_untrusted_peers(
+        gateway: GatewayFactory) -> None:
     client = await gateway(server={"trusted_proxies": ["10.0.0.0/8"], "forward_auth": "nginx"})
     reader = await login(client, "beta")
     async with client.get("/_gateway/auth", headers={"X-Original-URI": "/pub/x"},
@@ -265,7 +256,7 @@ async def test_auth_route_ignores_original_uri_from_untrusted_peers(gateway: Fac
         assert response.status == 403  # not judged at all: only a trusted proxy may ask
 
 
-async def test_logout_post_clears_session(gateway: Factory) -> None:
+async def test_logout_post_clears_session(gateway: GatewayFactory) -> None:
     client = await gateway()
     cookies = await login(client)
     async with client.post("/_gateway/logout", cookies=cookies, allow_redirects=False) as r:
@@ -275,7 +266,7 @@ async def test_logout_post_clears_session(gateway: Factory) -> None:
         assert cleared
 
 
-async def test_logout_get_needs_same_origin(gateway: Factory) -> None:
+async def test_logout_get_needs_same_origin(gateway: GatewayFactory) -> None:
     client = await gateway()
     cookies = await login(client)
     async with client.get("/_gateway/logout", cookies=cookies, allow_redirects=False) as r:
@@ -289,7 +280,7 @@ async def test_logout_get_needs_same_origin(gateway: Factory) -> None:
         assert r.headers["Location"] == "/"
 
 
-async def test_login_redirect_param_stays_on_site(gateway: Factory) -> None:
+async def test_login_redirect_param_stays_on_site(gateway: GatewayFactory) -> None:
     client = await gateway()
     for bad in ("https://evil.test/", "//evil.test", "/\\evil.test", "javascript:alert(1)"):
         async with client.get("/_gateway/login", params={"redirect": bad},
@@ -297,14 +288,11 @@ async def test_login_redirect_param_stays_on_site(gateway: Factory) -> None:
             assert response.headers["Location"].endswith("redirect=%2F")
 
 
-async def test_redis_store_down_protected_503_public_200(aiohttp_client: Any,
-                                                         upstream: TestServer,
+async def test_redis_store_down_protected_503_public_200(gateway: GatewayFactory,
                                                          redis_server: Any) -> None:
-    config = make_config(str(upstream.make_url("")).rstrip("/"),
-                         session={"store": "redis", "redis_url": redis_server.url,
-                                  "secrets": ["r" * 40]},
-                         access={"public": ["/pub/**"]})
-    client = await aiohttp_client(await build_app(config))
+    client = await gateway(session={"store": "redis", "redis_url": redis_server.url,
+                                    "secrets": ["r" * 40]},
+                           access={"public": ["/pub/**"]})
     cookies = await login(client)
     async with client.get("/guide", cookies=cookies) as response:
         assert response.status == 200
@@ -323,7 +311,7 @@ async def test_redis_store_down_protected_503_public_200(aiohttp_client: Any,
         assert response.status == 200
 
 
-async def test_client_js_and_healthz(gateway: Factory) -> None:
+async def test_client_js_and_healthz(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/_gateway/client.js") as response:
         assert response.status == 200
@@ -336,7 +324,7 @@ async def test_client_js_and_healthz(gateway: Factory) -> None:
         assert (await response.json())["checks"]["upstream"] is True
 
 
-async def test_metrics_count_requests(gateway: Factory) -> None:
+async def test_metrics_count_requests(gateway: GatewayFactory) -> None:
     client = await gateway()
     for _ in range(3):
         async with client.get("/pub/x") as response:
@@ -355,7 +343,7 @@ async def test_metrics_count_requests(gateway: Factory) -> None:
     assert 0 < total < 3
 
 
-async def test_login_route_is_rate_limited_per_client(gateway: Factory) -> None:
+async def test_login_route_is_rate_limited_per_client(gateway: GatewayFactory) -> None:
     client = await gateway(server={"login_rate_limit": 5})
     statuses = []
     for _ in range(8):
@@ -367,20 +355,20 @@ async def test_login_route_is_rate_limited_per_client(gateway: Factory) -> None:
         assert response.status == 200  # docs pages are not rate-limited
 
 
-async def test_own_routes_refuse_large_bodies(gateway: Factory) -> None:
+async def test_own_routes_refuse_large_bodies(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.post("/_gateway/logout", data=b"x" * 200_000,
                            headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
         assert r.status == 413
 
 
-async def test_oversized_headers_are_refused(gateway: Factory) -> None:
+async def test_oversized_headers_are_refused(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/pub/x", headers={"X-Big": "a" * 40_000}) as response:
         assert response.status in (400, 431)
 
 
-async def test_metrics_and_audit_of_a_denial(gateway: Factory,
+async def test_metrics_and_audit_of_a_denial(gateway: GatewayFactory,
                                              caplog: pytest.LogCaptureFixture) -> None:
     client = await gateway()
     reader = await login(client, "beta", sub="reader-7")

@@ -28,14 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from joserfc import jwt as jose_jwt
 from yarl import URL
 
-from gateway.app import build_app
 from gateway.errors import ConfigError
 from gateway.handshakes import oauth_flow as flow
 from gateway.keys import public_jwk
 from gateway.services import GATEWAY
-from tests.attack import Recorder, recording_upstream
 from tests.authserver import KID, SIGNING_KEY, TestIdP
-from tests.helpers import make_config
+from tests.helpers import GatewayFactory, make_config
 from tests.test_oauth import REDIRECT_URI, Browser, Hop, query_of, with_query
 
 HTML = {"Accept": "text/html"}
@@ -103,19 +101,16 @@ Start = Callable[..., Awaitable[Browser]]
 
 
 @pytest.fixture
-async def gateway(aiohttp_server: Any, aiohttp_client: Any,
-                  idp: HostileIdP) -> AsyncIterator[Start]:
+async def gateway(gateway: GatewayFactory, idp: HostileIdP) -> AsyncIterator[Start]:
+    """A browser on a gateway in front of the echo upstream, logging in at ``idp``."""
     made: list[Browser] = []
-    upstream: Recorder = await recording_upstream(aiohttp_server)
 
     async def start(server: dict[str, Any] | None = None, **oauth: Any) -> Browser:
         sections: dict[str, Any] = {"handshake": {"method": "oauth", "oauth": {
             "issuer": idp.issuer, "client_id": "docs", **oauth}}}
         if server is not None:
-            sections["server"] = {"listen": "127.0.0.1:0", "public_url": "http://docs.test",
-                                  **server}
-        browser = Browser(await aiohttp_client(await build_app(make_config(upstream.url,
-                                                                           **sections))))
+            sections["server"] = server
+        browser = Browser(await gateway(**sections))
         made.append(browser)
         return browser
 

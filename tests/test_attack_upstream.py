@@ -21,7 +21,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.app import build_app
 from tests.attack import (
     Client,
     Reply,
@@ -31,7 +30,7 @@ from tests.attack import (
     port_of,
     raw_request,
 )
-from tests.helpers import make_config, make_user, session_cookies
+from tests.helpers import GatewayFactory, make_user, session_cookies
 
 Answer = bytes | Callable[[asyncio.StreamWriter], Awaitable[None]]
 TIMEOUT = "1s"
@@ -100,20 +99,21 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
     await upstream.close()
 
 
-Start = Callable[..., Awaitable[Client]]
+Start = GatewayFactory
 
 
 @pytest.fixture
-def gateway(aiohttp_client: Any, raw_upstream: RawUpstream) -> Start:
-    async def start(**sections: Any) -> Client:
-        url = f"http://127.0.0.1:{raw_upstream.port}"
-        sections.setdefault("access", {"public": ["/**"]})
-        sections.setdefault("upstream", {"url": url, "timeout": TIMEOUT,
-                                         "connect_timeout": TIMEOUT})
-        client: Client = await aiohttp_client(await build_app(make_config(url, **sections)))
-        return client
+def upstream_url(raw_upstream: RawUpstream) -> str:
+    """The gateway proxies to the raw upstream."""
+    return f"http://127.0.0.1:{raw_upstream.port}"
 
-    return start
+
+@pytest.fixture
+def gateway(gateway: Start) -> Start:
+    """The gateway in front of the raw upstream: every page public unless a test says, and
+    short upstream timeouts."""
+    return functools.partial(gateway, access={"public": ["/**"]},
+                             upstream={"timeout": TIMEOUT, "connect_timeout": TIMEOUT})
 
 
 async def get(client: Client, path: str, **options: Any) -> Reply:

@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway import identity as identity_module
-from gateway.config.model import Config
 from gateway.identity import AssertionSigner, IdentityHeaders, header_value, sid_of
 from gateway.keys import (
     KeyFileError,
@@ -28,19 +27,14 @@ from gateway.keys import (
     write_key_files,
 )
 from gateway.user import User
-from tests import helpers
+from tests.helpers import make_config
 
 NOW = 1_700_000_000.0
 PUBLIC_URL = "https://docs.example.com/handbook"
+SERVER = {"public_url": PUBLIC_URL}
 UPSTREAM = "http://10.0.0.5:3000/base"
 SESSION_ID = "s3cr3t-session-id-abcdefghijklmnop"
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
-
-
-def make_config(tmp_path: Path, **identity: Any) -> Config:
-    upstream = identity.pop("upstream", {"url": UPSTREAM})
-    return helpers.make_config(None, base=tmp_path, server={"public_url": PUBLIC_URL},
-                               upstream=upstream, identity=identity)
 
 
 def key_file(tmp_path: Path, alg: str, name: str = "gateway") -> Path:
@@ -79,8 +73,8 @@ def verify(token: str, jwks: dict[str, Any],
 
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
 def test_assertion_verifies_with_the_published_jwks(tmp_path: Path, alg: str) -> None:
-    config = make_config(tmp_path, assertion={"private_key": str(key_file(tmp_path, alg)),
-                                              "algorithm": alg})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "private_key": str(key_file(tmp_path, alg)), "algorithm": alg}})
     signer = AssertionSigner(config, clock=Clock())
     user = make_user()
     token = signer.sign(user, SESSION_ID, "jwt")
@@ -100,7 +94,7 @@ def test_assertion_verifies_with_the_published_jwks(tmp_path: Path, alg: str) ->
 
 
 def test_sid_never_reveals_the_session_id(tmp_path: Path) -> None:
-    signer = AssertionSigner(make_config(tmp_path), clock=Clock())
+    signer = AssertionSigner(make_config(UPSTREAM, base=tmp_path, server=SERVER), clock=Clock())
     claims = verify(signer.sign(make_user(), SESSION_ID, "jwt"), signer.jwks())
     assert claims["sid"] == sid_of(SESSION_ID)
     assert SESSION_ID not in claims["sid"]
@@ -113,7 +107,9 @@ def test_sid_never_reveals_the_session_id(tmp_path: Path) -> None:
 
 
 def test_expiry_never_passes_the_users_expires_at(tmp_path: Path) -> None:
-    signer = AssertionSigner(make_config(tmp_path, assertion={"ttl": "10m"}), clock=Clock())
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "ttl": "10m"}})
+    signer = AssertionSigner(config, clock=Clock())
     user = make_user(expires_at=NOW + 30.5)
     claims = verify(signer.sign(user, SESSION_ID, "jwt"), signer.jwks())
     assert claims["exp"] == int(NOW) + 30
@@ -121,8 +117,8 @@ def test_expiry_never_passes_the_users_expires_at(tmp_path: Path) -> None:
 
 
 def test_configured_claims_and_audience(tmp_path: Path) -> None:
-    config = make_config(tmp_path, assertion={
-        "audience": "docs-upstream", "claims": ["content.email", "name", "content.nothing"]})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "audience": "docs-upstream", "claims": ["content.email", "name", "content.nothing"]}})
     signer = AssertionSigner(config, clock=Clock())
     claims = verify(signer.sign(make_user(), SESSION_ID, "oauth"), signer.jwks(),
                     audience="docs-upstream")
@@ -132,7 +128,8 @@ def test_configured_claims_and_audience(tmp_path: Path) -> None:
 
 
 def test_user_fields_cannot_replace_registered_claims(tmp_path: Path) -> None:
-    config = make_config(tmp_path, assertion={"claims": ["content.sub", "content.iss", "exp"]})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "claims": ["content.sub", "content.iss", "exp"]}})
     signer = AssertionSigner(config, clock=Clock())
     user = make_user(content={"sub": "admin", "iss": "https://evil.example"},
                      extra={"exp": NOW + 10**6})
@@ -144,7 +141,7 @@ def test_user_fields_cannot_replace_registered_claims(tmp_path: Path) -> None:
 
 def test_audience_for_a_served_folder_is_the_public_origin(tmp_path: Path) -> None:
     (tmp_path / "site").mkdir()
-    config = make_config(tmp_path, upstream={"root": "site"})
+    config = make_config(None, base=tmp_path, server=SERVER, upstream={"root": "site"})
     signer = AssertionSigner(config, clock=Clock())
     claims = verify(signer.sign(make_user(), SESSION_ID, "jwt"), signer.jwks(),
                     audience="https://docs.example.com")
@@ -152,7 +149,7 @@ def test_audience_for_a_served_folder_is_the_public_origin(tmp_path: Path) -> No
 
 
 def test_without_a_session_the_sid_is_left_out(tmp_path: Path) -> None:
-    signer = AssertionSigner(make_config(tmp_path), clock=Clock())
+    signer = AssertionSigner(make_config(UPSTREAM, base=tmp_path, server=SERVER), clock=Clock())
     claims = verify(signer.sign(make_user(), None, "shared_session"), signer.jwks())
     assert "sid" not in claims
     assert claims["method"] == "shared_session"
@@ -161,7 +158,8 @@ def test_without_a_session_the_sid_is_left_out(tmp_path: Path) -> None:
 def test_rotation_publishes_every_key_and_signs_with_the_first(tmp_path: Path) -> None:
     first = key_file(tmp_path, "EdDSA", "new")
     second = key_file(tmp_path, "RS256", "old")
-    config = make_config(tmp_path, assertion={"private_key": ["new.pem", "old.pem"]})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "private_key": ["new.pem", "old.pem"]}})
     signer = AssertionSigner(config, clock=Clock())
     kids = [k["kid"] for k in signer.jwks()["keys"]]
     assert kids == [kid_of(load_private_key(first)), kid_of(load_private_key(second))]
@@ -173,8 +171,8 @@ def test_rotation_publishes_every_key_and_signs_with_the_first(tmp_path: Path) -
 
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
 def test_jwks_holds_public_material_only(tmp_path: Path, alg: str) -> None:
-    config = make_config(tmp_path, assertion={"private_key": str(key_file(tmp_path, alg)),
-                                              "algorithm": alg})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "private_key": str(key_file(tmp_path, alg)), "algorithm": alg}})
     jwks = AssertionSigner(config).jwks()
     (jwk,) = jwks["keys"]
     assert not PRIVATE_MEMBERS & set(jwk)
@@ -187,7 +185,8 @@ def test_jwks_holds_public_material_only(tmp_path: Path, alg: str) -> None:
 
 def test_ephemeral_key_is_made_with_a_warning(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    config = make_config(tmp_path, assertion={"algorithm": "ES256"})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "algorithm": "ES256"}})
     with caplog.at_level(logging.WARNING, logger="gateway"):
         signer = AssertionSigner(config, clock=Clock())
     assert "private_key" in caplog.text
@@ -200,7 +199,7 @@ def test_ephemeral_key_is_made_with_a_warning(tmp_path: Path,
 
 def test_same_session_gets_the_same_token_until_a_quarter_of_ttl_remains(tmp_path: Path) -> None:
     clock = Clock()
-    signer = AssertionSigner(make_config(tmp_path), clock=clock)
+    signer = AssertionSigner(make_config(UPSTREAM, base=tmp_path, server=SERVER), clock=clock)
     first = signer.sign(make_user(), SESSION_ID, "jwt")
     clock.now += 44
     assert signer.sign(make_user(), SESSION_ID, "jwt") == first
@@ -212,7 +211,7 @@ def test_same_session_gets_the_same_token_until_a_quarter_of_ttl_remains(tmp_pat
 
 def test_a_changed_user_or_another_session_gets_a_new_token(tmp_path: Path) -> None:
     clock = Clock()
-    signer = AssertionSigner(make_config(tmp_path), clock=clock)
+    signer = AssertionSigner(make_config(UPSTREAM, base=tmp_path, server=SERVER), clock=clock)
     first = signer.sign(make_user(), SESSION_ID, "jwt")
     clock.now += 1
     refreshed = signer.sign(make_user(groups=("admin", "beta")), SESSION_ID, "jwt")
@@ -225,7 +224,7 @@ def test_a_changed_user_or_another_session_gets_a_new_token(tmp_path: Path) -> N
 def test_token_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(identity_module, "CACHE_SIZE", 2)
     clock = Clock()
-    signer = AssertionSigner(make_config(tmp_path), clock=clock)
+    signer = AssertionSigner(make_config(UPSTREAM, base=tmp_path, server=SERVER), clock=clock)
     first = signer.sign(make_user(), "session-a", "jwt")
     clock.now += 1
     signer.sign(make_user(), "session-b", "jwt")
@@ -253,22 +252,23 @@ def test_token_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 ])
 def test_identity_headers_are_recognized_in_any_spelling(tmp_path: Path, name: str,
                                                          stripped: bool) -> None:
-    config = make_config(tmp_path, assertion={"header": "X-Docs-Assertion"},
-                         headers={"X-Email": "content.email"})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={
+        "assertion": {"header": "X-Docs-Assertion"}, "headers": {"X-Email": "content.email"}})
     headers = IdentityHeaders(config)
     assert headers.is_identity_header(name) is stripped
     assert headers.names == {"x-email", "x-docs-assertion"}
 
 
 def test_anonymous_visitors_get_no_identity_headers(tmp_path: Path) -> None:
-    config = make_config(tmp_path, headers={"X-Gateway-User": "sub"})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"headers": {
+        "X-Gateway-User": "sub"}})
     assert IdentityHeaders(config).upstream_headers(None, None, "jwt") == []
 
 
 def test_logged_in_visitor_gets_assertion_and_plain_headers(tmp_path: Path) -> None:
-    config = make_config(tmp_path, headers={
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"headers": {
         "X-Gateway-User": "sub", "X-Gateway-Groups": "groups", "X-Email": "content.email",
-        "X-Phone": "content.phone"})
+        "X-Phone": "content.phone"}})
     headers = IdentityHeaders(config)
     user = make_user(groups=("admin", "beta"))
     out = headers.upstream_headers(user, SESSION_ID, "jwt")
@@ -282,8 +282,9 @@ def test_logged_in_visitor_gets_assertion_and_plain_headers(tmp_path: Path) -> N
 
 
 def test_header_values_with_line_breaks_are_dropped(tmp_path: Path) -> None:
-    config = make_config(tmp_path, assertion={"header": None},
-                         headers={"X-Name": "content.name", "X-Email": "content.email"})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={
+        "assertion": {"header": None},
+        "headers": {"X-Name": "content.name", "X-Email": "content.email"}})
     user = make_user(content={"name": "Ada\r\nX-Gateway-Admin: yes", "email": "a@example.com"})
     assert IdentityHeaders(config).upstream_headers(user, SESSION_ID, "jwt") == [
         ("X-Email", "a@example.com")]
@@ -302,8 +303,9 @@ def test_header_value_formats() -> None:
 
 
 async def test_upstream_verifies_the_assertion_with_fetched_jwks(tmp_path: Path) -> None:
-    config = make_config(tmp_path, assertion={"private_key": str(key_file(tmp_path, "ES256")),
-                                              "algorithm": "ES256", "audience": "docs"})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "private_key": str(key_file(tmp_path, "ES256")), "algorithm": "ES256",
+        "audience": "docs"}})
     identity = IdentityHeaders(config)
 
     async def jwks(request: web.Request) -> web.Response:
@@ -360,7 +362,8 @@ def test_bad_private_key_files_name_the_file_and_problem(
 
 def test_a_key_file_broken_after_the_check_stops_the_signer(tmp_path: Path) -> None:
     path = key_file(tmp_path, "EdDSA")
-    config = make_config(tmp_path, assertion={"private_key": "gateway.pem"})
+    config = make_config(UPSTREAM, base=tmp_path, server=SERVER, identity={"assertion": {
+        "private_key": "gateway.pem"}})
     path.write_text("garbage")
     with pytest.raises(KeyFileError, match=r"gateway\.pem"):
         AssertionSigner(config)

@@ -19,16 +19,15 @@ import aiohttp
 import jwt
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from gateway.app import build_app
 from gateway.errors import HandshakeFailed
 from gateway.handshakes import oauth_flow as flow
 from gateway.services import GATEWAY
 from gateway.sessions.base import CookieJar
 from tests.authserver import TestIdP
-from tests.helpers import echo_app, header_map, make_config
+from tests.helpers import GatewayFactory, header_map
 
 PUBLIC = "http://docs.test"
 REDIRECT_URI = PUBLIC + "/_gateway/callback"
@@ -102,12 +101,6 @@ async def idp(aiohttp_server: Any) -> AsyncIterator[TestIdP]:
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(echo_app())
-    return server
-
-
-@pytest.fixture
 async def browsers() -> AsyncIterator[list[Browser]]:
     made: list[Browser] = []
     yield made
@@ -116,8 +109,9 @@ async def browsers() -> AsyncIterator[list[Browser]]:
 
 
 @pytest.fixture
-def gateway(aiohttp_client: Any, upstream: TestServer, idp: TestIdP,
-            browsers: list[Browser]) -> Start:
+def gateway(gateway: GatewayFactory, idp: TestIdP, browsers: list[Browser]) -> Start:
+    """A browser on a gateway in front of the echo upstream, logging in at ``idp``."""
+
     async def start(session: dict[str, Any] | None = None, server: dict[str, Any] | None = None,
                     **oauth: Any) -> Browser:
         settings = {"issuer": idp.issuer, "client_id": "docs", **oauth}
@@ -128,8 +122,7 @@ def gateway(aiohttp_client: Any, upstream: TestServer, idp: TestIdP,
             sections["session"] = session
         if server:
             sections["server"] = server
-        config = make_config(str(upstream.make_url("")).rstrip("/"), **sections)
-        browser = Browser(await aiohttp_client(await build_app(config)))
+        browser = Browser(await gateway(**sections))
         browsers.append(browser)
         return browser
 

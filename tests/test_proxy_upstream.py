@@ -3,51 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 import socket
-from collections.abc import Awaitable, Callable
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from gateway.app import build_app
 from gateway.proxy.location import UpstreamAddress
+from gateway.proxy.upstream import Upstream
+from gateway.services import GATEWAY
 from tests.helpers import (
-    echo_app,
+    Client,
+    GatewayFactory,
     get,
     header_map,
-    make_config,
     make_user,
     raw_http,
     session_cookies,
 )
 
-Factory = Callable[..., Awaitable[TestClient]]
 PUBLIC = {"public": ["/**"]}
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> TestServer:
-    return await aiohttp_server(echo_app())
-
-
-@pytest.fixture
-def gateway(aiohttp_client: Any, upstream: TestServer) -> Factory:
-    async def start(**sections: Any) -> TestClient:
-        sections.setdefault("access", PUBLIC)
-        url = sections.pop("upstream_url", str(upstream.make_url("")).rstrip("/"))
-        config = make_config(url, **sections)
-        return await aiohttp_client(await build_app(config))
-
-    return start
+def gateway(gateway: GatewayFactory) -> GatewayFactory:
+    """The gateway in front of the echo upstream, every page public unless a test says."""
+    return functools.partial(gateway, access=PUBLIC)
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-async def test_methods_and_bodies_reach_the_upstream(gateway: Factory, method: str) -> None:
+async def test_methods_and_bodies_reach_the_upstream(gateway: GatewayFactory, method: str) -> None:
     client = await gateway()
     body = b"payload-" + method.encode()
     async with client.request(method, "/api/thing?x=1", data=body) as response:
@@ -58,7 +49,7 @@ async def test_methods_and_bodies_reach_the_upstream(gateway: Factory, method: s
     assert echoed["body"] == body.decode()
 
 
-async def test_head_has_no_body(gateway: Factory) -> None:
+async def test_head_has_no_body(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.head("/big?size=5000") as response:
         assert response.status == 200
@@ -67,13 +58,13 @@ async def test_head_has_no_body(gateway: Factory) -> None:
 
 
 @pytest.mark.parametrize("code", [201, 204, 301, 304, 400, 404, 418, 500, 503])
-async def test_status_codes_pass_through(gateway: Factory, code: int) -> None:
+async def test_status_codes_pass_through(gateway: GatewayFactory, code: int) -> None:
     client = await gateway()
     async with client.get(f"/status/{code}", allow_redirects=False) as response:
         assert response.status == code
 
 
-async def test_large_body_streams_both_ways(gateway: Factory) -> None:
+async def test_large_body_streams_both_ways(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/big?size=20000000&chunked=1") as response:
         total = 0
@@ -86,11 +77,11 @@ async def test_large_body_streams_both_ways(gateway: Factory) -> None:
     assert len(echoed["body"]) == 5_000_000
 
 
-async def test_upstream_down_is_502_json_and_html(gateway: Factory) -> None:
+async def test_upstream_down_is_502_json_and_html(gateway: GatewayFactory) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = await gateway(upstream_url=f"http://127.0.0.1:{port}")
+    client = await gateway(upstream={"url": f"http://127.0.0.1:{port}"})
     async with client.get("/x") as response:
         assert response.status == 502
         assert (await response.json())["error"] == "bad_gateway"
@@ -102,7 +93,7 @@ async def test_upstream_down_is_502_json_and_html(gateway: Factory) -> None:
         assert response.status == 200
 
 
-async def test_slow_upstream_is_504_and_gateway_stays_up(gateway: Factory) -> None:
+async def test_slow_upstream_is_504_and_gateway_stays_up(gateway: GatewayFactory) -> None:
     client = await gateway(upstream={"timeout": "200ms"})
     async with client.get("/slow?s=3") as response:
         assert response.status == 504
@@ -111,7 +102,7 @@ async def test_slow_upstream_is_504_and_gateway_stays_up(gateway: Factory) -> No
         assert response.status == 200
 
 
-async def test_upstream_reset_mid_body_truncates_not_hangs(gateway: Factory) -> None:
+async def test_upstream_reset_mid_body_truncates_not_hangs(gateway: GatewayFactory) -> None:
     client = await gateway()
     with pytest.raises(aiohttp.ClientPayloadError):
         async with client.get("/reset") as response:
@@ -124,7 +115,7 @@ async def test_upstream_reset_mid_body_truncates_not_hangs(gateway: Factory) -> 
     "X-Gateway-User", "x-gateway-user", "X_Gateway_User", "x-GATEWAY-groups",
     "X-Gateway-Assertion", "x_gateway_assertion", "X-Gateway-Anything",
 ])
-async def test_identity_headers_from_clients_never_reach_upstream(gateway: Factory,
+async def test_identity_headers_from_clients_never_reach_upstream(gateway: GatewayFactory,
                                                                   name: str) -> None:
     client = await gateway()
     async with client.get("/echo", headers={name: "admin"}) as response:
@@ -133,14 +124,14 @@ async def test_identity_headers_from_clients_never_reach_upstream(gateway: Facto
         assert not header.replace("_", "-").startswith("x-gateway-")
 
 
-async def test_configured_plain_identity_header_is_stripped(gateway: Factory) -> None:
+async def test_configured_plain_identity_header_is_stripped(gateway: GatewayFactory) -> None:
     client = await gateway(identity={"headers": {"X-Email": "content.email"}})
     async with client.get("/echo", headers={"X-Email": "boss@example.com"}) as response:
         echoed = await response.json()
     assert "x-email" not in header_map(echoed)
 
 
-async def test_hop_by_hop_and_connection_named_headers_removed(gateway: Factory,
+async def test_hop_by_hop_and_connection_named_headers_removed(gateway: GatewayFactory,
                                                                upstream: TestServer) -> None:
     client = await gateway()
     request = (b"GET /echo HTTP/1.1\r\nHost: docs.test\r\nConnection: keep-alive, X-Drop-Me\r\n"
@@ -158,7 +149,7 @@ async def test_hop_by_hop_and_connection_named_headers_removed(gateway: Factory,
         assert "Keep-Alive" not in response.headers
 
 
-async def test_forwarded_headers_from_untrusted_peers_are_replaced(gateway: Factory) -> None:
+async def test_forwarded_headers_from_untrusted_peers_are_replaced(gateway: GatewayFactory) -> None:
     client = await gateway()
     spoof = {"X-Forwarded-For": "1.2.3.4", "X-Forwarded-Proto": "https",
              "X-Forwarded-Host": "evil.test", "Forwarded": "for=1.2.3.4",
@@ -175,7 +166,7 @@ async def test_forwarded_headers_from_untrusted_peers_are_replaced(gateway: Fact
     assert headers["x-request-id"][0] == response.headers["X-Request-Id"]
 
 
-async def test_forwarded_headers_from_trusted_proxy_are_extended(gateway: Factory) -> None:
+async def test_forwarded_headers_from_trusted_proxy_are_extended(gateway: GatewayFactory) -> None:
     client = await gateway(server={"trusted_proxies": ["127.0.0.0/8"]})
     async with client.get("/echo", headers={"X-Forwarded-For": "203.0.113.9",
                                             "X-Forwarded-Proto": "https"}) as response:
@@ -184,7 +175,7 @@ async def test_forwarded_headers_from_trusted_proxy_are_extended(gateway: Factor
     assert headers["x-forwarded-proto"] == ["https"]
 
 
-async def test_gateway_cookies_removed_from_cookie_header(gateway: Factory) -> None:
+async def test_gateway_cookies_removed_from_cookie_header(gateway: GatewayFactory) -> None:
     client = await gateway()
     cookie = "theme=dark; docs_session=abc; __Host-docs_session.1=x; docs_session_state_1=z; a=b"
     async with client.get("/echo", headers={"Cookie": cookie}) as response:
@@ -192,7 +183,7 @@ async def test_gateway_cookies_removed_from_cookie_header(gateway: Factory) -> N
     assert headers["cookie"] == ["theme=dark; a=b"]
 
 
-async def test_upstream_set_cookie_of_gateway_cookie_is_dropped(gateway: Factory) -> None:
+async def test_upstream_set_cookie_of_gateway_cookie_is_dropped(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/set-cookie?name=docs_session&name=__Host-docs_session&name=theme") \
             as response:
@@ -200,7 +191,8 @@ async def test_upstream_set_cookie_of_gateway_cookie_is_dropped(gateway: Factory
     assert len(cookies) == 1 and cookies[0].startswith("theme=")
 
 
-async def test_host_header_upstream_or_preserve(gateway: Factory, upstream: TestServer) -> None:
+async def test_host_header_upstream_or_preserve(gateway: GatewayFactory,
+                                                upstream: TestServer) -> None:
     client = await gateway()
     async with client.get("/echo", headers={"Host": "docs.example.com"}) as response:
         headers = header_map(await response.json())
@@ -215,7 +207,7 @@ async def test_host_header_upstream_or_preserve(gateway: Factory, upstream: Test
     ("/a/./b", "/a/b"), ("/a/../b", "/b"), ("//a///b", "/a/b"), ("/%61%62c", "/abc"),
     ("/a/%2e%2e/b", "/b"), ("/x/%7Euser", "/x/~user"), ("/sp%20ace", "/sp%20ace"),
 ])
-async def test_upstream_receives_the_normalized_path(gateway: Factory, sent: str,
+async def test_upstream_receives_the_normalized_path(gateway: GatewayFactory, sent: str,
                                                      forwarded: str) -> None:
     client = await gateway()
     assert client.port is not None
@@ -228,7 +220,7 @@ async def test_upstream_receives_the_normalized_path(gateway: Factory, sent: str
     "/a%2Fb", "/a%2fb", "/a%5Cb", "/a\\b", "/a%00b", "/a;jsessionid=1", "/a%3Bb",
     "/a%0d%0ab", "/%252e%252e/admin", "/a%zz",
 ])
-async def test_ambiguous_paths_are_400(gateway: Factory, sent: str) -> None:
+async def test_ambiguous_paths_are_400(gateway: GatewayFactory, sent: str) -> None:
     client = await gateway()
     assert client.port is not None
     status, _, body = await raw_http(client.port, get(sent))
@@ -236,14 +228,15 @@ async def test_ambiguous_paths_are_400(gateway: Factory, sent: str) -> None:
     assert b"Traceback" not in body
 
 
-async def test_absolute_form_target_is_refused(gateway: Factory) -> None:
+async def test_absolute_form_target_is_refused(gateway: GatewayFactory) -> None:
     client = await gateway()
     assert client.port is not None
     status, _, _ = await raw_http(client.port, get("http://evil.test/admin"))
     assert status == 400
 
 
-async def test_expect_100_continue_is_answered_then_the_body_is_proxied(gateway: Factory) -> None:
+async def test_expect_100_continue_is_answered_then_the_body_is_proxied(
+        gateway: GatewayFactory) -> None:
     client = await gateway()
     assert client.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
@@ -261,7 +254,7 @@ async def test_expect_100_continue_is_answered_then_the_body_is_proxied(gateway:
     assert json.loads(body)["body"] == "hello"
 
 
-async def test_an_unknown_expectation_is_417(gateway: Factory) -> None:
+async def test_an_unknown_expectation_is_417(gateway: GatewayFactory) -> None:
     client = await gateway()
     assert client.port is not None
     status, _, body = await raw_http(client.port, get("/page", {"Expect": "teapot"}))
@@ -270,7 +263,7 @@ async def test_an_unknown_expectation_is_417(gateway: Factory) -> None:
 
 
 async def test_compressed_html_gets_the_script_injected(aiohttp_server: Any,
-                                                        aiohttp_client: Any) -> None:
+                                                        gateway: GatewayFactory) -> None:
     async def page(request: web.Request) -> web.Response:
         body = gzip.compress(b"<html><head><title>x</title></head><body>hi</body></html>")
         return web.Response(body=body, headers={"Content-Encoding": "gzip",
@@ -279,14 +272,13 @@ async def test_compressed_html_gets_the_script_injected(aiohttp_server: Any,
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
     server = await aiohttp_server(app)
-    config = make_config(str(server.make_url("")).rstrip("/"), access=PUBLIC)
-    client = await aiohttp_client(await build_app(config))
+    client = await gateway(upstream={"url": str(server.make_url("")).rstrip("/")})
     async with client.get("/guide") as response:
         text = await response.text()
     assert '<script src="/_gateway/client.js" defer></script></head>' in text
 
 
-async def test_websocket_is_proxied(gateway: Factory) -> None:
+async def test_websocket_is_proxied(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.ws_connect("/ws") as ws:
         await ws.send_str("hello")
@@ -294,14 +286,14 @@ async def test_websocket_is_proxied(gateway: Factory) -> None:
     assert message.data == "echo:hello"
 
 
-async def test_request_id_is_sent_upstream_and_back(gateway: Factory) -> None:
+async def test_request_id_is_sent_upstream_and_back(gateway: GatewayFactory) -> None:
     client = await gateway()
     async with client.get("/echo") as response:
         headers = header_map(await response.json())
     assert headers["x-request-id"] == [response.headers["X-Request-Id"]]
 
 
-async def test_private_response_marked_private(gateway: Factory) -> None:
+async def test_private_response_marked_private(gateway: GatewayFactory) -> None:
     client = await gateway(access={"public": ["/pub/**"]})
     cookies = await session_cookies(client.server.app, make_user())
     async with client.get("/secret/page", cookies=cookies) as response:
@@ -313,7 +305,7 @@ async def test_private_response_marked_private(gateway: Factory) -> None:
             "private" not in response.headers["Cache-Control"]
 
 
-async def test_many_concurrent_requests(gateway: Factory) -> None:
+async def test_many_concurrent_requests(gateway: GatewayFactory) -> None:
     client = await gateway()
 
     async def one(i: int) -> int:
@@ -325,7 +317,7 @@ async def test_many_concurrent_requests(gateway: Factory) -> None:
     assert statuses == [200] * 200
 
 
-async def test_clients_that_leave_early_do_not_use_up_the_pool(gateway: Factory) -> None:
+async def test_clients_that_leave_early_do_not_use_up_the_pool(gateway: GatewayFactory) -> None:
     client = await gateway(upstream={"max_connections": 4, "connect_timeout": "2s"})
     assert client.port is not None
     port = client.port
@@ -341,9 +333,26 @@ async def test_clients_that_leave_early_do_not_use_up_the_pool(gateway: Factory)
     for mid_body in (False, True):
         for _ in range(3):  # many times the pool: every connection must come back
             await asyncio.gather(*(leave("/big?size=200000", mid_body) for _ in range(50)))
-            await asyncio.sleep(0.3)  # the answers arrive to nobody
+            await all_handled(client)  # the answers arrive to nobody
     async with client.get("/after") as response:
         assert response.status == 200
+
+
+async def all_handled(client: Client, timeout: float = 10.0) -> None:
+    """Wait until the gateway holds no client connection and every pool slot is back."""
+    assert client.app is not None
+    origin = client.app[GATEWAY].origin
+    assert isinstance(origin, Upstream) and origin.pool is not None
+    slots = origin.pool.slots
+    limit = origin.config.upstream.max_connections
+    assert client.server.runner is not None and client.server.runner.server is not None
+    server = client.server.runner.server
+    deadline = time.monotonic() + timeout
+    while server.connections or slots.waiters or slots.free != limit:
+        assert time.monotonic() < deadline, (
+            f"{len(server.connections)} client connections, {len(slots.waiters)} waiting, "
+            f"{slots.free} of {limit} slots free")
+        await asyncio.sleep(0.01)
 
 
 # -- the upstream's own address in the URLs it sends back ---------------------------------

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,22 @@ def run_gateway() -> Iterator[Any]:
         process.wait()
 
 
+async def log_until(process: subprocess.Popen[bytes],
+                    done: Callable[[list[dict[str, Any]]], bool],
+                    timeout: float = 30) -> list[dict[str, Any]]:
+    """Read the gateway's JSON log lines from stderr until ``done`` holds for those read."""
+    assert process.stderr is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    lines: list[dict[str, Any]] = []
+    while not done(lines):
+        line = await asyncio.wait_for(loop.run_in_executor(None, process.stderr.readline),
+                                      max(deadline - loop.time(), 0))
+        assert line, f"the gateway exited before the line awaited; it logged {lines}"
+        lines.append(json.loads(line))
+    return lines
+
+
 async def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as client:
@@ -107,16 +123,10 @@ async def test_two_workers_share_the_port(tmp_path: Path, run_gateway: Any,
     port = free_port()
     process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port,
                                        workers=2))
-    assert process.stderr is not None
     # Each worker logs its own pid once it listens; both must have before the signal.
-    listening: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    while len(listening) < 2:
-        line = await asyncio.wait_for(loop.run_in_executor(None, process.stderr.readline), 30)
-        assert line, "the gateway exited before both workers listened"
-        entry = json.loads(line)
-        if entry.get("msg") == "listening":
-            listening.append(entry)
+    lines = await log_until(process, lambda read: sum(
+        entry.get("msg") == "listening" for entry in read) == 2)
+    listening = [entry for entry in lines if entry.get("msg") == "listening"]
     await wait_ready(port, process)
     async with aiohttp.ClientSession() as client:
         for _ in range(100):
@@ -183,13 +193,15 @@ async def test_sighup_reloads_a_valid_file_and_refuses_a_bad_one(
 
         config.write_text("mode: [broken\n")
         process.send_signal(signal.SIGHUP)
-        await asyncio.sleep(1.0)  # give a refused reload time to (not) happen
+        # The refusal shows only in the log: once it is there, the reload is over.
+        lines = await log_until(process, lambda read: any(
+            line["msg"].startswith("reload refused") for line in read))
         async with client.get(url) as response:
             assert response.status == 401  # the old config stays
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     assert process.stderr is not None
-    lines = [json.loads(line) for line in process.stderr.read().decode().splitlines() if line]
+    lines += [json.loads(line) for line in process.stderr.read().decode().splitlines() if line]
     messages = [line["msg"] for line in lines]
     assert "reloaded" in messages
     refused = [line for line in lines if line["msg"].startswith("reload refused")]

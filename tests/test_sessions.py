@@ -14,8 +14,6 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.config.load import build_config
-from gateway.config.model import Config
 from gateway.crypto import b64url_decode, b64url_encode
 from gateway.errors import HandshakeFailed, Unavailable
 from gateway.sessions import create_store
@@ -23,21 +21,14 @@ from gateway.sessions.base import CookieJar, Loaded, Session, SessionStore
 from gateway.sessions.cookie import CHUNK_SIZE, MAX_CHUNKS, CookieStore
 from gateway.sessions.redis import RedisStore, redis_key
 from gateway.user import User
+from tests.helpers import make_config
 
 A = "A" * 40
 B = "B" * 40
 FOREIGN = "F" * 40
 NAME = "docs_session"
-
-
-def make_config(store: str = "cookie", secrets_: list[str] | None = None,
-                redis_url: str = "redis://127.0.0.1:6379/0", **session: Any) -> Config:
-    return build_config({
-        "upstream": {"url": "http://127.0.0.1:9"},
-        "handshake": {"jwt": {"secret": "x" * 40, "algorithms": ["HS256"],
-                              "login_urls": [{"name": "d", "url": "https://dash.example.com/login"}]}},
-        "session": {"store": store, "secrets": secrets_ or [A], "redis_url": redis_url, **session},
-    }, env={})
+#: The session section the stores here start from.
+SESSION = {"store": "cookie", "secrets": [A], "redis_url": "redis://127.0.0.1:6379/0"}
 
 
 def make_session(expires_in: float = 3600, content: Mapping[str, Any] | None = None,
@@ -80,7 +71,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     url = "redis://127.0.0.1:6379/0"
     if request.param == "redis":
         url = request.getfixturevalue("redis_server").url
-    created = create_store(make_config(request.param, redis_url=url))
+    created = create_store(make_config(session={**SESSION, "store": request.param,
+                                                "redis_url": url}))
     yield created
     await created.close()
 
@@ -91,8 +83,9 @@ async def sibling(store: SessionStore) -> AsyncIterator[Callable[..., SessionSto
     made: list[SessionStore] = []
 
     def make(secrets_: list[str] | None = None, **session: Any) -> SessionStore:
-        config = make_config(store.config.session.store, secrets_,
-                             store.config.session.redis_url, **session)
+        config = make_config(session={"store": store.config.session.store,
+                                      "secrets": secrets_ or [A],
+                                      "redis_url": store.config.session.redis_url, **session})
         made.append(type(store)(config))
         return made[-1]
 
@@ -222,13 +215,9 @@ async def test_owns_exactly_its_cookie_names(store: SessionStore) -> None:
 
 async def test_https_at_the_root_uses_a_host_prefixed_cookie(store: SessionStore) -> None:
     url = store.config.session.redis_url
-    secure = type(store)(build_config({
-        "server": {"public_url": "https://docs.example.com"},
-        "upstream": {"url": "http://127.0.0.1:9"},
-        "handshake": {"jwt": {"secret": "x" * 40, "algorithms": ["HS256"],
-                              "login_urls": [{"name": "d", "url": "https://d.example.com/"}]}},
-        "session": {"store": store.config.session.store, "secrets": [A], "redis_url": url},
-    }, env={}))
+    secure = type(store)(make_config(server={"public_url": "https://docs.example.com"},
+                                     session={"store": store.config.session.store,
+                                              "secrets": [A], "redis_url": url}))
     try:
         session = make_session()
         cookies, _ = await save(secure, session)
@@ -291,7 +280,7 @@ async def test_session_survives_a_real_http_round_trip(store: SessionStore,
 
 @pytest.fixture
 def cookie_store() -> CookieStore:
-    return CookieStore(make_config("cookie"))
+    return CookieStore(make_config(session=SESSION))
 
 
 def big_session(chunks: int) -> Session:
@@ -372,7 +361,8 @@ async def test_too_many_request_chunks_are_anonymous(cookie_store: CookieStore) 
 
 @pytest.fixture
 async def redis_store(redis_server: Any) -> AsyncIterator[RedisStore]:
-    created = RedisStore(make_config("redis", redis_url=redis_server.url))
+    created = RedisStore(make_config(session={**SESSION, "store": "redis",
+                                              "redis_url": redis_server.url}))
     yield created
     await created.close()
 
@@ -409,7 +399,8 @@ async def test_redis_ttl_follows_expires_at(redis_store: RedisStore,
 
 async def test_logout_is_seen_by_every_replica_at_once(
         redis_store: RedisStore, raw_redis: aioredis.Redis, redis_server: Any) -> None:
-    replica = RedisStore(make_config("redis", redis_url=redis_server.url))
+    replica = RedisStore(make_config(session={**SESSION, "store": "redis",
+                                              "redis_url": redis_server.url}))
     try:
         session = make_session()
         cookies, _ = await save(redis_store, session)
@@ -479,7 +470,8 @@ async def test_redis_down_is_unavailable_and_recovers(redis_store: RedisStore,
 
 
 async def test_a_hung_redis_fails_fast_and_recovers(redis_server: Any) -> None:
-    store = RedisStore(make_config("redis", redis_url=redis_server.url), timeout=0.2)
+    store = RedisStore(make_config(session={**SESSION, "store": "redis",
+                                            "redis_url": redis_server.url}), timeout=0.2)
     try:
         session = make_session()
         cookies, _ = await save(store, session)
@@ -495,7 +487,7 @@ async def test_a_hung_redis_fails_fast_and_recovers(redis_server: Any) -> None:
 
 
 async def test_repr_shows_no_secrets(redis_store: RedisStore) -> None:
-    text = repr(redis_store) + repr(CookieStore(make_config("cookie")))
+    text = repr(redis_store) + repr(CookieStore(make_config(session=SESSION)))
     assert A not in text and "redis://" not in text
 
 
@@ -507,7 +499,8 @@ async def test_repr_shows_no_secrets(redis_store: RedisStore) -> None:
 async def tracked(redis_server: Any) -> AsyncIterator[RedisStore]:
     """A Redis store whose copies would outlive every test: only Redis's reports (or a broken
     tracking connection) can drop them here."""
-    created = RedisStore(make_config("redis", redis_url=redis_server.url, redis_cache="1h"))
+    created = RedisStore(make_config(session={**SESSION, "store": "redis",
+                                              "redis_url": redis_server.url, "redis_cache": "1h"}))
     yield created
     await created.close()
 
@@ -546,7 +539,8 @@ async def test_a_tracked_session_is_read_from_redis_once(tracked: RedisStore,
 
 async def test_without_the_cache_every_load_asks_redis(redis_server: Any,
                                                        raw_redis: aioredis.Redis) -> None:
-    store = RedisStore(make_config("redis", redis_url=redis_server.url, redis_cache="0s"))
+    store = RedisStore(make_config(session={**SESSION, "store": "redis",
+                                            "redis_url": redis_server.url, "redis_cache": "0s"}))
     try:
         cookies, _ = await save(store, make_session())
         before = await redis_gets(raw_redis)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from gateway.app import build_app
 from gateway.config.model import Config
@@ -20,17 +19,9 @@ from gateway.handshakes.infocache import ANONYMOUS, CacheKey, MemoryCache
 from gateway.handshakes.shared_session import domain_warning, registrable_domain
 from gateway.services import GATEWAY
 from tests.dashboard import INFO_API_PATH, Account, Dashboard, Recorder
-from tests.helpers import echo_app, header_map, make_config
+from tests.helpers import Client, GatewayFactory, header_map, make_config
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
-Client = TestClient[web.Request, web.Application]
-Factory = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-async def upstream(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(echo_app())
-    return server
 
 
 @pytest.fixture
@@ -41,26 +32,26 @@ async def dashboard(aiohttp_server: Any) -> Dashboard:
     return dash
 
 
-def shared_config(upstream: TestServer, dash: Dashboard, *, mode: str = "authenticate",
-                  store: str = "cookie", redis_url: str | None = None,
-                  **settings: Any) -> Config:
+def shared_sections(dash: Dashboard, *, mode: str = "authenticate", store: str = "cookie",
+                    redis_url: str | None = None, **settings: Any) -> dict[str, Any]:
+    """The config sections of a gateway whose shared-session handshake asks ``dash``."""
     base = dash.url
     shared = {"info_api_url": base + INFO_API_PATH, "cookies": ["session"],
               "login_url": base + "/login", "cache_ttl": "30s", "timeout": "2s", **settings}
     session: dict[str, Any] = {"store": store}
     if redis_url is not None:
         session["redis_url"] = redis_url
-    return make_config(f"http://127.0.0.1:{upstream.port}", mode=mode,
-                       handshake={"method": "shared_session", "shared_session": shared},
-                       access={"public": ["/public/**"]}, session=session)
+    return {"mode": mode, "handshake": {"method": "shared_session", "shared_session": shared},
+            "access": {"public": ["/public/**"]}, "session": session}
 
 
 @pytest.fixture
-def gateway(aiohttp_client: Any, upstream: TestServer, dashboard: Dashboard) -> Factory:
+def gateway(gateway: GatewayFactory, dashboard: Dashboard) -> GatewayFactory:
+    """The gateway in front of the echo upstream, asking ``dashboard``: ``gateway(**options)``
+    takes ``shared_sections``'s options."""
+
     async def start(**options: Any) -> Client:
-        client: Client = await aiohttp_client(await build_app(shared_config(upstream, dashboard,
-                                                                           **options)))
-        return client
+        return await gateway(**shared_sections(dashboard, **options))
 
     return start
 
@@ -98,7 +89,8 @@ def cache_count(client: Client, result: str) -> float:
     return value or 0.0
 
 
-async def test_dashboard_login_identifies_reader_on_docs(gateway: Factory, dashboard: Dashboard,
+async def test_dashboard_login_identifies_reader_on_docs(gateway: GatewayFactory,
+                                                         dashboard: Dashboard,
                                                          upstream: TestServer) -> None:
     client = await gateway()
     cookie = await dashboard_login(dashboard)
@@ -123,7 +115,7 @@ async def test_dashboard_login_identifies_reader_on_docs(gateway: Factory, dashb
 
 
 async def test_dashboard_logout_makes_reader_anonymous_within_cache_ttl(
-        gateway: Factory, dashboard: Dashboard) -> None:
+        gateway: GatewayFactory, dashboard: Dashboard) -> None:
     client = await gateway(cache_ttl="1s")
     cookie = await dashboard_login(dashboard)
     headers = {"Cookie": f"session={cookie}"}
@@ -146,7 +138,7 @@ async def test_dashboard_logout_makes_reader_anonymous_within_cache_ttl(
 
 
 async def test_concurrent_requests_with_one_new_cookie_make_one_info_api_call(
-        gateway: Factory, dashboard: Dashboard, upstream: TestServer) -> None:
+        gateway: GatewayFactory, dashboard: Dashboard, upstream: TestServer) -> None:
     client = await gateway(timeout="60s")
     cookie = dashboard.start_session("bob")
     dashboard.gate = asyncio.Event()
@@ -173,8 +165,7 @@ async def test_concurrent_requests_with_one_new_cookie_make_one_info_api_call(
 @pytest.mark.parametrize("fault", ["down", "refused", "slow", "500", "redirect", "html",
                                    "garbage", "wrong_shape"])
 async def test_unavailable_info_api_is_503_on_protected_and_anonymous_elsewhere(
-        aiohttp_client: Any, aiohttp_server: Any, upstream: TestServer, dashboard: Dashboard,
-        fault: str) -> None:
+        gateway: GatewayFactory, aiohttp_server: Any, dashboard: Dashboard, fault: str) -> None:
     recorder = Recorder()
     elsewhere = await aiohttp_server(recorder.app)
     dashboard.redirect_to = f"http://127.0.0.1:{elsewhere.port}/user-info"
@@ -186,8 +177,7 @@ async def test_unavailable_info_api_is_503_on_protected_and_anonymous_elsewhere(
     else:
         dashboard.mode = fault
     headers = {"Cookie": f"session={cookie}"}
-    client = await aiohttp_client(await build_app(shared_config(upstream, dashboard,
-                                                                **settings)))
+    client = await gateway(**settings)
     async with await bounded(client.get("/guide", headers=headers)) as response:
         assert response.status == 503
         body = await response.json()
@@ -203,15 +193,14 @@ async def test_unavailable_info_api_is_503_on_protected_and_anonymous_elsewhere(
         assert "x-gateway-assertion" not in header_map(await response.json())
     # The failure is remembered for a moment: a down Info API is not asked on every request.
     assert dashboard.info_calls == calls
-    personalize = await aiohttp_client(await build_app(shared_config(
-        upstream, dashboard, mode="personalize", **settings)))
+    personalize = await gateway(mode="personalize", **settings)
     async with await bounded(personalize.get("/guide", headers=headers)) as response:
         assert response.status == 200
         assert "x-gateway-assertion" not in header_map(await response.json())
     assert recorder.requests == []
 
 
-async def test_only_configured_cookies_reach_the_info_api(gateway: Factory,
+async def test_only_configured_cookies_reach_the_info_api(gateway: GatewayFactory,
                                                           dashboard: Dashboard) -> None:
     client = await gateway()
     cookie = await dashboard_login(dashboard)
@@ -223,7 +212,7 @@ async def test_only_configured_cookies_reach_the_info_api(gateway: Factory,
 
 
 async def test_visitor_without_dashboard_cookie_is_anonymous_without_an_info_api_call(
-        gateway: Factory, dashboard: Dashboard) -> None:
+        gateway: GatewayFactory, dashboard: Dashboard) -> None:
     client = await gateway()
     async with client.get("/guide/intro?tab=2", headers={**HTML, "Cookie": "other=1"},
                           allow_redirects=False) as response:
@@ -243,7 +232,7 @@ async def test_visitor_without_dashboard_cookie_is_anonymous_without_an_info_api
 
 @pytest.mark.parametrize("answer", ["401", "403"])
 async def test_signed_out_dashboard_cookie_is_anonymous_and_cached_briefly(
-        gateway: Factory, dashboard: Dashboard, answer: str) -> None:
+        gateway: GatewayFactory, dashboard: Dashboard, answer: str) -> None:
     client = await gateway()
     if answer == "403":
         dashboard.mode = "forbidden"
@@ -262,7 +251,7 @@ async def test_signed_out_dashboard_cookie_is_anonymous_and_cached_briefly(
     assert cache_count(client, "negative") == 2
 
 
-async def test_login_route_sends_a_known_reader_straight_back(gateway: Factory,
+async def test_login_route_sends_a_known_reader_straight_back(gateway: GatewayFactory,
                                                               dashboard: Dashboard) -> None:
     client = await gateway()
     cookie = await dashboard_login(dashboard)
@@ -273,12 +262,13 @@ async def test_login_route_sends_a_known_reader_straight_back(gateway: Factory,
 
 
 async def test_dashboard_login_form_round_trip_lands_on_the_docs(
-        aiohttp_server: Any, aiohttp_client: Any, upstream: TestServer) -> None:
+        aiohttp_server: Any, aiohttp_client: Any, upstream_url: str) -> None:
     # The dashboard accepts the absolute docs URL the gateway hands it, and only that.
     dash = Dashboard(return_origins=("http://docs.test",), cookie_domain="docs.test")
     server = await aiohttp_server(dash.app)
     dash.url = f"http://127.0.0.1:{server.port}"
-    client = await aiohttp_client(await build_app(shared_config(upstream, dash)))
+    client = await aiohttp_client(await build_app(make_config(upstream_url,
+                                                              **shared_sections(dash))))
     async with client.get("/_gateway/login?redirect=/guide", allow_redirects=False) as response:
         login_url = response.headers["Location"]
     async with aiohttp.ClientSession() as http:
@@ -294,12 +284,11 @@ async def test_dashboard_login_form_round_trip_lands_on_the_docs(
         assert response.status == 200
 
 
-async def test_redis_cache_is_shared_between_gateways(aiohttp_client: Any, upstream: TestServer,
+async def test_redis_cache_is_shared_between_gateways(gateway: GatewayFactory,
                                                       dashboard: Dashboard,
                                                       redis_server: Any) -> None:
-    config = shared_config(upstream, dashboard, store="redis", redis_url=redis_server.url)
-    first = await aiohttp_client(await build_app(config))
-    second = await aiohttp_client(await build_app(config))
+    first = await gateway(store="redis", redis_url=redis_server.url)
+    second = await gateway(store="redis", redis_url=redis_server.url)
     cookie = await dashboard_login(dashboard)
     headers = {"Cookie": f"session={cookie}"}
     async with first.get("/_gateway/user", headers=headers) as response:
@@ -323,7 +312,7 @@ async def test_redis_cache_is_shared_between_gateways(aiohttp_client: Any, upstr
         await client.aclose()
 
 
-async def test_info_api_is_asked_again_once_the_cache_expires(gateway: Factory,
+async def test_info_api_is_asked_again_once_the_cache_expires(gateway: GatewayFactory,
                                                               dashboard: Dashboard) -> None:
     client = await gateway(cache_ttl="200ms")
     headers = {"Cookie": f"session={dashboard.start_session('ada')}"}
@@ -376,7 +365,7 @@ async def test_memory_cache_is_bounded_and_evicts_the_oldest() -> None:
 
 
 async def test_large_user_object_is_read_whole_and_an_oversized_one_refused(
-        gateway: Factory, dashboard: Dashboard) -> None:
+        gateway: GatewayFactory, dashboard: Dashboard) -> None:
     client = await gateway()
     dashboard.accounts["large"] = Account("pw", {"sub": "large",
                                                  "content": {"notes": "n" * 300_000}})
@@ -391,7 +380,7 @@ async def test_large_user_object_is_read_whole_and_an_oversized_one_refused(
         assert response.status == 503
 
 
-async def test_dashboard_session_cookie_never_reaches_the_docs(gateway: Factory,
+async def test_dashboard_session_cookie_never_reaches_the_docs(gateway: GatewayFactory,
                                                                 dashboard: Dashboard) -> None:
     client = await gateway()
     cookie = await dashboard_login(dashboard)
@@ -401,7 +390,7 @@ async def test_dashboard_session_cookie_never_reaches_the_docs(gateway: Factory,
     assert echoed["cookie"] == ["theme=dark"]
 
 
-async def test_logout_goes_to_the_dashboard_logout_when_configured(gateway: Factory) -> None:
+async def test_logout_goes_to_the_dashboard_logout_when_configured(gateway: GatewayFactory) -> None:
     client = await gateway(logout_url="https://dash.example.com/logout")
     async with client.post("/_gateway/logout", allow_redirects=False) as response:
         assert response.status == 303
