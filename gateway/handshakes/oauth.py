@@ -127,6 +127,8 @@ class OAuthHandshake(Handshake):
                                                      "idp_error")
                     doc = flow.discovery_document(status, body, issuer)
                     self._endpoints = flow.merge_endpoints(self.oauth, doc)
+                    for note in self._endpoints.notes:
+                        log.warning("OpenID discovery (%s): %s", issuer, note)
                 except (GatewayError, ValueError) as exc:
                     if self.oauth.authorization_url and self.oauth.token_url:
                         return flow.merge_endpoints(self.oauth, None)
@@ -205,7 +207,7 @@ class OAuthHandshake(Handshake):
         if self.oauth.info_api_url:
             url = self.oauth.info_api_url
             status, body = await self._fetch("GET", url, "Info API", "info_api_error", headers={
-                "Authorization": f"Bearer {tokens.access_token}", "Accept": "application/json"})
+                "Authorization": tokens.authorization, "Accept": "application/json"})
             info = flow.info_result(status, body, urlsplit(url).netloc)
         data = flow.user_data(self.oauth, info=info, id_claims=id_claims,
                               access_claims=access_claims)

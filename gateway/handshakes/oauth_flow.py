@@ -3,6 +3,11 @@
 PKCE, URL building, the per-attempt login-state cookie, provider metadata, token
 responses, JWT verification and claims-to-user mapping. Nothing here does I/O;
 ``gateway.handshakes.oauth`` is the one place that talks HTTP.
+
+Authlib supplies the protocol pieces it has: the PKCE challenge and URL parameters, the
+reading of a token endpoint's answer (its client's), the Bearer header, and the RFC 8414
+metadata validators. ID tokens are never read by Authlib (its claim classes bring a
+second JOSE library); they take the one strict path in ``jws``.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Client, OAuth2Error, TokenAuth
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from authlib.oauth2.rfc8414.models import validate_array_value
 
 from gateway.config.model import OAuthConfig
 from gateway.crypto import InvalidSealed, Sealer, constant_time_equal, random_token
@@ -41,6 +49,11 @@ PROTOCOL_CLAIMS = frozenset({
     "auth_time", "acr", "amr", "sid", "sub", "typ", "client_id", "scope", "cnf",
 })
 _ATTEMPT = re.compile(r"^[A-Za-z0-9_-]{8}$")
+#: An access token a header can carry after "Bearer " (visible ASCII, RFC 6750 2.1's b64token
+#: and whatever else providers use that a header allows).
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")
+#: The characters an error code or description may hold (RFC 6749 5.2).
+_ERROR_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
 #: A browser binding: random_token(32), 43 base64url characters.
 _BINDING = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -160,6 +173,9 @@ class Endpoints:
     end_session_url: str | None = None
     iss_required: bool = False
     algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
+    #: What the discovery document announces that may make logins fail at the provider,
+    #: though the gateway can use it (logged once it is read).
+    notes: tuple[str, ...] = ()
 
 
 def discovered_url(value: Any, *, https_only: bool) -> str | None:
@@ -181,21 +197,91 @@ def discovered_url(value: Any, *, https_only: bool) -> str | None:
     return value
 
 
+def _authlib_rule(key: str, check: Callable[..., Any], *args: Any) -> None:
+    """Run one of Authlib's metadata validators; ValueError saying which rule ``key`` breaks."""
+    try:
+        check(*args)
+    except ValueError as exc:
+        raise ValueError(f"the discovery document is malformed: {exc}") from None
+    except (TypeError, AttributeError):  # a value of a kind the validator does not expect
+        raise ValueError(f'the discovery document is malformed: "{key}" holds a value of '
+                         "the wrong kind") from None
+
+
+def check_metadata(doc: Mapping[str, Any], *, https_only: bool) -> tuple[str, ...]:
+    """What the gateway reads in a discovery document, checked by Authlib's RFC 8414
+    validators and the gateway's own rules; keys the gateway does not read are not judged.
+
+    ValueError for a document the code flow cannot work with: an https issuer with a query
+    or fragment, ``response_types_supported`` without ``code``, a malformed
+    ``id_token_signing_alg_values_supported`` or ``authorization_response_iss_parameter_
+    supported``. Notes (returned) for what might only fail at the provider: PKCE methods
+    announced without S256. The gateway always sends S256, which RFC 7636 makes mandatory
+    for servers, so it is tried anyway, as it is when no methods are announced.
+    """
+    metadata = AuthorizationServerMetadata(doc)
+    if https_only:
+        # Authlib's rule demands https (loopback aside): for an http issuer, which the
+        # configuration chose, the gateway's URL rule alone applies.
+        _authlib_rule("issuer", metadata.validate_issuer)
+    if doc.get("response_types_supported") is not None:  # absent: not judged
+        _authlib_rule("response_types_supported", metadata.validate_response_types_supported)
+        if not any(isinstance(kind, str) and kind.split() == ["code"]
+                   for kind in doc["response_types_supported"]):
+            raise ValueError("the discovery document's response_types_supported lacks "
+                             '"code", the authorization code flow the gateway runs')
+    _authlib_rule("id_token_signing_alg_values_supported", validate_array_value, metadata,
+                  "id_token_signing_alg_values_supported")
+    iss_flag = doc.get("authorization_response_iss_parameter_supported")
+    if iss_flag is not None and not isinstance(iss_flag, bool):
+        # RFC 9207's flag decides whether an answer without iss is refused: never guessed.
+        raise ValueError("the discovery document is malformed: "
+                         '"authorization_response_iss_parameter_supported" MUST be boolean')
+    notes = []
+    methods = doc.get("code_challenge_methods_supported")
+    try:
+        _authlib_rule("code_challenge_methods_supported",
+                      metadata.validate_code_challenge_methods_supported)
+    except ValueError as exc:
+        notes.append(f"{exc}; PKCE S256 is sent anyway")
+    else:
+        if methods and "S256" not in methods:
+            notes.append(f"the provider announces the PKCE methods {repr(methods)[:200]} but "
+                         "not S256, which the gateway always sends; if logins fail at the "
+                         "provider (invalid_request), enable S256 there")
+    return tuple(notes)
+
+
 def merge_endpoints(oauth: OAuthConfig, discovery: Mapping[str, Any] | None) -> Endpoints:
-    """Endpoints from config and (optionally) a discovery document; ValueError if incomplete.
+    """Endpoints from config and (optionally) a discovery document; ValueError if incomplete
+    or if the document is one the code flow cannot work with (``check_metadata``).
 
     A discovered URL that is not a usable http(s) URL counts as absent.
     """
     doc: Mapping[str, Any] = discovery or {}
     https_only = (oauth.issuer or "").lower().startswith("https://")
+    notes = check_metadata(doc, https_only=https_only) if discovery is not None else ()
+    taken: dict[str, str] = {}
 
     def pick(explicit: str | None, key: str) -> str | None:
-        return explicit or discovered_url(doc.get(key), https_only=https_only)
+        if explicit:
+            return explicit
+        url = discovered_url(doc.get(key), https_only=https_only)
+        if url is not None:
+            taken[key] = url
+        return url
 
     authorization_url = pick(oauth.authorization_url, "authorization_endpoint")
     token_url = pick(oauth.token_url, "token_endpoint")
     if authorization_url is None or token_url is None:
         raise ValueError("no authorization_endpoint or token_endpoint")
+    jwks_url = pick(oauth.jwks_url, "jwks_uri")
+    if https_only:
+        # Authlib's transport rule on the URLs taken from the document, besides the
+        # gateway's stricter one above (https only, a host, no user info).
+        taken_metadata = AuthorizationServerMetadata(taken)
+        for key in taken:
+            _authlib_rule(key, getattr(taken_metadata, f"validate_{key}"))
     advertised = doc.get("id_token_signing_alg_values_supported")
     algorithms = ASYMMETRIC_ALGORITHMS
     if isinstance(advertised, list):
@@ -204,10 +290,9 @@ def merge_endpoints(oauth: OAuthConfig, discovery: Mapping[str, Any] | None) -> 
                                                             and oauth.client_secret))
     issuer = doc.get("issuer") if isinstance(doc.get("issuer"), str) else oauth.issuer
     return Endpoints(authorization_url=authorization_url, token_url=token_url, issuer=issuer,
-                     jwks_url=pick(oauth.jwks_url, "jwks_uri"),
-                     end_session_url=pick(None, "end_session_endpoint"),
+                     jwks_url=jwks_url, end_session_url=pick(None, "end_session_endpoint"),
                      iss_required=doc.get("authorization_response_iss_parameter_supported") is True,
-                     algorithms=algorithms)
+                     algorithms=algorithms, notes=notes)
 
 
 def same_issuer(a: str, b: str) -> bool:
@@ -220,6 +305,8 @@ class TokenSet:
     """The useful parts of a token endpoint answer."""
 
     access_token: str = field(repr=False)
+    #: The Authorization header value that presents the access token (RFC 6750 Bearer).
+    authorization: str = field(repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     id_token: str | None = field(default=None, repr=False)
 
@@ -256,30 +343,99 @@ def _json(body: bytes) -> Any:
         return None
 
 
+class TokenAnswer:
+    """A token endpoint's answer in the shape Authlib's clients read one: ``status_code``,
+    ``json()`` and ``raise_for_status()``; ``data`` is what ``json()`` found."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status_code = status
+        self.body = body
+        self.data: Any = None
+
+    def json(self) -> Any:
+        self.data = _json(self.body)
+        return self.data
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise ValueError(f"HTTP {self.status_code}")
+
+
+def _provider_said(error: Any, description: Any) -> str:
+    """``, <error>: <description>`` for a message, each only when it keeps to RFC 6749's
+    characters for errors, cut short."""
+    said = ""
+    if isinstance(error, str) and _ERROR_TEXT.fullmatch(error):
+        said = ", " + error[:60]
+        if isinstance(description, str) and _ERROR_TEXT.fullmatch(description):
+            said += ": " + description[:200]
+    return said
+
+
+def bearer_authorization(token: Mapping[str, Any]) -> str | None:
+    """The Authorization header value presenting ``token``'s access token, as Authlib's
+    client presents one (its ``TokenAuth`` signers: a ``token_type`` of Bearer in any case,
+    or none); None for any other type."""
+    token_type = token.get("token_type", TokenAuth.DEFAULT_TOKEN_TYPE)
+    sign = TokenAuth.SIGN_METHODS.get(token_type.lower()) if isinstance(token_type, str) \
+        else None
+    if sign is None:
+        return None
+    _, headers, _ = sign(token["access_token"], "", {}, "", "header")
+    return str(headers["Authorization"])
+
+
 def token_result(status: int, body: bytes, host: str) -> TokenSet:
     """The tokens in a token endpoint answer, or the error it means.
 
-    5xx/429 is an outage (UpstreamError); 400/401 or invalid_grant a dead grant.
+    5xx/429 is an outage (UpstreamError); 400/401 or invalid_grant a dead grant. The answer
+    is read as Authlib's client reads it (a JSON object; an ``error`` object is a refusal;
+    ``expires_in`` a number of seconds); the access token must be one a Bearer header can
+    carry, its ``token_type`` Bearer (or absent) as Authlib's client presents tokens.
     """
     if status >= 500 or status == 429:
         raise UpstreamError(f"The identity provider's token endpoint ({host}) failed with "
                             f"HTTP {status}; please try again.", code="token_error")
-    data = _json(body)
-    if status != 200:
-        error = data.get("error") if isinstance(data, dict) else None
+    answer = TokenAnswer(status, body)
+    client = OAuth2Client(None)
+    token: Mapping[str, Any] | None = None
+    refused, error, description = False, None, None
+    problem = "is not a JSON object"
+    try:
+        parsed = client.parse_response_token(answer)
+        token = parsed if isinstance(parsed, dict) else None
+    except OAuth2Error as exc:
+        refused, error, description = True, exc.error, exc.description
+    except (ValueError, TypeError, AttributeError, OverflowError):
+        if isinstance(answer.data, dict) and "error" in answer.data:
+            # An error whose description Authlib refuses (outside RFC 6749's characters).
+            refused, error = True, answer.data["error"]
+        elif isinstance(answer.data, dict):
+            problem = "has an expires_in (or expires_at) that is not a number of seconds"
+    if status != 200 or refused:
+        # An error object in a 200 answer ends a session as an answer without tokens did.
         raise TokenRejected(f"The identity provider's token endpoint ({host}) refused the "
-                            f"request (HTTP {status}, {str(error)[:60]}).",
-                            fatal=status in (400, 401) or error == "invalid_grant")
-    if not isinstance(data, Mapping) or not isinstance(data.get("access_token"), str):
+                            f"request (HTTP {status}{_provider_said(error, description)}).",
+                            fatal=status in (200, 400, 401) or error == "invalid_grant")
+    if token is None:
+        raise HandshakeFailed(f"The identity provider's token answer {problem}.",
+                              code="token_error")
+    access_token = token.get("access_token")
+    if not isinstance(access_token, str) or not _HEADER_TOKEN.fullmatch(access_token):
         raise HandshakeFailed("The identity provider's token answer has no access_token.",
+                              code="token_error")
+    authorization = bearer_authorization(token)
+    if authorization is None:
+        raise HandshakeFailed("The identity provider's token answer is not a Bearer token "
+                              f"(token_type {json.dumps(token.get('token_type'))[:40]}).",
                               code="token_error")
 
     def optional(key: str) -> str | None:
-        value = data.get(key)
+        value = token.get(key)
         return value if isinstance(value, str) and value else None
 
-    return TokenSet(access_token=data["access_token"], refresh_token=optional("refresh_token"),
-                    id_token=optional("id_token"))
+    return TokenSet(access_token=access_token, authorization=authorization,
+                    refresh_token=optional("refresh_token"), id_token=optional("id_token"))
 
 
 def info_result(status: int, body: bytes, host: str) -> Any:
