@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -12,7 +13,9 @@ from multidict import CIMultiDict
 from gateway.errors import BadRequest, Denied, NotFound, Unavailable, UpstreamError
 from gateway.html.encoding import decode_body, is_html
 from gateway.html.head import PageMeta
+from gateway.html.navigation import Cuts, removals
 from gateway.html.page import (
+    Scanned,
     content_encodings,
     content_type,
     enforce,
@@ -265,13 +268,19 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
         raise
 
 
-def docs_target(gw: Gateway, scope: Scope, location: str) -> str | None:
-    """The docs path (relative to the base path) a redirect sends the reader to, or None
-    when it leaves the docs or cannot be read as a path."""
+def docs_target(gw: Gateway, base: str, location: str) -> str | None:
+    """The docs path (relative to the base path) a link or redirect from the address
+    ``base`` leads to, or None when it leaves the docs or cannot be read as a path."""
     public = urlsplit(gw.config.server.public_url)
-    target = urlsplit(urljoin(f"{public.scheme}://{public.netloc}{scope.path}", location))
+    try:
+        target = urlsplit(urljoin(f"{public.scheme}://{public.netloc}{base}", location))
+    except ValueError:
+        return None
     if (target.scheme, target.netloc.lower()) != (public.scheme, public.netloc.lower()):
         return None
+    route_base = gw.config.server.route_base
+    if target.path == route_base or target.path.startswith(route_base + "/"):
+        return None  # the gateway's own endpoints (its login) are no docs page
     try:
         return gw.relative_path(normalize_path(target.path or "/"))
     except BadRequest:
@@ -295,6 +304,48 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
     enforce(decision, ex.scope)
 
 
+async def closed_pages(gw: Gateway, paths: Iterable[str], user: User | None) -> set[str]:
+    """The docs paths among ``paths`` that ``user`` may not open: by the config, then by
+    the page's own metadata, learned as the index filter learns it (a page whose metadata
+    cannot be learned counts as closed)."""
+    closed: set[str] = set()
+    unsure: list[tuple[str, Decision]] = []
+    for path in paths:
+        decision = gw.policy.decide(path, user)
+        if decision.outcome is not Outcome.ALLOW:
+            closed.add(path)
+        elif decision.meta_applies:
+            unsure.append((path, decision))
+    if unsure:
+        assert gw.pages.index is not None
+        learned = await gw.pages.index.lookup([path for path, _ in unsure], page_learner(gw))
+        for path, decision in unsure:
+            found = learned.get(path)
+            if found is None or gw.policy.decide_meta(decision, found.meta, user).outcome \
+                    is not Outcome.ALLOW:
+                closed.add(path)
+    return closed
+
+
+async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts | None:
+    """What leaves a page for this reader: the navigation entries and links to pages
+    they may not open (None: nothing)."""
+    links = gw.pages.links(scanned)
+    if not links:
+        return None
+    # Links are followed from the address the browser asked for.
+    base = ex.request.raw_path.split("?", 1)[0]
+    targets = scanned.targets
+    if targets is None or scanned.base != base:
+        targets = {link.href: docs_target(gw, base, link.href) for link in links}
+        scanned.targets, scanned.base = targets, base
+    paths = {path for path in targets.values() if path is not None}
+    closed = await closed_pages(gw, paths, ex.visitor.user) if paths else set()
+    if not closed:
+        return None
+    return removals(links, closed, targets)
+
+
 def page_learner(gw: Gateway) -> FetchMeta:
     """How pages are learned from this gateway's origin (for index filters and judging)."""
     return meta_fetcher(gw.origin)
@@ -314,7 +365,7 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     if 300 <= status < 400 and decision.meta_applies and "Location" in headers:
         # A redirect to a page (/admin to /admin/) tells that the page exists: it goes
         # only to a reader who may open that page.
-        target = docs_target(gw, scope, headers["Location"])
+        target = docs_target(gw, scope.path, headers["Location"])
         if target is not None:
             await judge_unread(gw, ex, target, gw.policy.decide(target, visitor.user))
     has_body = sent_method != "HEAD" and status >= 200 and status not in (204, 304)
@@ -355,8 +406,10 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         response = web.Response(status=status, body=body, headers=headers)
     else:
         page, retyped = readable
-        decision, page = gw.pages.process(page, decision, visitor.user, scope, known,
-                                          (declared, retyped))
+        scanned = gw.pages.scan(page, known, (declared, retyped))
+        decision = gw.pages.judge(scanned, decision, visitor.user, scope)
+        cuts = await navigation_cuts(gw, ex, scanned) if gw.pages.navigation else None
+        decision, page = gw.pages.render(scanned, decision, visitor.user, cuts)
         # The rewritten page is this reader's: no validators that would let a later
         # conditional request revalidate it against the upstream's copy.
         for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):

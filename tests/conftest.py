@@ -212,6 +212,7 @@ def gateway(aiohttp_client: Any, upstream_url: str) -> GatewayFactory:
 SLOW_MODULES = frozenset({
     "test_attack_denied", "test_attack_location", "test_attack_pages", "test_bench_smoke",
     "test_cli", "test_demo", "test_deploy", "test_forward_auth", "test_mkdocs_site",
+    "test_navigation_sites",
     "test_properties", "test_server",
 })
 SLOW_FIXTURES = frozenset({"browser"})

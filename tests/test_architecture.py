@@ -26,6 +26,7 @@ NOT_COMPILED = {
     "gateway.handshakes.jws": "runs per login, not per request",
     "gateway.handshakes.replay": "runs per login, not per request",
     "gateway.html.gating": "next to compile, with the personalised-pages speed work",
+    "gateway.html.navigation": "read once per page version; next to compile with gating",
     "gateway.html.tokens": "next to compile, with the personalised-pages speed work",
     "gateway.html.tree": "next to compile, with the personalised-pages speed work",
     "gateway.indexes.filter": "runs for index files only; filtered copies are cached per reader",

@@ -260,7 +260,7 @@ def _access(s: Section) -> AccessConfig:
         public=public, rules=_rules(s),
         denied=s.choice("denied", "not_found", ("not_found", "forbidden")),
         page_meta=s.boolean("page_meta", True), fragments=s.boolean("fragments", True),
-        indexes=s.boolean("indexes", True),
+        indexes=s.boolean("indexes", True), navigation=s.boolean("navigation", True),
     )
     s.finish()
     return config

@@ -226,6 +226,7 @@ class AccessConfig:
     page_meta: bool = True
     fragments: bool = True
     indexes: bool = True
+    navigation: bool = True
 
 
 @dataclass(frozen=True)

@@ -76,14 +76,18 @@ def _cased_marker(page: bytes) -> bool:
     return MARKER in page.lower()
 
 
-def rewrite(page: bytes, user: User | None) -> bytes:
+def rewrite(page: bytes, user: User | None, cut: frozenset[int] = frozenset(),
+            unwrap: frozenset[int] = frozenset()) -> bytes:
     """The page as ``user`` (None: anonymous) may receive it; unchanged pages are returned as is.
 
-    ``page`` is in an encoding that keeps ASCII markup as ASCII (``html.as_utf8`` makes it so).
+    ``cut``: elements removed as gated ones are, by the start of their tags (navigation
+    entries to closed pages); ``unwrap``: elements whose own tags go and whose content
+    stays (links in the text to closed pages). ``page`` is in an encoding that keeps
+    ASCII markup as ASCII (``html.as_utf8`` makes it so).
     """
-    if not has_markers(page):
+    if not cut and not unwrap and not has_markers(page):
         return page
-    return _Rewriter(page, user).run()
+    return _Rewriter(page, user, cut, unwrap).run()
 
 
 def allows(attrs: dict[bytes, list[bytes]], user: User | None) -> bool:
@@ -129,10 +133,13 @@ class _Cut(Exception):
 class _Rewriter(OpenElements):
     """One pass over one page for one reader."""
 
-    def __init__(self, page: bytes, user: User | None) -> None:
+    def __init__(self, page: bytes, user: User | None, cut: frozenset[int],
+                 unwrap: frozenset[int]) -> None:
         super().__init__()
         self.page = page
         self.user = user
+        self.cut = cut
+        self.unwrap = unwrap
         # The output: kept runs of the page (start, end, None) and inserted text (at, at, text),
         # in page order; the run being extended is kept apart until something breaks it.
         self.items: list[tuple[int, int, bytes | None]] = []
@@ -266,7 +273,7 @@ class _Rewriter(OpenElements):
                 name = b"img"
             if ns == HTML and not self.xml:
                 self.implicit_closes(name, lt)
-        gated = not allows(attrs, self.user)
+        gated = not allows(attrs, self.user) or lt in self.cut
         if gated and name in (b"html", b"head", b"body"):
             # A browser merges a late <html> or <body> into the one it has: the whole
             # document would be gated, whatever came before the tag.
@@ -280,7 +287,10 @@ class _Rewriter(OpenElements):
         entry = self.opened(name, ns, gated, attrs, lt)
         if gated and self.skip is None:
             self.skip = len(self.stack)
-        self.emit(lt, tag.end)
+        if lt in self.unwrap:
+            entry.unwrapped = True
+        else:
+            self.emit(lt, tag.end)
         entry.mark = tag.end
         self.push(entry)
         if ns != HTML or self.xml:
@@ -405,4 +415,5 @@ class _Rewriter(OpenElements):
         if entry.field is not None and top and entry.name == tag.name and not self.hiding:
             self.insert(entry.mark, entry.field.encode())
         self.pop_to(index, tag.name)
-        self.emit(lt, tag.end)
+        if not (entry.unwrapped and entry.name == tag.name):
+            self.emit(lt, tag.end)

@@ -26,6 +26,7 @@ from gateway.html.head import (
     script_offset,
     script_tag,
 )
+from gateway.html.navigation import Cuts, Link, find_links, leftovers
 from gateway.indexes.filter import (
     FetchMeta,
     IndexFile,
@@ -68,6 +69,11 @@ class Scanned:
     #: The Content-Type the page came with, and the one it goes out with (``decode``).
     declared: str | None = None
     retyped: str = ""
+    #: Its links (read once, when navigation is filtered), and where their targets lead
+    #: from the address in ``base`` (a docs path, or None outside the docs).
+    links: list[Link] | None = None
+    base: str = ""
+    targets: dict[str, str | None] | None = None
 
 
 class PageMemo:
@@ -136,14 +142,18 @@ class Pages:
         if "mintlify" in config.server.compat:
             tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
         self.tag = tag
+        #: Links to pages the reader may not open leave every page (``access.navigation``).
+        self.navigation = config.access.navigation and not policy.personalize
+        # Page metadata learned so far: for filtering indexes, and navigation.
         self.index = PageIndex(fragments=self.fragments, base_path=self.base_path) \
-            if config.access.indexes else None
+            if config.access.indexes or self.navigation else None
+        self.indexes = config.access.indexes
         self.memo = PageMemo()
         self.clock = clock
 
     def wants(self, decision: Decision) -> bool:
         """Whether an HTML page on this decision must be read before it is sent."""
-        return decision.meta_applies or self.inject or self.fragments
+        return decision.meta_applies or self.inject or self.fragments or self.navigation
 
     def guards(self, decision: Decision) -> bool:
         """Whether reading a page on this decision is a matter of access (its metadata or
@@ -206,20 +216,53 @@ class Pages:
         shared cache may keep it.
         """
         scanned = self.scan(page, rel, reading)
+        decision = self.judge(scanned, decision, user, scope)
+        return self.render(scanned, decision, user)
+
+    def judge(self, scanned: Scanned, decision: Decision, user: User | None,
+              scope: Scope) -> Decision:
+        """Apply the page's own metadata to ``decision`` and enforce it (raising if it
+        blocks)."""
         if decision.meta_applies:
             if scanned.meta.unreadable:
                 # Its head could not be read to the end: what it declares is unknown.
                 raise UpstreamError("the docs server sent a page the gateway cannot read")
             decision = self.policy.decide_meta(decision, scanned.meta, user)
         enforce(decision, scope)
-        if scanned.gated:
-            page = rewrite(page, user)
+        return decision
+
+    def render(self, scanned: Scanned, decision: Decision, user: User | None,
+               cuts: Cuts | None = None) -> tuple[Decision, bytes]:
+        """The judged page as ``user`` receives it: gated elements and fields, the links
+        ``cuts`` names (elements removed, links unwrapped), the client script.
+
+        A link to a closed page still there after the rewrite is taken out by itself;
+        one that cannot be is refused (UpstreamError), never sent.
+        """
+        page = scanned.page
+        if scanned.gated or cuts:
+            if cuts is None:
+                page = rewrite(page, user)
+            else:
+                page = rewrite(page, user, cuts.cut, cuts.unwrap)
+                left = leftovers(page, cuts.closed)
+                if left:
+                    page = rewrite(page, user, left)
+                    if leftovers(page, cuts.closed):
+                        raise UpstreamError("the docs server sent a page whose links to "
+                                            "closed pages cannot be taken out")
             decision = replace(decision, public=False)
             if self.inject:
                 page = inject_script(page, self.tag)  # the rewritten page is this reader's
         elif self.inject:
             page = insert_at(page, self.tag, scanned.script_at)
         return decision, page
+
+    def links(self, scanned: Scanned) -> list[Link]:
+        """The page's links, read once per page version."""
+        if scanned.links is None:
+            scanned.links = find_links(scanned.page)
+        return scanned.links
 
     def untyped(self, body: bytes, decision: Decision, content_encoding: str | None,
                 declared: str | None) -> None:
@@ -242,7 +285,7 @@ class Pages:
         Also in ``personalize`` mode: every page is listed there, but words from gated
         elements must still not reach search.
         """
-        if self.index is None or rel is None:
+        if self.index is None or rel is None or not self.indexes:
             return None
         return match_index(rel)
 

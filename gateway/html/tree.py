@@ -63,6 +63,7 @@ class Open:
     mark: int = 0  # where the element's content starts, for a field's text
     raw_end: int = -1  # a noscript's end for a browser with scripting on (its text)
     seq: int = 0  # push order
+    unwrapped: bool = False  # its own tags are left out, its content kept
 
 
 class OpenElements:

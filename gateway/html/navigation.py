@@ -1,0 +1,241 @@
+"""Navigation per reader: where a page links to other pages, and what goes when one of
+them is closed to the reader.
+
+``find_links`` reads a page once (per page version; the result is remembered with the
+page's scan) and tells, for every link (``<a href>``, ``<area href>``, ``<link href>``),
+what must leave the page if its target is closed:
+
+- an entry of a listing (an ``<li>`` of the navigation, tabs, breadcrumbs, a table of
+  contents, or a list item in the text that is nothing but the link) goes whole, its
+  title with it; an entry whose every link is closed (a section whose pages all are)
+  goes too;
+- a link in the navigation outside a list (previous/next, a logo) goes whole;
+- a link in the text of the page (inside ``main``, ``article`` or ``role="main"``) keeps
+  its text and loses the link;
+- a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
+
+The removal itself is done by ``html.gating``'s rewriter, which follows the browser's
+model of open elements; ``leftovers`` reads its output again, so a link that reading did
+not place in the entry removed is taken out by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.html.tokens import (
+    COMMENT,
+    END,
+    RAW_TEXT,
+    UNFINISHED,
+    Tag,
+    attr_text,
+    raw_end,
+    script_end,
+    token_at,
+    words,
+)
+
+LINKING = words("a area link")
+# Elements tracked while reading: lists, the regions that tell navigation from text, links.
+_TRACKED = words("li ul ol menu nav main article aside header footer a div section details "
+                 "table dl")
+_NAV_REGIONS = words("nav aside header footer")
+_TEXT_REGIONS = words("main article")
+_LISTS = words("ul ol menu")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One link on a page, and what leaves the page when its target is closed."""
+
+    #: The target as written (attribute text, character references resolved).
+    href: str
+    #: Where the link's own tag starts.
+    at: int
+    #: The start of the element removed when the target is closed (the link's own tag,
+    #: or the list entry holding it); -1: the link is unwrapped instead (its text stays).
+    cut: int
+    #: The list entries (outermost first) of the navigation this link is in: an entry
+    #: whose every link is closed goes whole.
+    entries: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Open:
+    name: bytes
+    at: int
+    #: "nav", "text" or "" (decided by an outer element).
+    region: str
+    #: Whether text or other markup stands in this list entry beside its links.
+    other: bool = False
+    links: list[int] | None = None
+
+
+def _region_of(name: bytes, tag: Tag) -> str:
+    role = attr_text(tag.attrs[b"role"][0]).strip().lower() if b"role" in tag.attrs else ""
+    if name in _NAV_REGIONS or role == "navigation":
+        return "nav"
+    if name in _TEXT_REGIONS or role == "main":
+        return "text"
+    return ""
+
+
+def find_links(page: bytes) -> list[Link]:
+    """Every link on ``page`` (in an encoding that keeps ASCII markup ASCII) and what
+    leaves with it when its target is closed."""
+    stack: list[_Open] = []
+    # Links waiting for their list entry to end, to learn whether it holds anything else.
+    pending: list[tuple[str, int, int, tuple[int, ...], str]] = []
+    found: list[Link] = []
+    size, pos = len(page), 0
+
+    def region() -> str:
+        for entry in reversed(stack):
+            if entry.region:
+                return entry.region
+        return "nav"  # page chrome outside any text region
+
+    def entry_of() -> _Open | None:
+        """The list entry the current position belongs to directly (not a nested list)."""
+        for entry in reversed(stack):
+            if entry.name == b"li":
+                return entry
+            if entry.name in _LISTS:
+                return None
+        return None
+
+    def text_holder() -> _Open | None:
+        """The list entry text here stands in beside its links (None inside a link)."""
+        for entry in reversed(stack):
+            if entry.name == b"a":
+                return None
+            if entry.name == b"li":
+                return entry
+            if entry.name in _LISTS:
+                return None
+        return None
+
+    def close(index: int) -> None:
+        while len(stack) > index:
+            entry = stack.pop()
+            if entry.name == b"li":
+                settle(entry)
+
+    def settle(entry: _Open) -> None:
+        kept = []
+        for href, at, cut_li, entries, where in pending:
+            if cut_li != entry.at:
+                kept.append((href, at, cut_li, entries, where))
+                continue
+            whole = where == "nav" or not entry.other
+            found.append(Link(href, at, entry.at if whole else -1, entries))
+        pending[:] = kept
+
+    while pos < size:
+        lt = page.find(b"<", pos)
+        if lt < 0:
+            text = page[pos:]
+            pos = size
+        else:
+            text = page[pos:lt]
+        if text.strip():
+            holder = text_holder()
+            if holder is not None:
+                holder.other = True
+        if lt < 0:
+            break
+        kind, end, tag = token_at(page, lt)
+        if kind == UNFINISHED:
+            break
+        if tag is None or kind == COMMENT:
+            pos = end
+            continue
+        name = tag.name
+        if kind == END:
+            for index in range(len(stack) - 1, -1, -1):
+                if stack[index].name == name:
+                    close(index)
+                    break
+                if name == b"li" and stack[index].name in _LISTS:
+                    break
+            pos = end
+            continue
+        if name == b"li":
+            for index in range(len(stack) - 1, -1, -1):
+                if stack[index].name == b"li":
+                    close(index)
+                    break
+                if stack[index].name in _LISTS:
+                    break
+        elif name == b"a":
+            for index in range(len(stack) - 1, -1, -1):  # an <a> closes an open one
+                if stack[index].name == b"a":
+                    close(index)
+                    break
+        if name in LINKING and b"href" in tag.attrs:
+            href = attr_text(tag.attrs[b"href"][0]).strip()
+            where = region()
+            entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
+            holder = entry_of() if name != b"link" else None
+            if name == b"link":
+                found.append(Link(href, lt, lt, ()))
+            elif holder is not None:
+                pending.append((href, lt, holder.at, entries, where))
+            else:
+                found.append(Link(href, lt, lt if where == "nav" else -1, entries))
+        if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
+            stack.append(_Open(name, lt, _region_of(name, tag)))
+        pos = end
+        if name in RAW_TEXT:
+            pos = script_end(page, end) if name == b"script" else raw_end(page, name, end)
+        elif name == b"plaintext":
+            break
+    close(0)
+    for href, at, _li, entries, _where in pending:
+        found.append(Link(href, at, at, entries))
+    found.sort(key=lambda link: link.at)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Cuts:
+    """What leaves one page for one reader."""
+
+    #: Elements removed whole, by the start of their tags.
+    cut: frozenset[int]
+    #: Links whose own tags go and whose words stay.
+    unwrap: frozenset[int]
+    #: The hrefs that lead to closed pages: none may be left in the page sent.
+    closed: frozenset[str]
+
+
+def leftovers(page: bytes, closed: frozenset[str]) -> frozenset[int]:
+    """Links still on a rewritten ``page`` that lead to closed pages (by where their tags
+    start): each is then taken out by itself."""
+    return frozenset(link.at for link in find_links(page) if link.href in closed)
+
+
+def removals(links: list[Link], closed: set[str], target: dict[str, str | None]) -> Cuts:
+    """What leaves the page for links whose targets are closed (``target`` maps an href
+    to its docs path, None when it leaves the docs)."""
+    cut: set[int] = set()
+    unwrap: set[int] = set()
+    totals: dict[int, int] = {}
+    shut: dict[int, int] = {}
+    for link in links:
+        path = target.get(link.href)
+        is_closed = path is not None and path in closed
+        for entry in link.entries:
+            totals[entry] = totals.get(entry, 0) + 1
+            if is_closed:
+                shut[entry] = shut.get(entry, 0) + 1
+        if not is_closed:
+            continue
+        if link.cut >= 0:
+            cut.add(link.cut)
+        else:
+            unwrap.add(link.at)
+    cut.update(entry for entry, count in shut.items() if count == totals[entry])
+    hrefs = frozenset(href for href, path in target.items() if path is not None and path in closed)
+    return Cuts(frozenset(cut), frozenset(unwrap), hrefs)

@@ -1,0 +1,130 @@
+"""A page's links, and what leaves with a closed one: read by ``find_links``, removed by
+the gating rewriter, and served per reader by a gateway over a built folder whose admin
+pages close themselves with page metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import build_app
+from gateway.html.gating import rewrite
+from gateway.html.navigation import find_links, removals
+from tests.helpers import make_config, make_user, session_cookies
+
+CLOSED = {"/admin/", "/admin/runbook/"}
+
+
+def filtered(page: bytes, closed: set[str] = CLOSED) -> bytes:
+    links = find_links(page)
+    cuts = removals(links, closed, {link.href: link.href for link in links})
+    return rewrite(page, None, cuts.cut, cuts.unwrap)
+
+
+def test_a_navigation_entry_goes_whole_with_its_title() -> None:
+    page = (b'<nav><ul><li><a href="/">Home</a></li><li class="x"><a href="/admin/">'
+            b'<span>Admin handbook</span></a></li><li><a href="/faq/">FAQ</a></li></ul></nav>')
+    assert filtered(page) == (b'<nav><ul><li><a href="/">Home</a></li>'
+                              b'<li><a href="/faq/">FAQ</a></li></ul></nav>')
+
+
+def test_a_section_whose_pages_are_all_closed_goes_too() -> None:
+    page = (b'<nav><ul><li><label>Ops</label><ul><li><a href="/admin/">A</a></li>'
+            b'<li><a href="/admin/runbook/">B</a></li></ul></li><li><a href="/">Home</a></li>'
+            b'</ul></nav>')
+    assert filtered(page) == b'<nav><ul><li><a href="/">Home</a></li></ul></nav>'
+
+
+def test_a_section_with_an_open_page_stays_with_that_page() -> None:
+    page = (b'<nav><ul><li><label>Ops</label><ul><li><a href="/admin/">A</a></li>'
+            b'<li><a href="/ops/">B</a></li></ul></li></ul></nav>')
+    assert filtered(page) == (b'<nav><ul><li><label>Ops</label><ul>'
+                              b'<li><a href="/ops/">B</a></li></ul></li></ul></nav>')
+
+
+def test_list_items_a_browser_closes_itself_are_read_as_it_does() -> None:
+    page = b'<nav><ul><li><a href="/">Home</a><li><a href="/admin/">Admin</a><li>Last</ul></nav>'
+    out = filtered(page)
+    # Where the model cannot be sure an entry ended, it removes more, never less.
+    assert b"Admin" not in out and b"Home" in out
+
+
+def test_a_link_in_the_text_keeps_its_words_and_loses_the_link() -> None:
+    page = b'<main><p>Read <a href="/admin/" title="Admin handbook">the handbook</a>.</p></main>'
+    assert filtered(page) == b"<main><p>Read the handbook.</p></main>"
+
+
+def test_a_list_item_in_the_text_that_is_only_the_link_goes() -> None:
+    page = (b'<article><ul><li><a href="/admin/">Admin handbook</a></li>'
+            b'<li>See <a href="/admin/">this</a> too</li></ul></article>')
+    assert filtered(page) == b"<article><ul><li>See this too</li></ul></article>"
+
+
+def test_previous_and_next_links_and_head_links_go() -> None:
+    page = (b'<head><link rel="next" href="/admin/" title="Admin handbook"></head>'
+            b'<body><main>x</main><footer><a href="/admin/">Next: Admin handbook</a></footer>'
+            b'</body>')
+    assert filtered(page) == b"<head></head><body><main>x</main><footer></footer></body>"
+
+
+def test_open_targets_leave_the_page_as_it_is() -> None:
+    page = b'<nav><ul><li><a href="/admin/">Admin</a></li></ul></nav>'
+    assert filtered(page, set()) == page
+
+
+@pytest.mark.parametrize("page", [
+    # an entry ending in text the list model must follow
+    b'<nav><ul><li><a href="/admin/">Admin<li>x</ul></nav>',
+    # a link inside a table inside an entry
+    b'<nav><ul><li><table><tr><td><a href="/admin/">Admin</a></td></tr></table></li></ul></nav>',
+    # an unclosed link
+    b'<nav><a href="/admin/">Admin <a href="/">Home</a></nav>',
+    # a link in a comment-looking attribute
+    b'<nav><a title="-->" href="/admin/">Admin</a></nav>',
+])
+def test_no_closed_link_survives_odd_markup(page: bytes) -> None:
+    out = filtered(page)
+    assert b"/admin/" not in out, out
+    assert b"Admin" not in out, out
+
+
+PAGE = """<!doctype html><html><head><title>{title}</title>{meta}</head><body>
+<nav><ul><li><a href="/">Home</a></li><li><a href="/handbook/">Operator handbook</a></li>
+<li><a href="/guide/">Guide</a></li></ul></nav><main><p>{text}</p></main></body></html>"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    pages = {
+        "index.html": PAGE.format(title="Home", meta="", text="Welcome"),
+        "guide/index.html": PAGE.format(title="Guide", meta="", text="Use it"),
+        "handbook/index.html": PAGE.format(
+            title="Operator handbook", meta='<meta name="gateway:groups" content="ops">',
+            text="KEYS-ARE-ROTATED"),
+    }
+    for name, text in pages.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+async def test_a_page_closed_by_its_own_metadata_leaves_the_navigation(
+        site: Path, aiohttp_client: Any) -> None:
+    config = make_config(None, upstream={"root": str(site)})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    page = await (await client.get("/", cookies=reader)).text()
+    assert "Guide" in page and "Operator handbook" not in page
+    ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+    assert "Operator handbook" in await (await client.get("/", cookies=ops)).text()
+    # The page's metadata was learned from the folder: the page itself stays closed.
+    assert (await client.get("/handbook/", cookies=reader)).status == 404
+
+
+async def test_navigation_filtering_can_be_turned_off(site: Path, aiohttp_client: Any) -> None:
+    config = make_config(None, upstream={"root": str(site)}, access={"navigation": False})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    assert "Operator handbook" in await (await client.get("/", cookies=reader)).text()
