@@ -23,6 +23,7 @@ from gateway.config.model import (
     AssertionConfig,
     Config,
     IdentityConfig,
+    IndexNames,
     LoggingConfig,
     Rule,
     ServerConfig,
@@ -251,6 +252,26 @@ def _rules(s: Section) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _index_names(s: Section) -> IndexNames:
+    """``access.index_names``: file-name globs per kind of listing; a name is one kind's."""
+    default = IndexNames()
+    names = IndexNames(llms=s.strings("llms", default.llms),
+                       llms_full=s.strings("llms_full", default.llms_full),
+                       feeds=s.strings("feeds", default.feeds),
+                       docusaurus=s.strings("docusaurus", default.docusaurus))
+    seen: dict[str, str] = {}
+    for kind in ("llms", "llms_full", "feeds", "docusaurus"):
+        for index, name in enumerate(getattr(names, kind)):
+            where = f"{s.key(kind)}[{index}]"
+            if not name or "/" in name:
+                s.problems.add(where, f"must be a file name (no /), not {name!r}")
+            elif name.lower() in seen and seen[name.lower()] != kind:
+                s.problems.add(where, f"{name!r} is already in {s.key(seen[name.lower()])}")
+            seen.setdefault(name.lower(), kind)
+    s.finish()
+    return names
+
+
 def _access(s: Section) -> AccessConfig:
     public = s.strings("public", ("/favicon.ico", "/assets/**"))
     for index, pattern in enumerate(public):
@@ -261,6 +282,7 @@ def _access(s: Section) -> AccessConfig:
         denied=s.choice("denied", "not_found", ("not_found", "forbidden")),
         page_meta=s.boolean("page_meta", True), fragments=s.boolean("fragments", True),
         indexes=s.boolean("indexes", True), navigation=s.boolean("navigation", True),
+        index_names=_index_names(s.section("index_names")),
     )
     s.finish()
     return config

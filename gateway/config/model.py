@@ -216,6 +216,23 @@ class Rule:
     groups: tuple[str, ...]
 
 
+#: Feeds as docs generators name them: mkdocs-rss-plugin (Material for MkDocs' blog),
+#: Hugo (``index.xml`` in every section), Docusaurus' blog, Jekyll, Sphinx's ablog.
+FEED_NAMES = ("feed_rss_*.xml", "feed_json_*.json", "index.xml", "rss.xml", "atom.xml",
+              "feed.xml", "feed.json")
+
+
+@dataclass(frozen=True)
+class IndexNames:
+    """``access.index_names``: the file names read as each kind of listing, anywhere in
+    the site (globs on the last path segment, ``*`` and ``?``, compared without case)."""
+
+    llms: tuple[str, ...] = ("llms.txt",)
+    llms_full: tuple[str, ...] = ("llms-full.txt",)
+    feeds: tuple[str, ...] = FEED_NAMES
+    docusaurus: tuple[str, ...] = ("search-index*.json",)
+
+
 @dataclass(frozen=True)
 class AccessConfig:
     """``access:`` who may see what."""
@@ -226,6 +243,7 @@ class AccessConfig:
     page_meta: bool = True
     fragments: bool = True
     indexes: bool = True
+    index_names: IndexNames = field(default_factory=IndexNames)
     navigation: bool = True
 
 

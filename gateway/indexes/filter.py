@@ -1,4 +1,5 @@
-"""Sitemaps and static search indexes filtered per reader, and the page metadata they need.
+"""Sitemaps, static search indexes and other listings filtered per reader, and the page
+metadata they need.
 
 An index lists pages; a reader may only see the entries of pages they may open. Whether
 they may open a page is the config rules (``Policy.decide``) plus, where no rule speaks,
@@ -8,12 +9,16 @@ that is not known yet, the head of that page is fetched through the upstream, a 
 time, and kept for a while. A page whose metadata cannot be learned is left out of the
 index for every reader its metadata could concern (fail closed).
 
-The formats themselves (sitemaps, MkDocs, Sphinx) are read and written in ``indexes.formats``.
+The formats themselves (sitemaps, MkDocs, Sphinx, llms.txt and llms-full.txt, RSS, Atom
+and JSON feeds, Docusaurus' local search) are read and written in ``indexes.formats``; the
+names of the listings other than sitemaps and the MkDocs and Sphinx indexes are settings
+(``access.index_names``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import logging
@@ -25,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from gateway.bounded import Expiring
+from gateway.config.model import IndexNames
 from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
 from gateway.html.head import PageMeta
@@ -32,12 +38,18 @@ from gateway.indexes.formats import (
     BARE,
     HIDDEN,
     SHOWN,
+    FetchText,
+    filter_docusaurus,
+    filter_feed,
+    filter_llms,
+    filter_llms_full,
     filter_mkdocs,
     filter_sitemap,
     filter_sphinx,
 )
-from gateway.paths import packing_of
+from gateway.paths import PACKINGS, packing_of
 from gateway.policy import Policy
+from gateway.proxy.origin import BrokenAnswer, Origin
 from gateway.user import User
 
 
@@ -54,6 +66,7 @@ class Learned:
 FetchMeta = Callable[[str], Awaitable[PageMeta | Learned | None]]
 
 SITEMAP, MKDOCS, SPHINX = "sitemap", "mkdocs", "sphinx"
+LLMS, LLMS_FULL, FEED, DOCUSAURUS = "llms", "llms_full", "feed", "docusaurus"
 #: Largest index body the gateway filters; a bigger one is refused rather than passed on.
 INDEX_LIMIT = 32 * 1024 * 1024
 
@@ -74,14 +87,45 @@ class IndexFile:
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
+DEFAULT_NAMES = IndexNames()
 
 
-def match_index(path: str) -> IndexFile | None:
+#: The listings named by setting, in the order they are tried, and their types.
+_NAMED = ((LLMS, "llms", "text/plain; charset=utf-8"),
+          (LLMS_FULL, "llms_full", "text/plain; charset=utf-8"),
+          (FEED, "feeds", "application/xml"),
+          (DOCUSAURUS, "docusaurus", "application/json"))
+
+
+def _name_regex(globs: Sequence[str]) -> str:
+    """One alternation of file-name globs (``*`` any run of characters, ``?`` one)."""
+    return "|".join("".join(".*" if char == "*" else "." if char == "?" else re.escape(char)
+                            for char in glob.lower()) for glob in globs) or "(?!)"
+
+
+@functools.lru_cache(maxsize=16)
+def _named(names: IndexNames) -> tuple[re.Pattern[str], tuple[tuple[str, str,
+                                                                    re.Pattern[str]], ...]]:
+    """A quick test of a last path segment (a packing suffix allowed), and per kind of
+    listing the test of the unpacked name."""
+    kinds = tuple((kind, content_type, re.compile(_name_regex(getattr(names, setting)),
+                                                  re.DOTALL))
+                  for kind, setting, content_type in _NAMED)
+    every = "|".join(f"(?:{pattern.pattern})" for _, _, pattern in kinds)
+    packings = "|".join(re.escape(packing) for packing in sorted(PACKINGS))
+    quick = re.compile(rf"(?:{every})(?:\.(?:{packings}))?", re.DOTALL)
+    return quick, kinds
+
+
+def match_index(path: str, names: IndexNames = DEFAULT_NAMES) -> IndexFile | None:
     """The index a decoded path (relative to the docs base path) names, or None; names
-    are compared without case (a case-blind file system serves every spelling)."""
+    are compared without case (a case-blind file system serves every spelling). Sitemaps
+    and the MkDocs and Sphinx indexes go by their own names, the other listings by
+    ``names`` (``access.index_names``)."""
     last = path[path.rfind("/") + 1:].lower()
-    if "sitemap" not in last and "index" not in last:
-        return None  # most paths: neither a sitemap nor a search index
+    quick, named = _named(names)
+    if "sitemap" not in last and "index" not in last and quick.fullmatch(last) is None:
+        return None  # most paths: no listing
     unpacked, packing = packing_of(path)
     folder, _, name = unpacked.rpartition("/")
     folder += "/"
@@ -93,7 +137,12 @@ def match_index(path: str) -> IndexFile | None:
     elif name == "searchindex.js":
         found = IndexFile(SPHINX, folder, "text/javascript; charset=utf-8")
     else:
-        return None
+        for kind, content_type, pattern in named:
+            if pattern.fullmatch(name):
+                found = IndexFile(kind, folder, content_type)
+                break
+        else:
+            return None
     if not packing:
         return found
     packed_type = "application/gzip" if packing == "gz" else "application/octet-stream"
@@ -261,19 +310,47 @@ class _Judge:
             if not any(v is True for v in row) or any(v is False for v in row):
                 out.append(HIDDEN)
                 continue
-            clean = any((found := learned.get(path)) is not None and found.fragments is False
-                        for path in candidates if path is not None)
+            # Clean: known without gated parts under every spelling that is known (a
+            # page's Markdown copy holds none, yet its words are the page's).
+            known = [found for path in candidates if path is not None
+                     and (found := learned.get(path)) is not None]
+            clean = bool(known) and all(found.fragments is False for found in known)
             out.append(BARE if scrub and not clean else SHOWN)
         return out
 
 
-async def filter_index(index: IndexFile, body: bytes, user: User | None, policy: Policy,
-                       page_index: PageIndex, fetch_meta: FetchMeta) -> bytes:
-    """The index ``body`` with only the pages ``user`` may open; a gzipped one (a ``.gz``
-    copy, or a file that is gzip inside) comes back gzipped.
+def text_fetcher(origin: Origin) -> FetchText:
+    """How the listings read other files of the site (the llms.txt and page copies an
+    llms-full.txt is made of): an anonymous GET, unpacked; None unless it answers 200."""
 
-    Raises UpstreamError for a copy packed in a way the gateway cannot undo, or one that
-    does not unpack: refused, never passed on unfiltered.
+    async def fetch(path: str) -> bytes | None:
+        answer = await origin.fetch(path)
+        if answer is None:
+            return None
+        try:
+            if answer.status != 200:
+                return None
+            body = await answer.read_all(INDEX_LIMIT)
+            encodings = ",".join(answer.headers.getall("Content-Encoding", ()))
+            return decode_body(body, encodings, limit=INDEX_LIMIT) if encodings else body
+        except (BrokenAnswer, OSError, ValueError):
+            return None
+        finally:
+            answer.release()
+
+    return fetch
+
+
+async def filter_index(index: IndexFile, body: bytes, user: User | None, policy: Policy,
+                       page_index: PageIndex, fetch_meta: FetchMeta,
+                       fetch_text: FetchText | None = None) -> bytes:
+    """The index ``body`` with only the pages ``user`` may open; a gzipped one (a ``.gz``
+    copy, or a file that is gzip inside) comes back gzipped. ``fetch_text`` reads other
+    files of the site, for a listing made of them (without it, such a listing is refused).
+
+    Raises UpstreamError for a copy packed in a way the gateway cannot undo, one that
+    does not unpack, or a listing (other than a sitemap or the MkDocs and Sphinx indexes)
+    that cannot be read: refused, never passed on unfiltered.
     """
     if index.packing not in ("", "gz"):
         raise UpstreamError(f"a .{index.packing} copy of an index cannot be filtered here")
@@ -283,7 +360,7 @@ async def filter_index(index: IndexFile, body: bytes, user: User | None, policy:
             raise UpstreamError("the docs server sent a gzipped index that does not unpack")
         plain = replace(index, packing="")
         return gzip.compress(await filter_index(plain, inner, user, policy, page_index,
-                                                fetch_meta), mtime=0)
+                                                fetch_meta, fetch_text), mtime=0)
     reader = None if user is None else tuple(sorted(set(user.groups)))
     cache_key = (index.kind, index.base, hashlib.blake2b(body, digest_size=16).digest(),
                  user is None, reader)
@@ -297,6 +374,14 @@ async def filter_index(index: IndexFile, body: bytes, user: User | None, policy:
         out = await filter_mkdocs(body, judge, index.base)
     elif index.kind == SPHINX:
         out = await filter_sphinx(body, judge, index.base)
+    elif index.kind == LLMS:
+        out = await filter_llms(body, judge, index.base, page_index.base_path)
+    elif index.kind == LLMS_FULL:
+        out = await filter_llms_full(body, judge, index.base, page_index.base_path, fetch_text)
+    elif index.kind == FEED:
+        out = await filter_feed(body, judge, index.base, page_index.base_path)
+    elif index.kind == DOCUSAURUS:
+        out = await filter_docusaurus(body, judge, index.base, page_index.base_path)
     else:
         raise ValueError(f"unknown index kind {index.kind!r}")
     page_index.filtered.put(cache_key, out)
