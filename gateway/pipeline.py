@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from gateway.html.encoding import decode_body, is_html
 from gateway.html.head import PageMeta
 from gateway.html.navigation import Cuts, removals
 from gateway.html.page import (
+    Rendered,
     Scanned,
     content_encodings,
     content_type,
@@ -25,7 +27,15 @@ from gateway.html.page import (
     unidentified,
     whole_request,
 )
-from gateway.indexes.filter import INDEX_LIMIT, FetchMeta, IndexFile, Learned, filter_index
+from gateway.indexes.filter import (
+    INDEX_LIMIT,
+    FetchMeta,
+    IndexFile,
+    Learned,
+    filter_index,
+    text_fetcher,
+)
+from gateway.indexes.formats import link_paths
 from gateway.paths import normalize_path, packed_page
 from gateway.policy import Decision, Outcome
 from gateway.proxy.origin import Answer, BrokenAnswer, Origin, stream_body
@@ -167,9 +177,14 @@ def mark_private(headers: CIMultiDict[str]) -> None:
     names = [name for name in headers if is_cdn_control(name)]
     for name in names:
         headers.popall(name, None)
+    add_vary(headers, "Cookie")
+
+
+def add_vary(headers: CIMultiDict[str], name: str) -> None:
+    """Name a request header the response varies on (unless it varies on everything)."""
     vary = headers.get("Vary", "")
-    if "cookie" not in vary.lower() and vary.strip() != "*":
-        headers["Vary"] = f"{vary}, Cookie" if vary else "Cookie"
+    if name.lower() not in vary.lower() and vary.strip() != "*":
+        headers["Vary"] = f"{vary}, {name}" if vary else name
 
 
 def require_allowed(scope: Scope) -> None:
@@ -205,6 +220,8 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     if gw.pages.guards(decision) and packed_page(rel):
         # A page's precompressed copy (page.html.gz): served, it would be the page unread.
         raise Denied()
+    if gw.pages.guards(decision) and rel[-3:].lower() == ".md":
+        await judge_markdown_copy(gw, rel, visitor.user)
     if not decision.meta_applies or request.method not in ("GET", "HEAD"):
         # Page metadata is read from a GET's page; any other method is judged on config.
         enforce(decision, scope)
@@ -346,6 +363,27 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     return removals(links, closed, targets)
 
 
+async def judge_markdown_copy(gw: Gateway, rel: str, user: User | None) -> None:
+    """A page's Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes one
+    beside each page) holds the page's text, gated parts included, and cannot be read
+    like a page: it opens only to a reader the page opens to, and not at all when the
+    page has gated parts. A Markdown file no page was made from is decided as any file."""
+    spellings = [path for path in link_paths(rel, "/", "") or () if path and path != rel]
+    if not spellings:
+        return
+    assert gw.pages.index is not None
+    learned = await gw.pages.index.lookup(spellings, page_learner(gw))
+    for path in spellings:
+        found = learned.get(path)
+        if found is None:
+            continue  # no page at this spelling
+        decision = gw.policy.decide(path, user)
+        if decision.meta_applies and decision.outcome is Outcome.ALLOW:
+            decision = gw.policy.decide_meta(decision, found.meta, user)
+        if decision.outcome is not Outcome.ALLOW or (found.fragments and gw.pages.fragments):
+            raise Denied()
+
+
 def page_learner(gw: Gateway) -> FetchMeta:
     """How pages are learned from this gateway's origin (for index filters and judging)."""
     return meta_fetcher(gw.origin)
@@ -409,15 +447,64 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         scanned = gw.pages.scan(page, known, (declared, retyped))
         decision = gw.pages.judge(scanned, decision, visitor.user, scope)
         cuts = await navigation_cuts(gw, ex, scanned) if gw.pages.navigation else None
-        decision, page = gw.pages.render(scanned, decision, visitor.user, cuts)
+        decision, result = gw.pages.deliver(scanned, decision, visitor.user, cuts)
         # The rewritten page is this reader's: no validators that would let a later
-        # conditional request revalidate it against the upstream's copy.
+        # conditional request revalidate it against the upstream's copy; its own
+        # validator is a digest of the bytes this reader gets.
         for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
             headers.popall(name, None)
         headers["Content-Type"] = retyped
-        response = web.Response(status=status, body=page, headers=headers)
+        response = page_response(gw, request, status, headers, result)
     finish_headers(gw, decision, visitor, response)
     return response
+
+
+def page_response(gw: Gateway, request: web.Request, status: int, headers: CIMultiDict[str],
+                  result: Rendered) -> web.Response:
+    """A page read and rendered here: with its validator (a 304 when the reader's copy is
+    this one), gzip-compressed for a reader that accepts it."""
+    if status == 200:
+        headers["ETag"] = result.etag
+        asked = request.headers.get("If-None-Match")
+        if asked is not None and etag_listed(asked, result.etag):
+            headers.popall("Content-Type", None)
+            return web.Response(status=304, headers=headers)
+    add_vary(headers, "Accept-Encoding")
+    if len(result.body) >= GZIP_FROM and accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(status=status, body=gw.pages.gzip(result), headers=headers)
+    return web.Response(status=status, body=result.body, headers=headers)
+
+
+# Smaller bodies gain nothing from compression.
+GZIP_FROM = 1024
+
+
+def etag_listed(value: str, etag: str) -> bool:
+    """Whether an If-None-Match list names ``etag`` (weak comparison)."""
+    return any(tag.strip() in (etag, "W/" + etag, "*") for tag in value.split(","))
+
+
+@lru_cache(maxsize=256)
+def accepts_gzip(value: str) -> bool:
+    """Whether an Accept-Encoding admits gzip (by name, or by ``*``, with a q above 0)."""
+    named = star = None
+    for part in value.split(","):
+        coding, _, params = part.strip().partition(";")
+        coding = coding.strip().lower()
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, number = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(number)
+                except ValueError:
+                    quality = 0.0
+        if coding in ("gzip", "x-gzip"):
+            named = quality > 0
+        elif coding == "*":
+            star = quality > 0
+    return named if named is not None else bool(star)
 
 
 async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Answer, headers: CIMultiDict[str],
@@ -492,10 +579,15 @@ async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
     if raw is None:
         raise UpstreamError("the docs server sent an index the gateway cannot read")
     filtered = await filter_index(index_file, raw, visitor.user, gw.policy, gw.pages.index,
-                                  page_learner(gw))
+                                  page_learner(gw), text_fetcher(gw.origin))
     for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
         headers.popall(name, None)
+    add_vary(headers, "Accept-Encoding")
     response = web.Response(status=upstream.status, body=filtered, headers=headers)
+    if not index_file.packing and len(filtered) >= GZIP_FROM \
+            and accepts_gzip(ex.request.headers.get("Accept-Encoding", "")):
+        # Compressed on the way out (off the event loop when large), as it came in.
+        response.enable_compression(web.ContentCoding.gzip)
     finish_headers(gw, decision, visitor, response)
     mark_private(response.headers)  # the list depends on the reader, anonymous ones too
     return response

@@ -128,3 +128,26 @@ async def test_navigation_filtering_can_be_turned_off(site: Path, aiohttp_client
     client = await aiohttp_client(await build_app(config))
     reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
     assert "Operator handbook" in await (await client.get("/", cookies=reader)).text()
+
+
+async def test_a_pages_markdown_copy_opens_only_where_the_page_does(
+        site: Path, aiohttp_client: Any) -> None:
+    (site / "handbook" / "index.md").write_text("# Operator handbook\n\nKEYS-ARE-ROTATED\n")
+    (site / "guide" / "index.md").write_text("# Guide\n\nUse it\n")
+    (site / "gated").mkdir()
+    (site / "gated" / "index.html").write_text(
+        PAGE.format(title="Gated", meta="", text='<b data-gateway-groups="ops">x</b>'))
+    (site / "gated" / "index.md").write_text("# Gated\n\n<b data-gateway-groups='ops'>x</b>\n")
+    (site / "notes.md").write_text("# Notes\n")
+    config = make_config(None, upstream={"root": str(site)})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+    closed = await client.get("/handbook/index.md", cookies=reader)
+    assert closed.status == 404 and "KEYS" not in await closed.text()
+    assert (await client.get("/handbook/index.md", cookies=ops)).status == 200
+    assert (await client.get("/guide/index.md", cookies=reader)).status == 200
+    # Markdown cannot be gated: the copy of a page with gated parts opens to nobody.
+    assert (await client.get("/gated/index.md", cookies=ops)).status == 404
+    # A Markdown file no page was made from is decided as any file is.
+    assert (await client.get("/notes.md", cookies=reader)).status == 200

@@ -283,6 +283,7 @@ def _access(s: Section) -> AccessConfig:
         page_meta=s.boolean("page_meta", True), fragments=s.boolean("fragments", True),
         indexes=s.boolean("indexes", True), navigation=s.boolean("navigation", True),
         index_names=_index_names(s.section("index_names")),
+        page_cache_mb=s.integer("page_cache_mb", 32, minimum=0),
     )
     s.finish()
     return config

@@ -245,6 +245,7 @@ class AccessConfig:
     indexes: bool = True
     index_names: IndexNames = field(default_factory=IndexNames)
     navigation: bool = True
+    page_cache_mb: int = 32
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,12 @@ def _cased_marker(page: bytes) -> bool:
     return MARKER in page.lower()
 
 
+def has_fields(page: bytes) -> bool:
+    """Whether a page may hold fields filled from the reader's user object (attribute
+    names are never character references, so looking for the name is exact)."""
+    return FIELD in page or (has_markers(page) and FIELD in page.lower())
+
+
 def rewrite(page: bytes, user: User | None, cut: frozenset[int] = frozenset(),
             unwrap: frozenset[int] = frozenset()) -> bytes:
     """The page as ``user`` (None: anonymous) may receive it; unchanged pages are returned as is.

@@ -7,7 +7,11 @@ index lists a page not seen yet.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -17,7 +21,7 @@ from multidict import CIMultiDict, istr
 from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError
 from gateway.html.encoding import Undecodable, as_utf8, decode_body, is_html
-from gateway.html.gating import has_markers, rewrite
+from gateway.html.gating import has_fields, has_markers, rewrite
 from gateway.html.head import (
     PageMeta,
     inject_script,
@@ -74,6 +78,82 @@ class Scanned:
     links: list[Link] | None = None
     base: str = ""
     targets: dict[str, str | None] | None = None
+    #: Whether this copy is remembered (its renderings may be kept), and which copy it is.
+    kept: bool = False
+    version: int = 0
+
+
+@dataclass(slots=True)
+class Rendered:
+    """A page as one audience receives it, kept per page version: its bytes, a validator
+    derived from them, and (made on first demand) its gzip form."""
+
+    body: bytes
+    etag: str
+    gzipped: bytes | None = None
+
+    def gzip(self) -> bytes:
+        """The body, gzip-compressed (once)."""
+        if self.gzipped is None:
+            self.gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self.gzipped
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + (len(self.gzipped) if self.gzipped is not None else 0)
+
+
+def rendered(body: bytes) -> Rendered:
+    """A rendering with its validator: a digest of the very bytes sent."""
+    return Rendered(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
+
+#: What a rendering depends on besides the page: the reader's kind and groups, their
+#: subject for a page with fields, and the links taken out.
+RenderKey = tuple[int, bool, tuple[str, ...], str | None, frozenset[str] | None]
+
+
+class RenderCache:
+    """Renderings by page version and audience, within a byte budget (least recently
+    used dropped first): the first reader of an audience pays the rewrite, the rest get
+    the kept bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._entries: OrderedDict[RenderKey, Rendered] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: RenderKey) -> Rendered | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: RenderKey, value: Rendered) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= old.size
+        if value.size * 4 > self.budget:
+            return  # one page may not crowd out the rest
+        self._entries[key] = value
+        self.size += value.size
+        self.trim()
+
+    def grew(self, value: Rendered, before: int) -> None:
+        """Account for a kept rendering that grew (its gzip form was made)."""
+        self.size += value.size - before
+        self.trim()
+
+    def trim(self) -> None:
+        while self._entries and self.size > self.budget:
+            _key, dropped = self._entries.popitem(last=False)
+            self.size -= dropped.size
+
+
+_VERSIONS = itertools.count(1)
 
 
 class PageMemo:
@@ -103,6 +183,8 @@ class PageMemo:
             self.size -= len(old.page)
         if len(scanned.page) > MEMO_PAGE_LIMIT:
             return
+        scanned.kept = True
+        scanned.version = next(_VERSIONS)
         while self._entries and self.size + len(scanned.page) > self.budget:
             oldest = next(iter(self._entries))
             self.size -= len(self._entries.pop(oldest).page)
@@ -148,7 +230,9 @@ class Pages:
         self.index = PageIndex(fragments=self.fragments, base_path=self.base_path) \
             if config.access.indexes or self.navigation else None
         self.indexes = config.access.indexes
+        self.index_names = config.access.index_names
         self.memo = PageMemo()
+        self.renders = RenderCache(config.access.page_cache_mb * 1024 * 1024)
         self.clock = clock
 
     def wants(self, decision: Decision) -> bool:
@@ -258,6 +342,37 @@ class Pages:
             page = insert_at(page, self.tag, scanned.script_at)
         return decision, page
 
+    def deliver(self, scanned: Scanned, decision: Decision, user: User | None,
+                cuts: Cuts | None = None) -> tuple[Decision, Rendered]:
+        """``render``, kept per page version and audience when the page is remembered: a
+        reader of an audience seen before gets the bytes rendered for it."""
+        changes = scanned.gated or cuts is not None
+        key: RenderKey | None = None
+        if scanned.kept:
+            groups: tuple[str, ...] = ()
+            sub = None
+            if user is not None and changes:
+                groups = tuple(sorted(user.groups))
+                if scanned.gated and has_fields(scanned.page):
+                    sub = user.sub  # fields are filled from this reader's own user object
+            key = (scanned.version, user is None and changes, groups, sub,
+                   cuts.closed if cuts is not None else None)
+            found = self.renders.get(key)
+            if found is not None:
+                return (replace(decision, public=False) if changes else decision), found
+        decision, page = self.render(scanned, decision, user, cuts)
+        result = rendered(page)
+        if key is not None:
+            self.renders.put(key, result)
+        return decision, result
+
+    def gzip(self, result: Rendered) -> bytes:
+        """A rendering's gzip form, made once and counted against the cache's budget."""
+        before = result.size
+        packed = result.gzip()
+        self.renders.grew(result, before)
+        return packed
+
     def links(self, scanned: Scanned) -> list[Link]:
         """The page's links, read once per page version."""
         if scanned.links is None:
@@ -287,7 +402,7 @@ class Pages:
         """
         if self.index is None or rel is None or not self.indexes:
             return None
-        return match_index(rel)
+        return match_index(rel, self.index_names)
 
 
 # Suffixes of files that are not pages. Every other path (a folder, .html, no suffix, an
