@@ -1,5 +1,5 @@
-"""The harness of the attack suite: a recording upstream, raw requests on a socket, and a
-gateway factory with an admin rule."""
+"""The harness of the attack suite: a recording upstream, raw requests on a socket, and the
+shared gateway in front of a recording upstream with an admin rule."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.app import build_app
 from gateway.denial import MISSING_NAME
-from tests.helpers import Client, echo_app, make_config, make_user, session_cookies
+from tests.helpers import Client as Client  # for the attack suites
+from tests.helpers import GatewayFactory, echo_app, make_user, session_cookies
+from tests.helpers import app_of as app_of  # for the attack suites
 
 ADMIN_RULES = {"public": ["/public/**", "/assets/**"],
                "rules": [{"path": "/admin/**", "groups": ["admin"]}]}
@@ -130,15 +131,15 @@ Start = Callable[..., Awaitable[tuple[Client, Recorder]]]
 
 
 @pytest.fixture
-def start(aiohttp_server: Any, aiohttp_client: Any) -> Start:
-    """A gateway (sections as make_config takes them) in front of a recording upstream."""
+def start(aiohttp_server: Any, gateway: GatewayFactory) -> Start:
+    """The shared gateway (sections as make_config takes them, ``ADMIN_RULES`` unless
+    ``access`` is given) in front of a recording upstream of its own per call; gives the
+    client and that upstream."""
 
     async def starter(**sections: Any) -> tuple[Client, Recorder]:
         upstream = await recording_upstream(aiohttp_server)
         sections.setdefault("access", ADMIN_RULES)
-        client: Client = await aiohttp_client(await build_app(make_config(upstream.url,
-                                                                          **sections)))
-        return client, upstream
+        return await gateway(upstream_url=upstream.url, **sections), upstream
 
     return starter
 
@@ -147,12 +148,6 @@ async def reader_cookie(client: Client, *groups: str) -> str:
     """The Cookie header of a logged-in reader (groups default: just "reader")."""
     user = make_user("reader", groups=groups or ("reader",))
     return cookie_header(await session_cookies(app_of(client), user))
-
-
-def app_of(client: Client) -> web.Application:
-    """The gateway application a test client talks to."""
-    assert client.app is not None
-    return client.app
 
 
 def port_of(client: Client) -> int:

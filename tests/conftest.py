@@ -172,7 +172,8 @@ async def aiohttp_server(aiohttp_server: Any) -> AsyncIterator[Any]:
 # ---------------------------------------------------------------------------
 # The echo upstream and a gateway in front of it. A module whose gateway needs more than
 # sections (another upstream, defaults, a wrapper around the client) overrides
-# ``upstream_url`` or ``gateway`` with a fixture that calls these, rather than copying them.
+# ``upstream_url`` or ``gateway`` with a fixture that calls these, rather than copying them;
+# a test or fixture that starts its own upstream per gateway passes ``upstream_url=``.
 
 
 @pytest.fixture
@@ -193,11 +194,18 @@ def gateway(aiohttp_client: Any, upstream_url: str) -> GatewayFactory:
     """A factory: ``await gateway(**sections)`` is a test client for
     ``build_app(make_config(upstream_url, **sections))``, served as ``docs-gateway run``
     serves it. A section given as a dict is merged into make_config's own (so
-    ``upstream={"timeout": "1s"}`` keeps the URL, ``upstream={"url": ...}`` replaces it)."""
+    ``upstream={"timeout": "1s"}`` keeps the URL, ``upstream={"url": ...}`` replaces it).
 
-    async def start(**sections: Any) -> Client:
-        client: Client = await aiohttp_client(await build_app(make_config(upstream_url,
-                                                                          **sections)))
+    Two keywords are not sections: ``upstream_url=`` puts this one gateway in front of
+    another upstream (one a test starts itself, nginx; None for a built folder given as
+    ``upstream={"root": ...}``), and ``base=`` is the folder relative paths in the config
+    are read from."""
+    default_url = upstream_url
+
+    async def start(*, upstream_url: str | None = default_url, base: Path | None = None,
+                    **sections: Any) -> Client:
+        config = make_config(upstream_url, base=base, **sections)
+        client: Client = await aiohttp_client(await build_app(config))
         return client
 
     return start

@@ -76,6 +76,12 @@ def runner_for(app: web.Application, **kwargs: Any) -> web.BaseRunner:
     return web.AppRunner(app, **kwargs)
 
 
+def app_of(client: Client) -> web.Application:
+    """The gateway application a test client talks to."""
+    assert client.app is not None
+    return client.app
+
+
 def make_user(sub: str = "u1", groups: tuple[str, ...] = (), **content: Any) -> User:
     """A user object valid for an hour."""
     return User(sub=sub, expires_at=time.time() + 3600, groups=groups,

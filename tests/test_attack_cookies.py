@@ -16,13 +16,11 @@ from typing import Any
 import jwt
 import pytest
 
-from gateway.app import build_app
 from gateway.services import GATEWAY
 from gateway.sessions.base import CookieJar, Session
 from gateway.user import User
 from tests.attack import (
     Client,
-    Recorder,
     Reply,
     Start,
     app_of,
@@ -30,10 +28,9 @@ from tests.attack import (
     exchange,
     port_of,
     raw_request,
-    recording_upstream,
 )
 from tests.attack import start as start  # the shared fixture
-from tests.helpers import HS_SECRET, make_config, make_user, session_cookies
+from tests.helpers import HS_SECRET, GatewayFactory, make_user, session_cookies
 
 
 def login_token(sub: str, groups: tuple[str, ...] = ()) -> str:
@@ -123,10 +120,9 @@ async def test_a_value_sealed_for_another_cookie_name_is_anonymous(start: Start)
 
 
 async def test_a_session_from_another_deployment_is_anonymous(start: Start,
-                                                              aiohttp_client: Any) -> None:
+                                                              gateway: GatewayFactory) -> None:
     client, upstream = await start()
-    other = await aiohttp_client(await build_app(make_config(
-        upstream.url, session={"secrets": ["o" * 40]})))
+    other = await gateway(upstream_url=upstream.url, session={"secrets": ["o" * 40]})
     foreign = (await session_cookies(app_of(other), make_user("ada")))["docs_session"]
     assert await who(client, f"docs_session={foreign}") == (401, None)
 
@@ -181,11 +177,9 @@ async def test_a_cookie_set_before_login_is_never_kept(start: Start, planted: st
 
 
 async def test_with_redis_a_planted_session_ends_when_the_victim_logs_in(
-        aiohttp_server: Any, aiohttp_client: Any, redis_server: Any) -> None:
-    upstream: Recorder = await recording_upstream(aiohttp_server)
-    client = await aiohttp_client(await build_app(make_config(
-        upstream.url, session={"secrets": ["s" * 40], "store": "redis",
-                               "redis_url": redis_server.url})))
+        gateway: GatewayFactory, redis_server: Any) -> None:
+    client = await gateway(session={"secrets": ["s" * 40], "store": "redis",
+                                    "redis_url": redis_server.url})
     attacker = (await jwt_login(client, "attacker"))
     planted = set_cookies(attacker)["docs_session"]
     victim = await jwt_login(client, "victim", cookie=f"docs_session={planted}")

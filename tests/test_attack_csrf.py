@@ -40,7 +40,6 @@ from gateway.handshakes.jwt import LoginStates
 from gateway.sessions.base import CookieJar
 from tests.attack import (
     Client,
-    Recorder,
     Reply,
     Start,
     app_of,
@@ -48,10 +47,17 @@ from tests.attack import (
     exchange,
     port_of,
     raw_request,
-    recording_upstream,
 )
 from tests.attack import start as start  # the shared fixture
-from tests.helpers import HS_SECRET, SECRET, make_config, make_user, runner_for, session_cookies
+from tests.helpers import (
+    HS_SECRET,
+    SECRET,
+    GatewayFactory,
+    make_config,
+    make_user,
+    runner_for,
+    session_cookies,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "http://docs.test"
@@ -143,11 +149,9 @@ async def test_a_logout_post_from_this_site_ends_the_session(
 
 
 async def test_with_redis_a_cross_site_logout_leaves_the_session_alive(
-        aiohttp_server: Any, aiohttp_client: Any, redis_server: Any) -> None:
-    upstream: Recorder = await recording_upstream(aiohttp_server)
-    client: Client = await aiohttp_client(await build_app(make_config(
-        upstream.url, server=compat(),
-        session={"secrets": [SECRET], "store": "redis", "redis_url": redis_server.url})))
+        gateway: GatewayFactory, redis_server: Any) -> None:
+    client = await gateway(server=compat(), session={
+        "secrets": [SECRET], "store": "redis", "redis_url": redis_server.url})
     cookie = cookie_header(await session_cookies(app_of(client), make_user("ada")))
     for path in LOGOUTS:
         for headers in CROSS_SITE.values():
@@ -343,7 +347,7 @@ async def test_without_bind_state_a_token_from_elsewhere_still_logs_in(serve: Se
 
 # -- bind_state over plain HTTP ------------------------------------------------------------
 
-BOUND = {"handshake": {"method": "jwt", "jwt": {
+BOUND: dict[str, Any] = {"handshake": {"method": "jwt", "jwt": {
     "secret": HS_SECRET, "algorithms": ["HS256"], "require_host": False, "bind_state": True,
     "accept_query_token": True,
     "login_urls": [{"name": "Dashboard", "url": "https://dash.example.com/docs-login?x=1"}]}}}

@@ -16,10 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import BaseTestServer, TestServer
 
-from gateway.app import build_app
-from tests.helpers import build_mkdocs, make_config, make_user, session_cookies
+from tests.helpers import (
+    Client,
+    GatewayFactory,
+    app_of,
+    build_mkdocs,
+    make_user,
+    session_cookies,
+)
 from tests.nginx import nginx_serving
 
 MKDOCS_YML = """\
@@ -49,10 +55,11 @@ PAGES = {
 }
 # A folder with its own 404 page, as a translated or versioned part of a site has.
 FRENCH_404 = "<!doctype html><title>Introuvable</title><h1>Page introuvable</h1>"
-ACCESS = {"public": ["/css/**", "/js/**", "/img/**", "/webfonts/**", "/404.html"],
-          "rules": [{"path": "/admin/**", "groups": ["admin"]},
-                    {"path": "/fr/secret/**", "groups": ["admin"]}],
-          "denied": "not_found"}
+ACCESS: dict[str, Any] = {
+    "public": ["/css/**", "/js/**", "/img/**", "/webfonts/**", "/404.html"],
+    "rules": [{"path": "/admin/**", "groups": ["admin"]},
+              {"path": "/fr/secret/**", "groups": ["admin"]}],
+    "denied": "not_found"}
 
 # (denied address, an address of the same kind that does not exist)
 PAIRS = [
@@ -96,7 +103,7 @@ def nginx_site(site: Path) -> str:
 class Reader:
     """One HTTP client (nothing decompressed or normalized) against one gateway."""
 
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession,
+    def __init__(self, server: BaseTestServer, http: aiohttp.ClientSession,
                  cookie: str) -> None:
         self.server = server
         self.http = http
@@ -117,31 +124,29 @@ Start = Callable[..., Awaitable[Reader]]
 
 @pytest.fixture(params=["nginx", "root"])
 async def start(request: pytest.FixtureRequest, site: Path, tmp_path: Path,
-                aiohttp_server: Any) -> AsyncIterator[Start]:
-    """A gateway over the site, behind nginx or straight from the folder; ``start(user)``
-    gives a reader's client (None: anonymous)."""
+                gateway: GatewayFactory) -> AsyncIterator[Start]:
+    """The shared gateway over the site, behind nginx or straight from the folder;
+    ``start(user)`` gives a reader's client (None: anonymous)."""
     async with aiohttp.ClientSession(auto_decompress=False,
                                      cookie_jar=aiohttp.DummyCookieJar()) as http:
         if request.param == "nginx":
             async with nginx_serving(tmp_path, nginx_site(site)) as origin:
-                config = make_config(origin, access=ACCESS)
-                yield await starter(config, http, aiohttp_server)
+                yield readers(await gateway(upstream_url=origin, access=ACCESS), http)
         else:
-            config = make_config(None, upstream={"url": None, "root": str(site)},
-                                 access=ACCESS)
-            yield await starter(config, http, aiohttp_server)
+            yield readers(await gateway(upstream_url=None, upstream={"root": str(site)},
+                                        access=ACCESS), http)
 
 
-async def starter(config: Any, http: aiohttp.ClientSession, aiohttp_server: Any) -> Start:
-    app = await build_app(config)
-    server: TestServer = await aiohttp_server(app)
+def readers(client: Client, http: aiohttp.ClientSession) -> Start:
+    """Readers of the gateway ``client`` talks to, each asking through ``http``."""
+    app = app_of(client)
 
     async def go(user: Any = None) -> Reader:
         cookie = ""
         if user is not None:
             cookies = await session_cookies(app, user)
             cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
-        return Reader(server, http, cookie)
+        return Reader(client.server, http, cookie)
 
     return go
 
@@ -245,12 +250,12 @@ async def test_readers_with_the_group_still_open_the_page(start: Start) -> None:
 
 @pytest.mark.parametrize(("denied", "status", "site_page"), [
     ("forbidden", 403, False), ("not_found", 404, True)])
-async def test_forbidden_mode_still_says_so(site: Path, aiohttp_server: Any, denied: str,
+async def test_forbidden_mode_still_says_so(site: Path, gateway: GatewayFactory, denied: str,
                                             status: int, site_page: bool) -> None:
-    config = make_config(None, upstream={"url": None, "root": str(site)},
-                         access={**ACCESS, "denied": denied})
+    client = await gateway(upstream_url=None, upstream={"root": str(site)},
+                           access={**ACCESS, "denied": denied})
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-        reader = await (await starter(config, http, aiohttp_server))(make_user("bob"))
+        reader = await readers(client, http)(make_user("bob"))
         answered, headers, body = await reader.ask("GET", "/admin/", {"Accept": "text/html"})
     assert answered == status
     assert (b"Lost in the docs" in body) is site_page
@@ -258,11 +263,11 @@ async def test_forbidden_mode_still_says_so(site: Path, aiohttp_server: Any, den
     assert b"ADMIN-ONLY" not in body
 
 
-async def test_when_the_docs_server_is_down_both_are_502(aiohttp_server: Any,
+async def test_when_the_docs_server_is_down_both_are_502(gateway: GatewayFactory,
                                                          unused_tcp_port: int) -> None:
-    config = make_config(f"http://127.0.0.1:{unused_tcp_port}", access=ACCESS)
+    client = await gateway(upstream_url=f"http://127.0.0.1:{unused_tcp_port}", access=ACCESS)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-        reader = await (await starter(config, http, aiohttp_server))(make_user("bob"))
+        reader = await readers(client, http)(make_user("bob"))
         refused = await reader.ask("GET", "/admin/keys/", {"Accept": "application/json"})
         absent = await reader.ask("GET", "/no/such/page/", {"Accept": "application/json"})
     assert refused == absent
@@ -289,14 +294,14 @@ def gated_404_upstream() -> web.Application:
 
 
 async def test_a_gated_404_page_gives_the_plain_page_never_an_error(
-        aiohttp_server: Any) -> None:
+        aiohttp_server: Any, gateway: GatewayFactory) -> None:
     upstream: TestServer = await aiohttp_server(gated_404_upstream())
     rules = [{"path": f"/{folder}/secret/**", "groups": ["admin"]}
              for folder in ("gated", "app", "broken")]
     access = {**ACCESS, "rules": [*ACCESS["rules"], *rules]}
-    config = make_config(str(upstream.make_url("")).rstrip("/"), access=access)
+    client = await gateway(upstream_url=str(upstream.make_url("")).rstrip("/"), access=access)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-        reader = await (await starter(config, http, aiohttp_server))(make_user("bob"))
+        reader = await readers(client, http)(make_user("bob"))
         refused = await reader.ask("GET", "/admin/keys/", {"Accept": "text/html"})
         absent = await reader.ask("GET", "/no/such/page/", {"Accept": "text/html"})
         assert refused == absent

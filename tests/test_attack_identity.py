@@ -8,6 +8,7 @@ Info API, and the Authlib authorization server of tests/authserver.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,21 +23,21 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from joserfc import jwt as jose_jwt
 
-from gateway.app import build_app
 from gateway.handshakes import oauth_flow as flow
 from gateway.keys import public_jwk
 from tests.attack import (
-    Client,
     Recorder,
     Reply,
+    Start,
     exchange,
     port_of,
     raw_request,
     reader_cookie,
     recording_upstream,
 )
+from tests.attack import start as start  # the shared fixture
 from tests.authserver import KID, SIGNING_KEY
-from tests.helpers import HS_SECRET, make_config, raw_http
+from tests.helpers import HS_SECRET, Client, GatewayFactory, make_config, raw_http
 from tests.test_attack_oauth import HostileIdP
 from tests.test_attack_oauth import idp as idp  # the hostile provider fixture
 from tests.test_oauth import Browser, make_stale, me
@@ -100,38 +101,30 @@ async def info_api(aiohttp_server: Any) -> InfoApi:
     return api
 
 
-Start = Callable[..., Awaitable[tuple[Client, Recorder]]]
+PUBLIC = {"public": ["/public/**"]}
 
 
 @pytest.fixture
-def shared(aiohttp_server: Any, aiohttp_client: Any, info_api: InfoApi) -> Start:
-    """A shared-session gateway in front of a recording upstream, asking ``info_api``."""
+def shared(start: Start, info_api: InfoApi) -> Start:
+    """The attack gateway with the shared-session handshake asking ``info_api`` (more
+    settings as ``shared_session=``), only /public/** public unless ``access`` is given."""
 
     async def starter(**sections: Any) -> tuple[Client, Recorder]:
-        upstream = await recording_upstream(aiohttp_server)
         settings = {"info_api_url": info_api.url, "cookies": ["session"],
                     "login_url": "https://dash.example.com/login", "timeout": "2s",
                     **sections.pop("shared_session", {})}
-        sections.setdefault("access", {"public": ["/public/**"]})
-        config = make_config(upstream.url, handshake={"method": "shared_session",
-                                                      "shared_session": settings}, **sections)
-        client: Client = await aiohttp_client(await build_app(config))
-        return client, upstream
+        sections.setdefault("access", PUBLIC)
+        return await start(handshake={"method": "shared_session", "shared_session": settings},
+                           **sections)
 
     return starter
 
 
 @pytest.fixture
-def jwt_gateway(aiohttp_server: Any, aiohttp_client: Any) -> Start:
-    """A gateway with the default JWT handshake in front of a recording upstream."""
-    async def starter(**sections: Any) -> tuple[Client, Recorder]:
-        upstream = await recording_upstream(aiohttp_server)
-        sections.setdefault("access", {"public": ["/public/**"]})
-        client: Client = await aiohttp_client(await build_app(make_config(upstream.url,
-                                                                          **sections)))
-        return client, upstream
-
-    return starter
+def jwt_gateway(start: Start) -> Start:
+    """The attack gateway with the default JWT handshake, only /public/** public unless
+    ``access`` is given."""
+    return functools.partial(start, access=PUBLIC)
 
 
 async def get(client: Client, path: str, cookie: str = "session=abc",
@@ -202,8 +195,10 @@ OAuthStart = Callable[..., Awaitable[tuple[Browser, Recorder]]]
 
 
 @pytest.fixture
-async def oauth(aiohttp_server: Any, aiohttp_client: Any,
+async def oauth(aiohttp_server: Any, gateway: GatewayFactory,
                 idp: HostileIdP) -> AsyncIterator[OAuthStart]:
+    """A browser on the shared gateway with the OAuth handshake at ``idp`` (more settings as
+    keywords), in front of a recording upstream of its own, and that upstream."""
     made: list[Browser] = []
 
     async def start(server: dict[str, Any] | None = None, session: dict[str, Any] | None = None,
@@ -214,10 +209,8 @@ async def oauth(aiohttp_server: Any, aiohttp_client: Any,
         if session is not None:
             sections["session"] = session
         if server is not None:
-            sections["server"] = {"listen": "127.0.0.1:0", "public_url": "http://docs.test",
-                                  **server}
-        browser = Browser(await aiohttp_client(await build_app(make_config(upstream.url,
-                                                                           **sections))))
+            sections["server"] = server
+        browser = Browser(await gateway(upstream_url=upstream.url, **sections))
         made.append(browser)
         return browser, upstream
 
@@ -260,10 +253,9 @@ async def test_a_user_object_built_from_two_sources_is_held_to_the_size_bound(
 
 
 @pytest.mark.parametrize("content", [nested(600), nested(40)])
-async def test_a_login_token_out_of_bounds_is_refused(aiohttp_server: Any, aiohttp_client: Any,
+async def test_a_login_token_out_of_bounds_is_refused(gateway: GatewayFactory,
                                                       content: Any) -> None:
-    upstream = await recording_upstream(aiohttp_server)
-    client: Client = await aiohttp_client(await build_app(make_config(upstream.url)))
+    client = await gateway()
     now = int(time.time())
     token = jwt.encode({"sub": "ada", "exp": now + 60, "iat": now, "content": content},
                        HS_SECRET, algorithm="HS256")
@@ -349,9 +341,9 @@ async def test_a_shared_session_assertion_carries_no_sid(shared: Start,
 
 
 async def test_each_gateway_session_has_its_own_sid(aiohttp_server: Any,
-                                                    aiohttp_client: Any) -> None:
+                                                    gateway: GatewayFactory) -> None:
     upstream = await recording_upstream(aiohttp_server)
-    client: Client = await aiohttp_client(await build_app(make_config(upstream.url)))
+    client = await gateway(upstream_url=upstream.url)
     cookies = []
     for index in range(2):
         now = int(time.time())
@@ -690,14 +682,11 @@ REDIRECTS = [(301, "elsewhere"), (302, "elsewhere"), (303, "elsewhere"), (307, "
 
 @pytest.mark.parametrize(("status", "where"), REDIRECTS)
 async def test_a_login_token_key_set_behind_a_redirect_is_not_used(
-        aiohttp_server: Any, aiohttp_client: Any, key_hosts: KeyHosts, status: int,
-        where: str) -> None:
-    upstream = await recording_upstream(aiohttp_server)
-    config = make_config(upstream.url, handshake={"method": "jwt", "jwt": {
+        gateway: GatewayFactory, key_hosts: KeyHosts, status: int, where: str) -> None:
+    client = await gateway(handshake={"method": "jwt", "jwt": {
         "login_urls": [{"name": "Dashboard", "url": "https://dash.example.com/login"}],
         "jwks_url": key_hosts.url(status, where), "algorithms": ["EdDSA"],
         "require_host": False}})
-    client: Client = await aiohttp_client(await build_app(config))
     now = int(time.time())
     token = jwt.encode({"sub": "mallory", "exp": now + 60, "iat": now, "groups": ["admin"]},
                        ATTACKER, algorithm="EdDSA", headers={"kid": "k1"})
@@ -778,11 +767,8 @@ def test_an_https_issuer_discovers_only_https_endpoints() -> None:
 
 @pytest.mark.parametrize("path", ["/_gateway/user", "/_gateway/jwks.json", "/_gateway/healthz",
                                   "/_gateway/no-such-route", "/admin/x"])
-async def test_the_gateways_json_is_never_sniffed(aiohttp_server: Any, aiohttp_client: Any,
-                                                  path: str) -> None:
-    upstream = await recording_upstream(aiohttp_server)
-    access = {"rules": [{"path": "/admin/**", "groups": ["admin"]}]}
-    client = await aiohttp_client(await build_app(make_config(upstream.url, access=access)))
+async def test_the_gateways_json_is_never_sniffed(gateway: GatewayFactory, path: str) -> None:
+    client = await gateway(access={"rules": [{"path": "/admin/**", "groups": ["admin"]}]})
     async with client.get(path, headers={"Accept": "application/json"},
                           allow_redirects=False) as response:
         assert response.headers["Content-Type"].startswith("application/json"), path

@@ -24,12 +24,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
 
-from gateway.app import build_app
 from gateway.errors import ConfigError
 from gateway.keys import private_pem, public_jwk, public_pem
 from tests.attack import (
     ADMIN_RULES,
-    Client,
     Recorder,
     Reply,
     exchange,
@@ -37,7 +35,7 @@ from tests.attack import (
     raw_request,
     recording_upstream,
 )
-from tests.helpers import make_config
+from tests.helpers import Client, GatewayFactory, make_config
 
 HOST = "docs.test"
 LOGIN = [{"name": "Dashboard", "url": "https://dash.example.com/docs-login"}]
@@ -89,7 +87,11 @@ Start = Callable[..., Awaitable[tuple[Client, Recorder]]]
 
 
 @pytest.fixture
-def start(aiohttp_server: Any, aiohttp_client: Any, keys: Keys) -> Start:
+def start(aiohttp_server: Any, gateway: GatewayFactory, keys: Keys) -> Start:
+    """The shared gateway with ``ADMIN_RULES`` and the JWT handshake on ``keys`` (EdDSA with
+    the Ed25519 key, the host required; keywords change the handshake's settings), in front
+    of a recording upstream of its own per call; gives the client and that upstream."""
+
     async def starter(session: dict[str, Any] | None = None, compat: bool = False,
                       identity: dict[str, Any] | None = None,
                       **settings: Any) -> tuple[Client, Recorder]:
@@ -103,10 +105,8 @@ def start(aiohttp_server: Any, aiohttp_client: Any, keys: Keys) -> Start:
         if session is not None:
             sections["session"] = session
         if compat:
-            sections["server"] = {"listen": "127.0.0.1:0", "public_url": f"http://{HOST}",
-                                  "compat": ["mintlify"]}
-        config = make_config(upstream.url, base=keys.folder, **sections)
-        client: Client = await aiohttp_client(await build_app(config))
+            sections["server"] = {"public_url": f"http://{HOST}", "compat": ["mintlify"]}
+        client = await gateway(upstream_url=upstream.url, base=keys.folder, **sections)
         return client, upstream
 
     return starter

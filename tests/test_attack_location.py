@@ -17,16 +17,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
-from gateway.app import build_app
-from tests.helpers import make_config, make_user, session_cookies
+from tests.helpers import Client, GatewayFactory, make_user, session_cookies
 from tests.nginx import free_port, nginx_serving
 
 PUBLIC = "http://docs.test"
 Answer = tuple[int, CIMultiDictProxy[str], bytes]
-Start = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+Start = Callable[..., Awaitable[Client]]
 
 
 def build_site(root: Path) -> Path:
@@ -84,23 +83,20 @@ async def nginx(tmp_path: Path) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def start(aiohttp_client: Any) -> Start:
-    """A gateway in front of an upstream URL, every page public unless sections say."""
+def start(gateway: GatewayFactory) -> Start:
+    """The shared gateway in front of the upstream URL given, at ``public_url``, every page
+    public unless sections say."""
 
-    async def go(upstream_url: str, public_url: str = PUBLIC,
-                 **sections: Any) -> TestClient[web.Request, web.Application]:
+    async def go(upstream_url: str, public_url: str = PUBLIC, **sections: Any) -> Client:
         sections.setdefault("access", {"public": ["/**"]})
-        config = make_config(upstream_url, server={"listen": "127.0.0.1:0",
-                                                   "public_url": public_url}, **sections)
-        client: TestClient[web.Request, web.Application] = \
-            await aiohttp_client(await build_app(config))
-        return client
+        return await gateway(upstream_url=upstream_url, server={"public_url": public_url},
+                             **sections)
 
     return go
 
 
-async def ask(client: TestClient[web.Request, web.Application], path: str,
-              method: str = "GET", headers: dict[str, str] | None = None) -> Answer:
+async def ask(client: Client, path: str, method: str = "GET",
+              headers: dict[str, str] | None = None) -> Answer:
     async with client.request(method, path, headers=headers or {},
                               allow_redirects=False) as response:
         return response.status, response.headers, await response.read()

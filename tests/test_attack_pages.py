@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from gateway.app import build_app
 from tests.attack import Client, app_of, cookie_header, exchange, port_of, raw_request
-from tests.helpers import make_config, make_user, session_cookies
+from tests.helpers import GatewayFactory, make_user, session_cookies
 from tests.nginx import nginx_serving
 
 ADMIN_PAGE = ('<!doctype html><html><head><title>Admin handbook</title>'
@@ -107,7 +106,7 @@ class Site:
 
 
 @pytest.fixture
-async def site(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Site]:
+async def site(tmp_path: Path, gateway: GatewayFactory) -> AsyncIterator[Site]:
     root = tmp_path / "site"
     for name, content in DOCS.items():
         target = root / name
@@ -121,10 +120,10 @@ async def site(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Site]:
     (root / "searchindex.js").write_bytes(SPHINX)
     (root / "searchindex.js.gz").write_bytes(gzip.compress(SPHINX))
     access = {"public": ["/", "/guide/**", "/u16frag/**", "/u16be/**", "/brotli/**",
-                         "/search/**", "/searchindex.js*", "/public/**"]}
-    access["rules"] = [{"path": "/team", "groups": ["admin"]}]
+                         "/search/**", "/searchindex.js*", "/public/**"],
+              "rules": [{"path": "/team", "groups": ["admin"]}]}
     async with nginx_serving(tmp_path, NGINX.format(root=root)) as origin:
-        client = await aiohttp_client(await build_app(make_config(origin, access=access)))
+        client = await gateway(upstream_url=origin, access=access)
         yield Site(client, origin)
 
 
@@ -165,7 +164,9 @@ async def test_an_assets_path_that_answers_with_a_page_is_read_whole(site: Site)
         for condition in ([("Range", "bytes=0-0,1-")], [("Range", "bytes=0-")], []):
             reply = await site.send("/guide/shot.png", method=method, headers=condition)
             assert reply.status == 200, (method, condition, reply.head)
-            assert reply.header("ETag") is None and b"GATED-SECRET" not in reply.body
+            # The upstream's validator is not the rewritten page's (its own is a digest
+            # of the bytes this reader got).
+            assert reply.header("ETag") != etag and b"GATED-SECRET" not in reply.body
         # nginx's 304 names no type, so it passes as an asset's would: it carries no body,
         # and only confirms a validator the client already held (a limit the README states).
         for condition in ([("If-None-Match", etag)], [("If-Modified-Since", modified)]):
@@ -364,7 +365,7 @@ async def test_a_readers_pages_are_never_reused_unasked(site: Site) -> None:
 
 
 @pytest.fixture
-async def folder(tmp_path: Path, aiohttp_client: Any) -> Site:
+async def folder(tmp_path: Path, gateway: GatewayFactory) -> Site:
     root = tmp_path / "built"
     pages: dict[str, bytes] = {
         "index.html": b"<html><body>home</body></html>",
@@ -380,9 +381,8 @@ async def folder(tmp_path: Path, aiohttp_client: Any) -> Site:
     for name, content in pages.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(content)
-    config = make_config(None, upstream={"root": str(root)},
-                         access={"public": ["/", "/guide/**"]})
-    return Site(await aiohttp_client(await build_app(config)), "")
+    return Site(await gateway(upstream_url=None, upstream={"root": str(root)},
+                              access={"public": ["/", "/guide/**"]}), "")
 
 
 @pytest.mark.parametrize("path", ["/admin/", "/admin/Shouting.HTML", "/admin/page.xhtml",

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from gateway.app import build_app
 from tests.attack import (
     Client,
     Start,
@@ -23,7 +22,7 @@ from tests.attack import (
     reader_cookie,
 )
 from tests.attack import start as start  # fixture
-from tests.helpers import make_config
+from tests.helpers import GatewayFactory
 
 # -- a reader never opens /admin, whatever the spelling --------------------------------
 
@@ -265,19 +264,19 @@ def site(tmp_path: Any) -> Any:
     return root
 
 
-async def static_gateway(aiohttp_client: Any, root: Any, rules: list[dict[str, Any]]) -> Client:
-    config = make_config(None, upstream={"root": str(root)},
+async def static_gateway(gateway: GatewayFactory, root: Any,
+                         rules: list[dict[str, Any]]) -> Client:
+    """The shared gateway serving the folder ``root``, nothing public, with ``rules``."""
+    return await gateway(upstream_url=None, upstream={"root": str(root)},
                          access={"public": [], "rules": rules})
-    client: Client = await aiohttp_client(await build_app(config))
-    return client
 
 
 @pytest.mark.parametrize("target", ["/admin", "/admin/", "/admin/index.html", "/admin/keys",
                                     "/admin/keys.html", "/%61dmin/keys", "/guide/../admin/",
                                     "/admin/./keys.html", "/admin//keys"])
 async def test_a_served_folder_never_gives_a_reader_an_admin_file(
-        aiohttp_client: Any, site: Any, target: str) -> None:
-    client = await static_gateway(aiohttp_client, site,
+        gateway: GatewayFactory, site: Any, target: str) -> None:
+    client = await static_gateway(gateway, site,
                                   [{"path": "/admin/**", "groups": ["admin"]}])
     cookie = await reader_cookie(client)
     reply = await exchange(port_of(client), raw_request(target, headers=[("Cookie", cookie)]))
@@ -289,9 +288,9 @@ async def test_a_served_folder_never_gives_a_reader_an_admin_file(
 @pytest.mark.parametrize("target", [
     "/team", "/team.html", "/staff", "/staff/", "/staff/index.html",
 ])
-async def test_a_rule_covers_every_path_that_serves_its_file(aiohttp_client: Any, site: Any,
+async def test_a_rule_covers_every_path_that_serves_its_file(gateway: GatewayFactory, site: Any,
                                                              target: str) -> None:
-    client = await static_gateway(aiohttp_client, site, [
+    client = await static_gateway(gateway, site, [
         {"path": "/team", "groups": ["staff"]}, {"path": "/staff", "groups": ["staff"]}])
     cookie = await reader_cookie(client)
     reply = await exchange(port_of(client), raw_request(target, headers=[("Cookie", cookie)]))

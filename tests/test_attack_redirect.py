@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urljoin, urlsplit
 import jwt
 import pytest
 
-from gateway.app import build_app
 from tests.attack import (
     Client,
     Reply,
@@ -27,11 +26,10 @@ from tests.attack import (
     exchange,
     port_of,
     raw_request,
-    recording_upstream,
 )
 from tests.attack import start as start  # the shared fixture
 from tests.authserver import TestIdP
-from tests.helpers import HS_SECRET, make_config, make_user, session_cookies
+from tests.helpers import HS_SECRET, GatewayFactory, make_user, session_cookies
 from tests.test_oauth import Browser
 from tests.test_oauth import idp as idp  # the real Authlib server fixture
 
@@ -212,12 +210,9 @@ async def test_the_login_redirect_of_a_protected_page_stays_relative(start: Star
 
 
 @pytest.mark.parametrize("value", PAYLOADS)
-async def test_oauth_saved_path(aiohttp_server: Any, aiohttp_client: Any, idp: TestIdP,
-                                value: str) -> None:
-    upstream = await recording_upstream(aiohttp_server)
-    config = make_config(upstream.url, handshake={"method": "oauth", "oauth": {
-        "issuer": idp.issuer, "client_id": "docs"}})
-    browser = Browser(await aiohttp_client(await build_app(config)))
+async def test_oauth_saved_path(gateway: GatewayFactory, idp: TestIdP, value: str) -> None:
+    browser = Browser(await gateway(handshake={"method": "oauth", "oauth": {
+        "issuer": idp.issuer, "client_id": "docs"}}))
     try:
         hop = await browser.get(await browser.authorize(await browser.start(value)))
     finally:

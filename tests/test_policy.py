@@ -3,10 +3,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.config.load import build_config
 from gateway.html.head import PageMeta
 from gateway.policy import Decision, Outcome, Policy
 from gateway.user import User
+from tests.helpers import make_config
 
 RULES = [
     {"path": "/admin/**", "groups": ["admin"]},
@@ -17,15 +17,8 @@ RULES = [
 
 
 def make_policy(mode: str = "authenticate", **access: Any) -> Policy:
-    data: dict[str, Any] = {
-        "upstream": {"url": "http://127.0.0.1:9"},
-        "session": {"secrets": ["s" * 40]},
-        "handshake": {"jwt": {"secret": "x" * 40, "algorithms": ["HS256"],
-                              "login_urls": [{"name": "d", "url": "https://dash.example.com/login"}]}},
-        "mode": mode,
-        "access": {"rules": RULES, **access},
-    }
-    return Policy(build_config(data, env={}))
+    """The policy of a valid config in ``mode`` with ``RULES`` and the ``access`` given."""
+    return Policy(make_config(mode=mode, access={"rules": RULES, **access}))
 
 
 def user(*groups: str) -> User:
