@@ -8,10 +8,18 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from gateway.app import build_app
-from tests.helpers import GatewayFactory, header_map, make_config, make_user, session_cookies
+from tests.helpers import (
+    Client,
+    GatewayFactory,
+    app_of,
+    header_map,
+    make_config,
+    make_user,
+    session_cookies,
+)
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 ACCESS = {"public": ["/pub/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]},
@@ -24,9 +32,9 @@ def gateway(gateway: GatewayFactory) -> GatewayFactory:
     return functools.partial(gateway, access=ACCESS)
 
 
-async def login(client: TestClient, *groups: str, sub: str = "ada") -> dict[str, str]:
-    return await session_cookies(client.server.app, make_user(sub, groups=groups,
-                                                              email=f"{sub}@example.com"))
+async def login(client: Client, *groups: str, sub: str = "ada") -> dict[str, str]:
+    return await session_cookies(app_of(client), make_user(sub, groups=groups,
+                                                           email=f"{sub}@example.com"))
 
 
 async def test_anonymous_browser_is_sent_to_login_with_its_path(gateway: GatewayFactory) -> None:

@@ -21,6 +21,7 @@ from gateway.services import GATEWAY
 from tests.helpers import (
     Client,
     GatewayFactory,
+    app_of,
     get,
     header_map,
     make_user,
@@ -295,7 +296,7 @@ async def test_request_id_is_sent_upstream_and_back(gateway: GatewayFactory) -> 
 
 async def test_private_response_marked_private(gateway: GatewayFactory) -> None:
     client = await gateway(access={"public": ["/pub/**"]})
-    cookies = await session_cookies(client.server.app, make_user())
+    cookies = await session_cookies(app_of(client), make_user())
     async with client.get("/secret/page", cookies=cookies) as response:
         assert response.status == 200
         assert "private" in response.headers["Cache-Control"]

@@ -616,7 +616,7 @@ async def test_a_broken_tracking_connection_drops_every_copy(
     await eventually(lambda: tracking(tracked, cookies))
     assert (await tracked.load(cookies)).session == session
     assert tracked._tracked is not None and len(tracked._tracked) == 1
-    await raw_redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    await raw_redis.client_kill_filter(_type="pubsub")
 
     async def dropped() -> bool:
         return tracked._tracked is not None and not tracked._tracked.live
