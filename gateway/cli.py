@@ -26,6 +26,23 @@ KEY_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 Handler = Callable[[argparse.Namespace], int]
 
 
+# Options whose values are opaque tokens that may begin with "-" (a base64url state).
+_TOKEN_OPTIONS = ("--state",)
+
+
+def _joined_values(argv: list[str]) -> list[str]:
+    """``--state -x`` as ``--state=-x``: argparse would read the value as an option."""
+    out: list[str] = []
+    pending = False
+    for word in argv:
+        if pending and word.startswith("-") and word != "--":
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+        pending = word in _TOKEN_OPTIONS
+    return out
+
+
 class CommandError(Exception):
     """A failure the user can act on: printed as one line, exit status 1."""
 
@@ -34,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
     handler: Handler | None = getattr(args, "handler", None)

@@ -226,6 +226,22 @@ def test_token_arguments_reach_the_token_command(monkeypatch: pytest.MonkeyPatch
     assert (seen[1].groups, seen[1].content, seen[1].ttl, seen[1].sub) == ([], {}, 10.0, None)
 
 
+def test_a_state_that_begins_with_a_dash_reaches_the_token_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[argparse.Namespace] = []
+
+    def main(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 0
+
+    fake_module(monkeypatch, "gateway.handshakes.jwt_token", main)
+    # A base64url state begins with "-" one time in 64.
+    assert cli.main(["token", "--key", "k.pem", "--state", "-Xy_z", "--sub", "u1"]) == 0
+    assert (seen[0].state, seen[0].sub) == ("-Xy_z", "u1")
+    assert cli.main(["token", "--key", "k.pem", "--state=--a"]) == 0
+    assert seen[1].state == "--a"
+
+
 def test_token_bad_ttl_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["token", "--key", "k.pem", "--ttl", "10"]) == 2
     assert "argument --ttl: '10' is not a duration" in capsys.readouterr().err
