@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from gateway import routes
 from gateway.boundary import error_boundary
-from gateway.config.model import Config
+from gateway.config.model import Audience, Config
 from gateway.denial import answer_as_missing
 from gateway.handshakes import create_handshake
 from gateway.handshakes.base import HandshakeDeps, Route
-from gateway.html.page import Pages
+from gateway.html.page import Pages, RenderCache
 from gateway.identity import AssertionSigner, IdentityHeaders
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
@@ -23,7 +24,7 @@ from gateway.policy import Policy
 from gateway.proxy.static import StaticSite
 from gateway.proxy.upstream import Upstream
 from gateway.scope import SCOPE, Scope, ScopeBuilder
-from gateway.services import GATEWAY, Gateway
+from gateway.services import GATEWAY, Gateway, Site
 from gateway.sessions import create_store
 from gateway.sessions.base import gateway_cookie_predicate
 from gateway.shared import create_keyspace
@@ -108,6 +109,31 @@ def upstream_cookie_filter(config: Config,
     return lambda name: name in dashboard or is_gateway_cookie(name)
 
 
+async def build_sites(config: Config, policy: Policy, is_identity_header: Callable[[str], bool],
+                      keeps_cookie: Callable[[str], bool]) -> tuple[Site, ...]:
+    """One site per build of the docs: ``upstream.url`` or ``upstream.root``, or one per
+    entry of ``upstream.audiences``. Renderings are kept in one budget for all."""
+    renders = RenderCache(config.access.page_cache_mb * 1024 * 1024)
+
+    async def site(name: str, url: str | None, root: Path | None,
+                   audience: Audience | None) -> Site:
+        origin: Upstream | StaticSite
+        if url is not None:
+            own = replace(config, upstream=replace(config.upstream, url=url, root=None,
+                                                   audiences=()))
+            origin = Upstream(own, is_identity_header, keeps_cookie)
+            await origin.start()
+        else:
+            assert root is not None
+            origin = StaticSite(root, config.server.base_path)
+        return Site(name, origin, Pages(config, policy, renders=renders), audience)
+
+    if not config.upstream.audiences:
+        return (await site("docs", config.upstream.url, config.upstream.root, None),)
+    return tuple([await site(audience.name, audience.url, audience.root, audience)
+                  for audience in config.upstream.audiences])
+
+
 async def build_app(config: Config) -> web.Application:
     """The aiohttp application for one config: nothing on the request path reads the YAML.
 
@@ -124,19 +150,12 @@ async def build_app(config: Config) -> web.Application:
     signer = AssertionSigner(config)
     identity = IdentityHeaders(config, signer)
     policy = Policy(config)
-    origin: Upstream | StaticSite
-    if config.upstream.url is not None:
-        origin = Upstream(config, identity.is_identity_header,
-                          upstream_cookie_filter(config, is_gateway_cookie))
-        await origin.start()
-    else:
-        assert config.upstream.root is not None
-        origin = StaticSite(config.upstream.root, config.server.base_path)
+    sites = await build_sites(config, policy, identity.is_identity_header,
+                              upstream_cookie_filter(config, is_gateway_cookie))
     handshake = create_handshake(HandshakeDeps(config=config, store=store, http=http,
                                                metrics=metrics, keyspace=keyspace))
     gw = Gateway(config=config, store=store, handshake=handshake, policy=policy,
-                 pages=Pages(config, policy), identity=identity, signer=signer,
-                 origin=origin, http=http, metrics=metrics,
+                 identity=identity, signer=signer, sites=sites, http=http, metrics=metrics,
                  is_gateway_cookie=is_gateway_cookie, keyspace=keyspace)
     app[GATEWAY] = gw
     table = RouteTable()
@@ -153,10 +172,12 @@ async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:
         await gw.handshake.start()
         yield
     finally:
-        if gw.pages.index is not None:
-            await gw.pages.index.close()  # metadata fetches still running
+        for site in gw.sites:
+            if site.pages.index is not None:
+                await site.pages.index.close()  # metadata fetches still running
         await gw.handshake.close()
-        await gw.origin.close()
+        for site in gw.sites:
+            await site.origin.close()
         await gw.store.close()
         await gw.keyspace.close()
         await gw.http.close()

@@ -188,7 +188,9 @@ def summary(config: Config, path: Path | str) -> str:
         ("public_url", server.public_url),
         ("routes", server.route_base + "/" + (", compat: " + ", ".join(server.compat)
                                               if server.compat else "")),
-        ("upstream", upstream.url or f"folder {upstream.root}"),
+        ("upstream", "; ".join(f"{a.name}: {a.url or f'folder {a.root}'}"
+                               for a in upstream.audiences)
+         if upstream.audiences else upstream.url or f"folder {upstream.root}"),
         ("mode", config.mode),
         ("handshake", f"{hs.method} ({_handshake_detail(config)})"),
         ("sessions", f"{session.store} store, cookie {session.cookie_name}, "

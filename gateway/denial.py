@@ -56,6 +56,7 @@ async def answer_as_missing(request: web.Request) -> web.StreamResponse:
     decision = Decision(Outcome.ALLOW, meta_applies=gw.policy.page_meta)
     visitor = Visitor(session=None, user=scope.user,
                       jar=scope.jar if scope.jar is not None else CookieJar())
-    exchange = Exchange(request, scope.missing_at(path), rel, decision, visitor, [])
+    exchange = Exchange(request, scope.missing_at(path), rel, decision, visitor, [],
+                        gw.site_for(scope.user))
     # A WebSocket to a missing address fails as the upstream refuses it: so does this.
     return await serve(gw, exchange)

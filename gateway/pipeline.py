@@ -16,6 +16,7 @@ from gateway.html.encoding import decode_body, is_html
 from gateway.html.head import PageMeta
 from gateway.html.navigation import Cuts, removals
 from gateway.html.page import (
+    Pages,
     Rendered,
     Scanned,
     content_encodings,
@@ -42,7 +43,7 @@ from gateway.proxy.origin import Answer, BrokenAnswer, Origin, stream_body
 from gateway.proxy.upstream import Upstream
 from gateway.proxy.websocket import pipe_websocket
 from gateway.scope import SCOPE, Scope
-from gateway.services import GATEWAY, Gateway
+from gateway.services import GATEWAY, Gateway, Site
 from gateway.sessions.base import CookieJar, Loaded, Session
 from gateway.user import User
 
@@ -81,15 +82,18 @@ class Exchange:
     visitor: Visitor
     #: Identity headers for the upstream (none unless the decision allows).
     extra: list[tuple[str, str]]
+    #: The build of the docs that serves this reader.
+    site: Site
 
     def __init__(self, request: web.Request, scope: Scope, rel: str, decision: Decision,
-                 visitor: Visitor, extra: list[tuple[str, str]]) -> None:
+                 visitor: Visitor, extra: list[tuple[str, str]], site: Site) -> None:
         self.request = request
         self.scope = scope
         self.rel = rel
         self.decision = decision
         self.visitor = visitor
         self.extra = extra
+        self.site = site
 
 
 async def identify(gw: Gateway, request: web.Request, scope: Scope, required: bool) -> Visitor:
@@ -217,17 +221,18 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
         scope.sub = visitor.user.sub
         scope.user = visitor.user
         decision = gw.policy.decide(rel, visitor.user)
-    if gw.pages.guards(decision) and packed_page(rel):
+    site = gw.site_for(visitor.user)
+    if site.pages.guards(decision) and packed_page(rel):
         # A page's precompressed copy (page.html.gz): served, it would be the page unread.
         raise Denied()
-    if gw.pages.guards(decision) and rel[-3:].lower() == ".md":
-        await judge_markdown_copy(gw, rel, visitor.user)
+    if site.pages.guards(decision) and rel[-3:].lower() == ".md":
+        await judge_markdown_copy(gw, site, rel, visitor.user)
     if not decision.meta_applies or request.method not in ("GET", "HEAD"):
         # Page metadata is read from a GET's page; any other method is judged on config.
         enforce(decision, scope)
     extra = gw.identity_headers(visitor.user, visitor.session) \
         if decision.outcome is Outcome.ALLOW else []
-    exchange = Exchange(request, scope, rel, decision, visitor, extra)
+    exchange = Exchange(request, scope, rel, decision, visitor, extra, site)
     return await serve(gw, exchange)
 
 
@@ -250,14 +255,14 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
     """Ask the origin; touch the body only for what the gateway must read (a page that
     may declare or gate its own access, an index)."""
     request, scope, rel, decision, extra = ex.request, ex.scope, ex.rel, ex.decision, ex.extra
-    origin = gw.origin
+    origin = ex.site.origin
     if isinstance(origin, Upstream) and is_upgrade(request):
         return await serve_websocket(gw, origin, ex)
-    index_file = gw.pages.index_file(rel)
+    index_file = ex.site.pages.index_file(rel)
     # A body the gateway may have to read (an index, or a page on a path that may hold
     # one) is asked for whole: no ranges, no 304 that would let a copy rewritten for an
     # earlier reader stand, and a GET for a HEAD (a page is judged by its body).
-    reads = index_file is not None or (gw.pages.wants(decision) and page_like(rel))
+    reads = index_file is not None or (ex.site.pages.wants(decision) and page_like(rel))
     sent = whole_request(request) if reads else request
     if decision.meta_applies and request.method not in ("GET", "HEAD") and page_like(rel):
         # Another method's answer (a 405, say) is not the page, yet tells that it exists:
@@ -267,7 +272,7 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
     upstream = await origin.open(sent, scope, extra)
     gw.observe_upstream(time.monotonic() - started)
     try:
-        if not reads and request.method in ("GET", "HEAD") and gw.pages.wants(decision) \
+        if not reads and request.method in ("GET", "HEAD") and ex.site.pages.wants(decision) \
                 and needs_whole(request.method, upstream):
             # An asset's path answered with a page, or with a partial or unchanged answer
             # that may be one: ask again for all of it (other assets keep ranges and 304s).
@@ -309,9 +314,9 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
     page's metadata as the index filter learns it (a page that cannot be learned is
     closed to every reader its metadata could concern)."""
     if decision.meta_applies and decision.outcome is Outcome.ALLOW:
-        fetch = page_learner(gw)
-        if gw.pages.index is not None:
-            learned = (await gw.pages.index.lookup([rel], fetch))[rel]
+        fetch = page_learner(ex.site)
+        if ex.site.pages.index is not None:
+            learned = (await ex.site.pages.index.lookup([rel], fetch))[rel]
         else:
             found = await fetch(rel)
             learned = found if not isinstance(found, PageMeta) else Learned(found)
@@ -321,7 +326,8 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
     enforce(decision, ex.scope)
 
 
-async def closed_pages(gw: Gateway, paths: Iterable[str], user: User | None) -> set[str]:
+async def closed_pages(gw: Gateway, site: Site, paths: Iterable[str],
+                       user: User | None) -> set[str]:
     """The docs paths among ``paths`` that ``user`` may not open: by the config, then by
     the page's own metadata, learned as the index filter learns it (a page whose metadata
     cannot be learned counts as closed)."""
@@ -334,8 +340,8 @@ async def closed_pages(gw: Gateway, paths: Iterable[str], user: User | None) -> 
         elif decision.meta_applies:
             unsure.append((path, decision))
     if unsure:
-        assert gw.pages.index is not None
-        learned = await gw.pages.index.lookup([path for path, _ in unsure], page_learner(gw))
+        assert site.pages.index is not None
+        learned = await site.pages.index.lookup([path for path, _ in unsure], page_learner(site))
         for path, decision in unsure:
             found = learned.get(path)
             if found is None or gw.policy.decide_meta(decision, found.meta, user).outcome \
@@ -347,7 +353,7 @@ async def closed_pages(gw: Gateway, paths: Iterable[str], user: User | None) -> 
 async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts | None:
     """What leaves a page for this reader: the navigation entries and links to pages
     they may not open (None: nothing)."""
-    links = gw.pages.links(scanned)
+    links = ex.site.pages.links(scanned)
     if not links:
         return None
     # Links are followed from the address the browser asked for.
@@ -357,13 +363,13 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
         targets = {link.href: docs_target(gw, base, link.href) for link in links}
         scanned.targets, scanned.base = targets, base
     paths = {path for path in targets.values() if path is not None}
-    closed = await closed_pages(gw, paths, ex.visitor.user) if paths else set()
+    closed = await closed_pages(gw, ex.site, paths, ex.visitor.user) if paths else set()
     if not closed:
         return None
     return removals(links, closed, targets)
 
 
-async def judge_markdown_copy(gw: Gateway, rel: str, user: User | None) -> None:
+async def judge_markdown_copy(gw: Gateway, site: Site, rel: str, user: User | None) -> None:
     """A page's Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes one
     beside each page) holds the page's text, gated parts included, and cannot be read
     like a page: it opens only to a reader the page opens to, and not at all when the
@@ -371,8 +377,8 @@ async def judge_markdown_copy(gw: Gateway, rel: str, user: User | None) -> None:
     spellings = [path for path in link_paths(rel, "/", "") or () if path and path != rel]
     if not spellings:
         return
-    assert gw.pages.index is not None
-    learned = await gw.pages.index.lookup(spellings, page_learner(gw))
+    assert site.pages.index is not None
+    learned = await site.pages.index.lookup(spellings, page_learner(site))
     for path in spellings:
         found = learned.get(path)
         if found is None:
@@ -380,13 +386,13 @@ async def judge_markdown_copy(gw: Gateway, rel: str, user: User | None) -> None:
         decision = gw.policy.decide(path, user)
         if decision.meta_applies and decision.outcome is Outcome.ALLOW:
             decision = gw.policy.decide_meta(decision, found.meta, user)
-        if decision.outcome is not Outcome.ALLOW or (found.fragments and gw.pages.fragments):
+        if decision.outcome is not Outcome.ALLOW or (found.fragments and site.pages.fragments):
             raise Denied()
 
 
-def page_learner(gw: Gateway) -> FetchMeta:
-    """How pages are learned from this gateway's origin (for index filters and judging)."""
-    return meta_fetcher(gw.origin)
+def page_learner(site: Site) -> FetchMeta:
+    """How pages are learned from a build's origin (for index filters and judging)."""
+    return meta_fetcher(site.origin)
 
 
 async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
@@ -411,8 +417,8 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         return await serve_index_upstream(gw, ex, index_file, upstream, headers)
     declared = content_type(upstream.headers)
     html_page = has_body and declared is not None and is_html(declared) \
-        and gw.pages.wants(decision)
-    if not html_page and has_body and 200 <= status < 300 and gw.pages.guards(decision) \
+        and ex.site.pages.wants(decision)
+    if not html_page and has_body and 200 <= status < 300 and ex.site.pages.guards(decision) \
             and unidentified(declared, rel):
         # It may be a page that declares or gates its own access, sent as something else
         # (or as nothing): read it, and refuse it when it holds anything of the kind.
@@ -437,29 +443,30 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     finally:
         upstream.release()
     known = rel if status == 200 else None  # only a 200 is the page at this path
-    readable = gw.pages.decode(body, decision, content_encodings(upstream.headers), declared, known)
+    readable = ex.site.pages.decode(body, decision, content_encodings(upstream.headers),
+                                    declared, known)
     if readable is None:
         # Unreadable, and only read to add the script: it goes out as it came.
         enforce(decision, scope)
         response = web.Response(status=status, body=body, headers=headers)
     else:
         page, retyped = readable
-        scanned = gw.pages.scan(page, known, (declared, retyped))
-        decision = gw.pages.judge(scanned, decision, visitor.user, scope)
-        cuts = await navigation_cuts(gw, ex, scanned) if gw.pages.navigation else None
-        decision, result = gw.pages.deliver(scanned, decision, visitor.user, cuts)
+        scanned = ex.site.pages.scan(page, known, (declared, retyped))
+        decision = ex.site.pages.judge(scanned, decision, visitor.user, scope)
+        cuts = await navigation_cuts(gw, ex, scanned) if ex.site.pages.navigation else None
+        decision, result = ex.site.pages.deliver(scanned, decision, visitor.user, cuts)
         # The rewritten page is this reader's: no validators that would let a later
         # conditional request revalidate it against the upstream's copy; its own
         # validator is a digest of the bytes this reader gets.
         for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
             headers.popall(name, None)
         headers["Content-Type"] = retyped
-        response = page_response(gw, request, status, headers, result)
+        response = page_response(ex.site.pages, request, status, headers, result)
     finish_headers(gw, decision, visitor, response)
     return response
 
 
-def page_response(gw: Gateway, request: web.Request, status: int, headers: CIMultiDict[str],
+def page_response(pages: Pages, request: web.Request, status: int, headers: CIMultiDict[str],
                   result: Rendered) -> web.Response:
     """A page read and rendered here: with its validator (a 304 when the reader's copy is
     this one), gzip-compressed for a reader that accepts it."""
@@ -472,7 +479,7 @@ def page_response(gw: Gateway, request: web.Request, status: int, headers: CIMul
     add_vary(headers, "Accept-Encoding")
     if len(result.body) >= GZIP_FROM and accepts_gzip(request.headers.get("Accept-Encoding", "")):
         headers["Content-Encoding"] = "gzip"
-        return web.Response(status=status, body=gw.pages.gzip(result), headers=headers)
+        return web.Response(status=status, body=pages.gzip(result), headers=headers)
     return web.Response(status=status, body=result.body, headers=headers)
 
 
@@ -523,7 +530,7 @@ async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Answer, headers: CI
         raise
     if complete:
         upstream.release()
-        gw.pages.untyped(body, decision, content_encodings(upstream.headers), declared)
+        ex.site.pages.untyped(body, decision, content_encodings(upstream.headers), declared)
         enforce(decision, scope)
         checked = web.Response(status=upstream.status, body=body, headers=headers)
         finish_headers(gw, decision, visitor, checked)
@@ -568,7 +575,7 @@ async def read_upto(upstream: Answer, limit: int) -> tuple[bytes, bool]:
 async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
                                upstream: Answer, headers: CIMultiDict[str]) -> web.StreamResponse:
     """A sitemap or search index from the upstream, filtered to the reader's pages."""
-    assert gw.pages.index is not None
+    assert ex.site.pages.index is not None
     scope, decision, visitor = ex.scope, ex.decision, ex.visitor
     try:
         enforce(decision, scope)
@@ -578,8 +585,8 @@ async def serve_index_upstream(gw: Gateway, ex: Exchange, index_file: IndexFile,
     raw = decode_body(body, content_encodings(upstream.headers), limit=INDEX_LIMIT)
     if raw is None:
         raise UpstreamError("the docs server sent an index the gateway cannot read")
-    filtered = await filter_index(index_file, raw, visitor.user, gw.policy, gw.pages.index,
-                                  page_learner(gw), text_fetcher(gw.origin))
+    filtered = await filter_index(index_file, raw, visitor.user, gw.policy, ex.site.pages.index,
+                                  page_learner(ex.site), text_fetcher(ex.site.origin))
     for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
         headers.popall(name, None)
     add_vary(headers, "Accept-Encoding")
@@ -612,3 +619,7 @@ def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
         visitor.jar.clear()
     if personal(decision, visitor):
         mark_private(response.headers)
+    elif gw.varies:
+        # Which build answers depends on the reader's session: no cache may give one
+        # reader's build to another.
+        add_vary(response.headers, "Cookie")

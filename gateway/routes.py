@@ -199,7 +199,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     """Readiness: the upstream (or docs folder), the session store, the signing keys."""
     gw = _gw(request)
     checks = {
-        "upstream": await gw.origin.ping(),
+        "upstream": all([await site.origin.ping() for site in gw.sites]),
         "session_store": await gw.store.ping(),
         "keys": bool(gw.signer.jwks().get("keys")),
     }

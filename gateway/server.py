@@ -119,10 +119,15 @@ def check_port(host: str, port: int) -> None:
 
 
 def check_upstream(config: Config) -> None:
-    """Fail early when the upstream cannot be reached at all."""
-    if config.upstream.url is None:
-        return
-    parts = urlsplit(config.upstream.url)
+    """Fail early when an upstream cannot be reached at all."""
+    urls = [a.url for a in config.upstream.audiences] or [config.upstream.url]
+    for url in urls:
+        if url is not None:
+            _check_url(config, url)
+
+
+def _check_url(config: Config, url: str) -> None:
+    parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     # A sidecar's docs container may start a moment later: keep trying for connect_timeout.
     deadline = time.monotonic() + config.upstream.connect_timeout
@@ -134,7 +139,7 @@ def check_upstream(config: Config) -> None:
         except OSError as exc:
             if time.monotonic() >= deadline:
                 raise StartupError(
-                    f"upstream {config.upstream.url} is unreachable "
+                    f"upstream {url} is unreachable "
                     f"({exc.strerror or exc.__class__.__name__}); start the docs server first "
                     "or fix upstream.url") from None
             time.sleep(0.25)

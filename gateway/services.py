@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.config.model import Config
+from gateway.config.model import Audience, Config
 from gateway.handshakes.base import Handshake
 from gateway.html.page import Pages
 from gateway.identity import AssertionSigner, IdentityHeaders
@@ -23,6 +23,33 @@ from gateway.shared import Keyspace
 from gateway.user import User
 
 
+@dataclass(init=False)
+class Site:
+    """One build of the docs (an entry of ``upstream.audiences``, or the only one): where
+    its pages come from, and what is known of them (kept apart from other builds')."""
+
+    name: str
+    origin: Origin
+    pages: Pages
+    audience: Audience | None
+
+    def __init__(self, name: str, origin: Origin, pages: Pages,
+                 audience: Audience | None = None) -> None:
+        self.name = name
+        self.origin = origin
+        self.pages = pages
+        self.audience = audience
+
+    def takes(self, user: User | None) -> bool:
+        """Whether this build serves ``user`` (None: anonymous), the earlier ones not."""
+        audience = self.audience
+        if audience is None or audience.catch_all:
+            return True
+        if user is None:
+            return False
+        return audience.authenticated or any(group in user.groups for group in audience.groups)
+
+
 @dataclass
 class Gateway:
     """Everything ``build_app`` wires together; read-only on the request path."""
@@ -31,18 +58,28 @@ class Gateway:
     store: SessionStore
     handshake: Handshake
     policy: Policy
-    pages: Pages
     identity: IdentityHeaders
     signer: AssertionSigner
-    #: Where docs requests go: the upstream (``upstream.url``) or the built folder
-    #: (``upstream.root``). Both answer ``ping`` and ``close``; the pipeline serves each
-    #: its way, and learns pages from each its way (``pipeline.page_learner``).
-    origin: Origin
+    #: Where docs requests go: one build (``upstream.url`` or ``upstream.root``), or one
+    #: per audience (``upstream.audiences``, first match wins, the last takes everyone).
+    sites: tuple[Site, ...]
     http: aiohttp.ClientSession
     metrics: Metrics
     is_gateway_cookie: Callable[[str], bool]
     #: Used login tokens and OAuth states, Info API answers, refresh locks.
     keyspace: Keyspace
+
+    def site_for(self, user: User | None) -> Site:
+        """The build that serves ``user``."""
+        for site in self.sites:
+            if site.takes(user):
+                return site
+        return self.sites[-1]
+
+    @property
+    def varies(self) -> bool:
+        """Whether the build a reader gets depends on who they are."""
+        return len(self.sites) > 1
 
     def relative_path(self, path: str) -> str | None:
         """The decoded path below the public base path, or None when outside it."""

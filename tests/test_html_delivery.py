@@ -107,7 +107,7 @@ async def test_a_denied_reader_gets_no_validator(site: Path, aiohttp_client: Any
 
 
 async def test_renderings_are_kept_per_audience_and_reused(client: Any) -> None:
-    renders = client.app[GATEWAY].pages.renders
+    renders = client.app[GATEWAY].sites[0].pages.renders
     for user in (BOB, BOB, ADA, ADA, None, None):
         await get(client, user, GZIP)
     # Bob's (fields: his own), Ada's, the anonymous reader's.

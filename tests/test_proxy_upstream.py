@@ -342,7 +342,7 @@ async def test_clients_that_leave_early_do_not_use_up_the_pool(gateway: GatewayF
 async def all_handled(client: Client, timeout: float = 10.0) -> None:
     """Wait until the gateway holds no client connection and every pool slot is back."""
     assert client.app is not None
-    origin = client.app[GATEWAY].origin
+    origin = client.app[GATEWAY].sites[0].origin
     assert isinstance(origin, Upstream) and origin.pool is not None
     slots = origin.pool.slots
     limit = origin.config.upstream.max_connections

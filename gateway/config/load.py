@@ -21,6 +21,7 @@ from gateway.config.model import (
     MIN_SECRET_BYTES,
     AccessConfig,
     AssertionConfig,
+    Audience,
     Config,
     IdentityConfig,
     IndexNames,
@@ -115,7 +116,8 @@ def _check_forward_auth(value: str, path: str, has_proxies: bool, problems: Prob
                            "from the proxy's address")
 
 
-def _upstream(s: Section, base: Path) -> UpstreamConfig:
+def _origin(s: Section, base: Path) -> tuple[str | None, Path | None]:
+    """``url`` (a docs server) or ``root`` (a built docs folder), exactly one."""
     problems = s.problems
     url = s.opt_string("url")
     root_text = s.opt_string("root")
@@ -129,9 +131,59 @@ def _upstream(s: Section, base: Path) -> UpstreamConfig:
         root = resolve_path(base, root_text)
         if not root.is_dir():
             problems.add(s.key("root"), f"folder {root_text!r} does not exist")
+    return (url.rstrip("/") if url else None), root
+
+
+def _audiences(s: Section, base: Path) -> tuple[Audience, ...]:
+    raw = s.raw("audiences")
+    if raw is MISSING or raw is None or raw == []:
+        return ()
+    if not isinstance(raw, list):
+        s.problems.add(s.key("audiences"), "must be a list of {name, url or root, groups or "
+                       f"authenticated}}, not {kind_of(raw)}")
+        return ()
+    audiences = []
+    names: set[str] = set()
+    for index, item in enumerate(raw):
+        a = Section(item, f"{s.key('audiences')}[{index}]", s.problems)
+        name = a.string("name", "")
+        if not a.present("name"):
+            s.problems.add(a.key("name"), "is required (a short name, like admins)")
+        elif not TOKEN.match(name):
+            s.problems.add(a.key("name"), f"{name!r} is not a short name (letters, digits, -_)")
+        elif name in names:
+            s.problems.add(a.key("name"), f"{name!r} is already the name of another audience")
+        names.add(name)
+        url, root = _origin(a, base)
+        audience = Audience(name=name, url=url, root=root, groups=a.strings("groups", ()),
+                            authenticated=a.boolean("authenticated", False))
+        if a.present("groups") and not audience.groups:
+            s.problems.add(a.key("groups"), "must name at least one group")
+        last = index == len(raw) - 1
+        if last and not audience.catch_all:
+            s.problems.add(a.path, "the last audience takes everyone else: give it no groups "
+                           "and no authenticated")
+        elif not last and audience.catch_all and not a.present("groups"):
+            s.problems.add(a.path, "only the last audience may take everyone: give this one "
+                           "groups or authenticated: true")
+        a.finish()
+        audiences.append(audience)
+    return tuple(audiences)
+
+
+def _upstream(s: Section, base: Path) -> UpstreamConfig:
+    problems = s.problems
+    audiences = _audiences(s, base)
+    if audiences:
+        if s.opt_string("url") is not None or s.opt_string("root") is not None:
+            problems.add(s.path, "set exactly one of url, root and audiences")
+        url, root = None, None
+    else:
+        url, root = _origin(s, base)
     config = UpstreamConfig(
-        url=url.rstrip("/") if url else None,
+        url=url,
         root=root,
+        audiences=audiences,
         timeout=s.duration("timeout", 30.0),
         connect_timeout=s.duration("connect_timeout", 5.0),
         host_header=s.choice("host_header", "upstream", ("upstream", "preserve")),

@@ -75,11 +75,31 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class Audience:
+    """One entry of ``upstream.audiences``: a build of the docs for some readers."""
+
+    name: str
+    url: str | None = None
+    root: Path | None = None
+    #: The reader has any of these groups (empty: not asked).
+    groups: tuple[str, ...] = ()
+    #: Any logged-in reader.
+    authenticated: bool = False
+
+    @property
+    def catch_all(self) -> bool:
+        """Whether it takes every reader (the last entry)."""
+        return not self.groups and not self.authenticated
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
-    """``upstream:`` the docs host, or a folder to serve."""
+    """``upstream:`` the docs host, a folder to serve, or one build per audience."""
 
     url: str | None = None
     root: Path | None = None
+    #: First match wins; the last entry takes everyone else.
+    audiences: tuple[Audience, ...] = ()
     timeout: float = 30.0
     connect_timeout: float = 5.0
     host_header: str = "upstream"

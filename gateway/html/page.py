@@ -214,7 +214,8 @@ class Pages:
     """
 
     def __init__(self, config: Config, policy: Policy,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 renders: RenderCache | None = None) -> None:
         self.policy = policy
         self.inject = config.identity.inject_script
         self.fragments = config.access.fragments
@@ -232,7 +233,8 @@ class Pages:
         self.indexes = config.access.indexes
         self.index_names = config.access.index_names
         self.memo = PageMemo()
-        self.renders = RenderCache(config.access.page_cache_mb * 1024 * 1024)
+        self.renders = renders if renders is not None else \
+            RenderCache(config.access.page_cache_mb * 1024 * 1024)
         self.clock = clock
 
     def wants(self, decision: Decision) -> bool:
