@@ -10,6 +10,7 @@ import pytest
 
 from gateway.errors import UpstreamError
 from gateway.html.head import PageMeta
+from gateway.html.page import learn
 from gateway.indexes.filter import (
     MKDOCS,
     SITEMAP,
@@ -399,3 +400,181 @@ async def test_sphinx_pages_with_gated_parts_keep_only_their_title() -> None:
     assert 1 not in (result["terms"]["all"])
     assert "guide" not in result["titleterms"]
     assert result["alltitles"]["Setup"] == [[0, "s"]]
+
+
+# -- search keeps what it can: only gated text leaves a page's entries ------------------
+
+OPS_PAGE = b"""<!doctype html><html><head><title>Ops</title></head><body>
+<nav><a href="/">Home</a> <a href="/ops/">Ops</a></nav>
+<main>
+<h1 id="operations">Operations</h1>
+<p>Restart the widget service with care.</p>
+<p>The unseal code is <span data-gateway-groups="admin">SPAN-SECRET</span> for admins only.</p>
+<div data-gateway-groups="admin">
+<h2 id="vault">Vault unsealing</h2>
+<p>Run <code>vault unseal</code> &amp; wait for <b>QUORUM-SECRET</b> shares.</p>
+</div>
+<p data-gateway-anonymous>Log in to see more.</p>
+<h2 id="monitoring">Monitoring <span data-gateway-groups="admin">TITLE-SECRET</span></h2>
+<p>Watch the dashboard graphs.</p>
+</main></body></html>
+"""
+#: What MkDocs' own search makes of that page: the page, then a section per heading.
+OPS_DOCS = [
+    {"location": "ops/", "title": "Ops", "text": (
+        "Operations Restart the widget service with care. The unseal code is SPAN-SECRET "
+        "for admins only. Vault unsealing Run vault unseal & wait for QUORUM-SECRET shares. "
+        "Log in to see more. Monitoring TITLE-SECRET Watch the dashboard graphs.")},
+    {"location": "ops/#operations", "title": "Operations", "text": (
+        "Restart the widget service with care. The unseal code is SPAN-SECRET for admins "
+        "only.")},
+    {"location": "ops/#vault", "title": "Vault unsealing",
+     "text": "Run vault unseal & wait for QUORUM-SECRET shares. Log in to see more."},
+    {"location": "ops/#monitoring", "title": "Monitoring TITLE-SECRET",
+     "text": "Watch the dashboard graphs."},
+]
+MKDOCS_CONFIG = {"indexing": "full", "lang": ["en"], "min_search_length": 3,
+                 "prebuild_index": False, "separator": "[\\s\\-]+"}
+SECRETS = ("SPAN-SECRET", "QUORUM", "TITLE-SECRET", "Vault unsealing")
+
+
+def ops_learned(page: bytes = OPS_PAGE) -> dict[str, PageMeta | Learned | None]:
+    learned = learn(page, "text/html; charset=utf-8")
+    assert learned is not None and learned.fragments is True
+    return {"/ops/": learned}
+
+
+async def scrubbed(docs: list[dict[str, Any]], user: Any, *, page: bytes = OPS_PAGE,
+                   config: dict[str, Any] | None = None, kind: str = MKDOCS) -> list[Any]:
+    body = json.dumps({"config": config or MKDOCS_CONFIG, "docs": docs}).encode()
+    result = await run(kind, body, user, pol=policy(public=["/ops/**"]),
+                       fetch=Fetcher(ops_learned(page)), index=PageIndex(fragments=True))
+    return [(doc["location"], doc["title"], doc["text"]) for doc in json.loads(result)["docs"]]
+
+
+async def test_only_the_gated_text_leaves_mkdocs_entries() -> None:
+    reader = await scrubbed(OPS_DOCS, READER)
+    assert reader == [
+        ("ops/", "Ops", "Operations Restart the widget service with care. The unseal code is "
+                        "for admins only. Monitoring Watch the dashboard graphs."),
+        ("ops/#operations", "Operations",
+         "Restart the widget service with care. The unseal code is for admins only."),
+        # The section whose heading is gated goes whole.
+        ("ops/#monitoring", "Monitoring", "Watch the dashboard graphs.")]
+    anonymous = await scrubbed(OPS_DOCS, None)
+    assert anonymous[0][2] == (
+        "Operations Restart the widget service with care. The unseal code is for admins "
+        "only. Log in to see more. Monitoring Watch the dashboard graphs.")
+    for entries in (reader, anonymous):
+        assert not any(secret in str(entries) for secret in SECRETS)
+    # An admin keeps the admins' text, and loses what is only for anonymous readers.
+    admin = await scrubbed(OPS_DOCS, ADMIN)
+    assert [entry[0] for entry in admin] == [doc["location"] for doc in OPS_DOCS]
+    assert admin[0][2] == OPS_DOCS[0]["text"].replace(" Log in to see more.", "")
+    assert admin[2] == ("ops/#vault", "Vault unsealing",
+                        "Run vault unseal & wait for QUORUM-SECRET shares.")
+    assert admin[3] == ("ops/#monitoring", "Monitoring TITLE-SECRET",
+                        "Watch the dashboard graphs.")
+
+
+async def test_gated_text_not_found_as_it_is_takes_the_entrys_text() -> None:
+    # The index holds a gated word away from the rest of its element's text (as no known
+    # indexer does): the entry keeps its title but no text; the others keep theirs.
+    docs = [*OPS_DOCS[:1], {**OPS_DOCS[1], "text": OPS_DOCS[1]["text"] + " QUORUM shares"},
+            *OPS_DOCS[2:]]
+    reader = await scrubbed(docs, READER)
+    assert reader[1] == ("ops/#operations", "Operations", "")
+    assert reader[0][2].startswith("Operations Restart the widget service")
+    assert not any(secret in str(reader) for secret in SECRETS)
+    # A title that keeps a word the reader is not shown takes its entry with it; an
+    # anchor that names no element of the page does too.
+    docs = [{**OPS_DOCS[0], "title": "Ops QUORUM"},
+            {"location": "ops/#nowhere", "title": "Elsewhere", "text": "Restart"}]
+    assert await scrubbed(docs, READER) == []
+    # Words the page also shows outside its gated elements are not gated words.
+    docs = [{**OPS_DOCS[1], "text": "Restart the widget service. Unseal code: for admins."}]
+    assert (await scrubbed(docs, READER))[0][2] == docs[0]["text"]
+
+
+async def test_material_entries_keep_their_tags() -> None:
+    config = {"lang": ["en"], "separator": "[\\s\\-]+", "pipeline": ["stopWordFilter"]}
+    docs = [
+        {"location": "ops/", "title": "Operations", "text": (
+            "<p>Restart the widget service with care.</p> <p>The unseal code is SPAN-SECRET "
+            "for admins only.</p> <p>Log in to see more.</p>")},
+        {"location": "ops/#vault", "title": "Vault unsealing", "text": (
+            "<p>Run <code>vault unseal</code> &amp; wait for QUORUM-SECRET shares.</p>")},
+        {"location": "ops/#monitoring", "title": "Monitoring TITLE-SECRET",
+         "text": "<p>Watch the dashboard graphs.</p>", "tags": ["ops"]}]
+    reader = await scrubbed(docs, READER, config=config)
+    assert reader == [
+        ("ops/", "Operations", "<p>Restart the widget service with care.</p> <p>The unseal "
+                               "code is for admins only.</p>"),
+        ("ops/#monitoring", "Monitoring", "<p>Watch the dashboard graphs.</p>")]
+    admin = await scrubbed(docs, ADMIN, config=config)
+    assert admin[1] == ("ops/#vault", "Vault unsealing", docs[1]["text"])
+
+
+async def test_gated_inside_gated_leaves_with_the_outer_element() -> None:
+    page = OPS_PAGE.replace(b"<p>Restart the widget service with care.</p>", (
+        b"<div data-gateway-authenticated><p>Members: <b data-gateway-groups=ops>NESTED</b>"
+        b" see the board.</p></div>"))
+    docs = [{"location": "ops/#operations", "title": "Operations",
+             "text": "Members: NESTED see the board. The unseal code is for admins only."}]
+    # A reader who may see the outer element but not the inner one loses both.
+    assert (await scrubbed(docs, READER, page=page))[0][2] == \
+        "The unseal code is for admins only."
+    ops = make_user("olga", groups=("ops",))
+    assert (await scrubbed(docs, ops, page=page))[0][2] == docs[0]["text"]
+
+
+async def test_a_page_whose_gated_elements_cannot_be_told_is_bare() -> None:
+    # A gated <body> merges into the page's own: the rewriter would drop it all.
+    page = OPS_PAGE.replace(b"<main>", b'<body data-gateway-groups="admin"><main>')
+    learned = learn(page, "text/html")
+    assert learned is not None and learned.fragments and learned.text is None
+    assert await scrubbed(OPS_DOCS, READER, page=page) == [("ops/", "Ops", "")]
+    # Known or not, a Sphinx page with gated elements keeps only its name and title: its
+    # index holds word stems, which cannot be told apart from the gated text's.
+    metas = {"/index.html": Learned(PageMeta(public=True), fragments=False),
+             "/guide.html": learn(OPS_PAGE.replace(b"<title>", b'<meta name="gateway:public" '
+                                                   b'content="true"><title>')),
+             "/admin.html": Learned(PageMeta(public=True), fragments=False)}
+    result = sphinx_data(await run(SPHINX, sphinx_index(), ADMIN, fetch=Fetcher(metas),
+                                   index=PageIndex(fragments=True)))
+    assert 1 not in result["terms"]["all"] and "guide" not in result["titleterms"]
+
+
+def test_a_page_learns_what_its_gated_elements_hold() -> None:
+    learned = learn(OPS_PAGE)
+    assert learned is not None and learned.text is not None
+    text = learned.text
+    assert [sorted(part.markers[0]) for part in text.parts] == [
+        [b"data-gateway-groups"], [b"data-gateway-groups"], [b"data-gateway-anonymous"],
+        [b"data-gateway-groups"]]
+    assert [part.ids for part in text.parts] == [frozenset(), {"vault"}, frozenset(),
+                                                 frozenset()]
+    assert text.ids == {"operations", "monitoring"}
+    assert "".join(piece for piece, _ in text.parts[1].pieces).split() == [
+        "Vault", "unsealing", "Run", "vault", "unseal", "&", "wait", "for", "QUORUM-SECRET",
+        "shares."]
+    assert hash("restart") in text.words and hash("quorum") not in text.words
+    assert hash("quorum") in text.part_words[1]
+    # A page without gated elements has nothing to learn.
+    plain = learn(b"<p>plain</p>")
+    assert plain is not None and plain.fragments is False and plain.text is None
+
+
+async def test_other_listings_keep_a_page_whole_for_who_may_see_all_its_gated_parts() -> None:
+    # Only admins' parts: an admin sees the whole page, so its words are theirs too.
+    page = OPS_PAGE.replace(b"<p data-gateway-anonymous>Log in to see more.</p>", b"")
+    metas = {"/index.html": Learned(PageMeta(public=True), fragments=False),
+             "/guide.html": learn(page.replace(b"<title>", b'<meta name="gateway:public" '
+                                               b'content="true"><title>')),
+             "/admin.html": Learned(PageMeta(public=True), fragments=False)}
+    for user, whole in ((ADMIN, True), (READER, False), (None, False)):
+        result = sphinx_data(await run(SPHINX, sphinx_index(), user, fetch=Fetcher(metas),
+                                       index=PageIndex(fragments=True)))
+        assert result["docnames"] == ["admin", "guide", "index"]
+        assert (1 in result["terms"]["all"]) is whole
+        assert ("guide" in result["titleterms"]) is whole

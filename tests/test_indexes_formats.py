@@ -21,6 +21,7 @@ from gateway.config.load import build_config
 from gateway.config.model import IndexNames
 from gateway.errors import ConfigError, UpstreamError
 from gateway.html.head import PageMeta
+from gateway.html.page import learn
 from gateway.indexes.filter import (
     DOCUSAURUS,
     FEED,
@@ -409,6 +410,19 @@ async def test_rss_bare_items_keep_title_and_link_only() -> None:
     assert b"<title>Home</title>" in result and b"<link>https://docs.test/</link>" in result
     assert b"Welcome" not in result and b"All of it" not in result
     assert b'<guid isPermaLink="false">post-1</guid>' in result
+
+
+async def test_a_feed_item_is_whole_for_who_may_see_all_its_pages_gated_parts() -> None:
+    # The home page has a part for admins only: an admin may see all of it, so its item
+    # keeps its text for them; for anyone else it stays bare.
+    page = (b'<meta name="gateway:public" content="true"><p>Welcome.</p>'
+            b'<p data-gateway-groups="admin">Admins: rotate the keys.</p>')
+    metas = {"/": learn(page, "text/html")}
+    admin = await run(FEED, RSS, ADMIN, metas=metas, fragments=True)
+    assert b"is no end here" in admin and b"All of it" in admin
+    for user in (None, READER):
+        result = await run(FEED, RSS, user, metas=metas, fragments=True)
+        assert b"<title>Home</title>" in result and b"Welcome" not in result
 
 
 ATOM = b"""<?xml version="1.0" encoding="utf-8"?>

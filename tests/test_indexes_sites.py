@@ -92,7 +92,8 @@ Shared notes.
                 f"{ADMIN_TEXT} text.\n",
 }
 # Docusaurus-shaped pages for the plugin's search index: /docs/intro is public, the guide
-# open to any reader, the team page holds a gated part, the admin page is for admins.
+# open to any reader, the team page holds a part for admins and one for anonymous readers
+# (so no reader sees it whole: its words stay out for all), the admin page is for admins.
 DOCUSAURUS_PAGES = {
     "intro": '<meta name="gateway:public" content="true">',
     "guide": "",
@@ -120,7 +121,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         gzip.compress((root / "feed_rss_created.xml").read_bytes()))
     for name, meta in DOCUSAURUS_PAGES.items():
         gated = f'<div data-gateway-groups="admin"><p>{SECRET_PARAGRAPH}</p></div>' \
-            if name == "team" else ""
+            '<p data-gateway-anonymous>Log in to read the notes.</p>' if name == "team" else ""
         (root / "docs" / name).mkdir(parents=True)
         (root / "docs" / name / "index.html").write_text(
             f"<!doctype html><html><head><title>{name}</title>{meta}</head><body><article>"
@@ -199,7 +200,7 @@ async def test_llms_full_txt_never_shows_a_closed_page(start: Start, user: User 
     # mkdocs-llmstxt's llms-full.txt names no page: it is filtered where the gateway hands
     # the filter a way to read the llms.txt and page copies beside it, else refused.
     assert status in (200, 502)
-    assert SECRET_PARAGRAPH.encode() not in body
+    assert (SECRET_PARAGRAPH.encode() in body) == (status == 200 and who == "admin")
     assert (ADMIN_TITLE.encode() in body) == (status == 200 and who == "admin")
 
 
@@ -227,7 +228,8 @@ async def test_llms_full_txt_is_filtered_from_the_files_beside_it(site: Path, tm
         for who, text in results.items():
             assert (ADMIN_TITLE in text) == (who == "admin"), who
             assert (ADMIN_TEXT in text) == (who == "admin"), who
-            assert SECRET_PARAGRAPH not in text  # the team page has a gated part: bare
+            # The team page has a gated part: whole for admins, who may see it, else bare.
+            assert (SECRET_PARAGRAPH in text) == (who == "admin"), who
             assert ("# Internal" in text) == (who == "admin")
         assert "Welcome." in results["anonymous"] and "Install the widget" not in \
             results["anonymous"]
@@ -244,7 +246,8 @@ async def test_feeds_per_reader(start: Start, user: User | None, who: str) -> No
         assert "private" in headers["Cache-Control"]
         assert (ADMIN_TITLE.encode() in body) == (who == "admin"), path
         assert (ADMIN_TEXT.encode() in body) == (who == "admin"), path
-        assert SECRET_PARAGRAPH.encode() not in body, path  # the team item is bare
+        # The team page has a gated part: its item is whole for admins, else bare.
+        assert (SECRET_PARAGRAPH.encode() in body) == (who == "admin"), path
         assert (b"Guide" in body) == (who != "anonymous"), path
         assert b"Home" in body
     status, packed, _ = await fetch(client, "/feed_rss_created.xml.gz", user)

@@ -1,8 +1,9 @@
 """A real MkDocs site behind the gateway: pages, gated parts, sitemap and search per reader.
 
-The site is built once per test session with ``mkdocs build``; a theme override turns
-each page's ``gateway_public`` / ``gateway_groups`` frontmatter into the page metadata
-(``<meta name="gateway:...">``) in its head.
+The site is built once per test session with ``mkdocs build`` (and once more with Material
+for MkDocs, for its search); a theme override turns each page's ``gateway_public`` /
+``gateway_groups`` frontmatter into the page metadata (``<meta name="gateway:...">``) in
+its head.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ ADMIN = make_user("ada", groups=("admin",), firstName="Ada")
 READER = make_user("bob", firstName="Bob")
 SECRET_PARAGRAPH = "ROTATION-SECRET"
 SECRET_PAGE = "ADMIN-ONLY-PAGE"
+#: Gated text of the team page beside the paragraph: in a sentence, and a whole section.
+SECRET_SPAN = "PHONE-SECRET"
+SECRET_SECTION = "QUORUM-SECRET"
 
 MKDOCS_YML = """\
 site_name: Gated Docs
@@ -48,6 +52,8 @@ nav:
   - Admin: admin.md
 plugins:
   - search
+markdown_extensions:
+  - md_in_html
 """
 MAIN_HTML = """\
 {% extends "base.html" %}
@@ -76,12 +82,24 @@ Welcome to the docs.
 
 Shared notes for everyone who is logged in.
 
+The on-call phone is <span data-gateway-groups="admin">{SECRET_SPAN}</span>, ask the lead.
+
 <div data-gateway-groups="admin">
 <h2 id="rotation">Key rotation</h2>
 <p>Rotate the master key every 30 days: {SECRET_PARAGRAPH}.</p>
 </div>
 
 End of the notes.
+
+<div data-gateway-groups="admin" markdown>
+## Vault unsealing
+
+Run `vault unseal` and wait for **{SECRET_SECTION}** shares.
+</div>
+
+## Escalation
+
+Page the TEAMLEAD-PUBLIC first.
 """,
     "admin.md": f"---\ngateway_groups: admin\n---\n# Admin\n\n{SECRET_PAGE} text.\n",
 }
@@ -96,6 +114,15 @@ Start = Callable[[], Awaitable[Client]]
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built site (``mkdocs build``), once for the session."""
     return build_mkdocs(tmp_path_factory.mktemp("mkdocs"), MKDOCS_YML, {
+        "overrides/main.html": MAIN_HTML,
+        **{f"docs/{name}": text for name, text in PAGES.items()}})
+
+
+@pytest.fixture(scope="session")
+def material_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same pages built with Material for MkDocs, whose search index keeps some tags."""
+    return build_mkdocs(tmp_path_factory.mktemp("material"),
+                        MKDOCS_YML.replace("name: mkdocs", "name: material"), {
         "overrides/main.html": MAIN_HTML,
         **{f"docs/{name}": text for name, text in PAGES.items()}})
 
@@ -162,10 +189,11 @@ async def test_gated_paragraph_only_for_admins(start: Start) -> None:
     assert status == 302 and "/_gateway/login" in headers["Location"]
     status, body, _ = await fetch(client, "/team/", READER)
     assert status == 200
-    assert "End of the notes." in body
-    assert SECRET_PARAGRAPH not in body and "Key rotation" not in body
+    assert "End of the notes." in body and "ask the lead" in body
+    for secret in (SECRET_PARAGRAPH, "Key rotation", SECRET_SPAN, SECRET_SECTION):
+        assert secret not in body
     status, body, _ = await fetch(client, "/team/", ADMIN)
-    assert SECRET_PARAGRAPH in body and "Key rotation" in body
+    assert SECRET_PARAGRAPH in body and "Key rotation" in body and SECRET_SPAN in body
 
 
 async def test_admin_page_by_its_metadata(start: Start) -> None:
@@ -220,11 +248,65 @@ async def test_search_index_lists_exactly_the_readers_pages(start: Start, user: 
     assert "private" in headers["Cache-Control"]
     docs = json.loads(body)["docs"]
     assert {doc["location"].split("#")[0] for doc in docs} == pages
-    # Words from gated parts never reach search, whoever asks.
-    assert SECRET_PARAGRAPH not in body and "Key rotation" not in body
+    # Words from gated parts reach search only for the readers who may see them.
+    for secret in (SECRET_PARAGRAPH, "Key rotation", SECRET_SPAN, SECRET_SECTION):
+        assert (secret in body) == (user is ADMIN)
     assert (SECRET_PAGE in body) == (user is ADMIN)
     if user is not None:
         assert any(doc["location"] == "guide/#setup" for doc in docs)
+
+
+def search(index: dict[str, Any], word: str) -> set[str]:
+    """The pages whose entries a search for ``word`` finds, as the site's search reads the
+    index: titles and texts cut at the index's separator, tags left out, no case."""
+    separator = re.compile(index["config"]["separator"])
+    found = set()
+    for doc in index["docs"]:
+        text = re.sub(r"<[^>]*>", " ", f"{doc['title']} {doc['text']}")
+        terms = {re.sub(r"^\W+|\W+$", "", term).lower() for term in separator.split(text)}
+        if word.lower() in terms:
+            found.add(doc["location"].split("#")[0])
+    return found
+
+
+#: Words of the team page: its open text, and its gated text (only admins may see it).
+OPEN_WORDS = ("shared", "phone", "lead", "notes", "teamlead", "escalation")
+GATED_WORDS = ("rotation", "rotate", "secret", "vault", "unsealing", "quorum", "shares")
+
+
+async def search_per_reader(client: Client) -> None:
+    indexes = []
+    for user in (None, READER, ADMIN):
+        status, body, _ = await fetch(client, "/search/search_index.json", user, {})
+        assert status == 200
+        indexes.append(json.loads(body))
+    anonymous, reader, admin = indexes
+    # A page with gated parts is found by its other words by whoever may open it ...
+    for word in OPEN_WORDS:
+        assert search(anonymous, word) == set(), word
+        assert search(reader, word) == {"team/"}, word
+        assert search(admin, word) == {"team/"}, word
+    # ... and by its gated words only by those who may see them.
+    for word in GATED_WORDS:
+        assert search(reader, word) == set(), word
+        assert search(admin, word) == {"team/"}, word
+    # The home page's parts for anonymous and for logged-in readers, each to their own.
+    assert search(anonymous, "log") == {""} and search(anonymous, "hello") == set()
+    assert search(reader, "log") == set() and search(reader, "hello") == {""}
+    assert search(reader, "welcome") == {""}
+
+
+async def test_search_keeps_the_words_a_reader_may_see(start: Start) -> None:
+    await search_per_reader(await start())
+
+
+async def test_material_search_keeps_the_words_a_reader_may_see(material_site: Path,
+                                                                 aiohttp_client: Any) -> None:
+    config = make_config(None, upstream={"root": str(material_site)}, access=ACCESS)
+    client: Client = await aiohttp_client(await build_app(config))
+    await search_per_reader(client)
+    _, body, _ = await fetch(client, "/search/search_index.json", READER, {})
+    assert "<p>Shared notes for everyone who is logged in.</p>" in body  # its tags kept
 
 
 async def test_search_index_cannot_be_fetched_in_parts(start: Start) -> None:
@@ -249,7 +331,13 @@ EXPECTED = {
 
 async def test_pages_are_learned_from_the_built_folder(site: Path) -> None:
     fetch = meta_fetcher(StaticSite(site))
-    assert {path: await fetch(path) for path in EXPECTED} == EXPECTED
+    learned = {path: await fetch(path) for path in EXPECTED}
+    assert learned == EXPECTED
+    # With what their gated parts hold, for search.
+    team = learned["/team/"]
+    assert team is not None and team.text is not None
+    assert [sorted(part.markers[0]) for part in team.text.parts] == [
+        [b"data-gateway-groups"]] * 3
 
 
 async def test_pages_are_learned_from_the_upstream(site: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ closed a gated element, it keeps removing: it may remove more than the element, 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.html.tokens import (
     UNFINISHED,
     Tag,
     attr_text,
+    attr_value,
     bare_tag,
     raw_end,
     read_tag,
@@ -185,6 +187,14 @@ class _Rewriter(OpenElements):
             self.run_start = start
         self.run_end = end
 
+    def data(self, start: int, end: int) -> None:
+        """Text of the page (character data, raw text), kept unless it is gated."""
+        self.emit(start, end)
+
+    def hides(self, attrs: dict[bytes, list[bytes]]) -> bool:
+        """Whether an element with these attributes is gated for this reader."""
+        return not allows(attrs, self.user)
+
     def flush(self) -> None:
         if self.run_end > self.run_start:
             self.items.append((self.run_start, self.run_end, None))
@@ -211,7 +221,7 @@ class _Rewriter(OpenElements):
             pos = lower.find(name, start)
             while pos >= 0:
                 tag = read_tag(self.page, pos)
-                if tag is None or not allows(tag.attrs, self.user):
+                if tag is None or self.hides(tag.attrs):
                     return True
                 pos = lower.find(name, pos + 1)
         return False
@@ -221,9 +231,9 @@ class _Rewriter(OpenElements):
         while pos < size:
             lt = page.find(b"<", pos)
             if lt < 0:
-                self.emit(pos, size)
+                self.data(pos, size)
                 return
-            self.emit(pos, lt)
+            self.data(pos, lt)
             pos = self.markup(lt)
             while self.noscripts and self.noscripts[0][0] < pos:
                 end, mark = self.noscripts.pop(0)
@@ -248,7 +258,7 @@ class _Rewriter(OpenElements):
         if kind == UNFINISHED:
             return size  # a browser drops a tag the page ends inside
         if tag is None:  # TEXT
-            self.emit(lt, end)
+            self.data(lt, end)
             return end
         if kind == END:
             self.end_tag(tag, lt)
@@ -279,7 +289,7 @@ class _Rewriter(OpenElements):
                 name = b"img"
             if ns == HTML and not self.xml:
                 self.implicit_closes(name, lt)
-        gated = not allows(attrs, self.user) or lt in self.cut
+        gated = self.hides(attrs) or lt in self.cut
         if gated and name in (b"html", b"head", b"body"):
             # A browser merges a late <html> or <body> into the one it has: the whole
             # document would be gated, whatever came before the tag.
@@ -304,10 +314,10 @@ class _Rewriter(OpenElements):
         if name in RAW_TEXT:
             end = script_end(page, tag.end) if name == b"script" else raw_end(
                 page, name, tag.end)
-            self.emit(tag.end, end)
+            self.data(tag.end, end)
             return end
         if name == b"plaintext":
-            self.emit(tag.end, len(page))
+            self.data(tag.end, len(page))
             return len(page)
         if name == b"noscript":
             end = raw_end(page, name, tag.end)
@@ -423,3 +433,137 @@ class _Rewriter(OpenElements):
         self.pop_to(index, tag.name)
         if not (entry.unwrapped and entry.name == tag.name):
             self.emit(lt, tag.end)
+
+
+# -- what gated elements hold, for search ---------------------------------------------
+
+#: The kinds of a piece of gated text: character data, the text of a script or style
+#: (which some search indexers keep and others leave out), and a break where a heading
+#: starts or ends (where a search index may start a new entry).
+PIECE_TEXT, PIECE_CODE, PIECE_BREAK = 0, 1, 2
+_GATING = (GROUPS, AUTHENTICATED, ANONYMOUS)
+_CODE = words("script style")
+
+
+@dataclass(frozen=True, slots=True)
+class GatedPart:
+    """One stretch of a page that a reader who may not see its gated elements does not
+    receive: the gating attributes of every gated element in it (a reader receives it
+    only when each of them allows), its text as a search indexer reads it (the pieces
+    between tags, character references resolved), and the ids of the elements in it."""
+
+    markers: tuple[dict[bytes, list[bytes]], ...]
+    pieces: tuple[tuple[str, int], ...]
+    ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class GatedText:
+    """A page read for a reader who receives none of its gated elements: the stretches
+    they take (``parts``), and the ids and text pieces (scripts and styles left out) of
+    everything else."""
+
+    parts: tuple[GatedPart, ...]
+    ids: frozenset[str]
+    text: tuple[str, ...]
+
+
+def gated_text(page: bytes) -> GatedText | None:
+    """What a page holds inside and outside its gated elements, where the rewriter ends
+    them (it may end one later than a browser, never earlier); None when the rewriter
+    would drop the rest of the page for such a reader, so that what is gated is unknown.
+    ``page`` as for ``rewrite``."""
+    return _Reporter(page).report()
+
+
+class _Stretch:
+    """A gated stretch being read."""
+
+    def __init__(self) -> None:
+        self.markers: dict[tuple[tuple[bytes, tuple[bytes, ...]], ...],
+                           dict[bytes, list[bytes]]] = {}
+        self.pieces: list[tuple[str, int]] = []
+        self.ids: set[str] = set()
+
+    def gated_by(self, attrs: dict[bytes, list[bytes]]) -> None:
+        mine = {name: values for name, values in attrs.items() if name in _GATING}
+        self.markers.setdefault(tuple(sorted((name, tuple(values))
+                                             for name, values in mine.items())), mine)
+
+
+class _Reporter(_Rewriter):
+    """The rewriter for a reader who receives no gated element, noting what each stretch
+    it removes holds (the elements are ended exactly as for any reader)."""
+
+    def __init__(self, page: bytes) -> None:
+        super().__init__(page, None, frozenset(), frozenset())
+        self.stretches: list[_Stretch] = []
+        self.current: _Stretch | None = None
+        self.open_ids: set[str] = set()
+        self.open_text: list[str] = []
+
+    def report(self) -> GatedText | None:
+        try:
+            self.scan()
+        except _Cut:
+            return None
+        parts = tuple(GatedPart(tuple(stretch.markers.values()), tuple(stretch.pieces),
+                                frozenset(stretch.ids)) for stretch in self.stretches)
+        return GatedText(parts, frozenset(self.open_ids), tuple(self.open_text))
+
+    def hides(self, attrs: dict[bytes, list[bytes]]) -> bool:
+        return any(name in attrs for name in _GATING)
+
+    def stretch(self) -> _Stretch:
+        if self.current is None:
+            self.current = _Stretch()
+            self.stretches.append(self.current)
+        return self.current
+
+    def data(self, start: int, end: int) -> None:
+        if end > start:
+            top = self.stack[-1] if self.stack else None
+            code = top is not None and top.ns == HTML and top.name in _CODE \
+                and top.mark == start
+            text = self.page[start:end].decode("utf-8", "replace")
+            if text.startswith("<![CDATA["):  # only ever text in SVG, MathML or XML
+                text = text[9:-3] if text.endswith("]]>") else text[9:]
+            elif text == "</>":  # dropped by a browser
+                text = ""
+            elif not code:
+                text = html.unescape(text)
+            if self.hiding:
+                self.stretch().pieces.append((text, PIECE_CODE if code else PIECE_TEXT))
+            elif not code:
+                self.open_text.append(text)
+        super().data(start, end)
+
+    def start_tag(self, tag: Tag, lt: int) -> int:
+        was = self.hiding
+        end = super().start_tag(tag, lt)
+        attrs = tag.attrs
+        if not attrs and self.lower.find(b"id", lt, tag.end) >= 0:
+            full = read_tag(self.page, lt)  # the quick reading left the attributes unread
+            attrs = full.attrs if full is not None else attrs
+        ident = attr_value(attrs, b"id")
+        gated = self.hides(attrs)
+        if not (gated or self.hiding):
+            if ident:
+                self.open_ids.add(ident)
+            return end
+        if not was:
+            self.current = None  # a new stretch
+        stretch = self.stretch()
+        if gated:
+            stretch.gated_by(attrs)
+        if ident:
+            stretch.ids.add(ident)
+        if tag.name in HEADINGS:
+            stretch.pieces.append(("", PIECE_BREAK))
+        return end
+
+    def end_tag(self, tag: Tag, lt: int) -> None:
+        was = self.hiding
+        super().end_tag(tag, lt)
+        if was and tag.name in HEADINGS:
+            self.stretch().pieces.append(("", PIECE_BREAK))

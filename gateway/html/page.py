@@ -36,7 +36,9 @@ from gateway.indexes.filter import (
     IndexFile,
     Learned,
     PageIndex,
+    PageText,
     match_index,
+    page_text,
 )
 from gateway.policy import Decision, Outcome, Policy
 from gateway.proxy.origin import Answer, BrokenAnswer, Origin
@@ -58,6 +60,8 @@ MEMO_PAGE_LIMIT = 256 * 1024
 #: How often a remembered page is recorded again in the page index (which forgets after
 #: five minutes), while it keeps being served unchanged.
 RECORD_EVERY = 60.0
+#: Pages too large for the memo whose gated text is kept (by digest) between requests.
+TEXTS_KEPT = 64
 
 
 @dataclass(slots=True)
@@ -81,6 +85,10 @@ class Scanned:
     #: Whether this copy is remembered (its renderings may be kept), and which copy it is.
     kept: bool = False
     version: int = 0
+    #: What its gated elements hold, for search (read once, when the page index first
+    #: hears of this copy; None also when it cannot be told).
+    text: PageText | None = None
+    text_read: bool = False
 
 
 @dataclass(slots=True)
@@ -233,6 +241,9 @@ class Pages:
         self.indexes = config.access.indexes
         self.index_names = config.access.index_names
         self.memo = PageMemo()
+        #: What the gated elements of pages too large for the memo hold, by path: (digest
+        #: of the copy, its PageText), the most recent ``TEXTS_KEPT``.
+        self.texts: dict[str, tuple[bytes, PageText | None]] = {}
         self.renders = renders if renders is not None else \
             RenderCache(config.access.page_cache_mb * 1024 * 1024)
         self.clock = clock
@@ -288,8 +299,32 @@ class Pages:
             now = self.clock()
             if now - scanned.recorded >= RECORD_EVERY:
                 scanned.recorded = now
-                self.index.record(rel, scanned.meta, fragments=scanned.gated)
+                if scanned.gated:
+                    self.index.record(rel, scanned.meta, fragments=True,
+                                      text=self.gated_text(scanned, rel))
+                else:
+                    self.index.record(rel, scanned.meta, fragments=False)
         return scanned
+
+    def gated_text(self, scanned: Scanned, rel: str) -> PageText | None:
+        """What a page's gated elements hold, for the index filter: read once per copy (a
+        copy too large for the memo is known by its digest), None when indexes are not
+        filtered here."""
+        if not self.indexes:
+            return None
+        if not scanned.text_read:
+            if scanned.kept:
+                scanned.text = page_text(scanned.page)
+            else:
+                digest = hashlib.blake2b(scanned.page, digest_size=16).digest()
+                known = self.texts.pop(rel, None)
+                scanned.text = known[1] if known is not None and known[0] == digest \
+                    else page_text(scanned.page)
+                self.texts[rel] = (digest, scanned.text)
+                if len(self.texts) > TEXTS_KEPT:
+                    del self.texts[next(iter(self.texts))]
+            scanned.text_read = True
+        return scanned.text
 
     def process(self, page: bytes, decision: Decision, user: User | None, scope: Scope,
                 rel: str | None,
@@ -515,7 +550,8 @@ def learn(data: bytes, content_type: str | None = None) -> Learned | None:
     meta = read_page_meta(data)
     if meta.unreadable:
         return None
-    return Learned(meta, has_markers(data))
+    gated = has_markers(data)
+    return Learned(meta, gated, page_text(data) if gated else None)
 
 
 def meta_fetcher(origin: Origin) -> FetchMeta:

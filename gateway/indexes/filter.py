@@ -9,6 +9,12 @@ that is not known yet, the head of that page is fetched through the upstream, a 
 time, and kept for a while. A page whose metadata cannot be learned is left out of the
 index for every reader its metadata could concern (fail closed).
 
+With gated elements removed from pages (``access.fragments``), a page that holds some is
+learned with what they hold (``PageText``): the stretches the rewriter removes for a reader
+who may see none of them, each with the gating attributes of the elements in it, and the
+words and ids of the rest. A reader who may not see some of them gets the page's search
+entries less their text (``Scrub``); where that is not known, less all their text (BARE).
+
 The formats themselves (sitemaps, MkDocs, Sphinx, llms.txt and llms-full.txt, RSS, Atom
 and JSON feeds, Docusaurus' local search) are read and written in ``indexes.formats``; the
 names of the listings other than sitemaps and the MkDocs and Sphinx indexes are settings
@@ -25,7 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -33,12 +39,15 @@ from gateway.bounded import Expiring
 from gateway.config.model import IndexNames
 from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
+from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text
 from gateway.html.head import PageMeta
 from gateway.indexes.formats import (
     BARE,
     HIDDEN,
     SHOWN,
     FetchText,
+    Scrub,
+    Words,
     filter_docusaurus,
     filter_feed,
     filter_llms,
@@ -46,6 +55,8 @@ from gateway.indexes.formats import (
     filter_mkdocs,
     filter_sitemap,
     filter_sphinx,
+    needle,
+    word_keys,
 )
 from gateway.paths import PACKINGS, packing_of
 from gateway.policy import Policy
@@ -54,12 +65,39 @@ from gateway.user import User
 
 
 @dataclass(frozen=True)
+class PageText:
+    """What search needs to know of a page's gated elements: the stretches the rewriter
+    removes for a reader who may see none of them (``parts``) with the words each holds,
+    and the ids and words of the rest of the page."""
+
+    parts: tuple[GatedPart, ...]
+    part_words: tuple[Words, ...]
+    ids: frozenset[str]
+    words: Words
+
+
+def page_text(page: bytes) -> PageText | None:
+    """The ``PageText`` of a page in UTF-8 (as the rewriter reads it); None when where its
+    gated elements end is not known."""
+    found = gated_text(page)
+    if found is None:
+        return None
+    return PageText(found.parts,
+                    tuple(Words(word_keys(text for text, kind in part.pieces
+                                          if kind != PIECE_BREAK)) for part in found.parts),
+                    found.ids, Words(word_keys(found.text)))
+
+
+@dataclass(frozen=True)
 class Learned:
-    """What the gateway knows of a page: its metadata, and whether it holds gated elements
-    or fields (None: not known, which counts as yes)."""
+    """What the gateway knows of a page: its metadata, whether it holds gated elements
+    or fields (None: not known, which counts as yes), and for one that does, what its
+    gated elements hold (None: not known, so its words are kept from every reader who
+    may not see all of them)."""
 
     meta: PageMeta
     fragments: bool | None = None
+    text: PageText | None = field(default=None, compare=False, repr=False)
 
 
 #: Learns one page: a bare PageMeta says nothing about the page's gated elements.
@@ -183,9 +221,11 @@ class PageIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def record(self, path: str, meta: PageMeta, *, fragments: bool | None = None) -> None:
-        """Remember what a page served just now declares (and whether it has gated parts)."""
-        self._store(page_key(path), Learned(meta, fragments))
+    def record(self, path: str, meta: PageMeta, *, fragments: bool | None = None,
+               text: PageText | None = None) -> None:
+        """Remember what a page served just now declares (whether it has gated parts, and
+        what they hold)."""
+        self._store(page_key(path), Learned(meta, fragments, text))
 
     def known(self, path: str) -> tuple[bool, Learned | None]:
         """(True, what) for a page known now (None: unreadable), else (False, None)."""
@@ -280,12 +320,69 @@ class _Judge:
 
     async def verdicts(self, entries: Sequence[Sequence[str | None]], *,
                        words: bool = True) -> list[int]:
-        """HIDDEN, SHOWN or BARE per entry (see ``Judge.verdicts``).
+        """HIDDEN, SHOWN or BARE per entry (see ``Judge.verdicts``): BARE for a page with
+        gated elements unless they are known and the reader may see every one."""
+        judged = await self._judge(entries, words and self.page_index.fragments)
+        out = []
+        for verdict, known in judged:
+            text = self._text(known) if verdict == BARE else None
+            out.append(SHOWN if text is not None and not any(self._hidden(text)) else verdict)
+        return out
+
+    async def scrubs(self, entries: Sequence[Sequence[str | None]]) -> list[int | Scrub]:
+        """As ``verdicts``, with a ``Scrub`` of what the reader may not see of a page
+        whose gated elements are known (see ``Judge.scrubs``)."""
+        judged = await self._judge(entries, self.page_index.fragments)
+        made: dict[int, int | Scrub] = {}
+        out: list[int | Scrub] = []
+        for verdict, known in judged:
+            text = self._text(known) if verdict == BARE else None
+            if text is None:
+                out.append(verdict)
+                continue
+            if id(text) not in made:
+                made[id(text)] = self._scrub(text)
+            out.append(made[id(text)])
+        return out
+
+    @staticmethod
+    def _text(known: list[Learned]) -> PageText | None:
+        """What the gated elements of a page learned under the spellings ``known`` hold;
+        None unless every spelling with gated elements has the same known ones."""
+        texts: list[PageText] = []
+        for found in known:
+            if found.fragments is False:
+                continue
+            if found.text is None:
+                return None
+            if all(found.text is not text for text in texts):
+                texts.append(found.text)
+        return texts[0] if len(texts) == 1 else None
+
+    def _hidden(self, text: PageText) -> list[bool]:
+        """Per gated stretch of a page, whether the reader may not see it."""
+        return [not all(allows(markers, self.user) for markers in part.markers)
+                for part in text.parts]
+
+    def _scrub(self, text: PageText) -> int | Scrub:
+        """What the reader may not see of a page (SHOWN: nothing)."""
+        hidden = self._hidden(text)
+        if not any(hidden):
+            return SHOWN
+        parts = list(zip(text.parts, text.part_words, hidden, strict=True))
+        return Scrub([needle(part.pieces) for part, _, gone in parts if gone],
+                     frozenset(name for part, _, gone in parts if gone for name in part.ids),
+                     [text.ids, *(part.ids for part, _, gone in parts if not gone)],
+                     [text.words, *(words for _, words, gone in parts if not gone)])
+
+    async def _judge(self, entries: Sequence[Sequence[str | None]],
+                     scrub: bool) -> list[tuple[int, list[Learned]]]:
+        """HIDDEN, SHOWN or BARE per entry (BARE only with ``scrub``), and what is known of
+        its pages.
 
         Every candidate the reader's access can be known for must be open to them, and at
         least one must be known: a page a rule or its metadata closes stays out.
         """
-        scrub = words and self.page_index.fragments
         opens: list[list[bool | None]] = []
         wanted: set[str] = set()
         for candidates in entries:
@@ -301,21 +398,21 @@ class _Judge:
             opens.append(row)
         learned = await self.page_index.lookup(sorted(wanted), self.fetch_meta) if wanted \
             else {}
-        out = []
+        out: list[tuple[int, list[Learned]]] = []
         for candidates, row in zip(entries, opens, strict=True):
             for col, path in enumerate(candidates):
                 found = learned.get(path) if path is not None else None
                 if row[col] is None and found is not None and path is not None:
                     row[col] = self.policy.may_view(path, self.user, found.meta)
             if not any(v is True for v in row) or any(v is False for v in row):
-                out.append(HIDDEN)
+                out.append((HIDDEN, []))
                 continue
             # Clean: known without gated parts under every spelling that is known (a
             # page's Markdown copy holds none, yet its words are the page's).
             known = [found for path in candidates if path is not None
                      and (found := learned.get(path)) is not None]
             clean = bool(known) and all(found.fragments is False for found in known)
-            out.append(BARE if scrub and not clean else SHOWN)
+            out.append((BARE if scrub and not clean else SHOWN, known))
         return out
 
 

@@ -8,22 +8,30 @@ for MkDocs), and Sphinx's ``searchindex.js``; and the other listings: ``llms.txt
 asks a ``Judge`` about the pages the entries name, and writes the entries it may keep.
 The sitemap, MkDocs and Sphinx filters read what they cannot parse as empty; the other
 listings raise ``Unreadable`` for it: refused, never passed.
+
+A page with gated elements is listed whole only for a reader who may see all of them.
+For anyone else MkDocs' entries lose the text of the elements that reader may not see
+(``Scrub``); the other listings keep such a page's title and address only (BARE).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
 import html
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from array import array
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 from xml.parsers import expat
 
 from gateway.errors import GatewayError, UpstreamError
+from gateway.html.gating import PIECE_BREAK, PIECE_CODE, PIECE_TEXT
 from gateway.paths import decoded, normalize_path
 
 HIDDEN, SHOWN, BARE = 0, 1, 2  # BARE: shown, without the words the index holds for it
@@ -44,7 +52,15 @@ class Judge(Protocol):
     async def verdicts(self, entries: Sequence[Sequence[str | None]], *,
                        words: bool = True) -> list[int]:
         """Per entry (its candidate paths; None: a location outside the site): HIDDEN,
-        SHOWN or BARE (``words`` False: the format holds no words, never BARE)."""
+        SHOWN or BARE: shown without the words the format holds for it, which may come
+        from gated elements the reader may not see (``words`` False: the format holds no
+        words, never BARE)."""
+        ...
+
+    async def scrubs(self, entries: Sequence[Sequence[str | None]]) -> list[int | Scrub]:
+        """As ``verdicts``, but for a page whose gated elements are known, what this
+        reader may not see of it (a ``Scrub``) where ``verdicts`` says BARE; SHOWN when
+        the reader may see every one."""
         ...
 
 
@@ -101,25 +117,241 @@ def _sitemap_paths(block: bytes, prefix: bytes, base_path: str, base: str) -> li
     return paths or [None]
 
 
+# -- gated text in search entries -------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+#: Material for MkDocs keeps these tags in a search entry's text and escapes &, < and >.
+_KEPT_TAG = r"</?(?:p|code|pre|li|ol|ul|sub|sup)>"
+_PLAIN_RUNS = re.compile(r"(?P<space>\s+)|\S+")
+_MARKUP_RUNS = re.compile(rf"(?P<space>(?:\s|{_KEPT_TAG})+)|(?P<escape>&(?:lt|gt|amp);)"
+                          r"|[^\s<&]+|[<&]")
+_UNESCAPE = {"&lt;": "<", "&gt;": ">", "&amp;": "&"}
+_EMPTY_KEPT = re.compile(r"<(p|code|pre|li|ol|ul|sub|sup)>\s*</\1>[ \t\r\n]?")
+_OPTIONAL, _REQUIRED = 1, 2  # the space between two words of a needle
+
+
+def word_keys(texts: Iterable[str]) -> set[int]:
+    """The words of some text pieces (runs of letters, digits and underscores, compared
+    without case) as ``Words`` keeps them: each piece read alone and all of them joined,
+    since a search index may join a page's pieces with or without a space."""
+    pieces = list(texts)
+    return {hash(word.casefold()) for text in (*pieces, "".join(pieces))
+            for word in _WORD.findall(text)}
+
+
+class Words:
+    """A set of words, kept as their sorted hashes (eight bytes a word: the words of a
+    page are kept as long as the page is known)."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[int]) -> None:
+        self._keys = array("q", sorted(set(keys)))
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, int):
+            return False
+        at = bisect.bisect_left(self._keys, key)
+        return at < len(self._keys) and self._keys[at] == key
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _pattern(pieces: Sequence[tuple[str, int]]) -> re.Pattern[str] | None:
+    """A pattern that finds the text of ``pieces`` in an entry's view (words and single
+    spaces): the words in order, a space where the page has one, at most one where a
+    tag stood, scripts and styles where an index kept them (a stretch of nothing else
+    must be there); None for no words."""
+    out: list[str] = []
+    gap = 0
+    words_seen = False
+    last_word = ""
+    for text, kind in pieces:
+        if kind == PIECE_BREAK:
+            gap = max(gap, _OPTIONAL)
+            continue
+        words = text.split()
+        if not words:
+            if text:  # white space only
+                gap = _REQUIRED
+            continue
+        gap = max(gap, _REQUIRED if text[0].isspace() else _OPTIONAL)
+        space = "" if not out else " " if gap == _REQUIRED else " ?"
+        body = " ".join(re.escape(word) for word in words)
+        if kind == PIECE_CODE:
+            out.append(f"(?:{space}{body})?+")  # some indexes leave scripts out
+        else:
+            if not out and _WORD.match(words[0]):
+                out.append(r"(?<!\w)")
+            out.append(space + body)
+            words_seen = True
+            last_word = words[-1]
+        gap = _REQUIRED if text[-1].isspace() else _OPTIONAL
+    if not words_seen:
+        code = [(text, PIECE_TEXT if kind == PIECE_CODE else kind) for text, kind in pieces]
+        return _pattern(code) if any(kind == PIECE_CODE for _, kind in pieces) else None
+    if _WORD.fullmatch(last_word[-1:]) and not out[-1].startswith("(?:"):
+        out.append(r"(?!\w)")
+    return re.compile("".join(out))
+
+
+@dataclass(frozen=True)
+class Needle:
+    """How the text of one gated stretch is found in an entry: whole, or, in an entry
+    that holds part of it (an index may start a new entry at a heading), each run of it
+    between headings."""
+
+    whole: re.Pattern[str] | None
+    runs: tuple[re.Pattern[str], ...]
+
+
+@functools.lru_cache(maxsize=512)
+def needle(pieces: tuple[tuple[str, int], ...]) -> Needle:
+    """The needle of a gated stretch's text pieces (made once for a while)."""
+    groups: list[list[tuple[str, int]]] = [[]]
+    for piece in pieces:
+        if piece[1] == PIECE_BREAK:
+            groups.append([])
+        else:
+            groups[-1].append(piece)
+    runs = tuple(found for group in groups if (found := _pattern(group)) is not None)
+    return Needle(_pattern(pieces), runs if len(runs) > 1 else ())
+
+
+def _view(text: str, markup: bool) -> tuple[str, list[tuple[int, int, int, bool]]]:
+    """An entry's text as words and single spaces (tags Material keeps count as spaces,
+    its escapes as the characters), and its runs: (start in the view, start and end in
+    the text, whether the run is the text itself)."""
+    out: list[str] = []
+    runs: list[tuple[int, int, int, bool]] = []
+    at = 0
+    for found in (_MARKUP_RUNS if markup else _PLAIN_RUNS).finditer(text):
+        if found.group("space") is not None:
+            piece, literal = " ", False
+        elif markup and found.group("escape") is not None:
+            piece, literal = _UNESCAPE[found.group("escape")], False
+        else:
+            piece, literal = found.group(), True
+        runs.append((at, found.start(), found.end(), literal))
+        out.append(piece)
+        at += len(piece)
+    return "".join(out), runs
+
+
+def _cut_spans(text: str, runs: list[tuple[int, int, int, bool]],
+               spans: list[tuple[int, int]], markup: bool) -> str:
+    """``text`` less the view's ``spans``, each left as one space between words."""
+    starts = [run[0] for run in runs]
+
+    def where(pos: int, end: bool) -> int:
+        view_at, start, stop, literal = runs[bisect.bisect_right(starts, pos) - 1]
+        if literal:
+            return start + (pos - view_at) + (1 if end else 0)
+        return stop if end else start
+
+    cuts = sorted((where(start, False), where(end - 1, True)) for start, end in spans)
+    out: list[str] = []
+    at = 0
+    for start, end in cuts:
+        if end <= at:
+            continue
+        start = max(start, at)
+        out.append(text[at:start])
+        before = text[start - 1:start]
+        if not before or before.isspace():
+            while end < len(text) and text[end].isspace():
+                end += 1  # the space after it goes too
+        elif end < len(text) and not text[end].isspace():
+            out.append(" ")
+        at = end
+    out.append(text[at:])
+    left = "".join(out)
+    if markup:  # as Material leaves out an element it kept a tag of that holds no text
+        while (emptied := _EMPTY_KEPT.sub("", left)) != left:
+            left = emptied
+    return left.strip()
+
+
+class Scrub:
+    """What one reader may not see of a page whose gated elements are known: the text
+    of the stretches gated for them (``needles``) and the ids in them, and what they may
+    see: the ids and words of the rest of the page.
+
+    ``text`` takes every stretch's text out of an entry's; an entry whose text then
+    still holds a word the reader is not shown on the page keeps no text (an index may
+    hold a stretch in a way not found here).
+    """
+
+    def __init__(self, needles: Sequence[Needle], hidden_ids: Collection[str],
+                 open_ids: Sequence[Collection[str]], words: Sequence[Words]) -> None:
+        self.needles = needles
+        self.hidden_ids = hidden_ids
+        self.open_ids = open_ids
+        self.words = words
+
+    def anchor(self, anchor: str) -> bool:
+        """Whether an anchor names an element of the page this reader is shown."""
+        names = {anchor, unquote(anchor)}
+        if any(name in self.hidden_ids for name in names):
+            return False
+        return any(name in ids for ids in self.open_ids for name in names)
+
+    def text(self, text: str, *, markup: bool = False) -> str | None:
+        """``text`` (Material's with ``markup``) less what this reader may not see; None
+        when words may be left that they are not shown."""
+        view, runs = _view(text, markup)
+        spans: list[tuple[int, int]] = []
+        for found in self.needles:
+            matches = [match.span() for match in found.whole.finditer(view)
+                       if match.end() > match.start()] if found.whole is not None else []
+            if not matches:
+                matches = [match.span() for run in found.runs for match in run.finditer(view)
+                           if match.end() > match.start()]
+            spans += matches
+        if spans:
+            text = _cut_spans(text, runs, spans, markup)
+            view = _view(text, markup)[0]
+        for word in _WORD.findall(view):
+            key = hash(word.casefold())
+            if not any(key in words for words in self.words):
+                return None
+        return text
+
+
 # -- MkDocs -----------------------------------------------------------------------------
 
 
 async def filter_mkdocs(body: bytes, judge: Judge, base: str) -> bytes:
-    """MkDocs' ``search_index.json`` with only the docs the judge shows (bare: no text)."""
+    """MkDocs' ``search_index.json`` with only the docs the judge shows.
+
+    A page with gated elements the reader may not see keeps its entries less their text
+    (Material for MkDocs' too, whose text keeps some tags): a section entry whose heading
+    is in such an element goes, and an entry whose title still holds a word the reader is
+    not shown goes, one whose text does loses it. Where those elements are not known the
+    page keeps its own entry, without text (bare).
+    """
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
         data = None
     config = data.get("config", {}) if isinstance(data, dict) else {}
     docs = data.get("docs") if isinstance(data, dict) else None
+    # Material for MkDocs' search (which keeps some tags) writes "pipeline"; MkDocs' own
+    # writes "indexing" instead.
+    markup = isinstance(config, dict) and "pipeline" in config and "indexing" not in config
     kept: list[Any] = []
     if isinstance(docs, list):
         valid = [doc for doc in docs
                  if isinstance(doc, dict) and isinstance(doc.get("location"), str)]
         entries = [[site_path(doc["location"].split("#", 1)[0], base)] for doc in valid]
-        shown = await judge.verdicts(entries)
+        shown = await judge.scrubs(entries)
         for doc, verdict in zip(valid, shown, strict=True):
-            if verdict == SHOWN:
+            if isinstance(verdict, Scrub):
+                scrubbed = _scrub_doc(doc, verdict, markup)
+                if scrubbed is not None:
+                    kept.append(scrubbed)
+            elif verdict == SHOWN:
                 kept.append(doc)
             elif verdict == BARE and "#" not in doc["location"]:
                 # Its sections and words may come from gated elements: title and page only.
@@ -127,6 +359,24 @@ async def filter_mkdocs(body: bytes, judge: Judge, base: str) -> bytes:
     # Only the two keys MkDocs writes: anything else could name pages in a way not read here.
     out = {"config": config, "docs": kept}
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _scrub_doc(doc: dict[str, Any], scrub: Scrub, markup: bool) -> dict[str, Any] | None:
+    """A MkDocs entry less what the reader may not see, or None when it goes."""
+    _, _, anchor = doc["location"].partition("#")
+    if anchor and not scrub.anchor(anchor):
+        return None  # a section whose heading the reader is not shown, or not known
+    title = doc.get("title")
+    if isinstance(title, str):
+        title = scrub.text(title, markup=markup)
+        if title is None:
+            return None
+    elif title is not None:
+        return None
+    text = doc.get("text")
+    if isinstance(text, str):
+        text = scrub.text(text, markup=markup)
+    return {**doc, "title": title, "text": text or ""}
 
 
 # -- Sphinx -----------------------------------------------------------------------------
