@@ -5,6 +5,7 @@ the gateway serving each reader from the build of their audience."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import json
 import os
 import subprocess
@@ -149,3 +150,82 @@ def test_audiences_are_checked_one_line_per_problem(tmp_path: Path) -> None:
         "and no authenticated",
         "upstream: set exactly one of url, root and audiences",
     ], problems
+
+
+SPHINX_CONF = """\
+project = 'Audiences'
+# The README's recipe: the admin pages only in the build made with -t admin, and no copy
+# of the sources (which hold the text of every .. only:: block) in any build.
+exclude_patterns = [] if tags.has('admin') else ['admin/*']
+html_copy_source = False
+"""
+
+
+def sphinx_builds(root: Path) -> tuple[Path, Path]:
+    source = root / "source"
+    pages = {
+        "conf.py": SPHINX_CONF,
+        "index.rst": "Welcome\n=======\n\n.. toctree::\n   :glob:\n\n   guide\n   admin/*\n\n"
+                     f".. only:: admin\n\n   Operators: {SECRET} in the handbook.\n",
+        "guide.rst": "Guide\n=====\n\nHow to use it.\n",
+        "admin/handbook.rst": f"Admin handbook\n==============\n\n{SECRET} every quarter.\n",
+    }
+    for name, text in pages.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    for out, tags in (("build-admin", ["-t", "admin"]), ("build-everyone", [])):
+        # The doctrees (every page's parsed text) are kept out of the folder served.
+        subprocess.run([sys.executable, "-m", "sphinx", "-q", *tags, "-b", "html",
+                        "-d", str(root / f"doctrees-{out}"), str(source), str(root / out)],
+                       check=True, timeout=180, capture_output=True)
+    return root / "build-admin", root / "build-everyone"
+
+
+def hugo_builds(root: Path) -> tuple[Path, Path]:
+    hugo = shutil.which("hugo")
+    if hugo is None:
+        pytest.fail("hugo is not installed (Debian: apt-get install hugo)", pytrace=False)
+    files = {
+        "hugo.toml": "baseURL = 'http://docs.test/'\ntitle = 'Audiences'\n"
+                     "disableKinds = ['RSS', 'taxonomy', 'term']\n",
+        # The README's recipe: the environment for everyone leaves the admin pages out.
+        "config/everyone/hugo.toml": "ignoreFiles = ['content/admin/']\n",
+        "layouts/_default/baseof.html":
+            "<html><body><nav><ul>{{ range .Site.RegularPages }}<li><a href=\""
+            "{{ .RelPermalink }}\">{{ .Title }}</a></li>{{ end }}</ul></nav>"
+            "<main>{{ block \"main\" . }}{{ end }}</main></body></html>",
+        "layouts/_default/single.html": '{{ define "main" }}{{ .Content }}{{ end }}',
+        "layouts/_default/list.html": '{{ define "main" }}{{ .Content }}{{ end }}',
+        "content/guide.md": "---\ntitle: Guide\n---\nHow to use it.\n",
+        "content/admin/_index.md": "---\ntitle: Admin\n---\n",
+        "content/admin/handbook.md": f"---\ntitle: Admin handbook\n---\n{SECRET}.\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    for environment in ("admin", "everyone"):
+        subprocess.run([hugo, "--quiet", "-s", str(root), "--environment", environment,
+                        "-d", str(root / f"build-{environment}")], check=True, timeout=120)
+    return root / "build-admin", root / "build-everyone"
+
+
+@pytest.mark.parametrize(("generator", "admin_page"), [
+    ("sphinx", "/admin/handbook.html"), ("hugo", "/admin/handbook/")])
+async def test_the_sphinx_and_hugo_recipes_build_per_audience(
+        generator: str, admin_page: str, tmp_path: Path, aiohttp_client: Any) -> None:
+    make = sphinx_builds if generator == "sphinx" else hugo_builds
+    admin, everyone = make(tmp_path)
+    page_file = admin / admin_page.strip("/")
+    if not admin_page.endswith(".html"):
+        page_file = page_file / "index.html"
+    assert SECRET.encode() in page_file.read_bytes()
+    leaks = [str(path) for path in everyone.rglob("*")
+             if path.is_file() and SECRET.encode() in path.read_bytes()]
+    assert leaks == []
+    config = make_config(None, upstream={"audiences": [
+        {"name": "admins", "groups": ["admin"], "root": str(admin)},
+        {"name": "everyone", "root": str(everyone)}]}, access={"public": ["/**"]})
+    client = await aiohttp_client(await build_app(config))
+    assert (await fetch(client, admin_page, ADMIN))[0] == 200
+    status, page, _ = await fetch(client, admin_page, READER)
+    assert status == 404 and SECRET not in page
