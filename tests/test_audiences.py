@@ -229,3 +229,10 @@ async def test_the_sphinx_and_hugo_recipes_build_per_audience(
     assert (await fetch(client, admin_page, ADMIN))[0] == 200
     status, page, _ = await fetch(client, admin_page, READER)
     assert status == 404 and SECRET not in page
+
+
+def test_forward_auth_with_audiences_is_warned_of(tmp_path: Path) -> None:
+    config = make_config(None, server={"trusted_proxies": ["127.0.0.1/32"],
+                                       "forward_auth": "nginx"},
+                         upstream={"audiences": [{"name": "everyone", "root": str(tmp_path)}]})
+    assert any(w.startswith("server.forward_auth: a proxy asking") for w in config.warnings)

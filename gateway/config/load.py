@@ -366,6 +366,10 @@ def _cross_checks(config: Config, problems: Problems) -> None:
             and not shared.login_url):
         problems.add("handshake.shared_session.login_url",
                      "is required in authenticate mode (where anonymous visitors are sent)")
+    if server.forward_auth is not None and config.upstream.audiences:
+        problems.warn("server.forward_auth",
+                      "a proxy asking /_gateway/auth sends every reader to its one upstream: "
+                      "with upstream.audiences, let the gateway serve the docs")
     if not server.https and session.same_site == "none":
         problems.add("session.same_site",
                      "none needs an https public_url (browsers drop SameSite=None without Secure)")
