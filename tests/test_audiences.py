@@ -5,9 +5,9 @@ the gateway serving each reader from the build of their audience."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
