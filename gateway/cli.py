@@ -1,4 +1,4 @@
-"""The ``docs-gateway`` command line: run, check, keys, token, demo."""
+"""The ``docs-gateway`` command line: run, check, keys, token, demo, audit."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ KEY_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 Handler = Callable[[argparse.Namespace], int]
 
 
-# Options whose values are opaque tokens that may begin with "-" (a base64url state).
-_TOKEN_OPTIONS = ("--state",)
+# Options whose values are opaque tokens that may begin with "-" (a base64url state, an
+# audit's marker text).
+_TOKEN_OPTIONS = ("--state", "--marker")
 
 
 def _joined_values(argv: list[str]) -> list[str]:
@@ -131,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="port of the gateway (default: 8080)")
     demo.add_argument("--method", choices=("jwt", "shared_session", "oauth"), default="jwt",
                       help="how readers log in: jwt (default), shared_session or oauth")
+
+    audit = command("audit", "read the running site as several readers and report text a "
+                    "reader receives from pages closed to it", _lazy("audit", "gateway.audit"))
+    audit.add_argument("-c", "--config", type=Path, metavar="FILE", help=config_help)
+    audit.add_argument("--as", dest="readers", action="append", required=True,
+                       metavar="NAME[:GROUP,...]",
+                       help="a reader, once per reader: NAME alone is anonymous, NAME: is "
+                            "logged in without groups, NAME:a,b logged in with groups a and b")
+    audit.add_argument("--key", metavar="PEM",
+                       help="private key that signs the readers' login tokens (jwt; default: "
+                            "handshake.jwt.secret when set)")
+    audit.add_argument("--cookie", action="append", default=[], metavar="NAME=COOKIE-HEADER",
+                       help="the Cookie header reader NAME sends instead of logging in")
+    audit.add_argument("--marker", action="append", default=[], metavar="TEXT",
+                       help="text no reader may receive outside the pages it may open")
+    audit.add_argument("--max-pages", type=_positive, default=500, metavar="N",
+                       help="addresses read per reader at most (default: 500)")
+    audit.add_argument("--url", metavar="URL",
+                       help="send the requests to this origin instead of server.public_url's")
     return parser
 
 
@@ -285,6 +305,16 @@ def _unavailable(name: str, exc: ImportError) -> CommandError:
 
 def _groups(text: str) -> list[str]:
     return [group.strip() for group in text.split(",") if group.strip()]
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _json_object(text: str) -> dict[str, Any]:
