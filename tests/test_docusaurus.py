@@ -23,8 +23,11 @@ from typing import Any
 import pytest
 
 from gateway.app import build_app
+from gateway.config.load import load_config
+from tests.helpers import SECRET as SECRET_KEY
 from tests.helpers import make_config, make_user, session_cookies
 from tests.nginx import nginx_serving
+from tests.test_audit import audit, free_port, write_keys
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +174,94 @@ async def test_with_audience_builds_no_chunk_of_the_admin_build_reaches_others(
             assert chunk.status == 404 and SECRET not in await chunk.text(), (user, path)
         intro = await audiences.get("/docs/intro/", cookies=cookies)
         assert intro.status == 200 and "Admin secrets" not in await intro.text()
+
+
+async def test_in_chromium_only_the_admin_reaches_the_admin_page(
+        audiences: Any, browser: Any) -> None:
+    base = str(audiences.make_url("")).rstrip("/")
+    for user, sees in ((ADMIN, True), (READER, False)):
+        cookies = await session_cookies(audiences.app, user)
+        context = await browser.new_context()
+        await context.add_cookies([{"name": name, "value": value, "url": base}
+                                   for name, value in cookies.items()])
+        page = await context.new_page()
+        await page.goto(base + "/docs/intro/")
+        await page.wait_for_load_state("networkidle")
+        category = page.locator("a.menu__link--sublist", has_text="admin")
+        if sees:
+            # The sidebar's category opens; its page's link routes in the browser, from
+            # the chunks.
+            await category.click()
+            await page.locator('a[href="/docs/admin/secrets"]').click()
+            await page.wait_for_function(f"document.body.innerText.includes({SECRET!r})")
+            assert page.url.rstrip("/").endswith("/docs/admin/secrets")
+        else:
+            assert await category.count() == 0
+            assert await page.locator('a[href="/docs/admin/secrets"]').count() == 0
+            # Routed in the browser all the same: the reader's build has no such route.
+            await page.evaluate("history.pushState({}, '', '/docs/admin/secrets');"
+                                "window.dispatchEvent(new PopStateEvent('popstate'))")
+            await page.wait_for_function("document.body.innerText.includes('Page Not Found')")
+            assert SECRET not in await page.content()
+        await context.close()
+
+
+AUDIT_CONFIG = """\
+server:
+  listen: "127.0.0.1:{port}"
+  public_url: "http://127.0.0.1:{port}"
+upstream:
+{upstream}
+handshake:
+  method: jwt
+  jwt:
+    login_urls: [{{name: Dashboard, url: "https://dash.example.com/docs-login"}}]
+    public_keys: ["keys/login.pub.pem"]
+    algorithms: ["EdDSA"]
+session:
+  secrets: ["{secret}"]
+logging:
+  level: error
+"""
+
+
+async def run_audit(tmp_path: Path, aiohttp_server: Any, upstream: str,
+                    capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
+    """A gateway with ``upstream`` (YAML lines) on a known port, audited as an anonymous
+    reader, a reader and an admin."""
+    port = free_port()
+    key = write_keys(tmp_path)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(AUDIT_CONFIG.format(port=port, upstream=upstream, secret=SECRET_KEY))
+    await aiohttp_server(await build_app(load_config(path)), port=port)
+    return await audit(capsys, "-c", str(path), "--as", "everyone", "--as", "readers:staff",
+                       "--as", "admins:admin", "--key", str(key))
+
+
+async def test_the_audit_finds_the_open_chunk_of_a_single_build(
+        builds: tuple[Path, Path], tmp_path: Path, aiohttp_server: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    admin, _everyone = builds
+    async with nginx_serving(tmp_path, NGINX.format(admin)) as origin:
+        status, lines, messages = await run_audit(tmp_path, aiohttp_server,
+                                                  f'  url: "{origin}"', capsys)
+    assert status == 1, messages
+    chunk = chunks_with(admin, SECRET)[0]
+    assert any(line.startswith("everyone  ") and line.split()[1].endswith(chunk)
+               and "/docs/admin/secrets" in line for line in lines), lines
+    assert not any(line.startswith("admins  ") for line in lines), lines
+
+
+async def test_the_audit_finds_nothing_in_audience_builds(
+        builds: tuple[Path, Path], tmp_path: Path, aiohttp_server: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    admin, everyone = builds
+    async with contextlib.AsyncExitStack() as stack:
+        admins = await stack.enter_async_context(
+            nginx_serving(tmp_path / "a", NGINX.format(admin)))
+        rest = await stack.enter_async_context(
+            nginx_serving(tmp_path / "e", NGINX.format(everyone)))
+        upstream = (f'  audiences:\n    - {{name: admins, groups: [admin], url: "{admins}"}}\n'
+                    f'    - {{name: everyone, url: "{rest}"}}')
+        status, lines, messages = await run_audit(tmp_path, aiohttp_server, upstream, capsys)
+    assert (status, lines) == (0, []), messages
