@@ -74,8 +74,14 @@ def write_site(root: Path, download_bytes: int = DOWNLOAD_BYTES) -> SiteFiles:
 
 
 def nginx_conf(work: Path, port: int, *, root: Path | None = None,
-               proxy_to: int | None = None) -> str:
-    """An nginx.conf that either serves ``root`` or proxies to ``proxy_to`` with keep-alive."""
+               proxy_to: int | None = None, gzip_port: int | None = None) -> str:
+    """An nginx.conf that either serves ``root`` or proxies to ``proxy_to`` with keep-alive.
+
+    ``gzip_port``: a second server for ``root``, with gzip on (text/html at nginx's default
+    level), for the bytes-on-the-wire comparison. The loaded port never compresses: proxies
+    that ask the origin for gzip on their own (Caddy, aiohttp's client) would otherwise pay
+    for compressing and decompressing every page.
+    """
     temp = work / "nginx-temp"
     temp.mkdir(parents=True, exist_ok=True)
     temp.chmod(0o777)
@@ -88,6 +94,9 @@ def nginx_conf(work: Path, port: int, *, root: Path | None = None,
         location = ("location / { proxy_pass http://origin; proxy_http_version 1.1; "
                     'proxy_set_header Connection ""; }')
         upstream = f"upstream origin {{ server 127.0.0.1:{proxy_to}; keepalive 64; }}"
+    compressed = ""
+    if gzip_port is not None and root is not None:
+        compressed = f"server {{ listen 127.0.0.1:{gzip_port}; root {root}; gzip on; }}"
     return f"""{user}worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
@@ -111,6 +120,7 @@ http {{
     listen 127.0.0.1:{port};
     {location}
   }}
+  {compressed}
 }}
 """
 
@@ -133,6 +143,9 @@ class GatewaySetup:
     store: str = "cookie"
     workers: int = 1
     behind_proxy: bool = False
+    # access.rules, as (path glob, groups) pairs, and access.navigation.
+    rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    navigation: bool = True
 
 
 def gateway_config(port: int, origin: int, setup: GatewaySetup, *,
@@ -143,6 +156,11 @@ def gateway_config(port: int, origin: int, setup: GatewaySetup, *,
     if setup.store == "redis":
         assert redis_url is not None, "the redis store needs a Redis"
         session["redis_url"] = redis_url
+    access: dict[str, Any] = {"public": ["/public/**", "/favicon.ico"]}
+    if setup.rules:
+        access["rules"] = [{"path": path, "groups": list(groups)} for path, groups in setup.rules]
+    if not setup.navigation:
+        access["navigation"] = False
     return {
         "server": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}",
                    "workers": setup.workers,
@@ -157,7 +175,7 @@ def gateway_config(port: int, origin: int, setup: GatewaySetup, *,
         "session": session,
         "identity": {"assertion": {"header": "X-Gateway-Assertion",
                                    "private_key": str(key_file), "algorithm": "EdDSA"}},
-        "access": {"public": ["/public/**", "/favicon.ico"]},
+        "access": access,
         # Same as the other servers: no per-request access log line.
         "logging": {"level": "warning", "format": "json"},
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config.load import load_config
@@ -21,22 +22,40 @@ from gateway.user import User
 SESSION_SECONDS = 6 * 3600.0
 
 
-def reader(index: int, now: float) -> User:
+READER_GROUPS = ("readers", "beta")
+# The first name every reader has (the Material page's field shows it).
+FIRST_NAME = "Ada"
+
+
+def reader(index: int, now: float, groups: tuple[str, ...] = READER_GROUPS) -> User:
     """A typical reader: a subject, two groups, a little content."""
-    return User(sub=f"reader-{index}", expires_at=now + SESSION_SECONDS,
-                groups=("readers", "beta"),
-                content={"firstName": "Ada", "plan": "team", "id": index})
+    return User(sub=f"reader-{index}", expires_at=now + SESSION_SECONDS, groups=groups,
+                content={"firstName": FIRST_NAME, "plan": "team", "id": index})
 
 
-async def make_cookie_headers(config_file: Path, count: int) -> list[str]:
-    """``count`` distinct sessions, each as a ready ``Cookie`` header value."""
+def group_sets(count: int) -> Callable[[int], tuple[str, ...]]:
+    """Reader ``i`` in one of ``count`` distinct group sets (``i % count``)."""
+    return lambda index: ("readers", f"team-{index % count}")
+
+
+def fresh_groups(index: int) -> tuple[str, ...]:
+    """A group set of its own for every reader: an audience not seen before."""
+    return ("readers", f"team-{secrets.token_hex(6)}", f"n{index}")
+
+
+async def make_cookie_headers(config_file: Path, count: int,
+                              groups: Callable[[int], tuple[str, ...]] | None = None
+                              ) -> list[str]:
+    """``count`` distinct sessions, each as a ready ``Cookie`` header value; ``groups``
+    gives reader ``i``'s groups (default: the same two for everyone)."""
     config = load_config(config_file)
     store = create_store(config)
     headers: list[str] = []
     try:
         now = time.time()
         for index in range(count):
-            session = Session(id=secrets.token_urlsafe(24), user=reader(index, now),
+            user = reader(index, now, groups(index) if groups else READER_GROUPS)
+            session = Session(id=secrets.token_urlsafe(24), user=user,
                               method="jwt", created_at=now, refreshed_at=now)
             jar = CookieJar()
             await store.save(session, {}, jar)
@@ -47,9 +66,10 @@ async def make_cookie_headers(config_file: Path, count: int) -> list[str]:
     return headers
 
 
-def cookie_headers(config_file: Path, count: int) -> list[str]:
+def cookie_headers(config_file: Path, count: int,
+                   groups: Callable[[int], tuple[str, ...]] | None = None) -> list[str]:
     """Blocking wrapper around ``make_cookie_headers``."""
-    return asyncio.run(make_cookie_headers(config_file, count))
+    return asyncio.run(make_cookie_headers(config_file, count, groups))
 
 
 def write_cookie_file(path: Path, headers: list[str]) -> Path:

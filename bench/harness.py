@@ -1,23 +1,26 @@
 """The benchmark run: bring every row up, load them one at a time, weigh them, stop them.
 
 All rows' servers are started first and sit idle while another row is loaded, so rows
-can be measured in rounds (a b c ... i, then again): on a machine whose background load
+can be measured in rounds (a b c ... m, then again): on a machine whose background load
 drifts, the median of interleaved rounds keeps the ratios honest. Only one row is ever
 under load. The many-sessions runs come last, each on a fresh gateway.
 """
 
 from __future__ import annotations
 
+import gzip
 import statistics
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import configs, cookies, load, procs
+from bench import configs, cookies, load, material, procs
+from bench.material import Expect
 from bench.procs import MIB, BenchError
 from bench.systems import REPO, SETUPS, Systems, Target
 
@@ -31,11 +34,21 @@ ROWS = {
     "g": "gateway, reader, cookie store, assertion",
     "h": "gateway, reader, redis store, assertion",
     "i": "gateway, reader, cookie store, workers: 2",
+    "j": "gateway, reader, Material page, navigation filtered + gated element + field",
+    "k": "gateway, reader, the same page unmarked, no filtering",
+    "l": "gateway, unmarked Material page, plain package (no compiled build)",
+    "m": "gateway, as j, cold: every request a reader of a group set not seen before",
 }
-PARTS = ("main", "asset", "download", "sessions")
+PARTS = ("main", "asset", "material", "download", "wire", "sessions")
+MAIN_ROWS = tuple("abcdefghi")
 ASSET_ROWS = ("a", "b", "e", "g")
+# a and c serve the unmarked page, j and m the marked one through the gateway.
+MATERIAL_ROWS = ("a", "c", "j", "k", "l", "m")
 DOWNLOAD_ROWS = ("a", "b", "g")
-SESSION_ROWS = ("g", "h", "i")
+WIRE_ROWS = ("j",)
+SESSION_ROWS = ("g", "h", "i", "j")
+# The sessions run of row j spreads its readers over this many group sets.
+MEMORY_GROUP_SETS = 20
 
 
 @dataclass(frozen=True)
@@ -56,16 +69,32 @@ class Settings:
     download_bytes: int = configs.DOWNLOAD_BYTES
     session_count: int = 10_000
     session_requests: int = 100_000
+    # Row j's sessions run: each reader opens the page this many times (every request
+    # renders anew, so the run is kept shorter than the others').
+    personal_visits: int = 2
+    # Readers in the cold row's pool (each of a group set of its own).
+    cold_pool: int = 20_000
 
     def wants(self, part: str, row: str) -> bool:
         """Whether a part is measured for a row."""
+        if part == "main" and row not in MAIN_ROWS:
+            return False
         if part == "asset" and row not in ASSET_ROWS:
+            return False
+        if part == "material" and row not in MATERIAL_ROWS:
+            return False
+        if part == "wire" and row not in WIRE_ROWS:
             return False
         if part == "download" and row not in DOWNLOAD_ROWS:
             return False
         if part == "sessions" and row not in SESSION_ROWS:
             return False
         return part in self.parts and row in self.rows
+
+    def needs_material(self) -> bool:
+        """Whether anything measured uses the Material for MkDocs site."""
+        return (any(self.wants("material", row) for row in MATERIAL_ROWS)
+                or self.wants("wire", "j") or self.wants("sessions", "j"))
 
 
 class Bench:
@@ -75,10 +104,17 @@ class Bench:
         self.settings = settings
         self.work = work
         self.site = configs.write_site(work / "site", settings.download_bytes)
-        self.systems = Systems(work, self.site, gateway_tree=gateway_tree or REPO)
+        built = None
+        if settings.needs_material():
+            _progress("building the Material for MkDocs site")
+            built = material.build(work / "material-src", self.site.root)
+        self.systems = Systems(work, self.site, gateway_tree=gateway_tree or REPO,
+                               material_site=built, cold_pool=settings.cold_pool)
         self.runs: dict[tuple[str, str], list[load.LoadResult]] = {}
-        self.results: dict[str, Any] = {"main": {}, "asset": {}, "download": {}, "sessions": {},
-                                        "errors": []}
+        self.results: dict[str, Any] = {"main": {}, "asset": {}, "material": {}, "download": {},
+                                        "wire": None, "sessions": {}, "errors": []}
+        # How far the cold row's rotation has gone: every run starts with readers not sent yet.
+        self.cold_sent = 0
 
     def close(self) -> None:
         """Stop every server still running."""
@@ -97,16 +133,19 @@ class Bench:
             (("b",), sys_.start_nginx_proxy), (("c",), sys_.start_caddy),
             (("d",), sys_.start_forward_auth), (("e",), sys_.start_bare),
             (("f", "g"), sys_.start_gateway), (("h",), sys_.start_redis_gateway),
-            (("i",), sys_.start_workers)]
+            (("i",), sys_.start_workers), (("j",), sys_.start_personal),
+            (("k",), sys_.start_unfiltered), (("l",), sys_.start_plain_package),
+            (("m",), sys_.start_cold)]
         for rows, starter in starters:
-            if any(s.wants(part, row) for row in rows for part in ("main", "asset", "download")):
+            if any(s.wants(part, row) for row in rows
+                   for part in ("main", "asset", "material", "download", "wire")):
                 try:
                     targets.update((t.row, t) for t in starter())
                 except (BenchError, OSError, subprocess.SubprocessError) as exc:
                     self.failed(rows, exc)
         broken: set[tuple[str, str]] = set()
         for round_ in range(s.rounds):
-            for part in ("main", "asset"):
+            for part in ("main", "asset", "material"):
                 for row, target in targets.items():
                     if s.wants(part, row) and (part, row) not in broken:
                         if not self.measure(part, target, round_):
@@ -114,6 +153,8 @@ class Bench:
         for row in DOWNLOAD_ROWS:
             if row in targets and s.wants("download", row):
                 self.downloads(targets[row])
+        if "j" in targets and s.wants("wire", "j"):
+            self.wire(targets["j"])
         self.systems.stop_rows()
         self.summarize()
         for row in SESSION_ROWS:
@@ -129,16 +170,25 @@ class Bench:
     def measure(self, part: str, target: Target, round_: int) -> bool:
         """Check one URL by hand, warm it up, load it; False when it failed."""
         s = self.settings
-        url = target.url(configs.ASSET if part == "asset" else None)
+        expect = target.material if part == "material" else None
+        if part == "material" and expect is None:
+            self.failed((target.row,), BenchError("no Material page for this row"), part)
+            return False
+        url = target.url(configs.ASSET if part == "asset" else expect.path if expect else None)
         size = self.site.asset_bytes if part == "asset" else self.site.page_bytes
         common: dict[str, Any] = {"work": self.work, "connections": s.connections,
-                                  "threads": s.threads, "headers": target.headers}
+                                  "threads": s.threads, "headers": target.headers,
+                                  "cookie_file": target.cookie_file}
         try:
-            check(url, target.headers, size, target.protected)
+            check(url, target.headers, size, target.protected, expect)
             if s.warmup > 0 or s.warmup_budget:
-                load.run_wrk(url, duration=max(s.warmup, 1), requests=s.warmup_budget, **common)
+                warm = load.run_wrk(url, duration=max(s.warmup, 1), requests=s.warmup_budget,
+                                    cookie_start=self.cold_start(target), **common)
+                self.sent(target, warm)
             result = load.run_wrk(url, duration=s.duration, requests=s.budget,
-                                  watch=target.watch, **common)
+                                  watch=target.watch, cookie_start=self.cold_start(target),
+                                  **common)
+            self.sent(target, result)
         except (BenchError, subprocess.SubprocessError) as exc:
             self.failed((target.row,), exc, part)
             return False
@@ -146,6 +196,15 @@ class Bench:
         _progress(f"{part:5} {target.row}  round {round_ + 1}  {result.rps:>9.0f} req/s  "
                   f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms")
         return True
+
+    def cold_start(self, target: Target) -> int:
+        """Where a rotating run starts in its pool of readers: after those already sent."""
+        return self.cold_sent % target.cookie_pool if target.cookie_pool else 0
+
+    def sent(self, target: Target, result: load.LoadResult) -> None:
+        """Count the readers a rotating run used (and those still in flight when it stopped)."""
+        if target.cookie_file is not None:
+            self.cold_sent += result.requests + self.settings.connections
 
     def summarize(self) -> None:
         """Per row, the round with the median requests per second (and every round's rate)."""
@@ -184,36 +243,96 @@ class Bench:
             "rss_growth_mb": _mb(growth), "error_count": 0}
         _progress(f"dl    {row}  {speed:>9.1f} MB/s  RSS +{_mb(growth)} MB")
 
+    def wire(self, target: Target) -> None:
+        """The marked page once with gzip through the gateway and straight from nginx (its
+        gzip server): the bytes each sends; then the gateway again with the ETag it gave
+        (a 304 expected)."""
+        expect = target.material
+        assert expect is not None
+        gzip_ok = {"Accept-Encoding": "gzip"}
+        try:
+            status, headers, body = procs.http_get(target.url(expect.path),
+                                                   {**target.headers, **gzip_ok})
+            n_status, n_headers, n_body = procs.http_get(
+                f"http://127.0.0.1:{self.systems.origin_gzip_port}{expect.path}", gzip_ok)
+            if status != 200 or n_status != 200:
+                raise BenchError(f"GET {expect.path} with gzip answered {status} through the "
+                                 f"gateway, {n_status} from nginx")
+            if n_headers.get("content-encoding") != "gzip":
+                raise BenchError("nginx sent the page uncompressed: its gzip is off")
+            n_plain = gzip.decompress(n_body)
+            plain = (gzip.decompress(body) if headers.get("content-encoding") == "gzip"
+                     else body)
+            problem = expect.problem(plain)
+            if problem:
+                raise BenchError(f"GET {expect.path} through the gateway with gzip: {problem}")
+            etag = headers.get("etag")
+            revisit = None
+            if etag:
+                revisit, _h, _b = procs.http_get(target.url(expect.path),
+                                                 {**target.headers, **gzip_ok,
+                                                  "If-None-Match": etag})
+        except (BenchError, OSError, zlib.error) as exc:
+            self.failed((target.row, "a"), exc, "wire")
+            return
+        self.results["wire"] = {
+            "id": target.row, "page": expect.path, "gateway_bytes": len(body),
+            "gateway_encoding": headers.get("content-encoding"), "nginx_bytes": len(n_body),
+            "nginx_encoding": n_headers.get("content-encoding"),
+            "gateway_page_bytes": len(plain), "nginx_page_bytes": len(n_plain),
+            "ratio": round(len(body) / len(n_body), 3), "etag": etag,
+            "revisit_status": revisit, "error_count": 0}
+        _progress(f"wire  {target.row}  gzip {len(body)} bytes, nginx {len(n_body)} bytes; "
+                  f"revisit with its ETag: {revisit}")
+
     def sessions(self, row: str) -> None:
-        """Many distinct readers through a fresh gateway; the RSS of each worker afterwards."""
+        """Many distinct readers through a fresh gateway; the RSS of each worker afterwards.
+
+        Row j's readers open the marked Material page, in a few group sets: every reader
+        gets a rendering of their own (the page has a field), kept within the page cache.
+        """
         s = self.settings
         gateway, config, _extra = self.systems.gateway_with_store(f"gateway-sessions-{row}", row)
-        headers = cookies.cookie_headers(config, s.session_count)
+        personal = row == "j"
+        groups = cookies.group_sets(MEMORY_GROUP_SETS) if personal else None
+        headers = cookies.cookie_headers(config, s.session_count, groups)
         cookie_file = cookies.write_cookie_file(self.work / "cookies.txt", headers)
-        url = f"http://127.0.0.1:{gateway.ready_port}{configs.PAGE}"
-        check(url, {"Cookie": headers[-1]}, self.site.page_bytes, protected=True)
+        expect = self.systems.rewritten() if personal else None
+        url = f"http://127.0.0.1:{gateway.ready_port}{expect.path if expect else configs.PAGE}"
+        check(url, {"Cookie": headers[-1]}, self.site.page_bytes, True, expect)
         before = procs.workers_rss(gateway.pid)
         started = time.monotonic()
         result = load.run_wrk(url, work=self.work, duration=3600, connections=s.connections,
                               threads=s.threads, cookie_file=cookie_file,
-                              requests=s.session_requests, watch=[gateway.pid])
+                              requests=s.session_count * s.personal_visits if personal
+                              else s.session_requests, watch=[gateway.pid])
         after = procs.workers_rss(gateway.pid)
         self.results["sessions"][row] = {
             "id": row, "label": ROWS[row], "workers": SETUPS[row].workers,
             "sessions": s.session_count, "requests": result.requests,
+            "group_sets": MEMORY_GROUP_SETS if personal else 1,
+            "page": expect.path if expect else configs.PAGE,
             "seconds": round(time.monotonic() - started, 1), "rps": result.rps,
             "errors": result.errors, "error_count": result.error_count,
             "rss_before_mb": [_mb(x) for x in before], "rss_after_mb": [_mb(x) for x in after],
-            "rss_per_worker_mb": _mb(max(after)), "peak_tree_rss_mb": result.peak_rss_mb}
+            "rss_per_worker_mb": _mb(max(after)),
+            "rss_growth_mb": _mb(max(0, *(a - b for a, b in zip(after, before, strict=False)))),
+            "peak_tree_rss_mb": result.peak_rss_mb}
         _progress(f"sess  {row}  {result.requests} requests over {s.session_count} sessions, "
                   f"RSS per worker {' '.join(str(_mb(x)) for x in after)} MB")
 
 
-def check(url: str, headers: dict[str, str] | None, min_bytes: int, protected: bool) -> None:
-    """One request by hand before loading: a 200 of the right size, and, for a protected
+def check(url: str, headers: dict[str, str] | None, min_bytes: int, protected: bool,
+          expect: Expect | None = None) -> None:
+    """One request by hand before loading: a 200 of the right size (for a Material page,
+    with what the row must show and without what it must take out), and, for a protected
     page, no 200 without the cookie (so the row really measures a logged-in reader)."""
     status, body = procs.http_status(url, headers)
-    if status != 200 or len(body) < min_bytes:
+    if expect is not None:
+        problem = expect.problem(body) if status == 200 else f"status {status}"
+        if problem:
+            raise BenchError(f"GET {_path(url)}: {problem}")
+    elif status != 200 or len(body) < min_bytes:
         raise BenchError(f"GET {_path(url)} answered {status} with {len(body)} bytes "
                          f"(expected 200 and at least {min_bytes})")
     if protected:

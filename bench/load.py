@@ -28,6 +28,7 @@ local cookie_file = %(cookie_file)s
 local limit = %(limit)d
 local count_status = %(count_status)s
 local marker = %(marker)s
+local start = %(start)d
 local threads = {}
 
 function setup(thread)
@@ -43,7 +44,7 @@ function init(args)
     for line in io.lines(cookie_file) do cookies[#cookies + 1] = line end
   end
   -- Each thread starts at its own place in the rotation.
-  position = (wrk.thread:get("offset") or 0) %% math.max(#cookies, 1)
+  position = ((wrk.thread:get("offset") or 0) + start) %% math.max(#cookies, 1)
 end
 
 if cookie_file ~= "" then
@@ -118,10 +119,10 @@ def require(tool: str) -> str:
 
 
 def write_script(path: Path, *, cookie_file: Path | None, limit: int, count_status: bool,
-                 marker: Path) -> Path:
-    """The Lua script for one run."""
+                 marker: Path, start: int = 0) -> Path:
+    """The Lua script for one run; the cookie rotation begins after the first ``start``."""
     path.write_text(_SCRIPT % {"cookie_file": _lua_string(cookie_file),
-                               "marker": _lua_string(marker), "limit": limit,
+                               "marker": _lua_string(marker), "limit": limit, "start": start,
                                "count_status": "true" if count_status else "false",
                                "mark": _MARK})
     return path
@@ -158,10 +159,12 @@ def to_result(data: Mapping[str, Any]) -> LoadResult:
 
 def run_wrk(url: str, *, work: Path, duration: float, connections: int, threads: int,
             headers: Mapping[str, str] | None = None, cookie_file: Path | None = None,
-            requests: int | None = None, watch: Sequence[int] = ()) -> LoadResult:
+            requests: int | None = None, watch: Sequence[int] = (),
+            cookie_start: int = 0) -> LoadResult:
     """One wrk run against ``url``; ``requests`` turns it into a fixed request budget.
 
-    ``watch`` names server processes whose trees' RSS is sampled for the peak.
+    ``watch`` names server processes whose trees' RSS is sampled for the peak;
+    ``cookie_file`` rotates a Cookie header per request, from line ``cookie_start`` on.
     """
     wrk = require("wrk")
     threads = max(1, min(threads, connections))
@@ -170,7 +173,7 @@ def run_wrk(url: str, *, work: Path, duration: float, connections: int, threads:
     marker = work / "budget.done"
     marker.unlink(missing_ok=True)
     script = write_script(work / "load.lua", cookie_file=cookie_file, limit=limit,
-                          count_status=count_status, marker=marker)
+                          count_status=count_status, marker=marker, start=cookie_start)
     # With a budget the script stops wrk; the duration is only a safety net then.
     seconds = max(1, math.ceil(duration))
     argv = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",

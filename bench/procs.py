@@ -44,6 +44,14 @@ def port_answers(port: int) -> bool:
 def http_status(url: str, headers: Mapping[str, str] | None = None,
                 timeout: float = 5.0) -> tuple[int, bytes]:
     """One GET without following redirects: the status and the body."""
+    status, _headers, body = http_get(url, headers, timeout)
+    return status, body
+
+
+def http_get(url: str, headers: Mapping[str, str] | None = None,
+             timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """One GET without following redirects: the status, the response headers (names in
+    lower case) and the body as it came on the wire (not decompressed)."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: object, **kwargs: object) -> None:
@@ -53,9 +61,10 @@ def http_status(url: str, headers: Mapping[str, str] | None = None,
     request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
         with opener.open(request, timeout=timeout) as response:
-            return int(response.status), response.read()
+            return (int(response.status), {k.lower(): v for k, v in response.headers.items()},
+                    response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
 @dataclass

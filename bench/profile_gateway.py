@@ -2,6 +2,7 @@
 
     pip install py-spy
     python3 bench/profile_gateway.py [--duration 20] [--top 15] [--row g]
+    python3 bench/profile_gateway.py --row m   # the Material page, a new audience per request
 
 Starts the origin and a gateway exactly as bench/run.py does, drives it with wrk, and
 records the gateway process with ``py-spy record --format raw`` meanwhile. Prints the
@@ -26,9 +27,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import configs, cookies, load
+from bench import configs, cookies, load, material
 from bench.procs import BenchError
-from bench.systems import Systems
+from bench.systems import Systems, Target
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 # py-spy names files relative to their sys.path entry: the first folder tells the package.
@@ -121,8 +122,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=20, help="seconds to sample")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--row", choices=("g", "h", "e"), default="g",
-                        help="g or h: the gateway; e: the bare aiohttp proxy, for comparison")
+    parser.add_argument("--row", choices=("g", "h", "e", "j", "k", "m"), default="g",
+                        help="g or h: the gateway; e: the bare aiohttp proxy, for comparison; "
+                             "j, k, m: the gateway on the Material page as bench/run.py's rows "
+                             "(m: every request a reader of a group set not seen before)")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--json", type=Path,
                         default=Path(__file__).resolve().parent / "results" / "profile.json")
@@ -135,22 +138,34 @@ def main() -> int:
         return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="docs-gateway-profile-"))
-    systems = Systems(work, configs.write_site(work / "site", 1024 * 1024))
+    site = configs.write_site(work / "site", 1024 * 1024)
+    systems = Systems(work, site)
     try:
         systems.start_origin()
-        if args.row == "e":
-            server, cookie = systems.bare_proxy(), {}
+        cookie_file = None
+        if args.row in ("j", "k", "m"):
+            systems.material = material.build(work / "material-src", site.root)
+            starter = {"j": systems.start_personal, "k": systems.start_unfiltered,
+                       "m": systems.start_cold}[args.row]
+            target: Target = starter()[0]
+            assert target.material is not None
+            pid, cookie, cookie_file = target.watch[0], target.headers, target.cookie_file
+            url = target.url(target.material.path)
         else:
-            server, config, _redis = systems.gateway_with_store("gateway", args.row)
-            cookie = {"Cookie": cookies.cookie_headers(config, 1)[0]}
-        url = f"http://127.0.0.1:{server.ready_port}{configs.PAGE}"
+            if args.row == "e":
+                server, cookie = systems.bare_proxy(), {}
+            else:
+                server, config, _redis = systems.gateway_with_store("gateway", args.row)
+                cookie = {"Cookie": cookies.cookie_headers(config, 1)[0]}
+            pid = server.pid
+            url = f"http://127.0.0.1:{server.ready_port}{configs.PAGE}"
         raw = work / "profile.txt"
         # Load for longer than the sampling, so every sample is taken under load.
         driver = threading.Thread(target=load.run_wrk, args=(url,), kwargs={
             "work": work, "duration": args.duration + 4, "connections": 32, "threads": 1,
-            "headers": cookie}, daemon=True)
+            "headers": cookie, "cookie_file": cookie_file}, daemon=True)
         driver.start()
-        subprocess.run([spy, "record", "--pid", str(server.pid), "--duration",
+        subprocess.run([spy, "record", "--pid", str(pid), "--duration",
                         str(args.duration), "--rate", str(args.rate), "--format", "raw",
                         "--function", "--nonblocking", "--output", str(raw)],
                        check=True, capture_output=True, timeout=args.duration + 60)

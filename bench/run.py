@@ -2,7 +2,8 @@
 
     python3 bench/run.py                  # the full run (about ten minutes)
     python3 bench/run.py --quick          # a few hundred requests per row: does it all work?
-    python3 bench/run.py --only a,b,g     # some rows; parts: main, asset, download, sessions
+    python3 bench/run.py --only a,b,g     # some rows; parts: main, asset, material,
+                                          # download, wire, sessions
     python3 bench/run.py --sessions       # only the many-sessions memory run
 
 Prints a table and the ratios against their targets, and writes everything as JSON
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a few hundred requests per row, a 5 MB download, 200 sessions")
     parser.add_argument("--only", default="", metavar="LIST",
-                        help="comma-separated rows (a-i) and/or parts "
+                        help="comma-separated rows (a-m) and/or parts "
                              f"({', '.join(PARTS)}); default: everything")
     parser.add_argument("--sessions", action="store_true",
                         help="only the many-sessions run (same as --only sessions)")
@@ -77,7 +78,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         elif token in PARTS:
             parts.append(token)
         else:
-            raise BenchError(f"--only: unknown row or part {token!r}; rows are a-i, parts are "
+            raise BenchError(f"--only: unknown row or part {token!r}; rows are a-m, parts are "
                              f"{', '.join(PARTS)}")
     if args.sessions:
         parts = ["sessions"]
@@ -87,7 +88,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
         base = Settings(**{**asdict(base), "budget": 300, "warmup_budget": 50, "warmup": 0.0,
                            "downloads": 1, "download_bytes": 5 * 1024 * 1024,
-                           "session_count": 200, "session_requests": 2000})
+                           "session_count": 200, "session_requests": 2000,
+                           "cold_pool": 1000})
     changes = {}
     if args.session_count is not None:
         changes["session_count"] = args.session_count
@@ -107,8 +109,8 @@ def needed_programs(settings: Settings) -> list[str]:
 
 
 def wants_gateway(settings: Settings) -> bool:
-    """Whether any selected row runs the gateway (d and f to i)."""
-    return any(row in settings.rows for row in "dfghi")
+    """Whether any selected row runs the compiled gateway (d, f to k, m; l never does)."""
+    return any(row in settings.rows for row in "dfghijkm")
 
 
 def main(argv: list[str] | None = None) -> int:

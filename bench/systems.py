@@ -11,13 +11,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import configs, cookies, procs, tools
+from bench import configs, cookies, material, procs, tools
 from bench.configs import GatewaySetup, SiteFiles
+from bench.material import Expect, MaterialSite
 from bench.procs import Server
 
 REPO = Path(__file__).resolve().parent.parent
+# j and m: the admin pages closed, navigation filtered (the default); k and l: nothing
+# closed and no filtering.
+PERSONAL = GatewaySetup(rules=(material.ADMIN_RULE,))
+UNFILTERED = GatewaySetup(navigation=False)
 SETUPS = {"g": GatewaySetup(), "h": GatewaySetup(store="redis"), "i": GatewaySetup(workers=2),
-          "d": GatewaySetup(behind_proxy=True)}
+          "d": GatewaySetup(behind_proxy=True), "j": PERSONAL, "k": UNFILTERED,
+          "l": UNFILTERED, "m": PERSONAL}
+# The cold row's readers: more than any cache of sessions or renderings holds.
+COLD_POOL = 20_000
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,11 @@ class Target:
     # A protected page: without the cookie it must not answer 200.
     protected: bool = False
     page: str = configs.PAGE
+    # The row's page in the Material part, and what a right answer holds.
+    material: Expect | None = None
+    # A Cookie header per request, rotated from this file (the cold row).
+    cookie_file: Path | None = None
+    cookie_pool: int = 0
 
     def url(self, path: str | None = None) -> str:
         """The URL of a path on this row's front server (default: its page)."""
@@ -41,9 +54,13 @@ class Systems:
     """Starts and stops the servers of every row; ``close`` stops whatever is left."""
 
     def __init__(self, work: Path, site: SiteFiles, wrap: tuple[str, ...] = (),
-                 start_timeout: float = 30.0, gateway_tree: Path = REPO) -> None:
+                 start_timeout: float = 30.0, gateway_tree: Path = REPO,
+                 material_site: MaterialSite | None = None, cold_pool: int = COLD_POOL) -> None:
         self.work = work
         self.site = site
+        # The Material for MkDocs build (rows j to m), when this run has one.
+        self.material = material_site
+        self.cold_pool = cold_pool
         # Where the gateway runs from: the source tree, or a compiled build of it.
         self.gateway_tree = gateway_tree
         # A command the Python servers (rows e to i) run under, e.g. valgrind.
@@ -53,6 +70,8 @@ class Systems:
         self.secret = configs.new_session_secret()
         self.key = configs.write_signing_key(work / "gateway-key")
         self.origin_port = 0
+        # The origin's files again, gzip on (only the bytes-on-the-wire check asks it).
+        self.origin_gzip_port = 0
         self.origin: Server | None = None
 
     def start(self, server: Server) -> Server:
@@ -78,13 +97,16 @@ class Systems:
 
     # -- processes ----------------------------------------------------------------------
 
-    def nginx(self, name: str, *, root: Path | None = None, proxy_to: int | None = None) -> Server:
-        """An nginx that serves ``root`` or proxies to ``proxy_to``."""
+    def nginx(self, name: str, *, root: Path | None = None, proxy_to: int | None = None,
+              gzip_port: int | None = None) -> Server:
+        """An nginx that serves ``root`` (and again with gzip on ``gzip_port``) or proxies to
+        ``proxy_to``."""
         port = procs.free_port()
         prefix = self.work / name
         prefix.mkdir(exist_ok=True)
         conf = prefix / "nginx.conf"
-        conf.write_text(configs.nginx_conf(prefix, port, root=root, proxy_to=proxy_to))
+        conf.write_text(configs.nginx_conf(prefix, port, root=root, proxy_to=proxy_to,
+                                           gzip_port=gzip_port))
         binary = tools.find("nginx") or "nginx"
         return self.start(Server(name, [binary, "-c", str(conf), "-p", str(prefix),
                                         "-e", str(prefix / "nginx-error.log")],
@@ -120,16 +142,19 @@ class Systems:
                 "--appendonly", "no", "--dir", str(folder)]
         return self.start(Server(name, argv, self.work / f"{name}.log", ready_port=port))
 
-    def gateway(self, name: str, setup: GatewaySetup,
-                redis_url: str | None = None) -> tuple[Server, Path]:
-        """``python -m gateway run`` on a generated config; returns the server and the file."""
+    def gateway(self, name: str, setup: GatewaySetup, redis_url: str | None = None,
+                tree: Path | None = None) -> tuple[Server, Path]:
+        """``python -m gateway run`` on a generated config; returns the server and the file.
+
+        ``tree`` is where the gateway runs from (default: this run's, compiled or not).
+        """
         port = procs.free_port()
         data = configs.gateway_config(port, self.origin_port, setup,
                                       session_secret=self.secret, key_file=self.key,
                                       redis_url=redis_url)
         path = configs.write_gateway_yaml(self.work / f"{name}.yaml", data)
         argv = [*self.wrap, sys.executable, "-m", "gateway", "run", "-c", str(path)]
-        tree = self.gateway_tree
+        tree = tree or self.gateway_tree
         server = Server(name, argv, self.work / f"{name}.log", cwd=tree,
                         ready_url=f"http://127.0.0.1:{port}/_gateway/healthz", ready_port=port,
                         ready_listeners=setup.workers, env={"PYTHONPATH": str(tree)})
@@ -149,9 +174,11 @@ class Systems:
 
     def start_origin(self) -> list[Target]:
         """a: nginx serving the files; every other row proxies to it."""
-        origin = self.origin = self.nginx("origin", root=self.site.root)
+        self.origin_gzip_port = procs.free_port()
+        origin = self.origin = self.nginx("origin", root=self.site.root,
+                                          gzip_port=self.origin_gzip_port)
         self.origin_port = _port(origin)
-        return [Target("a", self.origin_port, (origin.pid,))]
+        return [Target("a", self.origin_port, (origin.pid,), material=self._unmarked())]
 
     def start_nginx_proxy(self) -> list[Target]:
         """b: nginx proxy_pass in front of a."""
@@ -161,7 +188,7 @@ class Systems:
     def start_caddy(self) -> list[Target]:
         """c: Caddy reverse_proxy, no auth."""
         caddy = self.caddy("caddy")
-        return [Target("c", _port(caddy), (caddy.pid,))]
+        return [Target("c", _port(caddy), (caddy.pid,), material=self._unmarked())]
 
     def start_forward_auth(self) -> list[Target]:
         """d: Caddy asks the gateway's auth route, then proxies to a."""
@@ -192,6 +219,49 @@ class Systems:
         """i: the gateway with two worker processes."""
         gateway, config = self.gateway("gateway-workers", SETUPS["i"])
         return [Target("i", _port(gateway), (gateway.pid,), _cookie(config), protected=True)]
+
+    def start_personal(self) -> list[Target]:
+        """j: a reader on the marked Material page, admin pages closed, navigation filtered."""
+        gateway, config = self.gateway("gateway-personal", SETUPS["j"])
+        return [Target("j", _port(gateway), (gateway.pid,), _cookie(config), protected=True,
+                       material=self.rewritten())]
+
+    def start_unfiltered(self) -> list[Target]:
+        """k: a reader on the unmarked Material page, nothing closed, no filtering."""
+        gateway, config = self.gateway("gateway-unfiltered", SETUPS["k"])
+        return [Target("k", _port(gateway), (gateway.pid,), _cookie(config), protected=True,
+                       material=self._unmarked())]
+
+    def start_plain_package(self) -> list[Target]:
+        """l: as k, the gateway run from the source tree (plain Python, no compiled build)."""
+        gateway, config = self.gateway("gateway-plain-package", SETUPS["l"], tree=REPO)
+        return [Target("l", _port(gateway), (gateway.pid,), _cookie(config), protected=True,
+                       material=self._unmarked())]
+
+    def start_cold(self) -> list[Target]:
+        """m: as j, each request from a reader whose group set the gateway has not seen.
+
+        The readers come from a pool larger than any cache of opened sessions or of
+        renderings, each with groups of its own, rotated one per request.
+        """
+        gateway, config = self.gateway("gateway-cold", SETUPS["m"])
+        headers = cookies.cookie_headers(config, self.cold_pool, cookies.fresh_groups)
+        pool = cookies.write_cookie_file(self.work / "cold-cookies.txt", headers)
+        # The check before each run takes the pool's last reader; the rotation starts at 0.
+        return [Target("m", _port(gateway), (gateway.pid,), {"Cookie": headers[-1]},
+                       protected=True, material=self.rewritten(), cookie_file=pool,
+                       cookie_pool=len(headers))]
+
+    def _site(self) -> MaterialSite:
+        assert self.material is not None, "the Material site is not built"
+        return self.material
+
+    def _unmarked(self) -> Expect | None:
+        return material.unmarked(self.material) if self.material else None
+
+    def rewritten(self) -> Expect:
+        """The marked page as the benchmark's reader must get it through j's gateway."""
+        return material.rewritten(self._site(), cookies.FIRST_NAME)
 
 
 def _port(server: Server) -> int:

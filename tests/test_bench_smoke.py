@@ -12,6 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ROWS = list("abcdefghi")
+MATERIAL_ROWS = ["a", "c", "j", "k", "l", "m"]
 
 
 def test_quick_benchmark_writes_every_row_without_errors(tmp_path: Path) -> None:
@@ -29,8 +30,9 @@ def test_quick_benchmark_writes_every_row_without_errors(tmp_path: Path) -> None
     assert [row["id"] for row in doc["main"]] == ROWS
     assert [row["id"] for row in doc["asset"]] == ["a", "b", "e", "g"]
     assert [row["id"] for row in doc["download"]] == ["a", "b", "g"]
-    assert [row["id"] for row in doc["sessions"]] == ["g", "h", "i"]
-    for row in doc["main"] + doc["asset"]:
+    assert [row["id"] for row in doc["material"]] == MATERIAL_ROWS
+    assert [row["id"] for row in doc["sessions"]] == ["g", "h", "i", "j"]
+    for row in doc["main"] + doc["asset"] + doc["material"]:
         assert row["error_count"] == 0, row
         assert row["requests"] >= 300, row
         assert row["rps"] > 0 and row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"], row
@@ -40,16 +42,24 @@ def test_quick_benchmark_writes_every_row_without_errors(tmp_path: Path) -> None
         assert row["mb_per_s"] > 0
     for row in doc["sessions"]:
         assert row["error_count"] == 0, row
-        assert row["sessions"] == 50 and row["requests"] >= 300
+        # Row j's readers open the page twice each.
+        assert row["sessions"] == 50 and row["requests"] >= (100 if row["id"] == "j" else 300)
         assert len(row["rss_after_mb"]) == (2 if row["id"] == "i" else 1)
+        assert row["group_sets"] == (20 if row["id"] == "j" else 1)
+        assert row["rss_growth_mb"] >= 0
+    wire = doc["wire"]
+    assert wire["nginx_encoding"] == "gzip" and wire["nginx_bytes"] > 0
+    assert wire["gateway_bytes"] > 0 and wire["gateway_page_bytes"] > 0
     names = {ratio["name"] for ratio in doc["ratios"]}
-    assert {"g/e", "g/d", "g/c", "g/b", "h/g", "download g/b",
-            "download RSS growth (g)"} <= names
+    assert {"g/e", "g/d", "g/c", "g/b", "h/g", "download g/b", "download RSS growth (g)",
+            "j/k", "k/c", "l/c", "m/j", "gzip bytes j/a", "revisit 304 (j)",
+            "RSS growth (j)"} <= names
     assert all(ratio["value"] is not None for ratio in doc["ratios"])
 
     # The printed report names every row and the scorecard.
-    for row in ROWS:
+    for row in ROWS + MATERIAL_ROWS:
         assert f"\n{row} " in done.stdout
+    assert "Material for MkDocs page" in done.stdout
     assert "ratios and targets" in done.stdout
 
 
@@ -69,6 +79,7 @@ def test_only_selects_rows_and_refuses_unknown_names(tmp_path: Path) -> None:
     assert [row["id"] for row in doc["main"]] == ["a"]
     assert doc["gateway_build"] == "source tree"  # no gateway row: nothing to compile
     assert doc["asset"] == [] and doc["download"] == [] and doc["sessions"] == []
+    assert doc["material"] == [] and doc["wire"] is None
     ratio = {r["name"]: r for r in doc["ratios"]}["g/e"]
     assert ratio["value"] is None and ratio["met"] is None
 
