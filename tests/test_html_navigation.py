@@ -11,7 +11,9 @@ import pytest
 
 from gateway.app import build_app
 from gateway.html.gating import rewrite
-from gateway.html.navigation import find_links, removals
+from gateway.html.navigation import Cuts, find_links, leftovers, removals
+from gateway.html.page import Pages
+from gateway.policy import Decision, Outcome, Policy
 from tests.helpers import make_config, make_user, session_cookies
 
 CLOSED = {"/admin/", "/admin/runbook/"}
@@ -151,3 +153,15 @@ async def test_a_pages_markdown_copy_opens_only_where_the_page_does(
     assert (await client.get("/gated/index.md", cookies=ops)).status == 404
     # A Markdown file no page was made from is decided as any file is.
     assert (await client.get("/notes.md", cookies=reader)).status == 200
+
+
+def test_a_closed_link_the_entries_missed_is_taken_out_by_itself() -> None:
+    page = b'<nav><a href="/">Home</a><p><a href="/admin/">Admin</a></p></nav>'
+    missed = Cuts(frozenset(), frozenset(), frozenset({"/admin/"}), frozenset({b"/admin/"}))
+    assert leftovers(page, missed) == frozenset({page.index(b'<a href="/admin/"')})
+    assert leftovers(b'<nav><a href="/">Home</a></nav>', missed) == frozenset()
+    config = make_config(None, upstream={"root": "."})
+    pages = Pages(config, Policy(config))
+    scanned = pages.scan(page, None)
+    _decision, out = pages.render(scanned, Decision(Outcome.ALLOW), None, missed)
+    assert b"/admin/" not in out and b"Admin" not in out and b'href="/"' in out

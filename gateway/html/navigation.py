@@ -59,6 +59,8 @@ class Link:
     #: The list entries (outermost first) of the navigation this link is in: an entry
     #: whose every link is closed goes whole.
     entries: tuple[int, ...]
+    #: The target's bytes as they stand in the page.
+    raw: bytes = b""
 
 
 @dataclass(slots=True)
@@ -86,7 +88,7 @@ def find_links(page: bytes) -> list[Link]:
     leaves with it when its target is closed."""
     stack: list[_Open] = []
     # Links waiting for their list entry to end, to learn whether it holds anything else.
-    pending: list[tuple[str, int, int, tuple[int, ...], str]] = []
+    pending: list[tuple[str, int, int, tuple[int, ...], str, bytes]] = []
     found: list[Link] = []
     size, pos = len(page), 0
 
@@ -124,12 +126,12 @@ def find_links(page: bytes) -> list[Link]:
 
     def settle(entry: _Open) -> None:
         kept = []
-        for href, at, cut_li, entries, where in pending:
+        for href, at, cut_li, entries, where, raw in pending:
             if cut_li != entry.at:
-                kept.append((href, at, cut_li, entries, where))
+                kept.append((href, at, cut_li, entries, where, raw))
                 continue
             whole = where == "nav" or not entry.other
-            found.append(Link(href, at, entry.at if whole else -1, entries))
+            found.append(Link(href, at, entry.at if whole else -1, entries, raw))
         pending[:] = kept
 
     while pos < size:
@@ -174,16 +176,17 @@ def find_links(page: bytes) -> list[Link]:
                     close(index)
                     break
         if name in LINKING and b"href" in tag.attrs:
-            href = attr_text(tag.attrs[b"href"][0]).strip()
+            raw = tag.attrs[b"href"][0]
+            href = attr_text(raw).strip()
             where = region()
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
             if name == b"link":
-                found.append(Link(href, lt, lt, ()))
+                found.append(Link(href, lt, lt, (), raw))
             elif holder is not None:
-                pending.append((href, lt, holder.at, entries, where))
+                pending.append((href, lt, holder.at, entries, where, raw))
             else:
-                found.append(Link(href, lt, lt if where == "nav" else -1, entries))
+                found.append(Link(href, lt, lt if where == "nav" else -1, entries, raw))
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             stack.append(_Open(name, lt, _region_of(name, tag)))
         pos = end
@@ -192,8 +195,8 @@ def find_links(page: bytes) -> list[Link]:
         elif name == b"plaintext":
             break
     close(0)
-    for href, at, _li, entries, _where in pending:
-        found.append(Link(href, at, at, entries))
+    for href, at, _li, entries, _where, raw in pending:
+        found.append(Link(href, at, at, entries, raw))
     found.sort(key=lambda link: link.at)
     return found
 
@@ -208,12 +211,17 @@ class Cuts:
     unwrap: frozenset[int]
     #: The hrefs that lead to closed pages: none may be left in the page sent.
     closed: frozenset[str]
+    #: Those targets' bytes as they stand in the page.
+    raw: frozenset[bytes] = frozenset()
 
 
-def leftovers(page: bytes, closed: frozenset[str]) -> frozenset[int]:
+def leftovers(page: bytes, cuts: Cuts) -> frozenset[int]:
     """Links still on a rewritten ``page`` that lead to closed pages (by where their tags
-    start): each is then taken out by itself."""
-    return frozenset(link.at for link in find_links(page) if link.href in closed)
+    start): each is then taken out by itself. A page in which none of the closed targets'
+    bytes stand any more has none (the rewriter copies what it keeps byte for byte)."""
+    if not any(raw in page for raw in cuts.raw):
+        return frozenset()
+    return frozenset(link.at for link in find_links(page) if link.href in cuts.closed)
 
 
 def removals(links: list[Link], closed: set[str], target: dict[str, str | None]) -> Cuts:
@@ -238,4 +246,5 @@ def removals(links: list[Link], closed: set[str], target: dict[str, str | None])
             unwrap.add(link.at)
     cut.update(entry for entry, count in shut.items() if count == totals[entry])
     hrefs = frozenset(href for href, path in target.items() if path is not None and path in closed)
-    return Cuts(frozenset(cut), frozenset(unwrap), hrefs)
+    raw = frozenset(link.raw for link in links if link.href in hrefs)
+    return Cuts(frozenset(cut), frozenset(unwrap), hrefs, raw)

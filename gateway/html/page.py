@@ -366,10 +366,10 @@ class Pages:
                 page = rewrite(page, user)
             else:
                 page = rewrite(page, user, cuts.cut, cuts.unwrap)
-                left = leftovers(page, cuts.closed)
+                left = leftovers(page, cuts)
                 if left:
                     page = rewrite(page, user, left)
-                    if leftovers(page, cuts.closed):
+                    if leftovers(page, cuts):
                         raise UpstreamError("the docs server sent a page whose links to "
                                             "closed pages cannot be taken out")
             decision = replace(decision, public=False)
