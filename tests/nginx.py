@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,19 @@ async def nginx_serving(tmp: Path, server: str, *, host: str = "127.0.0.1",
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def site_block(root: Path) -> str:
+    """A ``server`` block serving a built site as a docs host does (its own 404 page)."""
+    return f"        root {root};\n        error_page 404 /404.html;\n"
+
+
+@contextlib.asynccontextmanager
+async def audience_builds(tmp: Path, admin: Path,
+                          everyone: Path) -> AsyncIterator[list[dict[str, Any]]]:
+    """Two builds of one site, each served by its own nginx, as ``upstream.audiences``:
+    ``admins`` (the group admin) and ``everyone``."""
+    async with nginx_serving(tmp / "admins", site_block(admin)) as admins, \
+            nginx_serving(tmp / "everyone", site_block(everyone)) as rest:
+        yield [{"name": "admins", "groups": ["admin"], "url": admins},
+               {"name": "everyone", "url": rest}]

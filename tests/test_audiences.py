@@ -4,7 +4,6 @@ the gateway serving each reader from the build of their audience."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from gateway.app import build_app
 from gateway.config.load import build_config
 from gateway.errors import ConfigError
 from tests.helpers import make_config, make_user, session_cookies
-from tests.nginx import nginx_serving
+from tests.nginx import audience_builds
 
 pytestmark = pytest.mark.slow
 
@@ -73,16 +72,9 @@ def test_the_recipe_leaves_the_admin_pages_out_of_the_build_for_everyone(
 @pytest.fixture
 async def client(builds: tuple[Path, Path], tmp_path: Path, aiohttp_client: Any,
                  ) -> AsyncIterator[Any]:
-    admin, everyone = builds
-    server = "        root {};\n        error_page 404 /404.html;\n"
-    async with contextlib.AsyncExitStack() as stack:
-        admins = await stack.enter_async_context(
-            nginx_serving(tmp_path / "a", server.format(admin)))
-        rest = await stack.enter_async_context(
-            nginx_serving(tmp_path / "e", server.format(everyone)))
-        config = make_config(None, upstream={"audiences": [
-            {"name": "admins", "groups": ["admin"], "url": admins},
-            {"name": "everyone", "url": rest}]}, access={"public": ["/**"]})
+    async with audience_builds(tmp_path, *builds) as audiences:
+        config = make_config(None, upstream={"audiences": audiences},
+                             access={"public": ["/**"]})
         yield await aiohttp_client(await build_app(config))
 
 

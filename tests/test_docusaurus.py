@@ -10,7 +10,6 @@ runs of the suite (``DOCS_GATEWAY_TEST_CACHE``, default ``~/.cache/docs-gateway-
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from gateway.app import build_app
 from gateway.config.load import load_config
 from tests.helpers import SECRET as SECRET_KEY
 from tests.helpers import make_config, make_user, session_cookies
-from tests.nginx import nginx_serving
+from tests.nginx import audience_builds, nginx_serving, site_block
 from tests.test_audit import audit, free_port, write_keys
 
 pytestmark = pytest.mark.slow
@@ -124,13 +123,12 @@ def test_the_recipe_keeps_the_admin_page_out_of_the_build_for_everyone(
     assert leaks == []
 
 
-NGINX = "        root {};\n        error_page 404 /404.html;\n"
 
 
 async def test_with_one_build_page_metadata_leaves_the_chunk_open(
         builds: tuple[Path, Path], tmp_path: Path, aiohttp_client: Any) -> None:
     admin, _everyone = builds
-    async with nginx_serving(tmp_path, NGINX.format(admin)) as origin:
+    async with nginx_serving(tmp_path, site_block(admin)) as origin:
         # The defaults: assets are public, pages need a reader, metadata closes a page.
         client = await aiohttp_client(await build_app(make_config(origin)))
         reader = await session_cookies(client.app, READER)
@@ -144,15 +142,8 @@ async def test_with_one_build_page_metadata_leaves_the_chunk_open(
 @pytest.fixture
 async def audiences(builds: tuple[Path, Path], tmp_path: Path,
                     aiohttp_client: Any) -> AsyncIterator[Any]:
-    admin, everyone = builds
-    async with contextlib.AsyncExitStack() as stack:
-        admins = await stack.enter_async_context(
-            nginx_serving(tmp_path / "a", NGINX.format(admin)))
-        rest = await stack.enter_async_context(
-            nginx_serving(tmp_path / "e", NGINX.format(everyone)))
-        config = make_config(None, upstream={"audiences": [
-            {"name": "admins", "groups": ["admin"], "url": admins},
-            {"name": "everyone", "url": rest}]}, access={"public": ["/**"]})
+    async with audience_builds(tmp_path, *builds) as entries:
+        config = make_config(None, upstream={"audiences": entries}, access={"public": ["/**"]})
         yield await aiohttp_client(await build_app(config))
 
 
@@ -242,7 +233,7 @@ async def test_the_audit_finds_the_open_chunk_of_a_single_build(
         builds: tuple[Path, Path], tmp_path: Path, aiohttp_server: Any,
         capsys: pytest.CaptureFixture[str]) -> None:
     admin, _everyone = builds
-    async with nginx_serving(tmp_path, NGINX.format(admin)) as origin:
+    async with nginx_serving(tmp_path, site_block(admin)) as origin:
         status, lines, messages = await run_audit(tmp_path, aiohttp_server,
                                                   f'  url: "{origin}"', capsys)
     assert status == 1, messages
@@ -255,13 +246,7 @@ async def test_the_audit_finds_the_open_chunk_of_a_single_build(
 async def test_the_audit_finds_nothing_in_audience_builds(
         builds: tuple[Path, Path], tmp_path: Path, aiohttp_server: Any,
         capsys: pytest.CaptureFixture[str]) -> None:
-    admin, everyone = builds
-    async with contextlib.AsyncExitStack() as stack:
-        admins = await stack.enter_async_context(
-            nginx_serving(tmp_path / "a", NGINX.format(admin)))
-        rest = await stack.enter_async_context(
-            nginx_serving(tmp_path / "e", NGINX.format(everyone)))
-        upstream = (f'  audiences:\n    - {{name: admins, groups: [admin], url: "{admins}"}}\n'
-                    f'    - {{name: everyone, url: "{rest}"}}')
+    async with audience_builds(tmp_path, *builds) as entries:
+        upstream = "  audiences:\n" + "".join(f"    - {json.dumps(entry)}\n" for entry in entries)
         status, lines, messages = await run_audit(tmp_path, aiohttp_server, upstream, capsys)
     assert (status, lines) == (0, []), messages
