@@ -148,3 +148,33 @@ async def test_a_filtered_index_is_sent_compressed(site: Path, aiohttp_client: A
     assert response.headers["Content-Encoding"] == "gzip"
     assert "Accept-Encoding" in response.headers["Vary"]
     assert len(json.loads(gzip.decompress(body))["docs"]) <= 40
+
+
+async def test_readers_of_one_audience_share_one_kept_page_with_their_own_fields(
+        client: Any) -> None:
+    renders = client.app[GATEWAY].sites[0].pages.renders
+    readers = [make_user(f"r{n}", groups=("staff",), firstName=f"Reader{n}") for n in range(6)]
+    for reader in readers:
+        plain, body = await get(client, reader)
+        packed, zipped = await get(client, reader, GZIP)
+        assert f">Reader{reader.sub[1:]}</span>".encode() in body
+        assert gzip.decompress(zipped) == body  # put together from parts compressed once
+        assert packed.headers["ETag"] == plain.headers["ETag"]
+        assert b"ADMIN-ONLY-NOTE" not in body
+    assert len(renders) == 1
+
+
+async def test_a_browser_reads_the_page_put_together_compressed(
+        client: Any, browser: Any) -> None:
+    base = str(client.make_url("")).rstrip("/")
+    cookies = await session_cookies(client.app, make_user("dee", groups=("staff",),
+                                                          firstName="Dee"))
+    context = await browser.new_context()
+    await context.add_cookies([{"name": name, "value": value, "url": base}
+                               for name, value in cookies.items()])
+    page = await context.new_page()
+    response = await page.goto(base + "/guide/")
+    assert (await response.all_headers())["content-encoding"] == "gzip"
+    assert "Hello, Dee!" in await page.inner_text("main")
+    assert "Plain words about the product" in await page.inner_text("main")
+    await context.close()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.html.encoding import as_utf8
-from gateway.html.gating import field_text, has_markers, rewrite
+from gateway.html.gating import field_text, has_markers, rewrite, template
 from tests.helpers import make_user
 
 ADMIN = make_user("ada", groups=("admin",), firstName="Ada", plan="pro")
@@ -387,3 +387,26 @@ async def test_a_browser_finds_no_gated_text_left_on_tricky_pages() -> None:
                     assert [m for m in gated if m in result] == [], (doc, result)
         finally:
             await browser.close()
+
+
+_FIELD_PIECES = [
+    '<span data-gateway-field="content.firstName">', "</span>", '<p data-gateway-field="sub">',
+    "</p>", '<div data-gateway-groups="admin">', "</div>", "<b>", "</b>", "<i>", "text ",
+    '<title data-gateway-field="content.firstName">', "</title>", "<script>", "</script>",
+    '<div data-gateway-authenticated>', '<li data-gateway-field="content.plan">', "<li>",
+    "<table><td>", "</table>", "<!-- c -->", "<", ">", '"',
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_FIELD_PIECES), max_size=24).map("".join),
+       st.sampled_from([("staff",), ("admin",), ()]),
+       st.sampled_from([{"firstName": "Ada <&>"}, {"firstName": "Bob", "plan": "pro"}, {}]))
+def test_a_page_kept_with_its_fields_open_fills_as_each_reader_gets_it(
+        page: str, groups: tuple[str, ...], content: dict[str, str]) -> None:
+    user = make_user("u1", groups=groups, **content)
+    kept = template(page.encode(), user)
+    if kept is not None:
+        assert b"".join(kept.fill(user)) == rewrite(page.encode(), user)
+        other = make_user("u2", groups=groups, firstName="Other")
+        assert b"".join(kept.fill(other)) == rewrite(page.encode(), other)

@@ -10,6 +10,8 @@ closed a gated element, it keeps removing: it may remove more than the element, 
 from __future__ import annotations
 
 import html
+import re
+import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -98,6 +100,69 @@ def rewrite(page: bytes, user: User | None, cut: frozenset[int] = frozenset(),
     return _Rewriter(page, user, cut, unwrap).run()
 
 
+#: Where a field's text goes in a page kept for an audience (the number of the field and a
+#: NUL follow); per process, so a page cannot spell it by chance.
+SLOT = b"\x00gateway-field-" + secrets.token_hex(8).encode() + b"-"
+_SLOT_LEAD = b"\x00gateway-field-"
+_SLOT_AT = re.compile(re.escape(SLOT) + rb"(\d+)\x00")
+
+
+class _NoTemplate(Exception):
+    """The page cannot be kept with its fields as slots (fields inside fields)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A page as one audience receives it, its fields left open: the text between them,
+    and each field's path in the user object and the content it keeps without a value."""
+
+    parts: tuple[bytes, ...]
+    fields: tuple[tuple[str, bytes], ...]
+
+    def fill(self, user: User | None) -> list[bytes]:
+        """The page's pieces for ``user``: the text between the fields, and each field's
+        text (or its own content when ``user`` has no value for it)."""
+        out = [self.parts[0]]
+        for (path, fallback), after in zip(self.fields, self.parts[1:], strict=True):
+            text = field_text(user, path)
+            out.append(fallback if text is None else text.encode())
+            out.append(after)
+        return out
+
+
+def template(page: bytes, user: User, cut: frozenset[int] = frozenset(),
+             unwrap: frozenset[int] = frozenset()) -> Template | None:
+    """``rewrite`` for ``user``'s audience (their groups, logged in) with each field left
+    open, to be filled for each reader of that audience; None when it cannot be made."""
+    if _SLOT_LEAD in page:
+        return None
+    slots: list[tuple[str, bytes]] = []
+    try:
+        body = _Rewriter(page, user, cut, unwrap, slots).run()
+    except _NoTemplate:
+        return None
+    return from_marked(body, slots)
+
+
+def marked(kept: Template) -> bytes:
+    """The template as one body, each field a slot mark (to be changed as a page is)."""
+    out = [kept.parts[0]]
+    for number, after in enumerate(kept.parts[1:]):
+        out.append(SLOT + str(number).encode() + b"\x00")
+        out.append(after)
+    return b"".join(out)
+
+
+def from_marked(body: bytes, fields: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
+                ) -> Template | None:
+    """A body with slot marks as a template; None unless each field's mark is there once."""
+    pieces = _SLOT_AT.split(body)
+    order = [int(number) for number in pieces[1::2]]
+    if sorted(order) != list(range(len(fields))):
+        return None  # a slot dropped or doubled: not one to trust
+    return Template(tuple(pieces[0::2]), tuple(fields[number] for number in order))
+
+
 def allows(attrs: dict[bytes, list[bytes]], user: User | None) -> bool:
     """Whether the gating attributes of one element let ``user`` see it.
 
@@ -142,12 +207,14 @@ class _Rewriter(OpenElements):
     """One pass over one page for one reader."""
 
     def __init__(self, page: bytes, user: User | None, cut: frozenset[int],
-                 unwrap: frozenset[int]) -> None:
+                 unwrap: frozenset[int], slots: list[tuple[str, bytes]] | None = None) -> None:
         super().__init__()
         self.page = page
         self.user = user
         self.cut = cut
         self.unwrap = unwrap
+        # Set: fields are left as slots, each recorded with its own content.
+        self.slots = slots
         # The output: kept runs of the page (start, end, None) and inserted text (at, at, text),
         # in page order; the run being extended is kept apart until something breaks it.
         self.items: list[tuple[int, int, bytes | None]] = []
@@ -208,6 +275,23 @@ class _Rewriter(OpenElements):
             items.pop()
         if items and items[-1][2] is None and items[-1][1] > at:
             items[-1] = (items[-1][0], at, None)
+
+    def output_since(self, at: int) -> bytes:
+        """What is output from page offset ``at`` on."""
+        self.flush()
+        out: list[bytes] = []
+        for start, end, text in reversed(self.items):
+            if text is not None:
+                if start < at:
+                    break
+                out.append(text)
+                continue
+            if end <= at:
+                break
+            out.append(self.page[max(start, at):end])
+            if start <= at:
+                break
+        return b"".join(reversed(out))
 
     def insert(self, at: int, text: bytes) -> None:
         """Replace everything already output from page offset ``at`` with ``text``."""
@@ -346,7 +430,8 @@ class _Rewriter(OpenElements):
         if (not gated and not self.hiding and FIELD in attrs and ns == HTML
                 and (name not in RAW_TEXT or name in _FIELD_TEXT)
                 and name not in (b"noscript", b"plaintext")):
-            entry.field = field_text(self.user, attr_text(attrs[FIELD][0]))
+            path = attr_text(attrs[FIELD][0])
+            entry.field = path if self.slots is not None else field_text(self.user, path)
         return entry
 
     def leave_foreign(self) -> None:
@@ -429,7 +514,14 @@ class _Rewriter(OpenElements):
             self.pop_to(index, tag.name)
             return
         if entry.field is not None and top and entry.name == tag.name and not self.hiding:
-            self.insert(entry.mark, entry.field.encode())
+            if self.slots is None:
+                self.insert(entry.mark, entry.field.encode())
+            else:
+                own = self.output_since(entry.mark)
+                if SLOT in own:
+                    raise _NoTemplate()
+                self.insert(entry.mark, SLOT + str(len(self.slots)).encode() + b"\x00")
+                self.slots.append((entry.field, own))
         self.pop_to(index, tag.name)
         if not (entry.unwrapped and entry.name == tag.name):
             self.emit(lt, tag.end)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import itertools
+import struct
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,7 +23,15 @@ from multidict import CIMultiDict, istr
 from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError
 from gateway.html.encoding import Undecodable, as_utf8, decode_body, is_html
-from gateway.html.gating import has_fields, has_markers, rewrite
+from gateway.html.gating import (
+    Template,
+    from_marked,
+    has_fields,
+    has_markers,
+    marked,
+    rewrite,
+    template,
+)
 from gateway.html.head import (
     PageMeta,
     inject_script,
@@ -111,9 +121,56 @@ class Rendered:
         return len(self.body) + (len(self.gzipped) if self.gzipped is not None else 0)
 
 
+_GZIP_HEAD = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+# An empty last block: what ends a deflate stream.
+_LAST_BLOCK = zlib.compressobj(6, zlib.DEFLATED, -15).flush()
+
+
+def deflated(data: bytes) -> bytes:
+    """``data`` as deflate blocks that refer to nothing before them and end on a byte with
+    the stream left open: pieces made so join into one stream (RFC 1951)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush(zlib.Z_FULL_FLUSH)
+
+
+@dataclass(slots=True)
+class KeptTemplate:
+    """A page with fields, kept for an audience: filled for each reader of it, its gzip
+    form put together from the parts compressed once and the reader's values."""
+
+    template: Template
+    packed: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.template.parts)) + sum(map(len, self.packed)) \
+            + sum(len(path) + len(own) for path, own in self.template.fields)
+
+    def for_reader(self, user: User | None) -> Rendered:
+        pieces = self.template.fill(user)
+        body = b"".join(pieces)
+        out = [_GZIP_HEAD, self.packed[0]]
+        for value, packed in zip(pieces[1::2], self.packed[1:], strict=True):
+            out.append(deflated(value))
+            out.append(packed)
+        out.append(_LAST_BLOCK)
+        out.append(struct.pack("<II", zlib.crc32(body), len(body) & 0xFFFFFFFF))
+        return Rendered(body, etag_of(body), b"".join(out))
+
+
+def keep(kept: Template) -> KeptTemplate:
+    """A template with its parts compressed."""
+    return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts))
+
+
+def etag_of(body: bytes) -> str:
+    """A validator for the very bytes sent."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
 def rendered(body: bytes) -> Rendered:
     """A rendering with its validator: a digest of the very bytes sent."""
-    return Rendered(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+    return Rendered(body, etag_of(body))
 
 
 #: What a rendering depends on besides the page: the reader's kind and groups, their
@@ -129,18 +186,18 @@ class RenderCache:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
-        self._entries: OrderedDict[RenderKey, Rendered] = OrderedDict()
+        self._entries: OrderedDict[RenderKey, Rendered | KeptTemplate] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: RenderKey) -> Rendered | None:
+    def get(self, key: RenderKey) -> Rendered | KeptTemplate | None:
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
         return found
 
-    def put(self, key: RenderKey, value: Rendered) -> None:
+    def put(self, key: RenderKey, value: Rendered | KeptTemplate) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
             self.size -= old.size
@@ -162,6 +219,8 @@ class RenderCache:
 
 
 _VERSIONS = itertools.count(1)
+# The subject slot of a render key for a page kept with its fields open.
+_TEMPLATE = "\x00fields"
 
 
 class PageMemo:
@@ -391,17 +450,42 @@ class Pages:
             if user is not None and changes:
                 groups = tuple(sorted(user.groups))
                 if scanned.gated and has_fields(scanned.page):
-                    sub = user.sub  # fields are filled from this reader's own user object
+                    # Kept for the audience with its fields open, filled for each reader.
+                    key = (scanned.version, False, groups, _TEMPLATE,
+                           cuts.closed if cuts is not None else None)
+                    found = self.renders.get(key)
+                    if not isinstance(found, KeptTemplate):
+                        found = self.keep_template(scanned, user, cuts)
+                        if found is not None:
+                            self.renders.put(key, found)
+                    if found is not None:
+                        return replace(decision, public=False), found.for_reader(user)
+                    sub = user.sub  # fields filled from this reader's own user object
             key = (scanned.version, user is None and changes, groups, sub,
                    cuts.closed if cuts is not None else None)
-            found = self.renders.get(key)
-            if found is not None:
-                return (replace(decision, public=False) if changes else decision), found
+            kept = self.renders.get(key)
+            if isinstance(kept, Rendered):
+                return (replace(decision, public=False) if changes else decision), kept
         decision, page = self.render(scanned, decision, user, cuts)
         result = rendered(page)
         if key is not None:
             self.renders.put(key, result)
         return decision, result
+
+    def keep_template(self, scanned: Scanned, user: User, cuts: Cuts | None,
+                      ) -> KeptTemplate | None:
+        """The page for ``user``'s audience with its fields open (as ``render`` makes it),
+        or None when it cannot be kept so (then each reader's copy is made for them)."""
+        made = template(scanned.page, user, *((cuts.cut, cuts.unwrap) if cuts else ()))
+        if made is None:
+            return None
+        body = marked(made)
+        if cuts is not None and leftovers(body, cuts):
+            return None  # the per-reader rendering takes such links out one by one
+        if self.inject:
+            body = inject_script(body, self.tag)
+        made = from_marked(body, made.fields)
+        return None if made is None else keep(made)
 
     def gzip(self, result: Rendered) -> bytes:
         """A rendering's gzip form, made once and counted against the cache's budget."""
