@@ -178,3 +178,12 @@ async def test_a_browser_reads_the_page_put_together_compressed(
     assert "Hello, Dee!" in await page.inner_text("main")
     assert "Plain words about the product" in await page.inner_text("main")
     await context.close()
+
+
+async def test_what_is_not_kept_is_not_counted(client: Any) -> None:
+    renders = client.app[GATEWAY].sites[0].pages.renders
+    await get(client, make_user("a", groups=("staff",), firstName="A"), GZIP)
+    counted = renders.size
+    for number in range(5):  # each reader's filled copy is made for them, not kept
+        await get(client, make_user(f"b{number}", groups=("staff",), firstName="B"), GZIP)
+    assert renders.size == counted and len(renders) == 1

@@ -109,11 +109,16 @@ class Rendered:
     body: bytes
     etag: str
     gzipped: bytes | None = None
+    #: Puts the gzip form together (a page filled from a kept template).
+    packer: Callable[[], bytes] | None = None
+    #: Whether it is kept (and its size counted) in a RenderCache.
+    kept: bool = False
 
     def gzip(self) -> bytes:
         """The body, gzip-compressed (once)."""
         if self.gzipped is None:
-            self.gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+            self.gzipped = self.packer() if self.packer is not None else \
+                gzip.compress(self.body, compresslevel=6, mtime=0)
         return self.gzipped
 
     @property
@@ -133,6 +138,16 @@ def deflated(data: bytes) -> bytes:
     return packer.compress(data) + packer.flush(zlib.Z_FULL_FLUSH)
 
 
+def stored(data: bytes) -> bytes:
+    """``data`` as stored (uncompressed) deflate blocks, starting and ending on a byte: a
+    reader's few bytes between compressed parts, without a compressor's set-up."""
+    out = []
+    for start in range(0, len(data), 0xFFFF):
+        chunk = data[start:start + 0xFFFF]
+        out.append(struct.pack("<BHH", 0, len(chunk), len(chunk) ^ 0xFFFF) + chunk)
+    return b"".join(out)
+
+
 @dataclass(slots=True)
 class KeptTemplate:
     """A page with fields, kept for an audience: filled for each reader of it, its gzip
@@ -140,6 +155,8 @@ class KeptTemplate:
 
     template: Template
     packed: tuple[bytes, ...]
+    #: A digest of the parts: a reader's validator adds their values to it.
+    digest: bytes
 
     @property
     def size(self) -> int:
@@ -148,19 +165,29 @@ class KeptTemplate:
 
     def for_reader(self, user: User | None) -> Rendered:
         pieces = self.template.fill(user)
+        values = pieces[1::2]
+        tag = hashlib.blake2b(self.digest, digest_size=12)
+        for value in values:
+            tag.update(len(value).to_bytes(4, "little"))
+            tag.update(value)
         body = b"".join(pieces)
-        out = [_GZIP_HEAD, self.packed[0]]
-        for value, packed in zip(pieces[1::2], self.packed[1:], strict=True):
-            out.append(deflated(value))
-            out.append(packed)
-        out.append(_LAST_BLOCK)
-        out.append(struct.pack("<II", zlib.crc32(body), len(body) & 0xFFFFFFFF))
-        return Rendered(body, etag_of(body), b"".join(out))
+
+        def packer() -> bytes:
+            out = [_GZIP_HEAD, self.packed[0]]
+            for value, packed in zip(values, self.packed[1:], strict=True):
+                out.append(stored(value))
+                out.append(packed)
+            out.append(_LAST_BLOCK)
+            out.append(struct.pack("<II", zlib.crc32(body), len(body) & 0xFFFFFFFF))
+            return b"".join(out)
+
+        return Rendered(body, '"' + tag.hexdigest() + '"', packer=packer)
 
 
 def keep(kept: Template) -> KeptTemplate:
     """A template with its parts compressed."""
-    return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts))
+    digest = hashlib.blake2b(b"\x00".join(kept.parts), digest_size=16).digest()
+    return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts), digest)
 
 
 def etag_of(body: bytes) -> str:
@@ -203,6 +230,8 @@ class RenderCache:
             self.size -= old.size
         if value.size * 4 > self.budget:
             return  # one page may not crowd out the rest
+        if isinstance(value, Rendered):
+            value.kept = True
         self._entries[key] = value
         self.size += value.size
         self.trim()
@@ -491,7 +520,8 @@ class Pages:
         """A rendering's gzip form, made once and counted against the cache's budget."""
         before = result.size
         packed = result.gzip()
-        self.renders.grew(result, before)
+        if result.kept:
+            self.renders.grew(result, before)
         return packed
 
     def links(self, scanned: Scanned) -> list[Link]:
