@@ -362,11 +362,22 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     if targets is None or scanned.base != base:
         targets = {link.href: docs_target(gw, base, link.href) for link in links}
         scanned.targets, scanned.base = targets, base
+        scanned.cuts.clear()  # decided for links followed from another address
+    # What is closed depends on the reader's groups alone (logged in or not): kept per
+    # page copy for a few seconds, so a page's readers do not decide every link again.
+    user = ex.visitor.user
+    audience = None if user is None else tuple(sorted(user.groups))
+    now = time.monotonic()
+    kept = scanned.cuts.get(audience)
+    if kept is not None and now - kept[0] < CUTS_KEPT_FOR:
+        return kept[1]
     paths = {path for path in targets.values() if path is not None}
-    closed = await closed_pages(gw, ex.site, paths, ex.visitor.user) if paths else set()
-    if not closed:
-        return None
-    return removals(links, closed, targets)
+    closed = await closed_pages(gw, ex.site, paths, user) if paths else set()
+    cuts = removals(links, closed, targets) if closed else None
+    if len(scanned.cuts) >= 64:
+        scanned.cuts.clear()  # readers of many audiences: start over
+    scanned.cuts[audience] = (now, cuts)
+    return cuts
 
 
 async def judge_markdown_copy(gw: Gateway, site: Site, rel: str, user: User | None) -> None:
@@ -388,6 +399,11 @@ async def judge_markdown_copy(gw: Gateway, site: Site, rel: str, user: User | No
             decision = gw.policy.decide_meta(decision, found.meta, user)
         if decision.outcome is not Outcome.ALLOW or (found.fragments and site.pages.fragments):
             raise Denied()
+
+
+#: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or
+#: rules of a reloaded config, count from then on).
+CUTS_KEPT_FOR = 5.0
 
 
 def page_learner(site: Site) -> FetchMeta:

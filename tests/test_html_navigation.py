@@ -14,6 +14,7 @@ from gateway.html.gating import rewrite
 from gateway.html.navigation import Cuts, find_links, leftovers, removals
 from gateway.html.page import Pages
 from gateway.policy import Decision, Outcome, Policy
+from gateway.services import GATEWAY
 from tests.helpers import make_config, make_user, session_cookies
 
 CLOSED = {"/admin/", "/admin/runbook/"}
@@ -165,3 +166,18 @@ def test_a_closed_link_the_entries_missed_is_taken_out_by_itself() -> None:
     scanned = pages.scan(page, None)
     _decision, out = pages.render(scanned, Decision(Outcome.ALLOW), None, missed)
     assert b"/admin/" not in out and b"Admin" not in out and b'href="/"' in out
+
+
+async def test_what_leaves_a_page_is_decided_once_per_audience_for_a_while(
+        site: Path, aiohttp_client: Any) -> None:
+    config = make_config(None, upstream={"root": str(site)})
+    client = await aiohttp_client(await build_app(config))
+    for name in ("r1", "r2"):
+        reader = await session_cookies(client.app, make_user(name, groups=("staff",)))
+        assert "Operator handbook" not in await (await client.get("/", cookies=reader)).text()
+    ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+    assert "Operator handbook" in await (await client.get("/", cookies=ops)).text()
+    pages = client.app[GATEWAY].sites[0].pages
+    kept = pages.memo.get("/", (site / "index.html").read_bytes())
+    assert kept is not None and set(kept.cuts) == {("staff",), ("ops",)}
+    assert kept.cuts[("ops",)][1] is None and kept.cuts[("staff",)][1] is not None

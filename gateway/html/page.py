@@ -15,7 +15,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 from multidict import CIMultiDict, istr
@@ -92,6 +92,8 @@ class Scanned:
     links: list[Link] | None = None
     base: str = ""
     targets: dict[str, str | None] | None = None
+    #: What leaves it per audience (groups, None: anonymous), and since when.
+    cuts: dict[tuple[str, ...] | None, tuple[float, Cuts | None]] = field(default_factory=dict)
     #: Whether this copy is remembered (its renderings may be kept), and which copy it is.
     kept: bool = False
     version: int = 0
