@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         (args.usage or parser).print_usage(sys.stderr)
         return 2
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # a reader that left (``| head``) is found here, not at exit
+        return status
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
     except KeyboardInterrupt:
         return 130
     except ConfigError as exc:
@@ -76,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _quiet_stdout() -> None:
+    """Standard output's reader is gone: nothing more goes there, not even at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("docs-gateway")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``--verbose`` is accepted before or after the command."""
     # SUPPRESS keeps a subcommand from resetting a --verbose given before it.
@@ -85,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="An auth gateway in front of any docs site.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.set_defaults(verbose=False, usage=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 

@@ -84,6 +84,26 @@ def test_check_good_file_prints_a_summary(config_file: Path) -> None:
     assert len(out.splitlines()) <= 24
 
 
+def test_check_ends_quietly_when_its_reader_leaves(config_file: Path) -> None:
+    environ = {**os.environ, "GATEWAY_SESSION_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
+    environ.pop("GATEWAY_CONFIG", None)
+    # As "docs-gateway check | head -0": the reader is gone before anything is written.
+    read, write = os.pipe()
+    os.close(read)
+    with subprocess.Popen([sys.executable, "-m", "gateway", "check", "-c", str(config_file)],
+                          cwd=ROOT, env=environ, stdout=write, stderr=subprocess.PIPE) as child:
+        os.close(write)
+        _, errors = child.communicate(timeout=60)
+    assert errors == b"", errors.decode()
+    assert child.returncode == 1
+
+
+def test_version_is_printed() -> None:
+    result = gateway("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("docs-gateway ") and result.stdout.strip() != "docs-gateway"
+
+
 def test_check_uses_gateway_config_then_the_working_folder(config_file: Path) -> None:
     assert gateway("check", env={"GATEWAY_CONFIG": str(config_file)}).returncode == 0
     assert gateway("check", cwd=config_file.parent).returncode == 0
