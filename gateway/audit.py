@@ -25,7 +25,6 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -36,6 +35,17 @@ from yarl import URL
 from gateway.config.load import load_config
 from gateway.config.model import Config, default_config_path
 from gateway.handshakes.jwt_token import TokenCommandError, build_payload, sign
+from gateway.html.tokens import (
+    END,
+    RAW_TEXT,
+    START,
+    TEXT,
+    UNFINISHED,
+    attr_text,
+    raw_end,
+    script_end,
+    token_at,
+)
 
 PROG = "docs-gateway"
 #: Addresses read per reader at most, unless ``--max-pages`` says otherwise.
@@ -352,17 +362,71 @@ def collapse(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-class _Links(HTMLParser):
+class _Markup:
+    """Tags and text of a page, read with the gateway's own tokenizer (``html.tokens``),
+    which reads markup as a browser does; handlers as ``html.parser`` names them."""
+
+    def feed(self, source: str) -> None:
+        page = source.encode("utf-8", "replace")
+        pos, size = 0, len(page)
+        while pos < size:
+            lt = page.find(b"<", pos)
+            if lt < 0:
+                self.handle_data(html.unescape(page[pos:].decode("utf-8", "replace")))
+                return
+            if lt > pos:
+                self.handle_data(html.unescape(page[pos:lt].decode("utf-8", "replace")))
+            kind, end, tag = token_at(page, lt)
+            if kind == UNFINISHED:
+                return  # a browser drops a tag the page ends inside
+            if kind == TEXT:
+                self.handle_data(html.unescape(page[lt:end].decode("utf-8", "replace")))
+            elif tag is not None and kind == END:
+                self.handle_endtag(tag.name.decode("ascii", "replace"))
+            elif tag is not None and kind == START:
+                name = tag.name.decode("ascii", "replace")
+                attrs = [(key.decode("utf-8", "replace"), attr_text(values[0]))
+                         for key, values in tag.attrs.items()]
+                if tag.self_closing:
+                    self.handle_startendtag(name, attrs)
+                else:
+                    self.handle_starttag(name, attrs)
+                if tag.name == b"plaintext":
+                    self.handle_data(page[end:].decode("utf-8", "replace"))
+                    return
+                if tag.name in RAW_TEXT:
+                    stop = script_end(page, end) if tag.name == b"script" \
+                        else raw_end(page, tag.name, end)
+                    raw = page[end:stop].decode("utf-8", "replace")
+                    self.handle_data(html.unescape(raw) if tag.name in (b"title", b"textarea")
+                                     else raw)
+                    end = stop
+            pos = end
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str]]) -> None:
+        """A start tag."""
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str]]) -> None:
+        self.handle_starttag(tag, attrs)
+        self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        """An end tag."""
+
+    def handle_data(self, data: str) -> None:
+        """Text (character references resolved, but for scripts and styles)."""
+
+
+class _Links(_Markup):
     """The addresses a page names: attributes, inline scripts and styles."""
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.found: list[tuple[str, str]] = []  # (kind: url, js, css; value)
         self.base: str | None = None
         self.cdata: str | None = None
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value for name, value in attrs if value is not None}
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str]]) -> None:
+        values = dict(attrs)
         if tag == "base" and self.base is None and values.get("href"):
             self.base = values["href"]
         for name in ("href", "src", "poster", "data", "manifest"):
@@ -392,11 +456,7 @@ class _Links(HTMLParser):
 
 def html_links(text: str, url: str, site_base: str) -> list[str]:
     parser = _Links()
-    try:
-        parser.feed(text)
-        parser.close()
-    except AssertionError:  # html.parser gives up on some broken markup
-        pass
+    parser.feed(text)
     base = urljoin(url, parser.base) if parser.base else url
     out: list[str] = []
     for kind, value in parser.found:
@@ -524,11 +584,10 @@ class Segment:
     text: str
 
 
-class _Visible(HTMLParser):
+class _Visible(_Markup):
     """A page's visible text in blocks, its text runs and its title."""
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.blocks: list[list[str]] = [[]]
         self.runs: list[str] = []
         self.title: list[str] = []
@@ -540,7 +599,7 @@ class _Visible(HTMLParser):
         if self.blocks[-1]:
             self.blocks.append([])
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str]]) -> None:
         if tag in HIDDEN_TAGS:
             self.hidden += 1
         elif tag == "title":
@@ -552,7 +611,7 @@ class _Visible(HTMLParser):
         elif tag in BLOCK_TAGS:
             self._break()
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str]]) -> None:
         if tag in BLOCK_TAGS:
             self._break()
 
@@ -592,11 +651,7 @@ class PageText:
 
 def page_text(source: str) -> PageText:
     parser = _Visible()
-    try:
-        parser.feed(source)
-        parser.close()
-    except AssertionError:
-        pass
+    parser.feed(source)
     blocks = [collapse("".join(block)) for block in parser.blocks]
     text = "\n".join(block for block in blocks if block)
     found: dict[tuple[str, ...], Segment] = {}
