@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import aiohttp
 from yarl import URL
 
+from gateway.cli import PROG, count, describe
 from gateway.config.load import load_config
 from gateway.config.model import Config, default_config_path
 from gateway.handshakes.jwt_token import TokenCommandError, build_payload, sign
@@ -47,7 +48,6 @@ from gateway.html.tokens import (
     token_at,
 )
 
-PROG = "docs-gateway"
 #: Addresses read per reader at most, unless ``--max-pages`` says otherwise.
 MAX_PAGES = 500
 #: Requests one reader has under way at once.
@@ -807,11 +807,6 @@ async def read_body(response: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
-def describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 # ---------------------------------------------------------------------------
 # Logging in
 
@@ -1070,10 +1065,6 @@ async def audit(config: Config, readers: Sequence[Reader], *, key: str | None,
             notes.append(f"{name}: stopped at --max-pages {crawl.max_pages}; "
                          f"{count(len(crawl.left), 'more address', 'more addresses')} not read")
     return Outcome(leaks, notes, incomplete)
-
-
-def count(number: int, noun: str, plural: str | None = None) -> str:
-    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"{PROG}: error: {_describe(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {describe(exc)}", file=sys.stderr)
         return 1
 
 
@@ -237,8 +237,8 @@ def summary(config: Config, path: Path | str) -> str:
         ("sessions", f"{session.store} store, cookie {session.cookie_name}, "
                      f"max age {format_duration(session.max_age)}, "
                      f"{len(session.secrets)} secret{'s' if len(session.secrets) != 1 else ''}"),
-        ("access", f"{_count(len(config.access.public), 'public glob')}, "
-                   f"{_count(len(config.access.rules), 'rule')}, denied -> "
+        ("access", f"{count(len(config.access.public), 'public glob')}, "
+                   f"{count(len(config.access.rules), 'rule')}, denied -> "
                    f"{'404' if config.access.denied == 'not_found' else '403'}"),
         ("assertion", _assertion_detail(config)),
         ("headers", ", ".join(f"{k}: {v}" for k, v in config.identity.headers.items()) or "none"),
@@ -258,9 +258,9 @@ def _handshake_detail(config: Config) -> str:
     if hs.method == "jwt":
         jwt = hs.jwt
         keys = ("shared secret" if jwt.secret is not None
-                else _count(len(jwt.public_keys), "public key") if jwt.public_keys
+                else count(len(jwt.public_keys), "public key") if jwt.public_keys
                 else f"keys from {jwt.jwks_url}")
-        return (f"{_count(len(jwt.login_urls), 'login URL')}, {keys}, "
+        return (f"{count(len(jwt.login_urls), 'login URL')}, {keys}, "
                 f"algorithms {', '.join(jwt.algorithms)}")
     if hs.method == "shared_session":
         shared = hs.shared_session
@@ -275,7 +275,7 @@ def _assertion_detail(config: Config) -> str:
     assertion = config.identity.assertion
     if not assertion.header:
         return "off"
-    keys = (_count(len(assertion.private_keys), "key file") if assertion.private_keys
+    keys = (count(len(assertion.private_keys), "key file") if assertion.private_keys
             else "ephemeral key")
     return (f"header {assertion.header}, {assertion.algorithm}, "
             f"ttl {format_duration(assertion.ttl)}, {keys}")
@@ -286,8 +286,9 @@ def _rows(rows: Sequence[tuple[str, str]]) -> list[str]:
     return [f"  {name.ljust(width)}  {value}" for name, value in rows]
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 rule``, ``2 rules`` (``plural`` when adding an s is not the word)."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def _address(host: str, port: int) -> str:
@@ -363,6 +364,7 @@ def _print_problems(error: ConfigError) -> None:
         print(problem, file=sys.stderr)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """An error as one line, for a message."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
