@@ -51,7 +51,7 @@ from gateway.indexes.filter import (
     page_text,
 )
 from gateway.policy import Decision, Outcome, Policy
-from gateway.proxy.origin import Answer, BrokenAnswer, Origin
+from gateway.proxy.origin import Answer, Origin, fetched
 from gateway.scope import Scope
 from gateway.user import User
 
@@ -679,12 +679,7 @@ def meta_fetcher(origin: Origin) -> FetchMeta:
     """
 
     async def fetch(path: str) -> Learned | None:
-        answer = await origin.fetch(path)
-        if answer is None:
-            return None
-        try:
-            if answer.status != 200:
-                return None
+        async def use(answer: Answer) -> Learned | None:
             declared = content_type(answer.headers)
             if unidentified(declared, path):
                 return None  # it may be a page under another type: not known, so closed
@@ -693,9 +688,7 @@ def meta_fetcher(origin: Origin) -> FetchMeta:
             data = await answer.read_all(PAGE_READ_LIMIT)
             body = decode_body(data, content_encodings(answer.headers))
             return None if body is None else learn(body, declared)
-        except (BrokenAnswer, OSError, ValueError):
-            return None
-        finally:
-            answer.release()
+
+        return await fetched(origin, path, use)
 
     return fetch

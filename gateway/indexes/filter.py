@@ -60,7 +60,7 @@ from gateway.indexes.formats import (
 )
 from gateway.paths import PACKINGS, packing_of
 from gateway.policy import Policy
-from gateway.proxy.origin import BrokenAnswer, Origin
+from gateway.proxy.origin import Answer, Origin, fetched
 from gateway.user import User
 
 
@@ -420,20 +420,13 @@ def text_fetcher(origin: Origin) -> FetchText:
     """How the listings read other files of the site (the llms.txt and page copies an
     llms-full.txt is made of): an anonymous GET, unpacked; None unless it answers 200."""
 
+    async def use(answer: Answer) -> bytes | None:
+        body = await answer.read_all(INDEX_LIMIT)
+        encodings = ",".join(answer.headers.getall("Content-Encoding", ()))
+        return decode_body(body, encodings, limit=INDEX_LIMIT) if encodings else body
+
     async def fetch(path: str) -> bytes | None:
-        answer = await origin.fetch(path)
-        if answer is None:
-            return None
-        try:
-            if answer.status != 200:
-                return None
-            body = await answer.read_all(INDEX_LIMIT)
-            encodings = ",".join(answer.headers.getall("Content-Encoding", ()))
-            return decode_body(body, encodings, limit=INDEX_LIMIT) if encodings else body
-        except (BrokenAnswer, OSError, ValueError):
-            return None
-        finally:
-            answer.release()
+        return await fetched(origin, path, use)
 
     return fetch
 

@@ -7,7 +7,8 @@ serving path, one place that decides what a reader gets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -15,6 +16,7 @@ from multidict import CIMultiDict
 from gateway.scope import Scope
 
 CHUNK = 64 * 1024
+T = TypeVar("T")
 
 
 class BrokenAnswer(Exception):
@@ -84,5 +86,21 @@ async def stream_body(request: web.Request, answer: Answer,
             request.transport.abort()
     except ConnectionResetError:
         pass  # the client went away; the unread rest is dropped below
+    finally:
+        answer.release()
+
+
+async def fetched(origin: Origin, path: str, use: Callable[[Answer], Awaitable[T | None]],
+                  ) -> T | None:
+    """What ``use`` makes of an anonymous GET of ``path`` that answered 200; None when the
+    origin cannot be asked, answers otherwise, breaks off or sends more than ``use``
+    reads (ValueError). The answer is released either way."""
+    answer = await origin.fetch(path)
+    if answer is None:
+        return None
+    try:
+        return await use(answer) if answer.status == 200 else None
+    except (BrokenAnswer, OSError, ValueError):
+        return None
     finally:
         answer.release()
