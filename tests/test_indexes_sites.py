@@ -31,6 +31,7 @@ from gateway.proxy.upstream import Upstream
 from gateway.user import User
 from tests.helpers import build_mkdocs, make_config, make_user, session_cookies
 from tests.nginx import nginx_serving
+from tests.test_mkdocs_site import MAIN_HTML
 
 pytestmark = pytest.mark.slow
 
@@ -64,14 +65,6 @@ plugins:
       match_path: ".*"
       date_from_meta:
         as_creation: date
-"""
-MAIN_HTML = """\
-{% extends "base.html" %}
-{% block extrahead %}
-{%- if page and page.meta.gateway_public %}<meta name="gateway:public" content="true">{% endif %}
-{%- if page and page.meta.gateway_groups %}
-<meta name="gateway:groups" content="{{ page.meta.gateway_groups }}">{% endif %}
-{% endblock %}
 """
 PAGES = {
     "index.md": "---\ngateway_public: true\ndate: 2024-01-01\n---\n# Home\n\nWelcome.\n",
