@@ -10,7 +10,7 @@ import pytest
 from gateway.errors import Denied
 from gateway.html.head import PageMeta
 from gateway.html.page import MEMO_PAGE_LIMIT, RECORD_EVERY, PageMemo, Pages, Scanned
-from gateway.policy import Policy
+from gateway.policy import Decision, Policy
 from gateway.scope import Scope
 from gateway.user import User
 from tests.helpers import make_config
@@ -36,6 +36,15 @@ def reader(*groups: str) -> User:
     return User(sub="u1", expires_at=time.time() + 3600, groups=groups)
 
 
+def process(pages: Pages, body: bytes, decision: Decision, user: User | None, where: Scope,
+            rel: str | None) -> tuple[Decision, bytes]:
+    """A page through the pipeline's steps: scanned, judged, delivered."""
+    scanned = pages.scan(body, rel)
+    decided = pages.judge(scanned, decision, user, where)
+    decided, result = pages.deliver(scanned, decided, user)
+    return decided, result.body
+
+
 def test_the_same_bytes_reuse_the_scan_and_equal_copies_count_as_the_same() -> None:
     pages = make_pages()
     first = pages.scan(page(), "/a/")
@@ -48,15 +57,15 @@ def test_a_changed_page_is_judged_on_its_new_metadata() -> None:
     pages = make_pages()
     decision = pages.policy.decide("/guide/", None)
     public = page('<meta name="gateway:public" content="true">')
-    decided, out = pages.process(public, decision, None, scope("/guide/"), "/guide/")
+    decided, out = process(pages, public, decision, None, scope("/guide/"), "/guide/")
     assert decided.public and TAG in out
     # The same path now declares a group: the remembered public scan must not stand.
     admin = page('<meta name="gateway:groups" content="admin">')
     member = pages.policy.decide("/guide/", reader("staff"))
     with pytest.raises(Denied):
-        pages.process(admin, member, reader("staff"), scope("/guide/"), "/guide/")
+        process(pages, admin, member, reader("staff"), scope("/guide/"), "/guide/")
     admitted = pages.policy.decide("/guide/", reader("admin"))
-    decided, out = pages.process(admin, admitted, reader("admin"), scope("/guide/"), "/guide/")
+    decided, out = process(pages, admin, admitted, reader("admin"), scope("/guide/"), "/guide/")
     assert out == admin.replace(b"</head>", TAG + b"</head>")
 
 
@@ -65,11 +74,11 @@ def test_the_script_goes_in_once_and_a_page_that_loads_it_is_left_alone() -> Non
     decision = pages.policy.decide("/p", reader())
     plain = page()
     for _ in range(2):
-        _, out = pages.process(plain, decision, reader(), scope("/p"), "/p")
+        _, out = process(pages, plain, decision, reader(), scope("/p"), "/p")
         assert out.count(TAG) == 1 and out.index(TAG) == plain.index(b"</head>")
     loaded = page(TAG.decode())
     for _ in range(2):
-        assert pages.process(loaded, decision, reader(), scope("/q"), "/q")[1] == loaded
+        assert process(pages, loaded, decision, reader(), scope("/q"), "/q")[1] == loaded
 
 
 def test_gated_parts_are_rewritten_per_reader_even_from_the_memo() -> None:
@@ -77,7 +86,7 @@ def test_gated_parts_are_rewritten_per_reader_even_from_the_memo() -> None:
     gated = page(body='<p>all</p><div data-gateway-groups="admin">secret</div>')
     for who, sees in ((reader("admin"), True), (reader(), False), (reader("admin"), True)):
         decision = pages.policy.decide("/g", who)
-        decided, out = pages.process(gated, decision, who, scope("/g"), "/g")
+        decided, out = process(pages, gated, decision, who, scope("/g"), "/g")
         assert (b"secret" in out) is sees
         assert not decided.public and out.count(TAG) == 1
 

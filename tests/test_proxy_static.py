@@ -403,7 +403,7 @@ async def test_dotfiles_are_hidden_but_well_known_is_served(make_client: MakeCli
     assert known.headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
-async def test_file_for_and_exists(site_root: Path) -> None:
+def test_file_for(site_root: Path) -> None:
     site = StaticSite(site_root)
     real_root = site_root.resolve()
     assert site.file_for("/") == real_root / "index.html"
@@ -414,8 +414,8 @@ async def test_file_for_and_exists(site_root: Path) -> None:
     assert site.file_for("/escape.txt") is None
     assert site.file_for("/index.html\x00.png") is None
     assert site.file_for("/\ud800") is None
-    assert await site.exists("/")
-    assert not await site.exists("/missing")
+    assert site.file_for("/") is not None
+    assert site.file_for("/missing") is None
     assert "site" in repr(site)
 
 

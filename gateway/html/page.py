@@ -416,20 +416,6 @@ class Pages:
             scanned.text_read = True
         return scanned.text
 
-    def process(self, page: bytes, decision: Decision, user: User | None, scope: Scope,
-                rel: str | None,
-                reading: tuple[str | None, str] = (None, "")) -> tuple[Decision, bytes]:
-        """Apply the page's own metadata (raising if it blocks), then rewrite it.
-
-        ``rel`` is the page's path relative to the docs base path (None: outside it);
-        ``reading`` as for ``scan``. A page with gated elements or fields comes back with a
-        decision that is no longer ``public``: what it holds depends on the reader, so no
-        shared cache may keep it.
-        """
-        scanned = self.scan(page, rel, reading)
-        decision = self.judge(scanned, decision, user, scope)
-        return self.render(scanned, decision, user)
-
     def judge(self, scanned: Scanned, decision: Decision, user: User | None,
               scope: Scope) -> Decision:
         """Apply the page's own metadata to ``decision`` and enforce it (raising if it

@@ -186,10 +186,6 @@ class StaticSite(Origin):
             return None
         return Path(found.file)
 
-    async def exists(self, path: str) -> bool:
-        """Whether ``path`` would be served with 200 (the disk is read off the event loop)."""
-        return await asyncio.to_thread(self.file_for, path) is not None
-
     async def open(self, request: web.Request, scope: Scope,
                    extra: Iterable[tuple[str, str]]) -> Answer:
         """Answer ``request`` for ``scope.path`` (decoded, with the public base path)."""
