@@ -94,8 +94,7 @@ class Scanned:
     targets: dict[str, str | None] | None = None
     #: What leaves it per audience (groups, None: anonymous), and since when.
     cuts: dict[tuple[str, ...] | None, tuple[float, Cuts | None]] = field(default_factory=dict)
-    #: Whether this copy is remembered (its renderings may be kept), and which copy it is.
-    kept: bool = False
+    #: Which remembered copy this is (its renderings may be kept); 0: not remembered.
     version: int = 0
     #: What its gated elements hold, for search (read once, when the page index first
     #: hears of this copy; None also when it cannot be told).
@@ -281,7 +280,6 @@ class PageMemo:
             self.size -= len(old.page)
         if len(scanned.page) > MEMO_PAGE_LIMIT:
             return
-        scanned.kept = True
         scanned.version = next(_VERSIONS)
         while self._entries and self.size + len(scanned.page) > self.budget:
             oldest = next(iter(self._entries))
@@ -403,7 +401,7 @@ class Pages:
         if not self.indexes:
             return None
         if not scanned.text_read:
-            if scanned.kept:
+            if scanned.version:
                 scanned.text = page_text(scanned.page)
             else:
                 digest = hashlib.blake2b(scanned.page, digest_size=16).digest()
@@ -461,7 +459,7 @@ class Pages:
         reader of an audience seen before gets the bytes rendered for it."""
         changes = scanned.gated or cuts is not None
         key: RenderKey | None = None
-        if scanned.kept:
+        if scanned.version:
             groups: tuple[str, ...] = ()
             sub = None
             if user is not None and changes:
