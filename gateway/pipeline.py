@@ -37,7 +37,7 @@ from gateway.indexes.filter import (
     text_fetcher,
 )
 from gateway.indexes.formats import link_paths
-from gateway.paths import normalize_path, packed_page
+from gateway.paths import normalize_path, packed_page, packing_of
 from gateway.policy import Decision, Outcome
 from gateway.proxy.origin import Answer, BrokenAnswer, Origin, stream_body
 from gateway.proxy.upstream import Upstream
@@ -225,8 +225,9 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     if site.pages.guards(decision) and packed_page(rel):
         # A page's precompressed copy (page.html.gz): served, it would be the page unread.
         raise Denied()
-    if site.pages.guards(decision) and rel[-3:].lower() == ".md":
-        await judge_markdown_copy(gw, site, rel, visitor.user)
+    copy = packing_of(rel)[0]  # a .md.gz holds the same text as the .md
+    if site.pages.guards(decision) and copy[-3:].lower() == ".md":
+        await judge_markdown_copy(gw, site, copy, visitor.user)
     if not decision.meta_applies or request.method not in ("GET", "HEAD"):
         # Page metadata is read from a GET's page; any other method is judged on config.
         enforce(decision, scope)

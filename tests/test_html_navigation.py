@@ -4,6 +4,7 @@ pages close themselves with page metadata."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,11 @@ async def test_a_pages_markdown_copy_opens_only_where_the_page_does(
     assert (await client.get("/gated/index.md", cookies=ops)).status == 404
     # A Markdown file no page was made from is decided as any file is.
     assert (await client.get("/notes.md", cookies=reader)).status == 200
+    # Its precompressed copy is the same text: it follows the page too.
+    (site / "handbook" / "index.md.gz").write_bytes(gzip.compress(b"KEYS-ARE-ROTATED"))
+    packed = await client.get("/handbook/index.md.gz", cookies=reader, auto_decompress=False)
+    assert packed.status == 404 and b"\x1f\x8b" not in await packed.read()
+    assert (await client.get("/handbook/index.md.gz", cookies=ops)).status == 200
 
 
 def test_a_closed_link_the_entries_missed_is_taken_out_by_itself() -> None:
