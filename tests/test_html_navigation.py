@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.app import build_app
 from gateway.html.gating import rewrite
@@ -187,3 +188,21 @@ async def test_what_leaves_a_page_is_decided_once_per_audience_for_a_while(
     kept = pages.memo.get("/", (site / "index.html").read_bytes())
     assert kept is not None and set(kept.cuts) == {("staff",), ("ops",)}
     assert kept.cuts[("ops",)][1] is None and kept.cuts[("staff",)][1] is not None
+
+
+async def test_a_page_whose_navigation_cannot_be_read_is_refused(
+        aiohttp_server: Any, aiohttp_client: Any) -> None:
+    async def page(request: web.Request) -> web.Response:
+        # Brotli, which the gateway cannot undo: its links cannot be read.
+        return web.Response(body=b"\x8b\x03\x80<nav><a href='/admin/'>Admin</a></nav>\x03",
+                            headers={"Content-Type": "text/html", "Content-Encoding": "br"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    upstream = await aiohttp_server(app)
+    config = make_config(str(upstream.make_url("")).rstrip("/"), access={
+        "public": ["/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]}],
+        "page_meta": False, "fragments": False})
+    client = await aiohttp_client(await build_app(config))
+    assert (await client.get("/guide/", auto_decompress=False)).status == 502
+    assert (await client.get("/guide/index.html.br", auto_decompress=False)).status == 404

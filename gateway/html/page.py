@@ -341,9 +341,10 @@ class Pages:
         return decision.meta_applies or self.inject or self.fragments or self.navigation
 
     def guards(self, decision: Decision) -> bool:
-        """Whether reading a page on this decision is a matter of access (its metadata or
-        gated elements), so that a page the gateway cannot read is refused."""
-        return decision.meta_applies or self.fragments
+        """Whether reading a page on this decision is a matter of access (its metadata, its
+        gated elements, its links to closed pages), so that a page the gateway cannot read
+        is refused."""
+        return decision.meta_applies or self.fragments or self.navigation
 
     def decode(self, body: bytes, decision: Decision, content_encoding: str | None,
                content_type: str | None, rel: str | None = None) -> tuple[bytes, str] | None:
