@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.app import build_app
 from gateway.config.load import build_config
@@ -228,3 +229,26 @@ def test_forward_auth_with_audiences_is_warned_of(tmp_path: Path) -> None:
                                        "forward_auth": "nginx"},
                          upstream={"audiences": [{"name": "everyone", "root": str(tmp_path)}]})
     assert any(w.startswith("server.forward_auth: a proxy asking") for w in config.warnings)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_recipes_built_here_are_the_readmes() -> None:
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    for line in ('exclude_docs: !ENV [DOCS_EXCLUDE, ""]',
+                 "exclude_patterns = [] if tags.has('admin') else ['admin/*']",
+                 "html_copy_source = False", "ignoreFiles = ['content/admin/']"):
+        assert f"`{line}`" in readme
+    assert 'exclude_docs: !ENV [DOCS_EXCLUDE, ""]' in MKDOCS_YML
+    assert "exclude_patterns = [] if tags.has('admin') else ['admin/*']" in SPHINX_CONF
+    assert "html_copy_source = False" in SPHINX_CONF
+
+
+def test_the_readmes_audiences_example_is_a_valid_config() -> None:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```yaml\nupstream:\n  audiences:")
+    example = yaml.safe_load(text[start + len("```yaml\n"):text.index("```", start + 7)])
+    config = make_config(None, upstream=example["upstream"])
+    assert [a.name for a in config.upstream.audiences] == ["admins", "readers", "everyone"]
+    assert config.upstream.audiences[1].authenticated and config.upstream.audiences[-1].catch_all

@@ -43,16 +43,18 @@ PACKAGE = {
 }
 CONFIG = """\
 // The admin pages are built only for the admin audience (the README's recipe).
-const admin = process.env.DOCS_AUDIENCE === 'admin';
 module.exports = {
   title: 'Gated docs', url: 'http://docs.test', baseUrl: '/',
   onBrokenLinks: 'warn',
   presets: [['classic', {
-    docs: {routeBasePath: '/docs', exclude: admin ? [] : ['admin/**']},
+    docs: {routeBasePath: '/docs', %s},
     blog: false, theme: {},
   }]],
 };
 """
+# The README's recipe, as it is written there.
+RECIPE = "exclude: process.env.DOCS_AUDIENCE === 'admin' ? [] : ['admin/**']"
+CONFIG = CONFIG % RECIPE
 DOCS = {
     "docs/intro.md": "# Intro\n\nWelcome to the product.\n",
     "docs/guide.md": "# Guide\n\nHow to use it.\n",
@@ -250,3 +252,8 @@ async def test_the_audit_finds_nothing_in_audience_builds(
         upstream = "  audiences:\n" + "".join(f"    - {json.dumps(entry)}\n" for entry in entries)
         status, lines, messages = await run_audit(tmp_path, aiohttp_server, upstream, capsys)
     assert (status, lines) == (0, []), messages
+
+
+def test_the_recipe_built_here_is_the_readmes() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"`{RECIPE}`" in readme
