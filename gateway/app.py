@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway import routes
 from gateway.boundary import error_boundary
+from gateway.brand import Brand
 from gateway.config.model import Audience, Config
 from gateway.denial import answer_as_missing
 from gateway.handshakes import create_handshake
@@ -23,6 +24,7 @@ from gateway.pipeline import handle_docs
 from gateway.policy import Policy
 from gateway.proxy.static import StaticSite
 from gateway.proxy.upstream import Upstream
+from gateway.responses import BRAND
 from gateway.scope import SCOPE, Scope, ScopeBuilder
 from gateway.services import GATEWAY, Gateway, Site
 from gateway.sessions import create_store
@@ -158,6 +160,7 @@ async def build_app(config: Config) -> web.Application:
                  identity=identity, signer=signer, sites=sites, http=http, metrics=metrics,
                  is_gateway_cookie=is_gateway_cookie, keyspace=keyspace)
     app[GATEWAY] = gw
+    app[BRAND] = Brand(config.brand, home=config.server.base_path + "/")
     table = RouteTable()
     own_routes(config, table, handshake.routes())
     app[ROUTES] = table

@@ -1,13 +1,16 @@
-"""Every page and JSON error the gateway writes itself, from one template."""
+"""Every page and JSON error the gateway writes itself (the pages drawn by ``brand``)."""
 
 from __future__ import annotations
 
-import html
 import json
+import secrets
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway.brand import Brand, link_list
+from gateway.config.model import BrandConfig
 from gateway.scope import SCOPE, Scope
 
 
@@ -19,34 +22,55 @@ def wants_html(request: web.Request) -> bool:
         request.headers.get("Sec-Fetch-Mode") == "navigate"
 
 
-_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;
-margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}code{{color:#555}}</style>
-</head><body><h1>{title}</h1><p>{message}</p>{extra}<p><code>{code} &middot; {rid}</code></p>
-</body></html>"""
-
-
 _TITLES = {400: "Bad request", 401: "Please log in", 403: "Access denied", 404: "Page not found",
            405: "Method not allowed", 413: "Request too large", 417: "Expectation failed",
            429: "Too many requests", 500: "Something went wrong", 502: "The docs are unreachable",
            503: "Temporarily unavailable", 504: "The docs took too long to answer"}
 
+#: The app's page drawer (``brand:``); an app without one draws the default pages.
+BRAND = web.AppKey("brand", Brand)
+_DEFAULT_BRAND: list[Brand] = []
 
-def page(status: int, message: str, code: str, request_id: str = "", extra: str = "") -> str:
-    """A small self-contained HTML page for errors and notices; message is escaped."""
-    return _PAGE.format(title=_TITLES.get(status, "Error"), message=html.escape(message),
-                        code=html.escape(code), rid=html.escape(request_id), extra=extra)
+
+def brand_of(request: web.Request) -> Brand:
+    """The brand the request's app draws its pages in."""
+    brand = request.app.get(BRAND)
+    if brand is None:
+        if not _DEFAULT_BRAND:
+            _DEFAULT_BRAND.append(Brand(BrandConfig()))
+        brand = _DEFAULT_BRAND[0]
+    return brand
+
+
+def own_page(request: web.Request, template: str, status: int, values: dict[str, object], *,
+             form: str = "", script: str = "") -> web.Response:
+    """One of the gateway's own pages, under its strict policy: only its own ``<style>``
+    elements (by hash) and ``script`` (by a fresh nonce) run; never cached or framed."""
+    nonce = secrets.token_urlsafe(16) if script else ""
+    text, csp = brand_of(request).render(template, values, form=form, script=script,
+                                         nonce=nonce)
+    return web.Response(status=status, text=text, content_type="text/html", headers={
+        "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY"})
+
+
+def error_page(request: web.Request, status: int, code: str, message: str,
+               links: Sequence[tuple[str, str]] = ()) -> web.Response:
+    """The error page for browsers: its title by status, the message (escaped), links
+    (``(url, text)``) and the code and request id a reader can quote."""
+    scope = request.get(SCOPE)
+    rid = scope.request_id if isinstance(scope, Scope) else ""
+    return own_page(request, "error.html", status, {
+        "title": _TITLES.get(status, "Error"), "status": status, "message": message,
+        "code": code, "request_id": rid, "links": link_list(links)})
 
 
 def error_response(request: web.Request, status: int, code: str, message: str,
-                   extra_html: str = "") -> web.Response:
+                   links: Sequence[tuple[str, str]] = ()) -> web.Response:
     """HTML for browsers, JSON otherwise; never cached."""
-    scope = request.get(SCOPE)
-    rid = scope.request_id if isinstance(scope, Scope) else ""
     if wants_html(request):
-        response = web.Response(status=status, text=page(status, message, code, rid, extra_html),
-                                content_type="text/html")
+        response = error_page(request, status, code, message, links)
     else:
         body = {"error": code, "message": message} if message else {"error": code}
         response = web.Response(status=status, text=json.dumps(body),

@@ -16,6 +16,7 @@ REQUEST_ROOTS = ("gateway.boundary", "gateway.pipeline", "gateway.handshakes.jwt
                  "gateway.sessions.cookie", "gateway.proxy.upstream", "gateway.proxy.static")
 #: Modules on the request path that stay plain Python, and why.
 NOT_COMPILED = {
+    "gateway.brand": "draws the gateway's own pages (errors, login) with Jinja2, not docs pages",
     "gateway.bounded": "generic containers shared with plain modules; not measured as worth it",
     "gateway.config.model": "frozen dataclasses built at start; requests only read them",
     "gateway.errors": "exception classes that override class attributes stay plain",

@@ -141,6 +141,27 @@ async def test_guide_is_filled_in_on_the_server(client: aiohttp.ClientSession) -
     assert re.search(r'id="reader-name"[^>]*>Grace</span>', body), "first name not filled in"
 
 
+async def test_the_gateways_own_pages_wear_the_sample_sites_brand(
+        client: aiohttp.ClientSession) -> None:
+    running = await start_demo(0, "jwt")
+    try:
+        html = {"Accept": "text/html"}
+        async with client.get(running.url + "/_gateway/jwt-callback", headers=html) as response:
+            callback = await response.text()
+        async with client.get(running.url + "/_gateway/logout", headers=html) as response:
+            refused = response.status, await response.text()
+        async with client.get(running.url + "/assets/favicon.svg") as response:
+            logo = response.status, response.content_type
+    finally:
+        await running.stop()
+    for page in (callback, refused[1]):
+        assert '<a class="site" href="/"><img src="/assets/favicon.svg" alt="">' \
+               "<span>Acme Cloud docs</span></a>" in page
+        assert "color:#1d2330;background:#f7f8fb" in page
+    assert refused[0] == 400 and "<title>Bad request · Acme Cloud docs</title>" in refused[1]
+    assert logo == (200, "image/svg+xml")
+
+
 async def test_demo_provider_requires_pkce(client: aiohttp.ClientSession) -> None:
     running = await start_demo(0, "oauth")
     try:

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
      "gateway.limits", "gateway.policy", "gateway.logs", "gateway.scope", "gateway.responses"),
     ("gateway.html", "gateway.config", "gateway.user", "gateway.paths", "gateway.keys",
      "gateway.crypto", "gateway.bounded", "gateway.metrics", "gateway.redirects",
-     "gateway.errors", "gateway.types", "gateway.shared", "gateway"),
+     "gateway.errors", "gateway.types", "gateway.shared", "gateway.brand", "gateway"),
 ]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.brand import check_templates, contrast, is_hex_colour, read_templates
 from gateway.config.handshake import handshake_section
 from gateway.config.model import (
     FORWARD_AUTH_HEADERS,
@@ -22,6 +23,8 @@ from gateway.config.model import (
     AccessConfig,
     AssertionConfig,
     Audience,
+    BrandColors,
+    BrandConfig,
     Config,
     IdentityConfig,
     IndexNames,
@@ -358,6 +361,64 @@ def _logging(s: Section) -> LoggingConfig:
     return config
 
 
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+#: Text on the background, and links (the accent) on it: WCAG AA asks for 4.5:1.
+MIN_CONTRAST = 4.5
+
+
+def _brand(s: Section, base: Path) -> BrandConfig:
+    problems = s.problems
+    logo = s.opt_string("logo")
+    if logo is not None:
+        parts = urlsplit(logo)
+        if any(c.isspace() for c in logo) or (
+                not (logo.startswith("/") and not logo.startswith("//"))
+                and not (parts.scheme in ("http", "https") and _HOST.fullmatch(parts.netloc))):
+            problems.add(s.key("logo"), "must be an image URL: a path on the docs site "
+                         f"(/assets/logo.svg) or an absolute https URL, not {logo!r}")
+    c = s.section("colors")
+    default = BrandColors()
+    colors = BrandColors(accent=c.string("accent", default.accent),
+                         text=c.string("text", default.text),
+                         background=c.string("background", default.background))
+    bad = False
+    for name in ("accent", "text", "background"):
+        value = getattr(colors, name)
+        if not is_hex_colour(value):
+            bad = True
+            problems.add(c.key(name), f"must be a hex colour like {getattr(default, name)}, "
+                                      f"not {value!r}")
+    c.finish()
+    if not bad:
+        for name in ("text", "accent"):
+            ratio = contrast(getattr(colors, name), colors.background)
+            if ratio < MIN_CONTRAST:
+                problems.warn(c.key(name), f"{getattr(colors, name)} on the background "
+                              f"{colors.background} has a contrast of {ratio:.1f}:1; "
+                              f"readers need {MIN_CONTRAST}:1 (WCAG AA)")
+    config = BrandConfig(name=s.opt_string("name"), logo=logo, colors=colors)
+    folder_text = s.opt_string("templates")
+    s.finish()
+    if folder_text is None:
+        return config
+    folder = resolve_path(base, folder_text)
+    where = s.key("templates")
+    if not folder.is_dir():
+        problems.add(where, f"folder {folder_text!r} does not exist")
+        return config
+    sources, unreadable = read_templates(folder)
+    for problem in unreadable:
+        problems.add(where, problem)
+    if not sources and not unreadable:
+        problems.warn(where, f"folder {folder_text!r} holds no .html templates; the default "
+                             "pages are drawn")
+    config = BrandConfig(name=config.name, logo=logo, colors=colors, templates=folder,
+                         sources=tuple(sorted(sources.items())))
+    for problem in check_templates(config):
+        problems.add(where, problem)
+    return config
+
+
 def _cross_checks(config: Config, problems: Problems) -> None:
     """Rules that involve more than one section."""
     server, session = config.server, config.session
@@ -407,7 +468,8 @@ def build_config(data: Any, *, base: Path | None = None, env: Mapping[str, str] 
         server=server, upstream=upstream, mode=mode, handshake=handshake,
         user=_user(top.section("user")), session=_session(top.section("session")),
         identity=_identity(top.section("identity"), base), access=_access(top.section("access")),
-        logging=_logging(top.section("logging")), source=source,
+        logging=_logging(top.section("logging")), brand=_brand(top.section("brand"), base),
+        source=source,
     )
     top.finish()
     _cross_checks(config, problems)

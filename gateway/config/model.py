@@ -277,6 +277,28 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class BrandColors:
+    """``brand.colors``: hex colours of the gateway's own pages."""
+
+    accent: str = "#0b57d0"
+    text: str = "#1f1f1f"
+    background: str = "#ffffff"
+
+
+@dataclass(frozen=True)
+class BrandConfig:
+    """``brand:`` the site's name, logo and colours on the pages the gateway draws itself
+    (login chooser, login callback, error pages), and a folder of templates replacing them."""
+
+    name: str | None = None
+    logo: str | None = None
+    colors: BrandColors = field(default_factory=BrandColors)
+    templates: Path | None = None
+    #: The folder's templates as read (and checked) at load: name -> source.
+    sources: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole file."""
 
@@ -289,6 +311,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    brand: BrandConfig = field(default_factory=BrandConfig)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
 

@@ -150,6 +150,9 @@ def demo_config(method: str, url: str, site: Path, tmp: Path,
         # The landing page is public by config and by its own metadata; the admin page is
         # gated only by its metadata, so the demo shows both ways.
         "access": {"public": ["/", "/index.html", "/assets/**", "/favicon.ico"], "rules": []},
+        # The gateway's own pages (a failed login, a bad request) in the sample site's brand.
+        "brand": {"name": "Acme Cloud docs", "logo": "/assets/favicon.svg",
+                  "colors": {"accent": "#3b5bdb", "text": "#1d2330", "background": "#f7f8fb"}},
     }
 
 

@@ -27,7 +27,7 @@ from gateway.handshakes.jws import TokenError
 from gateway.handshakes.jwt_verify import JwtVerifier
 from gateway.handshakes.replay import ReplayCache
 from gateway.redirects import post_from_this_site, safe_return_path
-from gateway.responses import page
+from gateway.responses import error_page, own_page
 from gateway.scope import SCOPE, Scope
 from gateway.sessions.base import CookieJar
 from gateway.user import User, parse_user
@@ -175,11 +175,10 @@ class JwtHandshake(Handshake):
                 "Location": with_redirect(urls[0].url, return_to, state),
                 "Cache-Control": "no-store"})
         else:
-            items = "".join(
-                f'<li><a href="{html.escape(with_redirect(entry.url, return_to, state), True)}">'
-                f"{html.escape(entry.name)}</a></li>" for entry in urls)
-            response = _page("Log in",
-                             f"<h1>Log in</h1><p>Choose where to log in:</p><ul>{items}</ul>")
+            choices = [{"name": entry.name, "url": with_redirect(entry.url, return_to, state)}
+                       for entry in urls]
+            response = own_page(request, "login.html", 200,
+                                {"title": "Log in", "choices": choices})
         self.deps.store.cookies.apply(jar, response)
         return response
 
@@ -257,7 +256,8 @@ class JwtHandshake(Handshake):
         body = _CALLBACK_BODY.format(action=html.escape(request[SCOPE].path, quote=True),
                                      redirect=html.escape(return_to, quote=True), csrf=csrf,
                                      login=login)
-        response = _page("Logging in", body, script=_CALLBACK_SCRIPT)
+        response = own_page(request, "callback.html", 200, {"title": "Logging in"},
+                            form=body, script=_CALLBACK_SCRIPT)
         jar = CookieJar()
         jar.set(self.csrf_cookie, csrf, CSRF_MAX_AGE)
         self.deps.store.cookies.apply(jar, response)
@@ -304,12 +304,8 @@ class JwtHandshake(Handshake):
         # The error boundary answers a POST with JSON; a browser's form POST gets a page.
         if "text/html" not in request.headers.get("Accept", ""):
             raise exc
-        scope = request.get(SCOPE)
-        login = html.escape(f"{self.config.server.route_base}/login", quote=True)
-        text = page(exc.status, exc.message, exc.code,
-                    getattr(scope, "request_id", ""), f'<p><a href="{login}">Log in again</a></p>')
-        return web.Response(status=exc.status, text=text, content_type="text/html",
-                            headers={"Cache-Control": "no-store"})
+        return error_page(request, exc.status, exc.code, exc.message,
+                          [(f"{self.config.server.route_base}/login", "Log in again")])
 
     async def intercept(self, request: web.Request) -> web.StreamResponse | None:
         """``?jwt_token=`` / ``?auth_token=`` on a docs URL: log in, then drop the parameter."""
@@ -345,9 +341,6 @@ async def _read_form(request: web.Request) -> dict[str, str]:
     return fields
 
 
-_STYLE = ("body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;"
-          "padding:0 1rem;color:#222}h1{font-size:1.4rem}")
-
 _CALLBACK_BODY = """<p id="status">Logging you in&hellip;</p>
 <noscript><p>Logging in needs JavaScript. Turn it on and reload this page, or
 <a href="{login}">start again</a>.</p></noscript>
@@ -378,19 +371,3 @@ _CALLBACK_SCRIPT = """(function () {
   form.elements.anchor.value = anchor;
   form.submit();
 })();"""
-
-
-def _page(title: str, body: str, *, script: str = "") -> web.Response:
-    """A self-contained page under a strict CSP: only its own nonce'd style and script run."""
-    nonce = secrets.token_urlsafe(16)
-    tag = f'<script nonce="{nonce}">{script}</script>' if script else ""
-    text = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style nonce=\"{nonce}\">{_STYLE}</style>"
-            f"</head><body>{body}{tag}</body></html>")
-    csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-           "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-    return web.Response(text=text, content_type="text/html", headers={
-        "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import html
 import logging
 import time
 from collections.abc import Mapping
@@ -300,8 +299,8 @@ class OAuthHandshake(Handshake):
             self.outcome("failed", exc.code)
             log.info("oauth login failed", extra={"reason": exc.code})
             again = f"{self.config.server.route_base}/login?redirect={quote(return_to)}"
-            link = f'<p><a href="{html.escape(again)}">Log in again</a></p>'
-            response = error_response(request, exc.status, exc.code, exc.message, link)
+            response = error_response(request, exc.status, exc.code, exc.message,
+                                      [(again, "Log in again")])
         else:
             self.outcome("ok", "login")
             audit.info("login", extra={"event": "login", "sub": user.sub, "method": self.method})
