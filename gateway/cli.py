@@ -1,4 +1,4 @@
-"""The ``docs-gateway`` command line: run, check, keys, token, demo, audit."""
+"""The ``docs-gateway`` command line: run, check, init, keys, token, demo, audit."""
 
 from __future__ import annotations
 
@@ -147,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lifetime of the token (default: 10s)")
     token.add_argument("--state", metavar="S",
                        help="the state claim (handshake.jwt.bind_state), from the login URL")
+
+    init = command("init", "set up a gateway for the docs project in a folder: write "
+                   "gateway.yaml and keys, print the next steps", _lazy("init", "gateway.init"))
+    init.add_argument("--dir", default=".", metavar="DIR",
+                      help="the docs project (default: the current folder)")
+    init.add_argument("--method", choices=("jwt", "shared_session", "oauth"), default="jwt",
+                      help="how readers log in: jwt (default), shared_session or oauth")
+    init.add_argument("--generator", choices=("mkdocs", "docusaurus", "sphinx", "hugo"),
+                      help="which project, when the folder holds more than one")
+    init.add_argument("--keys", default="gateway-keys", metavar="FOLDER",
+                      help="where the keys go, inside the project (default: gateway-keys)")
+    init.add_argument("--force", action="store_true", help="replace an existing gateway.yaml")
 
     demo = command("demo", "run a sample docs site, a demo login and the gateway on 127.0.0.1",
                    _lazy("demo", "gateway.demo"))

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 #: From the top down: a module may import its own layer and the layers below it. A module
 #: is placed by the longest prefix that names it ("gateway.html" holds html/ but the page).
 LAYERS: list[tuple[str, ...]] = [
-    ("gateway.__main__", "gateway.cli", "gateway.demo", "gateway.audit"),
+    ("gateway.__main__", "gateway.cli", "gateway.demo", "gateway.audit", "gateway.init"),
     ("gateway.server",),
     ("gateway.app",),
     ("gateway.routes", "gateway.denial"),
