@@ -203,6 +203,7 @@ def test_low_contrast_colours_are_a_warning(tmp_path: Path) -> None:
         "readers need 4.5:1 (WCAG AA)"]
 
 
+@pytest.mark.slow  # the command line in a process of its own
 def test_check_lists_a_broken_template_and_exits_2(tmp_path: Path) -> None:
     (tmp_path / "pages").mkdir()
     (tmp_path / "pages" / "error.html").write_text("{% if %}")

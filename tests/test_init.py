@@ -136,6 +136,7 @@ def test_no_project_or_two_is_one_line(tmp_path: Path,
     assert status == 0 and "Found a Hugo project" in out
 
 
+@pytest.mark.slow  # builds the site with MkDocs, runs the command line in processes
 async def test_the_printed_steps_gate_a_real_mkdocs_site(
         tmp_path: Path, aiohttp_client: Any) -> None:
     root = project(tmp_path, "mkdocs")
