@@ -18,7 +18,7 @@ from gateway.errors import (
 )
 from gateway.limits import InFlight
 from gateway.metrics import Metrics
-from gateway.responses import error_response, login_redirect, wants_html
+from gateway.responses import error_response, is_navigation, login_redirect
 from gateway.scope import SCOPE, Scope, ScopeBuilder
 from gateway.sessions.base import cookie_settings
 
@@ -92,7 +92,7 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
                     # The site's missing page is gated itself, or it has none.
                     raise Denied() from None
         except NeedsLogin as exc:
-            if wants_html(request):
+            if is_navigation(request):
                 response = login_redirect(request, login_path, exc.return_to)
             else:
                 response = error_response(request, 401, "unauthenticated", "")

@@ -11,10 +11,15 @@ from __future__ import annotations
 import secrets
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from gateway.errors import NotFound
 from gateway.paths import packing_of
 from gateway.pipeline import Exchange, Visitor, serve
 from gateway.policy import Decision, Outcome
+from gateway.proxy.origin import stream_body
+from gateway.proxy.upstream import Upstream
+from gateway.responses import error_response
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
@@ -22,6 +27,8 @@ from gateway.sessions.base import CookieJar
 # The last segment of the address asked for instead of a denied one: unguessable, so no
 # page can be there, and fixed per process, so the upstream sees an ordinary missing page.
 MISSING_NAME = "gateway-missing-" + secrets.token_hex(12)
+#: How the forward-auth examples mark the docs pages they serve a logged-in reader.
+PAGE_CACHE = "private, no-cache"
 
 
 def missing_neighbour(gw: Gateway, path: str) -> str:
@@ -60,3 +67,57 @@ async def answer_as_missing(request: web.Request) -> web.StreamResponse:
                         gw.site_for(scope.user))
     # A WebSocket to a missing address fails as the upstream refuses it: so does this.
     return await serve(gw, exchange)
+
+
+#: A forward-auth check's own headers: the proxy's words to the gateway about the page
+#: asked about, never sent on to the docs.
+CHECK_HEADERS = frozenset({"x-forwarded-uri", "x-forwarded-method", "x-original-uri",
+                           "x-original-url", "x-original-method"})
+
+
+async def missing_page_for_check(request: web.Request, path: str) -> web.StreamResponse:
+    """The forward-auth check's answer to a reader denied ``path``, for a proxy that hands
+    that answer to the reader (Caddy, Traefik): what the proxy itself serves that reader
+    for an address that does not exist, so a denied page cannot be told from a missing one.
+
+    The docs are asked, as the proxy asks them, for the missing neighbour of ``path``
+    (with the reader's own request headers, ``Accept-Encoding`` as sent); their answer
+    goes back untouched (no page handling: the proxy serves docs pages as they come),
+    with ``Cache-Control: private, no-cache``, as the proxy marks a reader's pages. It is
+    sent here, so it carries no request id and no cookie, as the proxy's own copy of a
+    docs page carries none. A site with no missing page (one for every address) gets the
+    gateway's plain 404 page.
+    """
+    gw = request.app[GATEWAY]
+    scope: Scope = request[SCOPE]
+    header = gw.config.server.forward_auth_header
+    checked = {name.lower() for name in (header,) if name} | CHECK_HEADERS
+    origin = gw.site_for(scope.user).origin
+    sent: CIMultiDict[str] = CIMultiDict()
+    extra: list[tuple[str, str]] = []
+    for name, value in request.headers.items():
+        if name.lower() in checked:
+            continue
+        if name.lower() == "accept-encoding" and isinstance(origin, Upstream):
+            # The upstream facade narrows it to what the gateway can undo; this body is
+            # never undone, and goes out as the docs encode it for this reader.
+            extra.append((name, value))
+            continue
+        sent.add(name, value)
+    try:
+        answer = await origin.open(request.clone(method="GET", headers=sent),
+                                   scope.missing_at(missing_neighbour(gw, path)), extra)
+    except NotFound:
+        return error_response(request, 404, "not_found", "There is no page here.")
+    try:
+        headers = origin.response_headers(answer)
+        headers["Cache-Control"] = PAGE_CACHE
+        response = web.StreamResponse(status=answer.status, reason=answer.reason,
+                                      headers=headers)
+        if answer.content_length is not None and "Transfer-Encoding" not in answer.headers:
+            response.content_length = answer.content_length
+        await response.prepare(request)
+        await stream_body(request, answer, response)
+        return response
+    finally:
+        answer.release()

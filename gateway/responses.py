@@ -22,6 +22,14 @@ def wants_html(request: web.Request) -> bool:
         request.headers.get("Sec-Fetch-Mode") == "navigate"
 
 
+def is_navigation(request: web.Request) -> bool:
+    """A browser opening a page (sent to log in), not a script or an API client asking
+    for one (which gets a 401): HTML wanted, and a ``Sec-Fetch-Mode`` of ``navigate``,
+    or none (a browser too old to send it)."""
+    return wants_html(request) and \
+        request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+
+
 _TITLES = {400: "Bad request", 401: "Please log in", 403: "Access denied", 404: "Page not found",
            405: "Method not allowed", 413: "Request too large", 417: "Expectation failed",
            429: "Too many requests", 500: "Something went wrong", 502: "The docs are unreachable",

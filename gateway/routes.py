@@ -10,12 +10,14 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from gateway.denial import PAGE_CACHE, missing_neighbour, missing_page_for_check
 from gateway.errors import BadRequest, CrossSite, GatewayError, NotFound
 from gateway.metrics import CONTENT_TYPE
 from gateway.paths import normalize_path
 from gateway.pipeline import identify, personal
 from gateway.policy import Outcome
 from gateway.redirects import is_same_origin, post_from_this_site, safe_return_path
+from gateway.responses import error_response, is_navigation
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
@@ -24,7 +26,13 @@ NO_STORE = "private, no-store"
 #: The forward-auth answer's word on how the proxied page may be cached, when it depends on
 #: the reader; absent, the docs' own cache headers stand.
 PAGE_CACHE_HEADER = "X-Gateway-Cache-Control"
-PERSONAL_CACHE = "private, no-cache"
+PERSONAL_CACHE = PAGE_CACHE
+#: The proxies that hand a check's answer other than 2xx to the visitor as it is (Caddy's
+#: forward_auth, Traefik's ForwardAuth): that answer is then the gateway's own for the page.
+PASSES_ANSWER = frozenset({"caddy", "traefik"})
+#: On a 403 with ``access.denied: not_found``, for a proxy that acts on the status (nginx):
+#: an address beside the page that cannot exist, whose docs answer it serves instead.
+MISSING_HEADER = "X-Gateway-Missing"
 #: Seconds readyz waits for the session store's PING before reporting it unreachable.
 STORE_PING_TIMEOUT = 1.0
 log = logging.getLogger("gateway")
@@ -157,29 +165,51 @@ def original_target(request: web.Request, scope: Scope, header: str) -> tuple[st
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
-    """Forward-auth: 200 with identity headers, 401 to log in, 403 when denied."""
+    """Forward-auth: 200 with identity headers; otherwise, for a proxy that hands the answer
+    to the visitor (Caddy, Traefik), the gateway's own answer for the page; for one that
+    acts on the status (nginx, a header named), 401 to log in or 403 when denied."""
     gw = _gw(request)
     scope: Scope = request[SCOPE]
-    header = gw.config.server.forward_auth_header
+    server = gw.config.server
+    header = server.forward_auth_header
     if header is None:
         raise NotFound("Forward auth is off: set server.forward_auth to the proxy that asks.")
     path, query = original_target(request, scope, header)
-    target = path + (f"?{query}" if query else "")
     rel = gw.relative_path(path)
     if rel is None:
         raise NotFound("The page asked about is outside the docs' base path.")
+    passes_answer = server.forward_auth in PASSES_ANSWER
     decision = gw.policy.decide(rel, None)
     visitor = await identify(gw, request, scope, required=not decision.public)
     if visitor.user is not None:
         decision = gw.policy.decide(rel, visitor.user)
         scope.sub = visitor.user.sub
+        scope.user = visitor.user
     if decision.outcome is Outcome.NEEDS_LOGIN:
-        login_url = (f"{gw.config.server.public_origin}{gw.config.server.route_base}/login"
-                     f"?redirect={quote(target, safe='/')}")
+        # Absolute, on the docs' own origin (Traefik would resolve a relative one against
+        # the gateway's address); the login route checks the return path again.
+        back = safe_return_path(path + (f"?{query}" if query else ""),
+                                base_path=server.base_path)
+        login_url = f"{server.public_origin}{server.route_base}/login?redirect=" \
+                    f"{quote(back, safe='/')}"
+        if passes_answer:
+            if is_navigation(request):
+                return web.Response(status=302, headers={"Location": login_url,
+                                                         "Cache-Control": "no-store"})
+            return error_response(request, 401, "unauthenticated", "")
         response = json_response({"error": "unauthenticated", "login": login_url}, status=401)
         response.headers["Location"] = login_url
     elif decision.outcome is Outcome.DENIED:
+        as_missing = gw.config.access.denied == "not_found"
+        if passes_answer:
+            if as_missing:
+                return await missing_page_for_check(request, path)
+            return error_response(request, 403, "forbidden",
+                                  "Your account cannot open this page.")
         response = json_response({"error": "forbidden"}, status=403)
+        if as_missing:
+            # The proxy serves the site's own page for this address, which cannot exist.
+            response.headers[MISSING_HEADER] = missing_neighbour(gw, path)
     else:
         response = json_response({"ok": True})
         for name, value in gw.identity_headers(visitor.user, visitor.session):
