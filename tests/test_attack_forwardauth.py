@@ -14,12 +14,23 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from gateway.config.load import build_config
+from gateway.denial import MISSING_NAME
 from gateway.errors import ConfigError
-from tests.attack import Reply, Start, exchange, port_of, raw_request, reader_cookie
+from gateway.redirects import safe_return_path
+from tests.attack import (
+    ADMIN_RULES,
+    Reply,
+    Start,
+    exchange,
+    port_of,
+    raw_request,
+    reader_cookie,
+)
 from tests.attack import start as start  # the shared fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,8 +135,10 @@ async def test_the_method_a_proxy_names_never_changes_the_answer(start: Start,
     client, _ = await start(server=behind("traefik"))
     port = port_of(client)
     cookie = await reader_cookie(client)
+    # Traefik hands the answer to the visitor: a denial is the site's missing page (the echo
+    # upstream has none, so the gateway's plain 404).
     for path, anonymous, reader in (("/public/x", 200, 200), ("/guide", 401, 200),
-                                    ("/admin/x", 401, 403)):
+                                    ("/admin/x", 401, 404)):
         for verb in ("GET", "POST", "DELETE", "OPTIONS", "get"):
             target = [("X-Forwarded-Uri", path), (method, verb)]
             assert (await ask(port, target)).status == anonymous, (path, verb)
@@ -134,20 +147,118 @@ async def test_the_method_a_proxy_names_never_changes_the_answer(start: Start,
 
 
 async def test_the_answer_says_how_a_personal_page_may_be_cached(start: Start) -> None:
-    client, _ = await start(server=behind("caddy"))
+    # nginx serves every page itself, refusals included, and marks it as the answer says.
+    client, _ = await start(server=behind("nginx"))
     port = port_of(client)
     reader = await reader_cookie(client)
-    personal = [([("X-Forwarded-Uri", "/guide")], 401),
-                ([("X-Forwarded-Uri", "/guide"), ("Cookie", reader)], 200),
-                ([("X-Forwarded-Uri", "/public/x"), ("Cookie", reader)], 200),
-                ([("X-Forwarded-Uri", "/admin/x"), ("Cookie", reader)], 403)]
+    personal = [([("X-Original-URI", "/guide")], 401),
+                ([("X-Original-URI", "/guide"), ("Cookie", reader)], 200),
+                ([("X-Original-URI", "/public/x"), ("Cookie", reader)], 200),
+                ([("X-Original-URI", "/admin/x"), ("Cookie", reader)], 403)]
     for headers, status in personal:
         reply = await ask(port, headers)
         assert reply.status == status
         assert reply.all(CACHE) == ["private, no-cache"], headers
-    anonymous = await ask(port, [("X-Forwarded-Uri", "/public/x"), (CACHE, "public")])
+    anonymous = await ask(port, [("X-Original-URI", "/public/x"), (CACHE, "public")])
     assert anonymous.status == 200
     assert anonymous.all(CACHE) == []
+
+
+async def test_an_answer_handed_to_the_visitor_carries_its_own_cache_policy(
+        start: Start) -> None:
+    client, _ = await start(server=behind("caddy"))
+    port = port_of(client)
+    reader = await reader_cookie(client)
+    for headers, status, cache in (
+            ([("X-Forwarded-Uri", "/guide")], 401, "no-store"),
+            ([("X-Forwarded-Uri", "/guide"), ("Accept", "text/html")], 302, "no-store"),
+            ([("X-Forwarded-Uri", "/admin/x"), ("Cookie", reader)], 404, "no-store")):
+        reply = await ask(port, headers)
+        assert reply.status == status, headers
+        assert reply.all("Cache-Control") == [cache], headers
+        assert reply.all(CACHE) == [], headers
+
+
+# -- answers handed to the visitor (Caddy, Traefik) and to nginx ---------------------------
+
+NAVIGATE = [("Accept", "text/html,application/xhtml+xml"), ("Sec-Fetch-Mode", "navigate")]
+# Pages a client may ask for so that its way back after login leads elsewhere.
+ELSEWHERE = ["//evil.example/x", "/\\evil.example/x", "/%2F%2Fevil.example/x",
+             "/%5Cevil.example", "/x/../../evil", "/guide?r=//evil.example",
+             "http://evil.example/guide", "/guide#//evil.example"]
+
+
+@pytest.mark.parametrize("setting", ["caddy", "traefik"])
+async def test_the_way_back_after_login_stays_on_the_docs(start: Start, setting: str) -> None:
+    client, _ = await start(server=behind(setting))
+    for target in ELSEWHERE:
+        reply = await ask(port_of(client), [("X-Forwarded-Uri", target), *NAVIGATE])
+        if reply.status != 302:
+            assert reply.status in (400, 404), (target, reply.status)
+            continue
+        location = urlsplit(reply.header("Location") or "")
+        assert (location.scheme, location.netloc, location.path) == (
+            "http", "docs.test", "/_gateway/login"), target
+        back = parse_qs(location.query)["redirect"]
+        assert len(back) == 1 and safe_return_path(back[0]) == back[0], (target, back)
+        assert urlsplit(back[0]).netloc == "" and not back[0].startswith("//"), target
+
+
+@pytest.mark.parametrize("setting", ["caddy", "traefik"])
+async def test_only_a_navigation_is_sent_to_log_in(start: Start, setting: str) -> None:
+    client, _ = await start(server=behind(setting))
+    port = port_of(client)
+    target = [("X-Forwarded-Uri", "/guide")]
+    assert (await ask(port, [*target, *NAVIGATE])).status == 302
+    assert (await ask(port, [*target, ("Accept", "text/html")])).status == 302
+    for headers in ([("Accept", "text/html"), ("Sec-Fetch-Mode", "cors")],
+                    [("Accept", "text/html"), ("Sec-Fetch-Mode", "no-cors")],
+                    [("Accept", "application/json"), ("Sec-Fetch-Mode", "navigate")], []):
+        reply = await ask(port, [*target, *headers])
+        assert reply.status == 401, headers
+        assert reply.header("Location") is None
+
+
+@pytest.mark.parametrize("setting", ["caddy", "traefik"])
+async def test_a_denial_handed_to_the_visitor_asks_the_docs_only_for_a_missing_page(
+        start: Start, setting: str) -> None:
+    client, upstream = await start(server=behind(setting))
+    cookie = await reader_cookie(client)
+    for target in ("/admin/x", "/admin/", "/admin/a/b.json?q=1", "/admin/%2e%2e/admin/x"):
+        reply = await ask(port_of(client), [
+            ("X-Forwarded-Uri", target), ("Cookie", cookie),
+            ("X-Gateway-Missing", "/admin/x"), ("X-Original-URI", "/admin/x")])
+        assert reply.status == 404, target
+        assert reply.header("X-Gateway-Assertion") is None
+        assert b"admin/x" not in reply.body, target
+    assert upstream.seen and upstream.asked_only_missing(), upstream.targets()
+    for seen in upstream.seen:
+        # The proxy's words to the gateway are not passed on to the docs.
+        assert not seen.header("X-Forwarded-Uri") and not seen.header("X-Original-URI")
+        assert seen.method == "GET"
+
+
+async def test_nginx_is_told_which_missing_page_to_serve(start: Start) -> None:
+    client, upstream = await start(server=behind("nginx"))
+    cookie = await reader_cookie(client)
+    for target, folder in (("/admin/x", "/admin/"), ("/admin/a/b.html?q=1", "/admin/a/"),
+                           ("/admin/", "/admin/"), ("/admin/%2e%2e/admin/x", "/admin/")):
+        reply = await ask(port_of(client), [("X-Original-URI", target), ("Cookie", cookie),
+                                            ("X-Gateway-Missing", "/admin/x")])
+        assert reply.status == 403, target
+        missing = reply.all("X-Gateway-Missing")
+        assert len(missing) == 1 and missing[0].startswith(folder), (target, missing)
+        assert MISSING_NAME in missing[0].split("/"), missing
+        assert "?" not in missing[0] and ".." not in missing[0]
+    # Allowed, or another denial setting: no address is named.
+    assert (await ask(port_of(client), [("X-Original-URI", "/guide"), ("Cookie", cookie)])
+            ).all("X-Gateway-Missing") == []
+    forbidden, _ = await start(server=behind("nginx"), access={**ADMIN_RULES,
+                                                               "denied": "forbidden"})
+    reply = await ask(port_of(forbidden), [("X-Original-URI", "/admin/x"),
+                                           ("Cookie", await reader_cookie(forbidden))])
+    assert reply.status == 403 and reply.all("X-Gateway-Missing") == []
+    assert upstream.seen == []
 
 
 # -- the setting itself -------------------------------------------------------------------

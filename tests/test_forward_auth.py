@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import build_app
 from gateway.redirects import safe_return_path
 from tests.helpers import echo_app, header_map, make_config, make_user, session_cookies
+from tests.nginx import nginx_serving
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "forward-auth"
 ASSERTION = "X-Gateway-Assertion"
@@ -189,15 +190,15 @@ async def cacheable(request: web.Request, handler: Any) -> web.StreamResponse:
 
 @contextlib.asynccontextmanager
 async def running(kind: str, tmp_path: Path, aiohttp_server: Any, upstream_origin: str,
-                  **sections: Any) -> AsyncIterator[Stack]:
+                  access: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
     """The example for ``kind`` in front of ``upstream_origin``, asking a gateway with that
-    upstream (and ``sections`` over the config every test here shares)."""
+    upstream (and ``access`` for the one every test here shares)."""
     config = make_config(
         upstream_origin,
         server={"listen": "127.0.0.1:0", "public_url": "http://docs.test",
                 "trusted_proxies": ["127.0.0.1/32"], "forward_auth": kind},
-        access={"public": ["/public/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]}]},
-        **sections)
+        access=access or {"public": ["/public/**"],
+                          "rules": [{"path": "/admin/**", "groups": ["admin"]}]})
     gateway_app = await build_app(config)
     gateway: TestServer = await aiohttp_server(gateway_app)
     port = free_port()
@@ -470,3 +471,131 @@ async def test_the_check_itself_is_not_open_to_visitors(stack: Stack) -> None:
             assert json.loads(body)["path"] == "/_gateway/auth"
         else:
             assert status == 404, header
+
+
+# ---------------------------------------------------------------------------------------------
+# A denied page answers as a missing one: a static site served by real nginx, with its own 404
+# page (and a folder with another), behind each proxy. With access.denied: not_found, a reader
+# who lacks the group gets, byte for byte, what the same reader gets through the same proxy for
+# an address that does not exist: status, headers and body, for GET and HEAD, compressed or not.
+
+LOST = ("<!doctype html><html><head><title>Lost</title></head><body><h1>Lost in the docs</h1>"
+        + "<p>Try the search, or the table of contents.</p>" * 40 + "</body></html>")
+SITE = {
+    "index.html": "<!doctype html><p>Home</p>",
+    "guide/index.html": "<!doctype html><p>Install the widget.</p>",
+    "admin/index.html": "<!doctype html><p>ADMIN-ONLY-INDEX</p>",
+    "admin/keys.html": "<!doctype html><p>ADMIN-ONLY-KEYS</p>",
+    "fr/secret/index.html": "<!doctype html><p>SECRET-FR</p>",
+    "404.html": LOST,
+    "fr/404.html": "<!doctype html><title>Introuvable</title><h1>Page introuvable</h1>",
+}
+SITE_ACCESS: dict[str, Any] = {
+    "rules": [{"path": "/admin/**", "groups": ["admin"]},
+              {"path": "/fr/secret/**", "groups": ["admin"]}]}
+# (denied address, an address of the same kind that does not exist)
+PAIRS = [
+    ("/admin/", "/no-such-page/"),             # a folder that exists
+    ("/admin", "/no-such-page"),               # the same without its slash (nginx: a 301)
+    ("/admin/keys.html", "/nothing.html"),     # a file that exists
+    ("/admin/nothing-here", "/nothing-here"),  # nothing there either
+    ("/fr/secret/", "/fr/no-such-page/"),      # a folder with its own 404 page
+]
+CLIENTS = {
+    "browser": {**NAVIGATION, "Accept-Encoding": "gzip, deflate, br", "Accept-Language": "en"},
+    "plain": {"Accept-Encoding": "identity"},
+    "json": {"Accept": "application/json"},
+}
+# What differs between any two responses, and tells nothing.
+VOLATILE = {"date"}
+
+
+def serve_site(root: Path) -> str:
+    for name, text in SITE.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return f"""
+        root {root};
+        error_page 404 /404.html;
+        location /fr/ {{ error_page 404 /fr/404.html; }}
+        gzip on;
+        gzip_types text/html;
+        gzip_min_length 20;
+    """
+
+
+@contextlib.asynccontextmanager
+async def site_behind(kind: str, tmp_path: Path, aiohttp_server: Any,
+                      denied: str) -> AsyncIterator[Stack]:
+    async with nginx_serving(tmp_path / "site", serve_site(tmp_path / "root")) as origin, \
+            running(kind, tmp_path, aiohttp_server, origin,
+                    access={**SITE_ACCESS, "denied": denied}) as stack:
+        yield stack
+
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+async def ask(stack: Stack, method: str, path: str, headers: dict[str, str]) -> Answer:
+    async with stack.http.request(method, stack.url + path, headers=headers,
+                                  allow_redirects=False) as response:
+        body = await response.read()
+        kept = sorted((name.lower(), value) for name, value in response.headers.items()
+                      if name.lower() not in VOLATILE)
+        return response.status, kept, body
+
+
+def framed(answer: Answer) -> Answer:
+    """An answer through Traefik without its framing: ForwardAuth reads the check's answer
+    whole and sends it with a Content-Length, where a docs answer sent in chunks (compressed
+    on the fly) stays chunked; the README says so."""
+    status, headers, body = answer
+    return status, [(name, value) for name, value in headers
+                    if name not in ("content-length", "transfer-encoding")], body
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+async def test_a_denied_page_answers_as_a_missing_one(kind: str, tmp_path: Path,
+                                                      aiohttp_server: Any) -> None:
+    (tmp_path / "root").mkdir()
+    async with site_behind(kind, tmp_path, aiohttp_server, "not_found") as stack:
+        reader = await stack.cookies("bob", "reader")
+        for method in ("GET", "HEAD"):
+            for client, headers in CLIENTS.items():
+                for denied, missing in PAIRS:
+                    refused = await ask(stack, method, denied, {**headers, **reader})
+                    absent = await ask(stack, method, missing, {**headers, **reader})
+                    if kind == "traefik":
+                        refused, absent = framed(refused), framed(absent)
+                    assert refused == absent, (method, client, denied, missing)
+                    assert refused[0] == 404
+                    assert b"ADMIN-ONLY" not in refused[2] and b"SECRET" not in refused[2]
+                    assert forbids_reuse([value for name, value in refused[1]
+                                          if name == "cache-control"])
+        # It is the site's own page, the folder's own where it has one.
+        plain = {**CLIENTS["plain"], **reader}
+        assert (await ask(stack, "GET", "/admin/keys.html", plain))[2] == LOST.encode()
+        french = await ask(stack, "GET", "/fr/secret/", plain)
+        assert french[2] == SITE["fr/404.html"].encode()
+        # A reader with the group opens the page.
+        admin = await stack.cookies("root", "admin", "reader")
+        status, _headers, body = await ask(stack, "GET", "/admin/keys.html",
+                                           {**CLIENTS["plain"], **admin})
+        assert (status, body) == (200, SITE["admin/keys.html"].encode())
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+async def test_with_denied_forbidden_the_gateways_403_page(kind: str, tmp_path: Path,
+                                                           aiohttp_server: Any) -> None:
+    (tmp_path / "root").mkdir()
+    async with site_behind(kind, tmp_path, aiohttp_server, "forbidden") as stack:
+        reader = await stack.cookies("bob", "reader")
+        status, headers, body = await stack.get("/admin/keys.html", {**NAVIGATION, **reader})
+        assert status == 403 and headers["Content-Type"].startswith("text/html")
+        assert b"<h1>Access denied</h1>" in body and b"ADMIN-ONLY" not in body
+        status, headers, body = await stack.get("/admin/keys.html", {
+            "Accept": "application/json", **reader})
+        assert status == 403
+        assert json.loads(body) == {"error": "forbidden",
+                                    "message": "Your account cannot open this page."}
+        assert forbids_reuse([headers.get("Cache-Control", "")])
