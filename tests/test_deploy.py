@@ -467,16 +467,20 @@ def test_redis_service_reaches_the_redis_pod() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward-auth examples that no test can run here
+# The Traefik example's shape (tests/test_forward_auth.py runs it, without its TLS)
 
 
 def test_traefik_example_forwards_auth_to_the_gateway() -> None:
     http = yaml.safe_load((DEPLOY / "forward-auth" / "traefik.yaml").read_text())["http"]
     auth = http["middlewares"]["docs-gateway-auth"]["forwardAuth"]
     assert urlsplit(auth["address"]).path == "/_gateway/auth"
-    # Traefik sets X-Forwarded-Uri itself, and passes no other header of the client's on.
+    # Traefik sets X-Forwarded-Uri itself, and passes on only the cookies and what says how
+    # the answer is wanted: no target header, no X-Gateway-* of the client's.
     assert auth["trustForwardHeader"] is False
-    assert auth["authRequestHeaders"] == ["Cookie"]
+    assert auth["authRequestHeaders"] == ["Cookie", "Accept", "Sec-Fetch-Mode",
+                                          "Accept-Encoding", "Accept-Language"]
+    assert all(router.get("tls") == {} and router["entryPoints"] == ["websecure"]
+               for router in http["routers"].values())
     assert auth["authResponseHeaders"] == ["X-Gateway-Assertion"]
     gateway_url = http["services"]["docs-gateway"]["loadBalancer"]["servers"][0]["url"]
     assert auth["address"].startswith(gateway_url)

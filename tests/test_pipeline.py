@@ -28,6 +28,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 PREPARE_SITES = {
     "pipeline.py": {"start"},
     "proxy/websocket.py": {"pipe_websocket"},  # called only after require_allowed
+    # A forward-auth check's denial: the docs' answer for an address that cannot exist (only
+    # a 4xx passes), streamed as the proxy streams a missing page.
+    "denial.py": {"missing_page_for_check"},
 }
 
 
