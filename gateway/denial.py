@@ -4,6 +4,10 @@ A reader who lacks a group gets exactly what the site answers, through the gatew
 address that does not exist: the site's own 404 page (its ``404.html`` on a static host),
 with the same headers, for GET and HEAD, browsers and other clients alike. Only then can a
 gated address not be told from a missing one.
+
+Behind a proxy that asks the forward-auth check and hands its answer to the reader (Caddy,
+Traefik), the check's answer to a denial is the docs' own answer for such an address, as
+that proxy would serve it (``missing_page_for_check``).
 """
 
 from __future__ import annotations
