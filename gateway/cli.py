@@ -254,6 +254,7 @@ def summary(config: Config, path: Path | str) -> str:
                    f"{'404' if config.access.denied == 'not_found' else '403'}"),
         ("assertion", _assertion_detail(config)),
         ("headers", ", ".join(f"{k}: {v}" for k, v in config.identity.headers.items()) or "none"),
+        ("pages", _pages_detail(config)),
         ("admin", _address(server.admin_host, server.admin_port)
          if server.admin_host is not None and server.admin_port is not None else "off"),
     ])]
@@ -281,6 +282,17 @@ def _handshake_detail(config: Config) -> str:
     where = oauth.issuer or oauth.authorization_url
     kind = "confidential" if oauth.client_secret else "public"
     return f"{where}, {kind} client {oauth.client_id!r}, scopes {' '.join(oauth.scopes)}"
+
+
+def _pages_detail(config: Config) -> str:
+    brand = config.brand
+    parts = [repr(brand.name) if brand.name else "no site name"]
+    if brand.logo:
+        parts.append(f"logo {brand.logo}")
+    parts.append(f"accent {brand.colors.accent}")
+    if brand.templates is not None:
+        parts.append(f"{count(len(brand.sources), 'template')} from {brand.templates}")
+    return ", ".join(parts)
 
 
 def _assertion_detail(config: Config) -> str:

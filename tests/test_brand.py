@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import build_app
+from gateway.cli import summary
 from gateway.errors import ConfigError
 from tests.helpers import (
     HS_SECRET,
@@ -140,6 +141,9 @@ async def test_a_template_folder_replaces_the_pages(gateway: GatewayFactory,
     response = await client.get("/_gateway/login", headers=HTML)
     body = await response.text()
     assert "<title>Sign in to Acme Docs</title>" in body and ">Customers</a>" in body
+    config = make_config(base=tmp_path, brand={"name": "Acme Docs", "templates": "templates"})
+    assert f"  pages       'Acme Docs', accent #0b57d0, 2 templates from {folder}" \
+        in summary(config, "gateway.yaml").splitlines()
 
 
 async def test_a_template_failing_at_request_time_draws_the_default_page(
