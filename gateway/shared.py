@@ -1,7 +1,8 @@
 """What the gateway keeps beside its sessions: used login tokens and OAuth states, cached
 Info API answers, refresh locks. One keyspace per app, in this process's memory or in
-Redis (``session.store: redis``, so every replica shares it), over one Redis client with
-one timeout policy.
+Redis (``session.store: redis``, so every replica shares it: one server, Sentinel or
+Cluster), over one Redis client with one timeout policy. Every operation names one key, so
+each is whole on any node of a Cluster.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from gateway.bounded import Expiring
 from gateway.config.model import Config
+from gateway.config.redisurl import parse_redis_url, redis_kind
 from gateway.crypto import random_token
 from gateway.errors import Unavailable
 
@@ -24,6 +27,9 @@ MAX_ENTRIES = 100_000
 # Deletes the lock only if it still holds this holder's token (it may have expired and
 # been taken by another replica since).
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+# A session saved over the one it replaces, in one step (not in a Cluster: two slots).
+_PUT_REPLACING = ("redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+                  "redis.call('del', KEYS[2]) return 1")
 
 
 class Keyspace(ABC):
@@ -103,24 +109,61 @@ class MemoryKeyspace(Keyspace):
         yield True
 
 
+def redis_client(url: str, timeout: float = REDIS_TIMEOUT) -> Any:
+    """A redis-py asyncio client for ``session.redis_url``: one server, the master a set of
+    sentinels names (found again after a failover), or a Redis Cluster.
+
+    Every command times out after ``timeout`` seconds and is tried once more on a fresh
+    connection: after a restart or a failover, pooled connections are dead (or point at a
+    demoted master), and the first command on each would fail although a new one succeeds.
+    """
+    # Imported here: deployments on the cookie store never load the Redis client.
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel
+    from redis.backoff import ExponentialBackoff
+
+    target = parse_redis_url(url)
+    common: dict[str, Any] = {
+        "socket_connect_timeout": timeout, "socket_timeout": timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)}
+    if target.kind == "server":
+        return aioredis.Redis.from_url(url, **common)
+    login: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.tls:
+        login["ssl"] = True
+    if target.kind == "sentinel":
+        sentinel = Sentinel(target.hosts, sentinel_kwargs={
+            "socket_connect_timeout": timeout, "socket_timeout": timeout,
+            "username": target.sentinel_username, "password": target.sentinel_password,
+            **({"ssl": True} if target.tls else {})})
+        return sentinel.master_for(target.service, db=target.db, **common, **login)
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+                        **common, **login)
+
+
 class RedisKeyspace(Keyspace):
-    """Keys in Redis over one connection pool, with one timeout and one retry."""
+    """Keys in Redis (one server, Sentinel or Cluster) over one client, with one timeout and
+    one retry.
+
+    Behind Sentinel, each write waits until the replica has it (``WAIT 1``), and fails as
+    unreachable when none confirms: a session, a used login token or a logout that only the
+    master held would be lost by a failover (Redis replicates asynchronously), bringing back
+    a logged-out session or letting a token be used twice.
+    """
 
     shared = True
 
     def __init__(self, url: str, timeout: float = REDIS_TIMEOUT) -> None:
-        # Imported here: deployments on the cookie store never load the Redis client.
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialBackoff
         from redis.exceptions import RedisError
 
         self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
-        # One retry: after Redis restarts, pooled connections are dead, and the first
-        # command on each would fail although a fresh connection would succeed.
-        self.redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1))
+        self.kind = redis_kind(url)
+        self.redis = redis_client(url, timeout)
+        #: Replicas that must confirm each write, and how long they get (inside the timeout).
+        self._replicas = 1 if self.kind == "sentinel" else 0
+        self._wait_ms = max(1, int(timeout * 500))
 
     def __repr__(self) -> str:
         return "RedisKeyspace(...)"  # the URL may hold a password
@@ -129,12 +172,26 @@ class RedisKeyspace(Keyspace):
         # The exception text can carry the Redis URL (and its password): the kind only.
         return Unavailable(f"Redis is unreachable ({exc.__class__.__name__})")
 
+    def _confirmed(self, acknowledged: object) -> None:
+        """Raise Unavailable when fewer replicas than needed confirmed the write."""
+        if isinstance(acknowledged, int) and acknowledged < self._replicas:
+            raise Unavailable("no Redis replica confirmed the write")
+
     async def first_use(self, key: str, ttl: float) -> bool:
         """``SET key 1 NX EX ttl``: False when some replica already recorded it."""
+        seconds = max(1, math.ceil(ttl))
         try:
-            return bool(await self.redis.set(key, b"1", nx=True, ex=max(1, math.ceil(ttl))))
+            if not self._replicas:
+                return bool(await self.redis.set(key, b"1", nx=True, ex=seconds))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(key, b"1", nx=True, ex=seconds)
+                pipe.wait(self._replicas, self._wait_ms)
+                recorded, acknowledged = await pipe.execute()
         except self._errors as exc:
             raise self._unavailable(exc) from None
+        if recorded:
+            self._confirmed(acknowledged)
+        return bool(recorded)
 
     async def get(self, key: str) -> bytes | None:
         """``GET key``."""
@@ -146,23 +203,44 @@ class RedisKeyspace(Keyspace):
 
     async def put(self, key: str, value: bytes, ttl: float, *,
                   replacing: str | None = None) -> None:
-        """``SET key value PX ttl`` (and ``DEL replacing``) in one transaction."""
+        """``SET key value PX ttl``, and ``DEL replacing`` in the same step (one script).
+
+        In a Cluster the two keys live in different slots, where no step spans both: the
+        old key goes first, so a failure in between leaves no session rather than two.
+        """
         ttl_ms = max(1, math.ceil(ttl * 1000))
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(key, value, px=ttl_ms)
+            if self.kind == "cluster":
                 if replacing is not None:
-                    pipe.delete(replacing)
-                await pipe.execute()
+                    await self.redis.delete(replacing)
+                await self.redis.set(key, value, px=ttl_ms)
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if replacing is None:
+                    pipe.set(key, value, px=ttl_ms)
+                else:
+                    pipe.eval(_PUT_REPLACING, 2, key, replacing, value, ttl_ms)
+                if self._replicas:
+                    pipe.wait(self._replicas, self._wait_ms)
+                results = await pipe.execute()
         except self._errors as exc:
             raise self._unavailable(exc) from None
+        if self._replicas:
+            self._confirmed(results[-1])
 
     async def delete(self, key: str) -> None:
         """``DEL key``."""
         try:
-            await self.redis.delete(key)
+            if not self._replicas:
+                await self.redis.delete(key)
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(key)
+                pipe.wait(self._replicas, self._wait_ms)
+                _, acknowledged = await pipe.execute()
         except self._errors as exc:
             raise self._unavailable(exc) from None
+        self._confirmed(acknowledged)
 
     @asynccontextmanager
     async def lock(self, key: str, ttl: float) -> AsyncIterator[bool]:
@@ -189,8 +267,11 @@ class RedisKeyspace(Keyspace):
             return False
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the connections to the sentinels)."""
         await self.redis.aclose()
+        sentinels = getattr(getattr(self.redis, "connection_pool", None), "sentinel_manager", None)
+        for client in getattr(sentinels, "sentinels", ()):
+            await client.aclose()
 
 
 def create_keyspace(config: Config) -> Keyspace:

@@ -19,6 +19,7 @@ NOT_COMPILED = {
     "gateway.brand": "draws the gateway's own pages (errors, login) with Jinja2, not docs pages",
     "gateway.bounded": "generic containers shared with plain modules; not measured as worth it",
     "gateway.config.model": "frozen dataclasses built at start; requests only read them",
+    "gateway.config.redisurl": "reads the Redis URL at start, when the client is made",
     "gateway.errors": "exception classes that override class attributes stay plain",
     "gateway.types": "type aliases only",
     "gateway.keys": "key files are read at start and at a reload",

@@ -217,7 +217,22 @@ BAD = [
     ("session: {cookie_name: __Host-docs}",
      ["session.cookie_name: must not start with __ (the __Host- prefix is added when it applies)"]),
     ("session: {redis_url: 'http://:hunter2@cache:6379'}",
-     ["session.redis_url: must be an absolute redis, rediss or unix URL"]),
+     ["session.redis_url: must start with one of redis://, rediss://, unix://, "
+      "redis+sentinel://, rediss+sentinel://, redis+cluster://, rediss+cluster://"]),
+    ("session: {redis_url: 'redis+sentinel://:hunter2@s1:26379,s2:26379'}",
+     ["session.redis_url: must name the master the sentinels watch: "
+      "redis+sentinel://host:26379/<master name>[/<db>]"]),
+    ("session: {redis_url: 'redis+sentinel://s1:26379/main/one'}",
+     ["session.redis_url: has a database that is not a number ('one')"]),
+    ("session: {redis_url: 'redis+sentinel://s1:26379/main?password=hunter2'}",
+     ["session.redis_url: has options this gateway does not read: password "
+      "(it reads sentinel_username, sentinel_password)"]),
+    ("session: {redis_url: 'redis+sentinel://s1:263790/main'}",
+     ["session.redis_url: has a bad port for s1"]),
+    ("session: {redis_url: 'redis+cluster://:hunter2@n1:7000,,n2:7001'}",
+     ["session.redis_url: has an empty host in its host list"]),
+    ("session: {redis_url: 'rediss+cluster://n1:7000/2'}",
+     ["session.redis_url: must not name a database: a Redis Cluster has only db 0"]),
     ("session: {max_age: 0s}", ["session.max_age: must be longer than zero"]),
     ("identity: {assertion: {algorithm: HS256}}",
      ["identity.assertion.algorithm: must be one of EdDSA, ES256, RS256, not 'HS256'"]),
@@ -293,6 +308,10 @@ def test_secret_values_never_appear_in_messages(folder: Path) -> None:
                              "handshake: {jwt: {secret: [hunter2]}}\n")
     assert found
     assert not any("hunter2" in line for line in found)
+    for url in ("redis+sentinel://:hunter2@s1:x/main", "redis+cluster://u:hunter2@:7000",
+                "redis+sentinel://:hunter2@s1/main/0/1", "redis+cluster://:hunter2@"):
+        found = problems(folder, f"session: {{redis_url: '{url}'}}\n")
+        assert found and not any("hunter2" in line for line in found), url
 
 
 def test_file_not_found(tmp_path: Path) -> None:

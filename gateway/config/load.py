@@ -53,6 +53,7 @@ from gateway.config.reader import (
     split_host_port,
     to_int,
 )
+from gateway.config.redisurl import RedisUrlError, parse_redis_url
 from gateway.errors import ConfigError
 
 
@@ -219,9 +220,11 @@ def _session(s: Section) -> SessionConfig:
     elif config.cookie_name.startswith("__"):
         problems.add(s.key("cookie_name"),
                      "must not start with __ (the __Host- prefix is added when it applies)")
-    # The URL may hold a Redis password: never echo it.
-    check_url(config.redis_url, s.key("redis_url"), problems, ("redis", "rediss", "unix"),
-               reveal=False)
+    # The URL may hold a Redis password: never echo it (nor do the parser's messages).
+    try:
+        parse_redis_url(config.redis_url)
+    except RedisUrlError as exc:
+        problems.add(s.key("redis_url"), str(exc))
     s.finish()
     return config
 

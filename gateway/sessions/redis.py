@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gateway.bounded import Bounded
 from gateway.config.model import Config
+from gateway.config.redisurl import redis_kind
 from gateway.crypto import (
     KEY_BYTES,
     InvalidSealed,
@@ -80,8 +81,11 @@ class RedisStore(SessionStore):
         # Cookie value -> what it names: opening the seal and hashing the id, done once.
         self._tickets: Bounded[str, tuple[_Ticket, str]] = Bounded(TICKET_CACHE)
         ttl = config.session.redis_cache
+        # Kept copies need one connection that sees every change: a single server's. Behind
+        # Sentinel or Cluster every request reads Redis.
+        single = redis_kind(config.session.redis_url) == "server"
         self._tracked = TrackedSessions(config.session.redis_url, KEY_PREFIX, ttl,
-                                        timeout=timeout) if ttl > 0 else None
+                                        timeout=timeout) if ttl > 0 and single else None
 
     def __repr__(self) -> str:
         return f"RedisStore(cookie={self.cookies.name!r})"
