@@ -28,11 +28,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import build, configs, cookies, load
+from bench import build, configs, cookies, load, material
 from bench.procs import BenchError, Server
 from bench.systems import Systems
 
-ROWS = ("e", "f", "g", "h")
+ROWS = ("e", "f", "g", "h", "j", "k")
+# The rows on the Material for MkDocs page (built once when one of them is asked for).
+MATERIAL = ("j", "k")
 
 
 def count_instructions(server: Server, url: str, headers: dict[str, str], work: Path,
@@ -67,8 +69,16 @@ def measure(rows: tuple[str, ...], duration: float,
     out: dict[str, dict[str, float]] = {}
     try:
         systems.start_origin()
+        if any(row in MATERIAL for row in rows):
+            systems.material = material.build(work / "material-src", systems.site.root)
         for row in rows:
-            if row == "e":
+            if row in MATERIAL:
+                starter = {"j": systems.start_personal, "k": systems.start_unfiltered}[row]
+                target = starter()[0]
+                assert target.material is not None
+                server = systems.servers[-1]
+                headers, page = target.headers, target.material.path
+            elif row == "e":
                 server, headers, page = systems.bare_proxy(), {}, configs.PAGE
             else:
                 setup_row = "g" if row == "f" else row
@@ -93,7 +103,7 @@ def main() -> int:
     """Measure, print the ratios, write JSON."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS),
-                        help="comma-separated rows among e, f, g, h (default: all)")
+                        help="comma-separated rows among e, f, g, h, j, k (default: all)")
     parser.add_argument("--duration", type=float, default=8.0,
                         help="seconds of measured load per row")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent
