@@ -487,6 +487,10 @@ def page_response(pages: Pages, request: web.Request, status: int, headers: CIMu
                   result: Rendered) -> web.Response:
     """A page read and rendered here: with its validator (a 304 when the reader's copy is
     this one), gzip-compressed for a reader that accepts it."""
+    if result.reader:
+        # It carries the reader's user object (null for nobody): no cache may give one
+        # reader's copy to another, the anonymous one included.
+        add_vary(headers, "Cookie")
     if status == 200:
         headers["ETag"] = result.etag
         asked = request.headers.get("If-None-Match")

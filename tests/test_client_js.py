@@ -22,6 +22,9 @@ window.addEventListener("mintlify:user", e => window.seen.push(["mintlify", e.de
 <button id="out" data-gateway-logout>Log out</button>
 </body></html>"""
 
+# A page that loads the script itself (the gateway then adds no tag of its own).
+LOADS_ITSELF = PAGE.replace("</head>", '<script src="/_gateway/client.js" defer></script></head>')
+
 Start = Callable[..., Awaitable[tuple[str, web.Application]]]
 
 
@@ -30,7 +33,8 @@ async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
     runners: list[web.BaseRunner] = []
 
     async def docs(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
+        text = LOADS_ITSELF if request.path.startswith("/itself") else PAGE
+        return web.Response(text=text, content_type="text/html")
 
     async def run(**sections: Any) -> tuple[str, web.Application]:
         upstream_app = web.Application()
@@ -87,3 +91,44 @@ async def test_logged_in_reader_with_mintlify_compat(start: Start, browser: Any)
     assert await page.evaluate("window.docsGateway.ready") is None
     remaining = {c["name"] for c in await context.cookies() if c["value"]}
     assert not any(name.startswith("docs_session") for name in remaining)
+
+
+def watch(page: Any) -> tuple[list[str], list[str]]:
+    """The requests a page makes to the gateway's user endpoint, and its console errors."""
+    asked: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/_gateway/user" in r.url else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return asked, errors
+
+
+async def test_the_user_comes_with_the_page_and_no_second_request(start: Start,
+                                                                  browser: Any) -> None:
+    base, app = await start()
+    # Nobody logged in: the page says so itself, and the console stays quiet (no 401).
+    page = await browser.new_page()
+    asked, errors = watch(page)
+    await page.goto(base + "/guide")
+    assert await page.evaluate("window.docsGateway.ready") is None
+    assert asked == [] and errors == []
+    await page.close()
+    # A reader: their user object is in the script's tag.
+    cookies = await session_cookies(app, make_user("ada", groups=("admin",), firstName="Ada"))
+    context = await browser.new_context()
+    await context.add_cookies([{"name": name, "value": value, "url": base}
+                               for name, value in cookies.items()])
+    page = await context.new_page()
+    asked, errors = watch(page)
+    await page.goto(base + "/guide")
+    user = await page.evaluate("window.docsGateway.ready")
+    assert user["sub"] == "ada" and user["content"] == {"firstName": "Ada"}
+    assert await page.text_content("#name") == "Ada"
+    assert asked == [] and errors == []
+    # A fresh copy is still one call away.
+    assert (await page.evaluate("window.docsGateway.refresh()"))["sub"] == "ada"
+    assert len(asked) == 1
+    # A page that loads the script itself has no user in its tag: the script asks.
+    await page.goto(base + "/itself/guide")
+    assert (await page.evaluate("window.docsGateway.ready"))["sub"] == "ada"
+    assert len(asked) == 2
+    await context.close()

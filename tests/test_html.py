@@ -14,9 +14,21 @@ from gateway.html.encoding import (
     mime_parts,
     page_codec,
 )
-from gateway.html.head import PageMeta, head_complete, inject_script, read_page_meta, script_tag
+from gateway.html.head import (
+    PageMeta,
+    head_complete,
+    insert_at,
+    read_page_meta,
+    script_offset,
+    script_tag,
+)
 
 TAG = b'<script src="/_gateway/client.js" defer></script>'
+
+
+def inject(page: bytes, tag: bytes) -> bytes:
+    """``tag`` where the gateway puts the client script (nowhere when the page loads it)."""
+    return insert_at(page, tag, script_offset(page, tag))
 
 
 def page(head: str, body: str = "<p>Hello</p>") -> bytes:
@@ -131,7 +143,7 @@ def test_head_complete_agrees_with_read_page_meta_when_streaming() -> None:
 
 
 def test_inject_before_head_close() -> None:
-    out = inject_script(page("<title>x</title>"), TAG)
+    out = inject(page("<title>x</title>"), TAG)
     assert out.count(TAG) == 1
     assert out.index(TAG) < out.index(b"</head>")
     assert b"<title>x</title>" + TAG + b"</head>" in out
@@ -139,32 +151,32 @@ def test_inject_before_head_close() -> None:
 
 def test_inject_case_insensitive_and_first_head_close() -> None:
     src = b"<HTML><HEAD><title>x</title></HEAD><BODY><pre>&lt;/head&gt;</pre></head></BODY></HTML>"
-    out = inject_script(src, TAG)
+    out = inject(src, TAG)
     assert out == src.replace(b"</HEAD>", TAG + b"</HEAD>", 1)
 
 
 def test_inject_skips_head_close_in_comment() -> None:
     src = b"<head><!-- </head> --><title>x</title></head><body></body>"
-    out = inject_script(src, TAG)
+    out = inject(src, TAG)
     assert out.index(TAG) > out.index(b"<title>")
 
 
 def test_inject_before_body_close_without_head() -> None:
     src = b"<html><body><p>x</p></body></html>"
-    assert inject_script(src, TAG) == b"<html><body><p>x</p>" + TAG + b"</body></html>"
+    assert inject(src, TAG) == b"<html><body><p>x</p>" + TAG + b"</body></html>"
 
 
 def test_inject_appends_to_fragment() -> None:
-    assert inject_script(b"<p>just a fragment</p>", TAG) == b"<p>just a fragment</p>" + TAG
+    assert inject(b"<p>just a fragment</p>", TAG) == b"<p>just a fragment</p>" + TAG
 
 
 def test_inject_not_twice() -> None:
-    once = inject_script(page(""), TAG)
-    assert inject_script(once, TAG) == once
+    once = inject(page(""), TAG)
+    assert inject(once, TAG) == once
     already = page("<script defer src='/_gateway/client.js'></script>")
-    assert inject_script(already, TAG) == already
+    assert inject(already, TAG) == already
     other = page('<script src="/other.js"></script>')
-    assert inject_script(other, TAG).count(b"<script") == 2
+    assert inject(other, TAG).count(b"<script") == 2
 
 
 def test_script_tag_escapes_src() -> None:
@@ -295,7 +307,7 @@ def test_unclosed_tags_do_not_stall_the_scan() -> None:
         assert not head_complete(hostile)
         # ... and says the head could not be read, so a page judged by it is refused.
         assert read_page_meta(hostile) == PageMeta(unreadable=True)
-        assert inject_script(hostile, TAG).endswith(TAG)
+        assert inject(hostile, TAG).endswith(TAG)
 
 
 @pytest.mark.parametrize("comment", ["<!-->", "<!--->", "<!-- x --!>"])

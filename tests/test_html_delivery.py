@@ -187,3 +187,27 @@ async def test_what_is_not_kept_is_not_counted(client: Any) -> None:
     for number in range(5):  # each reader's filled copy is made for them, not kept
         await get(client, make_user(f"b{number}", groups=("staff",), firstName="B"), GZIP)
     assert renders.size == counted and len(renders) == 1
+
+
+async def test_a_plain_public_page_carries_its_reader_and_no_cache_mixes_them(
+        site: Path, aiohttp_client: Any) -> None:
+    (site / "plain").mkdir()
+    (site / "plain" / "index.html").write_text(
+        f"<!doctype html><html><head><title>P</title></head><body>{FILLER}</body></html>")
+    config = make_config(None, upstream={"root": str(site)}, access={"public": ["/plain/**"]})
+    client = await aiohttp_client(await build_app(config))
+    anonymous = await client.get("/plain/", headers=GZIP)
+    body = await anonymous.read()
+    # Nobody logged in: the page says so (null), and it is still a public page, kept by
+    # shared caches apart from a reader's.
+    assert b'data-user="null"' in body and "Cookie" in anonymous.headers["Vary"]
+    assert "private" not in anonymous.headers.get("Cache-Control", "")
+    cookies = await session_cookies(client.app, BOB)
+    mine = await client.get("/plain/", cookies=cookies, headers=GZIP)
+    text = await mine.read()
+    assert b'data-user="{&quot;sub&quot;:&quot;bob&quot;' in text
+    assert mine.headers["Cache-Control"].startswith("private")
+    assert mine.headers["ETag"] != anonymous.headers["ETag"]
+    again = await client.get("/plain/", cookies=cookies,
+                             headers={**GZIP, "If-None-Match": mine.headers["ETag"]})
+    assert again.status == 304

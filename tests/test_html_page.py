@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import html
+import json
 import time
 from typing import Any
 
@@ -15,7 +18,18 @@ from gateway.scope import Scope
 from gateway.user import User
 from tests.helpers import make_config
 
-TAG = b'<script src="/_gateway/client.js" defer></script>'
+# The script as a page that loads it itself spells it; the gateway's own carries the
+# reader's user object (null: nobody logged in).
+LOADED = b'<script src="/_gateway/client.js" defer></script>'
+TAG = b'<script src="/_gateway/client.js" data-user="null" defer></script>'
+TAG_START = b'<script src="/_gateway/client.js" data-user="'
+
+
+def tag_for(user: User) -> bytes:
+    """The script's tag as ``user`` gets it."""
+    text = json.dumps(user.to_json(("expiresAt", "groups", "content", "apiPlaygroundInputs")),
+                      separators=(",", ":"))
+    return TAG_START + html.escape(text, quote=True).encode() + b'" defer></script>'
 
 
 def make_pages(clock: Any = time.monotonic, **access: Any) -> Pages:
@@ -64,19 +78,22 @@ def test_a_changed_page_is_judged_on_its_new_metadata() -> None:
     member = pages.policy.decide("/guide/", reader("staff"))
     with pytest.raises(Denied):
         process(pages, admin, member, reader("staff"), scope("/guide/"), "/guide/")
-    admitted = pages.policy.decide("/guide/", reader("admin"))
-    decided, out = process(pages, admin, admitted, reader("admin"), scope("/guide/"), "/guide/")
-    assert out == admin.replace(b"</head>", TAG + b"</head>")
+    boss = reader("admin")
+    admitted = pages.policy.decide("/guide/", boss)
+    decided, out = process(pages, admin, admitted, boss, scope("/guide/"), "/guide/")
+    assert out == admin.replace(b"</head>", tag_for(boss) + b"</head>")
 
 
 def test_the_script_goes_in_once_and_a_page_that_loads_it_is_left_alone() -> None:
     pages = make_pages()
-    decision = pages.policy.decide("/p", reader())
+    who = reader()
+    decision = pages.policy.decide("/p", who)
     plain = page()
     for _ in range(2):
-        _, out = process(pages, plain, decision, reader(), scope("/p"), "/p")
-        assert out.count(TAG) == 1 and out.index(TAG) == plain.index(b"</head>")
-    loaded = page(TAG.decode())
+        _, out = process(pages, plain, decision, who, scope("/p"), "/p")
+        mine = tag_for(who)
+        assert out.count(TAG_START) == 1 and out.index(mine) == plain.index(b"</head>")
+    loaded = page(LOADED.decode())
     for _ in range(2):
         assert process(pages, loaded, decision, reader(), scope("/q"), "/q")[1] == loaded
 
@@ -88,7 +105,7 @@ def test_gated_parts_are_rewritten_per_reader_even_from_the_memo() -> None:
         decision = pages.policy.decide("/g", who)
         decided, out = process(pages, gated, decision, who, scope("/g"), "/g")
         assert (b"secret" in out) is sees
-        assert not decided.public and out.count(TAG) == 1
+        assert not decided.public and out.count(tag_for(who)) == 1
 
 
 def test_the_index_hears_of_a_served_page_at_most_every_interval() -> None:
@@ -129,3 +146,48 @@ def test_the_memo_keeps_to_its_budget_dropping_the_oldest() -> None:
     memo.put("/big", Scanned(b"x" * (MEMO_PAGE_LIMIT + 1), PageMeta(), False, None))
     assert memo.get("/big", b"x" * (MEMO_PAGE_LIMIT + 1)) is None and memo.size == 50
     assert memo.get("/c", b"y" * 10) is None  # other bytes at the path: not a hit
+
+
+def test_each_reader_gets_their_own_user_object_from_one_kept_copy() -> None:
+    pages = make_pages()
+    plain = page('<meta name="gateway:public" content="true">')
+    ada = User(sub="ada", expires_at=time.time() + 3600, groups=("staff",),
+               content={"firstName": 'Ada "</script><script>alert(1)</script>'})
+    bob = User(sub="bob", expires_at=time.time() + 3600, groups=("staff",),
+               content={"firstName": "Bob"})
+    results = {}
+    for who in (ada, bob, None, ada):
+        decision = pages.policy.decide("/p", who)
+        scanned = pages.scan(plain, "/p")
+        decided = pages.judge(scanned, decision, who, scope("/p"))
+        _, result = pages.deliver(scanned, decided, who)
+        assert result.reader and result.body.count(TAG_START) == 1
+        assert result.body == plain.replace(b"</head>", (tag_for(who) if who else TAG) + b"</head>")
+        assert gzip.decompress(result.gzip()) == result.body
+        results[who.sub if who else None] = result
+    assert len(pages.renders) == 1  # one copy kept for all three, filled per reader
+    # The user object cannot leave its attribute: the only quote in it is the one closing it.
+    ada_tag = tag_for(ada)
+    assert ada_tag.count(b'"') == 4 and b"<" not in ada_tag[1:-len(b"></script>")]
+    etags = {result.etag for result in results.values()}
+    assert len(etags) == 3  # a reader's validator is theirs alone
+
+
+def test_a_page_with_fields_carries_the_user_object_beside_them() -> None:
+    pages = make_pages(fragments=True)
+    marked = page(body='<p data-gateway-field="content.firstName">you</p>'
+                       '<div data-gateway-groups="staff">staff only</div>')
+    for name in ("Ada", "Bob"):
+        who = User(sub=name.lower(), expires_at=time.time() + 3600, groups=("staff",),
+                   content={"firstName": name})
+        _, out = process(pages, marked, pages.policy.decide("/f", who), who, scope("/f"), "/f")
+        assert f">{name}</p>".encode() in out and b"staff only" in out
+        assert out.count(tag_for(who)) == 1
+
+
+def test_a_page_that_loads_the_script_itself_depends_on_nobody() -> None:
+    pages = make_pages()
+    loaded = page(LOADED.decode())
+    scanned = pages.scan(loaded, "/l")
+    _, result = pages.deliver(scanned, pages.policy.decide("/l", reader()), reader())
+    assert result.body == loaded and not result.reader

@@ -276,7 +276,7 @@ async def test_compressed_html_gets_the_script_injected(aiohttp_server: Any,
     client = await gateway(upstream={"url": str(server.make_url("")).rstrip("/")})
     async with client.get("/guide") as response:
         text = await response.text()
-    assert '<script src="/_gateway/client.js" defer></script></head>' in text
+    assert '<script src="/_gateway/client.js" data-user="null" defer></script></head>' in text
 
 
 async def test_websocket_is_proxied(gateway: GatewayFactory) -> None:

@@ -85,6 +85,23 @@
     else login(target.getAttribute("data-gateway-login"));
   });
 
+  // A fresh copy from the gateway (the one in the tag is as old as the page).
+  function refresh() {
+    return fetch(base + "/user", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .catch(function () { return null; })
+      .then(announce);
+  }
+
+  function inlineUser() {
+    if (!me || !me.hasAttribute("data-user")) return undefined;
+    try {
+      var user = JSON.parse(me.getAttribute("data-user"));
+      return user !== null && typeof user === "object" && !Array.isArray(user) ? user : null;
+    } catch (e) { return undefined; }
+  }
+
+  var inline = inlineUser();
   var found = fragmentToken();
   var ready;
   if (found && found.token) {
@@ -92,17 +109,18 @@
     history.replaceState(history.state, "", here());
     post(base + "/jwt-callback", { token: found.token, redirect: here() + (found.anchor ? "#" + found.anchor : "") });
     ready = new Promise(function () {});  // the page is being replaced
+  } else if (inline !== undefined) {
+    // The gateway wrote the reader's user object (null: nobody logged in) into this tag.
+    ready = Promise.resolve(inline).then(announce);
   } else {
-    ready = fetch(base + "/user", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .catch(function () { return null; })
-      .then(announce);
+    ready = refresh();
   }
 
   window.docsGateway = {
     get user() { return state.user; },
     login: login,
     logout: logout,
+    refresh: refresh,
     ready: ready
   };
 })();

@@ -166,14 +166,6 @@ def insert_at(page: bytes, tag: bytes, at: int | None) -> bytes:
     return page if at is None else page[:at] + tag + page[at:]
 
 
-def inject_script(page: bytes, tag: bytes) -> bytes:
-    """Insert ``tag`` before ``</head>``, else before ``</body>``, else at the end.
-
-    A page that already loads a script with the same ``src`` is returned unchanged.
-    """
-    return insert_at(page, tag, script_offset(page, tag))
-
-
 def script_tag(src: str, *, compat: str | None = None) -> bytes:
     """``<script src="..." defer></script>``; ``compat`` adds ``data-compat`` for the client."""
     extra = f' data-compat="{html.escape(compat, quote=True)}"' if compat else ""

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import itertools
+import json
+import secrets
 import struct
 import time
 import zlib
@@ -24,6 +27,7 @@ from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError
 from gateway.html.encoding import Undecodable, as_utf8, decode_body, is_html
 from gateway.html.gating import (
+    SLOT,
     Template,
     from_marked,
     has_fields,
@@ -34,7 +38,6 @@ from gateway.html.gating import (
 )
 from gateway.html.head import (
     PageMeta,
-    inject_script,
     insert_at,
     read_page_meta,
     script_offset,
@@ -114,6 +117,9 @@ class Rendered:
     packer: Callable[[], bytes] | None = None
     #: Whether it is kept (and its size counted) in a RenderCache.
     kept: bool = False
+    #: Whether it carries the reader's user object (the client script's tag): it then
+    #: depends on who asks, even where nothing else on it does.
+    reader: bool = False
 
     def gzip(self) -> bytes:
         """The body, gzip-compressed (once)."""
@@ -158,14 +164,20 @@ class KeptTemplate:
     packed: tuple[bytes, ...]
     #: A digest of the parts: a reader's validator adds their values to it.
     digest: bytes
+    #: Which field is the reader's user object in the client script's tag (-1: none).
+    user_slot: int = -1
 
     @property
     def size(self) -> int:
         return sum(map(len, self.template.parts)) + sum(map(len, self.packed)) \
             + sum(len(path) + len(own) for path, own in self.template.fields)
 
-    def for_reader(self, user: User | None) -> Rendered:
+    def for_reader(self, user: User | None, user_object: bytes = b"null") -> Rendered:
+        """The page for ``user``: its fields filled, and ``user_object`` (their user
+        object, escaped for an attribute) in the client script's tag."""
         pieces = self.template.fill(user)
+        if self.user_slot >= 0:
+            pieces[2 * self.user_slot + 1] = user_object
         values = pieces[1::2]
         tag = hashlib.blake2b(self.digest, digest_size=12)
         for value in values:
@@ -182,13 +194,26 @@ class KeptTemplate:
             out.append(struct.pack("<II", zlib.crc32(body), len(body) & 0xFFFFFFFF))
             return b"".join(out)
 
-        return Rendered(body, '"' + tag.hexdigest() + '"', packer=packer)
+        return Rendered(body, '"' + tag.hexdigest() + '"', packer=packer,
+                        reader=self.user_slot >= 0)
+
+
+#: The field of a kept page that holds the reader's user object: its path is no page's
+#: (it is new in each process, and starts with a NUL).
+_USER_FIELD = ("\x00user-" + secrets.token_hex(8), b"null")
 
 
 def keep(kept: Template) -> KeptTemplate:
     """A template with its parts compressed."""
     digest = hashlib.blake2b(b"\x00".join(kept.parts), digest_size=16).digest()
-    return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts), digest)
+    user_slot = next((number for number, (path, _) in enumerate(kept.fields)
+                      if path == _USER_FIELD[0]), -1)
+    return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts), digest, user_slot)
+
+
+def slot_mark(number: int) -> bytes:
+    """The mark of field ``number`` in a body about to become a template."""
+    return SLOT + str(number).encode() + b"\x00"
 
 
 def etag_of(body: bytes) -> str:
@@ -196,9 +221,13 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
-def rendered(body: bytes) -> Rendered:
+def rendered(body: bytes, reader: bool = False) -> Rendered:
     """A rendering with its validator: a digest of the very bytes sent."""
-    return Rendered(body, etag_of(body))
+    return Rendered(body, etag_of(body), reader=reader)
+
+
+# How the client script's tag ends (``script_tag``): its other attributes go before it.
+_TAG_TAIL = b" defer></script>"
 
 
 #: What a rendering depends on besides the page: the reader's kind and groups, their
@@ -320,7 +349,12 @@ class Pages:
         tag = script_tag(src)
         if "mintlify" in config.server.compat:
             tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
+        #: The tag as pages that load the script themselves spell it (they are left so).
         self.tag = tag
+        # The tag a reader gets carries their user object (null: nobody logged in), so the
+        # script needs no second request to learn who reads.
+        self.tag_head = tag[:-len(_TAG_TAIL)] + b' data-user="'
+        self.expose = config.identity.expose
         #: Links to pages the reader may not open leave every page (``access.navigation``).
         self.navigation = config.access.navigation and not policy.personalize
         # Page metadata learned so far: for filtering indexes, and navigation.
@@ -427,10 +461,24 @@ class Pages:
         enforce(decision, scope)
         return decision
 
+    def reader_tag(self, user_object: bytes) -> bytes:
+        """The client script's tag carrying a user object (escaped for an attribute)."""
+        return self.tag_head + user_object + b'"' + _TAG_TAIL
+
+    def user_object(self, user: User | None) -> bytes:
+        """``user``'s object as ``/_gateway/user`` answers it, escaped for an attribute;
+        ``null`` for nobody."""
+        if user is None or not self.inject:
+            return b"null"
+        text = json.dumps(user.to_json(self.expose), separators=(",", ":"))
+        return html.escape(text, quote=True).encode()
+
     def render(self, scanned: Scanned, decision: Decision, user: User | None,
-               cuts: Cuts | None = None) -> tuple[Decision, bytes]:
+               cuts: Cuts | None = None, user_object: bytes = b"null",
+               ) -> tuple[Decision, bytes]:
         """The judged page as ``user`` receives it: gated elements and fields, the links
-        ``cuts`` names (elements removed, links unwrapped), the client script.
+        ``cuts`` names (elements removed, links unwrapped), the client script carrying
+        ``user_object``.
 
         A link to a closed page still there after the rewrite is taken out by itself;
         one that cannot be is refused (UpstreamError), never sent.
@@ -449,9 +497,11 @@ class Pages:
                                             "closed pages cannot be taken out")
             decision = replace(decision, public=False)
             if self.inject:
-                page = inject_script(page, self.tag)  # the rewritten page is this reader's
+                # The rewritten page is this reader's: where the script goes is found again.
+                page = insert_at(page, self.reader_tag(user_object),
+                                 script_offset(page, self.tag))
         elif self.inject:
-            page = insert_at(page, self.tag, scanned.script_at)
+            page = insert_at(page, self.reader_tag(user_object), scanned.script_at)
         return decision, page
 
     def deliver(self, scanned: Scanned, decision: Decision, user: User | None,
@@ -459,6 +509,7 @@ class Pages:
         """``render``, kept per page version and audience when the page is remembered: a
         reader of an audience seen before gets the bytes rendered for it."""
         changes = scanned.gated or cuts is not None
+        user_object = self.user_object(user)
         key: RenderKey | None = None
         if scanned.version:
             groups: tuple[str, ...] = ()
@@ -475,18 +526,30 @@ class Pages:
                         if found is not None:
                             self.renders.put(key, found)
                     if found is not None:
-                        return replace(decision, public=False), found.for_reader(user)
+                        return replace(decision, public=False), \
+                            found.for_reader(user, user_object)
                     sub = user.sub  # fields filled from this reader's own user object
             key = (scanned.version, user is None and changes, groups, sub,
                    cuts.closed if cuts is not None else None)
             kept = self.renders.get(key)
-            if isinstance(kept, Rendered):
-                return (replace(decision, public=False) if changes else decision), kept
-        decision, page = self.render(scanned, decision, user, cuts)
-        result = rendered(page)
-        if key is not None:
-            self.renders.put(key, result)
-        return decision, result
+            if kept is not None:
+                if changes:
+                    decision = replace(decision, public=False)
+                return decision, (kept if isinstance(kept, Rendered)
+                                  else kept.for_reader(user, user_object))
+            # Kept with the user object left open, filled for each reader.
+            decision, page = self.render(scanned, decision, user, cuts, slot_mark(0))
+            made = from_marked(page, (_USER_FIELD,)) if self.inject else None
+            if made is not None:
+                kept_page = keep(made)
+                self.renders.put(key, kept_page)
+                return decision, kept_page.for_reader(user, user_object)
+            if SLOT not in page:  # the page loads the script itself: nothing to fill
+                result = rendered(page)
+                self.renders.put(key, result)
+                return decision, result
+        decision, page = self.render(scanned, decision, user, cuts, user_object)
+        return decision, rendered(page, reader=self.inject and scanned.script_at is not None)
 
     def keep_template(self, scanned: Scanned, user: User, cuts: Cuts | None,
                       ) -> KeptTemplate | None:
@@ -498,9 +561,13 @@ class Pages:
         body = marked(made)
         if cuts is not None and leftovers(body, cuts):
             return None  # the per-reader rendering takes such links out one by one
+        fields: tuple[tuple[str, bytes], ...] = made.fields
         if self.inject:
-            body = inject_script(body, self.tag)
-        made = from_marked(body, made.fields)
+            at = script_offset(body, self.tag)
+            if at is not None:
+                body = insert_at(body, self.reader_tag(slot_mark(len(fields))), at)
+                fields += (_USER_FIELD,)
+        made = from_marked(body, fields)
         return None if made is None else keep(made)
 
     def gzip(self, result: Rendered) -> bytes:
