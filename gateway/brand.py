@@ -33,7 +33,6 @@ PAGES = ("error.html", "login.html", "callback.html")
 TEMPLATE_NAMES = ("layout.html", *PAGES)
 #: The largest template file read from ``brand.templates``.
 MAX_TEMPLATE_BYTES = 256 * 1024
-_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.I | re.S)
 _HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 
 
@@ -61,6 +60,22 @@ def stylesheet(colors: BrandColors) -> str:
         f".choices a:hover,.choices a:focus,.button:hover,.button:focus{{background:{accent};"
         f"color:{background}}}.meta{{opacity:.75;font-size:.85rem}}"
     )
+
+
+def style_bodies(text: str) -> list[str]:
+    """The text of each ``<style>`` element of a page, as a browser hashes it."""
+    lower = text.lower()
+    bodies: list[str] = []
+    at = 0
+    while (start := lower.find("<style", at)) >= 0:
+        opened = lower.find(">", start)
+        closed = lower.find("</style", opened)
+        if opened < 0 or closed < 0:
+            break
+        if lower[start + 6] in " \t\n\r\f/>":
+            bodies.append(text[opened + 1:closed])
+        at = closed + 7
+    return bodies
 
 
 def is_hex_colour(value: str) -> bool:
@@ -163,7 +178,7 @@ class Brand:
         """Nothing loads but images (the site's, the logo's), the page's own ``<style>``
         elements (by hash) and stylesheets of the site; a script only by ``nonce`` (it may
         reach the site itself: ``connect-src`` grants nothing where no script runs)."""
-        styles = "".join(dict.fromkeys(" " + self._hash(body) for body in _STYLE.findall(text)))
+        styles = "".join(dict.fromkeys(" " + self._hash(body) for body in style_bodies(text)))
         script = f"script-src 'nonce-{nonce}'; " if nonce else ""
         return (f"default-src 'none'; {script}style-src 'self'{styles}; "
                 f"img-src {self.img_src}; font-src 'self'; connect-src 'self'; "
