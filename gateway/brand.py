@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from gateway.config.model import BrandColors, BrandConfig
@@ -121,9 +122,10 @@ def _environment(sources: Mapping[str, str], where: str) -> jinja2.Environment:
     loader = jinja2.ChoiceLoader([_Folder(sources, where), defaults,
                                   jinja2.PrefixLoader({"default": defaults})])
     # Every value is HTML-escaped; a name the template does not get is an error, found
-    # when the templates are tried at load.
-    return jinja2.Environment(loader=loader, autoescape=True, auto_reload=False,
-                              undefined=jinja2.StrictUndefined)
+    # when the templates are tried at load; the sandbox keeps a template from reaching
+    # into the process (``''.__class__``) for anything it was not given.
+    return SandboxedEnvironment(loader=loader, autoescape=True, auto_reload=False,
+                                undefined=jinja2.StrictUndefined)
 
 
 class Brand:
@@ -277,6 +279,8 @@ def _origin(exc: BaseException, where: str, page: str) -> str:
 def _reason(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else ""
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return f"includes {exc.name!r}, which is neither in the folder nor a default template"
     if isinstance(exc, jinja2.TemplateError) and text:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -193,6 +193,13 @@ LAYOUT = '{% extends "layout.html" %}{% block content %}'
       "login)"]),
     ({"templates": "."}, {"layout.html": "<html>{% block content %}{% endblock %}{{ x.y }}"},
      ["brand.templates: layout.html line 1: 'x' is undefined"]),
+    ({"templates": "."}, {"error.html": LAYOUT + "\n{% include 'footer.html' %}{% endblock %}"},
+     ["brand.templates: error.html line 2: includes 'footer.html', which is neither in the "
+      "folder nor a default template"]),
+    # The sandbox: nothing of the process beyond the values given.
+    ({"templates": "."}, {"error.html": "{{ site.__class__.__mro__ }}"},
+     ["brand.templates: error.html line 1: access to attribute '__class__' of 'dict' object "
+      "is unsafe."]),
 ])
 def test_bad_settings_and_templates_are_one_line_each(
         tmp_path: Path, brand: dict[str, Any], files: dict[str, str],
