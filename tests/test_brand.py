@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+import yaml
 from aiohttp import web
 
 from gateway.app import build_app
@@ -48,6 +49,16 @@ def readme_template() -> str:
     blocks = re.findall(r"^```html\n(.*?)^```", section, re.M | re.S)
     assert len(blocks) == 1, "the README shows one custom template"
     return str(blocks[0])
+
+
+def readme_brand() -> dict[str, Any]:
+    """The ``brand:`` example the README shows."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Your brand on the gateway's pages", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", section, re.M | re.S)
+    assert len(blocks) == 1, "the README shows one brand example"
+    example: dict[str, Any] = yaml.safe_load(blocks[0])["brand"]
+    return example
 
 
 def style_hashes(body: str) -> set[str]:
@@ -86,13 +97,14 @@ async def test_the_login_chooser_is_drawn_in_the_brand(gateway: GatewayFactory) 
 
 async def test_error_pages_carry_the_brand_and_other_clients_get_json(
         gateway: GatewayFactory) -> None:
-    client = await gateway(brand={"name": "Acme Docs", "logo": "/assets/logo.svg"})
+    client = await gateway(brand=readme_brand())
     # A logout from no page of this site is refused: the gateway's own 400.
     response = await client.get("/_gateway/logout", headers=HTML)
     body = await response.text()
     assert response.status == 400
     assert "<title>Bad request · Acme Docs</title>" in body
     assert '<img src="/assets/logo.svg" alt="">' in body
+    assert "color:#1a1a1a;background:#fffdf8" in body and "a{color:#b4236b}" in body
     assert f"cross_site · {response.headers['X-Request-Id']}" in body
     csp = response.headers["Content-Security-Policy"]
     assert directive(csp, "img-src") == ["'self'", "data:"]
