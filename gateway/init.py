@@ -11,8 +11,9 @@ import argparse
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway import keys
 from gateway.config.load import load_config
@@ -42,6 +43,14 @@ class Project:
     #: Where the page metadata recipe goes (README, "Page metadata").
     recipe: str
     public: tuple[str, ...]
+    #: The path the site is built for (Docusaurus' baseUrl, Hugo's baseURL, MkDocs'
+    #: site_url): the gateway serves it there. "" at the root.
+    base: str = ""
+
+    @property
+    def url(self) -> str:
+        """Where readers open the docs through the gateway."""
+        return PUBLIC_URL + self.base
 
 
 _TITLES = {
@@ -50,6 +59,26 @@ _TITLES = {
     "sphinx": r"^project\s*=\s*['\"](.+?)['\"]\s*$",
     "hugo": r"^\s*['\"]?title['\"]?\s*[:=]\s*['\"]?(.+?)['\"]?\s*,?\s*$",
 }
+
+
+_BASES = {
+    "mkdocs": r"^site_url:\s*['\"]?([^'\"\s#]+)",
+    "docusaurus": r"^\s*baseUrl:\s*['\"`]([^'\"`]+)['\"`]",
+    "hugo": r"^\s*['\"]?baseurl['\"]?\s*[:=]\s*['\"]?([^'\"\s,]+)",
+}
+
+
+def _base(generator: str, config: Path) -> str:
+    """The path the generator builds the site for, from its config file ("" at the root)."""
+    if generator not in _BASES:
+        return ""
+    try:
+        text = config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    match = re.search(_BASES[generator], text, re.M | (re.I if generator == "hugo" else 0))
+    path = urlsplit(match.group(1)).path.rstrip("/") if match else ""
+    return path if re.fullmatch(r"(/[A-Za-z0-9._~-]+)*", path) else ""
 
 
 def _title(generator: str, config: Path) -> str:
@@ -123,7 +152,8 @@ def detect(folder: Path) -> list[Project]:
         found.append(Project("hugo", "Hugo", _title("hugo", hugo), hugo.name, "hugo", "public",
                              "the <head> of layouts/_default/baseof.html",
                              ("/css/**", "/js/**", "/images/**", "/favicon.ico")))
-    return found
+    return [replace(project, base=_base(project.generator, folder / project.found))
+            for project in found]
 
 
 def choose(folder: Path, generator: str | None) -> Project:
@@ -168,7 +198,7 @@ def _key(path: Path, algorithm: str) -> tuple[str, bool]:
     return algorithm, True
 
 
-def _handshake(method: str, keys_dir: str, login_alg: str) -> str:
+def _handshake(method: str, keys_dir: str, login_alg: str, url: str) -> str:
     if method == "jwt":
         return f"""\
 handshake:
@@ -176,7 +206,7 @@ handshake:
   jwt:
     # Where readers log in: your app's page that signs the reader's user object as a JWT
     # with {keys_dir}/login.pem and sends the browser to
-    # {PUBLIC_URL}/_gateway/jwt-callback#<token>. Several show a chooser page.
+    # {url}/_gateway/jwt-callback#<token>. Several show a chooser page.
     login_urls:
       - {{name: "Log in", url: "https://app.example.com/docs-login"}}
     public_keys: ["{keys_dir}/login.pub.pem"]     # verify tokens signed with login.pem
@@ -199,7 +229,7 @@ handshake:
   method: oauth
   oauth:
     # Your OpenID provider: its discovery document fills in the endpoints. Register
-    # {PUBLIC_URL}/_gateway/callback as the redirect URI of this client.
+    # {url}/_gateway/callback as the redirect URI of this client.
     issuer: "https://id.example.com"
     client_id: "docs"
     client_secret: null                          # null: a public client (PKCE only)
@@ -222,7 +252,8 @@ def config_text(project: Project, method: str, keys_dir: str, login_alg: str) ->
 
 server:
   listen: "{LISTEN}"
-  public_url: "{PUBLIC_URL}"     # how readers reach the docs; https in production
+  # How readers reach the docs (https in production), with the path the site is built for.
+  public_url: "{project.url}"
 
 upstream:
   # The built site, served by the gateway itself: `{project.build}` writes it.
@@ -230,7 +261,7 @@ upstream:
 
 mode: authenticate                    # every page needs a login unless it is public
 
-{_handshake(method, keys_dir, login_alg)}
+{_handshake(method, keys_dir, login_alg, project.url)}
 session:
   secrets: ["{random_token(48)}"]
 
@@ -259,7 +290,7 @@ def next_steps(project: Project, method: str, keys_dir: str, config: str) -> lis
     if method == "jwt":
         login = (f"Connect your login: the page in handshake.jwt.login_urls signs the "
                  f"reader's user object with {keys_dir}/login.pem and sends the browser to "
-                 f"{PUBLIC_URL}/_gateway/jwt-callback#<token>. Try one now: "
+                 f"{project.url}/_gateway/jwt-callback#<token>. Try one now: "
                  f"`docs-gateway token --key {keys_dir}/login.pem --sub you "
                  f"--host {LISTEN}`.")
     elif method == "shared_session":
@@ -268,9 +299,9 @@ def next_steps(project: Project, method: str, keys_dir: str, config: str) -> lis
                  "cookies to that cookie's name, and login_url to your login page.")
     else:
         login = ("Connect your provider: set handshake.oauth.issuer and client_id, and "
-                 f"register {PUBLIC_URL}/_gateway/callback as the client's redirect URI.")
+                 f"register {project.url}/_gateway/callback as the client's redirect URI.")
     run = (f"Check and start: `docs-gateway check -c {config}`, then "
-           f"`docs-gateway run -c {config}` and open {PUBLIC_URL}/.")
+           f"`docs-gateway run -c {config}` and open {project.url}/.")
     return [build, login, run]
 
 

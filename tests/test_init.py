@@ -26,19 +26,22 @@ PROJECTS: dict[str, dict[str, str]] = {
                "docs/index.md": "# Widget Docs\n\nWelcome to the widget.\n"},
     "docusaurus": {"docusaurus.config.js": "module.exports = {\n  title: 'Widget Docs',\n"
                                            "  url: 'https://docs.example.com',\n"
-                                           "  baseUrl: '/',\n"
+                                           "  baseUrl: '/docs/',\n"
                                            "  presets: [['classic', {docs: {}}]],\n};\n",
                    "package.json": '{"scripts": {"build": "docusaurus build"}}\n',
                    "docs/intro.md": "# Intro\n"},
     "sphinx": {"docs/conf.py": "project = 'Widget Docs'\nextensions = []\n",
                "docs/index.rst": "Widget Docs\n===========\n"},
-    "hugo": {"hugo.toml": "baseURL = 'https://docs.example.com/'\ntitle = 'Widget Docs'\n",
+    "hugo": {"hugo.toml": "baseURL = 'https://example.com/handbook/'\ntitle = 'Widget Docs'\n",
              "content/_index.md": "---\ntitle: Widget Docs\n---\n"},
     "hugo-legacy": {"config.toml": "baseURL = 'https://docs.example.com/'\n",
                     "content/_index.md": "---\ntitle: Widget Docs\n---\n"},
 }
 #: Where each generator writes the built site, and the build command the steps name.
 LABELS = {"mkdocs": "MkDocs", "docusaurus": "Docusaurus", "sphinx": "Sphinx", "hugo": "Hugo"}
+#: The path each project is built for, where the gateway serves it.
+BASES = {"mkdocs": "", "docusaurus": "/docs", "sphinx": "", "hugo": "/handbook",
+         "hugo-legacy": ""}
 BUILDS = {"mkdocs": ("site", "mkdocs build"), "docusaurus": ("build", "npm run build"),
           "sphinx": ("docs/_build/html", "sphinx-build -b html docs docs/_build/html"),
           "hugo": ("public", "hugo"), "hugo-legacy": ("public", "hugo")}
@@ -90,6 +93,8 @@ def test_init_writes_a_config_check_accepts(kind: str, tmp_path: Path,
     assert config.upstream.root == root / output and config.handshake.method == "jwt"
     # The site's own title names the gateway's pages.
     assert config.brand.name == (None if kind == "hugo-legacy" else "Widget Docs")
+    assert config.server.public_url == "http://127.0.0.1:8080" + BASES[kind]
+    assert last.endswith(f"open http://127.0.0.1:8080{BASES[kind]}/.")
 
 
 @pytest.mark.parametrize("method", ["shared_session", "oauth"])
