@@ -114,7 +114,8 @@ async def test_error_pages_carry_the_brand_and_other_clients_get_json(
     assert (await response.json())["error"] == "cross_site"
 
 
-async def test_a_denial_stays_the_sites_own_404(gateway: GatewayFactory, tmp_path: Path) -> None:
+async def test_a_denial_is_the_sites_own_404_or_the_branded_403(
+        gateway: GatewayFactory, tmp_path: Path) -> None:
     site = tmp_path / "site"
     (site / "admin").mkdir(parents=True)
     (site / "index.html").write_text("<!doctype html><title>Home</title>")
@@ -131,6 +132,16 @@ async def test_a_denial_stays_the_sites_own_404(gateway: GatewayFactory, tmp_pat
                         response.headers.get("Content-Security-Policy")))
     assert answers[0] == answers[1]
     assert answers[0][0] == 404 and "SITE-404" in answers[0][1] and "Acme" not in answers[0][1]
+    # With access.denied: forbidden, the denial is the gateway's own page, in the brand.
+    client = await gateway(upstream_url=None, upstream={"root": str(site)}, brand=BRAND,
+                           access={"rules": [{"path": "/admin/**", "groups": ["admin"]}],
+                                   "denied": "forbidden"})
+    cookies = await session_cookies(app_of(client), make_user("bob"))
+    response = await client.get("/admin/", headers={**HTML, "Cookie": "; ".join(
+        f"{k}={v}" for k, v in cookies.items())})
+    body = await response.text()
+    assert response.status == 403 and "<title>Access denied · Acme &lt;Docs&gt; &amp; Co" in body
+    assert "Content-Security-Policy" in response.headers
 
 
 async def test_a_template_folder_replaces_the_pages(gateway: GatewayFactory,
