@@ -12,6 +12,7 @@ that proxy would serve it (``missing_page_for_check``).
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from aiohttp import web
@@ -77,6 +78,19 @@ async def answer_as_missing(request: web.Request) -> web.StreamResponse:
 #: asked about, never sent on to the docs.
 CHECK_HEADERS = frozenset({"x-forwarded-uri", "x-forwarded-method", "x-original-uri",
                            "x-original-url", "x-original-method"})
+#: The header in which Caddy and Traefik name the method the reader used (the check itself
+#: is always a GET).
+METHOD_HEADER = "X-Forwarded-Method"
+_METHOD = re.compile(r"[A-Z]{1,20}")
+
+
+def checked_method(request: web.Request) -> str:
+    """The method to ask the docs with for the reader's request: theirs (an OPTIONS or a
+    POST to a missing page gets the docs' own answer, a 405 where they refuse it), GET for
+    a HEAD (the proxy sends the head of the check's answer, as of a GET) or for anything
+    unreadable."""
+    method = request.headers.get(METHOD_HEADER, "GET").strip().upper()
+    return method if _METHOD.fullmatch(method) and method != "HEAD" else "GET"
 
 
 async def missing_page_for_check(request: web.Request, path: str) -> web.StreamResponse:
@@ -85,10 +99,10 @@ async def missing_page_for_check(request: web.Request, path: str) -> web.StreamR
     for an address that does not exist, so a denied page cannot be told from a missing one.
 
     The docs are asked, as the proxy asks them, for the missing neighbour of ``path``
-    (with the reader's own request headers, ``Accept-Encoding`` as sent); their answer
-    goes back untouched (no page handling: the proxy serves docs pages as they come),
-    with ``Cache-Control: private, no-cache``, as the proxy marks a reader's pages. It is
-    sent here, so it carries no request id and no cookie, as the proxy's own copy of a
+    (with the reader's own method and request headers, ``Accept-Encoding`` as sent); their
+    answer goes back untouched (no page handling: the proxy serves docs pages as they
+    come), with ``Cache-Control: private, no-cache``, as the proxy marks a reader's pages.
+    It is sent here, so it carries no request id and no cookie, as the proxy's own copy of a
     docs page carries none. A site with no missing page (one for every address) gets the
     gateway's plain 404 page.
     """
@@ -109,7 +123,7 @@ async def missing_page_for_check(request: web.Request, path: str) -> web.StreamR
             continue
         sent.add(name, value)
     try:
-        answer = await origin.open(request.clone(method="GET", headers=sent),
+        answer = await origin.open(request.clone(method=checked_method(request), headers=sent),
                                    scope.missing_at(missing_neighbour(gw, path)), extra)
     except NotFound:
         return error_response(request, 404, "not_found", "There is no page here.")

@@ -536,8 +536,9 @@ async def site_behind(kind: str, tmp_path: Path, aiohttp_server: Any,
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
 
-async def ask(stack: Stack, method: str, path: str, headers: dict[str, str]) -> Answer:
-    async with stack.http.request(method, stack.url + path, headers=headers,
+async def ask(stack: Stack, method: str, path: str, headers: dict[str, str],
+              body: bytes | None = None) -> Answer:
+    async with stack.http.request(method, stack.url + path, headers=headers, data=body,
                                   allow_redirects=False) as response:
         body = await response.read()
         kept = sorted((name.lower(), value) for name, value in response.headers.items()
@@ -572,6 +573,17 @@ async def test_a_denied_page_answers_as_a_missing_one(kind: str, tmp_path: Path,
                     assert b"ADMIN-ONLY" not in refused[2] and b"SECRET" not in refused[2]
                     assert forbids_reuse([value for name, value in refused[1]
                                           if name == "cache-control"])
+        # Other methods too (the check itself is always a GET): the docs' own answer for
+        # that method at a missing address (nginx: 405 for OPTIONS, DELETE).
+        for method in ("OPTIONS", "DELETE", "POST"):
+            for denied, missing in PAIRS:
+                headers = {**CLIENTS["browser"], **reader}
+                refused = await ask(stack, method, denied, headers, b"q=1" * 100)
+                absent = await ask(stack, method, missing, headers, b"q=1" * 100)
+                if kind == "traefik":
+                    refused, absent = framed(refused), framed(absent)
+                assert refused == absent, (method, denied, missing)
+                assert b"ADMIN-ONLY" not in refused[2] and b"SECRET" not in refused[2]
         # It is the site's own page, the folder's own where it has one.
         plain = {**CLIENTS["plain"], **reader}
         assert (await ask(stack, "GET", "/admin/keys.html", plain))[2] == LOST.encode()
