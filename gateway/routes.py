@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import re
 from importlib import resources
 from urllib.parse import quote, urlsplit
 
@@ -37,6 +39,8 @@ MISSING_HEADER = "X-Gateway-Missing"
 STORE_PING_TIMEOUT = 1.0
 log = logging.getLogger("gateway")
 CLIENT_JS = resources.files("gateway").joinpath("assets/client.js").read_bytes()
+#: The line of client.js that holds the settings the config gives it.
+CLIENT_SETTINGS = re.compile(rb"var settings = [^\n]*; // gateway:settings")
 
 
 class UntrustedPeer(GatewayError):
@@ -130,9 +134,21 @@ async def jwks(request: web.Request) -> web.StreamResponse:
     return json_response(_gw(request).signer.jwks(), cache="public, max-age=300")
 
 
+@functools.cache
+def client_script(playgrounds: tuple[str, ...]) -> bytes:
+    """client.js with this config's settings written in (the same for every reader)."""
+    settings = json.dumps({"playgrounds": list(playgrounds)}).replace("<", "\\u003c")
+    script, count = CLIENT_SETTINGS.subn(
+        lambda _: f"var settings = {settings}; // gateway:settings".encode(), CLIENT_JS, count=1)
+    if count != 1:
+        raise RuntimeError("client.js has no settings line")
+    return script
+
+
 async def client_js(request: web.Request) -> web.StreamResponse:
     """The client script for client-side docs."""
-    return web.Response(body=CLIENT_JS, content_type="text/javascript", charset="utf-8",
+    body = client_script(_gw(request).config.identity.playgrounds)
+    return web.Response(body=body, content_type="text/javascript", charset="utf-8",
                         headers={"Cache-Control": "public, max-age=300"})
 
 

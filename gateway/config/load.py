@@ -20,6 +20,7 @@ from gateway.config.handshake import handshake_section
 from gateway.config.model import (
     FORWARD_AUTH_HEADERS,
     MIN_SECRET_BYTES,
+    PLAYGROUNDS,
     AccessConfig,
     AssertionConfig,
     Audience,
@@ -281,8 +282,15 @@ def _identity(s: Section, base: Path) -> IdentityConfig:
         if name not in USER_FIELDS:
             problems.add(f"{s.key('expose')}[{index}]",
                          f"unknown field {name!r}" + did_you_mean(name, USER_FIELDS))
+    playgrounds = s.strings("playgrounds", PLAYGROUNDS)
+    for index, name in enumerate(playgrounds):
+        if name not in PLAYGROUNDS:
+            problems.add(f"{s.key('playgrounds')}[{index}]",
+                         f"unknown playground {name!r}" + (did_you_mean(name, PLAYGROUNDS)
+                                                           or f"; known: {', '.join(PLAYGROUNDS)}"))
     config = IdentityConfig(assertion=assertion, headers=headers,
-                            inject_script=s.boolean("inject_script", True), expose=expose)
+                            inject_script=s.boolean("inject_script", True), expose=expose,
+                            playgrounds=tuple(dict.fromkeys(playgrounds)))
     s.finish()
     return config
 

@@ -218,6 +218,10 @@ class AssertionConfig:
     claims: tuple[str, ...] = ("groups", "content")
 
 
+#: The API playgrounds client.js knows how to fill.
+PLAYGROUNDS = ("swagger-ui", "scalar")
+
+
 @dataclass(frozen=True)
 class IdentityConfig:
     """``identity:`` how the visitor is handed to the docs."""
@@ -226,6 +230,9 @@ class IdentityConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     inject_script: bool = True
     expose: tuple[str, ...] = ("expiresAt", "groups", "content", "apiPlaygroundInputs")
+    #: API playgrounds the client script fills from ``apiPlaygroundInputs`` (each only where
+    #: its playground is on the page).
+    playgrounds: tuple[str, ...] = PLAYGROUNDS
 
 
 @dataclass(frozen=True)

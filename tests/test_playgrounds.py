@@ -1,0 +1,374 @@
+"""API playgrounds prefilled for the reader, in a real headless Chromium: Swagger UI 5 and
+Scalar's API reference as the npm registry ships them, behind the gateway, trying a local
+echo API.
+
+The packages are the registry's own tarballs (``npm pack``: the browser bundles need none of
+their build dependencies), unpacked once into the cache folder the other npm-based tests use
+(``DOCS_GATEWAY_TEST_CACHE``, default ``~/.cache/docs-gateway-tests``). Chromium reaches
+nothing but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import subprocess
+import tarfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.user import User
+from tests.helpers import make_config, runner_for, session_cookies
+from tests.test_docusaurus import cache_root, npm
+
+pytestmark = pytest.mark.slow
+
+PACKAGES = {"swagger-ui-dist": "5.36.0", "@scalar/api-reference": "1.76.4"}
+KEY = "k-ada-7f3a9c"
+#: What a page's own markup claims; never used.
+MARKUP_KEY = "k-from-the-markup"
+
+
+def packages() -> dict[str, Path]:
+    """Each package unpacked from its registry tarball, made once per set of versions."""
+    key = hashlib.sha256(json.dumps(PACKAGES, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_root() / f"playgrounds-{key}"
+    unpacked = {name: folder / name.replace("/", "+") for name in PACKAGES}
+    if all((path / "package.json").exists() for path in unpacked.values()):
+        return unpacked
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = [f"{name}@{version}" for name, version in PACKAGES.items()]
+    done = subprocess.run([npm(), "pack", "--silent", *specs], cwd=folder, check=True,
+                          timeout=600, capture_output=True, text=True)
+    for (name, path), tarball in zip(unpacked.items(), done.stdout.split(), strict=True):
+        staging = folder / f".{path.name}"
+        with tarfile.open(folder / tarball) as archive:
+            archive.extractall(staging, filter="data")
+        (staging / "package").rename(path)
+        staging.rmdir()
+        (folder / tarball).unlink()
+    return unpacked
+
+
+def spec(api: str) -> dict[str, Any]:
+    """The API's OpenAPI document: a key in a header, a path and a query parameter, and a
+    server whose port is a variable (a reader could point it anywhere)."""
+    port = api.rsplit(":", 1)[1]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Acme API", "version": "1"},
+        "servers": [{"url": "http://127.0.0.1:{port}/v1",
+                     "variables": {"port": {"default": port}}}],
+        "components": {"securitySchemes": {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}}},
+        "security": [{"ApiKey": []}],
+        "paths": {"/orgs/{org}/projects": {"get": {
+            "operationId": "listProjects", "summary": "List projects",
+            "parameters": [
+                {"name": "org", "in": "path", "required": True, "example": "demo-org",
+                 "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The projects"}}}}},
+    }
+
+
+HEAD = """<!doctype html><html><head><meta charset="utf-8"><title>API</title>
+<link rel="stylesheet" href="/npm/swagger-ui-dist/swagger-ui.css">
+<script>
+window.filled = [];
+document.addEventListener("docs:playground", e => window.filled.push(e.detail.playground));
+</script></head><body>
+<script>
+// The page's own claims about the reader: a playground must never take them.
+const fake = {sub: "mallory", apiPlaygroundInputs: {header: {"X-Api-Key": "MARKUP_KEY"},
+              server: {url: "http://127.0.0.1:9/v1"}}};
+window.docsUser = fake;
+document.dispatchEvent(new CustomEvent("docs:user", {detail: fake}));
+</script>
+""".replace("MARKUP_KEY", MARKUP_KEY)
+SWAGGER = '<script src="/npm/swagger-ui-dist/swagger-ui-bundle.js"></script>\n'
+SCALAR = '<script src="/npm/@scalar/api-reference/dist/browser/standalone.js"></script>\n'
+PAGES = {
+    # Made by an inline script, before the gateway's (deferred) script runs.
+    "/api/swagger/": HEAD + '<div id="swagger"></div>' + SWAGGER + """<script>
+window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger"});
+</script></body></html>""",
+    "/api/scalar/": HEAD + '<div id="scalar"></div>' + SCALAR + """<script>
+Scalar.createApiReference("#scalar", {url: "/openapi.json", withDefaultFonts: false});
+</script></body></html>""",
+    # Made after a client-side navigation, held by nothing global.
+    "/api/": HEAD + '<button id="open">API reference</button><main></main>' + SWAGGER
+    + SCALAR + """<script>
+document.getElementById("open").addEventListener("click", () => {
+  history.pushState({}, "", "/api/reference/");
+  document.querySelector("main").innerHTML =
+    '<div id="late-swagger"></div><div id="late-scalar"></div>';
+  setTimeout(() => {
+    const ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#late-swagger"});
+    Scalar.createApiReference("#late-scalar", {url: "/openapi.json", withDefaultFonts: false});
+  }, 50);
+});
+</script></body></html>""",
+}
+
+
+class Echo:
+    """A local API that records what reaches it, on two ports: the API, and elsewhere."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.answer)
+
+    async def answer(self, request: web.Request) -> web.Response:
+        cors = {"Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
+                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
+                "Access-Control-Allow-Headers":
+                    request.headers.get("Access-Control-Request-Headers", "")}
+        if request.method == "OPTIONS":
+            return web.Response(headers=cors)
+        self.seen.append({"port": request.url.port, "path": request.path_qs,
+                          "headers": {k.lower(): v for k, v in request.headers.items()},
+                          "cookies": dict(request.cookies)})
+        return web.json_response({"projects": []}, headers=cors)
+
+    async def wait(self, count: int) -> list[dict[str, Any]]:
+        """The requests once there are ``count`` of them."""
+        deadline = time.monotonic() + 15
+        while len(self.seen) < count:
+            assert time.monotonic() < deadline, f"the API saw {self.seen}, not {count} requests"
+            await asyncio.sleep(0.05)
+        return self.seen
+
+
+class Site:
+    """The gateway in front of the docs, and the API the docs describe."""
+
+    def __init__(self, base: str, app: web.Application, api: str, elsewhere: str,
+                 echo: Echo) -> None:
+        self.base, self.app, self.api, self.elsewhere, self.echo = base, app, api, elsewhere, echo
+
+    def reader(self) -> User:
+        return User(sub="ada", expires_at=time.time() + 3600, content={"firstName": "Ada"},
+                    api_playground_inputs={
+                        "header": {"X-Api-Key": KEY}, "path": {"org": "acme"},
+                        "query": {"limit": "7"}, "server": {"url": self.api + "/reader"}})
+
+
+Start = Callable[..., Awaitable[Site]]
+
+
+def bound() -> tuple[socket.socket, str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    folders = packages()
+    runners: list[web.BaseRunner] = []
+
+    async def serve(app: web.Application) -> str:
+        sock, url = bound()
+        runner = runner_for(app)
+        await runner.setup()
+        runners.append(runner)
+        await web.SockSite(runner, sock).start()
+        return url
+
+    async def run(**identity: Any) -> Site:
+        echo = Echo()
+        api, elsewhere = await serve(echo.app), await serve(echo.app)
+        document = json.dumps(spec(api))
+
+        async def page(request: web.Request) -> web.Response:
+            text = PAGES.get(request.path)
+            if text is None:
+                raise web.HTTPNotFound()
+            return web.Response(text=text, content_type="text/html")
+
+        async def openapi(request: web.Request) -> web.Response:
+            return web.Response(text=document, content_type="application/json")
+
+        docs = web.Application()
+        docs.router.add_get("/openapi.json", openapi)
+        for name, folder in folders.items():
+            docs.router.add_static(f"/npm/{name}", folder)
+        docs.router.add_get("/{tail:.*}", page)
+        upstream = await serve(docs)
+        sock, base = bound()
+        config = make_config(upstream, server={"listen": "127.0.0.1:0", "public_url": base},
+                             access={"public": ["/**"]}, identity=identity)
+        app = await build_app(config)
+        runner = runner_for(app)
+        await runner.setup()
+        runners.append(runner)
+        await web.SockSite(runner, sock).start()
+        return Site(base, app, api, elsewhere, echo)
+
+    yield run
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+async def open_page(browser: Any, site: Site, path: str, user: User | None) -> Any:
+    """A page in a fresh context that reaches nothing but 127.0.0.1."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+
+    async def local_only(route: Any) -> None:
+        if route.request.url.startswith("http://127.0.0.1:"):
+            await route.continue_()
+        else:
+            await route.abort()
+
+    await context.route("**/*", local_only)
+    if user is not None:
+        cookies = await session_cookies(site.app, user)
+        await context.add_cookies([{"name": name, "value": value, "url": site.base}
+                                   for name, value in cookies.items()])
+    page = await context.new_page()
+    await page.goto(site.base + path)
+    return page
+
+
+async def swagger_execute(page: Any, within: str = "") -> None:
+    """Open the operation, press "Try it out", then "Execute"."""
+    operation = page.locator(f"{within} #operations-default-listProjects")
+    await operation.locator(".opblock-summary").click()
+    await operation.locator("button.try-out__btn").click()
+    await operation.locator("button.execute").click()
+
+
+async def scalar_send(page: Any) -> str:
+    """Open the operation's "Test Request" client and press Send; the button's label."""
+    await page.get_by_role("button", name="Test Request").first.click()
+    send = page.locator("button", has_text="Send get request").locator("visible=true").first
+    label = str(await send.inner_text())
+    await send.click()
+    return label
+
+
+def carried(request: dict[str, Any]) -> list[str]:
+    """The reader's or the markup's key anywhere in a request."""
+    text = json.dumps(request)
+    return [key for key in (KEY, MARKUP_KEY) if key in text]
+
+
+async def test_swagger_ui_sends_the_readers_key_to_the_readers_server_only(
+        start: Start, browser: Any) -> None:
+    site = await start()
+    page = await open_page(browser, site, "/api/swagger/", site.reader())
+    reader_server = site.api + "/reader"
+    await page.wait_for_function(
+        """server => window.ui.oas3Selectors.selectedServer() === server
+                     && window.ui.authSelectors.authorized().size > 0""", arg=reader_server)
+    assert await page.evaluate("window.filled") == ["swagger-ui"]
+    # "Try it" is authorised, its parameters hold the reader's values.
+    await swagger_execute(page)
+    first = (await site.echo.wait(1))[0]
+    assert first["port"] == int(site.api.rsplit(":", 1)[1])
+    assert first["path"] == "/reader/orgs/acme/projects?limit=7"
+    assert first["headers"]["x-api-key"] == KEY
+
+    # The document's own server is one of the reader's destinations too.
+    servers = page.locator(".servers select")
+    await servers.select_option("http://127.0.0.1:{port}/v1")
+    await page.locator("button.execute").click()
+    second = (await site.echo.wait(2))[1]
+    assert second["path"] == "/v1/orgs/acme/projects?limit=7"
+    assert second["headers"]["x-api-key"] == KEY
+
+    # Pointed elsewhere (a server variable the reader edits), it goes without the values.
+    port = page.locator(".servers input[type=text]")
+    await port.fill(site.elsewhere.rsplit(":", 1)[1])
+    await page.locator("button.execute").click()
+    third = (await site.echo.wait(3))[2]
+    assert third["port"] == int(site.elsewhere.rsplit(":", 1)[1])
+    assert third["path"] == "/v1/orgs/acme/projects"
+    assert carried(third) == [] and "x-api-key" not in third["headers"]
+
+    # Whatever sends it, fetch or XMLHttpRequest, the key does not leave for elsewhere.
+    await page.evaluate("""([url, key]) => {
+      const headers = {"X-Api-Key": key, "Authorization": "Bearer " + key};
+      fetch(url + "/fetch?api_key=" + key, {headers});
+      const xhr = new XMLHttpRequest();
+      xhr.open("GET", url + "/xhr?api_key=" + key);
+      xhr.setRequestHeader("X-Api-Key", key);
+      xhr.send();
+    }""", [site.elsewhere, KEY])
+    rest = (await site.echo.wait(5))[3:]
+    assert sorted(r["path"].split("?")[0] for r in rest) == ["/fetch", "/xhr"]
+    assert all(carried(r) == [] for r in rest), rest
+
+
+async def test_scalar_sends_the_readers_key_to_the_readers_server(
+        start: Start, browser: Any) -> None:
+    site = await start()
+    page = await open_page(browser, site, "/api/scalar/", site.reader())
+    await page.wait_for_function("window.filled.includes('scalar')")
+    label = await scalar_send(page)
+    assert site.api + "/reader/orgs/" in label
+    request = (await site.echo.wait(1))[0]
+    assert request["path"] == "/reader/orgs/acme/projects?limit=7"
+    assert request["headers"]["x-api-key"] == KEY
+
+
+async def test_an_anonymous_reader_gets_nothing_whatever_the_markup_says(
+        start: Start, browser: Any) -> None:
+    site = await start()
+    page = await open_page(browser, site, "/api/swagger/", None)
+    assert await page.evaluate("window.docsGateway.ready") is None
+    await page.wait_for_function("window.ui.specSelectors.specJson().size > 0")
+    await swagger_execute(page)
+    swagger = (await site.echo.wait(1))[0]
+    assert swagger["path"] == "/v1/orgs/demo-org/projects"
+    assert carried(swagger) == [] and "x-api-key" not in swagger["headers"]
+
+    await page.goto(site.base + "/api/scalar/")
+    assert await page.evaluate("window.docsGateway.ready") is None
+    label = await scalar_send(page)
+    assert "/v1/orgs/" in label and "/reader" not in label
+    scalar = (await site.echo.wait(2))[1]
+    assert scalar["path"] == "/v1/orgs/demo-org/projects"
+    # Scalar sends the scheme's header empty.
+    assert carried(scalar) == [] and scalar["headers"].get("x-api-key", "") == ""
+    assert await page.evaluate("window.filled") == []
+
+
+async def test_playgrounds_made_after_a_client_side_navigation_are_filled(
+        start: Start, browser: Any) -> None:
+    site = await start()
+    page = await open_page(browser, site, "/api/", site.reader())
+    await page.evaluate("window.docsGateway.ready")
+    await page.click("#open")
+    await page.wait_for_function("window.filled.length === 2")
+    assert sorted(await page.evaluate("window.filled")) == ["scalar", "swagger-ui"]
+    await swagger_execute(page, "#late-swagger")
+    swagger = (await site.echo.wait(1))[0]
+    assert swagger["path"] == "/reader/orgs/acme/projects?limit=7"
+    assert swagger["headers"]["x-api-key"] == KEY
+    await scalar_send(page)
+    scalar = (await site.echo.wait(2))[1]
+    assert scalar["path"] == "/reader/orgs/acme/projects?limit=7"
+    assert scalar["headers"]["x-api-key"] == KEY
+
+
+async def test_only_the_configured_playgrounds_are_filled(start: Start, browser: Any) -> None:
+    site = await start(playgrounds=["scalar"])
+    page = await open_page(browser, site, "/api/swagger/", site.reader())
+    assert (await page.evaluate("window.docsGateway.ready"))["sub"] == "ada"
+    await page.wait_for_function("window.ui.specSelectors.specJson().size > 0")
+    await swagger_execute(page)
+    request = (await site.echo.wait(1))[0]
+    assert request["path"] == "/v1/orgs/demo-org/projects"
+    assert carried(request) == []
+    assert await page.evaluate("window.filled") == []
