@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import socket
 import subprocess
 import tarfile
@@ -22,14 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from gateway.app import build_app
 from gateway.user import User
-from tests.helpers import make_config, runner_for, session_cookies
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, make_config, runner_for, session_cookies
 from tests.test_docusaurus import cache_root, npm
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+# One event loop, and one Chromium, for the module.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 PACKAGES = {"swagger-ui-dist": "5.36.0", "@scalar/api-reference": "1.76.4"}
 KEY = "k-ada-7f3a9c"
@@ -80,8 +85,18 @@ def spec(api: str) -> dict[str, Any]:
     }
 
 
+CDN = "https://cdn.jsdelivr.net/npm/"
+
+
+def readme_pages() -> tuple[str, str]:
+    """The README's Swagger UI and Scalar pages, as it gives them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n### API playgrounds\n", 1)[1].split("\n### ", 1)[0]
+    swagger, scalar = re.findall(r"```html\n(.*?)```", section, re.S)
+    return swagger, scalar
+
+
 HEAD = """<!doctype html><html><head><meta charset="utf-8"><title>API</title>
-<link rel="stylesheet" href="/npm/swagger-ui-dist/swagger-ui.css">
 <script>
 window.filled = [];
 document.addEventListener("docs:playground", e => window.filled.push(e.detail.playground));
@@ -94,30 +109,44 @@ window.docsUser = fake;
 document.dispatchEvent(new CustomEvent("docs:user", {detail: fake}));
 </script>
 """.replace("MARKUP_KEY", MARKUP_KEY)
-SWAGGER = '<script src="/npm/swagger-ui-dist/swagger-ui-bundle.js"></script>\n'
-SCALAR = '<script src="/npm/@scalar/api-reference/dist/browser/standalone.js"></script>\n'
+README_SWAGGER, README_SCALAR = readme_pages()
 PAGES = {
-    # Made by an inline script, before the gateway's (deferred) script runs.
-    "/api/swagger/": HEAD + '<div id="swagger"></div>' + SWAGGER + """<script>
-window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger"});
-</script></body></html>""",
-    "/api/scalar/": HEAD + '<div id="scalar"></div>' + SCALAR + """<script>
-Scalar.createApiReference("#scalar", {url: "/openapi.json", withDefaultFonts: false});
-</script></body></html>""",
+    # The README's pages: each playground made by an inline script, before the gateway's
+    # (deferred) script runs.
+    "/api/swagger/": HEAD + README_SWAGGER + "</body></html>",
+    "/api/scalar/": HEAD + README_SCALAR + "</body></html>",
     # Made after a client-side navigation, held by nothing global.
-    "/api/": HEAD + '<button id="open">API reference</button><main></main>' + SWAGGER
-    + SCALAR + """<script>
+    "/api/": HEAD + f"""<link rel="stylesheet" href="{CDN}swagger-ui-dist@5/swagger-ui.css">
+<button id="open">API reference</button><main></main>
+<script src="{CDN}swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script src="{CDN}@scalar/api-reference"></script>
+""" + """<script>
 document.getElementById("open").addEventListener("click", () => {
   history.pushState({}, "", "/api/reference/");
   document.querySelector("main").innerHTML =
     '<div id="late-swagger"></div><div id="late-scalar"></div>';
   setTimeout(() => {
     const ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#late-swagger"});
-    Scalar.createApiReference("#late-scalar", {url: "/openapi.json", withDefaultFonts: false});
+    Scalar.createApiReference("#late-scalar", {url: "/openapi.json"});
   }, 50);
 });
 </script></body></html>""",
 }
+
+
+def cdn_file(url: str, folders: dict[str, Path]) -> Path | None:
+    """The package file a jsDelivr address names ("<name>[@<version>][/<file>]")."""
+    rest = url.removeprefix(CDN).split("?", 1)[0]
+    for name, folder in folders.items():
+        if rest != name and not rest.startswith((name + "@", name + "/")):
+            continue
+        tail = rest[len(name):]
+        tail = tail.partition("/")[2] if tail.startswith("@") else tail.lstrip("/")
+        if not tail:
+            tail = json.loads((folder / "package.json").read_text())["browser"]
+        found = (folder / tail).resolve()
+        return found if found.is_file() and found.is_relative_to(folder.resolve()) else None
+    return None
 
 
 class Echo:
@@ -153,8 +182,10 @@ class Site:
     """The gateway in front of the docs, and the API the docs describe."""
 
     def __init__(self, base: str, app: web.Application, api: str, elsewhere: str,
-                 echo: Echo) -> None:
+                 echo: Echo, packages: dict[str, Path]) -> None:
         self.base, self.app, self.api, self.elsewhere, self.echo = base, app, api, elsewhere, echo
+        self.packages = packages
+        self.contexts: list[Any] = []
 
     def reader(self) -> User:
         return User(sub="ada", expires_at=time.time() + 3600, content={"firstName": "Ada"},
@@ -172,10 +203,27 @@ def bound() -> tuple[socket.socket, str]:
     return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium for the module's tests (each opens its own context)."""
+    from playwright.async_api import async_playwright
+
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                    args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def start() -> AsyncIterator[Start]:
     folders = packages()
     runners: list[web.BaseRunner] = []
+    sites: list[Site] = []
 
     async def serve(app: web.Application) -> str:
         sock, url = bound()
@@ -194,15 +242,21 @@ async def start() -> AsyncIterator[Start]:
             text = PAGES.get(request.path)
             if text is None:
                 raise web.HTTPNotFound()
-            return web.Response(text=text, content_type="text/html")
+            # jsDelivr's files from the packages, through the gateway, at a local speed.
+            return web.Response(text=text.replace(CDN, "/cdn/"), content_type="text/html")
 
         async def openapi(request: web.Request) -> web.Response:
             return web.Response(text=document, content_type="application/json")
 
         docs = web.Application()
+        async def package_file(request: web.Request) -> web.StreamResponse:
+            found = cdn_file(CDN + request.match_info["tail"], folders)
+            if found is None:
+                raise web.HTTPNotFound()
+            return web.FileResponse(found, headers={"Content-Type": content_type(found)})
+
         docs.router.add_get("/openapi.json", openapi)
-        for name, folder in folders.items():
-            docs.router.add_static(f"/npm/{name}", folder)
+        docs.router.add_get("/cdn/{tail:.*}", package_file)
         docs.router.add_get("/{tail:.*}", page)
         upstream = await serve(docs)
         sock, base = bound()
@@ -213,24 +267,44 @@ async def start() -> AsyncIterator[Start]:
         await runner.setup()
         runners.append(runner)
         await web.SockSite(runner, sock).start()
-        return Site(base, app, api, elsewhere, echo)
+        sites.append(Site(base, app, api, elsewhere, echo, folders))
+        return sites[-1]
 
     yield run
+    for site in sites:
+        for context in site.contexts:
+            await context.close()
     for runner in reversed(runners):
         await runner.cleanup()
 
 
-async def open_page(browser: Any, site: Site, path: str, user: User | None) -> Any:
-    """A page in a fresh context that reaches nothing but 127.0.0.1."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+def content_type(path: Path) -> str:
+    return ("text/css" if path.suffix == ".css" else "text/javascript") + "; charset=utf-8"
+
+
+async def offline(context: Any, folders: dict[str, Path]) -> None:
+    """Answer jsDelivr from the packages, 127.0.0.1 as it is, and nothing else."""
 
     async def local_only(route: Any) -> None:
-        if route.request.url.startswith("http://127.0.0.1:"):
+        url = route.request.url
+        found = cdn_file(url, folders) if url.startswith(CDN) else None
+        if found is not None:
+            await route.fulfill(path=str(found), content_type=content_type(found),
+                                headers={"Access-Control-Allow-Origin": "*"})
+        elif url.startswith("http://127.0.0.1:"):
             await route.continue_()
         else:
             await route.abort()
 
     await context.route("**/*", local_only)
+
+
+async def open_page(browser: Any, site: Site, path: str, user: User | None) -> Any:
+    """A page in a fresh context that reaches nothing but 127.0.0.1 (the CDN's files come
+    from the installed packages)."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    site.contexts.append(context)
+    await offline(context, site.packages)
     if user is not None:
         cookies = await session_cookies(site.app, user)
         await context.add_cookies([{"name": name, "value": value, "url": site.base}

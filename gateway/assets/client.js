@@ -265,8 +265,14 @@
     }
 
     // ---- The guard: a request to anywhere else leaves without the reader's values. ----
+    // A value that is one of the reader's, or holds a long one ("Bearer <key>"); a short value
+    // ("7") only as itself, so unrelated requests keep their ordinary values.
     function carries(value) {
-      return typeof value === "string" && secrets.some(function (secret) { return value.indexOf(secret) >= 0; });
+      if (typeof value !== "string") return false;
+      var bare = value.replace(/^\S+\s+/, "");
+      return secrets.some(function (secret) {
+        return value === secret || bare === secret || (secret.length >= 8 && value.indexOf(secret) >= 0);
+      });
     }
     function stripped(url) {
       var parsed = absolute(url);
@@ -286,11 +292,11 @@
       if (typeof send === "function") {
         window.fetch = function (input, init) {
           var request;
-          try { request = new Request(input, init); } catch (e) { return send.apply(this, arguments); }
-          if (permitted(request.url)) return send.apply(this, arguments);
+          try { request = new Request(input, init); } catch (e) { return send.apply(window, arguments); }
+          if (permitted(request.url)) return send.apply(window, arguments);
           var headers = new Headers(request.headers), url = stripped(request.url), dropped = [];
           headers.forEach(function (value, name) { if (carries(value)) dropped.push(name); });
-          if (!dropped.length && url === request.url) return send.apply(this, arguments);
+          if (!dropped.length && url === request.url) return send.apply(window, arguments);
           dropped.forEach(function (name) { headers["delete"](name); });
           var bodiless = request.method === "GET" || request.method === "HEAD";
           return (bodiless ? Promise.resolve(undefined) : request.arrayBuffer()).then(function (body) {
@@ -350,7 +356,7 @@
     function findSwagger() {
       swagger(window.ui);
       // `const ui = SwaggerUIBundle(...)` at the top of a classic script is global without being window.ui.
-      try { swagger(ui); } catch (e) { /* no such global */ }  // eslint-disable-line no-undef
+      try { swagger(ui); } catch (e) { /* no such global */ }
     }
     function swagger(system) {
       if (!isSwagger(system) || systems.indexOf(system) >= 0) return;
@@ -506,7 +512,7 @@
 
     return {
       start: function (user) {
-        if (!user || inputs) return;
+        if (!user || inputs || !enabled.length) return;
         var own = read(user.apiPlaygroundInputs);
         var values = [own.header, own.query, own.cookie].reduce(function (all, map) {
           return all.concat(Object.keys(map).map(function (key) { return map[key]; }));
@@ -515,7 +521,6 @@
         if (token && /^\S+\s+\S/.test(token)) values.push(token.replace(/^\S+\s+/, ""));
         secrets = values.filter(function (value) { return value.length > 0; });
         if (!secrets.length && !own.url && !Object.keys(own.path).length && !Object.keys(own.variables).length) return;
-        if (!enabled.length) return;
         inputs = own;
         if (inputs.url) allow(inputs.url);
         guard();
