@@ -112,11 +112,22 @@ async def test_demo_logins_gate_the_sample_docs(demo: Demo,
     status, me = await user_json(client, demo)
     assert status == 200 and me["groups"] == ["reader"]
     assert me["content"]["firstName"] == "Grace"
-    assert me["apiPlaygroundInputs"]["header"] == {"Authorization": "Bearer demo-key-grace"}
+    assert me["apiPlaygroundInputs"] == {"header": {"Authorization": "Bearer demo-key-grace"},
+                                         "server": {"url": demo.login_url + "/api/v1"}}
+    # The demo API the API page's playground tries: the key's owner, and only the docs may
+    # call it from a browser.
+    projects = demo.login_url + "/api/v1/projects"
+    async with client.get(projects, headers={"Authorization": "Bearer demo-key-grace",
+                                             "Origin": demo.url}) as answer:
+        assert answer.status == 200 and (await answer.json())["owner"] == "grace"
+        assert answer.headers["Access-Control-Allow-Origin"] == demo.url
+    async with client.get(projects, headers={"Authorization": "Bearer demo-key-nobody",
+                                             "Origin": "http://elsewhere.test"}) as answer:
+        assert answer.status == 401 and "Access-Control-Allow-Origin" not in answer.headers
     status, _, _ = await fetch(client, demo.url + "/admin/")
     assert status == 404
     status, _, body = await fetch(client, demo.url + "/api/")
-    assert status == 200 and 'id="api-key"' in body
+    assert status == 200 and 'id="swagger-ui"' in body
 
     status, url, body = await browse(client, demo.url + "/_gateway/logout", method="POST")
     assert (status, url) == (200, demo.url + "/")

@@ -27,6 +27,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from gateway.app import build_app
+from gateway.demo import start_demo
+from gateway.demo.api import API_PATH
 from gateway.user import User
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, make_config, runner_for, session_cookies
 from tests.test_docusaurus import cache_root, npm
@@ -314,9 +316,10 @@ async def open_page(browser: Any, site: Site, path: str, user: User | None) -> A
     return page
 
 
-async def swagger_execute(page: Any, within: str = "") -> None:
+async def swagger_execute(page: Any, within: str = "",
+                          operation_id: str = "operations-default-listProjects") -> None:
     """Open the operation, press "Try it out", then "Execute"."""
-    operation = page.locator(f"{within} #operations-default-listProjects")
+    operation = page.locator(f"{within} #{operation_id}")
     await operation.locator(".opblock-summary").click()
     await operation.locator("button.try-out__btn").click()
     await operation.locator("button.execute").click()
@@ -446,3 +449,27 @@ async def test_only_the_configured_playgrounds_are_filled(start: Start, browser:
     assert request["path"] == "/v1/orgs/demo-org/projects"
     assert carried(request) == []
     assert await page.evaluate("window.filled") == []
+
+
+async def test_the_demo_api_page_tries_the_demo_api_with_the_readers_key(browser: Any) -> None:
+    running = await start_demo(0, "jwt")
+    try:
+        context = await browser.new_context(viewport={"width": 1400, "height": 900})
+        # Swagger UI's files as jsDelivr serves them (checked against the page's hashes).
+        await offline(context, packages())
+        page = await context.new_page()
+        await page.goto(running.url + "/api/")
+        await page.click("text=Log in as grace")
+        await page.wait_for_url(running.url + "/api/")
+        await page.wait_for_function(
+            """server => window.ui.oas3Selectors.selectedServer() === server
+                         && window.ui.authSelectors.authorized().size > 0""",
+            arg=running.login_url + API_PATH)
+        await swagger_execute(page, operation_id="operations-projects-listProjects")
+        answer = page.locator(".live-responses-table .response-col_description",
+                              has_text="flow-matic")
+        await answer.wait_for()
+        assert '"owner": "grace"' in await answer.inner_text()
+        await context.close()
+    finally:
+        await running.stop()

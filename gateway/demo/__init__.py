@@ -30,6 +30,7 @@ from gateway import keys
 from gateway.config.load import build_config
 from gateway.config.model import Config, LoggingConfig
 from gateway.crypto import random_token
+from gateway.demo.api import API_PATH, Api
 from gateway.demo.dashboard import COOKIE, INFO_API_PATH, Dashboard
 from gateway.logs import AccessLogger, setup_logging
 
@@ -95,25 +96,36 @@ async def start_demo(port: int = 8080, method: str = "jwt") -> Demo:
 
 
 async def _start_login_side(demo: Demo, sock: socket.socket, tmp: Path) -> dict[str, Any]:
-    """Start where readers log in; return the handshake section that points at it."""
+    """Start where readers log in, with the demo API beside it; return the handshake section
+    that points at it."""
     login_url = demo.login_url
+    api_url = login_url + API_PATH
     if demo.method == "oauth":
         from gateway.demo.idp import CLIENT_ID, SCOPES, DemoProvider
 
-        provider = DemoProvider(login_url, f"{demo.url}{ROUTE_BASE}/callback", demo.url + "/")
-        await _serve(demo, provider.app(), sock)
+        provider = DemoProvider(login_url, f"{demo.url}{ROUTE_BASE}/callback", demo.url + "/",
+                                api_url)
+        await _serve(demo, _with_api(provider.app(), demo), sock)
         return {"issuer": login_url, "client_id": CLIENT_ID, "scopes": list(SCOPES),
                 "info_api_url": f"{login_url}/userinfo"}
     if demo.method == "jwt":
         login_key = Ed25519PrivateKey.generate()
         _, public = keys.write_key_files(login_key, tmp / "login")
-        await _serve(demo, Dashboard("jwt", demo.url, ROUTE_BASE, login_key).app(), sock)
+        dashboard = Dashboard("jwt", demo.url, ROUTE_BASE, login_key, api_url)
+        await _serve(demo, _with_api(dashboard.app(), demo), sock)
         return {"login_urls": [{"name": "Demo dashboard", "url": f"{login_url}/login"}],
                 "public_keys": [str(public)], "algorithms": ["EdDSA"]}
-    await _serve(demo, Dashboard("shared_session", demo.url, ROUTE_BASE).app(), sock)
+    dashboard = Dashboard("shared_session", demo.url, ROUTE_BASE, api_url=api_url)
+    await _serve(demo, _with_api(dashboard.app(), demo), sock)
     return {"info_api_url": login_url + INFO_API_PATH, "cookies": [COOKIE],
             "login_url": f"{login_url}/login", "cache_ttl": "5s",
             "logout_url": f"{login_url}/logout?{urlencode({'redirect': demo.url + '/'})}"}
+
+
+def _with_api(app: web.Application, demo: Demo) -> web.Application:
+    """``app`` answering the demo API too (for the docs' API playground)."""
+    Api(demo.url).add_to(app)
+    return app
 
 
 async def _start_gateway(demo: Demo, config: Config, sock: socket.socket) -> None:
@@ -209,8 +221,8 @@ def instructions(demo: Demo) -> str:
     return "\n".join([
         f"docs-gateway demo ({demo.method} login) is running: open {demo.url}/",
         f"  Log in as ada (admin) or grace (reader) {where} ({demo.login_url}).",
-        "  Then open /guide/ (greets you by name), /api/ (your API key prefilled)",
-        "  and /admin/ (ada only: grace gets a 404).",
+        "  Then open /guide/ (greets you by name), /api/ (Swagger UI with your own key and",
+        "  server: try the demo API) and /admin/ (ada only: grace gets a 404).",
         "  Log out with the button at the top of any page. Ctrl-C stops the demo.",
     ])
 

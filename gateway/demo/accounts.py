@@ -18,9 +18,13 @@ class Account:
     role: str
     user: Mapping[str, Any] = field(repr=False)
 
-    def user_object(self) -> dict[str, Any]:
-        """A fresh copy of the user object (callers add claims to it)."""
-        return copy.deepcopy(dict(self.user))
+    def user_object(self, api_url: str | None = None) -> dict[str, Any]:
+        """A fresh copy of the user object (callers add claims to it); ``api_url`` is the
+        reader's API server, for the docs' API playground."""
+        user = copy.deepcopy(dict(self.user))
+        if api_url is not None:
+            user["apiPlaygroundInputs"]["server"] = {"url": api_url}
+        return user
 
 
 ACCOUNTS: dict[str, Account] = {

@@ -31,10 +31,12 @@ class Dashboard:
     """The dashboard app; ``method`` is ``jwt`` or ``shared_session``."""
 
     def __init__(self, method: str, gateway_url: str, route_base: str,
-                 signing_key: Ed25519PrivateKey | None = None) -> None:
+                 signing_key: Ed25519PrivateKey | None = None,
+                 api_url: str | None = None) -> None:
         if method == "jwt" and signing_key is None:
             raise ValueError("the jwt method needs a signing key")
         self.method = method
+        self.api_url = api_url
         self.gateway_url = gateway_url.rstrip("/")
         self.route_base = route_base
         self._key = signing_key
@@ -115,13 +117,14 @@ class Dashboard:
         account = self.current(request)
         if account is None:
             return web.json_response({"error": "unauthenticated"}, status=401)
-        return web.json_response(account.user_object(), headers={"Cache-Control": "no-store"})
+        return web.json_response(account.user_object(self.api_url),
+                                 headers={"Cache-Control": "no-store"})
 
     def sign(self, account: Account, now: float | None = None) -> str:
         """A login token: the user object plus ``iat``, ``exp`` and the docs ``host``."""
         assert self._key is not None
         issued = int(time.time() if now is None else now)
-        payload = {**account.user_object(), "iat": issued, "exp": issued + TOKEN_TTL,
+        payload = {**account.user_object(self.api_url), "iat": issued, "exp": issued + TOKEN_TTL,
                    "host": urlsplit(self.gateway_url).netloc}
         return jwt.encode(payload, self._key, algorithm="EdDSA",
                           headers={"kid": kid_of(self._key)})

@@ -264,8 +264,10 @@ class Server(AiohttpServer):
 class DemoProvider:
     """The provider: its key, its one client, what it issued, and its aiohttp app."""
 
-    def __init__(self, issuer: str, redirect_uri: str, post_logout_redirect_uri: str) -> None:
+    def __init__(self, issuer: str, redirect_uri: str, post_logout_redirect_uri: str,
+                 api_url: str | None = None) -> None:
         self.issuer = issuer.rstrip("/")
+        self.api_url = api_url
         self.key = RSAKey.generate_key(2048, parameters={"alg": ALGORITHM, "use": "sig"})
         self.kid = self.key.thumbprint()
         self.client = Client(CLIENT_ID, redirect_uri, post_logout_redirect_uri)
@@ -366,7 +368,7 @@ class DemoProvider:
         except OAuth2Error as error:
             status, body, headers = error()
             return Reply(status, body, list(headers)).response()
-        return web.json_response(token.account.user_object(),
+        return web.json_response(token.account.user_object(self.api_url),
                                  headers={"Cache-Control": "no-store"})
 
     async def logout(self, request: web.Request) -> web.Response:
