@@ -11,6 +11,7 @@ nothing but 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import re
@@ -40,6 +41,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 PACKAGES = {"swagger-ui-dist": "5.36.0", "@scalar/api-reference": "1.76.4"}
 KEY = "k-ada-7f3a9c"
+TOKEN = "tok-ada-51be0d"
+QUERY_KEY = "q-ada-93c1e7"
+COOKIE_KEY = "c-ada-0d4f2b"
 #: What a page's own markup claims; never used.
 MARKUP_KEY = "k-from-the-markup"
 
@@ -65,6 +69,15 @@ def packages() -> dict[str, Path]:
     return unpacked
 
 
+SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+    "QueryKey": {"type": "apiKey", "in": "query", "name": "api_key"},
+    "CookieKey": {"type": "apiKey", "in": "cookie", "name": "session_key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+    "Basic": {"type": "http", "scheme": "basic"},
+}
+
+
 def spec(api: str) -> dict[str, Any]:
     """The API's OpenAPI document: a key in a header, a path and a query parameter, and a
     server whose port is a variable (a reader could point it anywhere)."""
@@ -74,8 +87,7 @@ def spec(api: str) -> dict[str, Any]:
         "info": {"title": "Acme API", "version": "1"},
         "servers": [{"url": "http://127.0.0.1:{port}/v1",
                      "variables": {"port": {"default": port}}}],
-        "components": {"securitySchemes": {
-            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}}},
+        "components": {"securitySchemes": SCHEMES},
         "security": [{"ApiKey": []}],
         "paths": {"/orgs/{org}/projects": {"get": {
             "operationId": "listProjects", "summary": "List projects",
@@ -189,11 +201,14 @@ class Site:
         self.packages = packages
         self.contexts: list[Any] = []
 
-    def reader(self) -> User:
+    def reader(self, **inputs: Any) -> User:
+        """Ada, with a key for each kind of scheme but basic, and her own server."""
         return User(sub="ada", expires_at=time.time() + 3600, content={"firstName": "Ada"},
-                    api_playground_inputs={
-                        "header": {"X-Api-Key": KEY}, "path": {"org": "acme"},
-                        "query": {"limit": "7"}, "server": {"url": self.api + "/reader"}})
+                    api_playground_inputs=inputs or {
+                        "header": {"x-api-key": KEY, "Authorization": f"Bearer {TOKEN}"},
+                        "query": {"limit": "7", "api_key": QUERY_KEY},
+                        "cookie": {"session_key": COOKIE_KEY}, "path": {"org": "acme"},
+                        "server": {"url": self.api + "/reader"}})
 
 
 Start = Callable[..., Awaitable[Site]]
@@ -337,7 +352,7 @@ async def scalar_send(page: Any) -> str:
 def carried(request: dict[str, Any]) -> list[str]:
     """The reader's or the markup's key anywhere in a request."""
     text = json.dumps(request)
-    return [key for key in (KEY, MARKUP_KEY) if key in text]
+    return [key for key in (KEY, TOKEN, QUERY_KEY, MARKUP_KEY) if key in text]
 
 
 async def test_swagger_ui_sends_the_readers_key_to_the_readers_server_only(
@@ -349,6 +364,10 @@ async def test_swagger_ui_sends_the_readers_key_to_the_readers_server_only(
         """server => window.ui.oas3Selectors.selectedServer() === server
                      && window.ui.authSelectors.authorized().size > 0""", arg=reader_server)
     assert await page.evaluate("window.filled") == ["swagger-ui"]
+    # Each scheme the reader has a value for, by its kind; the header's name in any case.
+    authorized = await page.evaluate("window.ui.authSelectors.authorized().toJS()")
+    assert {name: auth["value"] for name, auth in authorized.items()} == {
+        "ApiKey": KEY, "QueryKey": QUERY_KEY, "CookieKey": COOKIE_KEY, "Bearer": TOKEN}
     # "Try it" is authorised, its parameters hold the reader's values.
     await swagger_execute(page)
     first = (await site.echo.wait(1))[0]
@@ -386,6 +405,15 @@ async def test_swagger_ui_sends_the_readers_key_to_the_readers_server_only(
     assert sorted(r["path"].split("?")[0] for r in rest) == ["/fetch", "/xhr"]
     assert all(carried(r) == [] for r in rest), rest
 
+    # A reader whose Authorization header is basic: the basic scheme, and nothing else.
+    basic = base64.b64encode(b"ada:s3cret pass").decode()
+    page = await open_page(browser, site, "/api/swagger/",
+                           site.reader(header={"Authorization": f"Basic {basic}"}))
+    await page.wait_for_function("window.filled.length > 0")
+    authorized = await page.evaluate("window.ui.authSelectors.authorized().toJS()")
+    assert {name: auth["value"] for name, auth in authorized.items()} == {
+        "Basic": {"username": "ada", "password": "s3cret pass"}}
+
 
 async def test_scalar_sends_the_readers_key_to_the_readers_server(
         start: Start, browser: Any) -> None:
@@ -409,6 +437,7 @@ async def test_an_anonymous_reader_gets_nothing_whatever_the_markup_says(
     swagger = (await site.echo.wait(1))[0]
     assert swagger["path"] == "/v1/orgs/demo-org/projects"
     assert carried(swagger) == [] and "x-api-key" not in swagger["headers"]
+    assert await page.evaluate("window.ui.authSelectors.authorized().size") == 0
 
     await page.goto(site.base + "/api/scalar/")
     assert await page.evaluate("window.docsGateway.ready") is None

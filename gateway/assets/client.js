@@ -467,13 +467,16 @@
         if (!doc || typeof doc !== "object" || !inputs) return false;
         allowDocument(doc, source.base);
         list(configuration.servers).forEach(function (s) { allow(expand(object(s), false), source.base); });
-        var schemes = object(object(doc.components).securitySchemes), given = {}, first = null;
+        var schemes = object(object(doc.components).securitySchemes), given = {};
         Object.keys(schemes).forEach(function (name) {
           var found = credential(schemes[name]);
-          if (!found) return;
-          given[name] = found;
-          first = first || name;
+          if (found) given[name] = found;
         });
+        // Scalar sends the scheme it has selected: the first the document asks for that is filled.
+        var first = list(doc.security).map(function (need) { return Object.keys(object(need)); })
+          .reduce(function (all, names) { return all.concat(names); }, [])
+          .concat(Object.keys(given))
+          .filter(function (name) { return Object.prototype.hasOwnProperty.call(given, name); })[0] || null;
         // Relative servers are resolved against the document's own address, which the copy loses.
         var servers = list(doc.servers).map(object).map(function (s) {
           var copy = JSON.parse(JSON.stringify(s));
