@@ -129,6 +129,10 @@ PAGES = {
     # (deferred) script runs.
     "/api/swagger/": HEAD + README_SWAGGER + "</body></html>",
     "/api/scalar/": HEAD + README_SCALAR + "</body></html>",
+    # A playground that keeps authorisation in the browser's storage.
+    "/api/swagger-kept/": HEAD + README_SWAGGER.replace(
+        'dom_id: "#swagger-ui"', 'dom_id: "#swagger-ui", persistAuthorization: true')
+    + "</body></html>",
     # Made after a client-side navigation, held by nothing global.
     "/api/": HEAD + f"""<link rel="stylesheet" href="{CDN}swagger-ui-dist@5/swagger-ui.css">
 <button id="open">API reference</button><main></main>
@@ -413,6 +417,13 @@ async def test_swagger_ui_sends_the_readers_key_to_the_readers_server_only(
     authorized = await page.evaluate("window.ui.authSelectors.authorized().toJS()")
     assert {name: auth["value"] for name, auth in authorized.items()} == {
         "Basic": {"username": "ada", "password": "s3cret pass"}}
+
+    # One that would keep the key in the browser's storage gets the server, not the key.
+    page = await open_page(browser, site, "/api/swagger-kept/", site.reader())
+    await page.wait_for_function("window.filled.length > 0")
+    assert await page.evaluate("window.ui.oas3Selectors.selectedServer()") == reader_server
+    assert await page.evaluate("window.ui.authSelectors.authorized().size") == 0
+    assert await page.evaluate("JSON.stringify(localStorage)") == "{}"
 
 
 async def test_scalar_sends_the_readers_key_to_the_readers_server(

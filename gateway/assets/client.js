@@ -361,19 +361,20 @@
     function swagger(system) {
       if (!isSwagger(system) || systems.indexOf(system) >= 0) return;
       systems.push(system);
-      var last = null;
+      var last = null, widened = false;
       var check = function () {
         if (!inputs) return;
         var json = system.specSelectors.specJson();
         if (!json || !json.size || json === last) return;
         last = json;
-        fillSwagger(system, json.toJS());
+        widened = fillSwagger(system, json.toJS(), widened);
       };
       checks.push(check);
       system.getStore().subscribe(check);
       check();
     }
-    function fillSwagger(ui, doc) {
+    // Returns whether the reader's server has been added to this playground's document.
+    function fillSwagger(ui, doc, widened) {
       var base = (absolute(ui.specSelectors.url() || "") || location).href;
       var oas3 = typeof doc.openapi === "string";
       allowDocument(doc, base);
@@ -383,13 +384,13 @@
           var url = absolute(expand(s, true), base);
           return url && url.href.replace(/\/$/, "") === inputs.url;
         })[0];
-        if (!mine) {
+        if (!mine && !widened) {
           // The reader's server joins the document's list, first, so the dropdown can show it.
           doc.servers = [{ url: inputs.url, description: "Your server" }].concat(servers);
           ui.specActions.updateJsonSpec(doc);
-          return;  // filled again once the document with it is in place
+          return true;  // filled again once the document with it is in place
         }
-        selectServer(ui, mine);
+        if (mine) selectServer(ui, mine);
       } else if (oas3) {
         var varied = list(doc.servers).map(object).filter(function (s) {
           return Object.keys(object(s.variables)).some(function (name) {
@@ -398,7 +399,10 @@
         })[0];
         if (varied) selectServer(ui, varied);
       }
-      var schemes = oas3 ? object(object(doc.components).securitySchemes) : object(doc.securityDefinitions);
+      // A playground that keeps authorisation in the browser's storage gets none: it would
+      // outlive the reader's logout.
+      var keeps = !!object(ui.getConfigs()).persistAuthorization;
+      var schemes = keeps ? {} : oas3 ? object(object(doc.components).securitySchemes) : object(doc.securityDefinitions);
       Object.keys(schemes).forEach(function (name) {
         var found = credential(schemes[name]);
         if (!found) return;
@@ -409,6 +413,7 @@
         ui.specActions.changeParam([path, method], param.name, param["in"], value);
       });
       filled("swagger-ui");
+      return widened;
     }
     function selectServer(ui, server) {
       ui.oas3Actions.setSelectedServer(server.url);
@@ -467,7 +472,8 @@
         if (!doc || typeof doc !== "object" || !inputs) return false;
         allowDocument(doc, source.base);
         list(configuration.servers).forEach(function (s) { allow(expand(object(s), false), source.base); });
-        var schemes = object(object(doc.components).securitySchemes), given = {};
+        // Kept in the browser's storage, a key would outlive the reader's logout: none then.
+        var schemes = configuration.persistAuth ? {} : object(object(doc.components).securitySchemes), given = {};
         Object.keys(schemes).forEach(function (name) {
           var found = credential(schemes[name]);
           if (found) given[name] = found;
