@@ -224,8 +224,12 @@ BAD = [
       "redis+sentinel://host:26379/<master name>[/<db>]"]),
     ("session: {redis_url: 'redis+sentinel://s1:26379/main/one'}",
      ["session.redis_url: has a database that is not a number ('one')"]),
+    ("session: {redis_url: 'redis+sentinel://s1:26379/main?db=2'}",
+     ["session.redis_url: has options this gateway does not read: db "
+      "(it reads sentinel_username, sentinel_password)"]),
+    # A URL that names a password has none of its parts repeated.
     ("session: {redis_url: 'redis+sentinel://s1:26379/main?password=hunter2'}",
-     ["session.redis_url: has options this gateway does not read: password "
+     ["session.redis_url: has options this gateway does not read "
       "(it reads sentinel_username, sentinel_password)"]),
     ("session: {redis_url: 'redis+sentinel://s1:263790/main'}",
      ["session.redis_url: has a bad port for s1"]),
@@ -314,7 +318,15 @@ def test_secret_values_never_appear_in_messages(folder: Path) -> None:
     assert found
     assert not any("hunter2" in line for line in found)
     for url in ("redis+sentinel://:hunter2@s1:x/main", "redis+cluster://u:hunter2@:7000",
-                "redis+sentinel://:hunter2@s1/main/0/1", "redis+cluster://:hunter2@"):
+                "redis+sentinel://:hunter2@s1/main/0/1", "redis+cluster://:hunter2@",
+                # A password with a character it should have percent-encoded: the URL is
+                # read as it is, and no part of it is echoed.
+                "redis+sentinel://:xx/hunter2@s1:26379/main",
+                "redis+sentinel://:hunter2/xx@s1:26379/main",
+                "redis+sentinel://:xx?hunter2@s1:26379/main",
+                "redis+sentinel://:hunter2:99999/x@s1:26379/main",
+                "redis+sentinel://:x@s1:26379/main/hunter2@s2",
+                "redis+cluster://u:hunter2/x@n1:7000"):
         found = problems(folder, f"session: {{redis_url: '{url}'}}\n")
         assert found and not any("hunter2" in line for line in found), url
 

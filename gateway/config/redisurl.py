@@ -57,7 +57,19 @@ def redis_kind(url: str) -> str:
     return "server" if scheme in SERVER_SCHEMES else ""
 
 
-def _hosts(text: str, default_port: int) -> tuple[tuple[str, int], ...]:
+def _holds_secret(url: str) -> bool:
+    """Whether ``url`` names a password anywhere: then no part of it is repeated in a
+    message, as a password with a character it should have percent-encoded (``/``, ``?``,
+    ``&``, ``:``) is read as part of a host, a path or an option."""
+    return "@" in url or "password" in url.lower()
+
+
+def _shown(text: str, url: str) -> str:
+    """`` (text)`` for a message, or nothing when ``url`` names a password."""
+    return "" if _holds_secret(url) else f" ({text})"
+
+
+def _hosts(text: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
     hosts: list[tuple[str, int]] = []
     for item in text.split(","):
         item = item.strip()
@@ -67,10 +79,11 @@ def _hosts(text: str, default_port: int) -> tuple[tuple[str, int], ...]:
         else:
             host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
         if not host:
-            raise RedisUrlError(f"names a host without a name ({item!r})" if item
-                                else "has an empty host in its host list")
+            raise RedisUrlError(f"names a host without a name{_shown(repr(item), url)}"
+                                if item else "has an empty host in its host list")
         if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-            raise RedisUrlError(f"has a bad port for {host}")
+            raise RedisUrlError("has a bad port" + (f" for {host}" if not _holds_secret(url)
+                                                    else ""))
         hosts.append((host, int(port_text) if port_text else default_port))
     return tuple(hosts)
 
@@ -103,9 +116,10 @@ def parse_redis_url(url: str) -> RedisTarget:
     allowed = _SENTINEL_OPTIONS if kind == "sentinel" else ()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise RedisUrlError(f"has options this gateway does not read: {', '.join(unknown)}"
+        named = "" if _holds_secret(url) else f": {', '.join(unknown)}"
+        raise RedisUrlError(f"has options this gateway does not read{named}"
                             + (f" (it reads {', '.join(allowed)})" if allowed else ""))
-    hosts = _hosts(hostlist, _DEFAULT_PORT[kind])
+    hosts = _hosts(hostlist, _DEFAULT_PORT[kind], url)
     segments = path.split("/") if slash and path else []
     db_text = "0"
     service = ""
@@ -122,7 +136,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         if len(segments) > 1 or (segments and segments[0] not in ("", "0")):
             raise RedisUrlError("must not name a database: a Redis Cluster has only db 0")
     if not db_text.isdigit():
-        raise RedisUrlError(f"has a database that is not a number ({db_text!r})")
+        raise RedisUrlError(f"has a database that is not a number{_shown(repr(db_text), url)}")
     return RedisTarget(
         kind, url, hosts=hosts, service=service, db=int(db_text),
         tls=scheme.startswith("rediss"), username=username, password=password,
