@@ -418,6 +418,17 @@ async def test_swagger_ui_sends_the_readers_key_to_the_readers_server_only(
     assert {name: auth["value"] for name, auth in authorized.items()} == {
         "Basic": {"username": "ada", "password": "s3cret pass"}}
 
+    # Mintlify's form of `server`: a value for the document's server variable is the
+    # reader's own server, and the key goes there.
+    port = site.elsewhere.rsplit(":", 1)[1]
+    page = await open_page(browser, site, "/api/swagger/",
+                           site.reader(header={"X-Api-Key": KEY}, server={"port": port}))
+    await page.wait_for_function("window.filled.length > 0")
+    await swagger_execute(page)
+    mine = (await site.echo.wait(6))[5]
+    assert (mine["port"], mine["path"]) == (int(port), "/v1/orgs/demo-org/projects")
+    assert mine["headers"]["x-api-key"] == KEY
+
     # One that would keep the key in the browser's storage gets the server, not the key.
     page = await open_page(browser, site, "/api/swagger-kept/", site.reader())
     await page.wait_for_function("window.filled.length > 0")

@@ -373,31 +373,46 @@
       system.getStore().subscribe(check);
       check();
     }
-    // Returns whether the reader's server has been added to this playground's document.
+    // Returns whether this playground's document has been given the reader's server.
     function fillSwagger(ui, doc, widened) {
       var base = (absolute(ui.specSelectors.url() || "") || location).href;
       var oas3 = typeof doc.openapi === "string";
       allowDocument(doc, base);
-      if (oas3 && inputs.url) {
+      if (oas3) {
         var servers = list(doc.servers).map(object);
-        var mine = servers.filter(function (s) {
+        var ours = function (s) {
           var url = absolute(expand(s, true), base);
-          return url && url.href.replace(/\/$/, "") === inputs.url;
-        })[0];
-        if (!mine && !widened) {
-          // The reader's server joins the document's list, first, so the dropdown can show it.
-          doc.servers = [{ url: inputs.url, description: "Your server" }].concat(servers);
-          ui.specActions.updateJsonSpec(doc);
-          return true;  // filled again once the document with it is in place
+          return !!url && url.href.replace(/\/$/, "") === inputs.url;
+        };
+        if (!widened) {
+          // The document's servers take the reader's: their variables' values become the
+          // defaults, their own server joins the list, first (the dropdown shows only these).
+          var changed = false;
+          servers.forEach(function (s) {
+            Object.keys(object(s.variables)).forEach(function (name) {
+              var variable = object(s.variables[name]), value = inputs.variables[name];
+              if (!Object.prototype.hasOwnProperty.call(inputs.variables, name) || text(variable["default"]) === value) return;
+              variable["default"] = value;
+              if (Array.isArray(variable["enum"]) && variable["enum"].indexOf(value) < 0) variable["enum"].push(value);
+              changed = true;
+            });
+          });
+          if (inputs.url && !servers.some(ours)) {
+            servers.unshift({ url: inputs.url, description: "Your server" });
+            changed = true;
+          }
+          if (changed) {
+            doc.servers = servers;
+            ui.specActions.updateJsonSpec(doc);
+            return true;  // filled again once the document with them is in place
+          }
         }
-        if (mine) selectServer(ui, mine);
-      } else if (oas3) {
-        var varied = list(doc.servers).map(object).filter(function (s) {
+        var chosen = inputs.url ? servers.filter(ours)[0] : servers.filter(function (s) {
           return Object.keys(object(s.variables)).some(function (name) {
             return Object.prototype.hasOwnProperty.call(inputs.variables, name);
           });
         })[0];
-        if (varied) selectServer(ui, varied);
+        if (chosen) ui.oas3Actions.setSelectedServer(chosen.url);
       }
       // A playground that keeps authorisation in the browser's storage gets none: it would
       // outlive the reader's logout.
@@ -415,15 +430,6 @@
       filled("swagger-ui");
       return widened;
     }
-    function selectServer(ui, server) {
-      ui.oas3Actions.setSelectedServer(server.url);
-      Object.keys(object(server.variables)).forEach(function (name) {
-        if (Object.prototype.hasOwnProperty.call(inputs.variables, name)) {
-          ui.oas3Actions.setServerVariableValue({ server: server.url, key: name, val: inputs.variables[name] });
-        }
-      });
-    }
-
     // ---- Scalar's API reference (@scalar/api-reference's standalone bundle). ----
     // Scalar mounts a Vue app on its element; the configuration it renders from is reached
     // through that element, whoever created the reference and whenever.
