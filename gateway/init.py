@@ -328,6 +328,14 @@ def init(folder: Path, *, method: str = "jwt", generator: str | None = None,
     if (config_path.exists() or config_path.is_symlink()) and not force:
         raise InitError(f"{config_path} already exists; pass --force to replace it")
     key_folder = folder / keys_dir
+    names = ("login", "gateway") if method == "jwt" else ("gateway",)
+    for name in names:
+        # A public key alone (the dashboard's, which keeps its private half) or a link
+        # where a key goes: a new pair would be written over it, or through it.
+        private, public = key_folder / f"{name}.pem", key_folder / f"{name}.pub.pem"
+        if (public.exists() or public.is_symlink()) and not private.exists():
+            raise InitError(f"{public} exists without {private}; move it away, or keep "
+                            "both halves there")
     try:
         key_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         made = []
@@ -338,7 +346,7 @@ def init(folder: Path, *, method: str = "jwt", generator: str | None = None,
         _, fresh = _key(key_folder / "gateway", "EdDSA")
         made.append(("gateway", fresh))
         ignore = key_folder / ".gitignore"
-        if not ignore.exists():
+        if not ignore.exists() and not ignore.is_symlink():
             ignore.write_text("# Private keys stay out of version control.\n*.pem\n!*.pub.pem\n")
         output = folder / project.output
         created_output = not output.exists()

@@ -126,6 +126,38 @@ def test_an_existing_config_is_kept_unless_forced(tmp_path: Path,
     assert (root / "gateway-keys" / "login.pem").read_bytes() == key
 
 
+def test_a_public_key_alone_is_never_replaced(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # The dashboard's public key put where init would write the login pair (the dashboard
+    # keeps the private half), and a link planted where a key goes: neither is written
+    # through, and nothing else is written either.
+    root = project(tmp_path, "mkdocs")
+    folder = root / "gateway-keys"
+    folder.mkdir()
+    theirs = b"-----BEGIN PUBLIC KEY-----\ntheirs\n-----END PUBLIC KEY-----\n"
+    (folder / "login.pub.pem").write_bytes(theirs)
+    status, out, err = run(capsys, "init", "--dir", str(root))
+    assert (status, out) == (1, "")
+    assert err == (f"docs-gateway: {folder / 'login.pub.pem'} exists without "
+                   f"{folder / 'login.pem'}; move it away, or keep both halves there\n")
+    assert (folder / "login.pub.pem").read_bytes() == theirs
+    assert sorted(path.name for path in folder.iterdir()) == ["login.pub.pem"]
+    assert not (root / "gateway.yaml").exists()
+    (folder / "login.pub.pem").unlink()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    (folder / "gateway.pub.pem").symlink_to(victim)
+    status, _, err = run(capsys, "init", "--dir", str(root))
+    assert status == 1 and "gateway.pub.pem exists without" in err
+    assert victim.read_text() == "keep me\n"
+    assert not (root / "gateway.yaml").exists() and not (folder / "login.pem").exists()
+    # A link where the folder's .gitignore goes is left as it is, never written through.
+    (folder / "gateway.pub.pem").unlink()
+    (folder / ".gitignore").symlink_to(tmp_path / "planted")
+    assert run(capsys, "init", "--dir", str(root))[0] == 0
+    assert not (tmp_path / "planted").exists()
+
+
 def test_no_project_or_two_is_one_line(tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(capsys, "init", "--dir", str(tmp_path))
