@@ -144,7 +144,7 @@ document.getElementById("open").addEventListener("click", () => {
   document.querySelector("main").innerHTML =
     '<div id="late-swagger"></div><div id="late-scalar"></div>';
   setTimeout(() => {
-    const ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#late-swagger"});
+    const ui = new SwaggerUIBundle({url: "/openapi.json", dom_id: "#late-swagger"});
     Scalar.createApiReference("#late-scalar", {url: "/openapi.json"});
   }, 50);
 });

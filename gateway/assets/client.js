@@ -338,6 +338,11 @@
           swagger(system);
           return system;
         },
+        construct: function (target, args, newTarget) {
+          var system = Reflect.construct(target, args, newTarget);
+          swagger(system);
+          return system;
+        },
         get: function (target, key) { return key === "docsGateway" ? true : Reflect.get(target, key); }
       });
       return wrapped;
