@@ -14,6 +14,7 @@ import base64
 import hashlib
 import logging
 import re
+import string
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -63,9 +64,14 @@ def stylesheet(colors: BrandColors) -> str:
     )
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def style_bodies(text: str) -> list[str]:
     """The text of each ``<style>`` element of a page, as a browser hashes it."""
-    lower = text.lower()
+    # ASCII only, as HTML matches tag names: str.lower() makes some letters two ("İ"),
+    # which would move every later offset.
+    lower = text.translate(_ASCII_LOWER)
     bodies: list[str] = []
     at = 0
     while (start := lower.find("<style", at)) >= 0:

@@ -95,6 +95,18 @@ async def test_the_login_chooser_is_drawn_in_the_brand(gateway: GatewayFactory) 
     assert response.headers["Cache-Control"] == "no-store"
 
 
+async def test_a_name_that_changes_length_in_lower_case_keeps_the_style(
+        gateway: GatewayFactory) -> None:
+    # "İ" is two characters in lower case: the style element is still found where it is,
+    # and the policy allows the very text the browser hashes.
+    client = await gateway(brand={"name": "İzmir İletişim Docs"})
+    response = await client.get("/_gateway/logout", headers=HTML)
+    body = await response.text()
+    assert "<span>İzmir İletişim Docs</span>" in body
+    assert set(directive(response.headers["Content-Security-Policy"], "style-src")) == {
+        "'self'", *style_hashes(body)}
+
+
 async def test_error_pages_carry_the_brand_and_other_clients_get_json(
         gateway: GatewayFactory) -> None:
     client = await gateway(brand=readme_brand())
