@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jwt
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -242,3 +244,26 @@ def build_mkdocs(root: Path, mkdocs_yml: str, files: Mapping[str, str]) -> Path:
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(root / "mkdocs.yml"),
                     "-d", str(root / "site")], check=True, cwd=root, timeout=120)
     return root / "site"
+
+
+def jwt_login_form(sub: str) -> bytes:
+    """The JWT callback's form for ``sub``: a fresh HS256 token (a new ``jti`` each time)."""
+    now = int(time.time())
+    token = jwt.encode({"sub": sub, "exp": now + 60, "iat": now,
+                        "jti": f"{sub}-{os.getpid()}-{time.monotonic_ns()}"},
+                       HS_SECRET, algorithm="HS256")
+    return f"token={token}&redirect=/guide".encode()
+
+
+async def jwt_form_login(client: Client, sub: str, bound: float) -> tuple[int, str | None]:
+    """Log ``sub`` in through the JWT callback within ``bound`` seconds: the status and the
+    session cookie's value (None when none is set)."""
+    async def go() -> tuple[int, str | None]:
+        async with client.post("/_gateway/jwt-callback", data=jwt_login_form(sub), headers={
+                "Content-Type": "application/x-www-form-urlencoded"},
+                allow_redirects=False) as response:
+            await response.read()
+            value = response.cookies.get("docs_session")
+            return response.status, value.value if value is not None else None
+
+    return await asyncio.wait_for(go(), bound)

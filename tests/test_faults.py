@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -30,7 +29,13 @@ from gateway.app import build_app
 from tests.attack import app_of
 from tests.authserver import TestIdP
 from tests.dashboard import INFO_API_PATH, Dashboard
-from tests.helpers import HS_SECRET, echo_app, make_config, make_user, session_cookies
+from tests.helpers import (
+    echo_app,
+    jwt_form_login,
+    make_config,
+    make_user,
+    session_cookies,
+)
 from tests.test_oauth import Browser
 
 Client = TestClient[web.Request, web.Application]
@@ -298,23 +303,8 @@ def persistent_redis(tmp_path: Path) -> Iterator[PersistentRedis]:
         server.kill()
 
 
-def login_form(sub: str) -> bytes:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "exp": now + 30, "iat": now, "jti": f"{sub}-{now}-{os.getpid()}"
-                        f"-{time.monotonic_ns()}"}, HS_SECRET, algorithm="HS256")
-    return f"token={token}&redirect=/guide".encode()
-
-
 async def jwt_login(client: Client, sub: str) -> tuple[int, str | None]:
-    async def go() -> tuple[int, str | None]:
-        async with client.post("/_gateway/jwt-callback", data=login_form(sub), headers={
-                "Content-Type": "application/x-www-form-urlencoded"},
-                allow_redirects=False) as response:
-            await response.read()
-            value = response.cookies.get("docs_session")
-            return response.status, value.value if value is not None else None
-
-    return await asyncio.wait_for(go(), BOUND)
+    return await jwt_form_login(client, sub, BOUND)
 
 
 async def test_redis_killed_and_restarted(aiohttp_server: Any, aiohttp_client: Any,

@@ -28,7 +28,7 @@ from gateway.app import build_app
 from gateway.config.redisurl import RedisTarget, parse_redis_url
 from gateway.errors import Unavailable
 from gateway.shared import RedisKeyspace
-from tests.helpers import HS_SECRET, echo_app, make_config
+from tests.helpers import echo_app, jwt_form_login, make_config
 
 pytestmark = pytest.mark.slow
 
@@ -282,23 +282,8 @@ async def test_the_keyspace_on_a_cluster(cluster: list[int]) -> None:
 # -- the gateway through a failover ------------------------------------------------------------
 
 
-def login_form(sub: str) -> bytes:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "exp": now + 60, "iat": now,
-                        "jti": f"{sub}-{time.monotonic_ns()}"}, HS_SECRET, algorithm="HS256")
-    return f"token={token}&redirect=/guide".encode()
-
-
 async def login(client: Client, sub: str) -> tuple[int, str | None]:
-    async def go() -> tuple[int, str | None]:
-        async with client.post("/_gateway/jwt-callback", data=login_form(sub), headers={
-                "Content-Type": "application/x-www-form-urlencoded"},
-                allow_redirects=False) as response:
-            await response.read()
-            value = response.cookies.get("docs_session")
-            return response.status, value.value if value is not None else None
-
-    return await asyncio.wait_for(go(), BOUND)
+    return await jwt_form_login(client, sub, BOUND)
 
 
 async def read(client: Client, cookie: str) -> tuple[int, str | None]:
