@@ -191,17 +191,21 @@ ELSEWHERE = ["//evil.example/x", "/\\evil.example/x", "/%2F%2Fevil.example/x",
 @pytest.mark.parametrize("setting", ["caddy", "traefik"])
 async def test_the_way_back_after_login_stays_on_the_docs(start: Start, setting: str) -> None:
     client, _ = await start(server=behind(setting))
+    redirected: list[str] = []
     for target in ELSEWHERE:
         reply = await ask(port_of(client), [("X-Forwarded-Uri", target), *NAVIGATE])
         if reply.status != 302:
             assert reply.status in (400, 404), (target, reply.status)
             continue
+        redirected.append(target)
         location = urlsplit(reply.header("Location") or "")
         assert (location.scheme, location.netloc, location.path) == (
             "http", "docs.test", "/_gateway/login"), target
         back = parse_qs(location.query)["redirect"]
         assert len(back) == 1 and safe_return_path(back[0]) == back[0], (target, back)
         assert urlsplit(back[0]).netloc == "" and not back[0].startswith("//"), target
+    # The way back is checked on real redirects, not only on refusals.
+    assert "/guide?r=//evil.example" in redirected and "//evil.example/x" in redirected
 
 
 @pytest.mark.parametrize("setting", ["caddy", "traefik"])

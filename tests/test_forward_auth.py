@@ -307,17 +307,21 @@ TRICKY_PATHS = ["//evil.example/guide", "/%2F%2Fevil.example/guide", "/%5Cevil.e
 
 
 async def test_the_way_back_after_login_stays_on_the_docs(stack: Stack) -> None:
+    redirected = []
     for path in TRICKY_PATHS:
         status, answer, body = await stack.get(path, NAVIGATION)
         if status != 302:
             assert status in (400, 404), (path, status, body)  # refused outright
             continue
+        redirected.append(path)
         back = login_return(stack, answer["Location"])
         assert back.startswith("/") and not back.startswith("//") and "\\" not in back, \
             (path, back)
         if stack.kind != "nginx":
             # The check's own redirect: the return path it carries is already the checked one.
             assert safe_return_path(back) == back, (path, back)
+    # The way back is checked on real redirects, not only on refusals.
+    assert "/guide?next=https://evil.example/" in redirected, redirected
 
 
 async def test_public_page_is_served_to_anonymous_visitors(stack: Stack) -> None:
