@@ -1,9 +1,13 @@
 """Build hook: a plain Python package by default.
 
 With ``DOCS_GATEWAY_COMPILE=1`` the modules every proxied request runs through are compiled
-to C extensions with mypyc (needs ``mypy``, a C compiler and the Python headers at build
-time; nothing more at run time). The compiled build behaves the same and serves more
-requests per CPU second; the Docker image and the benchmark use it.
+to C extensions with mypyc (needs a C compiler and the Python headers at build time; nothing
+more at run time). mypyc type-checks what it compiles, so the build also needs mypy, the YAML
+stubs and the package's own dependencies: ``build_backend.py`` asks pip or ``python -m build``
+for them (``COMPILE_REQUIRES`` and ``[project.dependencies]``), so
+``DOCS_GATEWAY_COMPILE=1 pip wheel .`` works in a fresh environment. The compiled build
+behaves the same and serves more requests per CPU second; the Docker image and the benchmark
+use it.
 """
 
 from __future__ import annotations
@@ -46,18 +50,30 @@ COMPILED = [
     "gateway/user.py",
 ]
 
+#: What the compile needs besides the package's dependencies (mypy brings mypyc).
+COMPILE_REQUIRES = ["mypy>=1.8", "types-PyYAML"]
+
+
+def compile_requested() -> bool:
+    """Whether this build is the compiled one (``DOCS_GATEWAY_COMPILE=1``)."""
+    return os.environ.get("DOCS_GATEWAY_COMPILE", "").lower() in ("1", "true", "yes")
+
 
 def extensions() -> list[Any]:
     """The compiled modules, when asked for; none for the plain package."""
-    if os.environ.get("DOCS_GATEWAY_COMPILE", "").lower() not in ("1", "true", "yes"):
+    if not compile_requested():
         return []
     try:
         from mypyc.build import mypycify
     except ImportError:
         raise SystemExit("DOCS_GATEWAY_COMPILE=1 needs mypy where the package is built: "
-                         "pip install mypy setuptools wheel, then build with "
-                         "pip install --no-build-isolation .") from None
+                         "build with pip wheel . or pip install . (which install what the "
+                         "compile needs), or install " + " ".join(COMPILE_REQUIRES)
+                         + " and the package's dependencies first") from None
     return mypycify(COMPILED, opt_level="3")
 
 
-setup(ext_modules=extensions())
+# Run as a script (python setup.py, or by setuptools' build backend); build_backend.py
+# imports it for COMPILE_REQUIRES and compile_requested.
+if __name__ == "__main__":
+    setup(ext_modules=extensions())

@@ -48,7 +48,7 @@ def compiled_tree(repo: Path = REPO, cache: Path = CACHE) -> Path:
     if tree.exists():
         shutil.rmtree(tree)
     tree.mkdir(parents=True)
-    for name in ("setup.py", "pyproject.toml", "README.md"):
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(repo / name, tree / name)
     shutil.copytree(repo / "gateway", tree / "gateway",
                     ignore=shutil.ignore_patterns("__pycache__", "*.so"))

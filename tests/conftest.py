@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gateway import pipeline
 from gateway.app import build_app
 from tests.helpers import (
     Client,
@@ -228,10 +229,28 @@ SLOW_FIXTURES = frozenset({"browser"})
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: starts real browsers, proxies or processes")
+    config.addinivalue_line("markers", "builds_package: builds the package from the source "
+                            "tree itself; skipped when the tests run on the compiled build")
+
+
+# ---------------------------------------------------------------------------
+# The builds_package marker: tests that build the package themselves from the source tree
+# (the wheel and sdist, the Docker image's stages with their mypyc compile). What they build
+# does not depend on the build the suite runs on, so they run on the plain package only:
+# scripts/test's second pass, on the compiled build, leaves them out instead of compiling
+# everything again.
+
+
+def _suite_runs_on_the_compiled_build() -> bool:
+    return not pipeline.__file__.endswith(".py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    compiled = _suite_runs_on_the_compiled_build()
     for item in items:
         module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
         if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if compiled and item.get_closest_marker("builds_package"):
+            item.add_marker(pytest.mark.skip(
+                reason="builds the package itself: run once, on the plain package"))
