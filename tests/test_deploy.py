@@ -3,23 +3,33 @@ with each other and with the gateway's own configuration rules."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import shutil
 import subprocess
 import sysconfig
+import time
+import tomllib
+import venv
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from gateway import keys
 from gateway.config.load import build_config
 from gateway.config.model import Config
 from gateway.errors import ConfigError
+from tests import dockerfile
+from tests.nginx import free_port, nginx_serving, site_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -35,25 +45,7 @@ _COMPOSE_VAR = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
     """The Dockerfile's instructions as (KEYWORD, arguments), one list per stage."""
-    text = (DEPLOY / "Dockerfile").read_text()
-    logical: list[str] = []
-    current = ""
-    for line in text.splitlines():
-        if not current and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if line.lstrip().startswith("#"):
-            continue
-        current += line.rstrip().removesuffix("\\") + " "
-        if not line.rstrip().endswith("\\"):
-            logical.append(current.strip())
-            current = ""
-    stages: list[list[tuple[str, str]]] = [[]]
-    for instruction in logical:
-        keyword, _, args = instruction.partition(" ")
-        if keyword.upper() == "FROM":
-            stages.append([])
-        stages[-1].append((keyword.upper(), args.strip()))
-    return stages[1:]
+    return dockerfile.stages((DEPLOY / "Dockerfile").read_text())[1]
 
 
 def instructions(stage: list[tuple[str, str]], keyword: str) -> list[str]:
@@ -134,6 +126,155 @@ def test_everything_the_builder_copies_is_in_the_build_context() -> None:
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
         assert source in allowed, f"COPY {source}: excluded by Dockerfile.dockerignore"
+
+
+# ---------------------------------------------------------------------------------------------
+# The image, built without Docker: tests/dockerfile.py replays each stage in folders and fresh
+# virtualenvs standing in for the images. One replay (its mypyc compile takes a minute or two)
+# serves the tests below; the compiled pass of scripts/test leaves them out (builds_package).
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dockerfile.Image]:
+    """deploy/Dockerfile's stages, replayed with the repository as the build context."""
+    return dockerfile.replay(DEPLOY / "Dockerfile", ROOT, tmp_path_factory.mktemp("image"))
+
+
+def runtime_stage(image: dict[str, dockerfile.Image]) -> dockerfile.Image:
+    (runtime,) = [stage for name, stage in image.items() if name != "builder"]
+    return runtime
+
+
+def requirement_closure(site: Path, name: str) -> set[str]:
+    """``name`` and everything its installed metadata requires, transitively (with extras)."""
+    installed = {canonicalize_name(d.metadata["Name"]): d
+                 for d in metadata.distributions(path=[str(site)])}
+    seen: set[tuple[str, str]] = set()
+    todo = [(canonicalize_name(name), "")]
+    while todo:
+        current, extra = todo.pop()
+        if (current, extra) in seen:
+            continue
+        seen.add((current, extra))
+        assert current in installed, f"{current} is required but not installed"
+        for spec in installed[current].requires or []:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": extra}):
+                required = canonicalize_name(requirement.name)
+                todo += [(required, ""), *((required, e) for e in requirement.extras)]
+    return {found for found, _extra in seen}
+
+
+def healthcheck(runtime: dockerfile.Image, env: dict[str, str]) -> int:
+    """The image's HEALTHCHECK command, run as Docker runs it; its exit status."""
+    command = [runtime.rewrite(arg) for arg in runtime.healthcheck]
+    return subprocess.run(command, env=env, capture_output=True, timeout=30).returncode
+
+
+def compose_stack_config(runtime: dockerfile.Image, port: int, docs: str,
+                         redis_url: str) -> None:
+    """gateway.compose.yaml where compose mounts it in the image, with keys where compose
+    mounts them; the services it names (docs, redis) and its port are this machine's."""
+    text = (DEPLOY / "gateway.compose.yaml").read_text()
+    text = text.replace('"0.0.0.0:8080"', f'"127.0.0.1:{port}"')
+    text = text.replace('"http://docs:80"', f'"{docs}"')
+    text = text.replace('"redis://redis:6379/0"', f'"{redis_url}"')
+    config = runtime.host(f"{MOUNT}/gateway.yaml")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text.replace(MOUNT, str(config.parent)))
+    key = keys.generate_private_key("EdDSA")
+    (config.parent / "keys").mkdir()
+    (config.parent / "keys" / "login.pub.pem").write_bytes(keys.public_pem(key))
+    (config.parent / "keys" / "gateway.pem").write_bytes(keys.private_pem(key))
+    (config.parent / "keys" / "gateway.pem").chmod(0o600)
+
+
+@pytest.mark.builds_package
+async def test_image_builds_and_runs_the_compose_config(
+        image: dict[str, dockerfile.Image], redis_server: Any, tmp_path: Path) -> None:
+    builder, runtime = image["builder"], runtime_stage(image)
+    wheels = sorted((builder.root / "wheels").iterdir())
+    assert wheels and all(wheel.suffix == ".whl" for wheel in wheels)
+    (package,) = [wheel for wheel in wheels if wheel.name.startswith("docs_gateway-")]
+    assert not package.name.endswith("-none-any.whl"), f"not the compiled build: {package}"
+    # The runtime holds the package and what it needs, no build tool or test dependency.
+    (site,) = runtime.python.glob("lib/python*/site-packages")
+    added = runtime.distributions() - builder.distributions()
+    assert added == requirement_closure(site, "docs-gateway")
+    assert added.isdisjoint({"mypy", "types-pyyaml", "setuptools", "wheel", "pytest"})
+    probe = subprocess.run(
+        ["python", "-c", "import gateway.pipeline; print(gateway.pipeline.__file__)"],
+        env=runtime.environment(), cwd=runtime.host(runtime.workdir), capture_output=True,
+        text=True, timeout=60)
+    assert probe.stdout.strip().endswith(".so"), probe.stdout + probe.stderr
+    assert runtime.user == "10001:10001"
+    assert [line.split()[0] for line in runtime.accounts()] == ["groupadd", "useradd"]
+    assert "--gid 10001 docs-gateway" in runtime.accounts()[0]
+    assert "--uid 10001 --gid 10001" in runtime.accounts()[1]
+
+    # Started as the image starts, with compose's config, keys and environment.
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    async with nginx_serving(tmp_path, site_block(DEPLOY / "site")) as docs:
+        compose_stack_config(runtime, port, docs, redis_server.url)
+        env = {**runtime.environment(),
+               **compose_env({**dotenv_example(), "GATEWAY_SESSION_SECRET": SECRET})}
+        # As the README says to, when the port differs from the image's 8080.
+        env["GATEWAY_HEALTHCHECK_URL"] = f"{origin}/_gateway/healthz"
+        process = subprocess.Popen(runtime.command(), cwd=runtime.host(runtime.workdir),
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while healthcheck(runtime, env) != 0:
+                assert process.poll() is None, process.communicate()[0].decode()
+                assert time.monotonic() < deadline, "the health check never passed"
+                await asyncio.sleep(0.2)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{origin}/_gateway/healthz") as health:
+                    assert health.status == 200
+                async with http.get(f"{origin}/_gateway/readyz") as ready:
+                    assert ready.status == 200, await ready.text()
+                async with http.get(f"{origin}/", allow_redirects=False) as page:
+                    assert page.status in (302, 401), page.status
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert healthcheck(runtime, env) != 0
+
+
+def readme_recipe(after: str) -> list[str]:
+    """The commands of the README's first sh block after the line ``after``."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.compile(r"```sh\n(.*?)```", re.S).search(text, text.index(after))
+    assert found is not None
+    return [line.split("  #")[0].strip() for line in found.group(1).splitlines()
+            if line.strip()]
+
+
+@pytest.mark.builds_package
+def test_readme_compiled_build_is_the_images(image: dict[str, dockerfile.Image],
+                                             tmp_path: Path) -> None:
+    builder = image["builder"]
+    build, install = readme_recipe("### Compiled build")
+    (run,) = instructions(dockerfile_stages()[0], "RUN")
+    # The README builds as the image's builder does, into ./wheels instead of /wheels ...
+    assert build == f"DOCS_GATEWAY_COMPILE={builder.env['DOCS_GATEWAY_COMPILE']} " \
+        + run.replace(" --no-cache-dir", "").replace("/wheels", "wheels")
+    # ... so the builder's wheels are what it gives; the install runs as written.
+    shutil.copytree(builder.root / "wheels", tmp_path / "wheels")
+    venv.EnvBuilder(with_pip=True).create(tmp_path / "python")
+    env = {**builder.environment(), "PATH": f"{tmp_path / 'python' / 'bin'}:/usr/bin:/bin"}
+    env.pop("DOCS_GATEWAY_COMPILE")
+    subprocess.run(["/bin/sh", "-c", install], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=300)
+    version = subprocess.run(["docs-gateway", "--version"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert version.stdout == f"docs-gateway {project['version']}\n", version.stderr
+    probe = subprocess.run(
+        ["python", "-c", "import gateway.pipeline; print(gateway.pipeline.__file__)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip().endswith(".so"), probe.stdout + probe.stderr
 
 
 # ---------------------------------------------------------------------------------------------
