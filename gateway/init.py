@@ -328,6 +328,16 @@ def init(folder: Path, *, method: str = "jwt", generator: str | None = None,
     if (config_path.exists() or config_path.is_symlink()) and not force:
         raise InitError(f"{config_path} already exists; pass --force to replace it")
     key_folder = folder / keys_dir
+    # The gateway serves every file of the built site: neither its config nor a key may be
+    # among them (login.pem would let anyone sign in as anyone).
+    served = (folder / project.output).resolve()
+    if folder.resolve().is_relative_to(served):
+        raise InitError(f"the site is built into {project.output}, which holds the project "
+                        "folder: the gateway would serve its own config and keys; build it "
+                        "into a folder of its own")
+    if key_folder.resolve().is_relative_to(served):
+        raise InitError(f"--keys must be outside {project.output}/, the folder the gateway "
+                        f"serves, not {keys_dir!r}")
     names = ("login", "gateway") if method == "jwt" else ("gateway",)
     for name in names:
         # A public key alone (the dashboard's, which keeps its private half) or a link

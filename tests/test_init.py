@@ -158,6 +158,27 @@ def test_a_public_key_alone_is_never_replaced(tmp_path: Path,
     assert not (tmp_path / "planted").exists()
 
 
+def test_keys_are_never_put_where_the_site_is_served(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Keys inside the built site (or a site built into the project folder itself) would be
+    # files the gateway serves: login.pem would let anyone sign in as anyone.
+    root = project(tmp_path / "a", "mkdocs")
+    for keys in ("site/keys", "site", "./site/k"):
+        status, out, err = run(capsys, "init", "--dir", str(root), "--keys", keys)
+        assert (status, out) == (1, ""), keys
+        assert err == (f"docs-gateway: --keys must be outside site/, the folder the gateway "
+                       f"serves, not {keys!r}\n"), keys
+        assert not (root / "site").exists() and not (root / "gateway.yaml").exists()
+    here = project(tmp_path / "b", "mkdocs")
+    (here / "mkdocs.yml").write_text("site_name: Widget\nsite_dir: .\n")
+    status, out, err = run(capsys, "init", "--dir", str(here))
+    assert (status, out) == (1, "")
+    assert err == ("docs-gateway: the site is built into ., which holds the project folder: "
+                   "the gateway would serve its own config and keys; build it into a folder "
+                   "of its own\n")
+    assert not (here / "gateway.yaml").exists() and not (here / "gateway-keys").exists()
+
+
 def test_no_project_or_two_is_one_line(tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(capsys, "init", "--dir", str(tmp_path))
