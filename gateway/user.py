@@ -57,13 +57,18 @@ class User:
             return self.api_playground_inputs
         return self.extra.get(name)
 
-    def to_json(self, expose: Sequence[str]) -> dict[str, Any]:
-        """The JSON endpoint's view: ``sub`` plus the exposed Mintlify fields."""
+    def view(self, expose: Sequence[str]) -> dict[str, Any]:
+        """``sub`` plus the exposed Mintlify fields, as held here: to be read (written out
+        as JSON), never changed."""
         view: dict[str, Any] = {"sub": self.sub}
         for name in expose:
             if name in FIELDS:
-                view[name] = copy.deepcopy(self.field_value(name))
+                view[name] = self.field_value(name)
         return view
+
+    def to_json(self, expose: Sequence[str]) -> dict[str, Any]:
+        """The JSON endpoint's view, a copy its caller may change."""
+        return copy.deepcopy(self.view(expose))
 
     def claims(self, names: Sequence[str]) -> dict[str, Any]:
         """Claims for the assertion: each named field under its own name.

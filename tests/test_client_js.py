@@ -22,8 +22,14 @@ window.addEventListener("mintlify:user", e => window.seen.push(["mintlify", e.de
 <button id="out" data-gateway-logout>Log out</button>
 </body></html>"""
 
-# A page that loads the script itself (the gateway then adds no tag of its own).
-LOADS_ITSELF = PAGE.replace("</head>", '<script src="/_gateway/client.js" defer></script></head>')
+# A page that loads the script itself, claiming a reader in its own markup (the gateway's
+# tag takes its place); and one that spells the script another way to claim one.
+FORGED = "{&quot;sub&quot;:&quot;mallory&quot;}"
+LOADS_ITSELF = PAGE.replace(
+    "</head>", f'<script src="/_gateway/client.js" data-user="{FORGED}"></script></head>')
+# (after the gateway's tag, so that it would run last and have the last word)
+SPELLS_IT_AGAIN = PAGE.replace(
+    "</body>", f'<script src="/_gateway/client.js?v=2" data-user="{FORGED}" defer></script></body>')
 
 Start = Callable[..., Awaitable[tuple[str, web.Application]]]
 
@@ -33,7 +39,8 @@ async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
     runners: list[web.BaseRunner] = []
 
     async def docs(request: web.Request) -> web.Response:
-        text = LOADS_ITSELF if request.path.startswith("/itself") else PAGE
+        text = LOADS_ITSELF if request.path.startswith("/itself") else \
+            SPELLS_IT_AGAIN if request.path.startswith("/again") else PAGE
         return web.Response(text=text, content_type="text/html")
 
     async def run(**sections: Any) -> tuple[str, web.Application]:
@@ -127,8 +134,13 @@ async def test_the_user_comes_with_the_page_and_no_second_request(start: Start,
     # A fresh copy is still one call away.
     assert (await page.evaluate("window.docsGateway.refresh()"))["sub"] == "ada"
     assert len(asked) == 1
-    # A page that loads the script itself has no user in its tag: the script asks.
+    # A page that loads the script itself: its tag is the gateway's, its own claim gone.
     await page.goto(base + "/itself/guide")
     assert (await page.evaluate("window.docsGateway.ready"))["sub"] == "ada"
-    assert len(asked) == 2
+    assert len(asked) == 1
+    # Two tags that carry a user: the page's markup is speaking, so the script asks.
+    await page.goto(base + "/again/guide")
+    assert (await page.evaluate("window.docsGateway.ready"))["sub"] == "ada"
+    assert await page.evaluate("window.docsUser.sub") == "ada"
+    assert len(asked) >= 2
     await context.close()

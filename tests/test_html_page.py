@@ -84,7 +84,7 @@ def test_a_changed_page_is_judged_on_its_new_metadata() -> None:
     assert out == admin.replace(b"</head>", tag_for(boss) + b"</head>")
 
 
-def test_the_script_goes_in_once_and_a_page_that_loads_it_is_left_alone() -> None:
+def test_the_script_goes_in_once_and_a_page_that_loads_it_gets_it_once() -> None:
     pages = make_pages()
     who = reader()
     decision = pages.policy.decide("/p", who)
@@ -95,7 +95,8 @@ def test_the_script_goes_in_once_and_a_page_that_loads_it_is_left_alone() -> Non
         assert out.count(TAG_START) == 1 and out.index(mine) == plain.index(b"</head>")
     loaded = page(LOADED.decode())
     for _ in range(2):
-        assert process(pages, loaded, decision, reader(), scope("/q"), "/q")[1] == loaded
+        _, out = process(pages, loaded, decision, who, scope("/q"), "/q")
+        assert out == page(mine.decode())
 
 
 def test_gated_parts_are_rewritten_per_reader_even_from_the_memo() -> None:
@@ -185,9 +186,16 @@ def test_a_page_with_fields_carries_the_user_object_beside_them() -> None:
         assert out.count(tag_for(who)) == 1
 
 
-def test_a_page_that_loads_the_script_itself_depends_on_nobody() -> None:
+def test_a_page_that_loads_the_script_itself_gets_the_gateways_tag_in_its_place() -> None:
     pages = make_pages()
-    loaded = page(LOADED.decode())
-    scanned = pages.scan(loaded, "/l")
-    _, result = pages.deliver(scanned, pages.policy.decide("/l", reader()), reader())
-    assert result.body == loaded and not result.reader
+    forged = b'<script src="/_gateway/client.js" data-user="{&quot;sub&quot;:&quot;x&quot;}">'
+    loaded = page(forged.decode() + "</script>", body="<p>a</p>" + LOADED.decode())
+    who = reader()
+    for _ in range(2):  # made, then from the kept copy
+        scanned = pages.scan(loaded, "/l")
+        _, result = pages.deliver(scanned, pages.policy.decide("/l", who), who)
+        start = tag_for(who)[:-len(b"</script>")]
+        # Both of the page's own tags are the gateway's now: its forged user object is gone.
+        assert result.body == loaded.replace(forged, start).replace(
+            LOADED, start + b"</script>")
+        assert result.reader and b"&quot;x&quot;" not in result.body

@@ -98,6 +98,9 @@
 
   function inlineUser() {
     if (!me || !me.hasAttribute("data-user")) return undefined;
+    // The gateway writes one such tag (and puts it in place of the page's own). Another
+    // one is the page's markup speaking: then none is believed, and the gateway is asked.
+    if (document.querySelectorAll("script[data-user]").length !== 1) return undefined;
     try {
       var user = JSON.parse(me.getAttribute("data-user"));
       return user !== null && typeof user === "object" && !Array.isArray(user) ? user : null;

@@ -55,9 +55,10 @@ class UnfinishedTag(Exception):
     """The buffer ends inside a tag: what follows cannot be read."""
 
 
-def _tags(buffer: bytes, pos: int = 0) -> Iterator[tuple[int, bool, Tag]]:
-    """(offset, closing, tag) in document order from ``pos``, skipping comments and raw
-    text; ends early, with ``UnfinishedTag`` raised, where the buffer ends inside a tag."""
+def _tags(buffer: bytes, pos: int = 0) -> Iterator[tuple[int, int, bool, Tag]]:
+    """(offset, end, closing, tag) in document order from ``pos``, skipping comments and
+    raw text; ends early, with ``UnfinishedTag`` raised, where the buffer ends inside a
+    tag."""
     while True:
         lt = buffer.find(b"<", pos)
         if lt < 0:
@@ -67,7 +68,7 @@ def _tags(buffer: bytes, pos: int = 0) -> Iterator[tuple[int, bool, Tag]]:
             raise UnfinishedTag
         if tag is None:
             continue
-        yield lt, kind == END, tag
+        yield lt, pos, kind == END, tag
         if kind == START and tag.name in RAW_TEXT:
             pos = script_end(buffer, pos) if tag.name == b"script" else \
                 raw_end(buffer, tag.name, pos)
@@ -76,7 +77,7 @@ def _tags(buffer: bytes, pos: int = 0) -> Iterator[tuple[int, bool, Tag]]:
 def _scan_head(buffer: bytes) -> _Head:
     metas: list[dict[bytes, list[bytes]]] = []
     try:
-        for start, closing, tag in _tags(buffer):
+        for start, _, closing, tag in _tags(buffer):
             if closing and tag.name == b"head":
                 return _Head(tuple(metas), start, True, True)
             if not closing and tag.name == b"body":
@@ -125,7 +126,7 @@ def _metas(page: bytes, start: int) -> tuple[tuple[dict[bytes, list[bytes]], ...
     end (False: it ends inside a tag)."""
     found: list[dict[bytes, list[bytes]]] = []
     try:
-        for _, closing, tag in _tags(page, start):
+        for _, _, closing, tag in _tags(page, start):
             if not closing and tag.name == b"meta":
                 found.append(tag.attrs)
     except UnfinishedTag:
@@ -138,27 +139,35 @@ def head_complete(buffer: bytes) -> bool:
     return _scan_head(buffer).end is not None
 
 
-def _script_srcs(page: bytes) -> set[str]:
-    try:
-        return {attr_value(tag.attrs, b"src") for _, closing, tag in _tags(page)
-                if tag.name == b"script" and not closing}
-    except UnfinishedTag:
-        return set()
-
-
 def script_offset(page: bytes, tag: bytes) -> int | None:
     """Where ``tag`` goes in ``page``: before ``</head>``, else before ``</body>``, else at
     the end; None when the page already loads a script with the same ``src``."""
-    src = next((attr_value(t.attrs, b"src") for _, _, t in _tags(tag)), "")
+    src = _src_of(tag)
     # Most pages never mention the script, so the full scan is only for those that might.
     if src and (src.encode() in page or html.escape(src).encode() in page) \
-            and src in _script_srcs(page):
+            and own_scripts(page, tag):
         return None
     head = _scan_head(page)
     if head.end is not None and head.closed_by_head:
         return head.end
     found = page.lower().rfind(b"</body")
     return found if found >= 0 else len(page)
+
+
+def _src_of(tag: bytes) -> str:
+    return next((attr_value(t.attrs, b"src") for _, _, _, t in _tags(tag)), "")
+
+
+def own_scripts(page: bytes, tag: bytes) -> list[tuple[int, int]]:
+    """Where the page's own start tags that load the script of ``tag`` stand: (offset,
+    end) of each (none when the page cannot be read to its end)."""
+    src = _src_of(tag)
+    try:
+        return [(start, end) for start, end, closing, found in _tags(page)
+                if found.name == b"script" and not closing
+                and attr_value(found.attrs, b"src") == src]
+    except UnfinishedTag:
+        return []
 
 
 def insert_at(page: bytes, tag: bytes, at: int | None) -> bytes:

@@ -39,6 +39,7 @@ from gateway.html.gating import (
 from gateway.html.head import (
     PageMeta,
     insert_at,
+    own_scripts,
     read_page_meta,
     script_offset,
     script_tag,
@@ -175,9 +176,13 @@ class KeptTemplate:
     def for_reader(self, user: User | None, user_object: bytes = b"null") -> Rendered:
         """The page for ``user``: its fields filled, and ``user_object`` (their user
         object, escaped for an attribute) in the client script's tag."""
-        pieces = self.template.fill(user)
-        if self.user_slot >= 0:
-            pieces[2 * self.user_slot + 1] = user_object
+        parts = self.template.parts
+        if self.user_slot == 0 and len(parts) == 2:
+            pieces = [parts[0], user_object, parts[1]]  # the user object its only field
+        else:
+            pieces = self.template.fill(user)
+            if self.user_slot >= 0:
+                pieces[2 * self.user_slot + 1] = user_object
         values = pieces[1::2]
         tag = hashlib.blake2b(self.digest, digest_size=12)
         for value in values:
@@ -465,12 +470,28 @@ class Pages:
         """The client script's tag carrying a user object (escaped for an attribute)."""
         return self.tag_head + user_object + b'"' + _TAG_TAIL
 
+    def place_script(self, page: bytes, at: int | None, user_object: bytes) -> bytes:
+        """``page`` with the client script carrying ``user_object``: inserted at ``at``, or,
+        where the page loads the script itself (``at`` None), in place of each of the
+        page's own start tags, so that no user object the page's markup spells is believed.
+        """
+        if at is not None:
+            return insert_at(page, self.reader_tag(user_object), at)
+        start_tag = self.reader_tag(user_object)[:-len(b"</script>")]
+        out: list[bytes] = []
+        last = 0
+        for start, end in own_scripts(page, self.tag):
+            out += (page[last:start], start_tag)
+            last = end
+        out.append(page[last:])
+        return b"".join(out)
+
     def user_object(self, user: User | None) -> bytes:
         """``user``'s object as ``/_gateway/user`` answers it, escaped for an attribute;
         ``null`` for nobody."""
         if user is None or not self.inject:
             return b"null"
-        text = json.dumps(user.to_json(self.expose), separators=(",", ":"))
+        text = json.dumps(user.view(self.expose), separators=(",", ":"))
         return html.escape(text, quote=True).encode()
 
     def render(self, scanned: Scanned, decision: Decision, user: User | None,
@@ -498,10 +519,9 @@ class Pages:
             decision = replace(decision, public=False)
             if self.inject:
                 # The rewritten page is this reader's: where the script goes is found again.
-                page = insert_at(page, self.reader_tag(user_object),
-                                 script_offset(page, self.tag))
+                page = self.place_script(page, script_offset(page, self.tag), user_object)
         elif self.inject:
-            page = insert_at(page, self.reader_tag(user_object), scanned.script_at)
+            page = self.place_script(page, scanned.script_at, user_object)
         return decision, page
 
     def deliver(self, scanned: Scanned, decision: Decision, user: User | None,
@@ -544,12 +564,12 @@ class Pages:
                 kept_page = keep(made)
                 self.renders.put(key, kept_page)
                 return decision, kept_page.for_reader(user, user_object)
-            if SLOT not in page:  # the page loads the script itself: nothing to fill
+            if SLOT not in page:  # no client script here: nothing to fill
                 result = rendered(page)
                 self.renders.put(key, result)
                 return decision, result
         decision, page = self.render(scanned, decision, user, cuts, user_object)
-        return decision, rendered(page, reader=self.inject and scanned.script_at is not None)
+        return decision, rendered(page, reader=self.inject)
 
     def keep_template(self, scanned: Scanned, user: User, cuts: Cuts | None,
                       ) -> KeptTemplate | None:
@@ -563,10 +583,9 @@ class Pages:
             return None  # the per-reader rendering takes such links out one by one
         fields: tuple[tuple[str, bytes], ...] = made.fields
         if self.inject:
-            at = script_offset(body, self.tag)
-            if at is not None:
-                body = insert_at(body, self.reader_tag(slot_mark(len(fields))), at)
-                fields += (_USER_FIELD,)
+            body = self.place_script(body, script_offset(body, self.tag),
+                                     slot_mark(len(fields)))
+            fields += (_USER_FIELD,)
         made = from_marked(body, fields)
         return None if made is None else keep(made)
 
