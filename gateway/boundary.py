@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import Token
+from time import perf_counter
 
 from aiohttp import HttpVersion11, web
 
@@ -17,6 +19,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.limits import InFlight
+from gateway.logs import REQUEST_ID
 from gateway.metrics import Metrics
 from gateway.responses import error_response, is_navigation, login_redirect
 from gateway.scope import SCOPE, Scope, ScopeBuilder
@@ -58,74 +61,106 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
     denied_status = 404 if config.access.denied == "not_found" else 403
     as_missing = missing_page if denied_status == 404 else None
 
-    def note_denial(request: web.Request, scope: Scope | None) -> None:
-        metrics.denials.labels("groups").inc()
+    def note_denial(request: web.Request, scope: Scope | None, exc: Denied) -> None:
+        fields = exc.log_fields()
+        if scope is not None:
+            scope.refusal = fields
+        metrics.denials.labels(exc.code).inc()
         audit.info("denied", extra={"event": "denied", "sub": scope and scope.sub,
-                                    "path": request.path, "reason": "groups"})
+                                    "path": request.path, **fields})
 
     async def boundary(request: web.Request) -> web.StreamResponse:
+        started = perf_counter()
         try:
             in_flight.enter()
         except Unavailable as exc:
             return error_response(request, exc.status, exc.code, exc.message)
         scope: Scope | None = None
         noted = False
+        # The route class when the request did not end as its route (refused, failed).
+        ended: str | None = None
+        refused: dict[str, str] | None = None
+        id_token: Token[str | None] | None = None
         try:
             scope = scopes.build(request)
             request[SCOPE] = scope
+            id_token = REQUEST_ID.set(scope.request_id)
             if "Expect" in request.headers:
                 await expect_continue(request)
             try:
                 response = await handler(request)
                 if scope.route != "gateway" and not scope.allowed:
                     # A docs answer whose decision was never enforced: fail closed.
-                    raise Denied()
-            except Denied:
+                    raise Denied(code="not_enforced")
+            except Denied as exc:
                 if as_missing is None:
                     raise
-                note_denial(request, scope)
+                note_denial(request, scope, exc)
                 noted = True
+                ended = "denied"
                 try:
                     # Its errors (an upstream that is down) are the missing page's too.
                     response = await as_missing(request)
                 except (Denied, NeedsLogin, NotFound):
                     # The site's missing page is gated itself, or it has none.
-                    raise Denied() from None
+                    raise Denied(code=exc.code, expected=exc.expected,
+                                 received=exc.received) from None
         except NeedsLogin as exc:
+            ended = "denied"
+            refused = exc.log_fields()
             if is_navigation(request):
                 response = login_redirect(request, login_path, exc.return_to)
             else:
                 response = error_response(request, 401, "unauthenticated", "")
-        except Denied:
+        except Denied as exc:
+            ended = "denied"
             if not noted:
-                note_denial(request, scope)
+                note_denial(request, scope, exc)
             if denied_status == 404:
                 response = error_response(request, 404, "not_found", "There is no page here.")
             else:
                 response = error_response(request, 403, "forbidden",
                                           "Your account cannot open this page.")
         except GatewayError as exc:
+            ended = "error"
+            refused = exc.log_fields()
             if exc.status >= 500:
-                log.warning("request failed", extra={"status": exc.status, "reason": exc.code,
-                                                     "path": request.path})
+                log.warning("request failed", extra={"status": exc.status, "path": request.path,
+                                                     **refused})
             response = error_response(request, exc.status, exc.code, exc.message)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = error_response(request, exc.status, exc.reason.lower().replace(" ", "_"),
-                                      exc.text or "")
+            ended = "error"
+            code = exc.reason.lower().replace(" ", "_")
+            refused = {"reason": code}
+            response = error_response(request, exc.status, code, exc.text or "")
         except asyncio.CancelledError:
             raise
         except ConnectionResetError:
             # The client left; nobody reads what is sent now (499: nginx's word for it).
+            ended = "error"
             response = web.Response(status=499)
         except Exception:
+            ended = "error"
             log.exception("unexpected error", extra={"path": request.path})
             response = error_response(request, 500, "internal", "An unexpected error occurred.")
         finally:
             in_flight.leave()
-        metrics.count_request(scope.route if scope is not None else "docs", response.status)
-        if scope is not None and not response.prepared:
+            if id_token is not None:
+                REQUEST_ID.reset(id_token)
+        if scope is None:
+            metrics.finish_request("docs", ended or "error", response.status,
+                                   perf_counter() - started)
+            return response
+        route = scope.route
+        if ended is not None and route != "gateway":
+            route = ended
+        metrics.finish_request("gateway" if scope.route == "gateway" else "docs", route,
+                               response.status, perf_counter() - started)
+        if refused is not None:
+            scope.refusal = refused
+        if not response.prepared:
             response.headers["X-Request-Id"] = scope.request_id
             if scope.jar:
                 cookies.apply(scope.jar, response)

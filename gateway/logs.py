@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from time import time as _now
 from typing import Any
 
@@ -21,6 +22,21 @@ audit = logging.getLogger("gateway.audit")
 # One encoder for every line: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+#: The id of the request being handled, set by the error boundary for the request's whole
+#: way through: every line logged meanwhile carries it (``RequestIdFilter``).
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to each record logged while a request is handled (the records of
+    tasks the request started too: they copy its context)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "request_id" not in record.__dict__:
+            request_id = REQUEST_ID.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -93,6 +109,7 @@ def setup_logging(config: LoggingConfig) -> None:
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger("gateway")
     root.handlers[:] = [handler]
     root.setLevel(config.level.upper())
@@ -100,7 +117,8 @@ def setup_logging(config: LoggingConfig) -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: no query string, no cookies, no tokens.
+    """One line per request: no query string, no cookies, no tokens. A refused request's
+    line says why (``reason``) and, when known, what was ``expected`` and ``received``.
 
     When the line goes to the gateway's own handler (as ``setup_logging`` makes it), it is
     formatted and written straight away: a log record and its handler chain would cost
@@ -123,6 +141,9 @@ class AccessLogger(AbstractAccessLogger):
             "ms": round(time * 1000, 2),
             "user": getattr(scope, "sub", None),
         }
+        refusal = getattr(scope, "refusal", None)
+        if refusal:
+            fields.update(refusal)
         handler = self._direct
         if handler is None:
             self.logger.info("request", extra=fields)
@@ -150,7 +171,8 @@ def _own_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
             or len(parent.handlers) != 1:
         return None
     handler = parent.handlers[0]
-    if type(handler) is not logging.StreamHandler or handler.filters \
+    if type(handler) is not logging.StreamHandler \
+            or any(type(own) is not RequestIdFilter for own in handler.filters) \
             or handler.level > logging.INFO \
             or not isinstance(handler.formatter, JsonFormatter | TextFormatter):
         return None

@@ -17,10 +17,16 @@ from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+REQUEST_BUCKETS = UPSTREAM_BUCKETS
+#: The route classes of ``gateway_request_seconds``: a docs page (HTML, or a body read as
+#: one), an asset (anything else streamed), an index (sitemap, search index, llms.txt,
+#: feed), the gateway's own endpoints, a request refused by policy (a login asked for, a
+#: denial), and a docs request the gateway answered with an error of its own.
+ROUTE_CLASSES = ("page", "asset", "index", "gateway", "denied", "error")
 
 
 class PerRequest(Collector):
-    """The two metrics every request moves, kept as plain numbers and turned into metric
+    """The three metrics every request moves, kept as plain numbers and turned into metric
     families only when scraped. A worker serves from one thread, so the lock that
     prometheus_client takes on each increment would buy nothing on the hot path."""
 
@@ -29,22 +35,40 @@ class PerRequest(Collector):
         # Per bucket (not yet cumulative), the last one past the largest bound (+Inf).
         self.upstream_buckets = [0] * (len(UPSTREAM_BUCKETS) + 1)
         self.upstream_sum = 0.0
+        # Per route class: its buckets as above, and the sum of its durations.
+        self.durations: dict[str, list[int]] = {
+            route: [0] * (len(REQUEST_BUCKETS) + 1) for route in ROUTE_CLASSES}
+        self.duration_sums: dict[str, float] = dict.fromkeys(ROUTE_CLASSES, 0.0)
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("gateway_requests", "Requests by route class and status",
+        requests = CounterMetricFamily("gateway_requests",
+                                       "Requests by route (docs or gateway) and status",
                                        labels=["route", "status"])
         for (route, status), count in sorted(self.requests.items()):
             requests.add_metric([route, str(status)], count)
         yield requests
         upstream = HistogramMetricFamily("gateway_upstream_seconds",
                                          "Time to the upstream's response headers")
-        cumulative, total = [], 0
-        for bound, count in zip([*map(floatToGoString, UPSTREAM_BUCKETS), "+Inf"],
-                                self.upstream_buckets, strict=True):
-            total += count
-            cumulative.append((bound, total))
-        upstream.add_metric([], cumulative, self.upstream_sum)
+        upstream.add_metric([], _cumulative(UPSTREAM_BUCKETS, self.upstream_buckets),
+                            self.upstream_sum)
         yield upstream
+        durations = HistogramMetricFamily(
+            "gateway_request_seconds", "Time from a request's arrival to its response handed "
+            "to the server (a streamed body: until sent), by route class", labels=["route"])
+        for route in ROUTE_CLASSES:
+            durations.add_metric([route], _cumulative(REQUEST_BUCKETS, self.durations[route]),
+                                 self.duration_sums[route])
+        yield durations
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (the last past the largest bound) as Prometheus's running totals."""
+    out: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip([*map(floatToGoString, bounds), "+Inf"], counts, strict=True):
+        total += count
+        out.append((bound, total))
+    return out
 
 
 class Metrics:
@@ -68,10 +92,21 @@ class Metrics:
             ["reason"], registry=self.registry)
 
     def count_request(self, route: str, status: int) -> None:
-        """One more request of this route class and status."""
+        """One more request of this route (``docs`` or ``gateway``) and status."""
         counts = self.per_request.requests
         key = (route, status)
         counts[key] = counts.get(key, 0) + 1
+
+    def finish_request(self, route: str, route_class: str, status: int,
+                       seconds: float) -> None:
+        """A request answered: counted by ``route`` and status, its duration by class (one
+        of ``ROUTE_CLASSES``)."""
+        per_request = self.per_request
+        counts = per_request.requests
+        key = (route, status)
+        counts[key] = counts.get(key, 0) + 1
+        per_request.durations[route_class][bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
+        per_request.duration_sums[route_class] += seconds
 
     def observe_upstream(self, seconds: float) -> None:
         """One more upstream response head, ``seconds`` after the request was sent."""

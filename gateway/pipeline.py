@@ -194,7 +194,7 @@ def add_vary(headers: CIMultiDict[str], name: str) -> None:
 def require_allowed(scope: Scope) -> None:
     """Fail closed for a docs response about to start without an enforced decision."""
     if not scope.allowed:
-        raise Denied()
+        raise Denied(code="not_enforced")
 
 
 async def start(request: web.Request, scope: Scope, response: web.StreamResponse) -> None:
@@ -224,7 +224,7 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     site = gw.site_for(visitor.user)
     if site.pages.guards(decision) and packed_page(rel):
         # A page's precompressed copy (page.html.gz): served, it would be the page unread.
-        raise Denied()
+        raise Denied(code="precompressed_copy", expected="the page itself, read")
     copy = packing_of(rel)[0]  # a .md.gz holds the same text as the .md
     if site.pages.guards(decision) and copy[-3:].lower() == ".md":
         await judge_markdown_copy(gw, site, copy, visitor.user)
@@ -322,7 +322,8 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
             found = await fetch(rel)
             learned = found if not isinstance(found, PageMeta) else Learned(found)
         if learned is None:
-            raise Denied()
+            raise Denied(code="page_unreadable",
+                         expected="a page whose metadata can be read")
         decision = gw.policy.decide_meta(decision, learned.meta, ex.visitor.user)
     enforce(decision, ex.scope)
 
@@ -399,7 +400,8 @@ async def judge_markdown_copy(gw: Gateway, site: Site, rel: str, user: User | No
         if decision.meta_applies and decision.outcome is Outcome.ALLOW:
             decision = gw.policy.decide_meta(decision, found.meta, user)
         if decision.outcome is not Outcome.ALLOW or (found.fragments and site.pages.fragments):
-            raise Denied()
+            raise Denied(code="markdown_copy", expected="a page the reader may open whole",
+                         received=f"its page {path}")
 
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or
@@ -431,6 +433,7 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
             await judge_unread(gw, ex, target, gw.policy.decide(target, visitor.user))
     has_body = sent_method != "HEAD" and status >= 200 and status not in (204, 304)
     if index_file is not None and has_body and 200 <= status < 300:
+        scope.route = "index"
         return await serve_index_upstream(gw, ex, index_file, upstream, headers)
     declared = content_type(upstream.headers)
     html_page = has_body and declared is not None and is_html(declared) \
@@ -443,6 +446,7 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     if not html_page:
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
+        scope.route = "asset"
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
         if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
             response.content_length = upstream.content_length

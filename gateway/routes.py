@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from gateway.denial import PAGE_CACHE, missing_neighbour, missing_page_for_check
-from gateway.errors import BadRequest, CrossSite, GatewayError, NotFound
+from gateway.errors import BadRequest, CrossSite, GatewayError, NotFound, shown
 from gateway.metrics import CONTENT_TYPE
 from gateway.paths import normalize_path
 from gateway.pipeline import identify, personal
@@ -73,12 +73,16 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """End the session: POST, or GET from a page of this site (CSRF-safe logout)."""
     gw = _gw(request)
     if request.method == "GET" and not same_origin_request(request, gw):
-        raise BadRequest("Log out from a page of this site, or with a POST.", code="cross_site")
+        raise BadRequest("Log out from a page of this site, or with a POST.", code="cross_site",
+                         expected="Sec-Fetch-Site same-origin, or an Origin or Referer of "
+                                  "this site", received=_fetch_site(request))
     if request.method == "POST" and post_from_this_site(
             request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"),
             gw.config.server.public_origin) is not True:
         # The login callback's rule; an opaque origin has no other proof here, so it fails.
-        raise CrossSite("Log out from a page of this site.")
+        raise CrossSite("Log out from a page of this site.",
+                        expected="Sec-Fetch-Site same-origin, or an Origin of this site",
+                        received=_fetch_site(request))
     jar = CookieJar()
     # An unreachable store is a 503: clearing only the cookie would leave the session
     # alive for whoever else holds it.
@@ -104,6 +108,21 @@ async def logout(request: web.Request) -> web.StreamResponse:
             response.headers.add("Set-Cookie", f"{name}=; Max-Age=0; "
                                  f"Path={gw.config.server.route_base}; HttpOnly{secure}")
     return response
+
+
+def _fetch_site(request: web.Request) -> str:
+    """What a request says of the page that sent it, for the log line of a refusal (the
+    origin's scheme and host only, never a path or query)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return f"Sec-Fetch-Site {shown(site)}"
+    for name in ("Origin", "Referer"):
+        value = request.headers.get(name)
+        if value is not None:
+            parts = urlsplit(value)
+            host = parts.netloc.rpartition("@")[2]  # never a user name or password
+            return f"{name} {shown(f'{parts.scheme}://{host}')}"
+    return "no Sec-Fetch-Site, Origin or Referer"
 
 
 def same_origin_request(request: web.Request, gw: Gateway) -> bool:
@@ -160,7 +179,8 @@ def original_target(request: web.Request, scope: Scope, header: str) -> tuple[st
     """
     if not scope.trusted:
         raise UntrustedPeer("Forward-auth questions are answered only for the proxies in "
-                            "server.trusted_proxies.")
+                            "server.trusted_proxies.", expected="a peer in "
+                            "server.trusted_proxies", received=f"peer {request.remote}")
     values = request.headers.getall(header, [])
     uri = values[0].strip() if len(values) == 1 else ""
     if not uri:
@@ -168,7 +188,8 @@ def original_target(request: web.Request, scope: Scope, header: str) -> tuple[st
         log.warning("forward-auth request without a usable target header",
                     extra={"header": header, "problem": problem})
         raise BadRequest(f"The forward-auth request must carry {header} exactly once, with the "
-                         "page asked about.", code="bad_target")
+                         "page asked about.", code="bad_target", expected=f"{header} once",
+                         received=problem)
     if not uri.startswith("/"):
         # An absolute URL (X-Original-URL style): only its own path counts, never a URL
         # that happens to sit in the query string.

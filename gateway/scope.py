@@ -34,7 +34,8 @@ class Scope:
     path: str
     query: str
     forwarded_for: str
-    #: "gateway" for the gateway's own routes (the metrics label).
+    #: The route class (the metrics label): "page", "asset", "index" for the docs as the
+    #: pipeline learns what was served, "gateway" for the gateway's own routes.
     route: str
     #: The reader's subject, once known (audit and access log).
     sub: str | None
@@ -48,10 +49,13 @@ class Scope:
     #: Whether a decision that lets the request through was enforced: a docs response may
     #: start only then (the pipeline's ``start`` and the error boundary check it).
     allowed: bool
+    #: Why the request was refused, and what was expected and received, for its access
+    #: line (None: not refused).
+    refusal: dict[str, str] | None
 
     # Written out (init=False): compiled, it runs natively; it is made once per request.
     def __init__(self, *, request_id: str, client_ip: str, trusted: bool, scheme: str,
-                 host: str, path: str, query: str, forwarded_for: str, route: str = "docs",
+                 host: str, path: str, query: str, forwarded_for: str, route: str = "page",
                  sub: str | None = None, user: User | None = None,
                  jar: CookieJar | None = None, asks_missing: bool = False) -> None:
         self.request_id = request_id
@@ -68,6 +72,7 @@ class Scope:
         self.jar = jar
         self.asks_missing = asks_missing
         self.allowed = False
+        self.refusal = None
 
     def missing_at(self, path: str) -> Scope:
         """The same request's scope at ``path``, an address that cannot exist (no query),

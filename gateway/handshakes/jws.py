@@ -133,7 +133,8 @@ def check_header(compact: Compact, allowed: Sequence[str], *,
     alg = compact.alg
     if alg.lower() == "none" or alg not in allowed:
         raise TokenError(f"tokens signed with {alg[:16]!r} are not accepted; allowed: "
-                         f"{', '.join(allowed)}", code="unsupported_alg")
+                         f"{', '.join(allowed)}", code="unsupported_alg",
+                         expected=", ".join(allowed), received=repr(alg[:16]))
     if "crit" in compact.header:
         raise TokenError("the token has critical header extensions this gateway does not "
                          "understand", code="crit_unsupported")

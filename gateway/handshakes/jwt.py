@@ -231,7 +231,7 @@ class JwtHandshake(Handshake):
 
     def refused(self, exc: HandshakeFailed) -> None:
         """Log and count a refused login, with its reason and never the token."""
-        log.warning("jwt login refused", extra={"reason": exc.code})
+        log.warning("jwt login refused", extra=exc.log_fields())
         self.outcome("failed", exc.code)
 
     async def start_session(self, request: web.Request, user: User, location: str,

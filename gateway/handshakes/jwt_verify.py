@@ -11,6 +11,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.errors import shown
 from gateway.handshakes.base import HandshakeDeps
 from gateway.handshakes.jwks import JwksCache
 from gateway.handshakes.jws import (
@@ -67,7 +68,9 @@ class JwtVerifier:
                 if not found:
                     raise
         if not found:
-            raise TokenError(f"no configured key verifies {alg} tokens", code="unknown_key")
+            raise TokenError(f"no configured key verifies {alg} tokens", code="unknown_key",
+                             expected="a configured key", received=f"alg {alg!r}, kid "
+                             f"{shown(kid)}")
         return found
 
     def check_claims(self, claims: dict[str, Any], now: float) -> None:
@@ -77,31 +80,41 @@ class JwtVerifier:
         exp = _time_claim(claims, "exp")
         if exp is None:
             raise TokenError("the token has no exp (expiry); add one, a few seconds ahead",
-                             code="missing_exp")
+                             code="missing_exp", expected="an exp claim", received="none")
         iat = _time_claim(claims, "iat")
         nbf = _time_claim(claims, "nbf")
         if now > exp + leeway:
-            raise TokenError("the login token has expired; log in again", code="expired")
+            raise TokenError("the login token has expired; log in again", code="expired",
+                             expected=f"exp within leeway {leeway:g}s",
+                             received=f"expired {now - exp:.0f}s ago")
         if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+            ahead = max(nbf or now, iat or now) - now
             raise TokenError("the login token is not valid yet (check the clocks)",
-                             code="not_yet_valid")
+                             code="not_yet_valid", expected=f"iat and nbf within leeway "
+                             f"{leeway:g}s", received=f"{ahead:.0f}s in the future")
         if iat is not None:
             if now - iat > max_age + leeway or exp - iat > max_age:
                 raise TokenError("the login token is older or longer-lived than max_age allows",
-                                 code="too_old")
+                                 code="too_old", expected=f"max_age {max_age:g}s",
+                                 received=f"issued {now - iat:.0f}s ago, lives "
+                                          f"{exp - iat:.0f}s")
         elif exp - now > max_age + leeway:
             raise TokenError("a login token without iat must expire within max_age",
-                             code="too_old")
+                             code="too_old", expected=f"max_age {max_age:g}s",
+                             received=f"no iat, expires in {exp - now:.0f}s")
         if settings.issuer is not None and claims.get("iss") != settings.issuer:
             raise TokenError("the token's issuer (iss) is not the configured one",
-                             code="wrong_issuer")
+                             code="wrong_issuer", expected=repr(settings.issuer),
+                             received=shown(claims.get("iss")))
         if settings.audience is not None and not _has_audience(claims.get("aud"),
                                                                settings.audience):
             raise TokenError("the token's audience (aud) is not the configured one",
-                             code="wrong_audience")
+                             code="wrong_audience", expected=repr(settings.audience),
+                             received=shown(claims.get("aud")))
         if settings.require_host and not _same_host(claims.get("host"), self.public_url):
             raise TokenError("the token's host claim is not this docs site's host",
-                             code="wrong_host")
+                             code="wrong_host", expected=repr(urlsplit(self.public_url).netloc),
+                             received=shown(claims.get("host")))
 
 
 def _time_claim(claims: dict[str, Any], name: str) -> float | None:

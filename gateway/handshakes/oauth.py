@@ -297,7 +297,7 @@ class OAuthHandshake(Handshake):
                                    else None)
         except GatewayError as exc:
             self.outcome("failed", exc.code)
-            log.info("oauth login failed", extra={"reason": exc.code})
+            log.info("oauth login failed", extra=exc.log_fields())
             again = f"{self.config.server.route_base}/login?redirect={quote(return_to)}"
             response = error_response(request, exc.status, exc.code, exc.message,
                                       [(again, "Log in again")])

@@ -30,7 +30,7 @@ from authlib.oauth2.rfc8414.models import validate_array_value
 
 from gateway.config.model import OAuthConfig
 from gateway.crypto import InvalidSealed, Sealer, constant_time_equal, random_token
-from gateway.errors import HandshakeFailed, UpstreamError
+from gateway.errors import HandshakeFailed, UpstreamError, shown
 from gateway.handshakes.jws import HMAC_ALGS, TokenError, split_jws, strict_json
 
 #: Seconds a login attempt (its state cookie) stays valid.
@@ -512,11 +512,13 @@ def check_token_claims(claims: Mapping[str, Any], *, issuer: str | None, audienc
         audiences = aud if isinstance(aud, list) else [aud]
         if audience not in audiences:
             raise HandshakeFailed(f"The {what} was issued for another client (aud does not "
-                                  "include client_id).", code=code)
+                                  "include client_id).", code=code, expected=repr(audience),
+                                  received=shown(aud))
     token_issuer = claims.get("iss")
     if issuer is not None and not (isinstance(token_issuer, str)
                                    and same_issuer(token_issuer, issuer)):
-        raise HandshakeFailed(f"The {what} comes from another issuer than {issuer}.", code=code)
+        raise HandshakeFailed(f"The {what} comes from another issuer than {issuer}.", code=code,
+                              expected=repr(issuer), received=shown(token_issuer))
 
 
 def check_id_token_claims(claims: Mapping[str, Any], *, client_id: str,

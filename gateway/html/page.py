@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict, istr
 
 from gateway.config.model import Config
-from gateway.errors import Denied, NeedsLogin, UpstreamError
+from gateway.errors import Denied, NeedsLogin, UpstreamError, listed
 from gateway.html.encoding import Undecodable, as_utf8, decode_body, is_html
 from gateway.html.gating import (
     SLOT,
@@ -331,10 +331,22 @@ def enforce(decision: Decision, scope: Scope) -> None:
     """Raise for a decision that blocks the request; for ALLOW, mark the request allowed
     (no docs response starts before that)."""
     if decision.outcome is Outcome.NEEDS_LOGIN:
-        raise NeedsLogin(return_to=return_path(scope))
+        raise NeedsLogin(return_to=return_path(scope), expected=_wanted(decision),
+                         received="anonymous")
     if decision.outcome is Outcome.DENIED:
-        raise Denied()
+        user = scope.user
+        raise Denied(expected=_wanted(decision),
+                     received=f"groups {listed(user.groups)}" if user is not None else None)
     scope.allowed = True
+
+
+def _wanted(decision: Decision) -> str:
+    """Who a decision lets in, for the log line of a refusal."""
+    if decision.groups is None:
+        return "a logged-in reader"
+    if not decision.groups:
+        return "nobody (groups: [])"
+    return f"any of groups {listed(decision.groups)}"
 
 
 class Pages:
