@@ -83,7 +83,7 @@ def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route])
         ("GET", "auth", routes.auth), ("GET", "healthz", routes.healthz),
         ("GET", "readyz", routes.readyz),
     ]
-    if config.server.admin_port is None:
+    if config.server.metrics == "public":
         simple.append(("GET", "metrics", routes.metrics))
     for method, name, handler in simple:
         table.add(method, f"{base}/{name}", handler)

@@ -257,6 +257,7 @@ def summary(config: Config, path: Path | str) -> str:
         ("pages", _pages_detail(config)),
         ("admin", _address(server.admin_host, server.admin_port)
          if server.admin_host is not None and server.admin_port is not None else "off"),
+        ("metrics", _metrics_detail(config)),
     ])]
     warnings = list(config.warnings)
     cross_domain = domain_warning(config)
@@ -264,6 +265,17 @@ def summary(config: Config, path: Path | str) -> str:
         warnings.append(cross_domain)
     lines += [f"warning: {warning}" for warning in warnings]
     return "\n".join(lines)
+
+
+def _metrics_detail(config: Config) -> str:
+    server = config.server
+    admin = server.admin_port is not None and server.metrics != "off"
+    where = [f"{server.route_base}/metrics"] if server.metrics == "public" else []
+    if admin:
+        where.append("/metrics on the admin port")
+    if where:
+        return ", ".join(where)
+    return "off" if server.metrics == "off" else "off (no server.admin_listen)"
 
 
 def _handshake_detail(config: Config) -> str:

@@ -146,14 +146,16 @@ def _check_url(config: Config, url: str) -> None:
 
 
 def admin_app(main: web.Application) -> web.Application:
-    """Health and metrics on their own port, sharing the main app's state."""
+    """Health and metrics (unless ``server.metrics: off``) on their own port, sharing the
+    main app's state."""
     from gateway import routes
 
     app = web.Application()
     app[GATEWAY] = main[GATEWAY]
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
-    app.router.add_get("/metrics", routes.metrics)
+    if main[GATEWAY].config.server.metrics != "off":
+        app.router.add_get("/metrics", routes.metrics)
     return app
 
 

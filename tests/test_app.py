@@ -333,7 +333,7 @@ async def test_client_js_and_healthz(gateway: GatewayFactory) -> None:
 
 
 async def test_metrics_count_requests(gateway: GatewayFactory) -> None:
-    client = await gateway()
+    client = await gateway(server={"metrics": "public"})
     for _ in range(3):
         async with client.get("/pub/x") as response:
             assert response.status == 200
@@ -378,7 +378,7 @@ async def test_oversized_headers_are_refused(gateway: GatewayFactory) -> None:
 
 async def test_metrics_and_audit_of_a_denial(gateway: GatewayFactory,
                                              caplog: pytest.LogCaptureFixture) -> None:
-    client = await gateway()
+    client = await gateway(server={"metrics": "public"})
     reader = await login(client, "beta", sub="reader-7")
     with caplog.at_level("INFO", logger="gateway.audit"):
         async with client.get("/admin/page", cookies=reader) as response:

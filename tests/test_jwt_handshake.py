@@ -25,6 +25,7 @@ from gateway.app import build_app
 from gateway.handshakes import jwt_token
 from gateway.handshakes.replay import ReplayCache
 from gateway.keys import kid_of, private_pem, public_jwk, public_pem
+from gateway.services import GATEWAY
 from gateway.shared import MemoryKeyspace
 from tests.helpers import HS_SECRET, echo_app, header_map, make_config
 
@@ -494,7 +495,7 @@ async def test_refusal_is_logged_with_its_code_and_never_the_token(
         text = record.getMessage() + json.dumps(record.__dict__, default=str)
         for part in token.split("."):
             assert part not in text
-    metrics = await (await client.get("/_gateway/metrics")).text()
+    metrics = client.app[GATEWAY].metrics.render().decode()
     assert 'reason="wrong_host"' in metrics
 
 

@@ -255,7 +255,7 @@ def test_no_cookie_header_but_a_real_one_logs_anyone_in(served: Served,
 
 KEYS: dict[str, Any] = {
     "server": ["listen", "public_url", "workers", "trusted_proxies", "prefix", "compat",
-               "admin_listen", "login_rate_limit", "max_concurrent"],
+               "admin_listen", "metrics", "login_rate_limit", "max_concurrent"],
     "upstream": ["url", "root", "timeout", "connect_timeout", "host_header", "max_connections"],
     "handshake": {"method": None,
                   "jwt": ["login_urls", "public_keys", "jwks_url", "secret", "algorithms",

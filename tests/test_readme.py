@@ -156,7 +156,7 @@ def route_configs(root: Path) -> list[dict[str, Any]]:
     """One app per handshake, each with every optional route switched on."""
     base = {"mode": "personalize", "upstream": {"url": None, "root": str(root)},
             "server": {"compat": ["mintlify"], "trusted_proxies": ["127.0.0.1/32"],
-                       "forward_auth": "nginx"}}
+                       "forward_auth": "nginx", "metrics": "public"}}
     oauth = {"authorization_url": "https://id.example.com/authorize",
              "token_url": "https://id.example.com/token",
              "jwks_url": "https://id.example.com/jwks"}

@@ -95,6 +95,7 @@ def _server(s: Section) -> ServerConfig:
     admin_hp = split_host_port(admin, s.key("admin_listen"), problems) if admin else None
     if admin_hp and admin_hp[1] and admin_hp == (host, port):
         problems.add(s.key("admin_listen"), "must differ from server.listen")
+    metrics = s.choice("metrics", "admin", ("admin", "public", "off"))
     login_rate_limit = s.integer("login_rate_limit", 30, minimum=0)
     max_concurrent = s.integer("max_concurrent", 1024, minimum=1)
     forward_auth = s.opt_string("forward_auth")
@@ -105,7 +106,7 @@ def _server(s: Section) -> ServerConfig:
         host=host, port=port, public_url=public_url.rstrip("/") or public_url,
         workers=workers, trusted_proxies=tuple(proxies), prefix=prefix, compat=compat,
         admin_host=admin_hp[0] if admin_hp else None, admin_port=admin_hp[1] if admin_hp else None,
-        login_rate_limit=login_rate_limit, max_concurrent=max_concurrent,
+        metrics=metrics, login_rate_limit=login_rate_limit, max_concurrent=max_concurrent,
         forward_auth=forward_auth,
     )
 

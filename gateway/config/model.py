@@ -35,6 +35,9 @@ class ServerConfig:
     compat: tuple[str, ...] = ()
     admin_host: str | None = None
     admin_port: int | None = None
+    #: Where ``/metrics`` is served: ``admin`` (the admin port; nowhere without one),
+    #: ``public`` (also ``/_gateway/metrics`` on the docs port) or ``off``.
+    metrics: str = "admin"
     login_rate_limit: int = 30
     max_concurrent: int = 1024
     #: The proxy that asks ``/auth`` (``nginx``, ``caddy``, ``traefik``) or the header it sets.
