@@ -172,6 +172,7 @@ async def build_app(config: Config) -> web.Application:
 
 async def _lifecycle(gw: Gateway) -> AsyncIterator[None]:
     try:
+        await gw.keyspace.start()
         await gw.handshake.start()
         yield
     finally:

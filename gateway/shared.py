@@ -7,18 +7,22 @@ each is whole on any node of a Cluster.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.bounded import Expiring
 from gateway.config.model import Config
 from gateway.config.redisurl import parse_redis_url, redis_kind
 from gateway.crypto import random_token
 from gateway.errors import Unavailable
+
+log = logging.getLogger("gateway")
 
 #: One policy for every Redis command the gateway sends: a dead Redis is noticed within it.
 REDIS_TIMEOUT = 2.0
@@ -68,6 +72,13 @@ class Keyspace(ABC):
         """Whether the backend answers."""
         return True
 
+    async def start(self) -> None:  # noqa: B027 - memory has nothing to reach
+        """Reach the backend once at start (and say whether it answers)."""
+
+    def note(self, reachable: bool, error: BaseException | None = None) -> None:  # noqa: B027
+        """What an operation on the backend (this keyspace's or another connection's to the
+        same backend) found: it answered, or it could not be reached."""
+
     async def close(self) -> None:  # noqa: B027 - memory holds nothing to release
         """Release connections."""
 
@@ -107,6 +118,22 @@ class MemoryKeyspace(Keyspace):
     async def lock(self, key: str, ttl: float) -> AsyncIterator[bool]:
         """One process: its own locks (the callers' asyncio locks) are all there is."""
         yield True
+
+
+def redis_where(url: str) -> str:
+    """Where a Redis URL points, for a log line: host, port and database (the sentinels and
+    the master's name, the cluster's seed nodes), never a user name or password."""
+    parts = urlsplit(url)
+    kind = redis_kind(url)
+    if parts.scheme in ("redis", "rediss"):
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            port = 6379
+        return f"{parts.hostname or ''}:{port}{parts.path}"
+    if kind in ("sentinel", "cluster"):
+        return f"{kind} {parts.netloc.rpartition('@')[2]}{parts.path}"
+    return f"{parts.scheme}:"
 
 
 def redis_client(url: str, timeout: float = REDIS_TIMEOUT) -> Any:
@@ -164,13 +191,37 @@ class RedisKeyspace(Keyspace):
         #: Replicas that must confirm each write, and how long they get (inside the timeout).
         self._replicas = 1 if self.kind == "sentinel" else 0
         self._wait_ms = max(1, int(timeout * 500))
+        self.where = redis_where(url)
+        #: Whether Redis answered the last operation (None: nothing asked yet).
+        self.reachable: bool | None = None
 
     def __repr__(self) -> str:
         return "RedisKeyspace(...)"  # the URL may hold a password
 
     def _unavailable(self, exc: BaseException) -> Unavailable:
+        self.note(False, exc)
         # The exception text can carry the Redis URL (and its password): the kind only.
         return Unavailable(f"Redis is unreachable ({exc.__class__.__name__})")
+
+    def note(self, reachable: bool, error: BaseException | None = None) -> None:
+        """Log a change of reachability (and the first word on it): up to down, down to up.
+        Every operation reports here, so no polling is needed to notice either."""
+        if reachable is self.reachable:
+            return
+        was, self.reachable = self.reachable, reachable
+        fields = {"redis": self.where}
+        if was is not None:
+            fields["was"] = "reachable" if was else "unreachable"
+        if reachable:
+            log.info("Redis reachable", extra=fields)
+        else:
+            # The exception text can carry the Redis URL (and its password): the kind only.
+            kind = error.__class__.__name__ if error is not None else "no answer"
+            log.warning("Redis unreachable", extra={**fields, "error": kind})
+
+    async def start(self) -> None:
+        """PING once, so the log says at start whether Redis answers."""
+        await self.ping()
 
     def _confirmed(self, acknowledged: object) -> None:
         """Raise Unavailable when fewer replicas than needed confirmed the write."""
@@ -180,16 +231,20 @@ class RedisKeyspace(Keyspace):
     async def first_use(self, key: str, ttl: float) -> bool:
         """``SET key 1 NX EX ttl``: False when some replica already recorded it."""
         seconds = max(1, math.ceil(ttl))
+        acknowledged = None
         try:
             if not self._replicas:
-                return bool(await self.redis.set(key, b"1", nx=True, ex=seconds))
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(key, b"1", nx=True, ex=seconds)
-                pipe.wait(self._replicas, self._wait_ms)
-                recorded, acknowledged = await pipe.execute()
+                recorded = await self.redis.set(key, b"1", nx=True, ex=seconds)
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(key, b"1", nx=True, ex=seconds)
+                    pipe.wait(self._replicas, self._wait_ms)
+                    recorded, acknowledged = await pipe.execute()
         except self._errors as exc:
             raise self._unavailable(exc) from None
-        if recorded:
+        if self.reachable is not True:
+            self.note(True)
+        if recorded and self._replicas:
             self._confirmed(acknowledged)
         return bool(recorded)
 
@@ -199,6 +254,8 @@ class RedisKeyspace(Keyspace):
             value = await self.redis.get(key)
         except self._errors as exc:
             raise self._unavailable(exc) from None
+        if self.reachable is not True:
+            self.note(True)
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl: float, *,
@@ -210,37 +267,44 @@ class RedisKeyspace(Keyspace):
         """
         ttl_ms = max(1, math.ceil(ttl * 1000))
         try:
+            results: list[Any] = []
             if self.kind == "cluster":
                 if replacing is not None:
                     await self.redis.delete(replacing)
                 await self.redis.set(key, value, px=ttl_ms)
-                return
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if replacing is None:
-                    pipe.set(key, value, px=ttl_ms)
-                else:
-                    pipe.eval(_PUT_REPLACING, 2, key, replacing, value, ttl_ms)
-                if self._replicas:
-                    pipe.wait(self._replicas, self._wait_ms)
-                results = await pipe.execute()
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    if replacing is None:
+                        pipe.set(key, value, px=ttl_ms)
+                    else:
+                        pipe.eval(_PUT_REPLACING, 2, key, replacing, value, ttl_ms)
+                    if self._replicas:
+                        pipe.wait(self._replicas, self._wait_ms)
+                    results = await pipe.execute()
         except self._errors as exc:
             raise self._unavailable(exc) from None
+        if self.reachable is not True:
+            self.note(True)
         if self._replicas:
             self._confirmed(results[-1])
 
     async def delete(self, key: str) -> None:
         """``DEL key``."""
+        acknowledged = None
         try:
             if not self._replicas:
                 await self.redis.delete(key)
-                return
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(key)
-                pipe.wait(self._replicas, self._wait_ms)
-                _, acknowledged = await pipe.execute()
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(key)
+                    pipe.wait(self._replicas, self._wait_ms)
+                    _, acknowledged = await pipe.execute()
         except self._errors as exc:
             raise self._unavailable(exc) from None
-        self._confirmed(acknowledged)
+        if self.reachable is not True:
+            self.note(True)
+        if self._replicas:
+            self._confirmed(acknowledged)
 
     @asynccontextmanager
     async def lock(self, key: str, ttl: float) -> AsyncIterator[bool]:
@@ -248,8 +312,12 @@ class RedisKeyspace(Keyspace):
         token = random_token(16)
         try:
             held = bool(await self.redis.set(key, token, nx=True, px=max(1, int(ttl * 1000))))
-        except self._errors:
+        except self._errors as exc:
+            self.note(False, exc)
             held = False
+        else:
+            if self.reachable is not True:
+                self.note(True)
         try:
             yield held
         finally:
@@ -262,9 +330,12 @@ class RedisKeyspace(Keyspace):
     async def ping(self) -> bool:
         """Whether Redis answers PING."""
         try:
-            return bool(await self.redis.ping())
-        except self._errors:
+            answered = bool(await self.redis.ping())
+        except self._errors as exc:
+            self.note(False, exc)
             return False
+        self.note(answered)
+        return answered
 
     async def close(self) -> None:
         """Close the connection pool (and the connections to the sentinels)."""

@@ -448,10 +448,28 @@ def _cross_checks(config: Config, problems: Problems) -> None:
                      "none needs an https public_url (browsers drop SameSite=None without Secure)")
     if config.mode == "personalize" and config.access.rules:
         problems.warn("access.rules", "personalize mode blocks nothing; these rules are ignored")
+    if server.workers > 1 and session.store == "cookie":
+        problems.warn("session.store", f"cookie with {server.workers} workers (and the same "
+                      "holds for several replicas): each process keeps its own record of used "
+                      "login tokens, OAuth states and Info API answers, so a token replayed to "
+                      "another process logs in again, and a logout cannot revoke a copied "
+                      "cookie; use store: redis")
+    for index, pattern in enumerate(config.access.public):
+        _one_star(f"access.public[{index}]", pattern, "opens", problems)
+    for index, rule in enumerate(config.access.rules):
+        _one_star(f"access.rules[{index}].path", rule.path, "guards", problems)
     host = urlsplit(server.public_url).hostname or ""
     if not server.https and not _is_loopback(host):
         problems.warn("server.public_url", "plain http: session cookies cross the network "
                                            "unencrypted; use https")
+
+
+def _one_star(path: str, pattern: str, verb: str, problems: Problems) -> None:
+    """A glob ending in ``/*`` stops at one level: most often ``/**`` was meant."""
+    folder, _, last = pattern.rpartition("/")
+    if last == "*":
+        problems.warn(path, f"{pattern!r} {verb} one level only ({folder}/a, not {folder}/a/b "
+                            f"or {folder or '/'} itself); {folder}/** covers the whole folder")
 
 
 def _is_loopback(host: str) -> bool:

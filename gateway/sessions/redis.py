@@ -85,7 +85,8 @@ class RedisStore(SessionStore):
         # Sentinel or Cluster every request reads Redis.
         single = redis_kind(config.session.redis_url) == "server"
         self._tracked = TrackedSessions(config.session.redis_url, KEY_PREFIX, ttl,
-                                        timeout=timeout) if ttl > 0 and single else None
+                                        timeout=timeout, notify=self._keyspace.note) \
+            if ttl > 0 and single else None
 
     def __repr__(self) -> str:
         return f"RedisStore(cookie={self.cookies.name!r})"
@@ -210,5 +211,7 @@ class RedisStore(SessionStore):
     @staticmethod
     def _unavailable(exc: Unavailable) -> Unavailable:
         # The keyspace's message names the failure's kind only, never the URL.
-        log.warning("session store unreachable: %s", exc.message)
+        # The keyspace logs the change (reachable to unreachable); the request's own
+        # access line says 503 with reason unavailable.
+        log.debug("session store unreachable: %s", exc.message)
         return Unavailable("session store unreachable")

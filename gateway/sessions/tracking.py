@@ -36,8 +36,11 @@ class TrackedSessions:
     """A per-worker copy of recently read sessions, valid while Redis tracks their keys."""
 
     def __init__(self, url: str, prefix: str, ttl: float, *, timeout: float,
-                 limit: int = LIMIT, clock: Callable[[], float] = time.monotonic) -> None:
+                 limit: int = LIMIT, clock: Callable[[], float] = time.monotonic,
+                 notify: Callable[[bool, BaseException | None], None] | None = None) -> None:
         self._url = url
+        #: Told whether Redis answered each time the connection comes up or breaks.
+        self._notify = notify
         self._timeout = timeout
         self._prefix = prefix
         self._ttl = ttl
@@ -104,6 +107,8 @@ class TrackedSessions:
                                 "every request asks Redis", str(exc)[:80])
             except (RedisError, OSError, ValueError) as exc:
                 log.debug("session tracking interrupted: %s", exc.__class__.__name__)
+                if self._notify is not None and not self._closed:
+                    self._notify(False, exc)
             await asyncio.sleep(RETRY_AFTER)
 
     def _drop_all(self) -> None:
@@ -129,6 +134,8 @@ class TrackedSessions:
             await conn.send_command("SUBSCRIBE", CHANNEL)
             await conn.read_response()
             self.live = True
+            if self._notify is not None:
+                self._notify(True, None)
             while not self._closed:
                 message = await conn.read_response(timeout=math.inf)
                 if isinstance(message, list) and len(message) == 3 and message[0] == b"message" \
