@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.config.load import load_config
 from gateway.config.model import (
@@ -120,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, metavar="FILE", help=config_help)
     check = command("check", "validate a configuration file and summarize it", check_command)
     check.add_argument("-c", "--config", type=Path, metavar="FILE", help=config_help)
+    check.add_argument("--online", action="store_true",
+                       help="also ask the upstream, Redis, the identity provider's discovery "
+                            f"and keys, and the Info API whether they answer ({PROBE_TIMEOUT:g}s "
+                            "each); exit 1 when one does not")
 
     keys = command("keys", "manage signing keys", None)
     keys.set_defaults(usage=keys)
@@ -188,11 +195,154 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    """Validate the file; print a summary (exit 0) or one line per problem (exit 2)."""
+    """Validate the file; print a summary (exit 0) or one line per problem (exit 2). With
+    ``--online``, one line per dependency asked, and exit 1 when one does not answer."""
     path = args.config or default_config_path()
     config = load_config(path)
     print(summary(config, path))
-    return 0
+    if not args.online:
+        return 0
+    sys.stdout.flush()
+    results = asyncio.run(probe_all(config))
+    print("online:")
+    width = max(len(result.what) for result in results)
+    for result in results:
+        print(f"  {'ok' if result.ok else 'FAILED':6}  {result.what.ljust(width)}  "
+              f"{result.where}: {result.detail}", flush=True)
+    return 0 if all(result.ok for result in results) else 1
+
+
+#: Seconds each ``check --online`` probe may take.
+PROBE_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one ``check --online`` probe found."""
+
+    what: str
+    where: str
+    ok: bool
+    detail: str
+
+
+async def probe_all(config: Config, timeout: float = PROBE_TIMEOUT) -> list[Probe]:
+    """Ask every dependency the config names whether it answers, all at once, each within
+    ``timeout``: the upstream (any HTTP answer), Redis (PING), the identity provider's
+    discovery document and key set (valid ones), the Info API (an answer below 500: without
+    a reader's session it refuses, which is an answer)."""
+    import aiohttp
+
+    server, hs = config.server, config.handshake
+    limit = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=limit, cookie_jar=aiohttp.DummyCookieJar()) as http:
+        probes: list[Awaitable[Probe]] = []
+        audiences = config.upstream.audiences
+        origins = [(f"upstream {a.name}", a.url, a.root) for a in audiences] if audiences \
+            else [("upstream", config.upstream.url, config.upstream.root)]
+        for what, url, root in origins:
+            if url is not None:
+                probes.append(_probe_http(http, what, url.rstrip("/") + server.base_path + "/",
+                                          timeout, lambda status, body: status < 600))
+            elif root is not None:
+                probes.append(_probe_folder(what, root))
+        if config.session.store == "redis":
+            probes.append(_probe_redis(config.session.redis_url, timeout))
+        oauth = hs.oauth if hs.method == "oauth" else None
+        if oauth is not None and oauth.issuer:
+            issuer = oauth.issuer
+            probes.append(_probe_http(
+                http, "discovery", issuer.rstrip("/") + "/.well-known/openid-configuration",
+                timeout, lambda status, body: _discovery_problem(status, body, issuer)))
+        jwks_url = oauth.jwks_url if oauth is not None else \
+            hs.jwt.jwks_url if hs.method == "jwt" else None
+        if jwks_url:
+            probes.append(_probe_http(http, "key set", jwks_url, timeout, _key_set_problem))
+        info_api = oauth.info_api_url if oauth is not None else \
+            hs.shared_session.info_api_url if hs.method == "shared_session" else None
+        if info_api:
+            probes.append(_probe_http(http, "Info API", info_api, timeout,
+                                      lambda status, body: status < 500))
+        return list(await asyncio.gather(*probes))
+
+
+# A check of an answer: True (fine), False (a bad status), or a sentence saying what is wrong.
+Judge = Callable[[int, bytes], "bool | str"]
+
+
+async def _probe_http(http: Any, what: str, url: str, timeout: float, judge: Judge) -> Probe:
+    import aiohttp
+
+    where = _shown_url(url)
+    try:
+        async with http.get(url, allow_redirects=False) as response:
+            body = await response.content.read(1024 * 1024)
+            status = response.status
+    except TimeoutError:
+        return Probe(what, where, False, f"no answer within {timeout:g}s")
+    except aiohttp.ClientConnectorError as exc:
+        error = exc.os_error
+        reason = os.strerror(error.errno) if error.errno else describe(error)
+        return Probe(what, where, False, f"cannot connect ({reason})")
+    except aiohttp.ClientError as exc:
+        return Probe(what, where, False, f"{type(exc).__name__}: {describe(exc)}")
+    verdict = judge(status, body)
+    if verdict is True:
+        return Probe(what, where, True, f"answers (HTTP {status})")
+    problem = verdict if isinstance(verdict, str) else "an error"
+    return Probe(what, where, False, f"HTTP {status}: {problem}")
+
+
+def _discovery_problem(status: int, body: bytes, issuer: str) -> bool | str:
+    from gateway.handshakes.oauth_flow import discovery_document
+
+    try:
+        discovery_document(status, body, issuer)
+    except ValueError:
+        return f"not a discovery document for {issuer}"
+    return True
+
+
+def _key_set_problem(status: int, body: bytes) -> bool | str:
+    if status != 200:
+        return False
+    try:
+        keys = json.loads(body).get("keys")
+    except (ValueError, AttributeError):
+        return "not a JSON key set"
+    return True if isinstance(keys, list) and keys else "no keys in it"
+
+
+async def _probe_folder(what: str, root: Path) -> Probe:
+    found = root.is_dir()
+    return Probe(what, f"folder {root}", found, "exists" if found else "is not a folder")
+
+
+async def _probe_redis(url: str, timeout: float) -> Probe:
+    from redis.exceptions import RedisError
+
+    from gateway.shared import RedisKeyspace, redis_where
+
+    where = f"redis {redis_where(url)}"
+    try:
+        keyspace = RedisKeyspace(url, timeout)
+    except (RedisError, OSError, ValueError) as exc:
+        return Probe("Redis", where, False, f"cannot be used ({type(exc).__name__})")
+    try:
+        answered = await asyncio.wait_for(keyspace.redis.ping(), timeout)
+    except (TimeoutError, RedisError, OSError) as exc:
+        # The exception text can carry the URL (and its password): the kind only.
+        return Probe("Redis", where, False, f"cannot be reached ({type(exc).__name__})")
+    finally:
+        await keyspace.close()
+    return Probe("Redis", where, bool(answered), "answers PING")
+
+
+def _shown_url(url: str) -> str:
+    """A URL without its user name, password and query (which may hold a key)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def run_command(args: argparse.Namespace) -> int:
