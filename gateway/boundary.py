@@ -19,10 +19,9 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.limits import InFlight
-from gateway.logs import REQUEST_ID
 from gateway.metrics import Metrics
 from gateway.responses import error_response, is_navigation, login_redirect
-from gateway.scope import SCOPE, Scope, ScopeBuilder
+from gateway.scope import REQUEST_ID, SCOPE, Scope, ScopeBuilder
 from gateway.sessions.base import cookie_settings
 
 log = logging.getLogger("gateway")

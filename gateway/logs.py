@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-from contextvars import ContextVar
 from time import time as _now
 from typing import Any
 
@@ -14,6 +13,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.config.model import LoggingConfig
+from gateway.scope import REQUEST_ID
 
 log = logging.getLogger("gateway")
 access = logging.getLogger("gateway.access")
@@ -22,9 +22,6 @@ audit = logging.getLogger("gateway.audit")
 # One encoder for every line: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-#: The id of the request being handled, set by the error boundary for the request's whole
-#: way through: every line logged meanwhile carries it (``RequestIdFilter``).
-REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class RequestIdFilter(logging.Filter):

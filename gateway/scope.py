@@ -6,6 +6,7 @@ import ipaddress
 import itertools
 import re
 import secrets
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,6 +20,9 @@ from gateway.user import User
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Request key of the Scope built once per request by the error boundary.
 SCOPE = "gateway.scope"
+#: The id of the request being handled, set by the error boundary for the request's whole
+#: way through: every line logged meanwhile carries it (``gateway.logs.RequestIdFilter``).
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 @dataclass(init=False, slots=True)
