@@ -179,6 +179,8 @@ async def test_redis_reachability_is_logged_at_start_and_on_each_change(
     while len(redis_lines()) < 3:
         assert time.monotonic() < deadline, redis_lines()
         await asyncio.sleep(0.05)
+    # Noticed by no request, so it names none (not the request that started the tracking).
+    assert "request_id" not in redis_lines()[2]
     async with client.get("/guide", cookies=cookies) as response:
         assert response.status == 401  # Redis answers; the session died with it
     async with client.get("/_gateway/readyz") as response:

@@ -11,6 +11,7 @@ what a silently broken connection could leave stale.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -60,7 +61,8 @@ class TrackedSessions:
     def get(self, key: str) -> Session | None:
         """The session kept under a Redis key; None when not kept or not trusted now."""
         if self._task is None and not self._closed:
-            self._task = asyncio.create_task(self._track())
+            # A context of its own: its lines belong to no request (not the first one's).
+            self._task = asyncio.create_task(self._track(), context=contextvars.Context())
         if not self.live:
             return None
         return self._entries.get(key)
