@@ -172,6 +172,12 @@ def test_each_reader_gets_their_own_user_object_from_one_kept_copy() -> None:
     assert ada_tag.count(b'"') == 4 and b"<" not in ada_tag[1:-len(b"></script>")]
     etags = {result.etag for result in results.values()}
     assert len(etags) == 3  # a reader's validator is theirs alone
+    # The same reader with a changed user object (a refreshed session) gets the new one.
+    renamed = User(sub="ada", expires_at=ada.expires_at, groups=("staff",),
+                   content={"firstName": "Ada Lovelace"})
+    _, result = pages.deliver(pages.scan(plain, "/p"), pages.policy.decide("/p", renamed),
+                              renamed)
+    assert b"Ada Lovelace" in result.body and result.etag not in etags
 
 
 def test_a_page_with_fields_carries_the_user_object_beside_them() -> None:

@@ -76,6 +76,10 @@ MEMO_PAGE_LIMIT = 256 * 1024
 RECORD_EVERY = 60.0
 #: Pages too large for the memo whose gated text is kept (by digest) between requests.
 TEXTS_KEPT = 64
+#: Readers whose user object, as the client script's tag carries it, is kept (each at most
+#: ``OBJECT_KEPT_LIMIT`` bytes; a larger one is written for each page).
+OBJECTS_KEPT = 1024
+OBJECT_KEPT_LIMIT = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -372,6 +376,10 @@ class Pages:
         # script needs no second request to learn who reads.
         self.tag_head = tag[:-len(_TAG_TAIL)] + b' data-user="'
         self.expose = config.identity.expose
+        # Each reader's object as last written, by the user it was written from (held, so
+        # that its id names no other object meanwhile): opened sessions are kept, and with
+        # them their user, so a reader's next page reuses it.
+        self.objects: dict[int, tuple[User, bytes]] = {}
         #: Links to pages the reader may not open leave every page (``access.navigation``).
         self.navigation = config.access.navigation and not policy.personalize
         # Page metadata learned so far: for filtering indexes, and navigation.
@@ -503,8 +511,16 @@ class Pages:
         ``null`` for nobody."""
         if user is None or not self.inject:
             return b"null"
+        known = self.objects.get(id(user))
+        if known is not None and known[0] is user:
+            return known[1]
         text = json.dumps(user.view(self.expose), separators=(",", ":"))
-        return html.escape(text, quote=True).encode()
+        written = html.escape(text, quote=True).encode()
+        if len(written) <= OBJECT_KEPT_LIMIT:
+            if len(self.objects) >= OBJECTS_KEPT:
+                self.objects.clear()
+            self.objects[id(user)] = (user, written)
+        return written
 
     def render(self, scanned: Scanned, decision: Decision, user: User | None,
                cuts: Cuts | None = None, user_object: bytes = b"null",
