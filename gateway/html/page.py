@@ -370,7 +370,8 @@ class Pages:
         tag = script_tag(src)
         if "mintlify" in config.server.compat:
             tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
-        #: The tag as pages that load the script themselves spell it (they are left so).
+        #: The tag as a page that loads the script itself spells it (the gateway's, which
+        #: carries the reader, takes its place).
         self.tag = tag
         # The tag a reader gets carries their user object (null: nobody logged in), so the
         # script needs no second request to learn who reads.
