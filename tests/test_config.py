@@ -235,6 +235,12 @@ BAD = [
      ["session.redis_url: has a bad port for s1"]),
     ("session: {redis_url: 'redis+cluster://:hunter2@n1:7000,,n2:7001'}",
      ["session.redis_url: has an empty host in its host list"]),
+    ("session: {redis_url: 'redis://:pass/word@cache:6379/0'}",
+     ["session.redis_url: has an @ after its host: percent-encode a /, ?, # or @ in the "
+      "user name or password (%2F, %3F, %23, %40)"]),
+    ("session: {redis_url: 'redis://cache:port/0'}", ["session.redis_url: has a bad port"]),
+    ("session: {redis_url: 'redis://cache:6379/zero'}",
+     ["session.redis_url: has a database that is not a number"]),
     ("session: {redis_url: 'rediss+cluster://n1:7000/2'}",
      ["session.redis_url: must not name a database: a Redis Cluster has only db 0"]),
     ("session: {max_age: 0s}", ["session.max_age: must be longer than zero"]),
@@ -326,7 +332,12 @@ def test_secret_values_never_appear_in_messages(folder: Path) -> None:
                 "redis+sentinel://:xx?hunter2@s1:26379/main",
                 "redis+sentinel://:hunter2:99999/x@s1:26379/main",
                 "redis+sentinel://:x@s1:26379/main/hunter2@s2",
-                "redis+cluster://u:hunter2/x@n1:7000"):
+                "redis+cluster://u:hunter2/x@n1:7000",
+                # One server's URL too: redis-py reads such a password's first part as the
+                # port, and says so at start; the rest was logged as the path.
+                "redis://:hunter2/x@cache:6379/0", "redis://:x/hunter2@cache:6379/0",
+                "rediss://u:hunter2?x@cache:6380", "redis://:hunter2#x@cache:6379",
+                "redis://u:6379/hunter2@cache:6379/0"):
         found = problems(folder, f"session: {{redis_url: '{url}'}}\n")
         assert found and not any("hunter2" in line for line in found), url
 

@@ -88,18 +88,48 @@ def _hosts(text: str, default_port: int, url: str) -> tuple[tuple[str, int], ...
     return tuple(hosts)
 
 
+_AT_AFTER_HOST = ("has an @ after its host: percent-encode a /, ?, # or @ in the user name "
+                  "or password (%2F, %3F, %23, %40)")
+
+
+def _after_host(rest: str, kind: str) -> bool:
+    """Whether an ``@`` sits past the host part (in the path, the query or the fragment):
+    a user name or password cut short by a character it should have percent-encoded."""
+    ends = [index for index in (rest.find(c) for c in "/?#") if index >= 0]
+    tail = rest[min(ends):] if ends else ""
+    if kind == "sentinel":
+        # The sentinels' own password (?sentinel_password=...) may hold an @ as it is.
+        before, mark, after = tail.partition("?")
+        tail = before + (after.partition("#")[1] + after.partition("#")[2] if mark else "")
+    return "@" in tail
+
+
 def parse_redis_url(url: str) -> RedisTarget:
     """Read a Redis URL; raises RedisUrlError saying what is wrong (never the password)."""
     kind = redis_kind(url)
     if not kind:
         raise RedisUrlError(f"must start with one of {', '.join(s + '://' for s in SCHEMES)}")
     scheme = url.partition("://")[0].lower()
+    rest = url.partition("://")[2]
+    if _after_host(rest, kind):
+        # A user name or password with a character it should have percent-encoded: what
+        # follows it would be read as the host, the port, the path (the database) or the
+        # query, and a piece of the password repeated where those are shown.
+        raise RedisUrlError(_AT_AFTER_HOST)
     if kind == "server":
         parts = urlsplit(url)
         if not (parts.netloc or (scheme == "unix" and parts.path)):
             raise RedisUrlError("names no server")
+        if scheme != "unix":
+            try:
+                parts.port  # noqa: B018 - read to check it, as redis-py reads it
+            except ValueError:
+                raise RedisUrlError("has a bad port") from None
+            if not parts.hostname:
+                raise RedisUrlError("names no server")
+            if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+                raise RedisUrlError("has a database that is not a number")
         return RedisTarget(kind, url, tls=scheme == "rediss")
-    rest = url.partition("://")[2]
     netloc, slash, tail = rest.partition("/")
     path, _, query = tail.partition("?")
     if "?" in netloc:
