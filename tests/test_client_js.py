@@ -31,6 +31,15 @@ LOADS_ITSELF = PAGE.replace(
 SPELLS_IT_AGAIN = PAGE.replace(
     "</body>", f'<script src="/_gateway/client.js?v=2" data-user="{FORGED}" defer></script></body>')
 
+# A page that loads the script itself its own way, under its own policy: by nonce, and
+# before an inline script of its own that uses it at once.
+NONCE = "c2NyaXB0LW5vbmNl"
+OWN_WAY = (f'<!doctype html><html><head><title>Own</title>'
+           f'<script nonce="{NONCE}" src="/_gateway/client.js" id="mine"></script>'
+           f'<script nonce="{NONCE}">window.early = typeof window.docsGateway;</script>'
+           f'</head><body><p>Own way</p></body></html>')
+OWN_POLICY = {"Content-Security-Policy": f"script-src 'nonce-{NONCE}'"}
+
 Start = Callable[..., Awaitable[tuple[str, web.Application]]]
 
 
@@ -39,6 +48,8 @@ async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
     runners: list[web.BaseRunner] = []
 
     async def docs(request: web.Request) -> web.Response:
+        if request.path.startswith("/own"):
+            return web.Response(text=OWN_WAY, content_type="text/html", headers=OWN_POLICY)
         text = LOADS_ITSELF if request.path.startswith("/itself") else \
             SPELLS_IT_AGAIN if request.path.startswith("/again") else PAGE
         return web.Response(text=text, content_type="text/html")
@@ -144,3 +155,23 @@ async def test_the_user_comes_with_the_page_and_no_second_request(start: Start,
     assert await page.evaluate("window.docsUser.sub") == "ada"
     assert len(asked) >= 2
     await context.close()
+
+
+async def test_a_page_that_loads_the_script_its_own_way_keeps_that_way(
+        start: Start, browser: Any) -> None:
+    # Its nonce, its timing (no defer) and its other attributes stay: only the reader's
+    # user object is added to its tag.
+    base, app = await start()
+    cookies = await session_cookies(app, make_user("ada", firstName="Ada"))
+    context = await browser.new_context()
+    await context.add_cookies([{"name": name, "value": value, "url": base}
+                               for name, value in cookies.items()])
+    page = await context.new_page()
+    asked, errors = watch(page)
+    await page.goto(base + "/own/guide")
+    assert await page.evaluate("window.early") == "object"
+    assert (await page.evaluate("window.docsGateway.ready"))["sub"] == "ada"
+    assert await page.evaluate("document.querySelector('#mine').hasAttribute('data-user')")
+    assert asked == [] and errors == []
+    await context.close()
+

@@ -370,8 +370,8 @@ class Pages:
         tag = script_tag(src)
         if "mintlify" in config.server.compat:
             tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
-        #: The tag as a page that loads the script itself spells it (the gateway's, which
-        #: carries the reader, takes its place).
+        #: The tag as a page that loads the script itself spells it (that tag stays, the
+        #: reader's object added as its first attribute).
         self.tag = tag
         # The tag a reader gets carries their user object (null: nobody logged in), so the
         # script needs no second request to learn who reads.
@@ -493,17 +493,20 @@ class Pages:
 
     def place_script(self, page: bytes, at: int | None, user_object: bytes) -> bytes:
         """``page`` with the client script carrying ``user_object``: inserted at ``at``, or,
-        where the page loads the script itself (``at`` None), in place of each of the
-        page's own start tags, so that no user object the page's markup spells is believed.
+        where the page loads the script itself (``at`` None), as the first attribute of each
+        of the page's own start tags: the tag keeps its own attributes (a nonce, its timing),
+        and no user object the page's markup spells is believed (of an attribute given
+        twice, HTML keeps the first).
         """
         if at is not None:
             return insert_at(page, self.reader_tag(user_object), at)
-        start_tag = self.reader_tag(user_object)[:-len(b"</script>")]
+        attribute = b' data-user="' + user_object + b'"'
         out: list[bytes] = []
         last = 0
-        for start, end in own_scripts(page, self.tag):
-            out += (page[last:start], start_tag)
-            last = end
+        for start, _ in own_scripts(page, self.tag):
+            named = start + len(b"<script")
+            out += (page[last:named], attribute)
+            last = named
         out.append(page[last:])
         return b"".join(out)
 
