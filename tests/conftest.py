@@ -123,19 +123,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """Chromium for one test; skips with a reason only when it is not installed."""
-    from playwright.async_api import async_playwright
+    from tests.helpers import chromium
 
-    from tests.helpers import CHROMIUM, CHROMIUM_ARGS
-
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                    args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 # ---------------------------------------------------------------------------

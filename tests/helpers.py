@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,57 @@ def runner_for(app: web.Application, **kwargs: Any) -> web.BaseRunner:
     if is_gateway_app(app):
         return DocsRunner(app, **kwargs)
     return web.AppRunner(app, **kwargs)
+
+
+def bound_socket() -> tuple[socket.socket, str]:
+    """A loopback address taken before anything serves it: its socket and base URL (a page
+    a real browser opens needs the gateway's public URL in its config in advance)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class Served:
+    """Apps served on sockets of their own (``bound_socket``), stopped together."""
+
+    def __init__(self) -> None:
+        self.runners: list[web.BaseRunner] = []
+
+    async def on(self, sock: socket.socket, app: web.Application) -> None:
+        """Serve ``app`` (a gateway app as ``docs-gateway run`` would) on ``sock``."""
+        runner = runner_for(app)
+        await runner.setup()
+        self.runners.append(runner)
+        await web.SockSite(runner, sock).start()
+
+    async def serve(self, app: web.Application) -> str:
+        """Serve ``app`` on a new loopback port; its base URL."""
+        sock, base = bound_socket()
+        await self.on(sock, app)
+        return base
+
+    async def close(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        self.runners.clear()
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """A real headless Chromium (Debian's package), driven by Playwright; skips with a
+    reason only when it is not installed."""
+    import pytest
+    from playwright.async_api import async_playwright
+
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 def app_of(client: Client) -> web.Application:

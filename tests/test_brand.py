@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,6 @@ from typing import Any
 import jwt
 import pytest
 import yaml
-from aiohttp import web
 
 from gateway.app import build_app
 from gateway.cli import summary
@@ -26,11 +24,12 @@ from gateway.errors import ConfigError
 from tests.helpers import (
     HS_SECRET,
     GatewayFactory,
+    Served,
     app_of,
+    bound_socket,
     echo_app,
     make_config,
     make_user,
-    runner_for,
     session_cookies,
 )
 
@@ -278,24 +277,18 @@ Serve = Callable[..., Awaitable[str]]
 @pytest.fixture
 async def serve(aiohttp_server: Any) -> AsyncIterator[Serve]:
     """The gateway on a real port of its own (its public URL), in front of the echo app."""
-    runners: list[web.BaseRunner] = []
+    served = Served()
 
     async def start(**sections: Any) -> str:
         upstream = await aiohttp_server(echo_app())
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        sock, base = bound_socket()
         config = make_config(str(upstream.make_url("")).rstrip("/"),
                              server={"listen": "127.0.0.1:0", "public_url": base}, **sections)
-        runner = runner_for(await build_app(config))
-        await runner.setup()
-        runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await served.on(sock, await build_app(config))
         return base
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    await served.close()
 
 
 async def test_chromium_draws_the_branded_pages_under_their_policy(

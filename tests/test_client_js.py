@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import build_app
-from tests.helpers import make_config, make_user, runner_for, session_cookies
+from tests.helpers import Served, bound_socket, make_config, make_user, session_cookies
 
 PAGE = """<!doctype html><html><head><title>Guide</title>
 <script>
@@ -45,7 +44,7 @@ Start = Callable[..., Awaitable[tuple[str, web.Application]]]
 
 @pytest.fixture
 async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
-    runners: list[web.BaseRunner] = []
+    served = Served()
 
     async def docs(request: web.Request) -> web.Response:
         if request.path.startswith("/own"):
@@ -58,23 +57,17 @@ async def start(aiohttp_server: Any) -> AsyncIterator[Start]:
         upstream_app = web.Application()
         upstream_app.router.add_get("/{tail:.*}", docs)
         upstream = await aiohttp_server(upstream_app)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        sock, base = bound_socket()
         server = {"listen": "127.0.0.1:0", "public_url": base, **sections.pop("server", {})}
         # fragments off: the field must be filled by the script, not by the server
         config = make_config(str(upstream.make_url("")), mode="personalize", server=server,
                              access={"fragments": False})
         app = await build_app(config)
-        runner = runner_for(app)
-        await runner.setup()
-        runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await served.on(sock, app)
         return base, app
 
     yield run
-    for runner in runners:
-        await runner.cleanup()
+    await served.close()
 
 
 async def test_anonymous_reader_is_null_with_an_event(start: Start, browser: Any) -> None:

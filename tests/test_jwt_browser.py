@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import build_app
-from tests.helpers import HS_SECRET, make_config, runner_for
+from tests.helpers import HS_SECRET, Served, bound_socket, make_config
 
 PAGE = ("<!doctype html><html><head><title>Guide</title></head><body><h1>Guide</h1>"
         '<div style="height:4000px"></div><h2 id="intro">Intro</h2>'
@@ -32,7 +31,7 @@ Serve = Callable[[str], Awaitable[str]]
 @pytest.fixture
 async def serve(aiohttp_server: Any) -> AsyncIterator[Serve]:
     """Start an HTML docs upstream and the gateway on a real port; yield its base URL."""
-    runners: list[web.BaseRunner] = []
+    served = Served()
 
     async def docs(request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
@@ -41,20 +40,14 @@ async def serve(aiohttp_server: Any) -> AsyncIterator[Serve]:
         upstream_app = web.Application()
         upstream_app.router.add_get("/{tail:.*}", docs)
         upstream = await aiohttp_server(upstream_app)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        sock, base = bound_socket()
         config = make_config(str(upstream.make_url("")), mode=mode,
                              server={"listen": "127.0.0.1:0", "public_url": base})
-        runner = runner_for(await build_app(config))
-        await runner.setup()
-        runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await served.on(sock, await build_app(config))
         return base
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    await served.close()
 
 
 async def who(page: Any) -> Any:

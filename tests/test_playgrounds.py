@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import re
-import socket
 import subprocess
 import tarfile
 import time
@@ -31,7 +30,7 @@ from gateway.app import build_app
 from gateway.demo import start_demo
 from gateway.demo.api import API_PATH
 from gateway.user import User
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, make_config, runner_for, session_cookies
+from tests.helpers import Served, bound_socket, chromium, make_config, session_cookies
 from tests.test_docusaurus import cache_root, npm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,41 +217,19 @@ class Site:
 Start = Callable[..., Awaitable[Site]]
 
 
-def bound() -> tuple[socket.socket, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Any]:
     """One Chromium for the module's tests (each opens its own context)."""
-    from playwright.async_api import async_playwright
-
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                    args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def start() -> AsyncIterator[Start]:
     folders = packages()
-    runners: list[web.BaseRunner] = []
+    served = Served()
+    serve = served.serve
     sites: list[Site] = []
-
-    async def serve(app: web.Application) -> str:
-        sock, url = bound()
-        runner = runner_for(app)
-        await runner.setup()
-        runners.append(runner)
-        await web.SockSite(runner, sock).start()
-        return url
 
     async def run(**identity: Any) -> Site:
         echo = Echo()
@@ -280,14 +257,11 @@ async def start() -> AsyncIterator[Start]:
         docs.router.add_get("/cdn/{tail:.*}", package_file)
         docs.router.add_get("/{tail:.*}", page)
         upstream = await serve(docs)
-        sock, base = bound()
+        sock, base = bound_socket()
         config = make_config(upstream, server={"listen": "127.0.0.1:0", "public_url": base},
                              access={"public": ["/**"]}, identity=identity)
         app = await build_app(config)
-        runner = runner_for(app)
-        await runner.setup()
-        runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await served.on(sock, app)
         sites.append(Site(base, app, api, elsewhere, echo, folders))
         return sites[-1]
 
@@ -295,8 +269,7 @@ async def start() -> AsyncIterator[Start]:
     for site in sites:
         for context in site.contexts:
             await context.close()
-    for runner in reversed(runners):
-        await runner.cleanup()
+    await served.close()
 
 
 def content_type(path: Path) -> str:
