@@ -482,6 +482,10 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
             headers.popall(name, None)
         headers["Content-Type"] = retyped
+        if result.reader and ex.site.pages.carries_keys(visitor.user):
+            # The page holds the reader's playground keys: no cache, not even the
+            # browser's own on disk, may keep it (as /_gateway/user is never kept).
+            headers["Cache-Control"] = "no-store"
         response = page_response(ex.site.pages, request, status, headers, result)
     finish_headers(gw, decision, visitor, response)
     return response

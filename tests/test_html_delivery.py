@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,14 @@ async def test_a_plain_public_page_carries_its_reader_and_no_cache_mixes_them(
     again = await client.get("/plain/", cookies=cookies,
                              headers={**GZIP, "If-None-Match": mine.headers["ETag"]})
     assert again.status == 304
+
+
+async def test_a_page_that_carries_a_readers_keys_is_never_stored(client: Any) -> None:
+    keyed = make_user("kay", groups=("staff",), firstName="Kay")
+    keyed = replace(keyed, api_playground_inputs={"header": {"X-Api-Key": "sk-kay"}})
+    response, body = await get(client, keyed)
+    assert b"sk-kay" in body  # in the client script's tag, for the playgrounds
+    assert "no-store" in response.headers["Cache-Control"]
+    assert "private" in response.headers["Cache-Control"]
+    plain, _ = await get(client, BOB)
+    assert "no-store" not in plain.headers["Cache-Control"]  # revisits still answered 304

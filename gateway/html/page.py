@@ -510,6 +510,12 @@ class Pages:
         out.append(page[last:])
         return b"".join(out)
 
+    def carries_keys(self, user: User | None) -> bool:
+        """Whether ``user``'s object, as the client script's tag carries it, holds their
+        API playground inputs (their keys, as a rule)."""
+        return self.inject and user is not None and bool(user.api_playground_inputs) \
+            and "apiPlaygroundInputs" in self.expose
+
     def user_object(self, user: User | None) -> bytes:
         """``user``'s object as ``/_gateway/user`` answers it, escaped for an attribute;
         ``null`` for nobody."""
