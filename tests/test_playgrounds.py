@@ -128,6 +128,9 @@ PAGES = {
     # (deferred) script runs.
     "/api/swagger/": HEAD + README_SWAGGER + "</body></html>",
     "/api/scalar/": HEAD + README_SCALAR + "</body></html>",
+    # A playground whose document comes from another origin (ELSEWHERE: filled in per run).
+    "/api/swagger-foreign/": HEAD + README_SWAGGER.replace(
+        'url: "/openapi.json"', 'url: "ELSEWHERE/openapi.json"') + "</body></html>",
     # A playground that keeps authorisation in the browser's storage.
     "/api/swagger-kept/": HEAD + README_SWAGGER.replace(
         'dom_id: "#swagger-ui"', 'dom_id: "#swagger-ui", persistAuthorization: true')
@@ -181,6 +184,10 @@ class Echo:
                     request.headers.get("Access-Control-Request-Headers", "")}
         if request.method == "OPTIONS":
             return web.Response(headers=cors)
+        if request.path == "/openapi.json":
+            # A document from another origin that names this server as the API's.
+            return web.json_response(spec(f"http://127.0.0.1:{request.url.port}"),
+                                     headers=cors)
         self.seen.append({"port": request.url.port, "path": request.path_qs,
                           "headers": {k.lower(): v for k, v in request.headers.items()},
                           "cookies": dict(request.cookies)})
@@ -241,6 +248,7 @@ async def start() -> AsyncIterator[Start]:
             if text is None:
                 raise web.HTTPNotFound()
             # jsDelivr's files from the packages, through the gateway, at a local speed.
+            text = text.replace("ELSEWHERE", elsewhere)
             return web.Response(text=text.replace(CDN, "/cdn/"), content_type="text/html")
 
         async def openapi(request: web.Request) -> web.Response:
@@ -401,6 +409,15 @@ async def test_swagger_ui_sends_the_readers_key_to_the_readers_server_only(
     mine = (await site.echo.wait(6))[5]
     assert (mine["port"], mine["path"]) == (int(port), "/v1/orgs/demo-org/projects")
     assert mine["headers"]["x-api-key"] == KEY
+
+    # A document from another origin names no server the reader's values may go to.
+    page = await open_page(browser, site, "/api/swagger-foreign/",
+                           site.reader(header={"X-Api-Key": KEY}))
+    await page.wait_for_function("window.filled.length > 0")
+    await swagger_execute(page)
+    foreign = (await site.echo.wait(7))[6]
+    assert foreign["port"] == int(site.elsewhere.rsplit(":", 1)[1])
+    assert carried(foreign) == [] and "x-api-key" not in foreign["headers"]
 
     # One that would keep the key in the browser's storage gets the server, not the key.
     page = await open_page(browser, site, "/api/swagger-kept/", site.reader())

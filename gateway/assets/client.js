@@ -205,6 +205,10 @@
       return servers.map(object);
     }
     function allowDocument(doc, base) {
+      // Only a document the docs themselves serve names servers a value may go to; one
+      // fetched from elsewhere (an address a reader was handed, typed in a URL box) does not.
+      var from = absolute(base);
+      if (!from || from.origin !== location.origin) return;
       documentServers(doc).forEach(function (server) {
         allow(expand(server, false), base);
         allow(expand(server, true), base);
