@@ -512,6 +512,24 @@ def test_paths_are_relative_to_the_file_not_the_working_folder(
     assert config.identity.assertion.private_keys == (folder / "keys" / "gateway.pem",)
 
 
+def test_a_served_folder_may_not_hold_the_config_or_the_signing_keys(folder: Path) -> None:
+    (folder / "site").mkdir()
+    found = problems(folder, "upstream: {url: null, root: .}\n"
+                             "identity: {assertion: {private_key: keys/gateway.pem}}")
+    assert [line for line in found if line.startswith("upstream.root")] == [
+        f"upstream.root: serves the config file ({folder / 'gateway.yaml'}) to anyone who "
+        "asks; keep it outside the folder",
+        f"upstream.root: serves identity.assertion.private_keys[0] "
+        f"({folder / 'keys' / 'gateway.pem'}) to anyone who asks; keep it outside the folder"]
+    found = problems(folder, "upstream: {url: null, audiences: [{name: all, root: keys}]}\n"
+                             "identity: {assertion: {private_key: keys/gateway.pem}}")
+    assert any(line.startswith("upstream.audiences[0].root: serves identity.assertion")
+               for line in found)
+    # Beside the folder, not in it: fine.
+    assert load(folder, "upstream: {url: null, root: site}\n"
+                        "identity: {assertion: {private_key: keys/gateway.pem}}")
+
+
 def test_assertion_keys_rotate_across_algorithms(folder: Path) -> None:
     config = load(folder, "identity: {assertion: {algorithm: ES256, "
                           "private_key: [keys/es256.pem, keys/gateway.pem]}}")

@@ -454,6 +454,7 @@ def _cross_checks(config: Config, problems: Problems) -> None:
                       "login tokens, OAuth states and Info API answers, so a token replayed to "
                       "another process logs in again, and a logout cannot revoke a copied "
                       "cookie; use store: redis")
+    _served_secrets(config, problems)
     for index, pattern in enumerate(config.access.public):
         _one_star(f"access.public[{index}]", pattern, "opens", problems)
     for index, rule in enumerate(config.access.rules):
@@ -462,6 +463,25 @@ def _cross_checks(config: Config, problems: Problems) -> None:
     if not server.https and not _is_loopback(host):
         problems.warn("server.public_url", "plain http: session cookies cross the network "
                                            "unencrypted; use https")
+
+
+def _served_secrets(config: Config, problems: Problems) -> None:
+    """A folder the gateway serves must not hold its config or its signing keys: anyone
+    could read them (and sign in as anyone with the keys)."""
+    upstream = config.upstream
+    roots = [("upstream.root", upstream.root)] + [
+        (f"upstream.audiences[{index}].root", audience.root)
+        for index, audience in enumerate(upstream.audiences)]
+    kept = [("the config file", config.source)] + [
+        (f"identity.assertion.private_keys[{index}]", path)
+        for index, path in enumerate(config.identity.assertion.private_keys)]
+    for where, root in roots:
+        if root is None:
+            continue
+        for what, path in kept:
+            if path is not None and path.resolve().is_relative_to(root.resolve()):
+                problems.add(where, f"serves {what} ({path}) to anyone who asks; keep it "
+                                    "outside the folder")
 
 
 def _one_star(path: str, pattern: str, verb: str, problems: Problems) -> None:
