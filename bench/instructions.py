@@ -1,7 +1,7 @@
 """CPU instructions per request for the Python rows, counted by callgrind.
 
     apt-get install valgrind
-    python3 bench/instructions.py [--rows e,f,g,h] [--duration 8] [--no-build]
+    python3 bench/instructions.py [--rows e,f,g,h,j,k] [--duration 8] [--no-build]
 
 Requests per second on a shared machine move by 15% from run to run; the instructions a
 server executes per request move by about 2%, so this is the figure to compare commits
