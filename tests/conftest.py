@@ -222,6 +222,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: starts real browsers, proxies or processes")
     config.addinivalue_line("markers", "builds_package: builds the package from the source "
                             "tree itself; skipped when the tests run on the compiled build")
+    config.addinivalue_line("markers", "plain_only: what it tests lies outside the compiled "
+                            "request path (Redis topologies, deployment files, init); skipped "
+                            "on the compiled build")
 
 
 # ---------------------------------------------------------------------------
@@ -245,3 +248,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if compiled and item.get_closest_marker("builds_package"):
             item.add_marker(pytest.mark.skip(
                 reason="builds the package itself: run once, on the plain package"))
+        elif compiled and item.get_closest_marker("plain_only"):
+            item.add_marker(pytest.mark.skip(
+                reason="tests what lies outside the compiled request path: run once"))

@@ -31,6 +31,9 @@ from gateway.errors import ConfigError
 from tests import dockerfile
 from tests.nginx import free_port, nginx_serving, site_block
 
+# Outside the compiled request path: run once, on the plain package.
+pytestmark = pytest.mark.plain_only
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"

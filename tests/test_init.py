@@ -18,6 +18,9 @@ from gateway.app import build_app
 from gateway.cli import main
 from gateway.config.load import load_config
 
+# Outside the compiled request path: run once, on the plain package.
+pytestmark = pytest.mark.plain_only
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Each generator's project files, as its own quickstart writes them.

@@ -30,7 +30,8 @@ from gateway.errors import Unavailable
 from gateway.shared import RedisKeyspace
 from tests.helpers import echo_app, jwt_form_login, make_config
 
-pytestmark = pytest.mark.slow
+# Redis topologies, not the request path: run once, on the plain package.
+pytestmark = [pytest.mark.slow, pytest.mark.plain_only]
 
 Client = TestClient[web.Request, web.Application]
 #: Longest any one request may take (the Redis timeout is 2 s, with one retry).
