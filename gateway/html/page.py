@@ -367,9 +367,7 @@ class Pages:
         self.fragments = config.access.fragments
         self.base_path = config.server.base_path
         src = config.server.route_base + "/client.js"
-        tag = script_tag(src)
-        if "mintlify" in config.server.compat:
-            tag = tag.replace(b"<script ", b'<script data-compat="mintlify" ', 1)
+        tag = script_tag(src, compat="mintlify" if "mintlify" in config.server.compat else None)
         #: The tag as a page that loads the script itself spells it (that tag stays, the
         #: reader's object added as its first attribute).
         self.tag = tag
