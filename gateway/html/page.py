@@ -604,6 +604,8 @@ class Pages:
                 result = rendered(page)
                 self.renders.put(key, result)
                 return decision, result
+            # The page loads the script more than once: each of its tags gets the object.
+            return decision, rendered(page.replace(slot_mark(0), user_object), reader=True)
         decision, page = self.render(scanned, decision, user, cuts, user_object)
         return decision, rendered(page, reader=self.inject)
 
