@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from gateway.config.model import Config
@@ -41,6 +41,23 @@ class Decision:
 
 
 _PUBLIC = Decision(Outcome.ALLOW, public=True)
+
+
+# The personal variant of each decision a page rendered per audience turns into.
+_PRIVATE: dict[Decision, Decision] = {}
+
+
+def private(decision: Decision) -> Decision:
+    """``decision`` with ``public`` off: what a page rendered for its reader's audience
+    goes out on (decisions are few and shared, so each variant is made once)."""
+    if not decision.public:
+        return decision
+    found = _PRIVATE.get(decision)
+    if found is None:
+        found = replace(decision, public=False)
+        if len(_PRIVATE) < 1024:  # page metadata adds group sets: keep the memo bounded
+            _PRIVATE[decision] = found
+    return found
 
 
 @dataclass(frozen=True)

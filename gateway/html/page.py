@@ -18,7 +18,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from multidict import CIMultiDict, istr
@@ -54,7 +54,7 @@ from gateway.indexes.filter import (
     match_index,
     page_text,
 )
-from gateway.policy import Decision, Outcome, Policy
+from gateway.policy import Decision, Outcome, Policy, private
 from gateway.proxy.origin import Answer, Origin, fetched
 from gateway.scope import Scope
 from gateway.user import User
@@ -110,21 +110,31 @@ class Scanned:
     text_read: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Rendered:
     """A page as one audience receives it, kept per page version: its bytes, a validator
     derived from them, and (made on first demand) its gzip form."""
 
     body: bytes
     etag: str
-    gzipped: bytes | None = None
+    gzipped: bytes | None
     #: Puts the gzip form together (a page filled from a kept template).
-    packer: Callable[[], bytes] | None = None
+    packer: Callable[[], bytes] | None
     #: Whether it is kept (and its size counted) in a RenderCache.
-    kept: bool = False
+    kept: bool
     #: Whether it carries the reader's user object (the client script's tag): it then
     #: depends on who asks, even where nothing else on it does.
-    reader: bool = False
+    reader: bool
+
+    # Its own __init__ (made per request): a compiled build runs it natively.
+    def __init__(self, body: bytes, etag: str, packer: Callable[[], bytes] | None = None,
+                 reader: bool = False) -> None:
+        self.body = body
+        self.etag = etag
+        self.gzipped = None
+        self.packer = packer
+        self.kept = False
+        self.reader = reader
 
     def gzip(self) -> bytes:
         """The body, gzip-compressed (once)."""
@@ -386,6 +396,8 @@ class Pages:
             if config.access.indexes or self.navigation else None
         self.indexes = config.access.indexes
         self.index_names = config.access.index_names
+        # Which listing each path names (most: none), remembered per path asked for.
+        self._index_files: dict[str, IndexFile | None] = {}
         self.memo = PageMemo()
         #: What the gated elements of pages too large for the memo hold, by path: (digest
         #: of the copy, its PageText), the most recent ``TEXTS_KEPT``.
@@ -552,7 +564,7 @@ class Pages:
                     if leftovers(page, cuts):
                         raise UpstreamError("the docs server sent a page whose links to "
                                             "closed pages cannot be taken out")
-            decision = replace(decision, public=False)
+            decision = private(decision)
             if self.inject:
                 # The rewritten page is this reader's: where the script goes is found again.
                 page = self.place_script(page, script_offset(page, self.tag), user_object)
@@ -582,7 +594,7 @@ class Pages:
                         if found is not None:
                             self.renders.put(key, found)
                     if found is not None:
-                        return replace(decision, public=False), \
+                        return private(decision), \
                             found.for_reader(user, user_object)
                     sub = user.sub  # fields filled from this reader's own user object
             key = (scanned.version, user is None and changes, groups, sub,
@@ -590,7 +602,7 @@ class Pages:
             kept = self.renders.get(key)
             if kept is not None:
                 if changes:
-                    decision = replace(decision, public=False)
+                    decision = private(decision)
                 return decision, (kept if isinstance(kept, Rendered)
                                   else kept.for_reader(user, user_object))
             # Kept with the user object left open, filled for each reader.
@@ -664,7 +676,17 @@ class Pages:
         """
         if self.index is None or rel is None or not self.indexes:
             return None
-        return match_index(rel, self.index_names)
+        if rel in self._index_files:
+            return self._index_files[rel]
+        found = match_index(rel, self.index_names)
+        if len(self._index_files) >= INDEX_FILES_KEPT:  # paths are client-chosen
+            self._index_files.clear()
+        self._index_files[rel] = found
+        return found
+
+
+# Paths whose listing (or none) ``Pages.index_file`` remembers.
+INDEX_FILES_KEPT = 4096
 
 
 # Suffixes of files that are not pages. Every other path (a folder, .html, no suffix, an
