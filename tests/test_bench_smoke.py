@@ -105,3 +105,22 @@ def test_the_compiled_build_is_made_once_per_version_of_the_sources(tmp_path: Pa
     made.mkdir(parents=True)
     (made / ".built").write_text("ok\n")
     assert compiled_tree(repo, cache) == made
+
+
+def test_parser_comparison_runs_and_the_rewriter_leaks_on_no_page(tmp_path: Path) -> None:
+    out = tmp_path / "parsers.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "parsers.py"), "--no-build", "--pages", "40",
+         "--runs", "3", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    doc = json.loads(out.read_text())
+
+    assert doc["build"] == "plain"
+    assert doc["page_bytes"] > 20_000  # the Material page P, built for the run
+    for name in ("gateway", "lexbor"):
+        assert doc["speed_ms"][name]["anonymous"] > 0 and doc["speed_ms"][name]["reader"] > 0
+        assert doc["agreement"][name]["pages"] == 55  # the 15 tricky pages and 40 random
+    assert doc["agreement"]["gateway"]["leaking"] == 0
+    # Lexbor reads <noscript> with scripting off: the tricky page made for it leaks.
+    assert doc["agreement"]["lexbor"]["leaking"] >= 1
