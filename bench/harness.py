@@ -38,12 +38,14 @@ ROWS = {
     "k": "gateway, reader, the same page unmarked, no filtering",
     "l": "gateway, unmarked Material page, plain package (no compiled build)",
     "m": "gateway, as j, cold: every request a reader of a group set not seen before",
+    "n": "floor: a lean asyncio server (llhttp) + the gateway's upstream client, no auth",
+    "o": "floor: aiohttp's low-level server + the gateway's upstream client, no auth",
 }
 PARTS = ("main", "asset", "material", "download", "wire", "sessions")
 MAIN_ROWS = tuple("abcdefghi")
 ASSET_ROWS = ("a", "b", "e", "g")
-# a and c serve the unmarked page, j and m the marked one through the gateway.
-MATERIAL_ROWS = ("a", "c", "j", "k", "l", "m")
+# a, c, n and o serve the unmarked page, j and m the marked one through the gateway.
+MATERIAL_ROWS = ("a", "c", "j", "k", "l", "m", "n", "o")
 DOWNLOAD_ROWS = ("a", "b", "g")
 WIRE_ROWS = ("j",)
 SESSION_ROWS = ("g", "h", "i", "j")
@@ -135,7 +137,8 @@ class Bench:
             (("f", "g"), sys_.start_gateway), (("h",), sys_.start_redis_gateway),
             (("i",), sys_.start_workers), (("j",), sys_.start_personal),
             (("k",), sys_.start_unfiltered), (("l",), sys_.start_plain_package),
-            (("m",), sys_.start_cold)]
+            (("m",), sys_.start_cold), (("n",), sys_.start_lean_floor),
+            (("o",), sys_.start_aiohttp_floor)]
         for rows, starter in starters:
             if any(s.wants(part, row) for row in rows
                    for part in ("main", "asset", "material", "download", "wire")):

@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a few hundred requests per row, a 5 MB download, 200 sessions")
     parser.add_argument("--only", default="", metavar="LIST",
-                        help="comma-separated rows (a-m) and/or parts "
+                        help="comma-separated rows (a-o) and/or parts "
                              f"({', '.join(PARTS)}); default: everything")
     parser.add_argument("--sessions", action="store_true",
                         help="only the many-sessions run (same as --only sessions)")
@@ -78,7 +78,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         elif token in PARTS:
             parts.append(token)
         else:
-            raise BenchError(f"--only: unknown row or part {token!r}; rows are a-m, parts are "
+            raise BenchError(f"--only: unknown row or part {token!r}; rows are a-o, parts are "
                              f"{', '.join(PARTS)}")
     if args.sessions:
         parts = ["sessions"]

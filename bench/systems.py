@@ -133,6 +133,15 @@ class Systems:
         return self.start(Server("bare-proxy", argv, self.work / "bare-proxy.log",
                                  ready_port=port))
 
+    def floor_proxy(self, kind: str) -> Server:
+        """Rows n and o: ``bench/floor_proxy.py`` with the gateway's upstream client from
+        this run's tree (compiled or not)."""
+        port = procs.free_port()
+        argv = [*self.wrap, sys.executable, str(REPO / "bench" / "floor_proxy.py"), "--server",
+                kind, "--port", str(port), "--upstream", f"127.0.0.1:{self.origin_port}"]
+        return self.start(Server(f"floor-{kind}", argv, self.work / f"floor-{kind}.log",
+                                 ready_port=port, env={"PYTHONPATH": str(self.gateway_tree)}))
+
     def redis(self, name: str = "redis") -> Server:
         """A throwaway redis-server without persistence."""
         port = procs.free_port()
@@ -251,6 +260,16 @@ class Systems:
         return [Target("m", _port(gateway), (gateway.pid,), {"Cookie": headers[-1]},
                        protected=True, material=self.rewritten(), cookie_file=pool,
                        cookie_pool=len(headers))]
+
+    def start_lean_floor(self) -> list[Target]:
+        """n: page U through a lean asyncio server and the gateway's upstream client."""
+        proxy = self.floor_proxy("lean")
+        return [Target("n", _port(proxy), (proxy.pid,), material=self._unmarked())]
+
+    def start_aiohttp_floor(self) -> list[Target]:
+        """o: page U through aiohttp's low-level server and the gateway's upstream client."""
+        proxy = self.floor_proxy("aiohttp")
+        return [Target("o", _port(proxy), (proxy.pid,), material=self._unmarked())]
 
     def _site(self) -> MaterialSite:
         assert self.material is not None, "the Material site is not built"

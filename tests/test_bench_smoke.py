@@ -12,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ROWS = list("abcdefghi")
-MATERIAL_ROWS = ["a", "c", "j", "k", "l", "m"]
+MATERIAL_ROWS = ["a", "c", "j", "k", "l", "m", "n", "o"]
 
 
 def test_quick_benchmark_writes_every_row_without_errors(tmp_path: Path) -> None:
