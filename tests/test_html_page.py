@@ -216,3 +216,19 @@ def test_a_page_that_loads_the_script_itself_gets_the_gateways_tag_in_its_place(
         # of an attribute given twice): its forged user object is never read.
         assert result.body == loaded.replace(b"<script", ours)
         assert result.body.count(ours + b' src="/_gateway/client.js"') == 2 and result.reader
+
+
+def test_which_listing_a_path_names_is_remembered_for_short_paths_only() -> None:
+    from gateway.html.page import INDEX_FILES_KEPT, INDEX_PATH_KEPT
+
+    pages = make_pages()
+    found = pages.index_file("/search/search_index.json")
+    assert found is not None and found.kind == "mkdocs"
+    assert pages.index_file("/search/search_index.json") is found  # the remembered answer
+    assert pages.index_file("/guide/") is None
+    long_path = "/" + "a" * INDEX_PATH_KEPT + "/sitemap.xml"
+    assert pages.index_file(long_path) is not None
+    assert long_path not in pages._index_files  # client-chosen lengths are not kept
+    for number in range(INDEX_FILES_KEPT + 10):
+        assert pages.index_file(f"/p{number}/") is None
+    assert len(pages._index_files) <= INDEX_FILES_KEPT

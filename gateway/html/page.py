@@ -679,14 +679,16 @@ class Pages:
         if rel in self._index_files:
             return self._index_files[rel]
         found = match_index(rel, self.index_names)
-        if len(self._index_files) >= INDEX_FILES_KEPT:  # paths are client-chosen
-            self._index_files.clear()
-        self._index_files[rel] = found
+        if len(rel) <= INDEX_PATH_KEPT:  # paths are client-chosen: the memo stays small
+            if len(self._index_files) >= INDEX_FILES_KEPT:
+                self._index_files.clear()
+            self._index_files[rel] = found
         return found
 
 
-# Paths whose listing (or none) ``Pages.index_file`` remembers.
+# Paths whose listing (or none) ``Pages.index_file`` remembers, and the longest it keeps.
 INDEX_FILES_KEPT = 4096
+INDEX_PATH_KEPT = 256
 
 
 # Suffixes of files that are not pages. Every other path (a folder, .html, no suffix, an
