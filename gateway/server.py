@@ -170,13 +170,13 @@ class Serving:
         """Build the app and listen. SO_REUSEPORT lets a reload bind beside the old one."""
         app = await build_app(config)
         runner = DocsRunner(app, access_log_class=AccessLogger,
-                            access_log=logging.getLogger("gateway.access"))
+                            access_log=logging.getLogger("gateway.access"),
+                            shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         server = config.server
         runners: list[web.BaseRunner] = [runner]
         try:
-            await web.TCPSite(runner, server.host, server.port, reuse_port=True,
-                              shutdown_timeout=SHUTDOWN_GRACE).start()
+            await web.TCPSite(runner, server.host, server.port, reuse_port=True).start()
             if server.admin_port is not None:
                 admin_runner = web.AppRunner(admin_app(app), access_log=None)
                 await admin_runner.setup()
