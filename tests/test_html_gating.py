@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.html.encoding import as_utf8
@@ -366,6 +366,7 @@ _FIELD_PIECES = [
 
 
 @settings(max_examples=400, deadline=None)
+@example("<text ", ("staff",), {})  # no markers, ending inside a tag: sent unchanged
 @given(st.lists(st.sampled_from(_FIELD_PIECES), max_size=24).map("".join),
        st.sampled_from([("staff",), ("admin",), ()]),
        st.sampled_from([{"firstName": "Ada <&>"}, {"firstName": "Bob", "plan": "pro"}, {}]))

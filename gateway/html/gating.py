@@ -136,6 +136,8 @@ def template(page: bytes, user: User, cut: frozenset[int] = frozenset(),
     open, to be filled for each reader of that audience; None when it cannot be made."""
     if _SLOT_LEAD in page:
         return None
+    if not cut and not unwrap and not has_markers(page):
+        return Template((page,), ())  # as ``rewrite`` sends it: unchanged
     slots: list[tuple[str, bytes]] = []
     try:
         body = _Rewriter(page, user, cut, unwrap, slots).run()
