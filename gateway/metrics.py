@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -16,13 +17,13 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-REQUEST_BUCKETS = UPSTREAM_BUCKETS
+UPSTREAM_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+REQUEST_BUCKETS: Final = UPSTREAM_BUCKETS
 #: The route classes of ``gateway_request_seconds``: a docs page (HTML, or a body read as
 #: one), an asset (anything else streamed), an index (sitemap, search index, llms.txt,
 #: feed), the gateway's own endpoints, a request refused by policy (a login asked for, a
 #: denial), and a docs request the gateway answered with an error of its own.
-ROUTE_CLASSES = ("page", "asset", "index", "gateway", "denied", "error")
+ROUTE_CLASSES: Final = ("page", "asset", "index", "gateway", "denied", "error")
 
 
 class PerRequest(Collector):

@@ -10,32 +10,33 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import Final
 from urllib.parse import unquote
 
 from gateway.errors import BadRequest
 
-MAX_PATH_BYTES = 8192
+MAX_PATH_BYTES: Final = 8192
 
-_HEX = "0123456789abcdefABCDEF"
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX: Final = "0123456789abcdefABCDEF"
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Characters a browser would have percent-encoded in a path (WHATWG path percent-encode
 # set); encoding them gives one canonical spelling that any URL library forwards as is.
-_ENCODE_RAW = frozenset(' "<>`{}')
+_ENCODE_RAW: Final = frozenset(' "<>`{}')
 # Raw characters that change how the target is split or read by some servers.
-_REFUSED_RAW = {
+_REFUSED_RAW: Final = {
     "\\": "a backslash",
     ";": "a ';' path parameter",
     "?": "a '?' inside the path",
     "#": "a '#' inside the path",
 }
-_REFUSED_BYTES = {
+_REFUSED_BYTES: Final = {
     0x2F: "an encoded slash (%2F)",
     0x5C: "an encoded backslash (%5C)",
     0x3B: "an encoded ';' (%3B)",
 }
 # "%25" followed by one of these is a second layer of encoding around a byte that would
 # be refused or would turn into a dot segment if some later hop decoded it again.
-_DOUBLE_ENCODED = re.compile(r"%25(2[eEfF]|5[cC]|3[bB]|[01][0-9a-fA-F]|7[fF])")
+_DOUBLE_ENCODED: Final = re.compile(r"%25(2[eEfF]|5[cC]|3[bB]|[01][0-9a-fA-F]|7[fF])")
 
 
 def _bad(reason: str) -> BadRequest:
@@ -277,9 +278,9 @@ class GlobSet:
 
 
 # The same few paths are asked for again and again; results (never refusals) are remembered.
-_CACHEABLE = 1024
-_cached_normalize = lru_cache(maxsize=4096)(_normalize_path)
-_cached_decoded = lru_cache(maxsize=4096)(_decoded)
+_CACHEABLE: Final = 1024
+_cached_normalize: Final = lru_cache(maxsize=4096)(_normalize_path)
+_cached_decoded: Final = lru_cache(maxsize=4096)(_decoded)
 
 
 def normalize_path(raw: str) -> str:
@@ -307,10 +308,10 @@ def relative_to_base(path: str, base: str) -> str | None:
 
 #: Suffixes of precompressed copies of a file (as gzip_static, brotli_static or a build
 #: step write them beside it: ``page.html.gz``).
-PACKINGS = frozenset({"gz", "br", "zst", "zstd", "bz2", "xz", "lz4", "lzma", "z", "zz",
+PACKINGS: Final = frozenset({"gz", "br", "zst", "zstd", "bz2", "xz", "lz4", "lzma", "z", "zz",
                       "deflate", "sz"})
 #: Suffixes of files a browser is told are pages.
-PAGE_SUFFIXES = (".html", ".htm", ".xhtml", ".xht", ".shtml")
+PAGE_SUFFIXES: Final = (".html", ".htm", ".xhtml", ".xht", ".shtml")
 
 
 def packing_of(path: str) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 from aiohttp import web
@@ -49,7 +50,7 @@ from gateway.user import User
 
 # An HTML page that must be read (metadata, script, gating) may be at most this large;
 # a larger one is refused with 502 rather than passed unchecked.
-HTML_BUFFER_LIMIT = 8 * 1024 * 1024
+HTML_BUFFER_LIMIT: Final = 8 * 1024 * 1024
 
 
 # init=False here and below: a compiled build runs the class's own __init__ natively, where
@@ -148,12 +149,12 @@ def personal(decision: Decision, visitor: Visitor) -> bool:
 
 # Cache-Control directives that would let a shared cache keep a personal response, or the
 # browser reuse it without asking (they are replaced by "private, no-cache").
-_SHARED = ("public", "s-maxage", "private", "no-cache", "immutable", "stale-while-revalidate",
-           "stale-if-error")
+_SHARED: Final = ("public", "s-maxage", "private", "no-cache", "immutable",
+                  "stale-while-revalidate", "stale-if-error")
 
 
 # Header name (as spelled) -> whether a CDN reads it as its own Cache-Control.
-_CDN_CONTROL: dict[str, bool] = {}
+_CDN_CONTROL: Final[dict[str, bool]] = {}
 
 
 def is_cdn_control(name: str) -> bool:
@@ -406,7 +407,7 @@ async def judge_markdown_copy(gw: Gateway, site: Site, rel: str, user: User | No
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or
 #: rules of a reloaded config, count from then on).
-CUTS_KEPT_FOR = 5.0
+CUTS_KEPT_FOR: Final = 5.0
 
 
 def page_learner(site: Site) -> FetchMeta:
@@ -513,7 +514,7 @@ def page_response(pages: Pages, request: web.Request, status: int, headers: CIMu
 
 
 # Smaller bodies gain nothing from compression.
-GZIP_FROM = 1024
+GZIP_FROM: Final = 1024
 
 
 def etag_listed(value: str, etag: str) -> bool:
@@ -581,7 +582,7 @@ async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Answer, headers: CI
 
 
 # Bytes a page may start with before its first "<": a byte-order mark, white space, NULs.
-MARKUP_LEAD = b"\xef\xbb\xbf\xff\xfe\x00\t\n\x0c\r "
+MARKUP_LEAD: Final = b"\xef\xbb\xbf\xff\xfe\x00\t\n\x0c\r "
 
 
 async def read_upto(upstream: Answer, limit: int) -> tuple[bytes, bool]:

@@ -8,6 +8,7 @@ import re
 import secrets
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Final
 
 from aiohttp import web
 
@@ -17,12 +18,12 @@ from gateway.paths import normalize_path
 from gateway.sessions.base import CookieJar
 from gateway.user import User
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Request key of the Scope built once per request by the error boundary.
-SCOPE = "gateway.scope"
+SCOPE: Final = "gateway.scope"
 #: The id of the request being handled, set by the error boundary for the request's whole
 #: way through: every line logged meanwhile carries it (``gateway.logs.RequestIdFilter``).
-REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+REQUEST_ID: Final[ContextVar[str | None]] = ContextVar("request_id", default=None)
 
 
 @dataclass(init=False, slots=True)

@@ -13,7 +13,7 @@ import collections
 import time
 from collections.abc import AsyncIterator, Iterable
 from ssl import SSLContext
-from typing import cast
+from typing import Final, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -21,14 +21,14 @@ from multidict import CIMultiDict
 from gateway.proxy.origin import Answer, BrokenAnswer
 
 # Buffered response body above which reading from the upstream socket pauses.
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
 # Largest response head (status line and headers) taken from the upstream.
-MAX_HEAD = 64 * 1024
+MAX_HEAD: Final = 64 * 1024
 # Idle pooled connections older than this are not reused (upstreams close them first).
-IDLE_LIMIT = 20.0
-NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDLE_LIMIT: Final = 20.0
+NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class UpstreamClosed(BrokenAnswer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import Final
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -19,13 +20,13 @@ from gateway.proxy.location import UpstreamAddress
 from gateway.proxy.origin import Answer, Origin
 from gateway.scope import Scope
 
-HOP_BY_HOP = frozenset({
+HOP_BY_HOP: Final = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 
 
-FORWARDING = frozenset({
+FORWARDING: Final = frozenset({
     "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
     "x-forwarded-prefix", "x-forwarded-server", "x-forwarded-ssl", "forwarded", "x-real-ip",
     "x-original-url", "x-rewrite-url", "x-original-uri", "x-original-method",
@@ -33,20 +34,25 @@ FORWARDING = frozenset({
 
 
 # Encodings the gateway can undo when it must rewrite an HTML page.
-DECODABLE = ("gzip", "deflate", "identity")
+DECODABLE: Final = ("gzip", "deflate", "identity")
 
 
-CHUNK = 64 * 1024
+CHUNK: Final = 64 * 1024
 
 
-_DROP, _KEEP, _COOKIE, _ENCODING = object(), object(), object(), object()
+_DROP: Final = object()
+_KEEP: Final = object()
+_COOKIE: Final = object()
+_ENCODING: Final = object()
 
 
 # Response headers that carry URLs a browser follows or fetches.
-_URL, _REFRESH, _LINK = object(), object(), object()
+_URL: Final = object()
+_REFRESH: Final = object()
+_LINK: Final = object()
 
 
-_URL_HEADERS = {"location": _URL, "content-location": _URL, "refresh": _REFRESH,
+_URL_HEADERS: Final = {"location": _URL, "content-location": _URL, "refresh": _REFRESH,
                 "link": _LINK}
 
 
@@ -81,7 +87,7 @@ def _named_by(connection: str) -> frozenset[str]:
     return HOP_BY_HOP if named == HOP_BY_HOP else named
 
 
-_cached_named_by = lru_cache(maxsize=256)(_named_by)
+_cached_named_by: Final = lru_cache(maxsize=256)(_named_by)
 
 
 
