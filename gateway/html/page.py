@@ -190,13 +190,9 @@ class KeptTemplate:
     def for_reader(self, user: User | None, user_object: bytes = b"null") -> Rendered:
         """The page for ``user``: its fields filled, and ``user_object`` (their user
         object, escaped for an attribute) in the client script's tag."""
-        parts = self.template.parts
-        if self.user_slot == 0 and len(parts) == 2:
-            pieces = [parts[0], user_object, parts[1]]  # the user object its only field
-        else:
-            pieces = self.template.fill(user)
-            if self.user_slot >= 0:
-                pieces[2 * self.user_slot + 1] = user_object
+        pieces = self.template.fill(user)
+        if self.user_slot >= 0:
+            pieces[2 * self.user_slot + 1] = user_object
         values = pieces[1::2]
         tag = hashlib.blake2b(self.digest, digest_size=12)
         for value in values:
