@@ -568,29 +568,31 @@ async def test_a_denied_page_answers_as_a_missing_one(kind: str, tmp_path: Path,
     (tmp_path / "root").mkdir()
     async with site_behind(kind, tmp_path, aiohttp_server, "not_found") as stack:
         reader = await stack.cookies("bob", "reader")
+
+        async def as_missing(method: str, denied: str, missing: str, headers: dict[str, str],
+                             body: bytes | None = None) -> Answer:
+            """The denied page's answer, checked to be the missing page's and to hold
+            nothing of the page."""
+            refused = await ask(stack, method, denied, {**headers, **reader}, body)
+            absent = await ask(stack, method, missing, {**headers, **reader}, body)
+            if kind == "traefik":
+                refused, absent = framed(refused), framed(absent)
+            assert refused == absent, (method, headers, denied, missing)
+            assert b"ADMIN-ONLY" not in refused[2] and b"SECRET" not in refused[2]
+            return refused
+
         for method in ("GET", "HEAD"):
-            for client, headers in CLIENTS.items():
+            for headers in CLIENTS.values():
                 for denied, missing in PAIRS:
-                    refused = await ask(stack, method, denied, {**headers, **reader})
-                    absent = await ask(stack, method, missing, {**headers, **reader})
-                    if kind == "traefik":
-                        refused, absent = framed(refused), framed(absent)
-                    assert refused == absent, (method, client, denied, missing)
+                    refused = await as_missing(method, denied, missing, headers)
                     assert refused[0] == 404
-                    assert b"ADMIN-ONLY" not in refused[2] and b"SECRET" not in refused[2]
                     assert forbids_reuse([value for name, value in refused[1]
                                           if name == "cache-control"])
         # Other methods too (the check itself is always a GET): the docs' own answer for
         # that method at a missing address (nginx: 405 for OPTIONS, DELETE).
         for method in ("OPTIONS", "DELETE", "POST"):
             for denied, missing in PAIRS:
-                headers = {**CLIENTS["browser"], **reader}
-                refused = await ask(stack, method, denied, headers, b"q=1" * 100)
-                absent = await ask(stack, method, missing, headers, b"q=1" * 100)
-                if kind == "traefik":
-                    refused, absent = framed(refused), framed(absent)
-                assert refused == absent, (method, denied, missing)
-                assert b"ADMIN-ONLY" not in refused[2] and b"SECRET" not in refused[2]
+                await as_missing(method, denied, missing, CLIENTS["browser"], b"q=1" * 100)
         # It is the site's own page, the folder's own where it has one.
         plain = {**CLIENTS["plain"], **reader}
         assert (await ask(stack, "GET", "/admin/keys.html", plain))[2] == LOST.encode()
