@@ -213,6 +213,18 @@ async def test_llms_txt_that_is_not_utf8_is_refused() -> None:
         await run(LLMS, b"# Caf\xe9\n", ADMIN)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("kind", [LLMS, LLMS_FULL])
+async def test_text_listing_in_utf16_or_utf32_without_a_bom_is_refused(
+        kind: str, encoding: str) -> None:
+    # ASCII in these encodings is valid UTF-8 with NULs between the characters: read so,
+    # no link is found and the gated entry would be kept.
+    body = "# S\n\n- [Admin](/admin/): the secret runbook\n".encode(encoding)
+    body.decode("utf-8")  # the trap: it does decode
+    with pytest.raises(UpstreamError):
+        await run(kind, body, READER)
+
+
 async def test_llms_txt_gzipped_and_packed_otherwise() -> None:
     packed = gzip.compress(LLMS_TXT.encode())
     result = gzip.decompress(await run(LLMS, packed, READER, packing="gz")).decode()

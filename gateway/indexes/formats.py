@@ -601,6 +601,12 @@ def _decode_text(body: bytes, what: str) -> tuple[str, str]:
     """A UTF-8 text listing and its byte-order mark ("" without); refused when it is
     anything else."""
     bom = "\ufeff" if body.startswith(b"\xef\xbb\xbf") else ""
+    # UTF-16 and UTF-32 without a byte-order mark are valid UTF-8 when the text is ASCII,
+    # with a NUL beside every character: read so, no link would be found and every entry
+    # kept. A text listing never holds a NUL.
+    if b"\x00" in body:
+        raise Unreadable(f"the docs server sent {what} with NUL bytes (UTF-16 or UTF-32?); "
+                         "only UTF-8 text is read")
     try:
         return body[len(bom.encode()):].decode("utf-8"), bom
     except UnicodeDecodeError:
