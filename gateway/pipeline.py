@@ -359,8 +359,10 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     links = ex.site.pages.links(scanned)
     if not links:
         return None
-    # Links are followed from the address the browser asked for.
-    base = ex.request.raw_path.split("?", 1)[0]
+    # Links are followed from the page's address in its one normalized spelling, the one
+    # the docs server answered for: a client's own spelling (``/x/%2E%2E/guide/``, or
+    # one too long to join) must not move where the links lead, and so what is cut.
+    base = ex.scope.path
     targets = scanned.targets
     if targets is None or scanned.base != base:
         targets = {link.href: docs_target(gw, base, link.href) for link in links}

@@ -17,6 +17,7 @@ from gateway.html.navigation import Cuts, find_links, leftovers, removals
 from gateway.html.page import Pages
 from gateway.policy import Decision, Outcome, Policy
 from gateway.services import GATEWAY
+from tests.attack import exchange, raw_request
 from tests.helpers import make_config, make_user, session_cookies
 
 CLOSED = {"/admin/", "/admin/runbook/"}
@@ -206,3 +207,29 @@ async def test_a_page_whose_navigation_cannot_be_read_is_refused(
     client = await aiohttp_client(await build_app(config))
     assert (await client.get("/guide/", auto_decompress=False)).status == 502
     assert (await client.get("/guide/index.html.br", auto_decompress=False)).status == 404
+
+
+@pytest.mark.parametrize("spelling", [
+    "/guide/",
+    "/_gateway/%2E%2E/guide/",
+    "/x/%2e%2e/guide/",
+    "/guide/./",
+    "//guide/",
+    "/x/%2E%2E" * 900 + "/guide/",  # joined, too long to read as a path
+])
+async def test_a_pages_links_lead_where_they_do_from_its_own_address(
+        site: Path, aiohttp_client: Any, spelling: str) -> None:
+    # Relative navigation, as MkDocs writes it: what it leads to is decided from the page's
+    # normalized address, whatever spelling of it the client sent.
+    (site / "guide" / "index.html").write_text(PAGE.format(title="Guide", meta="", text="Use it")
+                                               .replace('"/handbook/"', '"../handbook/"'))
+    config = make_config(None, upstream={"root": str(site)})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    cookie = "; ".join(f"{name}={value}" for name, value in reader.items())
+    assert client.port is not None
+    reply = await exchange(client.port, raw_request(spelling, headers=[("Cookie", cookie)]))
+    assert reply.status in (200, 400, 404), reply.status
+    assert b"Operator handbook" not in reply.body and b"../handbook/" not in reply.body
+    if spelling == "/guide/":
+        assert reply.status == 200 and b"Use it" in reply.body
