@@ -180,4 +180,9 @@ def _aliases(path: str) -> list[str]:
         out += [path.rstrip("/"), path + "index.html"]
     elif not out:
         out += [path + "/", path + "/index.html", path + ".html"]
+        if path.endswith("/index"):
+            # Clean URLs (nginx's $uri.html, the built-folder origin) serve /team/index
+            # from /team/index.html: the folder's own page.
+            folder = path[: -len("index")]
+            out += [folder.rstrip("/") or "/", folder]
     return [alias for alias in out if alias and alias != path]

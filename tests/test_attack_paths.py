@@ -286,7 +286,8 @@ async def test_a_served_folder_never_gives_a_reader_an_admin_file(
 
 
 @pytest.mark.parametrize("target", [
-    "/team", "/team.html", "/staff", "/staff/", "/staff/index.html",
+    "/team", "/team.html", "/staff", "/staff/", "/staff/index.html", "/staff/index",
+    "/staff/INDEX", "/staff//index", "/staff/index.html.gz",
 ])
 async def test_a_rule_covers_every_path_that_serves_its_file(gateway: GatewayFactory, site: Any,
                                                              target: str) -> None:
