@@ -226,9 +226,8 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
     if site.pages.guards(decision) and packed_page(rel):
         # A page's precompressed copy (page.html.gz): served, it would be the page unread.
         raise Denied(code="precompressed_copy", expected="the page itself, read")
-    copy = packing_of(rel)[0]  # a .md.gz holds the same text as the .md
-    if site.pages.guards(decision) and copy[-3:].lower() == ".md":
-        await judge_markdown_copy(gw, site, copy, visitor.user)
+    if site.pages.guards(decision):
+        await judge_page_copy(gw, site, packing_of(rel)[0], visitor.user)
     if not decision.meta_applies or request.method not in ("GET", "HEAD"):
         # Page metadata is read from a GET's page; any other method is judged on config.
         enforce(decision, scope)
@@ -385,12 +384,36 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     return cuts
 
 
-async def judge_markdown_copy(gw: Gateway, site: Site, rel: str, user: User | None) -> None:
-    """A page's Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes one
-    beside each page) holds the page's text, gated parts included, and cannot be read
-    like a page: it opens only to a reader the page opens to, and not at all when the
-    page has gated parts. A Markdown file no page was made from is decided as any file."""
-    spellings = [path for path in link_paths(rel, "/", "") or () if path and path != rel]
+def copy_of_pages(rel: str) -> list[str]:
+    """The spellings of the page a file holds the source text of (none for most paths):
+    a Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes one beside each
+    page), or Sphinx's copy of a page's source (``_sources/a/b.rst.txt``, written for
+    ``a/b.html``, or ``a/b/`` by the dirhtml builder)."""
+    suffix = rel[-4:].lower()
+    if suffix[1:] == ".md":
+        return [path for path in link_paths(rel, "/", "") or () if path and path != rel]
+    at = rel.lower().rfind("/_sources/") if suffix == ".txt" else -1
+    if at < 0:
+        return []
+    # The document's name, less ".txt" and less the source's own suffix (.rst, .md,
+    # .ipynb) where it has one (older Sphinx wrote a.txt for a.rst).
+    doc = rel[at + len("/_sources/"):-len(".txt")]
+    stem, dot, ext = doc.rpartition(".")
+    spellings: list[str] = []
+    for name in (doc, stem) if dot and "/" not in ext else (doc,):
+        page = rel[:at + 1] + name
+        spellings += [page + ".html", page + "/"]
+        if name == "index" or name.endswith("/index"):
+            spellings.append(page[:-len("index")])
+    return spellings
+
+
+async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) -> None:
+    """A copy of a page's source (``copy_of_pages``) holds the page's text, gated parts
+    included, and cannot be read like a page: it opens only to a reader the page opens to,
+    and not at all when the page has gated parts. A file no page was made from is decided
+    as any file."""
+    spellings = copy_of_pages(rel)
     if not spellings:
         return
     assert site.pages.index is not None
@@ -403,7 +426,8 @@ async def judge_markdown_copy(gw: Gateway, site: Site, rel: str, user: User | No
         if decision.meta_applies and decision.outcome is Outcome.ALLOW:
             decision = gw.policy.decide_meta(decision, found.meta, user)
         if decision.outcome is not Outcome.ALLOW or (found.fragments and site.pages.fragments):
-            raise Denied(code="markdown_copy", expected="a page the reader may open whole",
+            code = "markdown_copy" if rel[-3:].lower() == ".md" else "source_copy"
+            raise Denied(code=code, expected="a page the reader may open whole",
                          received=f"its page {path}")
 
 
