@@ -19,12 +19,14 @@ from tests.attack import (
     Seen,
     Start,
     app_of,
+    cookie_header,
     exchange,
     port_of,
     raw_request,
     reader_cookie,
 )
 from tests.attack import start as start  # the shared fixture
+from tests.helpers import make_user, session_cookies
 
 PLAIN = {"headers": {"X-Gateway-User": "sub", "Remote-User": "sub", "X-Email": "content.email"}}
 FORGED = "mallory"
@@ -312,3 +314,27 @@ async def test_a_url_in_the_query_never_replaces_the_original_path(start: Start,
     reply = await exchange(port_of(client), raw_request("/_gateway/auth",
                                                         headers=[("X-Original-URI", uri)]))
     assert reply.status == status
+
+
+@pytest.mark.parametrize("raw", [b"\xe2\x82\xac", b"caf\xc3\xa9", b"caf\xe9", b"\xf0\x9f\x94\x91"])
+async def test_a_header_value_outside_latin1_reaches_the_upstream_as_sent(start: Start,
+                                                                          raw: bytes) -> None:
+    # aiohttp reads header values as UTF-8; the way to the upstream must not fail on what
+    # latin-1 cannot hold (a 500), nor change the bytes of what it can.
+    client, upstream = await start()
+    sent = raw.decode("latin-1")
+    reply = await exchange(port_of(client), raw_request(
+        "/public/x", headers=[("X-Note", sent), ("Referer", "http://docs.test/" + sent)]))
+    assert reply.status == 200
+    seen = only(upstream)
+    assert seen.header("X-Note") == [raw.decode("utf-8", "surrogateescape")]
+
+
+async def test_a_readers_name_outside_latin1_goes_in_a_plain_header_as_utf8(
+        start: Start) -> None:
+    client, upstream = await start(identity=PLAIN)
+    user = make_user("reader", groups=("reader",), email="李@例子.测试")
+    cookie = cookie_header(await session_cookies(app_of(client), user))
+    reply = await exchange(port_of(client), raw_request("/guide", headers=[("Cookie", cookie)]))
+    assert reply.status == 200
+    assert only(upstream).header("X-Email") == ["李@例子.测试"]

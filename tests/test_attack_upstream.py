@@ -227,6 +227,26 @@ async def test_bytes_after_a_response_never_become_the_next_response(
     assert (second.status, second.body) == (200, b"fine")
 
 
+SECOND = (b"HTTP/1.1 302 Found\r\nLocation: https://evil.example/\r\nX-Second: yes\r\n"
+          b"Content-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(("method", "first"), [
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 2\r\n\r\nok"),
+    ("GET", b"HTTP/1.1 204 No Content\r\nX-First: yes\r\n\r\n"),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 0\r\n\r\n"),
+])
+async def test_a_second_response_in_the_same_read_changes_nothing(
+        gateway: Start, raw_upstream: RawUpstream, method: str, first: bytes) -> None:
+    # One write from the upstream: llhttp parses the second response in the same call.
+    raw_upstream.answers["/twice.css"] = first + SECOND
+    client = await gateway()
+    reply = await get(client, "/twice.css", method=method)
+    assert reply.status == int(first.split()[1]), reply.head
+    assert reply.header("Location") is None and reply.header("X-Second") is None
+    await still_serves(client)
+
+
 async def test_an_interim_response_is_skipped(gateway: Start, raw_upstream: RawUpstream) -> None:
     raw_upstream.answers["/interim"] = (b"HTTP/1.1 100 Continue\r\n\r\n"
                                         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"

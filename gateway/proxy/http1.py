@@ -135,17 +135,29 @@ class Response(Answer):
         # llhttp forgets keep-alive once a message completes, so it is read before that.
         self._keep_alive = False
         self._head_bytes = 0
+        self._overrun = False
 
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
-        self.reason = status.decode("latin-1")
+        if not self._overrun:
+            self.reason = status.decode("latin-1")
+
+    def on_message_begin(self) -> None:
+        if self._head.done():
+            # A second response to one request (bytes after a complete one, in the same
+            # read): it must not rewrite this one's status and headers, and the
+            # connection cannot be trusted for another request.
+            self._overrun = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if not self._overrun:
+            self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         assert parser is not None  # callbacks run inside feed(), which holds the parser
+        if self._overrun:
+            return
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._raw_headers.clear()  # an interim response: the real one follows
@@ -163,7 +175,7 @@ class Response(Answer):
             self._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        if self._complete:
+        if self._complete or self._overrun:
             return
         self._body.append(body)
         self._buffered += len(body)
@@ -175,7 +187,7 @@ class Response(Answer):
     def on_message_complete(self) -> None:
         parser = self._parser
         assert parser is not None  # callbacks run inside feed(), which holds the parser
-        if self.status:
+        if self.status and not self._overrun:
             self._keep_alive = self._keep_alive and parser.should_keep_alive()
             self._complete = True
             self._wake()
@@ -199,6 +211,8 @@ class Response(Answer):
             self._fail(UpstreamClosed(f"malformed response from the docs server ({exc})"))
             self.conn.close()
             return
+        if self._overrun:
+            self.conn.close()  # more bytes than the response framing allows
         # Counted only while the head is still incomplete after this chunk, so body bytes
         # that arrive with the head never count against it.
         if not self._head.done():
@@ -452,7 +466,10 @@ def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
                      else f"Content-Length: {content_length}")
     elif method not in NO_BODY_METHODS:
         lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    # A client's own header values and target reach here as aiohttp decoded them (UTF-8,
+    # undecodable bytes kept as surrogates): encoded back so, they are the client's bytes.
+    # The gateway's own values (a reader's name in a plain header) go out as UTF-8.
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 async def _send_body(conn: _Connection, body: AsyncIterator[bytes], *, chunked: bool) -> None:
