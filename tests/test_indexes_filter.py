@@ -13,6 +13,7 @@ from gateway.html.head import PageMeta
 from gateway.html.page import learn
 from gateway.indexes.filter import (
     MKDOCS,
+    MKDOCS_SCRIPT,
     SITEMAP,
     SPHINX,
     IndexFile,
@@ -104,6 +105,8 @@ def test_match_index_names_the_formats() -> None:
                                                                     "application/json")
     assert match_index("/searchindex.js") == IndexFile(SPHINX, "/",
                                                        "text/javascript; charset=utf-8")
+    assert match_index("/v2/search/search_index.js") == IndexFile(
+        MKDOCS_SCRIPT, "/v2/", "text/javascript; charset=utf-8")
     assert match_index("/guide/") is None
     assert match_index("/search_index.json") is None
     assert match_index("/assets/sitemap.css") is None
@@ -203,6 +206,19 @@ async def test_mkdocs_index_locations_start_from_the_site_folder() -> None:
     body = mkdocs_index("", "admin/")
     result = json.loads(await run(MKDOCS, body, None, fetch=Fetcher(metas), base="/v2/"))
     assert [d["location"] for d in result["docs"]] == [""]
+
+
+async def test_material_offline_search_index_script_per_reader() -> None:
+    body = b"var __index = " + mkdocs_index("", "guide/", "admin/", "admin/#keys") + b";\n"
+    for user, locations in ((None, [""]), (ADMIN, ["", "guide/", "admin/", "admin/#keys"])):
+        out = await run(MKDOCS_SCRIPT, body, user)
+        assert out.startswith(b"var __index = ")
+        data = json.loads(out[len(b"var __index = "):])
+        assert [d["location"] for d in data["docs"]] == locations
+    # A script of another shape keeps no page.
+    for odd in (b"var other = {}", b"window.__index = " + mkdocs_index("admin/"), b""):
+        out = await run(MKDOCS_SCRIPT, odd, ADMIN)
+        assert json.loads(out[len(b"var __index = "):])["docs"] == []
 
 
 async def test_malformed_mkdocs_index_fails_closed() -> None:

@@ -65,6 +65,13 @@ def build_material(root: Path) -> Path:
                         "    - navigation.path\n" + MKDOCS_NAV, MKDOCS_PAGES)
 
 
+def build_material_offline(root: Path) -> Path:
+    # The offline plugin writes the search index as a script too (search_index.js).
+    return build_mkdocs(root, "site_name: Gated\nsite_url: http://docs.test/\n"
+                        "theme:\n  name: material\nplugins:\n  - search\n  - offline\n"
+                        + MKDOCS_NAV, MKDOCS_PAGES)
+
+
 SPHINX_PAGES = {
     "index.rst": "Welcome\n=======\n\nStart with :doc:`guide`. Operators read "
                  ":doc:`the handbook <admin/handbook>`.\n\n.. toctree::\n   :maxdepth: 2\n\n"
@@ -145,6 +152,7 @@ BUILDS: dict[str, tuple[Callable[[Path], Path], str]] = {
     # name: (build, the path of a page whose navigation lists every page)
     "mkdocs": (build_mkdocs_default, "/"),
     "material": (build_material, "/"),
+    "material-offline": (build_material_offline, "/"),
     "sphinx-alabaster": (lambda root: build_sphinx(root, "alabaster"), "/index.html"),
     "sphinx-furo": (lambda root: build_sphinx(root, "furo"), "/index.html"),
     "hugo": (build_hugo, "/"),
@@ -207,6 +215,7 @@ async def test_no_page_lists_what_the_reader_may_not_open(
     user = None if who == "anonymous" else READER
     pages = await crawl(gateway, await cookies_for(gateway, user),
                         [home, "/sitemap.xml", "/search/search_index.json", "/searchindex.js",
+                         "/search/search_index.js",
                          # Sphinx's copies of the pages' sources, linked or not
                          *(f"/_sources/{name}.txt" for name in SPHINX_PAGES)])
     assert len([p for p, body in pages.items() if b"<html" in body.lower()]) >= 3, pages.keys()

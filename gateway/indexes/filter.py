@@ -53,6 +53,7 @@ from gateway.indexes.formats import (
     filter_llms,
     filter_llms_full,
     filter_mkdocs,
+    filter_mkdocs_script,
     filter_sitemap,
     filter_sphinx,
     needle,
@@ -104,6 +105,8 @@ class Learned:
 FetchMeta = Callable[[str], Awaitable[PageMeta | Learned | None]]
 
 SITEMAP, MKDOCS, SPHINX = "sitemap", "mkdocs", "sphinx"
+#: Material for MkDocs' offline plugin: the same index as a script (``var __index = {...}``).
+MKDOCS_SCRIPT = "mkdocs_script"
 LLMS, LLMS_FULL, FEED, DOCUSAURUS = "llms", "llms_full", "feed", "docusaurus"
 #: Largest index body the gateway filters; a bigger one is refused rather than passed on.
 INDEX_LIMIT = 32 * 1024 * 1024
@@ -172,6 +175,9 @@ def match_index(path: str, names: IndexNames = DEFAULT_NAMES) -> IndexFile | Non
         found = IndexFile(SITEMAP, folder, "application/xml")
     elif name == "search_index.json" and folder.lower().endswith("/search/"):
         found = IndexFile(MKDOCS, folder[:-len("search/")], "application/json")
+    elif name == "search_index.js" and folder.lower().endswith("/search/"):
+        found = IndexFile(MKDOCS_SCRIPT, folder[:-len("search/")],
+                          "text/javascript; charset=utf-8")
     elif name == "searchindex.js":
         found = IndexFile(SPHINX, folder, "text/javascript; charset=utf-8")
     else:
@@ -462,6 +468,8 @@ async def filter_index(index: IndexFile, body: bytes, user: User | None, policy:
         out = await filter_sitemap(body, judge, page_index.base_path, index.base)
     elif index.kind == MKDOCS:
         out = await filter_mkdocs(body, judge, index.base)
+    elif index.kind == MKDOCS_SCRIPT:
+        out = await filter_mkdocs_script(body, judge, index.base)
     elif index.kind == SPHINX:
         out = await filter_sphinx(body, judge, index.base)
     elif index.kind == LLMS:

@@ -361,6 +361,21 @@ async def filter_mkdocs(body: bytes, judge: Judge, base: str) -> bytes:
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+_SCRIPT_INDEX = b"var __index ="
+
+
+async def filter_mkdocs_script(body: bytes, judge: Judge, base: str) -> bytes:
+    """Material for MkDocs' offline ``search_index.js`` (``var __index = {...}``, the
+    index as a script for pages opened from disk), filtered as ``filter_mkdocs`` filters
+    the JSON; a script of any other shape keeps no page."""
+    text = body.strip()
+    if text.startswith(_SCRIPT_INDEX):
+        text = text[len(_SCRIPT_INDEX):].rstrip(b";").strip()
+    else:
+        text = b""
+    return _SCRIPT_INDEX + b" " + await filter_mkdocs(text, judge, base)
+
+
 def _scrub_doc(doc: dict[str, Any], scrub: Scrub, markup: bool) -> dict[str, Any] | None:
     """A MkDocs entry less what the reader may not see, or None when it goes."""
     _, _, anchor = doc["location"].partition("#")
