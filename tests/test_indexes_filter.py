@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from gateway.indexes.filter import (
     MKDOCS_SCRIPT,
     SITEMAP,
     SPHINX,
+    SPHINX_INVENTORY,
     IndexFile,
     Learned,
     PageIndex,
@@ -594,3 +596,57 @@ async def test_other_listings_keep_a_page_whole_for_who_may_see_all_its_gated_pa
         assert result["docnames"] == ["admin", "guide", "index"]
         assert (1 in result["terms"]["all"]) is whole
         assert ("guide" in result["titleterms"]) is whole
+
+
+def inventory(*lines: str) -> bytes:
+    return (b"# Sphinx inventory version 2\n# Project: Docs\n# Version: \n"
+            b"# The remainder of this file is compressed using zlib.\n"
+            + zlib.compress("".join(f"{line}\n" for line in lines).encode()))
+
+
+def inventory_lines(body: bytes) -> list[str]:
+    return zlib.decompress(body.split(b"\n", 4)[4]).decode().splitlines()
+
+
+INVENTORY = ("admin std:doc -1 admin.html Admin handbook",
+             "keys std:label -1 admin.html#$ Rotating keys",
+             "vault py:module 0 admin.html#module-$ -",
+             "guide std:doc -1 guide.html Guide",
+             "setup std:label -1 guide.html#$ Setting up",
+             "no-location",
+             "index std:doc -1 index.html Home")
+INVENTORY_METAS = {"/admin.html": PageMeta(groups=("admin",)), "/guide.html": PageMeta(),
+                   "/index.html": PageMeta(public=True)}
+
+
+async def test_sphinx_inventory_per_reader() -> None:
+    body = inventory(*INVENTORY)
+    fetch = Fetcher(INVENTORY_METAS)
+    assert inventory_lines(await run(SPHINX_INVENTORY, body, ADMIN, fetch=fetch)) == [
+        line for line in INVENTORY if line != "no-location"]
+    assert inventory_lines(await run(SPHINX_INVENTORY, body, None, fetch=fetch)) == [
+        "index std:doc -1 index.html Home"]
+    out = await run(SPHINX_INVENTORY, body, READER, fetch=fetch)
+    assert out.startswith(b"# Sphinx inventory version 2\n# Project: Docs\n")
+    assert inventory_lines(out) == ["guide std:doc -1 guide.html Guide",
+                                    "setup std:label -1 guide.html#$ Setting up",
+                                    "index std:doc -1 index.html Home"]
+
+
+async def test_sphinx_inventory_of_a_page_with_gated_parts_keeps_the_page_only() -> None:
+    metas = {**INVENTORY_METAS, "/guide.html": Learned(PageMeta(), fragments=True)}
+    lines = inventory_lines(await run(SPHINX_INVENTORY, inventory(*INVENTORY), READER,
+                                      fetch=Fetcher(metas), index=PageIndex(fragments=True)))
+    assert "guide std:doc -1 guide.html Guide" in lines
+    assert not any("Setting up" in line for line in lines)
+
+
+@pytest.mark.parametrize("body", [
+    b"# Sphinx inventory version 1\n# Project: x\n# Version: 1\nadmin mod admin.html\n",
+    b"# Sphinx inventory version 2\n# Project: x\n# Version: \n# zlib\nnot zlib",
+    inventory("admin std:doc -1 admin.html Admin")[:-4],  # cut short
+    b"",
+])
+async def test_an_unreadable_sphinx_inventory_is_refused(body: bytes) -> None:
+    with pytest.raises(UpstreamError):
+        await run(SPHINX_INVENTORY, body, ADMIN)

@@ -59,6 +59,7 @@ from gateway.indexes.formats import (
     needle,
     word_keys,
 )
+from gateway.indexes.inventory import filter_inventory
 from gateway.paths import PACKINGS, packing_of
 from gateway.policy import Policy
 from gateway.proxy.origin import Answer, Origin, fetched
@@ -105,6 +106,8 @@ class Learned:
 FetchMeta = Callable[[str], Awaitable[PageMeta | Learned | None]]
 
 SITEMAP, MKDOCS, SPHINX = "sitemap", "mkdocs", "sphinx"
+#: Sphinx's inventory of a build's objects (intersphinx reads it).
+SPHINX_INVENTORY = "sphinx_inventory"
 #: Material for MkDocs' offline plugin: the same index as a script (``var __index = {...}``).
 MKDOCS_SCRIPT = "mkdocs_script"
 LLMS, LLMS_FULL, FEED, DOCUSAURUS = "llms", "llms_full", "feed", "docusaurus"
@@ -165,7 +168,8 @@ def match_index(path: str, names: IndexNames = DEFAULT_NAMES) -> IndexFile | Non
     ``names`` (``access.index_names``)."""
     last = path[path.rfind("/") + 1:].lower()
     quick, named = _named(names)
-    if "sitemap" not in last and "index" not in last and quick.fullmatch(last) is None:
+    if "sitemap" not in last and "index" not in last and not last.startswith("objects.inv") \
+            and quick.fullmatch(last) is None:
         return None  # most paths: no listing
     unpacked, packing = packing_of(path)
     folder, _, name = unpacked.rpartition("/")
@@ -180,6 +184,8 @@ def match_index(path: str, names: IndexNames = DEFAULT_NAMES) -> IndexFile | Non
                           "text/javascript; charset=utf-8")
     elif name == "searchindex.js":
         found = IndexFile(SPHINX, folder, "text/javascript; charset=utf-8")
+    elif name == "objects.inv":
+        found = IndexFile(SPHINX_INVENTORY, folder, "application/octet-stream")
     else:
         for kind, content_type, pattern in named:
             if pattern.fullmatch(name):
@@ -472,6 +478,8 @@ async def filter_index(index: IndexFile, body: bytes, user: User | None, policy:
         out = await filter_mkdocs_script(body, judge, index.base)
     elif index.kind == SPHINX:
         out = await filter_sphinx(body, judge, index.base)
+    elif index.kind == SPHINX_INVENTORY:
+        out = await filter_inventory(body, judge, index.base, INDEX_LIMIT)
     elif index.kind == LLMS:
         out = await filter_llms(body, judge, index.base, page_index.base_path)
     elif index.kind == LLMS_FULL:
