@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -56,6 +58,15 @@ class User:
         if name == "apiPlaygroundInputs":
             return self.api_playground_inputs
         return self.extra.get(name)
+
+    def fields_digest(self) -> str:
+        """A digest of every value a page may be filled from: readers with the same one
+        read the same page (a new session of the same subject may hold other values)."""
+        text = json.dumps([self.sub, self.expires_at, self.groups, self.content,
+                           self.api_playground_inputs, self.extra],
+                          sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
+                               digest_size=16).hexdigest()
 
     def view(self, expose: Sequence[str]) -> dict[str, Any]:
         """``sub`` plus the exposed Mintlify fields, as held here: to be read (written out

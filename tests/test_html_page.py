@@ -203,6 +203,22 @@ def test_a_page_with_fields_carries_the_user_object_beside_them() -> None:
         assert out.count(tag_for(who)) == 1
 
 
+def test_a_readers_new_values_fill_a_page_that_cannot_be_kept_as_a_template() -> None:
+    # A field inside another: no template for the audience, so the page is kept per reader,
+    # and a new session of the same subject may carry other values.
+    pages = make_pages(fragments=True)
+    nested = page(body='<p data-gateway-field="content.plan">Plan: <b data-gateway-field='
+                       '"content.firstName">x</b></p><div data-gateway-groups="ops">ops</div>')
+    for plan in ("free", "KEY-NEW-123", "free"):
+        who = User(sub="same", expires_at=time.time() + 3600, groups=("staff",),
+                   content={"plan": plan, "firstName": "Ann"})
+        scanned = pages.scan(nested, "/n")
+        decided = pages.judge(scanned, pages.policy.decide("/n", who), who, scope("/n"))
+        _, result = pages.deliver(scanned, decided, who)
+        assert f">{plan}</p>".encode() in result.body, result.body
+        assert b"ops</div>" not in result.body
+
+
 def test_a_page_that_loads_the_script_itself_gets_the_gateways_tag_in_its_place() -> None:
     pages = make_pages()
     forged = b'<script src="/_gateway/client.js" data-user="{&quot;sub&quot;:&quot;x&quot;}">'

@@ -592,7 +592,8 @@ class Pages:
                     if found is not None:
                         return private(decision), \
                             found.for_reader(user, user_object)
-                    sub = user.sub  # fields filled from this reader's own user object
+                    # Fields filled from this reader's own values, kept for those values.
+                    sub = user.fields_digest()
             key = (scanned.version, user is None and changes, groups, sub,
                    cuts.closed if cuts is not None else None)
             kept = self.renders.get(key)
