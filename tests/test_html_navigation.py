@@ -233,3 +233,20 @@ async def test_a_pages_links_lead_where_they_do_from_its_own_address(
     assert b"Operator handbook" not in reply.body and b"../handbook/" not in reply.body
     if spelling == "/guide/":
         assert reply.status == 200 and b"Use it" in reply.body
+
+
+def test_an_article_whose_title_links_a_closed_page_goes_whole() -> None:
+    # Material for MkDocs' blog index: each post's excerpt is an article titled with a link.
+    excerpt = (b'<article class="md-post md-post--excerpt"><header><time>Jan 5</time></header>'
+               b'<div><h2 id="a"><a class="toclink" href="/admin/">Acquisition</a></h2>'
+               b'<p>EXCERPT-SECRET</p><nav><a href="/admin/">Continue reading</a></nav></div>'
+               b'</article>')
+    other = (b'<article class="md-post"><h2><a href="/news/">News</a></h2><p>open</p>'
+             b'</article>')
+    page = b"<main><h1>Blog</h1>" + excerpt + other + b"</main>"
+    assert filtered(page) == b"<main><h1>Blog</h1>" + other + b"</main>"
+    # A page's own article, titled without a link, only loses the link in its text.
+    own = (b'<main><article><h1>Guide</h1><h2><a href="/admin/">Admin</a></h2>'
+           b'<p>See <a href="/admin/">it</a>.</p></article></main>')
+    assert filtered(own) == b"<main><article><h1>Guide</h1><h2>Admin</h2><p>See it.</p>" \
+                            b"</article></main>"

@@ -245,3 +245,38 @@ async def test_a_link_in_the_text_keeps_its_words(
         page = (await response.read()).decode()
     assert "the handbook" in page, name
     assert not re.search(r"href=\"[^\"]*admin/handbook", page), name
+
+
+BLOG_POST = ("---\ndate: {date}\nslug: {slug}\n---\n\n# {title}\n\n{text}\n\n"
+             "<!-- more -->\n\nMore.\n")
+
+
+async def test_a_blog_index_keeps_no_excerpt_of_a_closed_post(
+        tmp_path: Path, aiohttp_client: Any) -> None:
+    # Material for MkDocs' blog plugin: the index and the archive show each post's excerpt.
+    (tmp_path / "blog").mkdir()
+    site = build_mkdocs(tmp_path / "blog", (
+        "site_name: Gated\nsite_url: http://docs.test/\ntheme:\n  name: material\n"
+        "plugins:\n  - search\n  - blog:\n      post_url_format: '{slug}'\n"), {
+        "docs/index.md": "# Home\n",
+        "docs/blog/index.md": "# Blog\n",
+        "docs/blog/posts/secret.md": BLOG_POST.format(
+            date="2024-01-05", slug="acquisition", title="Acquisition announced",
+            text=f"{SECRET} talks of the deal."),
+        "docs/blog/posts/open.md": BLOG_POST.format(
+            date="2024-01-04", slug="release", title="Release notes", text="All open."),
+    })
+    access = {"public": ["/**"], "rules": [{"path": "/blog/acquisition/**",
+                                            "groups": ["admin"]}]}
+    server = f"        root {site};\n        error_page 404 /404.html;\n"
+    async with nginx_serving(tmp_path, server) as origin:
+        client = await aiohttp_client(await build_app(make_config(origin, access=access)))
+        for user in (None, READER):
+            pages = await crawl(client, await cookies_for(client, user), ["/blog/"])
+            assert any(b"Release notes" in body for body in pages.values()), pages.keys()
+            leaks = {path for path, body in pages.items()
+                     if SECRET.encode() in body or b"Acquisition announced" in body}
+            assert leaks == set(), leaks
+        admin = await cookies_for(client, ADMIN)
+        async with client.get("/blog/", cookies=admin) as response:
+            assert SECRET in await response.text()

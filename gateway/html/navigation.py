@@ -10,6 +10,8 @@ what must leave the page if its target is closed:
   title with it; an entry whose every link is closed (a section whose pages all are)
   goes too;
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
+- a link in the title of an ``<article>`` (its first heading: a post's excerpt or card in
+  a blog's index or a listing) takes the article with it;
 - a link in the text of the page (inside ``main``, ``article`` or ``role="main"``) keeps
   its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
@@ -39,7 +41,8 @@ from gateway.html.tokens import (
 LINKING = words("a area link")
 # Elements tracked while reading: lists, the regions that tell navigation from text, links.
 _TRACKED = words("li ul ol menu nav main article aside header footer a div section details "
-                 "table dl")
+                 "table dl h1 h2 h3 h4 h5 h6")
+_HEADINGS = words("h1 h2 h3 h4 h5 h6")
 _NAV_REGIONS = words("nav aside header footer")
 _TEXT_REGIONS = words("main article")
 _LISTS = words("ul ol menu")
@@ -72,6 +75,9 @@ class _Open:
     #: Whether text or other markup stands in this list entry beside its links.
     other: bool = False
     links: list[int] | None = None
+    #: An article: whether a heading has opened in it. A heading: whether it is the first
+    #: of its article (the article's title).
+    headed: bool = False
 
 
 def _region_of(name: bytes, tag: Tag) -> str:
@@ -115,6 +121,16 @@ def find_links(page: bytes) -> list[Link]:
             if entry.name == b"li":
                 return entry
             if entry.name in _LISTS:
+                return None
+        return None
+
+    def titled_article() -> _Open | None:
+        """The article whose first heading the current position is in (its title)."""
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index].name in _HEADINGS and stack[index].headed:
+                for outer in range(index - 1, -1, -1):
+                    if stack[outer].name == b"article":
+                        return stack[outer]
                 return None
         return None
 
@@ -181,14 +197,26 @@ def find_links(page: bytes) -> list[Link]:
             where = region()
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
+            titled = titled_article() if name != b"link" else None
             if name == b"link":
                 found.append(Link(href, lt, lt, (), raw))
+            elif titled is not None:
+                # A link in an article's title: the article is that page's card or excerpt
+                # (a blog's index, a listing), which goes whole with it.
+                found.append(Link(href, lt, titled.at, entries, raw))
             elif holder is not None:
                 pending.append((href, lt, holder.at, entries, where, raw))
             else:
                 found.append(Link(href, lt, lt if where == "nav" else -1, entries, raw))
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
-            stack.append(_Open(name, lt, _region_of(name, tag)))
+            opened = _Open(name, lt, _region_of(name, tag))
+            if name in _HEADINGS:
+                for entry in reversed(stack):
+                    if entry.name == b"article":
+                        opened.headed = not entry.headed
+                        entry.headed = True
+                        break
+            stack.append(opened)
         pos = end
         if name in RAW_TEXT:
             pos = script_end(page, end) if name == b"script" else raw_end(page, name, end)
