@@ -387,22 +387,26 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
 def copy_of_pages(rel: str) -> list[str]:
     """The spellings of the page a file holds the source text of (none for most paths):
     a Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes one beside each
-    page), or Sphinx's copy of a page's source (``_sources/a/b.rst.txt``, written for
-    ``a/b.html``, or ``a/b/`` by the dirhtml builder)."""
-    suffix = rel[-4:].lower()
-    if suffix[1:] == ".md":
+    page), or Sphinx's copy of a page's source (``_sources/a/b.rst.txt``, or
+    ``_sources/a/b.rst`` with ``html_sourcelink_suffix = ""``, written for ``a/b.html``,
+    ``a/b/`` with the dirhtml builder, or ``a/b`` behind clean URLs)."""
+    if rel[-3:].lower() == ".md":
         return [path for path in link_paths(rel, "/", "") or () if path and path != rel]
-    at = rel.lower().rfind("/_sources/") if suffix == ".txt" else -1
+    at = rel.lower().rfind("/_sources/")
     if at < 0:
         return []
     # The document's name, less ".txt" and less the source's own suffix (.rst, .md,
     # .ipynb) where it has one (older Sphinx wrote a.txt for a.rst).
-    doc = rel[at + len("/_sources/"):-len(".txt")]
+    doc = rel[at + len("/_sources/"):]
+    if doc[-4:].lower() == ".txt":
+        doc = doc[:-4]
     stem, dot, ext = doc.rpartition(".")
     spellings: list[str] = []
     for name in (doc, stem) if dot and "/" not in ext else (doc,):
+        if not name or name.endswith("/"):
+            continue
         page = rel[:at + 1] + name
-        spellings += [page + ".html", page + "/"]
+        spellings += [page + ".html", page + "/", page]
         if name == "index" or name.endswith("/index"):
             spellings.append(page[:-len("index")])
     return spellings
@@ -411,24 +415,37 @@ def copy_of_pages(rel: str) -> list[str]:
 async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) -> None:
     """A copy of a page's source (``copy_of_pages``) holds the page's text, gated parts
     included, and cannot be read like a page: it opens only to a reader the page opens to,
-    and not at all when the page has gated parts. A file no page was made from is decided
-    as any file."""
+    and not at all when the page has gated parts.
+
+    A rule that closes one of the page's spellings closes the copy, whether or not the
+    page could be read. A Markdown file no page was made from is decided as any file;
+    Sphinx's copy of a page that cannot be read (missing, or too large to read) opens to
+    nobody."""
     spellings = copy_of_pages(rel)
     if not spellings:
         return
+    sphinx = rel[-3:].lower() != ".md"
+    code = "source_copy" if sphinx else "markdown_copy"
     assert site.pages.index is not None
     learned = await site.pages.index.lookup(spellings, page_learner(site))
+    read = False
     for path in spellings:
         found = learned.get(path)
-        if found is None:
-            continue  # no page at this spelling
         decision = gw.policy.decide(path, user)
+        if found is None:
+            if decision.outcome is not Outcome.ALLOW and not decision.meta_applies:
+                raise Denied(code=code, expected="a page the reader may open whole",
+                             received=f"its page {path}, closed to them")
+            continue  # no page at this spelling, or one that cannot be read
+        read = True
         if decision.meta_applies and decision.outcome is Outcome.ALLOW:
             decision = gw.policy.decide_meta(decision, found.meta, user)
         if decision.outcome is not Outcome.ALLOW or (found.fragments and site.pages.fragments):
-            code = "markdown_copy" if rel[-3:].lower() == ".md" else "source_copy"
             raise Denied(code=code, expected="a page the reader may open whole",
                          received=f"its page {path}")
+    if sphinx and not read:
+        raise Denied(code=code, expected="a page the reader may open whole",
+                     received="no page that could be read")
 
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or

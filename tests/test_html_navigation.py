@@ -250,3 +250,37 @@ def test_an_article_whose_title_links_a_closed_page_goes_whole() -> None:
            b'<p>See <a href="/admin/">it</a>.</p></article></main>')
     assert filtered(own) == b"<main><article><h1>Guide</h1><h2>Admin</h2><p>See it.</p>" \
                             b"</article></main>"
+
+
+async def test_sphinxs_copy_of_a_page_opens_only_where_the_page_is_known_to(
+        site: Path, aiohttp_client: Any) -> None:
+    from gateway.html.page import PAGE_READ_LIMIT
+
+    sources = site / "_sources"
+    (sources / "admin").mkdir(parents=True)
+    big = "<p>" + "x" * PAGE_READ_LIMIT + "</p>"
+    pages = {
+        # closed by a rule, and too large to read: the rule closes its copy all the same
+        "admin/keys.html": PAGE.format(title="Keys", meta="", text=big),
+        # closed by its own metadata, and too large to read: its copy opens to nobody
+        "vault.html": PAGE.format(title="Vault", meta='<meta name="gateway:groups" '
+                                  'content="ops">', text=big),
+        "guide.html": PAGE.format(title="Guide", meta="", text="Use it"),
+    }
+    for name, text in pages.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+        stem = name.removesuffix(".html")
+        (sources / f"{stem}.rst.txt").write_text(f"{stem}\n====\n\nSOURCE-OF-{stem}\n")
+        (sources / f"{stem}.rst").write_text(f"SOURCE-OF-{stem}\n")  # no suffix added
+    config = make_config(None, upstream={"root": str(site)},
+                         access={"rules": [{"path": "/admin/**", "groups": ["admin"]}]})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    for copy in ("/_sources/admin/keys.rst.txt", "/_sources/admin/keys.rst",
+                 "/_sources/vault.rst.txt", "/_sources/vault.rst"):
+        reply = await client.get(copy, cookies=reader)
+        assert reply.status == 404 and "SOURCE-OF" not in await reply.text(), copy
+    for copy in ("/_sources/guide.rst.txt", "/_sources/guide.rst"):
+        reply = await client.get(copy, cookies=reader)
+        assert reply.status == 200 and "SOURCE-OF-guide" in await reply.text(), copy

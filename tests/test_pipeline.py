@@ -114,7 +114,9 @@ async def test_a_stream_never_starts_without_an_enforced_decision() -> None:
 
 
 @pytest.mark.parametrize(("path", "pages"), [
-    ("/_sources/admin/keys.rst.txt", {"/admin/keys.html", "/admin/keys/"}),
+    ("/_sources/admin/keys.rst.txt", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
+    # html_sourcelink_suffix = ""
+    ("/_sources/admin/keys.rst", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
     ("/v2/_sources/index.md.txt", {"/v2/index.html", "/v2/"}),
     # older Sphinx: the source's suffix replaced by .txt
     ("/_sources/admin/keys.txt", {"/admin/keys.html", "/admin/keys/"}),
