@@ -364,7 +364,12 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     base = ex.scope.path
     targets = scanned.targets
     if targets is None or scanned.base != base:
-        targets = {link.href: docs_target(gw, base, link.href) for link in links}
+        # A folder's page may be answered at the address without its slash (try_files
+        # $uri/index.html): its links are written to be followed from the folder.
+        name = base[base.rfind("/") + 1:]
+        bases = (base, base + "/") if name and "." not in name else (base,)
+        targets = {link.href: tuple(docs_target(gw, start, link.href) for start in bases)
+                   for link in links}
         scanned.targets, scanned.base = targets, base
         scanned.cuts.clear()  # decided for links followed from another address
     # What is closed depends on the reader's groups alone (logged in or not): kept per
@@ -375,9 +380,12 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     kept = scanned.cuts.get(audience)
     if kept is not None and now - kept[0] < CUTS_KEPT_FOR:
         return kept[1]
-    paths = {path for path in targets.values() if path is not None}
+    paths = {path for found in targets.values() for path in found if path is not None}
     closed = await closed_pages(gw, ex.site, paths, user) if paths else set()
-    cuts = removals(links, closed, targets) if closed else None
+    # A link goes when it leads to a closed page from any of the page's addresses.
+    cuts = removals(links, closed, {href: next((path for path in found if path in closed),
+                                               found[0])
+                                    for href, found in targets.items()}) if closed else None
     if len(scanned.cuts) >= 64:
         scanned.cuts.clear()  # readers of many audiences: start over
     scanned.cuts[audience] = (now, cuts)

@@ -19,6 +19,7 @@ from gateway.policy import Decision, Outcome, Policy
 from gateway.services import GATEWAY
 from tests.attack import exchange, raw_request
 from tests.helpers import make_config, make_user, session_cookies
+from tests.nginx import nginx_serving
 
 CLOSED = {"/admin/", "/admin/runbook/"}
 
@@ -284,3 +285,31 @@ async def test_sphinxs_copy_of_a_page_opens_only_where_the_page_is_known_to(
     for copy in ("/_sources/guide.rst.txt", "/_sources/guide.rst"):
         reply = await client.get(copy, cookies=reader)
         assert reply.status == 200 and "SOURCE-OF-guide" in await reply.text(), copy
+
+
+async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
+        tmp_path: Path, aiohttp_client: Any) -> None:
+    # nginx answers /guide with /guide/index.html (try_files): the page's relative links
+    # are written for /guide/, where secret/ is /guide/secret/, a closed page.
+    root = tmp_path / "site"
+    for name, text in {
+        "guide/index.html": '<nav><ul><li><a href="secret/">Secret runbook</a></li>'
+                            '<li><a href="../faq/">FAQ</a></li></ul></nav><main>Guide</main>',
+        "guide/secret/index.html": "<main>SECRET</main>",
+        "secret/index.html": "<main>open</main>",
+        "faq/index.html": "<main>faq</main>",
+    }.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    server = (f"        root {root};\n"
+              "        location / { try_files $uri $uri/index.html =404; }\n")
+    async with nginx_serving(tmp_path, server) as origin:
+        config = make_config(origin, access={
+            "page_meta": False, "public": ["/**"],
+            "rules": [{"path": "/guide/secret/**", "groups": ["ops"]}]})
+        client = await aiohttp_client(await build_app(config))
+        reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+        for path in ("/guide/", "/guide"):
+            page = await (await client.get(path, cookies=reader)).text()
+            assert "Guide" in page and "FAQ" in page, path
+            assert "Secret runbook" not in page, path

@@ -99,7 +99,7 @@ class Scanned:
     #: from the address in ``base`` (a docs path, or None outside the docs).
     links: list[Link] | None = None
     base: str = ""
-    targets: dict[str, str | None] | None = None
+    targets: dict[str, tuple[str | None, ...]] | None = None
     #: What leaves it per audience (groups, None: anonymous), and since when.
     cuts: dict[tuple[str, ...] | None, tuple[float, Cuts | None]] = field(default_factory=dict)
     #: Which remembered copy this is (its renderings may be kept); 0: not remembered.
