@@ -246,6 +246,17 @@ def test_an_article_whose_title_links_a_closed_page_goes_whole() -> None:
              b'</article>')
     page = b"<main><h1>Blog</h1>" + excerpt + other + b"</main>"
     assert filtered(page) == b"<main><h1>Blog</h1>" + other + b"</main>"
+    # Other cards: a link around the heading, a date heading before the title, a card
+    # given by its role, a heading linking an open page before the closed one.
+    for card in (b'<article><a href="/admin/"><h2>Acquisition</h2></a><p>EXCERPT</p></article>',
+                 b'<article><h4>Jan 5</h4><h2><a href="/admin/">Acquisition</a></h2>'
+                 b'<p>EXCERPT</p></article>',
+                 b'<div role="article"><h3><a href="/admin/">Acquisition</a></h3><p>EXCERPT</p>'
+                 b'</div>',
+                 b'<article><h2><a href="/news/">News</a></h2><h3><a href="/admin/">'
+                 b'Acquisition</a></h3><p>EXCERPT</p></article>'):
+        assert filtered(b"<main>" + card + other + b"</main>") == \
+            b"<main>" + other + b"</main>", card
     # A page's own article, titled without a link, only loses the link in its text.
     own = (b'<main><article><h1>Guide</h1><h2><a href="/admin/">Admin</a></h2>'
            b'<p>See <a href="/admin/">it</a>.</p></article></main>')

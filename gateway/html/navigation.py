@@ -10,8 +10,9 @@ what must leave the page if its target is closed:
   title with it; an entry whose every link is closed (a section whose pages all are)
   goes too;
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
-- a link in the title of an ``<article>`` (its first heading: a post's excerpt or card in
-  a blog's index or a listing) takes the article with it;
+- a link in a heading of a card (an ``<article>`` or ``role="article"`` without an
+  ``<h1>``: a post's excerpt in a blog's index, an entry of a listing), or one wrapping
+  such a heading, takes the card with it;
 - a link in the text of the page (inside ``main``, ``article`` or ``role="main"``) keeps
   its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
@@ -75,13 +76,20 @@ class _Open:
     #: Whether text or other markup stands in this list entry beside its links.
     other: bool = False
     links: list[int] | None = None
-    #: An article: whether a heading has opened in it. A heading: whether it is the first
-    #: of its article (the article's title).
-    headed: bool = False
+    #: Whether it is an article (``<article>``, ``role="article"``), and for one, whether
+    #: an ``<h1>`` opened in it: the page's own article, not a card or an excerpt.
+    article: bool = False
+    titled: bool = False
+    #: A link: where it stands in the links found (-1: not there yet).
+    found: int = -1
+
+
+def _role(tag: Tag) -> str:
+    return attr_text(tag.attrs[b"role"][0]).strip().lower() if b"role" in tag.attrs else ""
 
 
 def _region_of(name: bytes, tag: Tag) -> str:
-    role = attr_text(tag.attrs[b"role"][0]).strip().lower() if b"role" in tag.attrs else ""
+    role = _role(tag)
     if name in _NAV_REGIONS or role == "navigation":
         return "nav"
     if name in _TEXT_REGIONS or role == "main":
@@ -124,14 +132,19 @@ def find_links(page: bytes) -> list[Link]:
                 return None
         return None
 
-    def titled_article() -> _Open | None:
-        """The article whose first heading the current position is in (its title)."""
+    def card(below: int) -> _Open | None:
+        """The card (an article without an ``<h1>``: a post's excerpt, a listing's entry)
+        holding ``stack[:below]``'s top."""
+        for index in range(below - 1, -1, -1):
+            if stack[index].article:
+                return None if stack[index].titled else stack[index]
+        return None
+
+    def headed_card() -> _Open | None:
+        """The card whose heading the current position is in."""
         for index in range(len(stack) - 1, -1, -1):
-            if stack[index].name in _HEADINGS and stack[index].headed:
-                for outer in range(index - 1, -1, -1):
-                    if stack[outer].name == b"article":
-                        return stack[outer]
-                return None
+            if stack[index].name in _HEADINGS:
+                return card(index)
         return None
 
     def close(index: int) -> None:
@@ -197,12 +210,12 @@ def find_links(page: bytes) -> list[Link]:
             where = region()
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
-            titled = titled_article() if name != b"link" else None
+            titled = headed_card() if name != b"link" else None
             if name == b"link":
                 found.append(Link(href, lt, lt, (), raw))
             elif titled is not None:
-                # A link in an article's title: the article is that page's card or excerpt
-                # (a blog's index, a listing), which goes whole with it.
+                # A link in a card's heading: the card is that page's excerpt (a blog's
+                # index, a listing), which goes whole with it.
                 found.append(Link(href, lt, titled.at, entries, raw))
             elif holder is not None:
                 pending.append((href, lt, holder.at, entries, where, raw))
@@ -210,11 +223,24 @@ def find_links(page: bytes) -> list[Link]:
                 found.append(Link(href, lt, lt if where == "nav" else -1, entries, raw))
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
-            if name in _HEADINGS:
+            opened.article = name == b"article" or _role(tag) == "article"
+            if name == b"a" and found and found[-1].at == lt:
+                opened.found = len(found) - 1
+            if name == b"h1":
                 for entry in reversed(stack):
-                    if entry.name == b"article":
-                        opened.headed = not entry.headed
-                        entry.headed = True
+                    if entry.article:
+                        entry.titled = True
+                        break
+            elif name in _HEADINGS:
+                # A heading inside a link (<a href><h2>..</h2></a>): the link is the card's.
+                for index in range(len(stack) - 1, -1, -1):
+                    link = stack[index]
+                    if link.name == b"a" and link.found >= 0:
+                        holder_card = card(index)
+                        if holder_card is not None:
+                            old = found[link.found]
+                            found[link.found] = Link(old.href, old.at, holder_card.at,
+                                                     old.entries, old.raw)
                         break
             stack.append(opened)
         pos = end
