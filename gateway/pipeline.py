@@ -398,10 +398,10 @@ def copy_of_pages(rel: str) -> list[str]:
     page), or Sphinx's copy of a page's source (``_sources/a/b.rst.txt``, or
     ``_sources/a/b.rst`` with ``html_sourcelink_suffix = ""``, written for ``a/b.html``,
     ``a/b/`` with the dirhtml builder, or ``a/b`` behind clean URLs)."""
-    if rel[-3:].lower() == ".md":
-        return [path for path in link_paths(rel, "/", "") or () if path and path != rel]
     at = rel.lower().rfind("/_sources/")
     if at < 0:
+        if rel[-3:].lower() == ".md":
+            return [path for path in link_paths(rel, "/", "") or () if path and path != rel]
         return []
     # The document's name, less ".txt" and less the source's own suffix (.rst, .md,
     # .ipynb) where it has one (older Sphinx wrote a.txt for a.rst).
@@ -432,7 +432,7 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     spellings = copy_of_pages(rel)
     if not spellings:
         return
-    sphinx = rel[-3:].lower() != ".md"
+    sphinx = "/_sources/" in rel.lower()
     code = "source_copy" if sphinx else "markdown_copy"
     assert site.pages.index is not None
     learned = await site.pages.index.lookup(spellings, page_learner(site))

@@ -117,6 +117,8 @@ async def test_a_stream_never_starts_without_an_enforced_decision() -> None:
     ("/_sources/admin/keys.rst.txt", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
     # html_sourcelink_suffix = ""
     ("/_sources/admin/keys.rst", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
+    # MyST's Markdown source, without the .txt suffix: Sphinx's copy, not a Markdown copy
+    ("/_sources/admin/keys.md", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
     ("/v2/_sources/index.md.txt", {"/v2/index.html", "/v2/"}),
     # older Sphinx: the source's suffix replaced by .txt
     ("/_sources/admin/keys.txt", {"/admin/keys.html", "/admin/keys/"}),
