@@ -37,10 +37,9 @@ from gateway.indexes.filter import (
     filter_index,
     text_fetcher,
 )
-from gateway.indexes.formats import link_paths
 from gateway.paths import normalize_path, packed_page, packing_of
 from gateway.policy import Decision, Outcome
-from gateway.proxy.origin import Answer, BrokenAnswer, Origin, stream_body
+from gateway.proxy.origin import Answer, BrokenAnswer, Origin, fetched, stream_body
 from gateway.proxy.upstream import Upstream
 from gateway.proxy.websocket import pipe_websocket
 from gateway.scope import SCOPE, Scope
@@ -400,9 +399,14 @@ def copy_of_pages(rel: str) -> list[str]:
     ``a/b/`` with the dirhtml builder, or ``a/b`` behind clean URLs)."""
     at = rel.lower().rfind("/_sources/")
     if at < 0:
-        if rel[-3:].lower() == ".md":
-            return [path for path in link_paths(rel, "/", "") or () if path and path != rel]
-        return []
+        if rel[-3:].lower() != ".md":
+            return []
+        # a/index.md, a.md (mkdocs-llmstxt), a.html.md (llmstxt.org's convention)
+        stem = rel[:-3]
+        pages = [stem + ".html", stem + "/", stem] if not stem.endswith("/") else []
+        if stem.lower().endswith("/index"):
+            pages.append(stem[:-len("index")])
+        return [path for path in pages if path != rel]
     # The document's name, less ".txt" and less the source's own suffix (.rst, .md,
     # .ipynb) where it has one (older Sphinx wrote a.txt for a.rst).
     doc = rel[at + len("/_sources/"):]
@@ -437,6 +441,7 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     assert site.pages.index is not None
     learned = await site.pages.index.lookup(spellings, page_learner(site))
     read = False
+    unknown: list[str] = []
     for path in spellings:
         found = learned.get(path)
         decision = gw.policy.decide(path, user)
@@ -444,6 +449,8 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
             if decision.outcome is not Outcome.ALLOW and not decision.meta_applies:
                 raise Denied(code=code, expected="a page the reader may open whole",
                              received=f"its page {path}, closed to them")
+            if decision.meta_applies:
+                unknown.append(path)
             continue  # no page at this spelling, or one that cannot be read
         read = True
         if decision.meta_applies and decision.outcome is Outcome.ALLOW:
@@ -454,6 +461,15 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     if sphinx and not read:
         raise Denied(code=code, expected="a page the reader may open whole",
                      received="no page that could be read")
+    for path in unknown:
+        # A page there that could not be read (too large, say) may close itself.
+        if await fetched(site.origin, path, _answered):
+            raise Denied(code=code, expected="a page the reader may open whole",
+                         received=f"its page {path}, which could not be read")
+
+
+async def _answered(_answer: Answer) -> bool:
+    return True
 
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or

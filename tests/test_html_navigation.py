@@ -324,3 +324,36 @@ async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
             page = await (await client.get(path, cookies=reader)).text()
             assert "Guide" in page and "FAQ" in page, path
             assert "Secret runbook" not in page, path
+
+
+async def test_a_markdown_copy_opens_only_where_its_page_is_known_to(
+        site: Path, aiohttp_client: Any) -> None:
+    from gateway.html.page import PAGE_READ_LIMIT
+
+    gated = '<meta name="gateway:groups" content="ops">'
+    big = "<p>" + "x" * PAGE_READ_LIMIT + "</p>"
+    files = {
+        # closed by its metadata, and too large to read
+        "big.html": PAGE.format(title="Big", meta=gated, text=big), "big.md": "BIG-MD",
+        # llmstxt.org's spelling of a page's copy: the page's address and .md
+        "other.html": PAGE.format(title="Other", meta=gated, text="x"),
+        "other.html.md": "OTHER-MD",
+        # closed by an exact rule on the folder
+        "team/index.html": PAGE.format(title="Team", meta="", text="x"),
+        "team/index.html.md": "TEAM-MD",
+        "notes.md": "NOTES-MD",  # no page was made from it
+    }
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    config = make_config(None, upstream={"root": str(site)},
+                         access={"rules": [{"path": "/team", "groups": ["ops"]}]})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+    for copy in ("/big.md", "/other.html.md", "/team/index.html.md"):
+        reply = await client.get(copy, cookies=reader)
+        assert reply.status == 404 and "-MD" not in await reply.text(), copy
+    assert (await client.get("/other.html.md", cookies=ops)).status == 200
+    assert (await client.get("/team/index.html.md", cookies=ops)).status == 200
+    assert (await client.get("/notes.md", cookies=reader)).status == 200
