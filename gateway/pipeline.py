@@ -37,7 +37,7 @@ from gateway.indexes.filter import (
     filter_index,
     text_fetcher,
 )
-from gateway.paths import normalize_path, packed_page, packing_of
+from gateway.paths import PAGE_SUFFIXES, normalize_path, packed_page, packing_of
 from gateway.policy import Decision, Outcome
 from gateway.proxy.origin import Answer, BrokenAnswer, Origin, fetched, stream_body
 from gateway.proxy.upstream import Upstream
@@ -365,8 +365,8 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     if targets is None or scanned.base != base:
         # A folder's page may be answered at the address without its slash (try_files
         # $uri/index.html): its links are written to be followed from the folder.
-        name = base[base.rfind("/") + 1:]
-        bases = (base, base + "/") if name and "." not in name else (base,)
+        name = base[base.rfind("/") + 1:].lower()
+        bases = (base, base + "/") if name and not name.endswith(PAGE_SUFFIXES) else (base,)
         targets = {link.href: tuple(docs_target(gw, start, link.href) for start in bases)
                    for link in links}
         scanned.targets, scanned.base = targets, base

@@ -307,6 +307,10 @@ async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
         "guide/index.html": '<nav><ul><li><a href="secret/">Secret runbook</a></li>'
                             '<li><a href="../faq/">FAQ</a></li></ul></nav><main>Guide</main>',
         "guide/secret/index.html": "<main>SECRET</main>",
+        # a folder whose name holds a dot, as versioned docs do
+        "v1.2/index.html": '<nav><ul><li><a href="secret/">Secret runbook</a></li>'
+                           '<li><a href="../faq/">FAQ</a></li></ul></nav><main>Guide</main>',
+        "v1.2/secret/index.html": "<main>SECRET</main>",
         "secret/index.html": "<main>open</main>",
         "faq/index.html": "<main>faq</main>",
     }.items():
@@ -317,10 +321,11 @@ async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
     async with nginx_serving(tmp_path, server) as origin:
         config = make_config(origin, access={
             "page_meta": False, "public": ["/**"],
-            "rules": [{"path": "/guide/secret/**", "groups": ["ops"]}]})
+            "rules": [{"path": "/guide/secret/**", "groups": ["ops"]},
+                      {"path": "/v1.2/secret/**", "groups": ["ops"]}]})
         client = await aiohttp_client(await build_app(config))
         reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
-        for path in ("/guide/", "/guide"):
+        for path in ("/guide/", "/guide", "/v1.2/", "/v1.2"):
             page = await (await client.get(path, cookies=reader)).text()
             assert "Guide" in page and "FAQ" in page, path
             assert "Secret runbook" not in page, path
