@@ -254,9 +254,23 @@ def test_an_article_whose_title_links_a_closed_page_goes_whole() -> None:
                  b'<div role="article"><h3><a href="/admin/">Acquisition</a></h3><p>EXCERPT</p>'
                  b'</div>',
                  b'<article><h2><a href="/news/">News</a></h2><h3><a href="/admin/">'
-                 b'Acquisition</a></h3><p>EXCERPT</p></article>'):
-        assert filtered(b"<main>" + card + other + b"</main>") == \
-            b"<main>" + other + b"</main>", card
+                 b'Acquisition</a></h3><p>EXCERPT</p></article>',
+                 # a card in a list entry, its link around the heading
+                 b'<ul><li><article class="card"><a href="/admin/"><h2>Acquisition</h2></a>'
+                 b'<p>EXCERPT</p></article></li></ul>',
+                 # an <h1> a browser does not show does not make it the page's own
+                 b'<article><template><h1>t</h1></template><h2><a href="/admin/">Acquisition'
+                 b'</a></h2><p>EXCERPT</p></article>',
+                 # a link without words over the card (Hugo PaperMod's entry-link)
+                 b'<article class="post-entry"><header><h2>Acquisition</h2></header>'
+                 b'<p>EXCERPT</p><a class="entry-link" aria-label="Acquisition" '
+                 b'href="/admin/"></a></article>',
+                 # a list entry headed by the link (Docsy's blog list)
+                 b'<ul><li><div><h5><a href="/admin/">Acquisition</a></h5><p>EXCERPT</p>'
+                 b'</div></li></ul>'):
+        out = filtered(b"<main>" + card + other + b"</main>")
+        assert b"Acquisition" not in out and b"EXCERPT" not in out, card
+        assert out.endswith(other + b"</main>"), card
     # A page's own article, titled without a link, only loses the link in its text.
     own = (b'<main><article><h1>Guide</h1><h2><a href="/admin/">Admin</a></h2>'
            b'<p>See <a href="/admin/">it</a>.</p></article></main>')

@@ -10,9 +10,10 @@ what must leave the page if its target is closed:
   title with it; an entry whose every link is closed (a section whose pages all are)
   goes too;
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
-- a link in a heading of a card (an ``<article>`` or ``role="article"`` without an
-  ``<h1>``: a post's excerpt in a blog's index, an entry of a listing), or one wrapping
-  such a heading, takes the card with it;
+- a link in a heading of a card (a list entry, or an ``<article>`` or ``role="article"``
+  without an ``<h1>``: a post's excerpt in a blog's index, an entry of a listing), one
+  wrapping such a heading, and one without words of its own in a card (its overlay) take
+  the card with it;
 - a link in the text of the page (inside ``main``, ``article`` or ``role="main"``) keeps
   its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
@@ -42,8 +43,10 @@ from gateway.html.tokens import (
 LINKING = words("a area link")
 # Elements tracked while reading: lists, the regions that tell navigation from text, links.
 _TRACKED = words("li ul ol menu nav main article aside header footer a div section details "
-                 "table dl h1 h2 h3 h4 h5 h6")
+                 "table dl h1 h2 h3 h4 h5 h6 template noscript")
 _HEADINGS = words("h1 h2 h3 h4 h5 h6")
+# Content a browser does not show as the page's own (an <h1> there titles nothing).
+_INERT = words("template noscript")
 _NAV_REGIONS = words("nav aside header footer")
 _TEXT_REGIONS = words("main article")
 _LISTS = words("ul ol menu")
@@ -80,8 +83,9 @@ class _Open:
     #: an ``<h1>`` opened in it: the page's own article, not a card or an excerpt.
     article: bool = False
     titled: bool = False
-    #: A link: where it stands in the links found (-1: not there yet).
-    found: int = -1
+    #: A link: the card it stands in (-1: none), and whether it holds text of its own.
+    card: int = -1
+    text: bool = False
 
 
 def _role(tag: Tag) -> str:
@@ -132,12 +136,17 @@ def find_links(page: bytes) -> list[Link]:
                 return None
         return None
 
+    # Links (by where they start) that take a card with them (by where it starts).
+    carded: dict[int, int] = {}
+
     def card(below: int) -> _Open | None:
-        """The card (an article without an ``<h1>``: a post's excerpt, a listing's entry)
-        holding ``stack[:below]``'s top."""
+        """The card holding ``stack[:below]``'s top: the innermost article without an
+        ``<h1>`` (a post's excerpt, a listing's entry) or list entry."""
         for index in range(below - 1, -1, -1):
             if stack[index].article:
                 return None if stack[index].titled else stack[index]
+            if stack[index].name == b"li":
+                return stack[index]
         return None
 
     def headed_card() -> _Open | None:
@@ -152,6 +161,9 @@ def find_links(page: bytes) -> list[Link]:
             entry = stack.pop()
             if entry.name == b"li":
                 settle(entry)
+            elif entry.name == b"a" and entry.card >= 0 and not entry.text:
+                # A link without words of its own over a card (its overlay): the card's.
+                carded.setdefault(entry.at, entry.card)
 
     def settle(entry: _Open) -> None:
         kept = []
@@ -174,6 +186,10 @@ def find_links(page: bytes) -> list[Link]:
             holder = text_holder()
             if holder is not None:
                 holder.other = True
+            for entry in reversed(stack):
+                if entry.name == b"a":
+                    entry.text = True
+                    break
         if lt < 0:
             break
         kind, end, tag = token_at(page, lt)
@@ -211,12 +227,12 @@ def find_links(page: bytes) -> list[Link]:
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
             titled = headed_card() if name != b"link" else None
-            if name == b"link":
-                found.append(Link(href, lt, lt, (), raw))
-            elif titled is not None:
+            if titled is not None:
                 # A link in a card's heading: the card is that page's excerpt (a blog's
                 # index, a listing), which goes whole with it.
-                found.append(Link(href, lt, titled.at, entries, raw))
+                carded[lt] = titled.at
+            if name == b"link":
+                found.append(Link(href, lt, lt, (), raw))
             elif holder is not None:
                 pending.append((href, lt, holder.at, entries, where, raw))
             else:
@@ -224,9 +240,10 @@ def find_links(page: bytes) -> list[Link]:
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
             opened.article = name == b"article" or _role(tag) == "article"
-            if name == b"a" and found and found[-1].at == lt:
-                opened.found = len(found) - 1
-            if name == b"h1":
+            if name == b"a" and b"href" in tag.attrs:
+                around = card(len(stack))
+                opened.card = around.at if around is not None else -1
+            if name == b"h1" and not any(entry.name in _INERT for entry in stack):
                 for entry in reversed(stack):
                     if entry.article:
                         entry.titled = True
@@ -234,13 +251,10 @@ def find_links(page: bytes) -> list[Link]:
             elif name in _HEADINGS:
                 # A heading inside a link (<a href><h2>..</h2></a>): the link is the card's.
                 for index in range(len(stack) - 1, -1, -1):
-                    link = stack[index]
-                    if link.name == b"a" and link.found >= 0:
-                        holder_card = card(index)
-                        if holder_card is not None:
-                            old = found[link.found]
-                            found[link.found] = Link(old.href, old.at, holder_card.at,
-                                                     old.entries, old.raw)
+                    if stack[index].name == b"a":
+                        around = card(index)
+                        if around is not None:
+                            carded[stack[index].at] = around.at
                         break
             stack.append(opened)
         pos = end
@@ -251,6 +265,8 @@ def find_links(page: bytes) -> list[Link]:
     close(0)
     for href, at, _li, entries, _where, raw in pending:
         found.append(Link(href, at, at, entries, raw))
+    found = [Link(link.href, link.at, carded[link.at], link.entries, link.raw)
+             if link.at in carded else link for link in found]
     found.sort(key=lambda link: link.at)
     return found
 
