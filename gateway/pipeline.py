@@ -37,7 +37,13 @@ from gateway.indexes.filter import (
     filter_index,
     text_fetcher,
 )
-from gateway.paths import PAGE_SUFFIXES, normalize_path, packed_page, packing_of
+from gateway.paths import (
+    PAGE_SUFFIXES,
+    copy_of_pages,
+    normalize_path,
+    packed_page,
+    packing_of,
+)
 from gateway.policy import Decision, Outcome
 from gateway.proxy.origin import Answer, BrokenAnswer, Origin, fetched, stream_body
 from gateway.proxy.upstream import Upstream
@@ -391,43 +397,10 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     return cuts
 
 
-def copy_of_pages(rel: str) -> list[str]:
-    """The spellings of the page a file holds the source text of (none for most paths):
-    a Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes one beside each
-    page), or Sphinx's copy of a page's source (``_sources/a/b.rst.txt``, or
-    ``_sources/a/b.rst`` with ``html_sourcelink_suffix = ""``, written for ``a/b.html``,
-    ``a/b/`` with the dirhtml builder, or ``a/b`` behind clean URLs)."""
-    at = rel.lower().rfind("/_sources/")
-    if at < 0:
-        if rel[-3:].lower() != ".md":
-            return []
-        # a/index.md, a.md (mkdocs-llmstxt), a.html.md (llmstxt.org's convention)
-        stem = rel[:-3]
-        pages = [stem + ".html", stem + "/", stem] if not stem.endswith("/") else []
-        if stem.lower().endswith("/index"):
-            pages.append(stem[:-len("index")])
-        return [path for path in pages if path != rel]
-    # The document's name, less ".txt" and less the source's own suffix (.rst, .md,
-    # .ipynb) where it has one (older Sphinx wrote a.txt for a.rst).
-    doc = rel[at + len("/_sources/"):]
-    if doc[-4:].lower() == ".txt":
-        doc = doc[:-4]
-    stem, dot, ext = doc.rpartition(".")
-    spellings: list[str] = []
-    for name in (doc, stem) if dot and "/" not in ext else (doc,):
-        if not name or name.endswith("/"):
-            continue
-        page = rel[:at + 1] + name
-        spellings += [page + ".html", page + "/", page]
-        if name == "index" or name.endswith("/index"):
-            spellings.append(page[:-len("index")])
-    return spellings
-
-
 async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) -> None:
-    """A copy of a page's source (``copy_of_pages``) holds the page's text, gated parts
-    included, and cannot be read like a page: it opens only to a reader the page opens to,
-    and not at all when the page has gated parts.
+    """A copy of a page's source (``gateway.paths.copy_of_pages``) holds the page's text,
+    gated parts included, and cannot be read like a page: it opens only to a reader the
+    page opens to, and not at all when the page has gated parts.
 
     A rule that closes one of the page's spellings closes the copy, whether or not the
     page could be read. A Markdown file no page was made from is decided as any file;

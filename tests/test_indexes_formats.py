@@ -102,10 +102,13 @@ def test_listing_names_are_checked(names: dict[str, Any], problem: str) -> None:
 
 
 def test_link_paths_name_the_page_and_its_spellings() -> None:
-    assert link_paths("https://docs.test/admin/index.md", "/", "") == ["/admin/index.md",
-                                                                      "/admin/"]
+    assert link_paths("https://docs.test/admin/index.md", "/", "") == [
+        "/admin/index.md", "/admin/index.html", "/admin/index/", "/admin/index", "/admin/"]
     assert link_paths("guide.md", "/v2/", "") == ["/v2/guide.md", "/v2/guide.html",
-                                                 "/v2/guide/"]
+                                                 "/v2/guide/", "/v2/guide"]
+    # llmstxt.org's name for a page's copy, and Sphinx's copy of a page's source
+    assert "/guide/other.html" in (link_paths("guide/other.html.md", "/", "") or ())
+    assert "/admin/keys.html" in (link_paths("_sources/admin/keys.rst.txt", "/", "") or ())
     assert link_paths("/docs/intro", "/", "") == ["/docs/intro", "/docs/intro/"]
     assert link_paths("https://gw.test/docs/a/", "/", "/docs") == ["/a/"]
     assert link_paths("b/", "/", "/docs") == ["/b/"]
@@ -606,3 +609,16 @@ async def test_gzipped_docusaurus_index() -> None:
     result = gzip.decompress(await run(DOCUSAURUS, body, None, metas=DOCUSAURUS_METAS,
                                        fragments=True, packing="gz"))
     assert json.loads(result) == json.loads((DATA / "anonymous.json").read_bytes())
+
+
+async def test_llms_txt_judges_a_page_copy_under_its_pages_addresses() -> None:
+    # llmstxt.org names a page's copy by the page's address and .md; behind clean URLs the
+    # page answers at its bare address only.
+    metas = {"/": PageMeta(public=True), "/other.html": PageMeta(groups=("admin",)),
+             "/clean": PageMeta(groups=("admin",)), "/other.html.md": PageMeta(),
+             "/clean.md": PageMeta()}
+    body = b"# S\n\n- [Home](/)\n- [Other](/other.html.md)\n- [Clean](/clean.md)\n"
+    reader = (await run(LLMS, body, READER, metas=metas)).decode()
+    assert "Other" not in reader and "Clean" not in reader and "Home" in reader
+    admin = (await run(LLMS, body, ADMIN, metas=metas)).decode()
+    assert "Other" in admin and "Clean" in admin

@@ -15,6 +15,7 @@ from gateway.paths import (
     Glob,
     GlobSet,
     compile_glob,
+    copy_of_pages,
     decoded,
     normalize_path,
 )
@@ -366,3 +367,25 @@ def test_long_hostile_paths_do_not_stall_matching(pattern: str) -> None:
     for path in ["/" + "a/" * 4000 + "c", "/" + "a" * 8000, "/docs/" + "-x-" * 2700]:
         assert not rule.match(path)
     assert not GlobSet([pattern, "/nothing"]).match("/" + "a/" * 4000 + "c")
+
+
+@pytest.mark.parametrize(("path", "pages"), [
+    ("/_sources/admin/keys.rst.txt", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
+    # html_sourcelink_suffix = ""
+    ("/_sources/admin/keys.rst", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
+    # MyST's Markdown source, without the .txt suffix: Sphinx's copy, not a Markdown copy
+    ("/_sources/admin/keys.md", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
+    ("/v2/_sources/index.md.txt", {"/v2/index.html", "/v2/"}),
+    # older Sphinx: the source's suffix replaced by .txt
+    ("/_sources/admin/keys.txt", {"/admin/keys.html", "/admin/keys/"}),
+    ("/_SOURCES/Admin/Keys.rst.txt", {"/Admin/Keys.html", "/Admin/Keys/"}),
+    ("/guide/index.md", {"/guide/"}),
+    ("/guide.md", {"/guide.html", "/guide/", "/guide"}),
+    ("/guide/other.html.md", {"/guide/other.html"}),
+    ("/notes.txt", set()),
+    ("/_sources/", set()),
+    ("/admin/keys.html", set()),
+])
+def test_a_copy_of_a_pages_source_is_judged_with_the_page(path: str, pages: set[str]) -> None:
+    assert pages <= set(copy_of_pages(path))
+    assert bool(copy_of_pages(path)) == bool(pages)

@@ -17,7 +17,7 @@ from gateway.boundary import error_boundary
 from gateway.errors import Denied
 from gateway.html.page import enforce
 from gateway.metrics import Metrics
-from gateway.pipeline import copy_of_pages, start
+from gateway.pipeline import start
 from gateway.policy import Decision, Outcome
 from gateway.scope import SCOPE, Scope, ScopeBuilder
 from gateway.types import Handler
@@ -111,25 +111,3 @@ async def test_a_stream_never_starts_without_an_enforced_decision() -> None:
     enforce(ALLOW, scope)
     await start(request, scope, response)
     assert response.prepared
-
-
-@pytest.mark.parametrize(("path", "pages"), [
-    ("/_sources/admin/keys.rst.txt", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
-    # html_sourcelink_suffix = ""
-    ("/_sources/admin/keys.rst", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
-    # MyST's Markdown source, without the .txt suffix: Sphinx's copy, not a Markdown copy
-    ("/_sources/admin/keys.md", {"/admin/keys.html", "/admin/keys/", "/admin/keys"}),
-    ("/v2/_sources/index.md.txt", {"/v2/index.html", "/v2/"}),
-    # older Sphinx: the source's suffix replaced by .txt
-    ("/_sources/admin/keys.txt", {"/admin/keys.html", "/admin/keys/"}),
-    ("/_SOURCES/Admin/Keys.rst.txt", {"/Admin/Keys.html", "/Admin/Keys/"}),
-    ("/guide/index.md", {"/guide/"}),
-    ("/guide.md", {"/guide.html", "/guide/", "/guide"}),
-    ("/guide/other.html.md", {"/guide/other.html"}),
-    ("/notes.txt", set()),
-    ("/_sources/", set()),
-    ("/admin/keys.html", set()),
-])
-def test_a_copy_of_a_pages_source_is_judged_with_the_page(path: str, pages: set[str]) -> None:
-    assert pages <= set(copy_of_pages(path))
-    assert bool(copy_of_pages(path)) == bool(pages)

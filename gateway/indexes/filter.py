@@ -367,7 +367,7 @@ class _Judge:
                 continue
             if found.text is None:
                 return None
-            if all(found.text is not text for text in texts):
+            if found.text not in texts:  # one page learned under two spellings: equal
                 texts.append(found.text)
         return texts[0] if len(texts) == 1 else None
 

@@ -32,7 +32,7 @@ from xml.parsers import expat
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.html.gating import PIECE_BREAK, PIECE_CODE, PIECE_TEXT
-from gateway.paths import decoded, normalize_path
+from gateway.paths import copy_of_pages, decoded, normalize_path
 
 HIDDEN, SHOWN, BARE = 0, 1, 2  # BARE: shown, without the words the index holds for it
 
@@ -156,6 +156,12 @@ class Words:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Words) and self._keys == other._keys
+
+    def __hash__(self) -> int:
+        return hash(self._keys.tobytes())
 
 
 def _pattern(pieces: Sequence[tuple[str, int]]) -> re.Pattern[str] | None:
@@ -529,9 +535,10 @@ def link_paths(location: str, base: str, base_path: str) -> list[str | None] | N
     """The spellings of the page a link in a listing names, every one to be judged; None
     for a link that names no page of a site (``mailto:``, a fragment of the listing).
 
-    A page's Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes beside each
-    page) is judged with the page it was made from; an address without a suffix also as
-    the folder a static host serves for it (``/docs/intro`` and ``/docs/intro/``).
+    A copy of a page's source (``gateway.paths.copy_of_pages``: ``a/index.md``, ``a.md``,
+    ``a.html.md``, Sphinx's ``_sources/a.rst.txt``) is judged with the page it was made
+    from; an address without a suffix also as the folder a static host serves for it
+    (``/docs/intro`` and ``/docs/intro/``).
     """
     location = location.strip()
     try:
@@ -546,13 +553,11 @@ def link_paths(location: str, base: str, base_path: str) -> list[str | None] | N
     if path is None:
         return [None]
     name = path.rpartition("/")[2]
-    lower = name.lower()
     if not name:
         return [path]
-    if lower == "index.md":
-        return [path, path[:-len(name)]]
-    if lower.endswith(".md"):
-        return [path, path[:-3] + ".html", path[:-3] + "/"]
+    pages = copy_of_pages(path)
+    if pages:
+        return [path, *pages]
     if "." not in name:
         return [path, path + "/"]
     return [path]
