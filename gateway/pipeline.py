@@ -403,9 +403,9 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     page opens to, and not at all when the page has gated parts.
 
     A rule that closes one of the page's spellings closes the copy, whether or not the
-    page could be read. A Markdown file no page was made from is decided as any file;
-    Sphinx's copy of a page that cannot be read (missing, or too large to read) opens to
-    nobody."""
+    page could be read, and so does a page that is there and cannot be read (too large).
+    A Markdown file no page was made from is decided as any file; Sphinx's copy of a page
+    that cannot be read, or is missing, opens to nobody."""
     spellings = copy_of_pages(rel)
     if not spellings:
         return
