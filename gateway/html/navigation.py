@@ -10,10 +10,9 @@ what must leave the page if its target is closed:
   title with it; an entry whose every link is closed (a section whose pages all are)
   goes too;
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
-- a link in a heading of a card (a list entry, or an ``<article>`` or ``role="article"``
-  without an ``<h1>``: a post's excerpt in a blog's index, an entry of a listing), one
-  wrapping such a heading, and one without words of its own in a card (its overlay) take
-  the card with it;
+- a link in the title of a card (the first heading of an ``<article>`` or
+  ``role="article"`` without an ``<h1>``: a post's excerpt in a blog's index; a heading
+  of a list entry), or one wrapping that heading, takes the card with it;
 - a link in the text of the page (inside ``main``, ``article`` or ``role="main"``) keeps
   its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
@@ -83,9 +82,10 @@ class _Open:
     #: an ``<h1>`` opened in it: the page's own article, not a card or an excerpt.
     article: bool = False
     titled: bool = False
-    #: A link: the card it stands in (-1: none), and whether it holds text of its own.
-    card: int = -1
-    text: bool = False
+    #: An article: whether a heading has opened in it (its first one is its title).
+    headed: bool = False
+    #: A heading: whether it is the first of its card (the card's title).
+    title: bool = False
 
 
 def _role(tag: Tag) -> str:
@@ -150,10 +150,10 @@ def find_links(page: bytes) -> list[Link]:
         return None
 
     def headed_card() -> _Open | None:
-        """The card whose heading the current position is in."""
+        """The card whose title (its heading) the current position is in."""
         for index in range(len(stack) - 1, -1, -1):
             if stack[index].name in _HEADINGS:
-                return card(index)
+                return card(index) if stack[index].title else None
         return None
 
     def close(index: int) -> None:
@@ -161,9 +161,6 @@ def find_links(page: bytes) -> list[Link]:
             entry = stack.pop()
             if entry.name == b"li":
                 settle(entry)
-            elif entry.name == b"a" and entry.card >= 0 and not entry.text:
-                # A link without words of its own over a card (its overlay): the card's.
-                carded.setdefault(entry.at, entry.card)
 
     def settle(entry: _Open) -> None:
         kept = []
@@ -186,10 +183,6 @@ def find_links(page: bytes) -> list[Link]:
             holder = text_holder()
             if holder is not None:
                 holder.other = True
-            for entry in reversed(stack):
-                if entry.name == b"a":
-                    entry.text = True
-                    break
         if lt < 0:
             break
         kind, end, tag = token_at(page, lt)
@@ -240,22 +233,24 @@ def find_links(page: bytes) -> list[Link]:
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
             opened.article = name == b"article" or _role(tag) == "article"
-            if name == b"a" and b"href" in tag.attrs:
+            if name in _HEADINGS and not any(entry.name in _INERT for entry in stack):
                 around = card(len(stack))
-                opened.card = around.at if around is not None else -1
-            if name == b"h1" and not any(entry.name in _INERT for entry in stack):
-                for entry in reversed(stack):
-                    if entry.article:
-                        entry.titled = True
-                        break
-            elif name in _HEADINGS:
-                # A heading inside a link (<a href><h2>..</h2></a>): the link is the card's.
-                for index in range(len(stack) - 1, -1, -1):
-                    if stack[index].name == b"a":
-                        around = card(index)
-                        if around is not None:
-                            carded[stack[index].at] = around.at
-                        break
+                if name == b"h1":
+                    for entry in reversed(stack):
+                        if entry.article:
+                            entry.titled = True
+                            break
+                elif around is not None:
+                    # A list entry's every heading is its title; an article's first one.
+                    opened.title = around.name == b"li" or not around.headed
+                    around.headed = True
+                    if opened.title:
+                        # A heading inside a link (<a href><h2>..</h2></a>): the card's.
+                        for index in range(len(stack) - 1, -1, -1):
+                            if stack[index].name == b"a":
+                                if card(index) is around:
+                                    carded[stack[index].at] = around.at
+                                break
             stack.append(opened)
         pos = end
         if name in RAW_TEXT:
