@@ -334,10 +334,10 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
 
 
 async def closed_pages(gw: Gateway, site: Site, paths: Iterable[str],
-                       user: User | None) -> set[str]:
+                       user: User | None, *, unknown_closed: bool = True) -> set[str]:
     """The docs paths among ``paths`` that ``user`` may not open: by the config, then by
     the page's own metadata, learned as the index filter learns it (a page whose metadata
-    cannot be learned counts as closed)."""
+    cannot be learned counts as closed, unless ``unknown_closed`` is False)."""
     closed: set[str] = set()
     unsure: list[tuple[str, Decision]] = []
     for path in paths:
@@ -351,7 +351,10 @@ async def closed_pages(gw: Gateway, site: Site, paths: Iterable[str],
         learned = await site.pages.index.lookup([path for path, _ in unsure], page_learner(site))
         for path, decision in unsure:
             found = learned.get(path)
-            if found is None or gw.policy.decide_meta(decision, found.meta, user).outcome \
+            if found is None:
+                if unknown_closed:
+                    closed.add(path)
+            elif gw.policy.decide_meta(decision, found.meta, user).outcome \
                     is not Outcome.ALLOW:
                 closed.add(path)
     return closed
@@ -385,9 +388,14 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     kept = scanned.cuts.get(audience)
     if kept is not None and now - kept[0] < CUTS_KEPT_FOR:
         return kept[1]
-    paths = {path for found in targets.values() for path in found if path is not None}
+    paths = {found[0] for found in targets.values() if found[0] is not None}
     closed = await closed_pages(gw, ex.site, paths, user) if paths else set()
-    # A link goes when it leads to a closed page from any of the page's addresses.
+    # From the folder, only a page known to be closed counts: the page may as well be a
+    # file, whose links lead nowhere from there.
+    folder = {found[1] for found in targets.values() if len(found) > 1 and found[1] is not None}
+    if folder:
+        closed |= await closed_pages(gw, ex.site, folder, user, unknown_closed=False)
+    # A link goes when it leads to a closed page from either address.
     cuts = removals(links, closed, {href: next((path for path in found if path in closed),
                                                found[0])
                                     for href, found in targets.items()}) if closed else None
