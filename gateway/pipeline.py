@@ -444,9 +444,30 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
                      received="no page that could be read")
     for path in unknown:
         # A page there that could not be read (too large, say) may close itself.
-        if await fetched(site.origin, path, _answered):
+        if await answers(site.origin, path):
             raise Denied(code=code, expected="a page the reader may open whole",
                          received=f"its page {path}, which could not be read")
+
+
+#: Whether an address of the docs answered 200 lately, per origin: (when asked, answer).
+_ANSWERS: Final[dict[tuple[Origin, str], tuple[float, bool]]] = {}
+ANSWERS_KEPT_FOR: Final = 60.0
+
+
+async def answers(origin: Origin, path: str) -> bool:
+    """Whether ``origin`` answers ``path`` with 200, remembered for a minute (a copy's
+    page is asked for once, not on every request for the copy)."""
+    key = (origin, path)
+    now = time.monotonic()
+    kept = _ANSWERS.get(key)
+    if kept is not None and now - kept[0] < ANSWERS_KEPT_FOR:
+        return kept[1]
+    answered = bool(await fetched(origin, path, _answered))
+    if len(path) <= 1024:  # client-chosen paths: keep the memo bounded
+        if len(_ANSWERS) >= 4096:
+            _ANSWERS.clear()
+        _ANSWERS[key] = (now, answered)
+    return answered
 
 
 async def _answered(_answer: Answer) -> bool:

@@ -109,6 +109,8 @@ def test_link_paths_name_the_page_and_its_spellings() -> None:
     # llmstxt.org's name for a page's copy, and Sphinx's copy of a page's source
     assert "/guide/other.html" in (link_paths("guide/other.html.md", "/", "") or ())
     assert "/admin/keys.html" in (link_paths("_sources/admin/keys.rst.txt", "/", "") or ())
+    # a precompressed copy holds the same text
+    assert "/guide/secret.html" in (link_paths("guide/secret.md.gz", "/", "") or ())
     assert link_paths("/docs/intro", "/", "") == ["/docs/intro", "/docs/intro/"]
     assert link_paths("https://gw.test/docs/a/", "/", "/docs") == ["/a/"]
     assert link_paths("b/", "/", "/docs") == ["/b/"]

@@ -32,7 +32,7 @@ from xml.parsers import expat
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.html.gating import PIECE_BREAK, PIECE_CODE, PIECE_TEXT
-from gateway.paths import copy_of_pages, decoded, normalize_path
+from gateway.paths import copy_of_pages, decoded, normalize_path, packing_of
 
 HIDDEN, SHOWN, BARE = 0, 1, 2  # BARE: shown, without the words the index holds for it
 
@@ -555,7 +555,7 @@ def link_paths(location: str, base: str, base_path: str) -> list[str | None] | N
     name = path.rpartition("/")[2]
     if not name:
         return [path]
-    pages = copy_of_pages(path)
+    pages = copy_of_pages(packing_of(path)[0])  # a .md.gz holds the .md's text
     if pages:
         return [path, *pages]
     if "." not in name:
