@@ -45,7 +45,7 @@ from gateway.paths import (
     packing_of,
 )
 from gateway.policy import Decision, Outcome
-from gateway.proxy.origin import Answer, BrokenAnswer, Origin, fetched, stream_body
+from gateway.proxy.origin import Answer, BrokenAnswer, Origin, stream_body
 from gateway.proxy.upstream import Upstream
 from gateway.proxy.websocket import pipe_websocket
 from gateway.scope import SCOPE, Scope
@@ -326,7 +326,7 @@ async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) 
         else:
             found = await fetch(rel)
             learned = found if not isinstance(found, PageMeta) else Learned(found)
-        if learned is None:
+        if learned is None or learned.meta.unreadable:
             raise Denied(code="page_unreadable",
                          expected="a page whose metadata can be read")
         decision = gw.policy.decide_meta(decision, learned.meta, ex.visitor.user)
@@ -411,9 +411,9 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     page opens to, and not at all when the page has gated parts.
 
     A rule that closes one of the page's spellings closes the copy, whether or not the
-    page could be read, and so does a page that is there and cannot be read (too large).
-    A Markdown file no page was made from is decided as any file; Sphinx's copy of a page
-    that cannot be read, or is missing, opens to nobody."""
+    page could be read; a page that is there and cannot be read (too large) is learned
+    closed. A Markdown file no page was made from is decided as any file; Sphinx's copy of
+    a page that is missing opens to nobody."""
     spellings = copy_of_pages(rel)
     if not spellings:
         return
@@ -422,7 +422,6 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     assert site.pages.index is not None
     learned = await site.pages.index.lookup(spellings, page_learner(site))
     read = False
-    unknown: list[str] = []
     for path in spellings:
         found = learned.get(path)
         decision = gw.policy.decide(path, user)
@@ -430,9 +429,7 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
             if decision.outcome is not Outcome.ALLOW and not decision.meta_applies:
                 raise Denied(code=code, expected="a page the reader may open whole",
                              received=f"its page {path}, closed to them")
-            if decision.meta_applies:
-                unknown.append(path)
-            continue  # no page at this spelling, or one that cannot be read
+            continue  # no page at this spelling
         read = True
         if decision.meta_applies and decision.outcome is Outcome.ALLOW:
             decision = gw.policy.decide_meta(decision, found.meta, user)
@@ -442,36 +439,6 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     if sphinx and not read:
         raise Denied(code=code, expected="a page the reader may open whole",
                      received="no page that could be read")
-    for path in unknown:
-        # A page there that could not be read (too large, say) may close itself.
-        if await answers(site.origin, path):
-            raise Denied(code=code, expected="a page the reader may open whole",
-                         received=f"its page {path}, which could not be read")
-
-
-#: Whether an address of the docs answered 200 lately, per origin: (when asked, answer).
-_ANSWERS: Final[dict[tuple[Origin, str], tuple[float, bool]]] = {}
-ANSWERS_KEPT_FOR: Final = 60.0
-
-
-async def answers(origin: Origin, path: str) -> bool:
-    """Whether ``origin`` answers ``path`` with 200, remembered for a minute (a copy's
-    page is asked for once, not on every request for the copy)."""
-    key = (origin, path)
-    now = time.monotonic()
-    kept = _ANSWERS.get(key)
-    if kept is not None and now - kept[0] < ANSWERS_KEPT_FOR:
-        return kept[1]
-    answered = bool(await fetched(origin, path, _answered))
-    if len(path) <= 1024:  # client-chosen paths: keep the memo bounded
-        if len(_ANSWERS) >= 4096:
-            _ANSWERS.clear()
-        _ANSWERS[key] = (now, answered)
-    return answered
-
-
-async def _answered(_answer: Answer) -> bool:
-    return True
 
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or

@@ -144,6 +144,9 @@ class Policy:
         """
         if not decision.meta_applies:
             return decision
+        if meta.unreadable:
+            # What the page declares is not known: it opens to nobody.
+            return _group_decisions(()).decide(user)
         if meta.groups is not None:
             return _group_decisions(meta.groups).decide(user)
         if meta.public:

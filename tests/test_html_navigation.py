@@ -370,6 +370,7 @@ async def test_a_markdown_copy_opens_only_where_its_page_is_known_to(
         "team/index.html": PAGE.format(title="Team", meta="", text="x"),
         "team/index.html.md": "TEAM-MD",
         "notes.md": "NOTES-MD",  # no page was made from it
+        "llms.txt": "# Docs\n\n- [Big](/big.md): BIG-DESC\n- [Notes](/notes.md): NOTES-DESC\n",
     }
     for name, text in files.items():
         (site / name).parent.mkdir(parents=True, exist_ok=True)
@@ -385,3 +386,6 @@ async def test_a_markdown_copy_opens_only_where_its_page_is_known_to(
     assert (await client.get("/other.html.md", cookies=ops)).status == 200
     assert (await client.get("/team/index.html.md", cookies=ops)).status == 200
     assert (await client.get("/notes.md", cookies=reader)).status == 200
+    # A listing names the copies as they are served.
+    listing = await (await client.get("/llms.txt", cookies=reader)).text()
+    assert "BIG-DESC" not in listing and "NOTES-DESC" in listing, listing

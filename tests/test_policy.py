@@ -195,3 +195,12 @@ def test_may_view_filters_like_a_request_would() -> None:
     assert not policy.may_view("/admin/x", user(), PageMeta(public=True))
     assert policy.may_view("/assets/a.css", None)
     assert make_policy("personalize").may_view("/admin/x", None)
+
+
+def test_a_page_whose_metadata_cannot_be_read_opens_to_nobody() -> None:
+    policy = make_policy()
+    unknown = PageMeta(public=True, groups=("admin",), unreadable=True)
+    for who in (user("admin"), user("x")):
+        assert policy.decide_meta(policy.decide("/p", who), unknown, who).outcome \
+            is Outcome.DENIED
+    assert not policy.may_view("/p", user("admin"), unknown)

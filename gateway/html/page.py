@@ -800,24 +800,33 @@ def learn(data: bytes, content_type: str | None = None) -> Learned | None:
     return Learned(meta, gated, page_text(data) if gated else None)
 
 
+#: What is learned of a page that answers and cannot be read: closed to every reader.
+UNREADABLE = Learned(PageMeta(unreadable=True))
+
+
 def meta_fetcher(origin: Origin) -> FetchMeta:
     """Learn pages from ``origin`` with an anonymous GET, read whole.
 
-    A page that does not answer 200, or is larger than ``PAGE_READ_LIMIT``, is unknown
-    (None), as is one that may be a page under another type; one that is not HTML
-    declares and gates nothing.
+    A page that does not answer 200 is unknown (None). One that answers and cannot be
+    read (larger than ``PAGE_READ_LIMIT``, an encoding or a head the gateway cannot read,
+    or what may be a page under another type) is ``UNREADABLE``: its metadata is not
+    known, so it is closed. One that is not HTML declares and gates nothing.
     """
 
     async def fetch(path: str) -> Learned | None:
         async def use(answer: Answer) -> Learned | None:
             declared = content_type(answer.headers)
             if unidentified(declared, path):
-                return None  # it may be a page under another type: not known, so closed
+                return UNREADABLE  # it may be a page under another type
             if not is_html(declared):
                 return Learned(PageMeta(), False)
-            data = await answer.read_all(PAGE_READ_LIMIT)
+            try:
+                data = await answer.read_all(PAGE_READ_LIMIT)
+            except ValueError:
+                return UNREADABLE  # too large to read
             body = decode_body(data, content_encodings(answer.headers))
-            return None if body is None else learn(body, declared)
+            learned = None if body is None else learn(body, declared)
+            return UNREADABLE if learned is None else learned
 
         return await fetched(origin, path, use)
 
