@@ -332,31 +332,31 @@ def packed_page(path: str) -> bool:
 def copy_of_pages(rel: str) -> list[str]:
     """The spellings of the page a file holds the source text of (none for most paths):
     a Markdown copy (``a/index.md``, ``a.md``, as mkdocs-llmstxt writes one beside each
-    page), or Sphinx's copy of a page's source (``_sources/a/b.rst.txt``, or
-    ``_sources/a/b.rst`` with ``html_sourcelink_suffix = ""``, written for ``a/b.html``,
-    ``a/b/`` with the dirhtml builder, or ``a/b`` behind clean URLs)."""
-    at = rel.lower().rfind("/_sources/")
+    page, ``a.html.md`` as llmstxt.org names one), or Sphinx's copy of a page's source
+    (``_sources/a/b.rst.txt``, or ``_sources/a/b.rst`` with ``html_sourcelink_suffix =
+    ""``)."""
+    at = rel.lower().rfind("/_sources/") if "_" in rel else -1
     if at < 0:
-        if rel[-3:].lower() != ".md":
-            return []
-        # a/index.md, a.md (mkdocs-llmstxt), a.html.md (llmstxt.org's convention)
         stem = rel[:-3]
-        pages = [stem + ".html", stem + "/", stem] if not stem.endswith("/") else []
-        if stem.lower().endswith("/index"):
-            pages.append(stem[:-len("index")])
-        return [path for path in pages if path != rel]
+        if rel[-3:].lower() != ".md" or stem.endswith("/"):
+            return []
+        return [path for path in _page_addresses(stem) if path != rel]
     # The document's name, less ".txt" and less the source's own suffix (.rst, .md,
     # .ipynb) where it has one (older Sphinx wrote a.txt for a.rst).
     doc = rel[at + len("/_sources/"):]
     if doc[-4:].lower() == ".txt":
         doc = doc[:-4]
     stem, dot, ext = doc.rpartition(".")
-    spellings: list[str] = []
-    for name in (doc, stem) if dot and "/" not in ext else (doc,):
-        if not name or name.endswith("/"):
-            continue
-        page = rel[:at + 1] + name
-        spellings += [page + ".html", page + "/", page]
-        if name == "index" or name.endswith("/index"):
-            spellings.append(page[:-len("index")])
-    return spellings
+    names = (doc, stem) if dot and "/" not in ext else (doc,)
+    return [path for name in names if name and not name.endswith("/")
+            for path in _page_addresses(rel[:at + 1] + name)]
+
+
+def _page_addresses(page: str) -> list[str]:
+    """Where a static host serves the page built as ``page``: ``page.html``, the folder
+    ``page/`` (dirhtml, directory URLs), ``page`` (clean URLs), and for an index page the
+    folder it is the index of."""
+    found = [page + ".html", page + "/", page]
+    if page.lower().endswith("/index"):
+        found.append(page[:-len("index")])
+    return found
