@@ -34,6 +34,7 @@ from gateway.indexes.filter import (
     FetchMeta,
     IndexFile,
     Learned,
+    closed_linked,
     filter_index,
     text_fetcher,
 )
@@ -408,7 +409,8 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
 async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) -> None:
     """A copy of a page's source (``gateway.paths.copy_of_pages``) holds the page's text,
     gated parts included, and cannot be read like a page: it opens only to a reader the
-    page opens to, and not at all when the page has gated parts.
+    page opens to, and not at all when the page has gated parts; with navigation
+    filtered, not when the page loses a part that links a page closed to the reader.
 
     A rule that closes one of the page's spellings closes the copy, whether or not the
     page could be read; a page that is there and cannot be read (too large) is learned
@@ -436,6 +438,14 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
         if decision.outcome is not Outcome.ALLOW or (found.fragments and site.pages.fragments):
             raise Denied(code=code, expected="a page the reader may open whole",
                          received=f"its page {path}")
+        if site.pages.navigation and found.fragments is None:
+            raise Denied(code=code, expected="a page the reader may open whole",
+                         received=f"its page {path}, whose links could not be read")
+        if site.pages.navigation and found.text is not None and await closed_linked(
+                found.text, path, user, gw.policy, site.pages.index, page_learner(site)):
+            # Its page loses an entry for a page closed to them (or may): the copy holds it.
+            raise Denied(code=code, expected="a page the reader may open whole",
+                         received=f"its page {path}, which lists a page closed to them")
     if sphinx and not read:
         raise Denied(code=code, expected="a page the reader may open whole",
                      received="no page that could be read")
@@ -448,7 +458,7 @@ CUTS_KEPT_FOR: Final = 5.0
 
 def page_learner(site: Site) -> FetchMeta:
     """How pages are learned from a build's origin (for index filters and judging)."""
-    return meta_fetcher(site.origin)
+    return meta_fetcher(site.origin, navigation=site.pages.navigation)
 
 
 async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,

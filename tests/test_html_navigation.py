@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.app import build_app
 from gateway.html.gating import rewrite
-from gateway.html.navigation import Cuts, find_links, leftovers, removals
+from gateway.html.navigation import Cuts, find_links, leftovers, linked_parts, removals
 from gateway.html.page import Pages
 from gateway.policy import Decision, Outcome, Policy
 from gateway.services import GATEWAY
@@ -389,3 +389,15 @@ async def test_a_markdown_copy_opens_only_where_its_page_is_known_to(
     # A listing names the copies as they are served.
     listing = await (await client.get("/llms.txt", cookies=reader)).text()
     assert "BIG-DESC" not in listing and "NOTES-DESC" in listing, listing
+
+
+def test_the_parts_of_a_page_s_text_that_leave_with_a_link() -> None:
+    page = (b'<header><ul><li><a href="/a/">A</a></li></ul></header><main>'
+            b'<p>See <a href="/b/">b</a>.</p><ul><li><a href="/c/">C</a></li></ul>'
+            b'<article><h2><a href="/d/">D</a></h2><p>Excerpt</p></article></main>')
+    assert sorted(linked_parts(find_links(page)).values()) == [("/c/",), ("/d/",)]
+    # A page that marks no text region: all but its navigation is text (a link in a
+    # sentence there goes whole, its words with it).
+    page = (b'<nav><ul><li><a href="/a/">A</a></li></ul></nav><div>'
+            b'<ul><li><a href="/c/">C</a></li></ul><p>See <a href="/b/">b</a></p></div>')
+    assert sorted(linked_parts(find_links(page)).values()) == [("/b/",), ("/c/",)]

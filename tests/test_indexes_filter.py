@@ -650,3 +650,94 @@ async def test_sphinx_inventory_of_a_page_with_gated_parts_keeps_the_page_only()
 async def test_an_unreadable_sphinx_inventory_is_refused(body: bytes) -> None:
     with pytest.raises(UpstreamError):
         await run(SPHINX_INVENTORY, body, ADMIN)
+
+
+# -- search loses what navigation takes out of a page -----------------------------------
+
+LISTING_PAGE = b"""<!doctype html><html><head><title>Home</title></head><body>
+<nav><ul><li><a href="/admin/">Keyvault handbook</a></li><li><a href="guide/">Guide</a></li>
+</ul></nav>
+<main>
+<h1 id="home">Home</h1>
+<p>Read the <a href="/admin/">operators' notes</a> first.</p>
+<p>Read next:</p>
+<ul><li><a href="/admin/">Keyvault handbook</a></li><li><a href="guide/">Guide</a></li></ul>
+<article><h2 id="post"><a href="/ops/">Quarterly rotation</a></h2><p>Rotate often.</p></article>
+</main></body></html>
+"""
+#: What MkDocs' search makes of it: the page, and a section per heading.
+LISTING_DOCS = [
+    {"location": "", "title": "Home", "text": (
+        "Home Read the operators' notes first. Read next: Keyvault handbook Guide "
+        "Quarterly rotation Rotate often.")},
+    {"location": "#post", "title": "Quarterly rotation", "text": "Rotate often."},
+]
+
+
+async def listed(docs: list[dict[str, Any]], user: Any, *, page: bytes = LISTING_PAGE,
+                 kind: str = MKDOCS, navigation: bool = True) -> bytes:
+    body = json.dumps({"config": MKDOCS_CONFIG, "docs": docs}).encode()
+    metas = {**METAS, "/": learn(page, "text/html", navigation=navigation)}
+    return await run(kind, body, user, pol=policy(public=["/", "/guide/**"]),
+                     fetch=Fetcher(metas), index=PageIndex(fragments=True))
+
+
+def entries(result: bytes) -> list[tuple[str, str, str]]:
+    return [(doc["location"], doc["title"], doc["text"]) for doc in json.loads(result)["docs"]]
+
+
+async def test_a_list_entry_or_card_for_a_closed_page_leaves_its_page_s_entries() -> None:
+    learned = learn(LISTING_PAGE, "text/html", navigation=True)
+    assert learned is not None and learned.fragments is False and learned.text is not None
+    # The list entry in the text and the card are parts that leave; the sidebar and the
+    # link inside a sentence (which keeps its words) are not.
+    assert [part.hrefs for part in learned.text.linked] == [("/admin/",), ("guide/",),
+                                                              ("/ops/",)]
+    assert entries(await listed(LISTING_DOCS, READER)) == [
+        ("", "Home", "Home Read the operators' notes first. Read next: Guide")]
+    ops = make_user("olga", groups=("ops",))
+    assert entries(await listed(LISTING_DOCS, ops)) == [
+        ("", "Home", "Home Read the operators' notes first. Read next: Guide Quarterly "
+                     "rotation Rotate often."),
+        ("#post", "Quarterly rotation", "Rotate often.")]
+    admin = make_user("ada", groups=("admin", "ops"))
+    assert entries(await listed(LISTING_DOCS, admin)) == \
+        [(doc["location"], doc["title"], doc["text"]) for doc in LISTING_DOCS]
+    # Without navigation filtered, the page keeps its entries whole.
+    assert learn(LISTING_PAGE, "text/html").text is None  # type: ignore[union-attr]
+    assert entries(await listed(LISTING_DOCS, READER, navigation=False)) == \
+        [(doc["location"], doc["title"], doc["text"]) for doc in LISTING_DOCS]
+
+
+async def test_a_closed_entry_s_words_found_otherwise_take_the_text() -> None:
+    # The index holds the entry's words apart: its text goes (the sidebar's copy of the
+    # title is not text the reader is shown in the page's text region).
+    docs = [{"location": "", "title": "Home",
+             "text": "Home Read next: Keyvault Guide handbook"}]
+    assert entries(await listed(docs, READER)) == [("", "Home", "")]
+    # A title holding such a word takes its entry with it.
+    docs = [{"location": "", "title": "Keyvault", "text": "Home"}]
+    assert entries(await listed(docs, READER)) == []
+
+
+async def test_sphinx_page_that_loses_an_entry_keeps_only_its_title() -> None:
+    index = {"docnames": ["index"], "filenames": ["index.rst"], "titles": ["Home"],
+             "terms": {"keyvault": 0, "guid": 0}, "titleterms": {"home": 0},
+             "objects": {}, "alltitles": {"Home": [[0, None]]}, "indexentries": {}}
+    body = b"Search.setIndex(" + json.dumps(index).encode() + b")"
+    metas = {**METAS, "/index.html": learn(LISTING_PAGE, "text/html", navigation=True)}
+    for user, terms in ((READER, {}), (make_user("ada", groups=("admin", "ops")),
+                                       index["terms"])):
+        result = sphinx_data(await run(SPHINX, body, user, pol=policy(public=["/**"],
+                                       rules=[{"path": "/admin/**", "groups": ["admin"]},
+                                              {"path": "/ops/**", "groups": ["ops"]}]),
+                                       fetch=Fetcher(metas), index=PageIndex(fragments=True)))
+        assert result["docnames"] == ["index"] and result["terms"] == terms, user
+
+
+async def test_a_page_whose_linked_parts_cannot_be_told_is_bare() -> None:
+    # A gated <body> would drop the rest of the page: where the entry ends is not known.
+    page = LISTING_PAGE.replace(b"<main>", b"<body data-gateway-groups=ops><main>")
+    learned = learn(page, "text/html", navigation=True)
+    assert learned is not None and learned.text is None
+    assert entries(await listed(LISTING_DOCS, READER, page=page)) == [("", "Home", "")]

@@ -614,18 +614,23 @@ class _Reporter(_Rewriter):
             self.stretches.append(self.current)
         return self.current
 
+    def piece(self, start: int, end: int) -> tuple[str, bool]:
+        """The text of the page from ``start`` to ``end`` as a search indexer reads it,
+        and whether it is a script's or a style's."""
+        top = self.stack[-1] if self.stack else None
+        code = top is not None and top.ns == HTML and top.name in _CODE and top.mark == start
+        text = self.page[start:end].decode("utf-8", "replace")
+        if text.startswith("<![CDATA["):  # only ever text in SVG, MathML or XML
+            text = text[9:-3] if text.endswith("]]>") else text[9:]
+        elif text == "</>":  # dropped by a browser
+            text = ""
+        elif not code:
+            text = html.unescape(text)
+        return text, code
+
     def data(self, start: int, end: int) -> None:
         if end > start:
-            top = self.stack[-1] if self.stack else None
-            code = top is not None and top.ns == HTML and top.name in _CODE \
-                and top.mark == start
-            text = self.page[start:end].decode("utf-8", "replace")
-            if text.startswith("<![CDATA["):  # only ever text in SVG, MathML or XML
-                text = text[9:-3] if text.endswith("]]>") else text[9:]
-            elif text == "</>":  # dropped by a browser
-                text = ""
-            elif not code:
-                text = html.unescape(text)
+            text, code = self.piece(start, end)
             if self.hiding:
                 self.stretch().pieces.append((text, PIECE_CODE if code else PIECE_TEXT))
             elif not code:
@@ -661,3 +666,116 @@ class _Reporter(_Rewriter):
         super().end_tag(tag, lt)
         if was and tag.name in HEADINGS:
             self.stretch().pieces.append(("", PIECE_BREAK))
+
+
+# -- what leaves a page with a link, for search -----------------------------------------
+
+_TEXT_REGIONS = words("main article")
+_NAV_REGIONS = words("nav aside header footer")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedText:
+    """What the elements that leave a page with a link (``navigation.linked_parts``) hold:
+    per element, by where it starts, its text pieces (those of the elements in it too) and
+    the ids in it; and the text of the page's text region (``main``, ``article``, or all
+    of a page that marks no region), by the elements of those around it."""
+
+    pieces: dict[int, tuple[tuple[str, int], ...]]
+    ids: dict[int, frozenset[str]]
+    text: tuple[tuple[frozenset[int], tuple[str, ...]], ...]
+
+
+def linked_text(page: bytes, parts: frozenset[int], marked: bool) -> LinkedText | None:
+    """What the elements starting at ``parts`` hold, where the rewriter ends them when it
+    removes them (never earlier than a browser); None when it would drop the rest of the
+    page instead. ``marked``: whether the page marks a text region (``navigation``)."""
+    return _LinkedReporter(page, parts, marked).report_linked()
+
+
+class _LinkedReporter(_Reporter):
+    """The rewriter removing the elements that leave with a link, and no gated element,
+    noting what each of them holds and the text of the page's text region."""
+
+    def __init__(self, page: bytes, parts: frozenset[int], marked: bool) -> None:
+        super().__init__(page)
+        self.cut = parts
+        self.marked = marked
+        self.opening = -1
+        # By the push order of open elements: the part each starts, and the regions.
+        self.part_of: dict[int, int] = {}
+        self.region_of: dict[int, bool] = {}  # True: a text region, False: navigation
+        self.pieces: dict[int, list[tuple[str, int]]] = {part: [] for part in parts}
+        self.part_ids: dict[int, set[str]] = {part: set() for part in parts}
+        self.cells: dict[frozenset[int], list[str]] = {}
+
+    def report_linked(self) -> LinkedText | None:
+        if self.report() is None:
+            return None
+        return LinkedText({part: tuple(pieces) for part, pieces in self.pieces.items()},
+                          {part: frozenset(ids) for part, ids in self.part_ids.items()},
+                          tuple((around, tuple(text)) for around, text in self.cells.items()))
+
+    def hides(self, attrs: dict[bytes, list[bytes]]) -> bool:
+        return False  # gated elements are read as text here
+
+    def around(self) -> list[int]:
+        return [self.part_of[entry.seq] for entry in self.stack if entry.seq in self.part_of]
+
+    def in_text(self) -> bool:
+        for entry in reversed(self.stack):
+            region = self.region_of.get(entry.seq)
+            if region is not None:
+                return region
+        return not self.marked
+
+    def push(self, entry: Open) -> None:
+        super().push(entry)
+        if self.opening in self.cut:
+            self.part_of[entry.seq] = self.opening
+        self.opening = -1
+
+    def data(self, start: int, end: int) -> None:
+        if end > start:
+            text, code = self.piece(start, end)
+            around = self.around()
+            for part in around:
+                self.pieces[part].append((text, PIECE_CODE if code else PIECE_TEXT))
+            if not code and self.in_text():
+                self.cells.setdefault(frozenset(around), []).append(text)
+        super().data(start, end)
+
+    def start_tag(self, tag: Tag, lt: int) -> int:
+        attrs = tag.attrs
+        if not attrs and (self.lower.find(b"id", lt, tag.end) >= 0
+                          or self.lower.find(b"role", lt, tag.end) >= 0):
+            full = read_tag(self.page, lt)  # the quick reading left the attributes unread
+            attrs = full.attrs if full is not None else attrs
+        role = attr_text(attrs[b"role"][0]).strip().lower() if b"role" in attrs else ""
+        self.opening = lt
+        depth = self.pushed
+        end = super().start_tag(tag, lt)
+        if self.pushed == depth:
+            self.opening = -1
+            opened = None
+        else:
+            opened = self.stack[-1].seq
+        if opened is not None:
+            if tag.name in _TEXT_REGIONS or role == "main":
+                self.region_of[opened] = True
+            elif tag.name in _NAV_REGIONS or role == "navigation":
+                self.region_of[opened] = False
+        around = self.around()
+        ident = attr_value(attrs, b"id")
+        for part in around:
+            if ident:
+                self.part_ids[part].add(ident)
+            if tag.name in HEADINGS:
+                self.pieces[part].append(("", PIECE_BREAK))
+        return end
+
+    def end_tag(self, tag: Tag, lt: int) -> None:
+        around = self.around() if tag.name in HEADINGS else []
+        super().end_tag(tag, lt)
+        for part in around:
+            self.pieces[part].append(("", PIECE_BREAK))

@@ -24,6 +24,7 @@ not place in the entry removed is taken out by itself.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gateway.html.tokens import (
@@ -49,6 +50,10 @@ _INERT = words("template noscript")
 _NAV_REGIONS = words("nav aside header footer")
 _TEXT_REGIONS = words("main article")
 _LISTS = words("ul ol menu")
+# A text region's element or role, read loosely: in a page with none, all that is not
+# navigation is text to a search index.
+_TEXT_MARK = re.compile(rb"<(?:main|article)[\s/>]|\brole\s*=\s*[\"']?\s*main\b",
+                        re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,10 @@ class Link:
     entries: tuple[int, ...]
     #: The target's bytes as they stand in the page.
     raw: bytes = b""
+    #: Whether it stands in the page's text (a search index holds what leaves with it):
+    #: in ``main``, ``article`` or ``role="main"``, or outside navigation in a page that
+    #: marks no text region.
+    text: bool = False
 
 
 @dataclass(slots=True)
@@ -101,6 +110,11 @@ def _region_of(name: bytes, tag: Tag) -> str:
     return ""
 
 
+def marks_text(page: bytes) -> bool:
+    """Whether a page marks a text region anywhere (read loosely)."""
+    return _TEXT_MARK.search(page) is not None
+
+
 def find_links(page: bytes) -> list[Link]:
     """Every link on ``page`` (in an encoding that keeps ASCII markup ASCII) and what
     leaves with it when its target is closed."""
@@ -115,6 +129,14 @@ def find_links(page: bytes) -> list[Link]:
             if entry.region:
                 return entry.region
         return "nav"  # page chrome outside any text region
+
+    def in_text() -> bool:
+        for entry in reversed(stack):
+            if entry.region:
+                return entry.region == "text"
+        return not marked
+
+    marked = marks_text(page)
 
     def entry_of() -> _Open | None:
         """The list entry the current position belongs to directly (not a nested list)."""
@@ -136,8 +158,10 @@ def find_links(page: bytes) -> list[Link]:
                 return None
         return None
 
-    # Links (by where they start) that take a card with them (by where it starts).
+    # Links (by where they start) that take a card with them (by where it starts), and
+    # those that stand in the page's text.
     carded: dict[int, int] = {}
+    texts: set[int] = set()
 
     def card(below: int) -> _Open | None:
         """The card holding ``stack[:below]``'s top: the innermost article without an
@@ -217,6 +241,8 @@ def find_links(page: bytes) -> list[Link]:
             raw = tag.attrs[b"href"][0]
             href = attr_text(raw).strip()
             where = region()
+            if in_text():
+                texts.add(lt)
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
             titled = headed_card() if name != b"link" else None
@@ -260,8 +286,9 @@ def find_links(page: bytes) -> list[Link]:
     close(0)
     for href, at, _li, entries, _where, raw in pending:
         found.append(Link(href, at, at, entries, raw))
-    found = [Link(link.href, link.at, carded[link.at], link.entries, link.raw)
-             if link.at in carded else link for link in found]
+    found = [Link(link.href, link.at, carded.get(link.at, link.cut), link.entries, link.raw,
+                  link.at in texts) if link.at in carded or link.at in texts else link
+             for link in found]
     found.sort(key=lambda link: link.at)
     return found
 
@@ -313,3 +340,14 @@ def removals(links: list[Link], closed: set[str], target: dict[str, str | None])
     hrefs = frozenset(href for href, path in target.items() if path is not None and path in closed)
     raw = frozenset(link.raw for link in links if link.href in hrefs)
     return Cuts(frozenset(cut), frozenset(unwrap), hrefs, raw)
+
+
+def linked_parts(links: list[Link]) -> dict[int, tuple[str, ...]]:
+    """The elements of a page's text that leave it whole with a link (a list entry that is
+    nothing but links, a card, a link whose entry never ends), by where they start, with
+    the hrefs of the links that take them: a search index holds their words."""
+    parts: dict[int, list[str]] = {}
+    for link in links:
+        if link.text and link.cut >= 0:
+            parts.setdefault(link.cut, []).append(link.href)
+    return {at: tuple(dict.fromkeys(hrefs)) for at, hrefs in parts.items()}

@@ -388,7 +388,8 @@ class Pages:
         #: Links to pages the reader may not open leave every page (``access.navigation``).
         self.navigation = config.access.navigation and not policy.personalize
         # Page metadata learned so far: for filtering indexes, and navigation.
-        self.index = PageIndex(fragments=self.fragments, base_path=self.base_path) \
+        self.index = PageIndex(fragments=self.fragments or self.navigation,
+                               base_path=self.base_path) \
             if config.access.indexes or self.navigation else None
         self.indexes = config.access.indexes
         self.index_names = config.access.index_names
@@ -454,27 +455,30 @@ class Pages:
             now = self.clock()
             if now - scanned.recorded >= RECORD_EVERY:
                 scanned.recorded = now
-                if scanned.gated:
-                    self.index.record(rel, scanned.meta, fragments=True,
-                                      text=self.gated_text(scanned, rel))
+                text = self.gated_text(scanned, rel)
+                if scanned.gated or (text is not None and text.linked):
+                    self.index.record(rel, scanned.meta, fragments=scanned.gated, text=text)
                 else:
-                    self.index.record(rel, scanned.meta, fragments=False)
+                    # Not known (None) where its linked parts could not be read.
+                    self.index.record(rel, scanned.meta, fragments=None
+                                      if self.navigation and text is None else False)
         return scanned
 
     def gated_text(self, scanned: Scanned, rel: str) -> PageText | None:
-        """What a page's gated elements hold, for the index filter: read once per copy (a
-        copy too large for the memo is known by its digest), None when indexes are not
-        filtered here."""
-        if not self.indexes:
+        """What a page's gated elements and linked parts hold, for the index filter and
+        the page's copies: read once per copy (a copy too large for the memo is known by
+        its digest), None when neither indexes nor navigation are filtered here."""
+        if not (self.indexes or self.navigation) or not (scanned.gated or self.navigation):
             return None
         if not scanned.text_read:
+            links = self.links(scanned) if self.navigation else None
             if scanned.version:
-                scanned.text = page_text(scanned.page)
+                scanned.text = page_text(scanned.page, links)
             else:
                 digest = hashlib.blake2b(scanned.page, digest_size=16).digest()
                 known = self.texts.pop(rel, None)
                 scanned.text = known[1] if known is not None and known[0] == digest \
-                    else page_text(scanned.page)
+                    else page_text(scanned.page, links)
                 self.texts[rel] = (digest, scanned.text)
                 if len(self.texts) > TEXTS_KEPT:
                     del self.texts[next(iter(self.texts))]
@@ -785,10 +789,12 @@ def needs_whole(method: str, upstream: Answer) -> bool:
     return method == "HEAD" and 200 <= status < 300 and (value is None or html_page)
 
 
-def learn(data: bytes, content_type: str | None = None) -> Learned | None:
-    """What a whole page tells (its metadata, which may stand anywhere in it, and its
-    gated elements); None when it cannot be read (an encoding the gateway cannot
-    decode, a head that ends inside a tag)."""
+def learn(data: bytes, content_type: str | None = None, *,
+          navigation: bool = False) -> Learned | None:
+    """What a whole page tells (its metadata, which may stand anywhere in it, its gated
+    elements, and with ``navigation`` the parts of its text that leave with a link);
+    None when it cannot be read (an encoding the gateway cannot decode, a head that ends
+    inside a tag)."""
     try:
         data = as_utf8(data, content_type)[0]
     except Undecodable:
@@ -797,14 +803,19 @@ def learn(data: bytes, content_type: str | None = None) -> Learned | None:
     if meta.unreadable:
         return None
     gated = has_markers(data)
-    return Learned(meta, gated, page_text(data) if gated else None)
+    if not (gated or navigation):
+        return Learned(meta, False)
+    text = page_text(data, find_links(data) if navigation else None)
+    if text is None:
+        return Learned(meta, None if not gated else True)  # where its parts end: unknown
+    return Learned(meta, gated, text if gated or text.linked else None)
 
 
 #: What is learned of a page that answers and cannot be read: closed to every reader.
 UNREADABLE = Learned(PageMeta(unreadable=True))
 
 
-def meta_fetcher(origin: Origin) -> FetchMeta:
+def meta_fetcher(origin: Origin, *, navigation: bool = False) -> FetchMeta:
     """Learn pages from ``origin`` with an anonymous GET, read whole.
 
     A page that does not answer 200 is unknown (None). One that answers and cannot be
@@ -825,7 +836,7 @@ def meta_fetcher(origin: Origin) -> FetchMeta:
             except ValueError:
                 return UNREADABLE  # too large to read
             body = decode_body(data, content_encodings(answer.headers))
-            learned = None if body is None else learn(body, declared)
+            learned = None if body is None else learn(body, declared, navigation=navigation)
             return UNREADABLE if learned is None else learned
 
         return await fetched(origin, path, use)

@@ -39,8 +39,9 @@ from gateway.bounded import Expiring
 from gateway.config.model import IndexNames
 from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
-from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text
+from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text, linked_text
 from gateway.html.head import PageMeta
+from gateway.html.navigation import Link, linked_parts, marks_text
 from gateway.indexes.formats import (
     BARE,
     HIDDEN,
@@ -57,6 +58,7 @@ from gateway.indexes.formats import (
     filter_sitemap,
     filter_sphinx,
     needle,
+    site_path,
     word_keys,
 )
 from gateway.indexes.inventory import filter_inventory
@@ -67,27 +69,58 @@ from gateway.user import User
 
 
 @dataclass(frozen=True)
+class LinkedPart:
+    """An element of a page's text that leaves the page whole for a reader who may not
+    open where one of its links lead (``navigation.linked_parts``): those links' targets
+    as written, and its text pieces, ids and words."""
+
+    hrefs: tuple[str, ...]
+    pieces: tuple[tuple[str, int], ...]
+    ids: frozenset[str]
+    words: Words
+
+
+@dataclass(frozen=True)
 class PageText:
     """What search needs to know of a page's gated elements: the stretches the rewriter
     removes for a reader who may see none of them (``parts``) with the words each holds,
-    and the ids and words of the rest of the page."""
+    and the ids and words of the rest of the page; and, with navigation filtered, the
+    parts of its text that leave with a link (``linked``), with the words of the page's
+    text region by the linked parts around them (indexes into ``linked``)."""
 
     parts: tuple[GatedPart, ...]
     part_words: tuple[Words, ...]
     ids: frozenset[str]
     words: Words
+    linked: tuple[LinkedPart, ...] = ()
+    linked_words: tuple[tuple[frozenset[int], Words], ...] = ()
 
 
-def page_text(page: bytes) -> PageText | None:
-    """The ``PageText`` of a page in UTF-8 (as the rewriter reads it); None when where its
-    gated elements end is not known."""
+def _words(pieces: Iterable[tuple[str, int]]) -> Words:
+    return Words(word_keys(text for text, kind in pieces if kind != PIECE_BREAK))
+
+
+def page_text(page: bytes, links: list[Link] | None = None) -> PageText | None:
+    """The ``PageText`` of a page in UTF-8 (as the rewriter reads it), with what leaves it
+    with its ``links`` (given where navigation is filtered); None when where its gated
+    elements or those parts end is not known."""
     found = gated_text(page)
     if found is None:
         return None
-    return PageText(found.parts,
-                    tuple(Words(word_keys(text for text, kind in part.pieces
-                                          if kind != PIECE_BREAK)) for part in found.parts),
-                    found.ids, Words(word_keys(found.text)))
+    linked: tuple[LinkedPart, ...] = ()
+    cells: tuple[tuple[frozenset[int], Words], ...] = ()
+    parts = linked_parts(links) if links else {}
+    if parts:
+        read = linked_text(page, frozenset(parts), marks_text(page))
+        if read is None:
+            return None
+        order = {at: index for index, at in enumerate(sorted(parts))}
+        linked = tuple(LinkedPart(parts[at], read.pieces[at], read.ids[at],
+                                  _words(read.pieces[at])) for at in order)
+        cells = tuple((frozenset(order[at] for at in around), Words(word_keys(text)))
+                      for around, text in read.text)
+    return PageText(found.parts, tuple(_words(part.pieces) for part in found.parts),
+                    found.ids, Words(word_keys(found.text)), linked, cells)
 
 
 @dataclass(frozen=True)
@@ -333,62 +366,98 @@ class _Judge:
     async def verdicts(self, entries: Sequence[Sequence[str | None]], *,
                        words: bool = True) -> list[int]:
         """HIDDEN, SHOWN or BARE per entry (see ``Judge.verdicts``): BARE for a page with
-        gated elements unless they are known and the reader may see every one."""
+        gated elements or linked parts unless they are known and the reader may see
+        every one."""
         judged = await self._judge(entries, words and self.page_index.fragments)
-        out = []
-        for verdict, known in judged:
-            text = self._text(known) if verdict == BARE else None
-            out.append(SHOWN if text is not None and not any(self._hidden(text)) else verdict)
-        return out
+        texts = [self._text(known) if verdict == BARE else None for verdict, known in judged]
+        cut = await self.linked_cut(texts)
+        return [SHOWN if text is not None and not any(self._hidden(text[1]))
+                and not cut[id(text[1])] else verdict
+                for (verdict, _), text in zip(judged, texts, strict=True)]
 
     async def scrubs(self, entries: Sequence[Sequence[str | None]]) -> list[int | Scrub]:
         """As ``verdicts``, with a ``Scrub`` of what the reader may not see of a page
-        whose gated elements are known (see ``Judge.scrubs``)."""
+        whose gated elements and linked parts are known (see ``Judge.scrubs``)."""
         judged = await self._judge(entries, self.page_index.fragments)
+        texts = [self._text(known) if verdict == BARE else None for verdict, known in judged]
+        cut = await self.linked_cut(texts)
         made: dict[int, int | Scrub] = {}
         out: list[int | Scrub] = []
-        for verdict, known in judged:
-            text = self._text(known) if verdict == BARE else None
+        for (verdict, _), text in zip(judged, texts, strict=True):
             if text is None:
                 out.append(verdict)
                 continue
-            if id(text) not in made:
-                made[id(text)] = self._scrub(text)
-            out.append(made[id(text)])
+            if id(text[1]) not in made:
+                made[id(text[1])] = self._scrub(text[1], cut[id(text[1])])
+            out.append(made[id(text[1])])
         return out
 
     @staticmethod
-    def _text(known: list[Learned]) -> PageText | None:
-        """What the gated elements of a page learned under the spellings ``known`` hold;
-        None unless every spelling with gated elements has the same known ones."""
-        texts: list[PageText] = []
-        for found in known:
-            if found.fragments is False:
+    def _text(known: list[tuple[str, Learned]]) -> tuple[str, PageText] | None:
+        """What the gated elements and linked parts of a page learned under the spellings
+        ``known`` hold, and the path it was learned at; None unless every spelling that
+        holds some has the same known ones."""
+        texts: list[tuple[str, PageText]] = []
+        for path, found in known:
+            if found.fragments is False and found.text is None:
                 continue
             if found.text is None:
                 return None
-            if found.text not in texts:  # one page learned under two spellings: equal
-                texts.append(found.text)
+            if all(found.text != text for _, text in texts):  # one page, two spellings
+                texts.append((path, found.text))
         return texts[0] if len(texts) == 1 else None
+
+    async def linked_cut(self, texts: Sequence[tuple[str, PageText] | None]
+                          ) -> dict[int, frozenset[int]]:
+        """Per page text (by id), its linked parts that leave for this reader: those with
+        a link to a page they may not open (or whose access cannot be known)."""
+        base_path = self.page_index.base_path
+        targets: dict[tuple[str, str], str | None] = {}
+        for text in texts:
+            if text is not None:
+                for part in text[1].linked:
+                    for href in part.hrefs:
+                        targets.setdefault((text[0], href), None)
+        for path, href in targets:
+            targets[path, href] = site_path(href, base_path + path, base_path=base_path)
+        wanted = sorted({target for target in targets.values() if target is not None})
+        judged = await self._judge([[target] for target in wanted], False) if wanted else []
+        closed = {target for target, (verdict, _) in zip(wanted, judged, strict=True)
+                  if verdict == HIDDEN}
+        cut: dict[int, frozenset[int]] = {}
+        for text in texts:
+            if text is not None and id(text[1]) not in cut:
+                path, found = text
+                cut[id(found)] = frozenset(
+                    index for index, part in enumerate(found.linked)
+                    if any(targets[path, href] in closed for href in part.hrefs))
+        return cut
 
     def _hidden(self, text: PageText) -> list[bool]:
         """Per gated stretch of a page, whether the reader may not see it."""
         return [not all(allows(markers, self.user) for markers in part.markers)
                 for part in text.parts]
 
-    def _scrub(self, text: PageText) -> int | Scrub:
-        """What the reader may not see of a page (SHOWN: nothing)."""
+    def _scrub(self, text: PageText, cut: frozenset[int]) -> int | Scrub:
+        """What the reader may not see of a page (SHOWN: nothing); ``cut``: its linked
+        parts that leave for them."""
         hidden = self._hidden(text)
-        if not any(hidden):
+        if not any(hidden) and not cut:
             return SHOWN
         parts = list(zip(text.parts, text.part_words, hidden, strict=True))
-        return Scrub([needle(part.pieces) for part, _, gone in parts if gone],
-                     frozenset(name for part, _, gone in parts if gone for name in part.ids),
+        linked = [part for index, part in enumerate(text.linked) if index in cut]
+        return Scrub([*(needle(part.pieces) for part, _, gone in parts if gone),
+                      *(needle(part.pieces) for part in linked)],
+                     frozenset(name for part, _, gone in parts if gone for name in part.ids)
+                     | frozenset(name for part in linked for name in part.ids),
                      [text.ids, *(part.ids for part, _, gone in parts if not gone)],
-                     [text.words, *(words for _, words, gone in parts if not gone)])
+                     [text.words, *(words for _, words, gone in parts if not gone)],
+                     gone=[part.words for part in linked],
+                     kept=[words for around, words in text.linked_words
+                           if not around & cut])
 
     async def _judge(self, entries: Sequence[Sequence[str | None]],
-                     scrub: bool) -> list[tuple[int, list[Learned]]]:
+                     scrub: bool) -> list[tuple[int, list[tuple[str, Learned]]]]:
         """HIDDEN, SHOWN or BARE per entry (BARE only with ``scrub``), and what is known of
         its pages.
 
@@ -410,7 +479,7 @@ class _Judge:
             opens.append(row)
         learned = await self.page_index.lookup(sorted(wanted), self.fetch_meta) if wanted \
             else {}
-        out: list[tuple[int, list[Learned]]] = []
+        out: list[tuple[int, list[tuple[str, Learned]]]] = []
         for candidates, row in zip(entries, opens, strict=True):
             for col, path in enumerate(candidates):
                 found = learned.get(path) if path is not None else None
@@ -419,13 +488,22 @@ class _Judge:
             if not any(v is True for v in row) or any(v is False for v in row):
                 out.append((HIDDEN, []))
                 continue
-            # Clean: known without gated parts under every spelling that is known (a
-            # page's Markdown copy holds none, yet its words are the page's).
-            known = [found for path in candidates if path is not None
+            # Clean: known without gated or linked parts under every spelling that is
+            # known (a page's Markdown copy holds none, yet its words are the page's).
+            known = [(path, found) for path in candidates if path is not None
                      and (found := learned.get(path)) is not None]
-            clean = bool(known) and all(found.fragments is False for found in known)
+            clean = bool(known) and all(found.fragments is False and found.text is None
+                                        for _, found in known)
             out.append((BARE if scrub and not clean else SHOWN, known))
         return out
+
+
+async def closed_linked(text: PageText, path: str, user: User | None, policy: Policy,
+                        page_index: PageIndex, fetch_meta: FetchMeta) -> frozenset[int]:
+    """The linked parts of the page learned at ``path`` (with ``text``) that leave it for
+    ``user``, by their indexes in ``text.linked``."""
+    judge = _Judge(user, policy, page_index, fetch_meta)
+    return (await judge.linked_cut([(path, text)]))[id(text)]
 
 
 def text_fetcher(origin: Origin) -> FetchText:

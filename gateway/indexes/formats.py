@@ -286,15 +286,20 @@ class Scrub:
 
     ``text`` takes every stretch's text out of an entry's; an entry whose text then
     still holds a word the reader is not shown on the page keeps no text (an index may
-    hold a stretch in a way not found here).
+    hold a stretch in a way not found here). The same holds for the page's parts that
+    leave with a link: a word of theirs (``gone``) must stand in what the reader is shown
+    of the page's text (``kept``).
     """
 
     def __init__(self, needles: Sequence[Needle], hidden_ids: Collection[str],
-                 open_ids: Sequence[Collection[str]], words: Sequence[Words]) -> None:
+                 open_ids: Sequence[Collection[str]], words: Sequence[Words], *,
+                 gone: Sequence[Words] = (), kept: Sequence[Words] = ()) -> None:
         self.needles = needles
         self.hidden_ids = hidden_ids
         self.open_ids = open_ids
         self.words = words
+        self.gone = gone
+        self.kept = kept
 
     def anchor(self, anchor: str) -> bool:
         """Whether an anchor names an element of the page this reader is shown."""
@@ -321,6 +326,9 @@ class Scrub:
         for word in _WORD.findall(view):
             key = hash(word.casefold())
             if not any(key in words for words in self.words):
+                return None
+            if any(key in words for words in self.gone) \
+                    and not any(key in words for words in self.kept):
                 return None
         return text
 
