@@ -137,7 +137,8 @@ class IdentityHeaders:
     def is_identity_header(self, name: str) -> bool:
         """Whether a client-sent header must be stripped: ``x-gateway-*`` or a configured name.
 
-        Names compare in lower case with ``_`` read as ``-``, as some servers merge them.
+        Names compare in lower case with ``_`` and ``.`` read as ``-``, as some servers
+        merge them.
         """
         normalized = _normalize(name)
         return normalized.startswith(_RESERVED_PREFIX) or normalized in self._normalized
@@ -183,7 +184,7 @@ def header_value(value: Any) -> str | None:
 
 
 def _normalize(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
+    return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
 def _upstream_origin(config: Config) -> str:

@@ -56,7 +56,7 @@ SPOOFED_NAMES = [
     "X-Gateway-Assertion", "x-gateway-assertion", "X-GATEWAY-ASSERTION", "X_Gateway_Assertion",
     "x_gateway_assertion", "X-Gateway_Assertion", "X-Gateway-User", "x_gateway_user",
     "X-Gateway-Groups", "X-Gateway-Anything-New", "Remote-User", "remote_user", "REMOTE-USER",
-    "Remote_User", "X-Email", "x_email",
+    "Remote_User", "X-Email", "x_email", "X.Gateway.Assertion", "Remote.User", "x.email",
 ]
 
 
@@ -338,3 +338,14 @@ async def test_a_readers_name_outside_latin1_goes_in_a_plain_header_as_utf8(
     reply = await exchange(port_of(client), raw_request("/guide", headers=[("Cookie", cookie)]))
     assert reply.status == 200
     assert only(upstream).header("X-Email") == ["李@例子.测试"]
+
+
+@pytest.mark.parametrize("name", ["X-HTTP-Method-Override", "X-HTTP-Method",
+                                  "X-Method-Override", "x_http_method_override"])
+async def test_a_method_override_never_reaches_the_upstream(start: Start, name: str) -> None:
+    # The gateway decides on GET; an upstream that honours an override would act on DELETE.
+    client, upstream = await start()
+    reply = await exchange(port_of(client), raw_request("/public/x", headers=[(name, "DELETE")]))
+    assert reply.status == 200
+    seen = only(upstream)
+    assert not [header for header in seen.headers if "DELETE" in header[1]], seen.headers

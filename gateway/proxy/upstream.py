@@ -64,8 +64,14 @@ def decodable_encodings(value: str) -> str:
 
 
 def normalize_header_name(name: str) -> str:
-    """Lower case, with ``_`` read as ``-`` (how many servers read names)."""
-    return name.lower().replace("_", "-")
+    """Lower case, with ``_`` and ``.`` read as ``-`` (how many servers read names)."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+#: Headers with which a client asks a server to act on another method than the request's:
+#: the gateway decides on the method it reads, so none reaches the upstream.
+METHOD_OVERRIDES: Final = frozenset({"x-http-method-override", "x-http-method",
+                                     "x-method-override"})
 
 
 def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
@@ -189,7 +195,7 @@ class Upstream(Origin):
     def _classify(self, name: str, trusted: bool) -> object:
         lname = normalize_header_name(name)
         if lname in HOP_BY_HOP or lname in ("host", "content-length") \
-                or self.is_identity_header(name):
+                or lname in METHOD_OVERRIDES or self.is_identity_header(name):
             return _DROP  # framing is decided here, never copied from the client
         if lname in FORWARDING and not trusted:
             return _DROP
