@@ -401,3 +401,24 @@ def test_the_parts_of_a_page_s_text_that_leave_with_a_link() -> None:
     page = (b'<nav><ul><li><a href="/a/">A</a></li></ul></nav><div>'
             b'<ul><li><a href="/c/">C</a></li></ul><p>See <a href="/b/">b</a></p></div>')
     assert sorted(linked_parts(find_links(page)).values()) == [("/b/",), ("/c/",)]
+
+
+def test_a_table_row_whose_cell_is_nothing_but_a_link_goes_with_it() -> None:
+    # Sphinx's autosummary ("name()" and a summary) and module index (an indent written
+    # as &#160;): the row names the page, and goes whole; a cell with words keeps them.
+    page = (b'<div class="body" role="main"><table class="autosummary"><tr><td><p>'
+            b'<a href="keys.rotate.html"><code>keys.rotate</code></a>()</p></td>'
+            b'<td><p>Rotate the keys.</p></td></tr>'
+            b'<tr><td></td><td>&#160;&#160;<a href="keys.html"><code>keys</code></a> <em></em>'
+            b'</td></tr>'
+            b'<tr><td>See <a href="keys.wipe.html">wipe</a></td><td>Wipe.</td></tr></table>'
+            b'<table><tr><th><a href="nav.html">Nav</a><td>x</table></div>')
+    links = {link.href: link for link in find_links(page)}
+    assert links["keys.rotate.html"].cut == page.index(b"<tr>")
+    assert links["keys.html"].cut == page.index(b"<tr><td></td>")
+    assert links["keys.wipe.html"].cut == -1
+    assert links["nav.html"].cut == page.rindex(b"<tr>")  # cells and rows left open
+    cuts = removals(list(links.values()), {"/keys.rotate.html"},
+                    {href: "/" + href for href in links})
+    out = rewrite(page, None, cuts.cut, cuts.unwrap)
+    assert b"Rotate" not in out and b"keys.rotate" not in out and b"Wipe." in out

@@ -38,7 +38,9 @@ ACCESS = {"public": ["/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]
 MKDOCS_PAGES = {
     "docs/index.md": "# Welcome\n\nStart with the [guide](guide.md). Operators read "
                      "[the handbook](admin/handbook.md).\n\nRead next:\n\n"
-                     f"- [{RUNBOOK}](admin/runbook.md)\n- [FAQ](zz-faq.md)\n",
+                     f"- [{RUNBOOK}](admin/runbook.md)\n- [FAQ](zz-faq.md)\n\n"
+                     "| Page | When |\n|---|---|\n| [Runbook](admin/runbook.md) | on call |\n"
+                     "| [FAQ](zz-faq.md) | always |\n",
     "docs/guide.md": "# Guide\n\nHow to use the product.\n",
     "docs/admin/handbook.md": f"# {HANDBOOK}\n\n{SECRET} every quarter.\n",
     "docs/admin/runbook.md": f"# {RUNBOOK}\n\nCall the on-call. {SECRET}.\n",
@@ -76,7 +78,11 @@ def build_material_offline(root: Path) -> Path:
 
 SPHINX_PAGES = {
     "index.rst": "Welcome\n=======\n\nStart with :doc:`guide`. Operators read "
-                 ":doc:`the handbook <admin/handbook>`.\n\n.. toctree::\n   :maxdepth: 2\n\n"
+                 ":doc:`the handbook <admin/handbook>`.\n\n"
+                 "====================  ======\nPage                  When\n"
+                 "====================  ======\n:doc:`admin/runbook`  on call\n"
+                 ":doc:`faq`            always\n====================  ======\n\n"
+                 ".. toctree::\n   :maxdepth: 2\n\n"
                  "   guide\n   admin/handbook\n   admin/runbook\n   faq\n",
     "guide.rst": "Guide\n=====\n\nHow to use the product.\n",
     "admin/handbook.rst": f"{HANDBOOK}\n{'=' * len(HANDBOOK)}\n\n{SECRET} every quarter.\n",

@@ -13,8 +13,10 @@ what must leave the page if its target is closed:
 - a link in the title of a card (the first heading of an ``<article>`` or
   ``role="article"`` without an ``<h1>``: a post's excerpt in a blog's index; a heading
   of a list entry), or one wrapping that heading, takes the card with it;
-- a link in the text of the page (inside ``main``, ``article`` or ``role="main"``) keeps
-  its text and loses the link;
+- a table row in the text with a cell whose only words are its links' (a table of pages:
+  Sphinx's autosummary, a module index) goes whole with them;
+- any other link in the text of the page (inside ``main``, ``article`` or
+  ``role="main"``) keeps its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
 
 The removal itself is done by ``html.gating``'s rewriter, which follows the browser's
@@ -24,6 +26,7 @@ not place in the entry removed is taken out by itself.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 
@@ -43,7 +46,10 @@ from gateway.html.tokens import (
 LINKING = words("a area link")
 # Elements tracked while reading: lists, the regions that tell navigation from text, links.
 _TRACKED = words("li ul ol menu nav main article aside header footer a div section details "
-                 "table dl h1 h2 h3 h4 h5 h6 template noscript")
+                 "table tr td th dl h1 h2 h3 h4 h5 h6 template noscript")
+_CELLS = words("td th")
+# What text beside its links may stand in: a list entry, a table cell.
+_HOLDERS = words("li td th")
 _HEADINGS = words("h1 h2 h3 h4 h5 h6")
 # Content a browser does not show as the page's own (an <h1> there titles nothing).
 _INERT = words("template noscript")
@@ -95,6 +101,13 @@ class _Open:
     headed: bool = False
     #: A heading: whether it is the first of its card (the card's title).
     title: bool = False
+    #: A table cell in the page's text: where its row starts (-1: not such a cell).
+    row: int = -1
+
+
+def _wordy(text: bytes) -> bool:
+    """Whether text holds a letter or a digit (character references read)."""
+    return any(char.isalnum() for char in html.unescape(text.decode("utf-8", "replace")))
 
 
 def _role(tag: Tag) -> str:
@@ -148,13 +161,24 @@ def find_links(page: bytes) -> list[Link]:
         return None
 
     def text_holder() -> _Open | None:
-        """The list entry text here stands in beside its links (None inside a link)."""
+        """The list entry or table cell text here stands in beside its links (None inside
+        a link)."""
         for entry in reversed(stack):
             if entry.name == b"a":
                 return None
-            if entry.name == b"li":
+            if entry.name in _HOLDERS:
                 return entry
-            if entry.name in _LISTS:
+            if entry.name in _LISTS or entry.name == b"table":
+                return None
+        return None
+
+    def cell_of() -> _Open | None:
+        """The table cell of a row in the page's text the current position belongs to
+        directly (not a list or table inside it)."""
+        for entry in reversed(stack):
+            if entry.name in _CELLS:
+                return entry if entry.row >= 0 else None
+            if entry.name in _LISTS or entry.name in (b"li", b"table"):
                 return None
         return None
 
@@ -183,7 +207,7 @@ def find_links(page: bytes) -> list[Link]:
     def close(index: int) -> None:
         while len(stack) > index:
             entry = stack.pop()
-            if entry.name == b"li":
+            if entry.name in _HOLDERS:
                 settle(entry)
 
     def settle(entry: _Open) -> None:
@@ -193,7 +217,9 @@ def find_links(page: bytes) -> list[Link]:
                 kept.append((href, at, cut_li, entries, where, raw))
                 continue
             whole = where == "nav" or not entry.other
-            found.append(Link(href, at, entry.at if whole else -1, entries, raw))
+            # A cell's links take its row: a table of pages (autosummary, a module index).
+            cut = entry.row if entry.name in _CELLS else entry.at
+            found.append(Link(href, at, cut if whole else -1, entries, raw))
         pending[:] = kept
 
     while pos < size:
@@ -205,7 +231,9 @@ def find_links(page: bytes) -> list[Link]:
             text = page[pos:lt]
         if text.strip():
             holder = text_holder()
-            if holder is not None:
+            # A cell is a row's entry when nothing but its links has words (autosummary's
+            # "name()", a module index's indent).
+            if holder is not None and (holder.name == b"li" or _wordy(text)):
                 holder.other = True
         if lt < 0:
             break
@@ -245,6 +273,8 @@ def find_links(page: bytes) -> list[Link]:
                 texts.add(lt)
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
+            if holder is None and name != b"link" and where == "text":
+                holder = cell_of()
             titled = headed_card() if name != b"link" else None
             if titled is not None:
                 # A link in a card's heading: the card is that page's excerpt (a blog's
@@ -256,8 +286,17 @@ def find_links(page: bytes) -> list[Link]:
                 pending.append((href, lt, holder.at, entries, where, raw))
             else:
                 found.append(Link(href, lt, lt if where == "nav" else -1, entries, raw))
+        if name in _CELLS or name == b"tr":
+            for index in range(len(stack) - 1, -1, -1):  # a cell or row ends the open one
+                if stack[index].name in _CELLS or (stack[index].name == b"tr" and name == b"tr"):
+                    close(index)
+                    break
+                if stack[index].name in (b"tr", b"table") or stack[index].name in _LISTS:
+                    break
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
+            if name in _CELLS and stack and stack[-1].name == b"tr" and region() == "text":
+                opened.row = stack[-1].at
             opened.article = name == b"article" or _role(tag) == "article"
             if name in _HEADINGS and not any(entry.name in _INERT for entry in stack):
                 around = card(len(stack))
