@@ -422,3 +422,18 @@ def test_a_table_row_whose_cell_is_nothing_but_a_link_goes_with_it() -> None:
                     {href: "/" + href for href in links})
     out = rewrite(page, None, cuts.cut, cuts.unwrap)
     assert b"Rotate" not in out and b"keys.rotate" not in out and b"Wipe." in out
+
+
+def test_an_empty_overlay_link_takes_its_article_card() -> None:
+    # Hugo PaperMod's list: the entry's title is no link; an empty link lies over the card.
+    page = (b'<main><article class="post-entry"><header><h2>Secret post</h2></header>'
+            b'<div class="entry-content"><p>The excerpt.</p></div>'
+            b'<a class="entry-link" aria-label="post link to Secret post" href="/secret/"></a>'
+            b'</article><article><h2>Open</h2><a href="/img/"><img src="i.png"></a>'
+            b'<a href="/empty/"> </a></article></main>')
+    links = {link.href: link for link in find_links(page)}
+    assert links["/secret/"].cut == page.index(b"<article")
+    # A link around an image leaves the card (only the link goes); one holding nothing
+    # but white space is an overlay too.
+    assert links["/img/"].cut == -1
+    assert links["/empty/"].cut == page.rindex(b"<article")

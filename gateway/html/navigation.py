@@ -12,7 +12,8 @@ what must leave the page if its target is closed:
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
 - a link in the title of a card (the first heading of an ``<article>`` or
   ``role="article"`` without an ``<h1>``: a post's excerpt in a blog's index; a heading
-  of a list entry), or one wrapping that heading, takes the card with it;
+  of a list entry), one wrapping that heading, or a link with nothing in it over an
+  article's card (Hugo PaperMod's entry link), takes the card with it;
 - a table row in the text with a cell whose only words are its links' (a table of pages:
   Sphinx's autosummary, a module index) goes whole with them;
 - any other link in the text of the page (inside ``main``, ``article`` or
@@ -103,6 +104,8 @@ class _Open:
     title: bool = False
     #: A table cell in the page's text: where its row starts (-1: not such a cell).
     row: int = -1
+    #: A link: whether anything (text, an element) stands in it.
+    filled: bool = False
 
 
 def _wordy(text: bytes) -> bool:
@@ -209,6 +212,19 @@ def find_links(page: bytes) -> list[Link]:
             entry = stack.pop()
             if entry.name in _HOLDERS:
                 settle(entry)
+            elif entry.name == b"a" and not entry.filled:
+                # A link with nothing in it over an article's card (a blog's list whose
+                # whole entry is one overlay link): the card is that page's excerpt.
+                around = card(len(stack))
+                if around is not None and around.article:
+                    carded.setdefault(entry.at, around.at)
+
+    def fill() -> None:
+        """Something stands in the innermost open link."""
+        for entry in reversed(stack):
+            if entry.name == b"a":
+                entry.filled = True
+                return
 
     def settle(entry: _Open) -> None:
         kept = []
@@ -230,6 +246,7 @@ def find_links(page: bytes) -> list[Link]:
         else:
             text = page[pos:lt]
         if text.strip():
+            fill()
             holder = text_holder()
             # A cell is a row's entry when nothing but its links has words (autosummary's
             # "name()", a module index's indent).
@@ -293,6 +310,7 @@ def find_links(page: bytes) -> list[Link]:
                     break
                 if stack[index].name in (b"tr", b"table") or stack[index].name in _LISTS:
                     break
+        fill()
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
             if name in _CELLS and stack and stack[-1].name == b"tr" and region() == "text":
