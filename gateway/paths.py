@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import unquote, urljoin, urlsplit
 
 from gateway.errors import BadRequest
 
@@ -360,3 +360,38 @@ def _page_addresses(page: str) -> list[str]:
     if page.lower().endswith("/index"):
         found.append(page[:-len("index")])
     return found
+
+
+class LinkTargets:
+    """Where links on the docs' pages lead: the docs path (relative to the base path) of
+    a link followed from a page's public address, or None when it leaves the docs (another
+    origin, the gateway's own endpoints, outside the base path) or cannot be read as one."""
+
+    def __init__(self, public_url: str, route_base: str, base_path: str) -> None:
+        public = urlsplit(public_url)
+        self.scheme, self.netloc = public.scheme, public.netloc.lower()
+        self.origin = f"{public.scheme}://{public.netloc}"
+        self.route_base = route_base
+        self.base_path = base_path
+
+    def target(self, base: str, location: str) -> str | None:
+        """The docs path ``location`` leads to from the public address ``base``."""
+        try:
+            target = urlsplit(urljoin(self.origin + base, location))
+        except ValueError:
+            return None
+        if (target.scheme, target.netloc.lower()) != (self.scheme, self.netloc):
+            return None
+        route_base = self.route_base
+        if target.path == route_base or target.path.startswith(route_base + "/"):
+            return None  # the gateway's own endpoints (its login) are no docs page
+        try:
+            return relative_to_base(normalize_path(target.path or "/"), self.base_path)
+        except BadRequest:
+            return None
+
+
+@lru_cache(maxsize=8)
+def link_targets(public_url: str, route_base: str, base_path: str) -> LinkTargets:
+    """The ``LinkTargets`` of one configuration (made once)."""
+    return LinkTargets(public_url, route_base, base_path)

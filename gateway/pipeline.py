@@ -7,12 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
-from urllib.parse import urljoin, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import BadRequest, Denied, NotFound, Unavailable, UpstreamError
+from gateway.errors import Denied, NotFound, Unavailable, UpstreamError
 from gateway.html.encoding import decode_body, is_html
 from gateway.html.head import PageMeta
 from gateway.html.navigation import Cuts, removals
@@ -23,6 +22,7 @@ from gateway.html.page import (
     content_encodings,
     content_type,
     enforce,
+    links_fetcher,
     meta_fetcher,
     needs_whole,
     page_like,
@@ -41,7 +41,7 @@ from gateway.indexes.filter import (
 from gateway.paths import (
     PAGE_SUFFIXES,
     copy_of_pages,
-    normalize_path,
+    link_targets,
     packed_page,
     packing_of,
 )
@@ -300,20 +300,9 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
 def docs_target(gw: Gateway, base: str, location: str) -> str | None:
     """The docs path (relative to the base path) a link or redirect from the address
     ``base`` leads to, or None when it leaves the docs or cannot be read as a path."""
-    public = urlsplit(gw.config.server.public_url)
-    try:
-        target = urlsplit(urljoin(f"{public.scheme}://{public.netloc}{base}", location))
-    except ValueError:
-        return None
-    if (target.scheme, target.netloc.lower()) != (public.scheme, public.netloc.lower()):
-        return None
-    route_base = gw.config.server.route_base
-    if target.path == route_base or target.path.startswith(route_base + "/"):
-        return None  # the gateway's own endpoints (its login) are no docs page
-    try:
-        return gw.relative_path(normalize_path(target.path or "/"))
-    except BadRequest:
-        return None
+    server = gw.config.server
+    return link_targets(server.public_url, server.route_base, server.base_path).target(
+        base, location)
 
 
 async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) -> None:
@@ -446,9 +435,49 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
             # Its page loses an entry for a page closed to them (or may): the copy holds it.
             raise Denied(code=code, expected="a page the reader may open whole",
                          received=f"its page {path}, which lists a page closed to them")
+        if sphinx and site.pages.navigation and await names_closed(gw, site, path, rel, user):
+            # A source names pages no link of its text shows (a hidden toctree, which
+            # fills the sidebar): one that names a page its page loses a link to for
+            # them stays closed.
+            raise Denied(code=code, expected="a page the reader may open whole",
+                         received=f"its page {path}, which names a page closed to them")
     if sphinx and not read:
         raise Denied(code=code, expected="a page the reader may open whole",
                      received="no page that could be read")
+
+
+async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
+                       user: User | None) -> bool:
+    """Whether the source ``copy`` of the page at docs path ``path`` names (by its file
+    name) a page that the page links to anywhere, its navigation included, and ``user``
+    may not open; true too when either cannot be read to tell."""
+    scanned = site.pages.memo.latest(path)
+    links = site.pages.links(scanned) if scanned is not None \
+        else await links_fetcher(site.origin)(path)
+    if links is None:
+        return True
+    public = gw.config.server.base_path + path
+    targets = {target for link in links if (target := docs_target(gw, public, link.href))}
+    closed = await closed_pages(gw, site, targets, user) if targets else set()
+    if not closed:
+        return False
+    source = await text_fetcher(site.origin)(copy)
+    if source is None:
+        return True
+    text = source.decode("utf-8", "replace").lower()
+    return any(page_name(target) in text for target in closed)
+
+
+def page_name(path: str) -> str:
+    """The name a source gives a page by (``admin/keys.html``, ``admin/keys/``: keys)."""
+    for suffix in ("/index.html", "/index.htm", "/"):
+        if path.endswith(suffix) and len(path) > len(suffix):
+            path = path[:-len(suffix)]
+            break
+    name = path.rsplit("/", 1)[-1].lower()
+    for suffix in (".html", ".htm"):
+        name = name.removesuffix(suffix)
+    return name or "index"
 
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or
@@ -458,7 +487,8 @@ CUTS_KEPT_FOR: Final = 5.0
 
 def page_learner(site: Site) -> FetchMeta:
     """How pages are learned from a build's origin (for index filters and judging)."""
-    return meta_fetcher(site.origin, navigation=site.pages.navigation)
+    return meta_fetcher(site.origin, navigation=site.pages.navigation,
+                        fragments=site.pages.fragments)
 
 
 async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,

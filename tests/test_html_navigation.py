@@ -311,6 +311,15 @@ async def test_sphinxs_copy_of_a_page_opens_only_where_the_page_is_known_to(
     for copy in ("/_sources/guide.rst.txt", "/_sources/guide.rst"):
         reply = await client.get(copy, cookies=reader)
         assert reply.status == 200 and "SOURCE-OF-guide" in await reply.text(), copy
+    # A hidden toctree names the handbook, which only the sidebar shows: the copy of a
+    # page that loses its link to the handbook, and names it, is closed to the reader.
+    (sources / "guide.rst.txt").write_text("Guide\n=====\n\n.. toctree::\n   :hidden:\n\n"
+                                           "   handbook/index\n")
+    reply = await client.get("/_sources/guide.rst.txt", cookies=reader)
+    assert reply.status == 404 and "handbook" not in await reply.text()
+    ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+    reply = await client.get("/_sources/guide.rst.txt", cookies=ops)
+    assert reply.status == 200 and "handbook/index" in await reply.text()
 
 
 async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(

@@ -741,3 +741,56 @@ async def test_a_page_whose_linked_parts_cannot_be_told_is_bare() -> None:
     learned = learn(page, "text/html", navigation=True)
     assert learned is not None and learned.text is None
     assert entries(await listed(LISTING_DOCS, READER, page=page)) == [("", "Home", "")]
+
+
+async def test_links_leaving_the_docs_or_unreadable_take_nothing_from_search() -> None:
+    # Another site's link, the gateway's own login and a link no URL parser reads are
+    # no closed page (navigation leaves them on the page, and search keeps their words).
+    page = LISTING_PAGE.replace(
+        b"<p>Read next:</p>",
+        b'<ul><li><a href="https://github.com/acme/widget">GitHub repository</a></li>'
+        b'<li><a href="/_gateway/login">Sign in</a></li>'
+        b'<li><a href="http://[oops/">Broken mirror</a></li></ul><p>Read next:</p>')
+    text = ("Home Read the operators' notes first. GitHub repository Sign in Broken mirror "
+            "Read next: Keyvault handbook Guide Quarterly rotation Rotate often.")
+    docs = [{"location": "", "title": "Home", "text": text}]
+    admin = make_user("ada", groups=("admin", "ops"))
+    assert entries(await listed(docs, admin, page=page)) == [("", "Home", text)]
+    assert entries(await listed(docs, READER, page=page)) == [
+        ("", "Home", "Home Read the operators' notes first. GitHub repository Sign in Broken "
+                     "mirror Read next: Guide")]
+
+
+async def test_navigation_inside_the_text_and_pages_without_a_main_region() -> None:
+    # A list in an <aside> inside the text (docutils' sidebar, topic and footnote) is
+    # text; a page without <main> is all text but its navigation, whatever its comments,
+    # scripts or article cards say.
+    aside = LISTING_PAGE.replace(b"<p>Read next:</p>\n<ul>", b"<p>Read next:</p>\n<aside><ul>")
+    aside = aside.replace(b"</ul>\n<article>", b"</ul></aside>\n<article>")
+    unmarked = LISTING_PAGE.replace(b"<main>", b'<!-- <main> --><script>"<main>"</script>'
+                                    b'<div class="content">').replace(b"</main>", b"</div>")
+    # (Without regions, the link in the sentence is navigation too: it goes with its words.)
+    for page, kept in ((aside, "Home Read the operators' notes first. Read next: Guide"),
+                       (unmarked, "Home Read the first. Read next: Guide")):
+        learned = learn(page, "text/html", navigation=True)
+        assert learned is not None and learned.text is not None
+        assert ("/admin/",) in [part.hrefs for part in learned.text.linked], page
+        assert entries(await listed(LISTING_DOCS, READER, page=page)) == [("", "Home", kept)]
+
+
+async def test_gated_elements_kept_on_the_page_keep_their_words_in_search() -> None:
+    # access.fragments off: the page shows its gated elements to everyone, so search
+    # does too, while what navigation takes out still leaves.
+    page = LISTING_PAGE.replace(b"<p>Read next:</p>",
+                                b'<p data-gateway-groups="admin">Platypus words.</p>'
+                                b'<p>Read next:</p>')
+    learned = learn(page, "text/html", navigation=True, fragments=False)
+    assert learned is not None and learned.fragments is False and learned.text is not None
+    docs = [{"location": "", "title": "Home", "text": (
+        "Home Read the operators' notes first. Platypus words. Read next: Keyvault handbook "
+        "Guide")}]
+    body = json.dumps({"config": MKDOCS_CONFIG, "docs": docs}).encode()
+    result = await run(MKDOCS, body, READER, pol=policy(public=["/", "/guide/**"]),
+                       fetch=Fetcher({**METAS, "/": learned}), index=PageIndex(fragments=True))
+    assert entries(result) == [
+        ("", "Home", "Home Read the operators' notes first. Platypus words. Read next: Guide")]

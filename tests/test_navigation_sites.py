@@ -84,7 +84,9 @@ SPHINX_PAGES = {
                  ":doc:`faq`            always\n====================  ======\n\n"
                  ".. toctree::\n   :maxdepth: 2\n\n"
                  "   guide\n   admin/handbook\n   admin/runbook\n   faq\n",
-    "guide.rst": "Guide\n=====\n\nHow to use the product.\n",
+    # A hidden toctree shows nothing in the page's text; its source still names the page.
+    "guide.rst": "Guide\n=====\n\nHow to use the product.\n\n.. toctree::\n   :hidden:\n\n"
+                 "   admin/runbook\n",
     "admin/handbook.rst": f"{HANDBOOK}\n{'=' * len(HANDBOOK)}\n\n{SECRET} every quarter.\n",
     "admin/runbook.rst": f"{RUNBOOK}\n{'=' * len(RUNBOOK)}\n\nCall the on-call. {SECRET}.\n",
     "faq.rst": "FAQ\n===\n\nQuestions.\n",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from gateway.html.navigation import IN_MAIN, IN_NAV, in_text
 from gateway.html.tokens import (
     COMMENT,
     END,
@@ -678,43 +679,53 @@ _NAV_REGIONS = words("nav aside header footer")
 class LinkedText:
     """What the elements that leave a page with a link (``navigation.linked_parts``) hold:
     per element, by where it starts, its text pieces (those of the elements in it too) and
-    the ids in it; and the text of the page's text region (``main``, ``article``, or all
-    of a page that marks no region), by the elements of those around it."""
+    the ids in it; the text of the page's text region (``navigation.in_text``) by the
+    elements of those around it; and every id and text piece of the page (scripts and
+    styles left out), gated or not."""
 
     pieces: dict[int, tuple[tuple[str, int], ...]]
     ids: dict[int, frozenset[str]]
     text: tuple[tuple[frozenset[int], tuple[str, ...]], ...]
+    every_id: frozenset[str]
+    every_text: tuple[str, ...]
 
 
-def linked_text(page: bytes, parts: frozenset[int], marked: bool) -> LinkedText | None:
+def linked_text(page: bytes, parts: frozenset[int]) -> LinkedText | None:
     """What the elements starting at ``parts`` hold, where the rewriter ends them when it
     removes them (never earlier than a browser); None when it would drop the rest of the
-    page instead. ``marked``: whether the page marks a text region (``navigation``)."""
-    return _LinkedReporter(page, parts, marked).report_linked()
+    page instead."""
+    return _LinkedReporter(page, parts).report_linked()
 
 
 class _LinkedReporter(_Reporter):
     """The rewriter removing the elements that leave with a link, and no gated element,
     noting what each of them holds and the text of the page's text region."""
 
-    def __init__(self, page: bytes, parts: frozenset[int], marked: bool) -> None:
+    def __init__(self, page: bytes, parts: frozenset[int]) -> None:
         super().__init__(page)
         self.cut = parts
-        self.marked = marked
         self.opening = -1
         # By the push order of open elements: the part each starts, and the regions.
         self.part_of: dict[int, int] = {}
-        self.region_of: dict[int, bool] = {}  # True: a text region, False: navigation
+        self.region_of: dict[int, int] = {}
+        self.has_main = False
         self.pieces: dict[int, list[tuple[str, int]]] = {part: [] for part in parts}
         self.part_ids: dict[int, set[str]] = {part: set() for part in parts}
-        self.cells: dict[frozenset[int], list[str]] = {}
+        self.cells: dict[tuple[frozenset[int], int], list[str]] = {}
+        self.every_id: set[str] = set()
+        self.every_text: list[str] = []
 
     def report_linked(self) -> LinkedText | None:
         if self.report() is None:
             return None
+        text: dict[frozenset[int], list[str]] = {}
+        for (around, place), pieces in self.cells.items():
+            if in_text(place, self.has_main):
+                text.setdefault(around, []).extend(pieces)
         return LinkedText({part: tuple(pieces) for part, pieces in self.pieces.items()},
                           {part: frozenset(ids) for part, ids in self.part_ids.items()},
-                          tuple((around, tuple(text)) for around, text in self.cells.items()))
+                          tuple((around, tuple(pieces)) for around, pieces in text.items()),
+                          frozenset(self.every_id), tuple(self.every_text))
 
     def hides(self, attrs: dict[bytes, list[bytes]]) -> bool:
         return False  # gated elements are read as text here
@@ -722,12 +733,9 @@ class _LinkedReporter(_Reporter):
     def around(self) -> list[int]:
         return [self.part_of[entry.seq] for entry in self.stack if entry.seq in self.part_of]
 
-    def in_text(self) -> bool:
-        for entry in reversed(self.stack):
-            region = self.region_of.get(entry.seq)
-            if region is not None:
-                return region
-        return not self.marked
+    def place(self) -> int:
+        regions = {self.region_of.get(entry.seq, 0) for entry in self.stack}
+        return IN_MAIN if IN_MAIN in regions else IN_NAV if IN_NAV in regions else 0
 
     def push(self, entry: Open) -> None:
         super().push(entry)
@@ -741,8 +749,9 @@ class _LinkedReporter(_Reporter):
             around = self.around()
             for part in around:
                 self.pieces[part].append((text, PIECE_CODE if code else PIECE_TEXT))
-            if not code and self.in_text():
-                self.cells.setdefault(frozenset(around), []).append(text)
+            if not code:
+                self.every_text.append(text)
+                self.cells.setdefault((frozenset(around), self.place()), []).append(text)
         super().data(start, end)
 
     def start_tag(self, tag: Tag, lt: int) -> int:
@@ -755,19 +764,18 @@ class _LinkedReporter(_Reporter):
         self.opening = lt
         depth = self.pushed
         end = super().start_tag(tag, lt)
-        if self.pushed == depth:
-            self.opening = -1
-            opened = None
-        else:
+        self.opening = -1
+        if self.pushed != depth:
             opened = self.stack[-1].seq
-        if opened is not None:
             if tag.name in _TEXT_REGIONS or role == "main":
-                self.region_of[opened] = True
+                self.region_of[opened] = IN_MAIN
+                self.has_main = self.has_main or tag.name != b"article"
             elif tag.name in _NAV_REGIONS or role == "navigation":
-                self.region_of[opened] = False
-        around = self.around()
+                self.region_of[opened] = IN_NAV
         ident = attr_value(attrs, b"id")
-        for part in around:
+        if ident:
+            self.every_id.add(ident)
+        for part in self.around():
             if ident:
                 self.part_ids[part].add(ident)
             if tag.name in HEADINGS:

@@ -28,7 +28,6 @@ not place in the entry removed is taken out by itself.
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 
 from gateway.html.tokens import (
@@ -57,10 +56,6 @@ _INERT = words("template noscript")
 _NAV_REGIONS = words("nav aside header footer")
 _TEXT_REGIONS = words("main article")
 _LISTS = words("ul ol menu")
-# A text region's element or role, read loosely: in a page with none, all that is not
-# navigation is text to a search index.
-_TEXT_MARK = re.compile(rb"<(?:main|article)[\s/>]|\brole\s*=\s*[\"']?\s*main\b",
-                        re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +75,8 @@ class Link:
     #: The target's bytes as they stand in the page.
     raw: bytes = b""
     #: Whether it stands in the page's text (a search index holds what leaves with it):
-    #: in ``main``, ``article`` or ``role="main"``, or outside navigation in a page that
-    #: marks no text region.
+    #: in ``main``, ``article`` or ``role="main"`` (navigation inside them included), or
+    #: outside navigation in a page without a ``main`` or ``role="main"``.
     text: bool = False
 
 
@@ -126,9 +121,14 @@ def _region_of(name: bytes, tag: Tag) -> str:
     return ""
 
 
-def marks_text(page: bytes) -> bool:
-    """Whether a page marks a text region anywhere (read loosely)."""
-    return _TEXT_MARK.search(page) is not None
+#: Where a piece of a page stands: in its main text, in navigation outside it.
+IN_MAIN, IN_NAV = 1, 2
+
+
+def in_text(place: int, has_main: bool) -> bool:
+    """Whether what stands at ``place`` is the page's text, which a search index holds:
+    in its main text, or, in a page without a main region, anywhere but navigation."""
+    return place == IN_MAIN or (not has_main and place != IN_NAV)
 
 
 def find_links(page: bytes) -> list[Link]:
@@ -146,13 +146,14 @@ def find_links(page: bytes) -> list[Link]:
                 return entry.region
         return "nav"  # page chrome outside any text region
 
-    def in_text() -> bool:
-        for entry in reversed(stack):
-            if entry.region:
-                return entry.region == "text"
-        return not marked
+    def placed() -> int:
+        """Where the current position stands: ``IN_MAIN`` (in ``main``, ``article`` or
+        ``role="main"``, navigation inside them included), ``IN_NAV``, or neither."""
+        regions = {entry.region for entry in stack}
+        return IN_MAIN if "text" in regions else IN_NAV if "nav" in regions else 0
 
-    marked = marks_text(page)
+    # Whether the page has a main region (a ``main`` element or ``role="main"``).
+    has_main = False
 
     def entry_of() -> _Open | None:
         """The list entry the current position belongs to directly (not a nested list)."""
@@ -188,7 +189,7 @@ def find_links(page: bytes) -> list[Link]:
     # Links (by where they start) that take a card with them (by where it starts), and
     # those that stand in the page's text.
     carded: dict[int, int] = {}
-    texts: set[int] = set()
+    places: dict[int, int] = {}
 
     def card(below: int) -> _Open | None:
         """The card holding ``stack[:below]``'s top: the innermost article without an
@@ -286,8 +287,7 @@ def find_links(page: bytes) -> list[Link]:
             raw = tag.attrs[b"href"][0]
             href = attr_text(raw).strip()
             where = region()
-            if in_text():
-                texts.add(lt)
+            places[lt] = placed()
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
             if holder is None and name != b"link" and where == "text":
@@ -313,6 +313,7 @@ def find_links(page: bytes) -> list[Link]:
         fill()
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
+            has_main = has_main or (opened.region == "text" and name != b"article")
             if name in _CELLS and stack and stack[-1].name == b"tr" and region() == "text":
                 opened.row = stack[-1].at
             opened.article = name == b"article" or _role(tag) == "article"
@@ -343,6 +344,7 @@ def find_links(page: bytes) -> list[Link]:
     close(0)
     for href, at, _li, entries, _where, raw in pending:
         found.append(Link(href, at, at, entries, raw))
+    texts = {at for at, place in places.items() if in_text(place, has_main)}
     found = [Link(link.href, link.at, carded.get(link.at, link.cut), link.entries, link.raw,
                   link.at in texts) if link.at in carded or link.at in texts else link
              for link in found]

@@ -17,7 +17,7 @@ import struct
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -54,6 +54,7 @@ from gateway.indexes.filter import (
     match_index,
     page_text,
 )
+from gateway.paths import link_targets
 from gateway.policy import Decision, Outcome, Policy, private
 from gateway.proxy.origin import Answer, Origin, fetched
 from gateway.scope import Scope
@@ -317,6 +318,10 @@ class PageMemo:
         scanned = self._entries.get(rel)
         return scanned if scanned is not None and scanned.page == page else None
 
+    def latest(self, rel: str) -> Scanned | None:
+        """The last scan of the page at ``rel``, if it is remembered."""
+        return self._entries.get(rel)
+
     def put(self, rel: str, scanned: Scanned) -> None:
         """Remember a scan (replacing the path's previous one); large pages are not kept."""
         old = self._entries.pop(rel, None)
@@ -388,8 +393,11 @@ class Pages:
         #: Links to pages the reader may not open leave every page (``access.navigation``).
         self.navigation = config.access.navigation and not policy.personalize
         # Page metadata learned so far: for filtering indexes, and navigation.
+        server = config.server
         self.index = PageIndex(fragments=self.fragments or self.navigation,
-                               base_path=self.base_path) \
+                               base_path=self.base_path,
+                               targets=link_targets(server.public_url, server.route_base,
+                                                    server.base_path)) \
             if config.access.indexes or self.navigation else None
         self.indexes = config.access.indexes
         self.index_names = config.access.index_names
@@ -473,12 +481,12 @@ class Pages:
         if not scanned.text_read:
             links = self.links(scanned) if self.navigation else None
             if scanned.version:
-                scanned.text = page_text(scanned.page, links)
+                scanned.text = page_text(scanned.page, links, gated=scanned.gated)
             else:
                 digest = hashlib.blake2b(scanned.page, digest_size=16).digest()
                 known = self.texts.pop(rel, None)
                 scanned.text = known[1] if known is not None and known[0] == digest \
-                    else page_text(scanned.page, links)
+                    else page_text(scanned.page, links, gated=scanned.gated)
                 self.texts[rel] = (digest, scanned.text)
                 if len(self.texts) > TEXTS_KEPT:
                     del self.texts[next(iter(self.texts))]
@@ -789,12 +797,12 @@ def needs_whole(method: str, upstream: Answer) -> bool:
     return method == "HEAD" and 200 <= status < 300 and (value is None or html_page)
 
 
-def learn(data: bytes, content_type: str | None = None, *,
-          navigation: bool = False) -> Learned | None:
-    """What a whole page tells (its metadata, which may stand anywhere in it, its gated
-    elements, and with ``navigation`` the parts of its text that leave with a link);
-    None when it cannot be read (an encoding the gateway cannot decode, a head that ends
-    inside a tag)."""
+def learn(data: bytes, content_type: str | None = None, *, navigation: bool = False,
+          fragments: bool = True) -> Learned | None:
+    """What a whole page tells (its metadata, which may stand anywhere in it, with
+    ``fragments`` its gated elements, and with ``navigation`` the parts of its text that
+    leave with a link); None when it cannot be read (an encoding the gateway cannot
+    decode, a head that ends inside a tag)."""
     try:
         data = as_utf8(data, content_type)[0]
     except Undecodable:
@@ -802,20 +810,45 @@ def learn(data: bytes, content_type: str | None = None, *,
     meta = read_page_meta(data)
     if meta.unreadable:
         return None
-    gated = has_markers(data)
+    gated = fragments and has_markers(data)
     if not (gated or navigation):
         return Learned(meta, False)
-    text = page_text(data, find_links(data) if navigation else None)
+    text = page_text(data, find_links(data) if navigation else None, gated=gated)
     if text is None:
         return Learned(meta, None if not gated else True)  # where its parts end: unknown
     return Learned(meta, gated, text if gated or text.linked else None)
+
+
+def links_fetcher(origin: Origin) -> Callable[[str], Awaitable[list[Link] | None]]:
+    """Read the links of a page from ``origin`` (an anonymous GET, read whole): None when
+    it does not answer 200 with a page the gateway can read."""
+
+    async def fetch(path: str) -> list[Link] | None:
+        async def use(answer: Answer) -> list[Link] | None:
+            declared = content_type(answer.headers)
+            if declared is None or not is_html(declared):
+                return None
+            try:
+                data = await answer.read_all(PAGE_READ_LIMIT)
+            except ValueError:
+                return None
+            body = decode_body(data, content_encodings(answer.headers))
+            try:
+                return None if body is None else find_links(as_utf8(body, declared)[0])
+            except Undecodable:
+                return None
+
+        return await fetched(origin, path, use)
+
+    return fetch
 
 
 #: What is learned of a page that answers and cannot be read: closed to every reader.
 UNREADABLE = Learned(PageMeta(unreadable=True))
 
 
-def meta_fetcher(origin: Origin, *, navigation: bool = False) -> FetchMeta:
+def meta_fetcher(origin: Origin, *, navigation: bool = False,
+                 fragments: bool = True) -> FetchMeta:
     """Learn pages from ``origin`` with an anonymous GET, read whole.
 
     A page that does not answer 200 is unknown (None). One that answers and cannot be
@@ -836,7 +869,8 @@ def meta_fetcher(origin: Origin, *, navigation: bool = False) -> FetchMeta:
             except ValueError:
                 return UNREADABLE  # too large to read
             body = decode_body(data, content_encodings(answer.headers))
-            learned = None if body is None else learn(body, declared, navigation=navigation)
+            learned = None if body is None else learn(body, declared, navigation=navigation,
+                                                      fragments=fragments)
             return UNREADABLE if learned is None else learned
 
         return await fetched(origin, path, use)

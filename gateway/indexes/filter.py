@@ -41,7 +41,7 @@ from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
 from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text, linked_text
 from gateway.html.head import PageMeta
-from gateway.html.navigation import Link, linked_parts, marks_text
+from gateway.html.navigation import Link, linked_parts
 from gateway.indexes.formats import (
     BARE,
     HIDDEN,
@@ -58,11 +58,10 @@ from gateway.indexes.formats import (
     filter_sitemap,
     filter_sphinx,
     needle,
-    site_path,
     word_keys,
 )
 from gateway.indexes.inventory import filter_inventory
-from gateway.paths import PACKINGS, packing_of
+from gateway.paths import PACKINGS, LinkTargets, link_targets, packing_of
 from gateway.policy import Policy
 from gateway.proxy.origin import Answer, Origin, fetched
 from gateway.user import User
@@ -100,27 +99,32 @@ def _words(pieces: Iterable[tuple[str, int]]) -> Words:
     return Words(word_keys(text for text, kind in pieces if kind != PIECE_BREAK))
 
 
-def page_text(page: bytes, links: list[Link] | None = None) -> PageText | None:
+def page_text(page: bytes, links: list[Link] | None = None, *,
+              gated: bool = True) -> PageText | None:
     """The ``PageText`` of a page in UTF-8 (as the rewriter reads it), with what leaves it
     with its ``links`` (given where navigation is filtered); None when where its gated
-    elements or those parts end is not known."""
-    found = gated_text(page)
-    if found is None:
+    elements or those parts end is not known. Without ``gated`` (gated elements are not
+    removed here), the page has no gated parts: every reader is shown all of it."""
+    found = gated_text(page) if gated else None
+    if gated and found is None:
+        return None
+    parts = linked_parts(links) if links else {}
+    read = linked_text(page, frozenset(parts)) if parts or not gated else None
+    if (parts or not gated) and read is None:
         return None
     linked: tuple[LinkedPart, ...] = ()
     cells: tuple[tuple[frozenset[int], Words], ...] = ()
-    parts = linked_parts(links) if links else {}
-    if parts:
-        read = linked_text(page, frozenset(parts), marks_text(page))
-        if read is None:
-            return None
+    if parts and read is not None:
         order = {at: index for index, at in enumerate(sorted(parts))}
         linked = tuple(LinkedPart(parts[at], read.pieces[at], read.ids[at],
                                   _words(read.pieces[at])) for at in order)
         cells = tuple((frozenset(order[at] for at in around), Words(word_keys(text)))
                       for around, text in read.text)
-    return PageText(found.parts, tuple(_words(part.pieces) for part in found.parts),
-                    found.ids, Words(word_keys(found.text)), linked, cells)
+    if found is not None:
+        return PageText(found.parts, tuple(_words(part.pieces) for part in found.parts),
+                        found.ids, Words(word_keys(found.text)), linked, cells)
+    assert read is not None
+    return PageText((), (), read.every_id, Words(word_keys(read.every_text)), linked, cells)
 
 
 @dataclass(frozen=True)
@@ -251,9 +255,13 @@ class PageIndex:
 
     def __init__(self, *, fragments: bool, base_path: str = "", ttl: float = 300.0,
                  miss_ttl: float = 30.0, max_entries: int = 20_000, concurrency: int = 8,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 targets: LinkTargets | None = None) -> None:
         self.fragments = fragments
         self.base_path = base_path
+        #: Where the links on pages lead (as navigation follows them).
+        self.targets = targets if targets is not None else \
+            link_targets("http://docs.invalid" + base_path, base_path + "/_gateway", base_path)
         self.ttl = ttl
         self.miss_ttl = miss_ttl
         self.max_entries = max_entries
@@ -412,6 +420,7 @@ class _Judge:
         """Per page text (by id), its linked parts that leave for this reader: those with
         a link to a page they may not open (or whose access cannot be known)."""
         base_path = self.page_index.base_path
+        follow = self.page_index.targets.target
         targets: dict[tuple[str, str], str | None] = {}
         for text in texts:
             if text is not None:
@@ -419,7 +428,7 @@ class _Judge:
                     for href in part.hrefs:
                         targets.setdefault((text[0], href), None)
         for path, href in targets:
-            targets[path, href] = site_path(href, base_path + path, base_path=base_path)
+            targets[path, href] = follow(base_path + path, href)
         wanted = sorted({target for target in targets.values() if target is not None})
         judged = await self._judge([[target] for target in wanted], False) if wanted else []
         closed = {target for target, (verdict, _) in zip(wanted, judged, strict=True)
@@ -452,9 +461,9 @@ class _Judge:
                      | frozenset(name for part in linked for name in part.ids),
                      [text.ids, *(part.ids for part, _, gone in parts if not gone)],
                      [text.words, *(words for _, words, gone in parts if not gone)],
-                     gone=[part.words for part in linked],
-                     kept=[words for around, words in text.linked_words
-                           if not around & cut])
+                     gone=Words.union(part.words for part in linked) if linked else None,
+                     kept=Words.union(words for around, words in text.linked_words
+                                      if not around & cut))
 
     async def _judge(self, entries: Sequence[Sequence[str | None]],
                      scrub: bool) -> list[tuple[int, list[tuple[str, Learned]]]]:

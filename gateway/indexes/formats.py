@@ -160,6 +160,11 @@ class Words:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Words) and self._keys == other._keys
 
+    @staticmethod
+    def union(sets: Iterable[Words]) -> Words:
+        """The words of all of ``sets``."""
+        return Words(key for words in sets for key in words._keys)
+
     def __hash__(self) -> int:
         return hash(self._keys.tobytes())
 
@@ -206,10 +211,68 @@ def _pattern(pieces: Sequence[tuple[str, int]]) -> re.Pattern[str] | None:
 class Needle:
     """How the text of one gated stretch is found in an entry: whole, or, in an entry
     that holds part of it (an index may start a new entry at a heading), each run of it
-    between headings."""
+    between headings. Each pattern comes with the word it must start with, where it
+    starts with one (found among an entry's words first, not by a scan of the entry)."""
 
     whole: re.Pattern[str] | None
     runs: tuple[re.Pattern[str], ...]
+    whole_lead: str | None = None
+    run_leads: tuple[str | None, ...] = ()
+
+    def find(self, view: str, words: ViewWords) -> list[tuple[int, int]]:
+        """The spans of ``view`` (whose ``words`` these are) it covers."""
+        spans = _found(self.whole, self.whole_lead, view, words)
+        if not spans:
+            for run, lead in zip(self.runs, self.run_leads, strict=True):
+                spans += _found(run, lead, view, words)
+        return spans
+
+
+class ViewWords:
+    """Where each word of an entry's view starts, looked up by how a word begins."""
+
+    def __init__(self, view: str) -> None:
+        starts: dict[str, list[int]] = {}
+        for word in _WORD.finditer(view):
+            starts.setdefault(word.group(), []).append(word.start())
+        self.starts = starts
+        self.sorted = sorted(starts)
+
+    def beginning(self, lead: str) -> list[int]:
+        """Where the words that begin with ``lead`` start."""
+        out: list[int] = []
+        at = bisect.bisect_left(self.sorted, lead)
+        while at < len(self.sorted) and self.sorted[at].startswith(lead):
+            out += self.starts[self.sorted[at]]
+            at += 1
+        return out
+
+
+def _found(pattern: re.Pattern[str] | None, lead: str | None, view: str,
+           words: ViewWords) -> list[tuple[int, int]]:
+    if pattern is None:
+        return []
+    if lead is None:
+        matches = list(pattern.finditer(view))
+    else:
+        matches = [found for at in words.beginning(lead) if (found := pattern.match(view, at))]
+    return [match.span() for match in matches if match.end() > match.start()]
+
+
+def _lead(pieces: Sequence[tuple[str, int]]) -> str | None:
+    """The word a pattern of ``pieces`` must start with: its first text word when that
+    starts with a letter, digit or underscore and nothing optional comes first."""
+    for text, kind in pieces:
+        if kind == PIECE_BREAK:
+            continue
+        words = text.split()
+        if not words:
+            continue
+        if kind != PIECE_TEXT:
+            return None
+        first = _WORD.match(words[0])
+        return first.group() if first is not None else None
+    return None
 
 
 @functools.lru_cache(maxsize=512)
@@ -221,8 +284,11 @@ def needle(pieces: tuple[tuple[str, int], ...]) -> Needle:
             groups.append([])
         else:
             groups[-1].append(piece)
-    runs = tuple(found for group in groups if (found := _pattern(group)) is not None)
-    return Needle(_pattern(pieces), runs if len(runs) > 1 else ())
+    runs = [(found, _lead(group)) for group in groups if (found := _pattern(group)) is not None]
+    if len(runs) < 2:
+        runs = []
+    return Needle(_pattern(pieces), tuple(run for run, _ in runs), _lead(pieces),
+                  tuple(lead for _, lead in runs))
 
 
 def _view(text: str, markup: bool) -> tuple[str, list[tuple[int, int, int, bool]]]:
@@ -293,7 +359,7 @@ class Scrub:
 
     def __init__(self, needles: Sequence[Needle], hidden_ids: Collection[str],
                  open_ids: Sequence[Collection[str]], words: Sequence[Words], *,
-                 gone: Sequence[Words] = (), kept: Sequence[Words] = ()) -> None:
+                 gone: Words | None = None, kept: Words | None = None) -> None:
         self.needles = needles
         self.hidden_ids = hidden_ids
         self.open_ids = open_ids
@@ -312,14 +378,10 @@ class Scrub:
         """``text`` (Material's with ``markup``) less what this reader may not see; None
         when words may be left that they are not shown."""
         view, runs = _view(text, markup)
+        words = ViewWords(view)
         spans: list[tuple[int, int]] = []
         for found in self.needles:
-            matches = [match.span() for match in found.whole.finditer(view)
-                       if match.end() > match.start()] if found.whole is not None else []
-            if not matches:
-                matches = [match.span() for run in found.runs for match in run.finditer(view)
-                           if match.end() > match.start()]
-            spans += matches
+            spans += found.find(view, words)
         if spans:
             text = _cut_spans(text, runs, spans, markup)
             view = _view(text, markup)[0]
@@ -327,8 +389,8 @@ class Scrub:
             key = hash(word.casefold())
             if not any(key in words for words in self.words):
                 return None
-            if any(key in words for words in self.gone) \
-                    and not any(key in words for words in self.kept):
+            if self.gone is not None and key in self.gone \
+                    and (self.kept is None or key not in self.kept):
                 return None
         return text
 
