@@ -462,8 +462,8 @@ async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
     if not closed:
         return False
     source = await text_fetcher(site.origin)(copy)
-    if source is None:
-        return True
+    if source is None or b"\x00" in source:
+        return True  # not read, or in an encoding names are not found in (UTF-16)
     text = source.decode("utf-8", "replace").lower()
     return any(page_name(target) in text for target in closed)
 

@@ -14,6 +14,9 @@ learned with what they hold (``PageText``): the stretches the rewriter removes f
 who may see none of them, each with the gating attributes of the elements in it, and the
 words and ids of the rest. A reader who may not see some of them gets the page's search
 entries less their text (``Scrub``); where that is not known, less all their text (BARE).
+With navigation filtered (``access.navigation``), the parts of a page's text that leave it
+with a link to a closed page (a list entry, a table row, a card) are learned the same way,
+and leave its entries for a reader who may not open where they link.
 
 The formats themselves (sitemaps, MkDocs, Sphinx, llms.txt and llms-full.txt, RSS, Atom
 and JSON feeds, Docusaurus' local search) are read and written in ``indexes.formats``; the
@@ -130,9 +133,9 @@ def page_text(page: bytes, links: list[Link] | None = None, *,
 @dataclass(frozen=True)
 class Learned:
     """What the gateway knows of a page: its metadata, whether it holds gated elements
-    or fields (None: not known, which counts as yes), and for one that does, what its
-    gated elements hold (None: not known, so its words are kept from every reader who
-    may not see all of them)."""
+    or fields (None: not known, which counts as yes), and for one that does, or one with
+    linked parts, what they hold (None: not known, so its words are kept from every
+    reader who may not see all of them)."""
 
     meta: PageMeta
     fragments: bool | None = None
