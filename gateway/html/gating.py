@@ -704,14 +704,19 @@ class _LinkedReporter(_Reporter):
     def __init__(self, page: bytes, parts: frozenset[int]) -> None:
         super().__init__(page)
         self.cut = parts
+        # The start tag being read (where it starts, the region it opens), for ``push``.
         self.opening = -1
+        self.opening_region = 0
         # By the push order of open elements: the part each starts, and the regions.
         self.part_of: dict[int, int] = {}
         self.region_of: dict[int, int] = {}
+        # What is open now: the parts (outermost first), and how many of each region.
+        self.open_parts: list[int] = []
+        self.open_regions = {IN_MAIN: 0, IN_NAV: 0}
         self.has_main = False
         self.pieces: dict[int, list[tuple[str, int]]] = {part: [] for part in parts}
         self.part_ids: dict[int, set[str]] = {part: set() for part in parts}
-        self.cells: dict[tuple[frozenset[int], int], list[str]] = {}
+        self.cells: dict[tuple[tuple[int, ...], int], list[str]] = {}
         self.every_id: set[str] = set()
         self.every_text: list[str] = []
 
@@ -721,7 +726,7 @@ class _LinkedReporter(_Reporter):
         text: dict[frozenset[int], list[str]] = {}
         for (around, place), pieces in self.cells.items():
             if in_text(place, self.has_main):
-                text.setdefault(around, []).extend(pieces)
+                text.setdefault(frozenset(around), []).extend(pieces)
         return LinkedText({part: tuple(pieces) for part, pieces in self.pieces.items()},
                           {part: frozenset(ids) for part, ids in self.part_ids.items()},
                           tuple((around, tuple(pieces)) for around, pieces in text.items()),
@@ -730,28 +735,38 @@ class _LinkedReporter(_Reporter):
     def hides(self, attrs: dict[bytes, list[bytes]]) -> bool:
         return False  # gated elements are read as text here
 
-    def around(self) -> list[int]:
-        return [self.part_of[entry.seq] for entry in self.stack if entry.seq in self.part_of]
-
     def place(self) -> int:
-        regions = {self.region_of.get(entry.seq, 0) for entry in self.stack}
-        return IN_MAIN if IN_MAIN in regions else IN_NAV if IN_NAV in regions else 0
+        regions = self.open_regions
+        return IN_MAIN if regions[IN_MAIN] else IN_NAV if regions[IN_NAV] else 0
 
     def push(self, entry: Open) -> None:
         super().push(entry)
         if self.opening in self.cut:
             self.part_of[entry.seq] = self.opening
+            self.open_parts.append(self.opening)
+        if self.opening >= 0 and self.opening_region:
+            self.region_of[entry.seq] = self.opening_region
+            self.open_regions[self.opening_region] += 1
         self.opening = -1
+
+    def pop_to(self, index: int, by: bytes | None = None) -> None:
+        for entry in self.stack[index:]:
+            if entry.seq in self.part_of:
+                self.open_parts.pop()
+            region = self.region_of.get(entry.seq)
+            if region is not None:
+                self.open_regions[region] -= 1
+        super().pop_to(index, by)
 
     def data(self, start: int, end: int) -> None:
         if end > start:
             text, code = self.piece(start, end)
-            around = self.around()
-            for part in around:
+            for part in self.open_parts:
                 self.pieces[part].append((text, PIECE_CODE if code else PIECE_TEXT))
             if not code:
                 self.every_text.append(text)
-                self.cells.setdefault((frozenset(around), self.place()), []).append(text)
+                self.cells.setdefault((tuple(self.open_parts), self.place()),
+                                      []).append(text)
         super().data(start, end)
 
     def start_tag(self, tag: Tag, lt: int) -> int:
@@ -761,21 +776,18 @@ class _LinkedReporter(_Reporter):
             full = read_tag(self.page, lt)  # the quick reading left the attributes unread
             attrs = full.attrs if full is not None else attrs
         role = attr_text(attrs[b"role"][0]).strip().lower() if b"role" in attrs else ""
-        self.opening = lt
+        region = IN_MAIN if tag.name in _TEXT_REGIONS or role == "main" else \
+            IN_NAV if tag.name in _NAV_REGIONS or role == "navigation" else 0
+        self.opening, self.opening_region = lt, region
         depth = self.pushed
         end = super().start_tag(tag, lt)
         self.opening = -1
-        if self.pushed != depth:
-            opened = self.stack[-1].seq
-            if tag.name in _TEXT_REGIONS or role == "main":
-                self.region_of[opened] = IN_MAIN
-                self.has_main = self.has_main or tag.name != b"article"
-            elif tag.name in _NAV_REGIONS or role == "navigation":
-                self.region_of[opened] = IN_NAV
+        if self.pushed != depth and region == IN_MAIN and tag.name != b"article":
+            self.has_main = True
         ident = attr_value(attrs, b"id")
         if ident:
             self.every_id.add(ident)
-        for part in self.around():
+        for part in self.open_parts:
             if ident:
                 self.part_ids[part].add(ident)
             if tag.name in HEADINGS:
@@ -783,7 +795,7 @@ class _LinkedReporter(_Reporter):
         return end
 
     def end_tag(self, tag: Tag, lt: int) -> None:
-        around = self.around() if tag.name in HEADINGS else []
+        around = list(self.open_parts) if tag.name in HEADINGS else []
         super().end_tag(tag, lt)
         for part in around:
             self.pieces[part].append(("", PIECE_BREAK))

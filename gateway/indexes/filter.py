@@ -107,11 +107,15 @@ def page_text(page: bytes, links: list[Link] | None = None, *,
     """The ``PageText`` of a page in UTF-8 (as the rewriter reads it), with what leaves it
     with its ``links`` (given where navigation is filtered); None when where its gated
     elements or those parts end is not known. Without ``gated`` (gated elements are not
-    removed here), the page has no gated parts: every reader is shown all of it."""
+    removed here), the page has no gated parts: every reader is shown all of it; one with
+    no linked parts either has nothing search must keep from anyone (its text is not
+    read, and its ``PageText`` is empty)."""
+    parts = linked_parts(links) if links else {}
+    if not gated and not parts:
+        return PageText((), (), frozenset(), Words(()))
     found = gated_text(page) if gated else None
     if gated and found is None:
         return None
-    parts = linked_parts(links) if links else {}
     read = linked_text(page, frozenset(parts)) if parts or not gated else None
     if (parts or not gated) and read is None:
         return None
