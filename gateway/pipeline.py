@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -448,9 +449,22 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
 
 async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
                        user: User | None) -> bool:
-    """Whether the source ``copy`` of the page at docs path ``path`` names (by its file
-    name) a page that the page links to anywhere, its navigation included, and ``user``
-    may not open; true too when either cannot be read to tell."""
+    """Whether the source ``copy`` of the page at docs path ``path`` names a page ``user``
+    may not open: one the page links to anywhere (its navigation included), or one a rule
+    or the metadata learned so far closes to them; true too when it cannot be read."""
+    source = await text_fetcher(site.origin)(copy)
+    if source is None or b"\x00" in source:
+        return True  # not read, or in an encoding names are not found in (UTF-16)
+    named = named_pages(path, source.decode("utf-8", "replace"))
+    assert site.pages.index is not None
+    for candidate in named:
+        decision = gw.policy.decide(candidate, user)
+        if decision.meta_applies:
+            known, learned = site.pages.index.known(candidate)
+            if known and learned is not None:
+                decision = gw.policy.decide_meta(decision, learned.meta, user)
+        if decision.groups is not None and not decision.allowed:
+            return True  # groups the reader lacks, by a rule or the page's metadata
     scanned = site.pages.memo.latest(path)
     links = site.pages.links(scanned) if scanned is not None \
         else await links_fetcher(site.origin)(path)
@@ -458,26 +472,35 @@ async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
         return True
     public = gw.config.server.base_path + path
     targets = {target for link in links if (target := docs_target(gw, public, link.href))}
-    closed = await closed_pages(gw, site, targets, user) if targets else set()
-    if not closed:
-        return False
-    source = await text_fetcher(site.origin)(copy)
-    if source is None or b"\x00" in source:
-        return True  # not read, or in an encoding names are not found in (UTF-16)
-    text = source.decode("utf-8", "replace").lower()
-    return any(page_name(target) in text for target in closed)
+    linked = targets & named
+    return bool(linked) and bool(await closed_pages(gw, site, linked, user))
 
 
-def page_name(path: str) -> str:
-    """The name a source gives a page by (``admin/keys.html``, ``admin/keys/``: keys)."""
-    for suffix in ("/index.html", "/index.htm", "/"):
-        if path.endswith(suffix) and len(path) > len(suffix):
-            path = path[:-len(suffix)]
-            break
-    name = path.rsplit("/", 1)[-1].lower()
-    for suffix in (".html", ".htm"):
-        name = name.removesuffix(suffix)
-    return name or "index"
+_DOCNAME = re.compile(r"(?<![\w./-])/?[\w-]+(?:[./][\w-]+)*")
+_SOURCE_SUFFIXES = (".rst.txt", ".md.txt", ".txt", ".rst", ".md", ".ipynb")
+
+
+def named_pages(path: str, source: str) -> set[str]:
+    """The docs paths of the pages a Sphinx source may name (a toctree entry, a ``:doc:``
+    target): each run of names and slashes in it, read from the root (a leading slash)
+    or from the document's folder, as the html and dirhtml builders place a page."""
+    folders = {path[:path.rfind("/") + 1]}
+    if path.endswith("/") and path != "/":
+        folders.add(path[:path.rstrip("/").rfind("/") + 1])  # dirhtml: a/b/ is a/b or a/b/index
+    out: set[str] = set()
+    for found in _DOCNAME.finditer(source):
+        name = found.group()
+        for suffix in _SOURCE_SUFFIXES:
+            if name.lower().endswith(suffix):
+                name = name[:-len(suffix)]
+                break
+        starts = ("/",) if name.startswith("/") else folders
+        for start in starts:
+            doc = start + name.lstrip("/")
+            out.update((doc + ".html", doc + "/"))
+            if doc.endswith("/index") or doc == "/index":
+                out.add(doc[:-len("index")])
+    return out
 
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or

@@ -320,6 +320,15 @@ async def test_sphinxs_copy_of_a_page_opens_only_where_the_page_is_known_to(
     ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
     reply = await client.get("/_sources/guide.rst.txt", cookies=ops)
     assert reply.status == 200 and "handbook/index" in await reply.text()
+    # One the page does not link to at all, closed by a rule; and a word that names no
+    # closed page leaves the source open.
+    (sources / "guide.rst.txt").write_text("Guide\n=====\n\n.. toctree::\n   :hidden:\n\n"
+                                           "   admin/keys\n")
+    reply = await client.get("/_sources/guide.rst.txt", cookies=reader)
+    assert reply.status == 404 and "admin/keys" not in await reply.text()
+    (sources / "guide.rst.txt").write_text("Guide\n=====\n\nThe keys and the widget.\n")
+    reply = await client.get("/_sources/guide.rst.txt", cookies=reader)
+    assert reply.status == 200
 
 
 async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
@@ -446,3 +455,35 @@ def test_an_empty_overlay_link_takes_its_article_card() -> None:
     # but white space is an overlay too.
     assert links["/img/"].cut == -1
     assert links["/empty/"].cut == page.rindex(b"<article")
+
+
+@pytest.mark.parametrize(("name", "page"), [
+    # A table laid out as the page, a row whose link is not its first cell's words, the
+    # page's own article (its <h1> after an icon link), an article with no title.
+    ("layout", b'<main><table><tr><td><a href="/admin/">Admin</a></td><td><h1>Layout</h1>'
+               b'<p>All the real content</p></td></tr></table></main>'),
+    ("second cell", b'<main><table><tr><td>timeout</td><td><a href="/admin/">Config</a></td>'
+                    b'<td>How long to wait</td></tr></table></main>'),
+    ("own article", b'<main><article><a class="fa fa-lock" href="/admin/"></a><h1>Own</h1>'
+                    b'<p>Own content stays.</p></article></main>'),
+    ("untitled", b'<main><article><p>Text <a href="/admin/"></a> more</p></article></main>'),
+])
+def test_a_page_s_own_table_or_article_keeps_its_content(name: str, page: bytes) -> None:
+    assert [link.cut for link in find_links(page)] == [-1], name
+
+
+def test_what_counts_as_the_page_s_text() -> None:
+    def texts(page: bytes) -> list[bool]:
+        return [link.text for link in find_links(page)]
+
+    # Material's sidebar stands inside <main>: navigation, not text.
+    assert texts(b'<main><div class="md-sidebar"><nav><ul><li><a href="/a/">A</a></li></ul>'
+                 b'</nav></div><article><ul><li><a href="/b/">B</a></li></ul></article>'
+                 b'</main>') == [False, True]
+    # Furo's <article role="main">: a main region; a <link> in the head is never text.
+    assert texts(b'<head><link rel="next" href="/a/"></head><div><ul><li>'
+                 b'<a href="/b/">B</a></li></ul></div><article role="main"><p>x</p>'
+                 b'</article>') == [False, False]
+    # A main region inside <noscript> or <template> is no main region of the page.
+    assert texts(b'<noscript><div role="main">Enable JavaScript.</div></noscript><div>'
+                 b'<ul><li><a href="/b/">B</a></li></ul></div>') == [True]

@@ -261,6 +261,24 @@ async def test_search_keeps_a_page_s_words_less_its_closed_entries(
     assert RUNBOOK in found["ada"] and "FAQ" in found["ada"], found
 
 
+async def test_a_page_copy_closes_only_where_the_page_s_text_loses_an_entry(
+        built: tuple[str, Path, str], gateway: Client) -> None:
+    # Material's sidebar stands inside <main>: it loses the admin pages for the reader,
+    # and the guide's Markdown copy still opens; the home page's text lists the runbook,
+    # and its copy opens only to the admin.
+    name, site, _home = built
+    if name != "material":
+        pytest.skip("Material for MkDocs with a copy beside each page")
+    (site / "guide" / "index.md").write_text("# Guide\n\nHow to use the product.\n")
+    (site / "index.md").write_text(MKDOCS_PAGES["docs/index.md"])
+    expected = {("bob", "/guide/index.md"): 200, ("bob", "/index.md"): 404,
+                ("ada", "/guide/index.md"): 200, ("ada", "/index.md"): 200}
+    for (who, path), status in expected.items():
+        user = READER if who == "bob" else ADMIN
+        async with gateway.get(path, cookies=await cookies_for(gateway, user)) as response:
+            assert response.status == status, (who, path)
+
+
 async def test_an_admin_finds_the_admin_pages_in_the_navigation(
         built: tuple[str, Path, str], gateway: Client) -> None:
     name, _site, home = built

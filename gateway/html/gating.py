@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gateway.html.navigation import IN_MAIN, IN_NAV, in_text
+from gateway.html.navigation import in_text, place
 from gateway.html.tokens import (
     COMMENT,
     END,
@@ -672,7 +672,8 @@ class _Reporter(_Rewriter):
 # -- what leaves a page with a link, for search -----------------------------------------
 
 _TEXT_REGIONS = words("main article")
-_NAV_REGIONS = words("nav aside header footer")
+_CHROME = words("aside header footer")
+_INERT = words("template noscript")
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,13 +707,14 @@ class _LinkedReporter(_Reporter):
         self.cut = parts
         # The start tag being read (where it starts, the region it opens), for ``push``.
         self.opening = -1
-        self.opening_region = 0
+        self.opening_region = ""
         # By the push order of open elements: the part each starts, and the regions.
         self.part_of: dict[int, int] = {}
-        self.region_of: dict[int, int] = {}
+        self.region_of: dict[int, str] = {}
         # What is open now: the parts (outermost first), and how many of each region.
         self.open_parts: list[int] = []
-        self.open_regions = {IN_MAIN: 0, IN_NAV: 0}
+        self.open_regions: list[str] = []
+        self.placed = 0
         self.has_main = False
         self.pieces: dict[int, list[tuple[str, int]]] = {part: [] for part in parts}
         self.part_ids: dict[int, set[str]] = {part: set() for part in parts}
@@ -724,8 +726,8 @@ class _LinkedReporter(_Reporter):
         if self.report() is None:
             return None
         text: dict[frozenset[int], list[str]] = {}
-        for (around, place), pieces in self.cells.items():
-            if in_text(place, self.has_main):
+        for (around, where), pieces in self.cells.items():
+            if in_text(where, self.has_main):
                 text.setdefault(frozenset(around), []).extend(pieces)
         return LinkedText({part: tuple(pieces) for part, pieces in self.pieces.items()},
                           {part: frozenset(ids) for part, ids in self.part_ids.items()},
@@ -735,10 +737,6 @@ class _LinkedReporter(_Reporter):
     def hides(self, attrs: dict[bytes, list[bytes]]) -> bool:
         return False  # gated elements are read as text here
 
-    def place(self) -> int:
-        regions = self.open_regions
-        return IN_MAIN if regions[IN_MAIN] else IN_NAV if regions[IN_NAV] else 0
-
     def push(self, entry: Open) -> None:
         super().push(entry)
         if self.opening in self.cut:
@@ -746,16 +744,17 @@ class _LinkedReporter(_Reporter):
             self.open_parts.append(self.opening)
         if self.opening >= 0 and self.opening_region:
             self.region_of[entry.seq] = self.opening_region
-            self.open_regions[self.opening_region] += 1
+            self.open_regions.append(self.opening_region)
+            self.placed = place(self.open_regions)
         self.opening = -1
 
     def pop_to(self, index: int, by: bytes | None = None) -> None:
         for entry in self.stack[index:]:
             if entry.seq in self.part_of:
                 self.open_parts.pop()
-            region = self.region_of.get(entry.seq)
-            if region is not None:
-                self.open_regions[region] -= 1
+            if entry.seq in self.region_of:
+                self.open_regions.pop()
+                self.placed = place(self.open_regions)
         super().pop_to(index, by)
 
     def data(self, start: int, end: int) -> None:
@@ -765,8 +764,7 @@ class _LinkedReporter(_Reporter):
                 self.pieces[part].append((text, PIECE_CODE if code else PIECE_TEXT))
             if not code:
                 self.every_text.append(text)
-                self.cells.setdefault((tuple(self.open_parts), self.place()),
-                                      []).append(text)
+                self.cells.setdefault((tuple(self.open_parts), self.placed), []).append(text)
         super().data(start, end)
 
     def start_tag(self, tag: Tag, lt: int) -> int:
@@ -776,13 +774,17 @@ class _LinkedReporter(_Reporter):
             full = read_tag(self.page, lt)  # the quick reading left the attributes unread
             attrs = full.attrs if full is not None else attrs
         role = attr_text(attrs[b"role"][0]).strip().lower() if b"role" in attrs else ""
-        region = IN_MAIN if tag.name in _TEXT_REGIONS or role == "main" else \
-            IN_NAV if tag.name in _NAV_REGIONS or role == "navigation" else 0
+        # As ``navigation`` reads regions: a sidebar inside the text is navigation, an
+        # aside, header or footer in it is text.
+        region = "nav" if tag.name == b"nav" or role == "navigation" else \
+            "text" if tag.name in _TEXT_REGIONS or role == "main" else \
+            "chrome" if tag.name in _CHROME else ""
         self.opening, self.opening_region = lt, region
         depth = self.pushed
         end = super().start_tag(tag, lt)
         self.opening = -1
-        if self.pushed != depth and region == IN_MAIN and tag.name != b"article":
+        if self.pushed != depth and (tag.name == b"main" or role == "main") \
+                and not any(entry.name in _INERT for entry in self.stack[:-1]):
             self.has_main = True
         ident = attr_value(attrs, b"id")
         if ident:

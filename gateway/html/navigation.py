@@ -12,10 +12,11 @@ what must leave the page if its target is closed:
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
 - a link in the title of a card (the first heading of an ``<article>`` or
   ``role="article"`` without an ``<h1>``: a post's excerpt in a blog's index; a heading
-  of a list entry), one wrapping that heading, or a link with nothing in it over an
-  article's card (Hugo PaperMod's entry link), takes the card with it;
-- a table row in the text with a cell whose only words are its links' (a table of pages:
-  Sphinx's autosummary, a module index) goes whole with them;
+  of a list entry), one wrapping that heading, or a link with nothing in it after an
+  article card's title (Hugo PaperMod's entry link), takes the card with it;
+- a table row in the text whose first cell with words holds only its links', and which
+  holds no heading, list or table (a table of pages: Sphinx's autosummary, a module
+  index, not a page laid out in a table), goes whole with them;
 - any other link in the text of the page (inside ``main``, ``article`` or
   ``role="main"``) keeps its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
@@ -97,8 +98,14 @@ class _Open:
     headed: bool = False
     #: A heading: whether it is the first of its card (the card's title).
     title: bool = False
-    #: A table cell in the page's text: where its row starts (-1: not such a cell).
+    #: A table cell in the page's text: where its row starts (-1: not such a cell), and
+    #: whether a cell before it in the row holds something.
     row: int = -1
+    after: bool = False
+    #: A table row: how many of its cells hold something, and whether a heading, list or
+    #: table stands in it (a table laid out as the page, not a table of pages).
+    filled_cells: int = 0
+    block: bool = False
     #: A link: whether anything (text, an element) stands in it.
     filled: bool = False
 
@@ -114,15 +121,33 @@ def _role(tag: Tag) -> str:
 
 def _region_of(name: bytes, tag: Tag) -> str:
     role = _role(tag)
-    if name in _NAV_REGIONS or role == "navigation":
+    if name == b"nav" or role == "navigation":
         return "nav"
     if name in _TEXT_REGIONS or role == "main":
         return "text"
+    if name in _NAV_REGIONS:
+        return "chrome"
     return ""
 
 
 #: Where a piece of a page stands: in its main text, in navigation outside it.
 IN_MAIN, IN_NAV = 1, 2
+
+
+def place(regions: list[str]) -> int:
+    """Where a position inside ``regions`` (outermost first: "text", "nav", or "chrome"
+    for an ``aside``, ``header`` or ``footer``) stands: ``IN_MAIN`` or ``IN_NAV`` by the
+    innermost text or navigation region (a sidebar inside ``<main>`` is navigation); an
+    ``aside``, ``header`` or ``footer`` is navigation only outside the text (a docutils
+    sidebar or footnote is text)."""
+    chrome = False
+    for region in reversed(regions):
+        if region == "text":
+            return IN_MAIN
+        if region == "nav":
+            return IN_NAV
+        chrome = True
+    return IN_NAV if chrome else 0
 
 
 def in_text(place: int, has_main: bool) -> bool:
@@ -143,14 +168,12 @@ def find_links(page: bytes) -> list[Link]:
     def region() -> str:
         for entry in reversed(stack):
             if entry.region:
-                return entry.region
+                return "nav" if entry.region == "chrome" else entry.region
         return "nav"  # page chrome outside any text region
 
     def placed() -> int:
-        """Where the current position stands: ``IN_MAIN`` (in ``main``, ``article`` or
-        ``role="main"``, navigation inside them included), ``IN_NAV``, or neither."""
-        regions = {entry.region for entry in stack}
-        return IN_MAIN if "text" in regions else IN_NAV if "nav" in regions else 0
+        """Where the current position stands (``place``)."""
+        return place([entry.region for entry in stack if entry.region])
 
     # Whether the page has a main region (a ``main`` element or ``role="main"``).
     has_main = False
@@ -211,20 +234,52 @@ def find_links(page: bytes) -> list[Link]:
     def close(index: int) -> None:
         while len(stack) > index:
             entry = stack.pop()
-            if entry.name in _HOLDERS:
+            if entry.name == b"a" or entry.name in _CELLS:
+                depth[b"a" if entry.name == b"a" else b"cell"] -= 1
+            if entry.name in _HOLDERS or entry.name == b"tr":
                 settle(entry)
+            if entry.name in _CELLS and entry.filled and entry.row >= 0:
+                for holder in reversed(stack):
+                    if holder.at == entry.row:
+                        holder.filled_cells += 1
+                        break
             elif entry.name == b"a" and not entry.filled:
-                # A link with nothing in it over an article's card (a blog's list whose
-                # whole entry is one overlay link): the card is that page's excerpt.
+                # A link with nothing in it, after an article's title (a blog's list whose
+                # entry is one overlay link): the card is that page's excerpt, unless the
+                # article turns out to be the page's own (an <h1> in it).
                 around = card(len(stack))
-                if around is not None and around.article:
-                    carded.setdefault(entry.at, around.at)
+                if around is not None and around.article and around.headed:
+                    overlays.append((entry.at, around))
+
+    # Empty links over an article's card, decided when the page is read.
+    overlays: list[tuple[int, _Open]] = []
+
+    # How many links and table cells are open (most text stands in neither).
+    depth = {b"a": 0, b"cell": 0}
 
     def fill() -> None:
         """Something stands in the innermost open link."""
-        for entry in reversed(stack):
-            if entry.name == b"a":
-                entry.filled = True
+        if depth[b"a"]:
+            for entry in reversed(stack):
+                if entry.name == b"a":
+                    entry.filled = True
+                    return
+
+    def fill_cell() -> None:
+        """Words or a link stand in the innermost open table cell."""
+        if depth[b"cell"]:
+            for entry in reversed(stack):
+                if entry.name in _CELLS:
+                    entry.filled = True
+                    return
+                if entry.name in (b"tr", b"table"):
+                    return
+
+    def opened_in_row(entry: _Open) -> None:
+        """A heading, list or table opens: the innermost row is laid out, no row of links."""
+        for outer in reversed(stack):
+            if outer.name == b"tr":
+                outer.block = True
                 return
 
     def settle(entry: _Open) -> None:
@@ -234,8 +289,13 @@ def find_links(page: bytes) -> list[Link]:
                 kept.append((href, at, cut_li, entries, where, raw))
                 continue
             whole = where == "nav" or not entry.other
-            # A cell's links take its row: a table of pages (autosummary, a module index).
-            cut = entry.row if entry.name in _CELLS else entry.at
+            if entry.name in _CELLS and whole and not entry.after:
+                # A row's first cell that is nothing but links: the row waits for its end
+                # to tell a table of pages (autosummary, a module index) from a layout.
+                kept.append((href, at, entry.row, entries, "row", raw))
+                continue
+            cut = entry.at if entry.name == b"tr" and not entry.block else \
+                -1 if entry.name in _CELLS or entry.name == b"tr" else entry.at
             found.append(Link(href, at, cut if whole else -1, entries, raw))
         pending[:] = kept
 
@@ -248,10 +308,13 @@ def find_links(page: bytes) -> list[Link]:
             text = page[pos:lt]
         if text.strip():
             fill()
+            wordy = _wordy(text)
+            if wordy:
+                fill_cell()
             holder = text_holder()
             # A cell is a row's entry when nothing but its links has words (autosummary's
             # "name()", a module index's indent).
-            if holder is not None and (holder.name == b"li" or _wordy(text)):
+            if holder is not None and (holder.name == b"li" or wordy):
                 holder.other = True
         if lt < 0:
             break
@@ -284,10 +347,13 @@ def find_links(page: bytes) -> list[Link]:
                     close(index)
                     break
         if name in LINKING and b"href" in tag.attrs:
+            if name != b"link":
+                fill_cell()
             raw = tag.attrs[b"href"][0]
             href = attr_text(raw).strip()
             where = region()
-            places[lt] = placed()
+            if name != b"link":  # a <link> in the head holds no text
+                places[lt] = placed()
             entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
             holder = entry_of() if name != b"link" else None
             if holder is None and name != b"link" and where == "text":
@@ -313,9 +379,16 @@ def find_links(page: bytes) -> list[Link]:
         fill()
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
-            has_main = has_main or (opened.region == "text" and name != b"article")
+            if (name == b"main" or _role(tag) == "main") \
+                    and not any(entry.name in _INERT for entry in stack):
+                has_main = True
             if name in _CELLS and stack and stack[-1].name == b"tr" and region() == "text":
                 opened.row = stack[-1].at
+                opened.after = stack[-1].filled_cells > 0
+            if name in _HEADINGS or name in _LISTS or name == b"table":
+                opened_in_row(opened)
+            if name == b"a" or name in _CELLS:
+                depth[b"a" if name == b"a" else b"cell"] += 1
             opened.article = name == b"article" or _role(tag) == "article"
             if name in _HEADINGS and not any(entry.name in _INERT for entry in stack):
                 around = card(len(stack))
@@ -342,8 +415,11 @@ def find_links(page: bytes) -> list[Link]:
         elif name == b"plaintext":
             break
     close(0)
-    for href, at, _li, entries, _where, raw in pending:
-        found.append(Link(href, at, at, entries, raw))
+    for href, at, _li, entries, where, raw in pending:
+        found.append(Link(href, at, -1 if where == "row" else at, entries, raw))
+    for at, around in overlays:
+        if not around.titled:
+            carded.setdefault(at, around.at)
     texts = {at for at, place in places.items() if in_text(place, has_main)}
     found = [Link(link.href, link.at, carded.get(link.at, link.cut), link.entries, link.raw,
                   link.at in texts) if link.at in carded or link.at in texts else link
