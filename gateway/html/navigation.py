@@ -171,9 +171,12 @@ def find_links(page: bytes) -> list[Link]:
                 return "nav" if entry.region == "chrome" else entry.region
         return "nav"  # page chrome outside any text region
 
+    # The regions open now, outermost first (kept as elements open and close).
+    regions: list[str] = []
+
     def placed() -> int:
         """Where the current position stands (``place``)."""
-        return place([entry.region for entry in stack if entry.region])
+        return place(regions)
 
     # Whether the page has a main region (a ``main`` element or ``role="main"``).
     has_main = False
@@ -234,6 +237,8 @@ def find_links(page: bytes) -> list[Link]:
     def close(index: int) -> None:
         while len(stack) > index:
             entry = stack.pop()
+            if entry.region:
+                regions.pop()
             if entry.name == b"a" or entry.name in _CELLS:
                 depth[b"a" if entry.name == b"a" else b"cell"] -= 1
             if entry.name in _HOLDERS or entry.name == b"tr":
@@ -409,6 +414,8 @@ def find_links(page: bytes) -> list[Link]:
                                     carded[stack[index].at] = around.at
                                 break
             stack.append(opened)
+            if opened.region:
+                regions.append(opened.region)
         pos = end
         if name in RAW_TEXT:
             pos = script_end(page, end) if name == b"script" else raw_end(page, name, end)
