@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gateway.html.navigation import in_text, place
+from gateway.html.navigation import in_text, place, region_named
 from gateway.html.tokens import (
     COMMENT,
     END,
@@ -671,8 +671,6 @@ class _Reporter(_Rewriter):
 
 # -- what leaves a page with a link, for search -----------------------------------------
 
-_TEXT_REGIONS = words("main article")
-_CHROME = words("aside header footer")
 _INERT = words("template noscript")
 
 
@@ -774,11 +772,7 @@ class _LinkedReporter(_Reporter):
             full = read_tag(self.page, lt)  # the quick reading left the attributes unread
             attrs = full.attrs if full is not None else attrs
         role = attr_text(attrs[b"role"][0]).strip().lower() if b"role" in attrs else ""
-        # As ``navigation`` reads regions: a sidebar inside the text is navigation, an
-        # aside, header or footer in it is text.
-        region = "nav" if tag.name == b"nav" or role == "navigation" else \
-            "text" if tag.name in _TEXT_REGIONS or role == "main" else \
-            "chrome" if tag.name in _CHROME else ""
+        region = region_named(tag.name, role)
         self.opening, self.opening_region = lt, region
         depth = self.pushed
         end = super().start_tag(tag, lt)

@@ -119,8 +119,10 @@ def _role(tag: Tag) -> str:
     return attr_text(tag.attrs[b"role"][0]).strip().lower() if b"role" in tag.attrs else ""
 
 
-def _region_of(name: bytes, tag: Tag) -> str:
-    role = _role(tag)
+def region_named(name: bytes, role: str) -> str:
+    """The region an element opens: "nav" (``nav``, ``role="navigation"``), "text"
+    (``main``, ``article``, ``role="main"``), "chrome" (``aside``, ``header``, ``footer``:
+    see ``place``), or none."""
     if name == b"nav" or role == "navigation":
         return "nav"
     if name in _TEXT_REGIONS or role == "main":
@@ -128,6 +130,10 @@ def _region_of(name: bytes, tag: Tag) -> str:
     if name in _NAV_REGIONS:
         return "chrome"
     return ""
+
+
+def _region_of(name: bytes, tag: Tag) -> str:
+    return region_named(name, _role(tag))
 
 
 #: Where a piece of a page stands: in its main text, in navigation outside it.
