@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import time
 from collections.abc import Iterable
@@ -455,9 +456,9 @@ async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
     source = await text_fetcher(site.origin)(copy)
     if source is None or b"\x00" in source:
         return True  # not read, or in an encoding names are not found in (UTF-16)
-    named = named_pages(path, source.decode("utf-8", "replace"))
+    named, written = named_pages(path, source.decode("utf-8", "replace"))
     assert site.pages.index is not None
-    for candidate in named:
+    for candidate in written:
         decision = gw.policy.decide(candidate, user)
         if decision.meta_applies:
             known, learned = site.pages.index.known(candidate)
@@ -476,18 +477,20 @@ async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
     return bool(linked) and bool(await closed_pages(gw, site, linked, user))
 
 
-_DOCNAME = re.compile(r"(?<![\w./-])/?[\w-]+(?:[./][\w-]+)*")
+_DOCNAME = re.compile(r"(?<![\w./-])(?:\.\.?/)*/?[\w-]+(?:[./][\w-]+)*")
 _SOURCE_SUFFIXES = (".rst.txt", ".md.txt", ".txt", ".rst", ".md", ".ipynb")
 
 
-def named_pages(path: str, source: str) -> set[str]:
+def named_pages(path: str, source: str) -> tuple[set[str], set[str]]:
     """The docs paths of the pages a Sphinx source may name (a toctree entry, a ``:doc:``
     target): each run of names and slashes in it, read from the root (a leading slash)
-    or from the document's folder, as the html and dirhtml builders place a page."""
+    or from the document's folder, as the html and dirhtml builders place a page; and of
+    those, the ones written as paths (with a slash: not a word of the text)."""
     folders = {path[:path.rfind("/") + 1]}
     if path.endswith("/") and path != "/":
         folders.add(path[:path.rstrip("/").rfind("/") + 1])  # dirhtml: a/b/ is a/b or a/b/index
-    out: set[str] = set()
+    every: set[str] = set()
+    written: set[str] = set()
     for found in _DOCNAME.finditer(source):
         name = found.group()
         for suffix in _SOURCE_SUFFIXES:
@@ -496,11 +499,16 @@ def named_pages(path: str, source: str) -> set[str]:
                 break
         starts = ("/",) if name.startswith("/") else folders
         for start in starts:
-            doc = start + name.lstrip("/")
-            out.update((doc + ".html", doc + "/"))
-            if doc.endswith("/index") or doc == "/index":
-                out.add(doc[:-len("index")])
-    return out
+            doc = posixpath.normpath(start + name.lstrip("/"))
+            if not doc.startswith("/") or doc.startswith("//"):
+                continue
+            spellings = {doc + ".html", doc.rstrip("/") + "/"}
+            if doc.endswith("/index"):
+                spellings.add(doc[:-len("index")])
+            every |= spellings
+            if "/" in name.lstrip("/"):
+                written |= spellings
+    return every, written
 
 
 #: Seconds a page copy keeps what leaves it for an audience (pages learned meanwhile, or

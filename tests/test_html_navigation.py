@@ -326,9 +326,17 @@ async def test_sphinxs_copy_of_a_page_opens_only_where_the_page_is_known_to(
                                            "   admin/keys\n")
     reply = await client.get("/_sources/guide.rst.txt", cookies=reader)
     assert reply.status == 404 and "admin/keys" not in await reply.text()
-    (sources / "guide.rst.txt").write_text("Guide\n=====\n\nThe keys and the widget.\n")
+    (sources / "guide.rst.txt").write_text("Guide\n=====\n\nAsk an admin for the keys.\n")
     reply = await client.get("/_sources/guide.rst.txt", cookies=reader)
     assert reply.status == 200
+    # A name read from the document's folder, climbing out of it.
+    (site / "sub").mkdir()
+    (site / "sub" / "intro.html").write_text(PAGE.format(title="Intro", meta="", text="Hi"))
+    (sources / "sub").mkdir()
+    (sources / "sub" / "intro.rst.txt").write_text(
+        "Intro\n=====\n\n.. toctree::\n   :hidden:\n\n   Secret ops <../admin/keys>\n")
+    reply = await client.get("/_sources/sub/intro.rst.txt", cookies=reader)
+    assert reply.status == 404 and "admin/keys" not in await reply.text()
 
 
 async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
@@ -430,12 +438,18 @@ def test_a_table_row_whose_cell_is_nothing_but_a_link_goes_with_it() -> None:
             b'<tr><td></td><td>&#160;&#160;<a href="keys.html"><code>keys</code></a> <em></em>'
             b'</td></tr>'
             b'<tr><td>See <a href="keys.wipe.html">wipe</a></td><td>Wipe.</td></tr></table>'
-            b'<table><tr><th><a href="nav.html">Nav</a><td>x</table></div>')
+            b'<table><tr><td><a href="nav.html">Nav</a><td>x</table>'
+            b'<table><thead><tr><th></th><th><a href="head.html">Head</a></th></tr></thead>'
+            b'<tr><td>1</td><td><a href="numbered.html">Numbered</a></td><td>x</td></tr>'
+            b'</table></div>')
     links = {link.href: link for link in find_links(page)}
     assert links["keys.rotate.html"].cut == page.index(b"<tr>")
     assert links["keys.html"].cut == page.index(b"<tr><td></td>")
     assert links["keys.wipe.html"].cut == -1
-    assert links["nav.html"].cut == page.rindex(b"<tr>")  # cells and rows left open
+    assert links["nav.html"].cut == page.index(b"<tr><td><a href=\"nav")  # left open
+    # A header cell titles a column; a column of numbers holds no words of the row.
+    assert links["head.html"].cut == -1
+    assert links["numbered.html"].cut == page.rindex(b"<tr>")
     cuts = removals(list(links.values()), {"/keys.rotate.html"},
                     {href: "/" + href for href in links})
     out = rewrite(page, None, cuts.cut, cuts.unwrap)
@@ -484,6 +498,26 @@ def test_what_counts_as_the_page_s_text() -> None:
     assert texts(b'<head><link rel="next" href="/a/"></head><div><ul><li>'
                  b'<a href="/b/">B</a></li></ul></div><article role="main"><p>x</p>'
                  b'</article>') == [False, False]
+    # Navigation written in the page's content (Markdown's own <nav>) is its text.
+    assert texts(b'<main><article><nav><ul><li><a href="/a/">A</a></li></ul></nav>'
+                 b'</article></main>') == [True]
     # A main region inside <noscript> or <template> is no main region of the page.
     assert texts(b'<noscript><div role="main">Enable JavaScript.</div></noscript><div>'
                  b'<ul><li><a href="/b/">B</a></li></ul></div>') == [True]
+
+
+def test_a_card_titled_by_an_h1_that_is_a_link_goes_with_it() -> None:
+    # Hugo Ananke's list: each card's <h1> is a link to its post; an overlay link may
+    # come before the card's title. The page's own <h1> has words of its own.
+    page = (b'<main><article><div><h1><a href="/secret/">Secret</a></h1><div>Summary</div>'
+            b'<a href="/secret/">read more</a></div></article>'
+            b'<article><a class="stretched-link" href="/closed/"></a><h2>Post</h2><p>x</p>'
+            b'</article>'
+            b'<article><h1>Own page<a class="headerlink" href="#own">#</a></h1>'
+            b'<p>See <a href="/admin/">it</a>.</p></article></main>')
+    cuts = [(link.href, link.cut) for link in find_links(page)]
+    first, second, third = (page.index(b"<article"), page.index(b"<article", 10),
+                            page.rindex(b"<article"))
+    # (The card's "read more" goes with the card its title's link takes.)
+    assert cuts == [("/secret/", first), ("/secret/", -1), ("/closed/", second),
+                    ("#own", -1), ("/admin/", -1)], third

@@ -721,9 +721,12 @@ async def test_a_closed_entry_s_words_found_otherwise_take_the_text() -> None:
 
 
 async def test_sphinx_page_that_loses_an_entry_keeps_only_its_title() -> None:
+    # Its objects and index entries stay: no list entry or card defines one.
     index = {"docnames": ["index"], "filenames": ["index.rst"], "titles": ["Home"],
              "terms": {"keyvault": 0, "guid": 0}, "titleterms": {"home": 0},
-             "objects": {}, "alltitles": {"Home": [[0, None]]}, "indexentries": {}}
+             "objects": {"mod": [[0, 0, 1, "", "open_func"]]},
+             "alltitles": {"Home": [[0, None]]},
+             "indexentries": {"open_func() (in module mod)": [[0, "mod.open_func", 0]]}}
     body = b"Search.setIndex(" + json.dumps(index).encode() + b")"
     metas = {**METAS, "/index.html": learn(LISTING_PAGE, "text/html", navigation=True)}
     for user, terms in ((READER, {}), (make_user("ada", groups=("admin", "ops")),
@@ -733,6 +736,8 @@ async def test_sphinx_page_that_loses_an_entry_keeps_only_its_title() -> None:
                                               {"path": "/ops/**", "groups": ["ops"]}]),
                                        fetch=Fetcher(metas), index=PageIndex(fragments=True)))
         assert result["docnames"] == ["index"] and result["terms"] == terms, user
+        assert result["objects"] == index["objects"], user
+        assert result["indexentries"] == index["indexentries"], user
 
 
 async def test_a_page_whose_linked_parts_cannot_be_told_is_bare() -> None:

@@ -12,11 +12,12 @@ what must leave the page if its target is closed:
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
 - a link in the title of a card (the first heading of an ``<article>`` or
   ``role="article"`` without an ``<h1>``: a post's excerpt in a blog's index; a heading
-  of a list entry), one wrapping that heading, or a link with nothing in it after an
-  article card's title (Hugo PaperMod's entry link), takes the card with it;
-- a table row in the text whose first cell with words holds only its links', and which
-  holds no heading, list or table (a table of pages: Sphinx's autosummary, a module
-  index, not a page laid out in a table), goes whole with them;
+  of a list entry; an article's ``<h1>`` that holds nothing but links), one wrapping
+  that heading, or a link with nothing in it over an article card with a title (Hugo
+  PaperMod's entry link), takes the card with it;
+- a table row in the text whose first data cell with letters holds only its links'
+  words, and which holds no heading, list or table (a table of pages: Sphinx's
+  autosummary, a module index, not a page laid out in a table), goes whole with them;
 - any other link in the text of the page (inside ``main``, ``article`` or
   ``role="main"``) keeps its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
@@ -49,13 +50,14 @@ LINKING = words("a area link")
 _TRACKED = words("li ul ol menu nav main article aside header footer a div section details "
                  "table tr td th dl h1 h2 h3 h4 h5 h6 template noscript")
 _CELLS = words("td th")
+# Elements counted while open (most text stands in none of them), by their counter.
+_COUNTED = {b"a": b"a", b"td": b"cell", b"th": b"cell", b"h1": b"h1"}
 # What text beside its links may stand in: a list entry, a table cell.
 _HOLDERS = words("li td th")
 _HEADINGS = words("h1 h2 h3 h4 h5 h6")
 # Content a browser does not show as the page's own (an <h1> there titles nothing).
 _INERT = words("template noscript")
 _NAV_REGIONS = words("nav aside header footer")
-_TEXT_REGIONS = words("main article")
 _LISTS = words("ul ol menu")
 
 
@@ -108,6 +110,11 @@ class _Open:
     block: bool = False
     #: A link: whether anything (text, an element) stands in it.
     filled: bool = False
+    #: An <h1> that titles an article: the article, and the links in it that took the
+    #: article as a card (undone when words stand in the <h1> beside its links: the
+    #: article is then the page's own).
+    owner: _Open | None = None
+    took: list[int] | None = None
 
 
 def _wordy(text: bytes) -> bool:
@@ -115,17 +122,25 @@ def _wordy(text: bytes) -> bool:
     return any(char.isalnum() for char in html.unescape(text.decode("utf-8", "replace")))
 
 
+def _lettered(text: bytes) -> bool:
+    """Whether text holds a letter (character references read)."""
+    return any(char.isalpha() for char in html.unescape(text.decode("utf-8", "replace")))
+
+
 def _role(tag: Tag) -> str:
     return attr_text(tag.attrs[b"role"][0]).strip().lower() if b"role" in tag.attrs else ""
 
 
 def region_named(name: bytes, role: str) -> str:
-    """The region an element opens: "nav" (``nav``, ``role="navigation"``), "text"
-    (``main``, ``article``, ``role="main"``), "chrome" (``aside``, ``header``, ``footer``:
-    see ``place``), or none."""
+    """The region an element opens: "content" (``article``, ``role="main"``: what a
+    generator writes from the page's source), "nav" (``nav``, ``role="navigation"``),
+    "text" (``main``), "chrome" (``aside``, ``header``, ``footer``; see ``place``), or
+    none."""
+    if name == b"article" or role == "main":
+        return "content"
     if name == b"nav" or role == "navigation":
         return "nav"
-    if name in _TEXT_REGIONS or role == "main":
+    if name == b"main":
         return "text"
     if name in _NAV_REGIONS:
         return "chrome"
@@ -141,11 +156,13 @@ IN_MAIN, IN_NAV = 1, 2
 
 
 def place(regions: list[str]) -> int:
-    """Where a position inside ``regions`` (outermost first: "text", "nav", or "chrome"
-    for an ``aside``, ``header`` or ``footer``) stands: ``IN_MAIN`` or ``IN_NAV`` by the
-    innermost text or navigation region (a sidebar inside ``<main>`` is navigation); an
-    ``aside``, ``header`` or ``footer`` is navigation only outside the text (a docutils
-    sidebar or footnote is text)."""
+    """Where a position inside ``regions`` (outermost first, as ``region_named`` names
+    them) stands: ``IN_MAIN`` anywhere in the page's content (an ``article`` or
+    ``role="main"``, navigation written in it included), else by the innermost ``main``
+    or navigation (a sidebar inside ``<main>`` is navigation); an ``aside``, ``header`` or
+    ``footer`` is navigation only outside the text (a docutils sidebar is text)."""
+    if "content" in regions:
+        return IN_MAIN
     chrome = False
     for region in reversed(regions):
         if region == "text":
@@ -174,7 +191,8 @@ def find_links(page: bytes) -> list[Link]:
     def region() -> str:
         for entry in reversed(stack):
             if entry.region:
-                return "nav" if entry.region == "chrome" else entry.region
+                return "nav" if entry.region == "chrome" else \
+                    "text" if entry.region == "content" else entry.region
         return "nav"  # page chrome outside any text region
 
     # The regions open now, outermost first (kept as elements open and close).
@@ -233,20 +251,36 @@ def find_links(page: bytes) -> list[Link]:
                 return stack[index]
         return None
 
-    def headed_card() -> _Open | None:
-        """The card whose title (its heading) the current position is in."""
+    def headed_card() -> tuple[_Open, _Open] | None:
+        """The heading that titles a card the current position is in, and the card."""
         for index in range(len(stack) - 1, -1, -1):
             if stack[index].name in _HEADINGS:
-                return card(index) if stack[index].title else None
+                around = card(index) if stack[index].title else None
+                return None if around is None else (stack[index], around)
         return None
+
+    def h1_words() -> None:
+        """Words stand in the innermost open <h1> beside its links."""
+        if depth[b"h1"]:
+            for entry in reversed(stack):
+                if entry.name == b"a":
+                    return
+                if entry.name == b"h1":
+                    entry.other = True
+                    return
 
     def close(index: int) -> None:
         while len(stack) > index:
             entry = stack.pop()
             if entry.region:
                 regions.pop()
-            if entry.name == b"a" or entry.name in _CELLS:
-                depth[b"a" if entry.name == b"a" else b"cell"] -= 1
+            if entry.name in _COUNTED:
+                depth[_COUNTED[entry.name]] -= 1
+            if entry.owner is not None and entry.other:
+                # Words beside the links of an article's <h1>: the page's own article.
+                entry.owner.titled = True
+                for at in entry.took or ():
+                    carded.pop(at, None)
             if entry.name in _HOLDERS or entry.name == b"tr":
                 settle(entry)
             if entry.name in _CELLS and entry.filled and entry.row >= 0:
@@ -255,18 +289,18 @@ def find_links(page: bytes) -> list[Link]:
                         holder.filled_cells += 1
                         break
             elif entry.name == b"a" and not entry.filled:
-                # A link with nothing in it, after an article's title (a blog's list whose
-                # entry is one overlay link): the card is that page's excerpt, unless the
-                # article turns out to be the page's own (an <h1> in it).
+                # A link with nothing in it over an article's card (a blog's list whose
+                # entry is one overlay link): the card is that page's excerpt, when the
+                # article has a title and turns out not to be the page's own.
                 around = card(len(stack))
-                if around is not None and around.article and around.headed:
+                if around is not None and around.article:
                     overlays.append((entry.at, around))
 
     # Empty links over an article's card, decided when the page is read.
     overlays: list[tuple[int, _Open]] = []
 
     # How many links and table cells are open (most text stands in neither).
-    depth = {b"a": 0, b"cell": 0}
+    depth = {b"a": 0, b"cell": 0, b"h1": 0}
 
     def fill() -> None:
         """Something stands in the innermost open link."""
@@ -321,7 +355,9 @@ def find_links(page: bytes) -> list[Link]:
             fill()
             wordy = _wordy(text)
             if wordy:
-                fill_cell()
+                h1_words()
+                if _lettered(text):  # (a column of numbers holds no words of a row)
+                    fill_cell()
             holder = text_holder()
             # A cell is a row's entry when nothing but its links has words (autosummary's
             # "name()", a module index's indent).
@@ -373,7 +409,9 @@ def find_links(page: bytes) -> list[Link]:
             if titled is not None:
                 # A link in a card's heading: the card is that page's excerpt (a blog's
                 # index, a listing), which goes whole with it.
-                carded[lt] = titled.at
+                carded[lt] = titled[1].at
+                if titled[0].took is not None:
+                    titled[0].took.append(lt)
             if name == b"link":
                 found.append(Link(href, lt, lt, (), raw))
             elif holder is not None:
@@ -393,21 +431,28 @@ def find_links(page: bytes) -> list[Link]:
             if (name == b"main" or _role(tag) == "main") \
                     and not any(entry.name in _INERT for entry in stack):
                 has_main = True
-            if name in _CELLS and stack and stack[-1].name == b"tr" and region() == "text":
+            if name == b"td" and stack and stack[-1].name == b"tr" and region() == "text":
+                # (A header cell titles a column or a row: no row of pages is read there.)
                 opened.row = stack[-1].at
                 opened.after = stack[-1].filled_cells > 0
             if name in _HEADINGS or name in _LISTS or name == b"table":
                 opened_in_row(opened)
-            if name == b"a" or name in _CELLS:
-                depth[b"a" if name == b"a" else b"cell"] += 1
+            if name in _COUNTED:
+                depth[_COUNTED[name]] += 1
             opened.article = name == b"article" or _role(tag) == "article"
             if name in _HEADINGS and not any(entry.name in _INERT for entry in stack):
                 around = card(len(stack))
-                if name == b"h1":
+                if name == b"h1" and (around is None or not around.article):
                     for entry in reversed(stack):
                         if entry.article:
                             entry.titled = True
                             break
+                elif name == b"h1" and around is not None:
+                    # An article's <h1>: its title if it holds nothing but links (a card
+                    # of a list, Hugo Ananke's), else the page's own article's (at its end).
+                    opened.title = not around.headed
+                    around.headed = True
+                    opened.owner, opened.took = around, []
                 elif around is not None:
                     # A list entry's every heading is its title; an article's first one.
                     opened.title = around.name == b"li" or not around.headed
@@ -431,7 +476,7 @@ def find_links(page: bytes) -> list[Link]:
     for href, at, _li, entries, where, raw in pending:
         found.append(Link(href, at, -1 if where == "row" else at, entries, raw))
     for at, around in overlays:
-        if not around.titled:
+        if around.headed and not around.titled:
             carded.setdefault(at, around.at)
     texts = {at for at, place in places.items() if in_text(place, has_main)}
     found = [Link(link.href, link.at, carded.get(link.at, link.cut), link.entries, link.raw,

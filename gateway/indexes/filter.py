@@ -379,15 +379,15 @@ class _Judge:
         self.fetch_meta = fetch_meta
 
     async def verdicts(self, entries: Sequence[Sequence[str | None]], *,
-                       words: bool = True) -> list[int]:
+                       words: bool = True, objects: bool = False) -> list[int]:
         """HIDDEN, SHOWN or BARE per entry (see ``Judge.verdicts``): BARE for a page with
         gated elements or linked parts unless they are known and the reader may see
-        every one."""
+        every one (with ``objects``, linked parts do not count)."""
         judged = await self._judge(entries, words and self.page_index.fragments)
         texts = [self._text(known) if verdict == BARE else None for verdict, known in judged]
-        cut = await self.linked_cut(texts)
+        cut = await self.linked_cut(texts) if not objects else {}
         return [SHOWN if text is not None and not any(self._hidden(text[1]))
-                and not cut[id(text[1])] else verdict
+                and not cut.get(id(text[1])) else verdict
                 for (verdict, _), text in zip(judged, texts, strict=True)]
 
     async def scrubs(self, entries: Sequence[Sequence[str | None]]) -> list[int | Scrub]:

@@ -50,11 +50,12 @@ class Judge(Protocol):
     """Decides, for one reader, which of an index's pages they may open."""
 
     async def verdicts(self, entries: Sequence[Sequence[str | None]], *,
-                       words: bool = True) -> list[int]:
+                       words: bool = True, objects: bool = False) -> list[int]:
         """Per entry (its candidate paths; None: a location outside the site): HIDDEN,
         SHOWN or BARE: shown without the words the format holds for it, which may come
         from gated elements the reader may not see (``words`` False: the format holds no
-        words, never BARE)."""
+        words, never BARE). With ``objects``, for a format's objects and labels (which
+        no list entry or card of a page's text defines), only gated elements count."""
         ...
 
     async def scrubs(self, entries: Sequence[Sequence[str | None]]) -> list[int | Scrub]:
@@ -490,8 +491,11 @@ async def filter_sphinx(body: bytes, judge: Judge, base: str) -> bytes:
     shown = await judge.verdicts(entries)
     renumber = {old: new for new, old in enumerate(
         i for i, verdict in enumerate(shown) if verdict != HIDDEN)}
-    # Pages whose words may come from gated elements keep their name and title only.
+    # Pages whose words may come from gated elements keep their name and title only, and
+    # their objects where they hold no gated element the reader may not see.
     words = {old: new for old, new in renumber.items() if shown[old] == SHOWN}
+    defined = await judge.verdicts(entries, objects=True)
+    objects = {old: new for old, new in renumber.items() if defined[old] == SHOWN}
     out: dict[str, Any] = {}
     for key in ("docnames", "filenames", "titles"):
         values = data.get(key)
@@ -499,8 +503,8 @@ async def filter_sphinx(body: bytes, judge: Judge, base: str) -> bytes:
             out[key] = [values[i] for i in renumber]
     for key in ("terms", "titleterms"):
         out[key] = _sphinx_terms(data.get(key), words)
-    out["objects"] = _sphinx_objects(data.get("objects"), words)
-    out["indexentries"] = _sphinx_refs(data.get("indexentries"), words)
+    out["objects"] = _sphinx_objects(data.get("objects"), objects)
+    out["indexentries"] = _sphinx_refs(data.get("indexentries"), objects)
     out["alltitles"] = _sphinx_refs(data.get("alltitles"), renumber, words)
     for key in _SPHINX_KEEP:
         if key in data:

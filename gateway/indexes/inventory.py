@@ -42,7 +42,7 @@ async def filter_inventory(body: bytes, judge: Judge, base: str, limit: int) -> 
         _name, role, _priority, location, _title = found.groups()
         entries.append((line, role, location))
     verdicts = await judge.verdicts([[site_path(location.split("#", 1)[0], base)]
-                                     for _line, _role, location in entries])
+                                     for _line, _role, location in entries], objects=True)
     kept = [line for (line, role, location), verdict in zip(entries, verdicts, strict=True)
             if verdict != HIDDEN and (verdict != BARE or role == "std:doc")]
     packed = zlib.compress("".join(f"{line}\n" for line in kept).encode("utf-8"), 9)
