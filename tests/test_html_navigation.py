@@ -498,6 +498,12 @@ def test_what_counts_as_the_page_s_text() -> None:
     assert texts(b'<head><link rel="next" href="/a/"></head><div><ul><li>'
                  b'<a href="/b/">B</a></li></ul></div><article role="main"><p>x</p>'
                  b'</article>') == [False, False]
+    # A <main role="main"> may hold a theme's previous/next footer and its page contents
+    # (pydata-sphinx-theme): navigation; the article in it is text, breadcrumbs too.
+    assert texts(b'<main role="main"><article><nav><ul><li><a href="/c/">C</a></li></ul>'
+                 b'</nav><ul><li><a href="/a/">A</a></li></ul></article>'
+                 b'<footer><a href="/p/">Prev</a></footer><nav><ul><li><a href="/t/">T</a>'
+                 b'</li></ul></nav></main>') == [True, True, False, False]
     # Navigation written in the page's content (Markdown's own <nav>) is its text.
     assert texts(b'<main><article><nav><ul><li><a href="/a/">A</a></li></ul></nav>'
                  b'</article></main>') == [True]

@@ -132,16 +132,17 @@ def _role(tag: Tag) -> str:
 
 
 def region_named(name: bytes, role: str) -> str:
-    """The region an element opens: "content" (``article``, ``role="main"``: what a
-    generator writes from the page's source), "nav" (``nav``, ``role="navigation"``),
-    "text" (``main``), "chrome" (``aside``, ``header``, ``footer``; see ``place``), or
-    none."""
-    if name == b"article" or role == "main":
+    """The region an element opens: "content" (an ``article``, or another element than
+    ``main`` with ``role="main"``: what a generator writes from the page's source), "text"
+    (``main``, which may hold a theme's sidebars too), "nav" (``nav``,
+    ``role="navigation"``, ``footer``: previous/next), "chrome" (``aside``, ``header``; see
+    ``place``), or none."""
+    if name == b"article" or (role == "main" and name != b"main"):
         return "content"
-    if name == b"nav" or role == "navigation":
-        return "nav"
     if name == b"main":
         return "text"
+    if name in (b"nav", b"footer") or role == "navigation":
+        return "nav"
     if name in _NAV_REGIONS:
         return "chrome"
     return ""
@@ -157,10 +158,10 @@ IN_MAIN, IN_NAV = 1, 2
 
 def place(regions: list[str]) -> int:
     """Where a position inside ``regions`` (outermost first, as ``region_named`` names
-    them) stands: ``IN_MAIN`` anywhere in the page's content (an ``article`` or
-    ``role="main"``, navigation written in it included), else by the innermost ``main``
-    or navigation (a sidebar inside ``<main>`` is navigation); an ``aside``, ``header`` or
-    ``footer`` is navigation only outside the text (a docutils sidebar is text)."""
+    them) stands: ``IN_MAIN`` anywhere in the page's content (navigation written in it
+    included), else by the innermost ``main`` or navigation (a sidebar inside ``<main>``
+    is navigation); an ``aside`` or ``header`` is navigation only outside the text (a
+    docutils sidebar is text)."""
     if "content" in regions:
         return IN_MAIN
     chrome = False
