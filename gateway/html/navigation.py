@@ -12,9 +12,9 @@ what must leave the page if its target is closed:
 - a link in the navigation outside a list (previous/next, a logo) goes whole;
 - a link in the title of a card (the first heading of an ``<article>`` or
   ``role="article"`` without an ``<h1>``: a post's excerpt in a blog's index; a heading
-  of a list entry; an article's ``<h1>`` that holds nothing but links), one wrapping
-  that heading, or a link with nothing in it over an article card with a title (Hugo
-  PaperMod's entry link), takes the card with it;
+  of a list entry; the ``<h1>`` of articles that hold nothing but links, where a page
+  has several such), one wrapping that heading, or a link with nothing in it after an
+  article card's title (Hugo PaperMod's entry link), takes the card with it;
 - a table row in the text whose first data cell with letters holds only its links'
   words, and which holds no heading, list or table (a table of pages: Sphinx's
   autosummary, a module index, not a page laid out in a table), goes whole with them;
@@ -277,11 +277,14 @@ def find_links(page: bytes) -> list[Link]:
                 regions.pop()
             if entry.name in _COUNTED:
                 depth[_COUNTED[entry.name]] -= 1
-            if entry.owner is not None and entry.other:
-                # Words beside the links of an article's <h1>: the page's own article.
-                entry.owner.titled = True
-                for at in entry.took or ():
-                    carded.pop(at, None)
+            if entry.owner is not None:
+                if entry.other:
+                    # Words beside the links of an article's <h1>: the page's own article.
+                    entry.owner.titled = True
+                    for at in entry.took or ():
+                        carded.pop(at, None)
+                else:
+                    h1_cards.append(entry)
             if entry.name in _HOLDERS or entry.name == b"tr":
                 settle(entry)
             if entry.name in _CELLS and entry.filled and entry.row >= 0:
@@ -294,11 +297,14 @@ def find_links(page: bytes) -> list[Link]:
                 # entry is one overlay link): the card is that page's excerpt, when the
                 # article has a title and turns out not to be the page's own.
                 around = card(len(stack))
-                if around is not None and around.article:
+                if around is not None and around.article and around.headed:
                     overlays.append((entry.at, around))
 
-    # Empty links over an article's card, decided when the page is read.
+    # Empty links over an article's card (after its title), decided when the page is read;
+    # the <h1>s of articles that hold nothing but links: cards when there are several (a
+    # list of them), the page's own article's title when there is one.
     overlays: list[tuple[int, _Open]] = []
+    h1_cards: list[_Open] = []
 
     # How many links and table cells are open (most text stands in neither).
     depth = {b"a": 0, b"cell": 0, b"h1": 0}
@@ -476,8 +482,14 @@ def find_links(page: bytes) -> list[Link]:
     close(0)
     for href, at, _li, entries, where, raw in pending:
         found.append(Link(href, at, -1 if where == "row" else at, entries, raw))
+    if len(h1_cards) < 2:
+        for heading in h1_cards:
+            if heading.owner is not None:
+                heading.owner.titled = True
+            for at in heading.took or ():
+                carded.pop(at, None)
     for at, around in overlays:
-        if around.headed and not around.titled:
+        if not around.titled:
             carded.setdefault(at, around.at)
     texts = {at for at, place in places.items() if in_text(place, has_main)}
     found = [Link(link.href, link.at, carded.get(link.at, link.cut), link.entries, link.raw,
