@@ -439,8 +439,7 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
                          received=f"its page {path}, which lists a page closed to them")
         if sphinx and site.pages.navigation and await names_closed(gw, site, path, rel, user):
             # A source names pages no link of its text shows (a hidden toctree, which
-            # fills the sidebar): one that names a page its page loses a link to for
-            # them stays closed.
+            # fills the sidebar): one that names a page closed to them stays closed.
             raise Denied(code=code, expected="a page the reader may open whole",
                          received=f"its page {path}, which names a page closed to them")
     if sphinx and not read:
