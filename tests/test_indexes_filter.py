@@ -718,10 +718,14 @@ async def test_a_closed_entry_s_words_found_otherwise_take_the_text() -> None:
     # A title holding such a word takes its entry with it.
     docs = [{"location": "", "title": "Keyvault", "text": "Home"}]
     assert entries(await listed(docs, READER)) == []
+    # Words the page shows nowhere but no removed part holds either stay (Material joins
+    # a page's headings into its title).
+    docs = [{"location": "", "title": "HomeQuarterly", "text": "Home Read next: Guide"}]
+    assert entries(await listed(docs, READER)) == [("", "HomeQuarterly", "Home Read next: Guide")]
 
 
 async def test_sphinx_page_that_loses_an_entry_keeps_only_its_title() -> None:
-    # Its objects and index entries stay: no list entry or card defines one.
+    # Its objects, index entries and titles stay: no list entry or card defines one.
     index = {"docnames": ["index"], "filenames": ["index.rst"], "titles": ["Home"],
              "terms": {"keyvault": 0, "guid": 0}, "titleterms": {"home": 0},
              "objects": {"mod": [[0, 0, 1, "", "open_func"]]},
@@ -737,6 +741,7 @@ async def test_sphinx_page_that_loses_an_entry_keeps_only_its_title() -> None:
                                        fetch=Fetcher(metas), index=PageIndex(fragments=True)))
         assert result["docnames"] == ["index"] and result["terms"] == terms, user
         assert result["objects"] == index["objects"], user
+        assert result["titleterms"] == index["titleterms"], user
         assert result["indexentries"] == index["indexentries"], user
 
 

@@ -467,7 +467,8 @@ class _Judge:
                      frozenset(name for part, _, gone in parts if gone for name in part.ids)
                      | frozenset(name for part in linked for name in part.ids),
                      [text.ids, *(part.ids for part, _, gone in parts if not gone)],
-                     [text.words, *(words for _, words, gone in parts if not gone)],
+                     [text.words, *(words for _, words, gone in parts if not gone)]
+                     if any(hidden) else None,
                      gone=Words.union(part.words for part in linked) if linked else None,
                      kept=Words.union(words for around, words in text.linked_words
                                       if not around & cut))

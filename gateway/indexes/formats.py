@@ -355,11 +355,13 @@ class Scrub:
     still holds a word the reader is not shown on the page keeps no text (an index may
     hold a stretch in a way not found here). The same holds for the page's parts that
     leave with a link: a word of theirs (``gone``) must stand in what the reader is shown
-    of the page's text (``kept``).
+    of the page's text (``kept``). Where no gated element is hidden (``words`` None), only
+    those words are checked: an index may join a page's headings into words it shows
+    nowhere (Material's titles).
     """
 
     def __init__(self, needles: Sequence[Needle], hidden_ids: Collection[str],
-                 open_ids: Sequence[Collection[str]], words: Sequence[Words], *,
+                 open_ids: Sequence[Collection[str]], words: Sequence[Words] | None, *,
                  gone: Words | None = None, kept: Words | None = None) -> None:
         self.needles = needles
         self.hidden_ids = hidden_ids
@@ -388,7 +390,7 @@ class Scrub:
             view = _view(text, markup)[0]
         for word in _WORD.findall(view):
             key = hash(word.casefold())
-            if not any(key in words for words in self.words):
+            if self.words is not None and not any(key in words for words in self.words):
                 return None
             if self.gone is not None and key in self.gone \
                     and (self.kept is None or key not in self.kept):
@@ -492,7 +494,7 @@ async def filter_sphinx(body: bytes, judge: Judge, base: str) -> bytes:
     renumber = {old: new for new, old in enumerate(
         i for i, verdict in enumerate(shown) if verdict != HIDDEN)}
     # Pages whose words may come from gated elements keep their name and title only, and
-    # their objects where they hold no gated element the reader may not see.
+    # their objects and titles where they hold no gated element the reader may not see.
     words = {old: new for old, new in renumber.items() if shown[old] == SHOWN}
     defined = await judge.verdicts(entries, objects=True)
     objects = {old: new for old, new in renumber.items() if defined[old] == SHOWN}
@@ -501,11 +503,13 @@ async def filter_sphinx(body: bytes, judge: Judge, base: str) -> bytes:
         values = data.get(key)
         if isinstance(values, list) and len(values) == len(names):
             out[key] = [values[i] for i in renumber]
-    for key in ("terms", "titleterms"):
-        out[key] = _sphinx_terms(data.get(key), words)
+    # A page that only loses linked parts (list entries, rows, cards: no section title is
+    # one) keeps its titles' terms as well.
+    out["terms"] = _sphinx_terms(data.get("terms"), words)
+    out["titleterms"] = _sphinx_terms(data.get("titleterms"), objects)
     out["objects"] = _sphinx_objects(data.get("objects"), objects)
     out["indexentries"] = _sphinx_refs(data.get("indexentries"), objects)
-    out["alltitles"] = _sphinx_refs(data.get("alltitles"), renumber, words)
+    out["alltitles"] = _sphinx_refs(data.get("alltitles"), renumber, objects)
     for key in _SPHINX_KEEP:
         if key in data:
             out[key] = data[key]
