@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gateway.html.navigation import in_text, place, region_named
+from gateway.html.navigation import INERT, in_text, place, region_named
 from gateway.html.tokens import (
     COMMENT,
     END,
@@ -671,7 +671,6 @@ class _Reporter(_Rewriter):
 
 # -- what leaves a page with a link, for search -----------------------------------------
 
-_INERT = words("template noscript")
 
 
 @dataclass(frozen=True, slots=True)
@@ -778,7 +777,7 @@ class _LinkedReporter(_Reporter):
         end = super().start_tag(tag, lt)
         self.opening = -1
         if self.pushed != depth and (tag.name == b"main" or role == "main") \
-                and not any(entry.name in _INERT for entry in self.stack[:-1]):
+                and not any(entry.name in INERT for entry in self.stack[:-1]):
             self.has_main = True
         ident = attr_value(attrs, b"id")
         if ident:

@@ -55,8 +55,8 @@ _COUNTED = {b"a": b"a", b"td": b"cell", b"th": b"cell", b"h1": b"h1"}
 # What text beside its links may stand in: a list entry, a table cell.
 _HOLDERS = words("li td th")
 _HEADINGS = words("h1 h2 h3 h4 h5 h6")
-# Content a browser does not show as the page's own (an <h1> there titles nothing).
-_INERT = words("template noscript")
+#: Content a browser does not show as the page's own (an <h1> there titles nothing).
+INERT = words("template noscript")
 _NAV_REGIONS = words("nav aside header footer")
 _LISTS = words("ul ol menu")
 
@@ -100,9 +100,9 @@ class _Open:
     headed: bool = False
     #: A heading: whether it is the first of its card (the card's title).
     title: bool = False
-    #: A table cell in the page's text: where its row starts (-1: not such a cell), and
-    #: whether a cell before it in the row holds something.
-    row: int = -1
+    #: A table cell in the page's text: its row (None: not such a cell), and whether a
+    #: cell before it in the row holds something.
+    row: _Open | None = None
     after: bool = False
     #: A table row: how many of its cells hold something, and whether a heading, list or
     #: table stands in it (a table laid out as the page, not a table of pages).
@@ -117,14 +117,9 @@ class _Open:
     took: list[int] | None = None
 
 
-def _wordy(text: bytes) -> bool:
-    """Whether text holds a letter or a digit (character references read)."""
-    return any(char.isalnum() for char in html.unescape(text.decode("utf-8", "replace")))
-
-
-def _lettered(text: bytes) -> bool:
-    """Whether text holds a letter (character references read)."""
-    return any(char.isalpha() for char in html.unescape(text.decode("utf-8", "replace")))
+def _shown(text: bytes) -> str:
+    """Text as a browser shows it (character references read)."""
+    return html.unescape(text.decode("utf-8", "replace"))
 
 
 def _role(tag: Tag) -> str:
@@ -232,7 +227,7 @@ def find_links(page: bytes) -> list[Link]:
         directly (not a list or table inside it)."""
         for entry in reversed(stack):
             if entry.name in _CELLS:
-                return entry if entry.row >= 0 else None
+                return entry if entry.row is not None else None
             if entry.name in _LISTS or entry.name in (b"li", b"table"):
                 return None
         return None
@@ -287,11 +282,8 @@ def find_links(page: bytes) -> list[Link]:
                     h1_cards.append(entry)
             if entry.name in _HOLDERS or entry.name == b"tr":
                 settle(entry)
-            if entry.name in _CELLS and entry.filled and entry.row >= 0:
-                for holder in reversed(stack):
-                    if holder.at == entry.row:
-                        holder.filled_cells += 1
-                        break
+            if entry.name in _CELLS and entry.filled and entry.row is not None:
+                entry.row.filled_cells += 1
             elif entry.name == b"a" and not entry.filled:
                 # A link with nothing in it over an article's card (a blog's list whose
                 # entry is one overlay link): the card is that page's excerpt, when the
@@ -341,10 +333,10 @@ def find_links(page: bytes) -> list[Link]:
                 kept.append((href, at, cut_li, entries, where, raw))
                 continue
             whole = where == "nav" or not entry.other
-            if entry.name in _CELLS and whole and not entry.after:
+            if entry.row is not None and whole and not entry.after:
                 # A row's first cell that is nothing but links: the row waits for its end
                 # to tell a table of pages (autosummary, a module index) from a layout.
-                kept.append((href, at, entry.row, entries, "row", raw))
+                kept.append((href, at, entry.row.at, entries, "row", raw))
                 continue
             cut = entry.at if entry.name == b"tr" and not entry.block else \
                 -1 if entry.name in _CELLS or entry.name == b"tr" else entry.at
@@ -360,10 +352,11 @@ def find_links(page: bytes) -> list[Link]:
             text = page[pos:lt]
         if text.strip():
             fill()
-            wordy = _wordy(text)
+            shown = _shown(text)
+            wordy = any(char.isalnum() for char in shown)
             if wordy:
                 h1_words()
-                if _lettered(text):  # (a column of numbers holds no words of a row)
+                if any(char.isalpha() for char in shown):  # (not a column of numbers)
                     fill_cell()
             holder = text_holder()
             # A cell is a row's entry when nothing but its links has words (autosummary's
@@ -436,18 +429,18 @@ def find_links(page: bytes) -> list[Link]:
         if name in _TRACKED and (not tag.self_closing or name in (b"li", b"a")):
             opened = _Open(name, lt, _region_of(name, tag))
             if (name == b"main" or _role(tag) == "main") \
-                    and not any(entry.name in _INERT for entry in stack):
+                    and not any(entry.name in INERT for entry in stack):
                 has_main = True
             if name == b"td" and stack and stack[-1].name == b"tr" and region() == "text":
                 # (A header cell titles a column or a row: no row of pages is read there.)
-                opened.row = stack[-1].at
+                opened.row = stack[-1]
                 opened.after = stack[-1].filled_cells > 0
             if name in _HEADINGS or name in _LISTS or name == b"table":
                 opened_in_row(opened)
             if name in _COUNTED:
                 depth[_COUNTED[name]] += 1
             opened.article = name == b"article" or _role(tag) == "article"
-            if name in _HEADINGS and not any(entry.name in _INERT for entry in stack):
+            if name in _HEADINGS and not any(entry.name in INERT for entry in stack):
                 around = card(len(stack))
                 if name == b"h1" and (around is None or not around.article):
                     for entry in reversed(stack):
