@@ -377,6 +377,10 @@ class _Judge:
         self.policy = policy
         self.page_index = page_index
         self.fetch_meta = fetch_meta
+        # The entries last judged, and how: a format may ask of the same entries twice
+        # (Sphinx: for its words, and for its objects).
+        self._last: tuple[Sequence[Sequence[str | None]], bool,
+                          list[tuple[int, list[tuple[str, Learned]]]]] | None = None
 
     async def verdicts(self, entries: Sequence[Sequence[str | None]], *,
                        words: bool = True, objects: bool = False) -> list[int]:
@@ -437,7 +441,8 @@ class _Judge:
         for path, href in targets:
             targets[path, href] = follow(base_path + path, href)
         wanted = sorted({target for target in targets.values() if target is not None})
-        judged = await self._judge([[target] for target in wanted], False) if wanted else []
+        judged = await self._judge_anew([[target] for target in wanted], False) \
+            if wanted else []
         closed = {target for target, (verdict, _) in zip(wanted, judged, strict=True)
                   if verdict == HIDDEN}
         cut: dict[int, frozenset[int]] = {}
@@ -481,6 +486,15 @@ class _Judge:
         Every candidate the reader's access can be known for must be open to them, and at
         least one must be known: a page a rule or its metadata closes stays out.
         """
+        last = self._last
+        if last is not None and last[0] is entries and last[1] == scrub:
+            return last[2]
+        judged = await self._judge_anew(entries, scrub)
+        self._last = (entries, scrub, judged)
+        return judged
+
+    async def _judge_anew(self, entries: Sequence[Sequence[str | None]],
+                          scrub: bool) -> list[tuple[int, list[tuple[str, Learned]]]]:
         opens: list[list[bool | None]] = []
         wanted: set[str] = set()
         for candidates in entries:
