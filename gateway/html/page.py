@@ -815,8 +815,18 @@ def learn(data: bytes, content_type: str | None = None, *, navigation: bool = Fa
         return Learned(meta, False)
     text = page_text(data, find_links(data) if navigation else None, gated=gated)
     if text is None:
-        return Learned(meta, None if not gated else True)  # where its parts end: unknown
+        return Learned(meta, True if gated else None)  # where its parts end: unknown
     return Learned(meta, gated, text if gated or text.linked else None)
+
+
+async def whole_page(answer: Answer) -> bytes | None:
+    """A page's body, read whole and unpacked; None when it is larger than
+    ``PAGE_READ_LIMIT`` or packed in a way the gateway cannot undo."""
+    try:
+        data = await answer.read_all(PAGE_READ_LIMIT)
+    except ValueError:
+        return None
+    return decode_body(data, content_encodings(answer.headers))
 
 
 def links_fetcher(origin: Origin) -> Callable[[str], Awaitable[list[Link] | None]]:
@@ -828,11 +838,7 @@ def links_fetcher(origin: Origin) -> Callable[[str], Awaitable[list[Link] | None
             declared = content_type(answer.headers)
             if declared is None or not is_html(declared):
                 return None
-            try:
-                data = await answer.read_all(PAGE_READ_LIMIT)
-            except ValueError:
-                return None
-            body = decode_body(data, content_encodings(answer.headers))
+            body = await whole_page(answer)
             try:
                 return None if body is None else find_links(as_utf8(body, declared)[0])
             except Undecodable:
@@ -864,11 +870,7 @@ def meta_fetcher(origin: Origin, *, navigation: bool = False,
                 return UNREADABLE  # it may be a page under another type
             if not is_html(declared):
                 return Learned(PageMeta(), False)
-            try:
-                data = await answer.read_all(PAGE_READ_LIMIT)
-            except ValueError:
-                return UNREADABLE  # too large to read
-            body = decode_body(data, content_encodings(answer.headers))
+            body = await whole_page(answer)  # (None: too large, or packed unreadably)
             learned = None if body is None else learn(body, declared, navigation=navigation,
                                                       fragments=fragments)
             return UNREADABLE if learned is None else learned
