@@ -39,7 +39,7 @@ from functools import partial
 from typing import Any
 
 from gateway.bounded import Expiring
-from gateway.config.model import IndexNames
+from gateway.config.model import IndexNames, ServerConfig
 from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
 from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text, linked_text
@@ -256,8 +256,10 @@ class PageIndex:
 
     ``lookup`` fetches what it does not know, ``concurrency`` pages at a time; readers
     asking for the same page at once share one fetch. With ``fragments`` (gated elements
-    are removed from pages), the words an index holds for a page with gated elements may
-    come from them: such entries keep their page and title but lose their text.
+    are removed from pages, or navigation is filtered), the words an index holds for a
+    page with gated elements or linked parts may come from them: such entries keep their
+    page and title but lose their text. ``targets``: where links on pages lead (by
+    default, as for a site at the configuration's default public address).
     """
 
     def __init__(self, *, fragments: bool, base_path: str = "", ttl: float = 300.0,
@@ -267,8 +269,9 @@ class PageIndex:
         self.fragments = fragments
         self.base_path = base_path
         #: Where the links on pages lead (as navigation follows them).
+        server = ServerConfig()
         self.targets = targets if targets is not None else \
-            link_targets("http://docs.invalid" + base_path, base_path + "/_gateway", base_path)
+            link_targets(server.public_url + base_path, base_path + server.prefix, base_path)
         self.ttl = ttl
         self.miss_ttl = miss_ttl
         self.max_entries = max_entries
