@@ -18,6 +18,8 @@ from typing import Any
 PAGE = "/page.html"
 PUBLIC_PAGE = "/public/page.html"
 ASSET = "/static/app.js"
+# The asset's public copy: what a CDN in front may keep for everyone.
+PUBLIC_ASSET = "/public/app.js"
 DOWNLOAD = "/files/download.bin"
 PAGE_BYTES = 10 * 1024
 ASSET_BYTES = 200 * 1024
@@ -51,7 +53,8 @@ def html_page(size: int) -> bytes:
 
 
 def write_site(root: Path, download_bytes: int = DOWNLOAD_BYTES) -> SiteFiles:
-    """The three files: a 10 KB page (and its public copy), a 200 KB asset, a large download."""
+    """The three files: a 10 KB page and a 200 KB asset (each with a public copy), a large
+    download."""
     for folder in ("public", "static", "files"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     page = html_page(PAGE_BYTES)
@@ -60,6 +63,7 @@ def write_site(root: Path, download_bytes: int = DOWNLOAD_BYTES) -> SiteFiles:
     line = b"export function f(x) { return x * 2 + 1; } // docs asset filler text\n"
     asset = (line * (ASSET_BYTES // len(line) + 1))[:ASSET_BYTES]
     (root / ASSET.lstrip("/")).write_bytes(asset)
+    (root / PUBLIC_ASSET.lstrip("/")).write_bytes(asset)
     # Random bytes, so nothing on the way can shortcut the transfer by compressing it.
     with (root / DOWNLOAD.lstrip("/")).open("wb") as handle:
         left = download_bytes

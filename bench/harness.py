@@ -275,6 +275,7 @@ class Bench:
                 revisit, _h, _b = procs.http_get(target.url(expect.path),
                                                  {**target.headers, **gzip_ok,
                                                   "If-None-Match": etag})
+            cdn = self.shared_cache(target)
         except (BenchError, OSError, zlib.error) as exc:
             self.failed((target.row, "a"), exc, "wire")
             return
@@ -284,9 +285,40 @@ class Bench:
             "nginx_encoding": n_headers.get("content-encoding"),
             "gateway_page_bytes": len(plain), "nginx_page_bytes": len(n_plain),
             "ratio": round(len(body) / len(n_body), 3), "etag": etag,
-            "revisit_status": revisit, "error_count": 0}
+            "revisit_status": revisit, "cdn": cdn, "error_count": 0}
         _progress(f"wire  {target.row}  gzip {len(body)} bytes, nginx {len(n_body)} bytes; "
-                  f"revisit with its ETag: {revisit}")
+                  f"revisit with its ETag: {revisit}; a shared cache: page "
+                  f"{'kept apart' if cdn['page_ok'] else 'NOT kept apart'}, public asset "
+                  f"{'cacheable' if cdn['asset_ok'] else 'NOT cacheable'}")
+
+    def shared_cache(self, target: Target) -> dict[str, Any]:
+        """What a CDN in front learns from the headers: the public page, which the gateway
+        rewrites for every reader (the client script's tag), and a public asset, each asked
+        for without a session. The page must tell a shared cache that a logged-in reader's
+        copy differs (``Vary: Cookie``, or not shared at all); the asset must stay
+        cacheable (no ``Vary: Cookie``, nothing private, its validators kept)."""
+        anonymous = {k: v for k, v in target.headers.items() if k.lower() != "cookie"}
+        page_status, page, _b = procs.http_get(target.url(configs.PUBLIC_PAGE), anonymous)
+        asset_status, asset, _b = procs.http_get(target.url(configs.PUBLIC_ASSET), anonymous)
+        if page_status != 200 or asset_status != 200:
+            raise BenchError(f"without a session, {configs.PUBLIC_PAGE} answered {page_status} "
+                             f"and {configs.PUBLIC_ASSET} {asset_status}")
+
+        def varies_on_cookie(headers: dict[str, str]) -> bool:
+            return any(name.strip().lower() in ("cookie", "*")
+                       for name in headers.get("vary", "").split(","))
+
+        def unshared(headers: dict[str, str]) -> bool:
+            control = headers.get("cache-control", "").lower()
+            return "private" in control or "no-store" in control
+
+        return {"page": configs.PUBLIC_PAGE, "page_vary": page.get("vary"),
+                "page_cache_control": page.get("cache-control"),
+                "page_ok": varies_on_cookie(page) or unshared(page),
+                "asset": configs.PUBLIC_ASSET, "asset_vary": asset.get("vary"),
+                "asset_cache_control": asset.get("cache-control"),
+                "asset_ok": not varies_on_cookie(asset) and not unshared(asset)
+                and bool(asset.get("etag") or asset.get("last-modified"))}
 
     def sessions(self, row: str) -> None:
         """Many distinct readers through a fresh gateway; the RSS of each worker afterwards.

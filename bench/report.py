@@ -82,6 +82,17 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.append({"name": "revisit 304 (j)", "what": "If-None-Match with the ETag it got",
                 "value": None if wire is None else "yes" if revisit == 304 else f"no ({revisit})",
                 "target": "yes", "met": None if wire is None else revisit == 304})
+    cdn = wire.get("cdn") if wire else None
+    out.append({"name": "CDN: anonymous page (j)",
+                "what": "a page rewritten for readers, without a session: Vary: Cookie",
+                "value": None if cdn is None else "yes" if cdn["page_ok"] else
+                f"no (Vary {cdn['page_vary']!r}, Cache-Control {cdn['page_cache_control']!r})",
+                "target": "yes", "met": None if cdn is None else cdn["page_ok"]})
+    out.append({"name": "CDN: public asset (j)",
+                "what": "cacheable: no Vary: Cookie, not private, validators kept",
+                "value": None if cdn is None else "yes" if cdn["asset_ok"] else
+                f"no (Vary {cdn['asset_vary']!r}, Cache-Control {cdn['asset_cache_control']!r})",
+                "target": "yes", "met": None if cdn is None else cdn["asset_ok"]})
     for row, entry in sorted(results["sessions"].items()):
         if row in PER_WORKER_ROWS:
             out.append(target(f"RSS per worker ({row})",

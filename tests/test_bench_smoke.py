@@ -53,7 +53,12 @@ def test_quick_benchmark_writes_every_row_without_errors(tmp_path: Path) -> None
     names = {ratio["name"] for ratio in doc["ratios"]}
     assert {"g/e", "g/d", "g/c", "g/b", "h/g", "download g/b", "download RSS growth (g)",
             "j/k", "k/c", "l/c", "m/j", "gzip bytes j/a", "revisit 304 (j)",
-            "RSS growth (j)"} <= names
+            "CDN: anonymous page (j)", "CDN: public asset (j)", "RSS growth (j)"} <= names
+    # What a shared cache in front learns: the public page a reader gets rewritten
+    # varies on the session, the public asset stays cacheable.
+    cdn = wire["cdn"]
+    assert cdn["page_ok"] is True and "cookie" in (cdn["page_vary"] or "").lower(), cdn
+    assert cdn["asset_ok"] is True and "cookie" not in (cdn["asset_vary"] or "").lower(), cdn
     assert all(ratio["value"] is not None for ratio in doc["ratios"])
 
     # The printed report names every row and the scorecard.
