@@ -571,15 +571,16 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     finally:
         upstream.release()
     known = rel if status == 200 else None  # only a 200 is the page at this path
-    readable = ex.site.pages.decode(body, decision, content_encodings(upstream.headers),
-                                    declared, known)
+    packing = content_encodings(upstream.headers)
+    readable = ex.site.pages.decode(body, decision, packing, declared, known)
     if readable is None:
         # Unreadable, and only read to add the script: it goes out as it came.
         enforce(decision, scope)
         response = web.Response(status=status, body=body, headers=headers)
     else:
         page, retyped = readable
-        scanned = ex.site.pages.scan(page, known, (declared, retyped))
+        scanned = ex.site.pages.scan(page, known, (declared, retyped),
+                                     (packing, body) if packing else None)
         decision = ex.site.pages.judge(scanned, decision, visitor.user, scope)
         cuts = await navigation_cuts(gw, ex, scanned) if ex.site.pages.navigation else None
         decision, result = ex.site.pages.deliver(scanned, decision, visitor.user, cuts)

@@ -77,6 +77,38 @@ def test_the_same_bytes_reuse_the_scan_and_equal_copies_count_as_the_same() -> N
     assert pages.scan(page(), None) is not pages.scan(page(), None)  # no path: never kept
 
 
+def test_a_compressed_page_seen_before_is_not_decompressed_again() -> None:
+    pages = make_pages()
+    decision = pages.policy.decide("/a/", None)
+    body = page()
+    packed = gzip.compress(body, mtime=0)
+
+    def read(came: bytes, coding: str = "gzip", kind: str = "text/html") -> bytes:
+        readable = pages.decode(came, decision, coding, kind, "/a/")
+        assert readable is not None
+        scanned = pages.scan(readable[0], "/a/", (kind, readable[1]), (coding, came))
+        assert scanned.page == body
+        return readable[0]
+
+    first = read(packed)
+    assert first == body
+    # The very bytes remembered, not a new decompression of them.
+    assert read(packed) is first and read(bytes(packed)) is first
+    # Other compressed bytes, another coding or another declared type: read anew.
+    other = gzip.compress(body, compresslevel=1, mtime=0)
+    assert other != packed
+    assert read(other) is not first and read(other) is first
+    assert pages.memo.size == len(body) + len(other)  # the bytes it came in count too
+    assert read(packed) is not first
+    assert read(gzip.compress(packed, mtime=0), "gzip, gzip") is not first
+    assert read(packed, kind="text/html; charset=utf-8") is not first
+    # A changed page at the path is read and scanned again.
+    changed = page(body="<p>changed</p>")
+    readable = pages.decode(gzip.compress(changed, mtime=0), decision, "gzip", "text/html",
+                            "/a/")
+    assert readable is not None and readable[0] == changed
+
+
 def test_a_changed_page_is_judged_on_its_new_metadata() -> None:
     pages = make_pages()
     decision = pages.policy.decide("/guide/", None)

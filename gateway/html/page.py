@@ -109,6 +109,10 @@ class Scanned:
     #: hears of this copy; None also when it cannot be told).
     text: PageText | None = None
     text_read: bool = False
+    #: The body as it last came when it came compressed, and its Content-Encoding: the
+    #: same bytes again are this page, with no need to undo the compression again.
+    packed: bytes = b""
+    packing: str = ""
 
 
 @dataclass(init=False, slots=True)
@@ -326,15 +330,34 @@ class PageMemo:
         """Remember a scan (replacing the path's previous one); large pages are not kept."""
         old = self._entries.pop(rel, None)
         if old is not None:
-            self.size -= len(old.page)
+            self.size -= _weight(old)
         if len(scanned.page) > MEMO_PAGE_LIMIT:
             return
         scanned.version = next(_VERSIONS)
-        while self._entries and self.size + len(scanned.page) > self.budget:
+        while self._entries and self.size + _weight(scanned) > self.budget:
             oldest = next(iter(self._entries))
-            self.size -= len(self._entries.pop(oldest).page)
+            self.size -= _weight(self._entries.pop(oldest))
         self._entries[rel] = scanned
-        self.size += len(scanned.page)
+        self.size += _weight(scanned)
+
+    def repack(self, rel: str, scanned: Scanned, packing: str, packed: bytes) -> None:
+        """The page remembered at ``rel`` came compressed in other bytes: remember those."""
+        if self._entries.get(rel) is scanned:
+            self.size += len(packed) - len(scanned.packed)
+        scanned.packing, scanned.packed = packing, packed
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop the oldest entries until the memo is within its budget."""
+        while self._entries and self.size > self.budget:
+            oldest = next(iter(self._entries))
+            self.size -= _weight(self._entries.pop(oldest))
+
+
+def _weight(scanned: Scanned) -> int:
+    """What a remembered scan counts against the memo's budget: the page, and the bytes
+    it came in when it came compressed."""
+    return len(scanned.page) + len(scanned.packed)
 
 
 def return_path(scope: Scope) -> str:
@@ -430,11 +453,16 @@ class Pages:
         Raises UpstreamError for a page that must be read and cannot be: an encoding or
         a compression the gateway cannot undo, or a body cut short.
         """
-        if not content_encoding and rel is not None:
-            # The same bytes as last time at this path, with the same header: read the same.
-            known = self.memo.get(rel, body)
+        if rel is not None:
+            # The same bytes as last time at this path, with the same headers: read the
+            # same (a compressed page too: its decompression is the costly part).
+            known = self.memo.latest(rel)
             if known is not None and known.retyped and known.declared == content_type:
-                return body, known.retyped
+                if not content_encoding:
+                    if known.page == body:
+                        return body, known.retyped
+                elif known.packing == content_encoding and known.packed == body:
+                    return known.page, known.retyped
         decoded = decode_body(body, content_encoding) if content_encoding else body
         try:
             if decoded is not None:
@@ -446,10 +474,13 @@ class Pages:
         return None
 
     def scan(self, page: bytes, rel: str | None,
-             reading: tuple[str | None, str] = (None, "")) -> Scanned:
+             reading: tuple[str | None, str] = (None, ""),
+             packed: tuple[str, bytes] | None = None) -> Scanned:
         """What the page declares and holds, from the memo when these bytes were seen at
         ``rel`` before; the page index hears of it at most every ``RECORD_EVERY`` seconds.
-        ``reading``: the Content-Type the page came with and the one it goes out with."""
+        ``reading``: the Content-Type the page came with and the one it goes out with;
+        ``packed``: the Content-Encoding and the body as it came, when it came compressed.
+        """
         scanned = self.memo.get(rel, page) if rel is not None else None
         if scanned is None:
             scanned = Scanned(
@@ -457,8 +488,13 @@ class Pages:
                 self.fragments and has_markers(page),
                 script_offset(page, self.tag) if self.inject else None,
                 declared=reading[0], retyped=reading[1])
+            if packed is not None:
+                scanned.packing, scanned.packed = packed
             if rel is not None:
                 self.memo.put(rel, scanned)
+        elif packed is not None and rel is not None and \
+                (scanned.packing, scanned.packed) != packed:
+            self.memo.repack(rel, scanned, *packed)
         if self.index is not None and rel is not None:
             now = self.clock()
             if now - scanned.recorded >= RECORD_EVERY:
