@@ -5,14 +5,24 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import random
 import time
+import zlib
 from typing import Any
 
 import pytest
 
 from gateway.errors import Denied
 from gateway.html.head import PageMeta
-from gateway.html.page import MEMO_PAGE_LIMIT, RECORD_EVERY, PageMemo, Pages, Scanned
+from gateway.html.page import (
+    MEMO_PAGE_LIMIT,
+    RECORD_EVERY,
+    PageMemo,
+    Pages,
+    Scanned,
+    crc_shift,
+    crc_shifted,
+)
 from gateway.policy import Decision, Policy
 from gateway.scope import Scope
 from gateway.user import User
@@ -75,6 +85,16 @@ def test_the_same_bytes_reuse_the_scan_and_equal_copies_count_as_the_same() -> N
     assert pages.scan(page(), "/a/") is first  # an equal copy, not the same object
     assert pages.scan(page(), "/b/") is not first  # another path is its own entry
     assert pages.scan(page(), None) is not pages.scan(page(), None)  # no path: never kept
+
+
+def test_a_crc_moved_past_more_bytes_is_the_crc_of_the_whole() -> None:
+    rng = random.Random(7)
+    sizes = [0, 1, 3, 4, 255, 256, 1023, 65_537, 70_000]
+    for first in sizes:
+        for second in sizes:
+            a, b = rng.randbytes(first), rng.randbytes(second)
+            assert crc_shifted(crc_shift(len(b)), zlib.crc32(a)) ^ zlib.crc32(b) \
+                == zlib.crc32(a + b), (first, second)
 
 
 def test_a_compressed_page_seen_before_is_not_decompressed_again() -> None:

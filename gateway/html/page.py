@@ -165,6 +165,61 @@ def deflated(data: bytes) -> bytes:
     return packer.compress(data) + packer.flush(zlib.Z_FULL_FLUSH)
 
 
+# CRC-32 (as zlib computes it) of joined pieces from their own CRCs (zlib's crc32_combine):
+# a page filled for a reader gets its gzip trailer without reading all of its bytes again.
+_CRC_POLY = 0xEDB88320
+
+
+def crc_shift(length: int) -> tuple[int, ...]:
+    """What a CRC becomes when ``length`` more bytes follow, as 8 tables of 16 (one per
+    4 bits of it): ``crc_shifted(crc_shift(len(b)), crc32(a)) ^ crc32(b) == crc32(a + b)``.
+    """
+    # x^(8 * length) modulo the polynomial, bits reflected as zlib keeps them.
+    factor = 1 << 31  # x^0
+    square = 1 << 23  # x^8: one byte
+    while length:
+        if length & 1:
+            factor = _gf2_product(square, factor)
+        square = _gf2_product(square, square)
+        length >>= 1
+    # The product with each bit of a CRC (the top bit is x^0, each lower one x times
+    # the one above), then with each of the 16 values of each 4 bits.
+    bits = [0] * 32
+    value = factor
+    for bit in range(31, -1, -1):
+        bits[bit] = value
+        value = (value >> 1) ^ _CRC_POLY if value & 1 else value >> 1
+    table: list[int] = []
+    for group in range(8):
+        for nibble in range(16):
+            out = 0
+            for offset in range(4):
+                if nibble >> offset & 1:
+                    out ^= bits[4 * group + offset]
+            table.append(out)
+    return tuple(table)
+
+
+def crc_shifted(shift: tuple[int, ...], crc: int) -> int:
+    """``crc`` moved past the bytes ``shift`` was made for (see ``crc_shift``)."""
+    out = 0
+    for group in range(8):
+        out ^= shift[16 * group + (crc >> 4 * group & 15)]
+    return out
+
+
+def _gf2_product(a: int, b: int) -> int:
+    """The product of two polynomials modulo the CRC's, bits reflected (zlib's multmodp)."""
+    mask = 1 << 31
+    product = 0
+    while mask:
+        if a & mask:
+            product ^= b
+        mask >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return product
+
+
 def stored(data: bytes) -> bytes:
     """``data`` as stored (uncompressed) deflate blocks, starting and ending on a byte: a
     reader's few bytes between compressed parts, without a compressor's set-up."""
@@ -184,13 +239,19 @@ class KeptTemplate:
     packed: tuple[bytes, ...]
     #: A digest of the parts: a reader's validator adds their values to it.
     digest: bytes
+    #: Each part's CRC-32, and for each part after the first what it does to the CRC of
+    #: the bytes before it (``crc_shift``): the gzip form's trailer without a pass over
+    #: the whole page.
+    crcs: tuple[int, ...] = ()
+    shifts: tuple[tuple[int, ...], ...] = ()
     #: Which field is the reader's user object in the client script's tag (-1: none).
     user_slot: int = -1
 
     @property
     def size(self) -> int:
         return sum(map(len, self.template.parts)) + sum(map(len, self.packed)) \
-            + sum(len(path) + len(own) for path, own in self.template.fields)
+            + sum(len(path) + len(own) for path, own in self.template.fields) \
+            + _SHIFT_BYTES * len(self.shifts)
 
     def for_reader(self, user: User | None, user_object: bytes = b"null") -> Rendered:
         """The page for ``user``: its fields filled, and ``user_object`` (their user
@@ -207,11 +268,14 @@ class KeptTemplate:
 
         def packer() -> bytes:
             out = [_GZIP_HEAD, self.packed[0]]
-            for value, packed in zip(values, self.packed[1:], strict=True):
+            crc = self.crcs[0]
+            for value, packed, part_crc, shift in zip(values, self.packed[1:], self.crcs[1:],
+                                                      self.shifts, strict=True):
                 out.append(stored(value))
                 out.append(packed)
+                crc = crc_shifted(shift, zlib.crc32(value, crc)) ^ part_crc
             out.append(_LAST_BLOCK)
-            out.append(struct.pack("<II", zlib.crc32(body), len(body) & 0xFFFFFFFF))
+            out.append(struct.pack("<II", crc, len(body) & 0xFFFFFFFF))
             return b"".join(out)
 
         return Rendered(body, '"' + tag.hexdigest() + '"', packer=packer,
@@ -228,7 +292,13 @@ def keep(kept: Template) -> KeptTemplate:
     digest = hashlib.blake2b(b"\x00".join(kept.parts), digest_size=16).digest()
     user_slot = next((number for number, (path, _) in enumerate(kept.fields)
                       if path == _USER_FIELD[0]), -1)
-    return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts), digest, user_slot)
+    return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts), digest,
+                        tuple(zlib.crc32(part) for part in kept.parts),
+                        tuple(crc_shift(len(part)) for part in kept.parts[1:]), user_slot)
+
+
+#: What one part's ``crc_shift`` table counts against the render cache (128 numbers).
+_SHIFT_BYTES = 128 * 40
 
 
 def slot_mark(number: int) -> bytes:
