@@ -176,11 +176,11 @@ def crc_shift(length: int) -> tuple[int, ...]:
     """
     # x^(8 * length) modulo the polynomial, bits reflected as zlib keeps them.
     factor = 1 << 31  # x^0
-    square = 1 << 23  # x^8: one byte
-    while length:
+    for power in _BYTE_POWERS:
+        if not length:
+            break
         if length & 1:
-            factor = _gf2_product(square, factor)
-        square = _gf2_product(square, square)
+            factor = _gf2_product(power, factor)
         length >>= 1
     # The product with each bit of a CRC (the top bit is x^0, each lower one x times
     # the one above), then with each of the 16 values of each 4 bits.
@@ -191,12 +191,11 @@ def crc_shift(length: int) -> tuple[int, ...]:
         value = (value >> 1) ^ _CRC_POLY if value & 1 else value >> 1
     table: list[int] = []
     for group in range(8):
-        for nibble in range(16):
-            out = 0
-            for offset in range(4):
-                if nibble >> offset & 1:
-                    out ^= bits[4 * group + offset]
-            table.append(out)
+        values = [0]
+        for offset in range(4):
+            bit = bits[4 * group + offset]
+            values += [value ^ bit for value in values]
+        table += values
     return tuple(table)
 
 
@@ -212,12 +211,24 @@ def _gf2_product(a: int, b: int) -> int:
     """The product of two polynomials modulo the CRC's, bits reflected (zlib's multmodp)."""
     mask = 1 << 31
     product = 0
-    while mask:
+    while a:
         if a & mask:
             product ^= b
+            a ^= mask
         mask >>= 1
         b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
     return product
+
+
+def _byte_powers() -> tuple[int, ...]:
+    """x^(8 * 2^k) modulo the CRC's polynomial, for k from 0 (x^8: one byte) to 63."""
+    powers = [1 << 23]
+    for _ in range(63):
+        powers.append(_gf2_product(powers[-1], powers[-1]))
+    return tuple(powers)
+
+
+_BYTE_POWERS = _byte_powers()
 
 
 def stored(data: bytes) -> bytes:
