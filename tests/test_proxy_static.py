@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from gateway.proxy.origin import BrokenAnswer, stream_body
-from gateway.proxy.static import StaticSite
+from gateway.proxy.static import KEPT_ADDRESSES, KEPT_BYTES, StaticSite
 from gateway.scope import Scope
 
 Client = TestClient[web.Request, web.Application]
@@ -482,3 +483,67 @@ async def test_conditions_on_a_file(make_client: MakeClient) -> None:
     weak = await client.get("/blob.bin", headers={"If-None-Match": f'"x", W/{etag}'})
     assert weak.status == 304
     assert "Content-Length" not in weak.headers or weak.headers["Content-Length"] == "0"
+
+
+async def fetched(site: StaticSite, path: str) -> bytes | None:
+    answer = await site.fetch(path)
+    return None if answer is None else await answer.read_all(1 << 20)
+
+
+async def test_a_found_file_is_kept_and_any_change_to_it_is_read_at_once(
+        site_root: Path, tmp_path: Path) -> None:
+    site = StaticSite(site_root)
+    assert await fetched(site, "/guide/") == b"<h1>Guide</h1>" and site.kept == 1
+    assert await fetched(site, "/guide/") == b"<h1>Guide</h1>" and site.kept == 1
+    # Rewritten in place, to the same size: its stat tells.
+    (site_root / "guide" / "index.html").write_bytes(b"<h1>Guidf</h1>")
+    assert await fetched(site, "/guide/") == b"<h1>Guidf</h1>"
+    # Replaced by another file (a rebuild's rename), then removed.
+    (tmp_path / "new.html").write_bytes(b"<h1>Rebuilt</h1>")
+    os.replace(tmp_path / "new.html", site_root / "guide" / "index.html")
+    assert await fetched(site, "/guide/") == b"<h1>Rebuilt</h1>"
+    (site_root / "guide" / "index.html").unlink()
+    assert await fetched(site, "/guide/") is None and site.kept == 0
+    # What is not found is never kept (addresses there are the client's to choose).
+    assert await fetched(site, "/missing.html") is None and site.kept == 0
+    # A folder moved out and a link to a place outside the root put in its stead: the
+    # kept file is another one now, looked up anew, and refused.
+    (site_root / "guide" / "index.html").write_bytes(b"<h1>Guide</h1>")
+    assert await fetched(site, "/guide/") == b"<h1>Guide</h1>" and site.kept == 1
+    os.replace(site_root / "guide", tmp_path / "guide-moved")
+    (site_root / "guide").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (tmp_path / "outside" / "index.html").write_bytes(b"TOP SECRET")
+    assert await fetched(site, "/guide/") is None
+
+
+async def test_where_an_address_leads_is_looked_up_again_soon(
+        site_root: Path, tmp_path: Path) -> None:
+    site = StaticSite(site_root)
+    assert await fetched(site, "/handbook/") == b"<h1>Guide</h1>"
+    # The link now leads elsewhere; the file it led to is unchanged.
+    (site_root / "handbook").unlink()
+    (site_root / "handbook").symlink_to(site_root / "api", target_is_directory=True)
+    for _ in range(100):
+        if await fetched(site, "/handbook/") == b"<h1>api dir</h1>":
+            break
+        await asyncio.sleep(0.05)
+    assert await fetched(site, "/handbook/") == b"<h1>api dir</h1>"
+
+
+async def test_what_is_kept_stays_within_its_bounds(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    for number in range(KEPT_ADDRESSES + 20):
+        (root / f"{number}.txt").write_bytes(b"x")
+    site = StaticSite(root)
+    for number in range(KEPT_ADDRESSES + 20):
+        assert await fetched(site, f"/{number}.txt") == b"x"
+    assert site.kept == KEPT_ADDRESSES
+    large = tmp_path / "large"
+    large.mkdir()
+    for number in range(80):
+        (large / f"{number}.bin").write_bytes(b"y" * 60_000)
+    site = StaticSite(large)
+    for number in range(80):
+        assert await fetched(site, f"/{number}.bin") == b"y" * 60_000
+    assert site.kept == KEPT_BYTES // 60_000

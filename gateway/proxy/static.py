@@ -7,9 +7,12 @@ import mimetypes
 import os
 import re
 import stat
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
@@ -69,6 +72,27 @@ class _Found:
     file: str
     st: os.stat_result
     directory: bool  # reached through a directory, i.e. this is its index.html
+
+
+# A file found at an address is taken as found there for a moment without a new lookup
+# (symlinks resolved, each part checked, off the event loop): only its own stat is asked
+# again, and any change to it (another file, new bytes, other permissions) looks it up
+# anew. At most so many addresses, and so many bytes of small files, are kept.
+KEPT_FOR = 1.0
+KEPT_ADDRESSES = 512
+KEPT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    found: _Found
+    small: bytes | None
+    until: float
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_dev, a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_mode) == \
+        (b.st_ino, b.st_dev, b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_mode)
 
 
 def _usable_range(value: str, size: int) -> tuple[int, int] | None:
@@ -163,6 +187,8 @@ class StaticSite(Origin):
         self._base = base_path
         self._types: dict[str, str] = dict(_TYPES)
         self._page_404: tuple[tuple[int, int], bytes] | None = None
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self._kept_bytes = 0
 
     def __repr__(self) -> str:
         return f"StaticSite(root={self._root!r})"
@@ -203,7 +229,7 @@ class StaticSite(Origin):
             if not path.startswith(self._base + "/"):
                 return await self._not_found(request)
             path = path[len(self._base):]
-        found, small = await asyncio.to_thread(self._lookup_and_read, path)
+        found, small = await self._find(path)
         if found is None:
             return await self._not_found(request)
         if found.directory and not path.endswith("/"):
@@ -214,7 +240,7 @@ class StaticSite(Origin):
 
     async def fetch(self, path: str) -> Answer | None:
         """The file at ``path`` (below the base path) as a GET gets it; None when missing."""
-        found, small = await asyncio.to_thread(self._lookup_and_read, path)
+        found, small = await self._find(path)
         if found is None or (found.directory and not path.endswith("/")):
             return None
         return self._body_answer(200, "OK", self._headers_for(found), found, small, 0,
@@ -223,6 +249,42 @@ class StaticSite(Origin):
     def response_headers(self, answer: Answer) -> CIMultiDict[str]:
         """The folder's headers are its own: sent as they are."""
         return CIMultiDict(answer.headers)
+
+    @property
+    def kept(self) -> int:
+        """How many addresses are kept as found (``KEPT_FOR``)."""
+        return len(self._kept)
+
+    async def _find(self, path: str) -> tuple[_Found | None, bytes | None]:
+        """The file at ``path`` and, when it is small, its bytes: as kept, when that file
+        is still the same, else looked up (and kept when found)."""
+        kept = self._kept.get(path)
+        if kept is not None:
+            try:
+                now = os.stat(kept.found.file)
+            except OSError:
+                now = None
+            if now is not None and time.monotonic() < kept.until \
+                    and _same_file(now, kept.found.st):
+                return kept.found, kept.small
+            self._forget(path)
+        found, small = await asyncio.to_thread(self._lookup_and_read, path)
+        if found is not None:
+            self._keep(path, _Kept(found, small, time.monotonic() + KEPT_FOR))
+        return found, small
+
+    def _keep(self, path: str, kept: _Kept) -> None:
+        self._forget(path)
+        self._kept[path] = kept
+        self._kept_bytes += len(kept.small or b"")
+        while len(self._kept) > KEPT_ADDRESSES or self._kept_bytes > KEPT_BYTES:
+            oldest = next(iter(self._kept))
+            self._forget(oldest)
+
+    def _forget(self, path: str) -> None:
+        gone = self._kept.pop(path, None)
+        if gone is not None:
+            self._kept_bytes -= len(gone.small or b"")
 
     def _lookup_and_read(self, path: str) -> tuple[_Found | None, bytes | None]:
         """The file ``path`` names and, when it is small, its bytes (one trip off the loop)."""
@@ -240,7 +302,7 @@ class StaticSite(Origin):
         return CIMultiDict({
             hdrs.CONTENT_TYPE: self.content_type_for(found.file),
             hdrs.ETAG: _etag(found.st),
-            hdrs.LAST_MODIFIED: formatdate(found.st.st_mtime, usegmt=True),
+            hdrs.LAST_MODIFIED: _http_date(found.st.st_mtime),
             hdrs.ACCEPT_RANGES: "bytes",
             _NOSNIFF[0]: _NOSNIFF[1],
         })
@@ -369,6 +431,11 @@ class StaticSite(Origin):
         except (OSError, ValueError):  # ENAMETOOLONG, ELOOP, EACCES, unencodable names
             return None
         return real, st
+
+
+@lru_cache(maxsize=1024)
+def _http_date(mtime: float) -> str:
+    return formatdate(mtime, usegmt=True)
 
 
 def _hidden(name: str) -> bool:
