@@ -29,7 +29,6 @@ from gateway.html.page import (
     needs_whole,
     page_like,
     unidentified,
-    whole_request,
 )
 from gateway.indexes.filter import (
     INDEX_LIMIT,
@@ -272,13 +271,12 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
     # one) is asked for whole: no ranges, no 304 that would let a copy rewritten for an
     # earlier reader stand, and a GET for a HEAD (a page is judged by its body).
     reads = index_file is not None or (ex.site.pages.wants(decision) and page_like(rel))
-    sent = whole_request(request) if reads else request
     if decision.meta_applies and request.method not in ("GET", "HEAD") and page_like(rel):
         # Another method's answer (a 405, say) is not the page, yet tells that it exists:
         # the page's own metadata decides first, as for a GET.
         await judge_unread(gw, ex, rel, decision)
     started = time.monotonic()
-    upstream = await origin.open(sent, scope, extra)
+    upstream = await origin.open(request, scope, extra, whole=reads)
     gw.observe_upstream(time.monotonic() - started)
     try:
         if not reads and request.method in ("GET", "HEAD") and ex.site.pages.wants(decision) \
@@ -286,12 +284,13 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
             # An asset's path answered with a page, or with a partial or unchanged answer
             # that may be one: ask again for all of it (other assets keep ranges and 304s).
             upstream.release()
-            sent = whole_request(request)
-            upstream = await origin.open(sent, scope, extra)
+            upstream = await origin.open(request, scope, extra, whole=True)
             reads = True
         if reads and upstream.status == 206:
             raise UpstreamError("the docs server sent part of a page asked for whole")
-        return await respond(gw, origin, ex, upstream, index_file, sent.method)
+        # A HEAD whose answer is read was asked as a GET.
+        sent_method = "GET" if reads and request.method == "HEAD" else request.method
+        return await respond(gw, origin, ex, upstream, index_file, sent_method)
     except BaseException:
         # Whatever went wrong (the client left, a decision refused the page), the pooled
         # connection goes back or is dropped; release() is a no-op when already done.

@@ -125,6 +125,26 @@ async def test_identity_headers_from_clients_never_reach_upstream(gateway: Gatew
         assert not header.replace("_", "-").startswith("x-gateway-")
 
 
+async def test_a_page_is_asked_for_whole_and_an_asset_as_the_client_asked(
+        gateway: GatewayFactory) -> None:
+    client = await gateway()
+    asked = {"Range": "bytes=0-1", "If-None-Match": '"x"', "If_Modified_Since": "Mon, 01 Jan "
+             "2024 00:00:00 GMT", "if.match": '"y"', "IF-RANGE": '"z"', "X-Other": "kept"}
+    partial = {"range", "if-none-match", "if-modified-since", "if-match", "if-range"}
+    # A page's path: its answer is read, so no range or condition may shape it (in any
+    # spelling a server may read as one).
+    async with client.get("/guide/", headers=asked) as response:
+        assert response.status == 200
+        echoed = await response.json()
+    names = {name.replace("_", "-").replace(".", "-") for name in header_map(echoed)}
+    assert not names & partial and "x-other" in names, names
+    # An asset keeps them: the docs server answers its ranges and revalidations.
+    async with client.get("/assets/app.js", headers=asked) as response:
+        echoed = await response.json()
+    names = {name.replace("_", "-").replace(".", "-") for name in header_map(echoed)}
+    assert partial <= names and echoed["method"] == "GET"
+
+
 async def test_configured_plain_identity_header_is_stripped(gateway: GatewayFactory) -> None:
     client = await gateway(identity={"headers": {"X-Email": "content.email"}})
     async with client.get("/echo", headers={"X-Email": "boss@example.com"}) as response:

@@ -20,8 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiohttp import web
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict
 
 from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError, listed
@@ -65,10 +64,6 @@ PAGE_READ_LIMIT = 8 * 1024 * 1024
 # Headers that would let the upstream answer with part of a body, or none, where the
 # gateway must see all of it to filter or rewrite it.
 # (istr: looked up in every request's headers without folding their case each time)
-_PARTIAL = tuple(istr(name) for name in ("Range", "If-Range", "If-None-Match",
-                                         "If-Modified-Since", "If-Match",
-                                         "If-Unmodified-Since"))
-
 
 #: Pages larger than this are scanned on every read and never remembered.
 MEMO_PAGE_LIMIT = 256 * 1024
@@ -879,22 +874,6 @@ def unidentified(value: str | None, rel: str) -> bool:
             or mime.endswith("+json"):
         return False
     return page_like(rel)
-
-
-def whole_request(request: web.Request) -> web.Request:
-    """The request as sent for a body the gateway reads: without Range and conditional
-    headers, and a HEAD as a GET (a page is judged by its body; the answer keeps no body).
-
-    A 206 or 304 from the upstream would otherwise carry (or skip) bytes the gateway
-    never got to read.
-    """
-    head = request.method == "HEAD"
-    if not head and not any(name in request.headers for name in _PARTIAL):
-        return request
-    headers = CIMultiDict(request.headers)
-    for name in _PARTIAL:
-        headers.popall(name, None)
-    return request.clone(method="GET" if head else request.method, headers=headers)
 
 
 def needs_whole(method: str, upstream: Answer) -> bool:

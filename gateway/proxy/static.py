@@ -213,7 +213,7 @@ class StaticSite(Origin):
         return Path(found.file)
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]]) -> Answer:
+                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Answer:
         """Answer ``request`` for ``scope.path`` (decoded, with the public base path)."""
         if request.method not in ("GET", "HEAD"):
             answer = _error_answer(request, 405, "method_not_allowed",
@@ -236,6 +236,9 @@ class StaticSite(Origin):
             # Relative to the address asked for, so any base path in front is kept, and
             # "./" stops a name like "http:x" reading as a scheme.
             return _redirect("./" + quote(path.rsplit("/", 1)[-1], safe="") + "/" + query)
+        if whole:
+            return self._body_answer(200, "OK", self._headers_for(found), found, small, 0,
+                                     found.st.st_size)
         return self._file_answer(request, found, small)
 
     async def fetch(self, path: str) -> Answer | None:

@@ -44,6 +44,13 @@ _DROP: Final = object()
 _KEEP: Final = object()
 _COOKIE: Final = object()
 _ENCODING: Final = object()
+_PARTIAL: Final = object()
+
+#: Range and conditional headers (as servers read names, ``normalize_header_name``): left
+#: out of a request whose whole body the gateway reads, so that no 206 or 304 carries or
+#: skips bytes it never got to read.
+PARTIAL: Final = frozenset({"range", "if-range", "if-none-match", "if-modified-since",
+                            "if-match", "if-unmodified-since"})
 
 
 # Response headers that carry URLs a browser follows or fetches.
@@ -156,14 +163,16 @@ class Upstream(Origin):
                          encoded=True)
 
     def request_headers(self, request: web.Request, scope: Scope,
-                        extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The headers sent upstream: hygiene first, then what the gateway adds."""
+                        extra: Iterable[tuple[str, str]],
+                        whole: bool = False) -> list[tuple[str, str]]:
+        """The headers sent upstream: hygiene first, then what the gateway adds; for a
+        ``whole`` answer, no range or condition."""
         # Beyond the hop-by-hop names (dropped by kind), those the client's Connection names.
         named = connection_named(request.headers)
         out: list[tuple[str, str]] = []
         for name, value in request.headers.items():
             kind = self._kind_of(name, scope.trusted)
-            if kind is _DROP:
+            if kind is _DROP or (whole and kind is _PARTIAL):
                 continue
             if named is not HOP_BY_HOP and normalize_header_name(name) in named:
                 continue
@@ -206,6 +215,8 @@ class Upstream(Origin):
             return _COOKIE
         if lname == "accept-encoding":
             return _ENCODING
+        if lname in PARTIAL:
+            return _PARTIAL
         return _KEEP
 
     def filter_cookies(self, header: str) -> str:
@@ -218,13 +229,14 @@ class Upstream(Origin):
         return "; ".join(kept)
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]]) -> Response:
+                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Response:
         """Send the request upstream (body streamed) and return the response head."""
         assert self.pool is not None
-        headers = self.request_headers(request, scope, extra)
+        headers = self.request_headers(request, scope, extra, whole)
         body = request.content.iter_any() if request.body_exists else None
+        method = "GET" if whole and request.method == "HEAD" else request.method
         try:
-            response = await self.pool.request(request.method, self.target_for(scope),
+            response = await self.pool.request(method, self.target_for(scope),
                                                headers, body, request.content_length)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
