@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import Denied
+from gateway.errors import Denied, UpstreamError
+from gateway.html.gating import Template
 from gateway.html.head import PageMeta
 from gateway.html.page import (
+    CRC_PARTS,
     MEMO_PAGE_LIMIT,
     RECORD_EVERY,
     PageMemo,
@@ -22,6 +24,7 @@ from gateway.html.page import (
     Scanned,
     crc_shift,
     crc_shifted,
+    keep,
 )
 from gateway.policy import Decision, Policy
 from gateway.scope import Scope
@@ -127,6 +130,38 @@ def test_a_compressed_page_seen_before_is_not_decompressed_again() -> None:
     readable = pages.decode(gzip.compress(changed, mtime=0), decision, "gzip", "text/html",
                             "/a/")
     assert readable is not None and readable[0] == changed
+
+
+def test_compressed_bytes_are_remembered_only_as_the_type_they_came_in() -> None:
+    pages = make_pages()
+    decision = pages.policy.decide("/a/", None)
+    body = page(body="<p>caf\u00e9</p>")
+    utf8, utf16 = "text/html; charset=utf-8", "text/html; charset=utf-16le"
+    readable = pages.decode(body, decision, None, utf8, "/a/")
+    assert readable is not None
+    pages.scan(readable[0], "/a/", (utf8, readable[1]))
+    # The same page, sent compressed in UTF-16: read, and the same page as remembered.
+    packed = gzip.compress(body.decode().encode("utf-16-le"), mtime=0)
+    readable = pages.decode(packed, decision, "gzip", utf16, "/a/")
+    assert readable is not None and readable[0] == body
+    scanned = pages.scan(readable[0], "/a/", (utf16, readable[1]), ("gzip", packed))
+    assert scanned.packed == b""  # not under the type the remembered page came in
+    # Those bytes declared UTF-8 are no such page: read as they are declared.
+    with pytest.raises(UpstreamError):
+        pages.decode(packed, decision, "gzip", utf8, "/a/")
+    # A page in far more bytes of packing than the memo keeps a page in: not kept so.
+    bulky = b"".join(gzip.compress(b"", mtime=0) for _ in range(MEMO_PAGE_LIMIT // 10))
+    other = pages.scan(page(body="<p>tiny</p>"), "/b/", (utf8, utf8), ("gzip", bulky))
+    assert other.packed == b"" and pages.memo.size < MEMO_PAGE_LIMIT
+
+
+def test_a_page_with_many_fields_gets_a_valid_gzip_form_too() -> None:
+    for fields in (1, 2, 3, 12):
+        parts = tuple(f"<p>part {n}</p>".encode() * 50 for n in range(fields + 1))
+        kept = keep(Template(parts, tuple((f"content.f{n}", b"own") for n in range(fields))))
+        assert bool(kept.crcs) is (fields + 1 <= CRC_PARTS)
+        rendered = kept.for_reader(None)
+        assert gzip.decompress(rendered.gzip()) == rendered.body
 
 
 def test_a_changed_page_is_judged_on_its_new_metadata() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import os
 from collections.abc import Awaitable, Callable
@@ -516,18 +515,23 @@ async def test_a_found_file_is_kept_and_any_change_to_it_is_read_at_once(
     assert await fetched(site, "/guide/") is None
 
 
-async def test_where_an_address_leads_is_looked_up_again_soon(
-        site_root: Path, tmp_path: Path) -> None:
+async def test_where_an_address_leads_is_followed_again_at_once(site_root: Path) -> None:
     site = StaticSite(site_root)
     assert await fetched(site, "/handbook/") == b"<h1>Guide</h1>"
-    # The link now leads elsewhere; the file it led to is unchanged.
+    assert await fetched(site, "/handbook/install.html") == b"<h1>Install</h1>"
+    assert await fetched(site, "/latest.js") == b"console.log(1)" and site.kept == 3
+    # The links now lead elsewhere, or nowhere; the files they led to are unchanged.
     (site_root / "handbook").unlink()
     (site_root / "handbook").symlink_to(site_root / "api", target_is_directory=True)
-    for _ in range(100):
-        if await fetched(site, "/handbook/") == b"<h1>api dir</h1>":
-            break
-        await asyncio.sleep(0.05)
     assert await fetched(site, "/handbook/") == b"<h1>api dir</h1>"
+    assert await fetched(site, "/handbook/install.html") is None
+    (site_root / "latest.js").unlink()
+    assert await fetched(site, "/latest.js") is None
+    # A page published as a link to a draft, then unpublished.
+    (site_root / "draft.html").symlink_to(site_root / "about.html")
+    assert await fetched(site, "/draft.html") == b"<h1>About</h1>"
+    (site_root / "draft.html").unlink()
+    assert await fetched(site, "/draft.html") is None
 
 
 async def test_what_is_kept_stays_within_its_bounds(tmp_path: Path) -> None:

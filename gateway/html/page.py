@@ -247,7 +247,7 @@ class KeptTemplate:
     digest: bytes
     #: Each part's CRC-32, and for each part after the first what it does to the CRC of
     #: the bytes before it (``crc_shift``): the gzip form's trailer without a pass over
-    #: the whole page.
+    #: the whole page (empty for a page of more than ``CRC_PARTS`` parts).
     crcs: tuple[int, ...] = ()
     shifts: tuple[tuple[int, ...], ...] = ()
     #: Which field is the reader's user object in the client script's tag (-1: none).
@@ -274,12 +274,16 @@ class KeptTemplate:
 
         def packer() -> bytes:
             out = [_GZIP_HEAD, self.packed[0]]
-            crc = self.crcs[0]
-            for value, packed, part_crc, shift in zip(values, self.packed[1:], self.crcs[1:],
-                                                      self.shifts, strict=True):
+            for value, packed in zip(values, self.packed[1:], strict=True):
                 out.append(stored(value))
                 out.append(packed)
-                crc = crc_shifted(shift, zlib.crc32(value, crc)) ^ part_crc
+            if self.crcs:
+                crc = self.crcs[0]
+                for value, part_crc, shift in zip(values, self.crcs[1:], self.shifts,
+                                                  strict=True):
+                    crc = crc_shifted(shift, zlib.crc32(value, crc)) ^ part_crc
+            else:
+                crc = zlib.crc32(body)
             out.append(_LAST_BLOCK)
             out.append(struct.pack("<II", crc, len(body) & 0xFFFFFFFF))
             return b"".join(out)
@@ -298,13 +302,18 @@ def keep(kept: Template) -> KeptTemplate:
     digest = hashlib.blake2b(b"\x00".join(kept.parts), digest_size=16).digest()
     user_slot = next((number for number, (path, _) in enumerate(kept.fields)
                       if path == _USER_FIELD[0]), -1)
+    combined = len(kept.parts) <= CRC_PARTS
     return KeptTemplate(kept, tuple(deflated(part) for part in kept.parts), digest,
-                        tuple(zlib.crc32(part) for part in kept.parts),
-                        tuple(crc_shift(len(part)) for part in kept.parts[1:]), user_slot)
+                        tuple(zlib.crc32(part) for part in kept.parts) if combined else (),
+                        tuple(crc_shift(len(part)) for part in kept.parts[1:])
+                        if combined else (), user_slot)
 
 
 #: What one part's ``crc_shift`` table counts against the render cache (128 numbers).
 _SHIFT_BYTES = 128 * 40
+#: Pages of at most so many parts (the user object and a field or two) get their gzip
+#: trailer's CRC from their parts' own; a page with more fields is read through for it.
+CRC_PARTS = 4
 
 
 def slot_mark(number: int) -> bytes:
@@ -558,6 +567,8 @@ class Pages:
         ``packed``: the Content-Encoding and the body as it came, when it came compressed.
         """
         scanned = self.memo.get(rel, page) if rel is not None else None
+        if packed is not None and len(packed[1]) > MEMO_PAGE_LIMIT:
+            packed = None  # a few bytes of page in many more of packing: not worth keeping
         if scanned is None:
             scanned = Scanned(
                 page, read_page_meta(page) if self.policy.page_meta else PageMeta(),
@@ -569,7 +580,10 @@ class Pages:
             if rel is not None:
                 self.memo.put(rel, scanned)
         elif packed is not None and rel is not None and \
-                (scanned.packing, scanned.packed) != packed:
+                (scanned.packing, scanned.packed) != packed and \
+                (scanned.declared, scanned.retyped) == reading:
+            # Only under the headers the remembered page came with: what the same bytes
+            # read as depends on the type (and charset) they are declared in.
             self.memo.repack(rel, scanned, *packed)
         if self.index is not None and rel is not None:
             now = self.clock()

@@ -75,9 +75,11 @@ class _Found:
 
 
 # A file found at an address is taken as found there for a moment without a new lookup
-# (symlinks resolved, each part checked, off the event loop): only its own stat is asked
-# again, and any change to it (another file, new bytes, other permissions) looks it up
-# anew. At most so many addresses, and so many bytes of small files, are kept.
+# (symlinks resolved, each part checked, off the event loop): only its own stat, and that
+# of the address's own name, are asked again, and any change to them (another file, new
+# bytes, other permissions, a link taken away or pointed elsewhere) looks it up anew; a
+# link further up pointed elsewhere is followed after KEPT_FOR. At most so many
+# addresses, and so many bytes of small files, are kept.
 KEPT_FOR = 1.0
 KEPT_ADDRESSES = 512
 KEPT_BYTES = 4 * 1024 * 1024
@@ -88,6 +90,18 @@ class _Kept:
     found: _Found
     small: bytes | None
     until: float
+    #: The address's own name in the folder, as it stood (not followed, None: not there):
+    #: a link there taken away or pointed elsewhere is seen at once.
+    named: tuple[int, int] | None
+
+
+def _named(root: str, path: str) -> tuple[int, int] | None:
+    """The inode and change time of what ``path`` names in ``root``, links not followed."""
+    try:
+        st = os.lstat(root + path.rstrip("/"))
+    except (OSError, ValueError):
+        return None
+    return st.st_ino, st.st_ctime_ns
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
@@ -268,12 +282,14 @@ class StaticSite(Origin):
             except OSError:
                 now = None
             if now is not None and time.monotonic() < kept.until \
-                    and _same_file(now, kept.found.st):
+                    and _same_file(now, kept.found.st) \
+                    and _named(self._root, path) == kept.named:
                 return kept.found, kept.small
             self._forget(path)
+        named = _named(self._root, path)
         found, small = await asyncio.to_thread(self._lookup_and_read, path)
         if found is not None:
-            self._keep(path, _Kept(found, small, time.monotonic() + KEPT_FOR))
+            self._keep(path, _Kept(found, small, time.monotonic() + KEPT_FOR, named))
         return found, small
 
     def _keep(self, path: str, kept: _Kept) -> None:
