@@ -553,6 +553,16 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
         scope.route = "asset"
+        whole = upstream.arrived() if has_body and request.method != "HEAD" else None
+        if whole is not None:
+            # All of it came with the head (a small file): it goes out the same way.
+            upstream.release()
+            answer = web.Response(status=status, reason=upstream.reason, body=whole,
+                                  headers=headers)
+            finish_headers(gw, decision, visitor, answer)
+            answer.headers["X-Request-Id"] = scope.request_id
+            require_allowed(scope)
+            return answer
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
         if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
             response.content_length = upstream.content_length

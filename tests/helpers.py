@@ -180,6 +180,13 @@ def echo_app() -> web.Application:
         return web.Response(text=f"<!doctype html><html><head><title>t</title>{head}</head>"
                             "<body><p>secret page</p></body></html>", content_type="text/html")
 
+    async def chunked_script(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/javascript"})
+        await response.prepare(request)
+        await response.write(b"console.log(1)")
+        await response.write_eof()
+        return response
+
     async def status(request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
         return web.Response(status=code, body=None if code in (204, 304) else b"x")
@@ -235,6 +242,7 @@ def echo_app() -> web.Application:
 
     app.router.add_get("/html", html_page)
     app.router.add_get("/big", big)
+    app.router.add_get("/assets/chunked.js", chunked_script)
     app.router.add_get("/slow", slow)
     app.router.add_get("/reset", reset)
     app.router.add_get("/set-cookie", set_cookie)

@@ -58,6 +58,18 @@ async def test_head_has_no_body(gateway: GatewayFactory) -> None:
         assert await response.read() == b""
 
 
+async def test_a_small_asset_goes_out_whole_with_its_length(gateway: GatewayFactory) -> None:
+    client = await gateway()
+    # Sent in chunks by the docs server, all of it with the head: one write, its length.
+    async with client.get("/assets/chunked.js") as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == "14"
+        assert "Transfer-Encoding" not in response.headers
+        assert await response.read() == b"console.log(1)"
+    async with client.head("/assets/chunked.js") as response:
+        assert response.status == 200 and await response.read() == b""
+
+
 @pytest.mark.parametrize("code", [201, 204, 301, 304, 400, 404, 418, 500, 503])
 async def test_status_codes_pass_through(gateway: GatewayFactory, code: int) -> None:
     client = await gateway()

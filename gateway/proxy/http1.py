@@ -297,6 +297,14 @@ class Response(Answer):
             parts.append(chunk)
         return b"".join(parts)
 
+    def arrived(self) -> bytes | None:
+        if not self._complete or self._error is not None or self._parser is None:
+            return None
+        body = b"".join(self._body)
+        self._body.clear()
+        self._buffered = 0
+        return body
+
     def release(self) -> None:
         """Give the connection back when the exchange finished cleanly, else drop it."""
         if self._parser is None:

@@ -40,6 +40,11 @@ class Answer:
         """The whole body, refusing more than ``limit`` bytes (ValueError)."""
         raise NotImplementedError
 
+    def arrived(self) -> bytes | None:
+        """The whole body when all of it is here already (taken: nothing is left to read),
+        else None and nothing taken: a small body goes out with its head in one write."""
+        return None
+
     def release(self) -> None:
         """Let go of what the answer holds (a pooled connection, an open file); idempotent."""
         raise NotImplementedError

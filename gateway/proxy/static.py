@@ -165,6 +165,12 @@ class FileAnswer(Answer):
         self._left -= len(chunk)
         return chunk
 
+    def arrived(self) -> bytes | None:
+        if self._file is not None:
+            return None
+        body, self._body, self._left = self._body, b"", 0
+        return body
+
     def _read_chunk(self, size: int) -> bytes:
         if self._handle is None:
             assert self._file is not None
