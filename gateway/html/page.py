@@ -61,10 +61,6 @@ from gateway.user import User
 
 #: The largest page learned for the index filter (read whole: metadata may stand anywhere).
 PAGE_READ_LIMIT = 8 * 1024 * 1024
-# Headers that would let the upstream answer with part of a body, or none, where the
-# gateway must see all of it to filter or rewrite it.
-# (istr: looked up in every request's headers without folding their case each time)
-
 #: Pages larger than this are scanned on every read and never remembered.
 MEMO_PAGE_LIMIT = 256 * 1024
 #: How often a remembered page is recorded again in the page index (which forgets after

@@ -77,9 +77,9 @@ class _Found:
 # A file found at an address is taken as found there for a moment without a new lookup
 # (symlinks resolved, each part checked, off the event loop): only its own stat, and that
 # of the address's own name, are asked again, and any change to them (another file, new
-# bytes, other permissions, a link taken away or pointed elsewhere) looks it up anew; a
-# link further up pointed elsewhere is followed after KEPT_FOR. At most so many
-# addresses, and so many bytes of small files, are kept.
+# bytes, other permissions, a link on the way taken away or pointed elsewhere) looks it up
+# anew, as does the end of KEPT_FOR. At most so many addresses, and so many bytes of small
+# files, are kept.
 KEPT_FOR = 1.0
 KEPT_ADDRESSES = 512
 KEPT_BYTES = 4 * 1024 * 1024
