@@ -184,15 +184,16 @@ def find_links(page: bytes) -> list[Link]:
     found: list[Link] = []
     size, pos = len(page), 0
 
-    def region() -> str:
-        for entry in reversed(stack):
-            if entry.region:
-                return "nav" if entry.region == "chrome" else \
-                    "text" if entry.region == "content" else entry.region
-        return "nav"  # page chrome outside any text region
-
     # The regions open now, outermost first (kept as elements open and close).
     regions: list[str] = []
+
+    def region() -> str:
+        """The innermost open region, read as "nav" or "text"."""
+        if not regions:
+            return "nav"  # page chrome outside any text region
+        innermost = regions[-1]
+        return "nav" if innermost == "chrome" else \
+            "text" if innermost == "content" else innermost
 
     def placed() -> int:
         """Where the current position stands (``place``)."""
