@@ -47,7 +47,7 @@ from gateway.paths import (
     packing_of,
 )
 from gateway.policy import Decision, Outcome
-from gateway.proxy.origin import Answer, BrokenAnswer, Origin, stream_body
+from gateway.proxy.origin import Answer, BrokenAnswer, Origin, asked_method, stream_body
 from gateway.proxy.upstream import Upstream
 from gateway.proxy.websocket import pipe_websocket
 from gateway.scope import SCOPE, Scope
@@ -288,9 +288,8 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
             reads = True
         if reads and upstream.status == 206:
             raise UpstreamError("the docs server sent part of a page asked for whole")
-        # A HEAD whose answer is read was asked as a GET.
-        sent_method = "GET" if reads and request.method == "HEAD" else request.method
-        return await respond(gw, origin, ex, upstream, index_file, sent_method)
+        return await respond(gw, origin, ex, upstream, index_file,
+                             asked_method(request.method, reads))
     except BaseException:
         # Whatever went wrong (the client left, a decision refused the page), the pooled
         # connection goes back or is dropped; release() is a no-op when already done.
@@ -553,21 +552,24 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
         scope.route = "asset"
-        whole = upstream.arrived() if has_body and request.method != "HEAD" else None
+        # All of the body that came with the head (a small file) goes out with it, whole.
+        whole = upstream.arrived() if has_body else None
+        response: web.StreamResponse
         if whole is not None:
-            # All of it came with the head (a small file): it goes out the same way.
             upstream.release()
-            answer = web.Response(status=status, reason=upstream.reason, body=whole,
-                                  headers=headers)
-            finish_headers(gw, decision, visitor, answer)
-            answer.headers["X-Request-Id"] = scope.request_id
-            require_allowed(scope)
-            return answer
-        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
-        if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
-            response.content_length = upstream.content_length
+            response = web.Response(status=status, reason=upstream.reason, body=whole,
+                                    headers=headers)
+        else:
+            response = web.StreamResponse(status=status, reason=upstream.reason,
+                                          headers=headers)
+            if upstream.content_length is not None \
+                    and "Transfer-Encoding" not in upstream.headers:
+                response.content_length = upstream.content_length
         finish_headers(gw, decision, visitor, response)
         response.headers["X-Request-Id"] = scope.request_id  # started here, not at the edge
+        if whole is not None:
+            require_allowed(scope)
+            return response
         await start(request, scope, response)
         if request.method == "HEAD" or not has_body:
             upstream.release()

@@ -415,11 +415,9 @@ class PageMemo:
         if len(scanned.page) > MEMO_PAGE_LIMIT:
             return
         scanned.version = next(_VERSIONS)
-        while self._entries and self.size + _weight(scanned) > self.budget:
-            oldest = next(iter(self._entries))
-            self.size -= _weight(self._entries.pop(oldest))
         self._entries[rel] = scanned
         self.size += _weight(scanned)
+        self.trim()
 
     def repack(self, rel: str, scanned: Scanned, packing: str, packed: bytes) -> None:
         """The page remembered at ``rel`` came compressed in other bytes: remember those."""

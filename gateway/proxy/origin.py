@@ -50,6 +50,12 @@ class Answer:
         raise NotImplementedError
 
 
+def asked_method(method: str, whole: bool) -> str:
+    """The method an answer is asked with: a HEAD whose answer is read (``whole``) is
+    asked as a GET (a page is judged by its body)."""
+    return "GET" if whole and method == "HEAD" else method
+
+
 class Origin:
     """The docs host: asked for a reader's request, and for pages to learn."""
 

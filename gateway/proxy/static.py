@@ -8,7 +8,6 @@ import os
 import re
 import stat
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
@@ -207,7 +206,7 @@ class StaticSite(Origin):
         self._base = base_path
         self._types: dict[str, str] = dict(_TYPES)
         self._page_404: tuple[tuple[int, int], bytes] | None = None
-        self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self._kept: dict[str, _Kept] = {}  # oldest first
         self._kept_bytes = 0
 
     def __repr__(self) -> str:
@@ -256,16 +255,18 @@ class StaticSite(Origin):
             # Relative to the address asked for, so any base path in front is kept, and
             # "./" stops a name like "http:x" reading as a scheme.
             return _redirect("./" + quote(path.rsplit("/", 1)[-1], safe="") + "/" + query)
-        if whole:
-            return self._body_answer(200, "OK", self._headers_for(found), found, small, 0,
-                                     found.st.st_size)
-        return self._file_answer(request, found, small)
+        return self._whole_answer(found, small) if whole \
+            else self._file_answer(request, found, small)
 
     async def fetch(self, path: str) -> Answer | None:
         """The file at ``path`` (below the base path) as a GET gets it; None when missing."""
         found, small = await self._find(path)
         if found is None or (found.directory and not path.endswith("/")):
             return None
+        return self._whole_answer(found, small)
+
+    def _whole_answer(self, found: _Found, small: bytes | None) -> FileAnswer:
+        """The whole file, as a GET without conditions or ranges gets it."""
         return self._body_answer(200, "OK", self._headers_for(found), found, small, 0,
                                  found.st.st_size)
 

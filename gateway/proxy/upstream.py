@@ -17,7 +17,7 @@ from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
 from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
 from gateway.proxy.location import UpstreamAddress
-from gateway.proxy.origin import Answer, Origin
+from gateway.proxy.origin import Answer, Origin, asked_method
 from gateway.scope import Scope
 
 HOP_BY_HOP: Final = frozenset({
@@ -234,9 +234,9 @@ class Upstream(Origin):
         assert self.pool is not None
         headers = self.request_headers(request, scope, extra, whole)
         body = request.content.iter_any() if request.body_exists else None
-        method = "GET" if whole and request.method == "HEAD" else request.method
         try:
-            response = await self.pool.request(method, self.target_for(scope),
+            response = await self.pool.request(asked_method(request.method, whole),
+                                               self.target_for(scope),
                                                headers, body, request.content_length)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
