@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway import pipeline
 from gateway.app import build_app
+from tests import dockerfile
 from tests.helpers import (
     Client,
     GatewayFactory,
@@ -251,3 +253,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         elif compiled and item.get_closest_marker("plain_only"):
             item.add_marker(pytest.mark.skip(
                 reason="tests what lies outside the compiled request path: run once"))
+
+
+# ---------------------------------------------------------------------------
+# The Docker image's replay (tests/test_deploy.py's ``image``) compiles the request path,
+# which takes minutes of one CPU: when a test that needs it is selected, it starts as soon
+# as the tests are collected and runs beside them.
+
+_REPLAY_WORK: list[str] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.nodeid.startswith("tests/test_deploy.py")
+           and "image" in getattr(item, "fixturenames", ())
+           and item.get_closest_marker("skip") is None for item in session.items):
+        work = tempfile.mkdtemp(prefix="docs-gateway-image-")
+        _REPLAY_WORK.append(work)
+        root = Path(__file__).resolve().parent.parent
+        dockerfile.replay_ahead(root / "deploy" / "Dockerfile", root, Path(work))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for work in _REPLAY_WORK:
+        shutil.rmtree(work, ignore_errors=True)

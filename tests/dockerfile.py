@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import threading
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -211,6 +212,48 @@ def replay(dockerfile: Path, context: Path, work: Path, *, build_args: dict[str,
                               patterns, work, timeout)
         images[image.name] = image
     return images
+
+
+class _Ahead:
+    """A replay running in a thread of its own, and what it gave or raised."""
+
+    def __init__(self, dockerfile: Path, context: Path, work: Path) -> None:
+        self.images: dict[str, Image] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(dockerfile, context, work),
+                                       name="replay", daemon=True)
+        self.thread.start()
+
+    def _run(self, dockerfile: Path, context: Path, work: Path) -> None:
+        try:
+            self.images = replay(dockerfile, context, work)
+        except BaseException as exc:  # handed to the test that waits for it
+            self.error = exc
+
+    def result(self) -> dict[str, Image]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.images is not None
+        return self.images
+
+
+_AHEAD: dict[Path, _Ahead] = {}
+
+
+def replay_ahead(dockerfile: Path, context: Path, work: Path) -> None:
+    """Start replaying ``dockerfile`` now, in a thread: a stage's compile takes minutes, which
+    the machine's other CPU spends while the tests before the ones that need it run.
+    ``replayed`` collects it."""
+    if dockerfile not in _AHEAD:
+        _AHEAD[dockerfile] = _Ahead(dockerfile, context, work)
+
+
+def replayed(dockerfile: Path, context: Path, work: Path) -> dict[str, Image]:
+    """The replay of ``dockerfile`` started ahead (in the folder it was given), or one run
+    now in ``work``."""
+    ahead = _AHEAD.get(dockerfile)
+    return ahead.result() if ahead is not None else replay(dockerfile, context, work)
 
 
 def _replay_stage(position: int, lines: list[tuple[str, str]], declared: dict[str, str],

@@ -135,12 +135,14 @@ def test_everything_the_builder_copies_is_in_the_build_context() -> None:
 # The image, built without Docker: tests/dockerfile.py replays each stage in folders and fresh
 # virtualenvs standing in for the images. One replay (its mypyc compile takes a minute or two)
 # serves the tests below; the compiled pass of scripts/test leaves them out (builds_package).
+# When they are among the tests selected, the replay starts as soon as the tests are collected
+# (conftest.py), beside the tests that run first.
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dockerfile.Image]:
     """deploy/Dockerfile's stages, replayed with the repository as the build context."""
-    return dockerfile.replay(DEPLOY / "Dockerfile", ROOT, tmp_path_factory.mktemp("image"))
+    return dockerfile.replayed(DEPLOY / "Dockerfile", ROOT, tmp_path_factory.mktemp("image"))
 
 
 def runtime_stage(image: dict[str, dockerfile.Image]) -> dockerfile.Image:
