@@ -21,7 +21,6 @@ from setuptools import setup
 COMPILED = [
     "gateway/boundary.py",
     "gateway/crypto.py",
-    "gateway/docsport.py",
     "gateway/handshakes/base.py",
     "gateway/handshakes/jwt.py",
     "gateway/html/encoding.py",

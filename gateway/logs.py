@@ -127,18 +127,14 @@ class AccessLogger(AbstractAccessLogger):
         self._direct = _own_handler(logger)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.line(request, response.status, response.body_length, time)
-
-    def line(self, request: web.BaseRequest, status: int, length: int, time: float) -> None:
-        """The line for a request answered with ``status`` and ``length`` bytes of body."""
         scope = request.get("gateway.scope")
         fields = {
             "request_id": getattr(scope, "request_id", None),
             "client": getattr(scope, "client_ip", request.remote),
             "method": request.method,
             "path": request.path,
-            "status": status,
-            "bytes": length,
+            "status": response.status,
+            "bytes": response.body_length,
             "ms": round(time * 1000, 2),
             "user": getattr(scope, "sub", None),
         }
@@ -151,10 +147,10 @@ class AccessLogger(AbstractAccessLogger):
             return
         formatter = handler.formatter
         assert isinstance(formatter, JsonFormatter | TextFormatter)
-        text = formatter.line(_now(), "info", self.logger.name, "request", fields)
+        line = formatter.line(_now(), "info", self.logger.name, "request", fields)
         handler.acquire()
         try:
-            handler.stream.write(text + "\n")
+            handler.stream.write(line + "\n")
             handler.flush()
         finally:
             handler.release()
