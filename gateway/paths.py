@@ -376,8 +376,19 @@ class LinkTargets:
 
     def target(self, base: str, location: str) -> str | None:
         """The docs path ``location`` leads to from the public address ``base``."""
+        return self.target_from(self.origin + base, location)
+
+    def follow(self, base: str, location: str) -> str | None:
+        """The URL ``location`` names from the public address ``base`` (None: unreadable)."""
         try:
-            target = urlsplit(urljoin(self.origin + base, location))
+            return urljoin(self.origin + base, location)
+        except ValueError:
+            return None
+
+    def target_from(self, url: str, location: str) -> str | None:
+        """The docs path ``location`` leads to from the URL ``url``."""
+        try:
+            target = urlsplit(urljoin(url, location))
         except ValueError:
             return None
         if (target.scheme, target.netloc.lower()) != (self.scheme, self.netloc):

@@ -362,11 +362,22 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     base = ex.scope.path
     targets = scanned.targets
     if targets is None or scanned.base != base:
+        server = gw.config.server
+        follow = link_targets(server.public_url, server.route_base, server.base_path)
         # A folder's page may be answered at the address without its slash (try_files
         # $uri/index.html): its links are written to be followed from the folder.
         name = base[base.rfind("/") + 1:].lower()
-        bases = (base, base + "/") if name and not name.endswith(PAGE_SUFFIXES) else (base,)
-        targets = {link.href: tuple(docs_target(gw, start, link.href) for start in bases)
+        starts = [follow.origin + base]
+        if name and not name.endswith(PAGE_SUFFIXES):
+            starts.append(follow.origin + base + "/")
+        written = scanned.written_base
+        if written is not None:
+            # A <base href>: the browser follows every relative link from there, and the
+            # page's own address becomes the second reading.
+            url = follow.follow(base, written)
+            if url is not None:
+                starts.insert(0, url)
+        targets = {link.href: tuple(follow.target_from(start, link.href) for start in starts)
                    for link in links}
         scanned.targets, scanned.base = targets, base
         scanned.cuts.clear()  # decided for links followed from another address
@@ -380,11 +391,11 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
         return kept[1]
     paths = {found[0] for found in targets.values() if found[0] is not None}
     closed = await closed_pages(gw, ex.site, paths, user) if paths else set()
-    # From the folder, only a page known to be closed counts: the page may as well be a
-    # file, whose links lead nowhere from there.
-    folder = {found[1] for found in targets.values() if len(found) > 1 and found[1] is not None}
-    if folder:
-        closed |= await closed_pages(gw, ex.site, folder, user, unknown_closed=False)
+    # From the second reading (the folder, or the page's own address under a <base>),
+    # only a page known to be closed counts: a file's links lead nowhere from its folder.
+    second = {path for found in targets.values() for path in found[1:] if path is not None}
+    if second:
+        closed |= await closed_pages(gw, ex.site, second, user, unknown_closed=False)
     # A link goes when it leads to a closed page from either address.
     cuts = removals(links, closed, {href: next((path for path in found if path in closed),
                                                found[0])

@@ -13,7 +13,14 @@ from aiohttp import web
 
 from gateway.app import build_app
 from gateway.html.gating import rewrite
-from gateway.html.navigation import Cuts, find_links, leftovers, linked_parts, removals
+from gateway.html.navigation import (
+    Cuts,
+    document_base,
+    find_links,
+    leftovers,
+    linked_parts,
+    removals,
+)
 from gateway.html.page import Pages
 from gateway.policy import Decision, Outcome, Policy
 from gateway.services import GATEWAY
@@ -537,3 +544,63 @@ def test_a_card_titled_by_an_h1_that_is_a_link_goes_with_it() -> None:
 ])
 def test_the_page_s_own_article_is_no_card(page: bytes) -> None:
     assert [link.cut for link in find_links(page)] == [-1]
+
+
+@pytest.mark.parametrize(("page", "base"), [
+    (b'<head><base href="/guide/"></head><a href="x">x</a>', "/guide/"),
+    (b'<HEAD><BASE HREF=" ../v2/ " target=_top></HEAD>', "../v2/"),
+    (b'<base target="_top"><base href="/first/"><base href="/second/">', "/first/"),
+    (b'<body><p>late <base href="/late/"></p></body>', "/late/"),
+    (b'<base href="/a/&amp;b/">', "/a/&b/"),
+    (b'<template><base href="/t/"></template><base href="/real/">', "/real/"),
+    (b'<noscript><base href="/n/"></noscript>', None),
+    (b'<svg><base href="/s/"></base></svg>', None),
+    (b'<!-- <base href="/c/"> --><script>"<base href=/j/>"</script>', None),
+    (b'<textarea><base href="/x/"></textarea><title><base href="/y/"></title>', None),
+    (b'<p>no base here</p>', None),
+], ids=["head", "spelled in capitals", "the first with an href", "in the body",
+        "a character reference", "not a template's", "not noscript's", "not SVG's",
+        "not in a comment or a script", "not in text", "none"])
+def test_the_document_base_is_the_one_a_browser_uses(page: bytes, base: str | None) -> None:
+    assert document_base(page) == base
+
+
+async def test_links_under_a_base_are_followed_from_it(tmp_path: Path,
+                                                       aiohttp_client: Any) -> None:
+    # A <base href> moves where every relative link leads: the closed page the navigation
+    # names is /guide/secret/, not the /secret/ the page's own address would give.
+    nav = ('<nav><ul><li><a href="secret/">Secret runbook</a></li>'
+           '<li><a href="faq/">FAQ</a></li></ul></nav><main>{text}</main>')
+    root = tmp_path / "site"
+    for name, text in {
+        "index.html": '<head><base href="/guide/"></head>' + nav.format(text="Home"),
+        "other/index.html": '<head><base href="../guide/"></head>' + nav.format(text="Other"),
+        # A base in a template is none: links lead from the page's own address.
+        "t/index.html": '<template><base href="/guide/"></template>'
+                        + nav.format(text="Templated"),
+        "t/secret/index.html": "<main>open</main>",
+        "t/faq/index.html": "<main>faq</main>",
+        "guide/secret/index.html": "<main>SECRET</main>",
+        "guide/faq/index.html": "<main>faq</main>",
+        "secret/index.html": "<main>open</main>",
+        "other/secret/index.html": "<main>open</main>",
+    }.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    server = (f"        root {root};\n"
+              "        location / { try_files $uri $uri/index.html =404; }\n")
+    async with nginx_serving(tmp_path, server) as origin:
+        config = make_config(origin, access={
+            "rules": [{"path": "/guide/secret/**", "groups": ["ops"]}]})
+        client = await aiohttp_client(await build_app(config))
+        reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+        for path, text in (("/", "Home"), ("/other/", "Other")):
+            page = await (await client.get(path, cookies=reader)).text()
+            assert text in page and "FAQ" in page, path
+            assert "Secret runbook" not in page and "secret/" not in page, path
+        page = await (await client.get("/t/", cookies=reader)).text()
+        assert "Templated" in page and "Secret runbook" in page
+        # The operator sees the entry where it is theirs to see.
+        ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+        page = await (await client.get("/", cookies=ops)).text()
+        assert "Secret runbook" in page

@@ -709,6 +709,22 @@ async def test_a_list_entry_or_card_for_a_closed_page_leaves_its_page_s_entries(
         [(doc["location"], doc["title"], doc["text"]) for doc in LISTING_DOCS]
 
 
+async def test_under_a_base_an_entry_s_link_is_followed_from_there() -> None:
+    # <base href="/admin/sub/">: the entry's "../" is /admin/, a closed page, though from
+    # the page's own address it would be the open /.
+    page = LISTING_PAGE.replace(b"<head>", b'<head><base href="/admin/sub/">') \
+        .replace(b'href="/admin/">Keyvault', b'href="../">Keyvault') \
+        .replace(b'href="guide/"', b'href="/guide/"')
+    learned = learn(page, "text/html", navigation=True)
+    assert learned is not None and learned.text is not None
+    assert learned.text.base == "/admin/sub/"
+    reader = entries(await listed(LISTING_DOCS, READER, page=page))
+    assert reader and all("Keyvault" not in text for _, _, text in reader)
+    admin = make_user("ada", groups=("admin", "ops"))
+    assert entries(await listed(LISTING_DOCS, admin, page=page)) == \
+        [(doc["location"], doc["title"], doc["text"]) for doc in LISTING_DOCS]
+
+
 async def test_a_closed_entry_s_words_found_otherwise_take_the_text() -> None:
     # The index holds the entry's words apart: its text goes (the sidebar's copy of the
     # title is not text the reader is shown in the page's text region).

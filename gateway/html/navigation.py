@@ -30,6 +30,7 @@ not place in the entry removed is taken out by itself.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 
 from gateway.html.tokens import (
@@ -491,6 +492,45 @@ def find_links(page: bytes) -> list[Link]:
              for link in found]
     found.sort(key=lambda link: link.at)
     return found
+
+
+_BASE_TAG = re.compile(rb"<base[\t\n\f\r />]", re.IGNORECASE)
+#: Where a ``<base>`` is no document's: a template's content, noscript's text (a browser
+#: runs scripts), SVG's and MathML's own elements.
+_NOT_THE_DOCUMENTS = words("template svg math")
+
+
+def document_base(page: bytes) -> str | None:
+    """The ``href`` of the page's first ``<base href>``, the address a browser follows
+    the page's relative links from (None: there is none)."""
+    if _BASE_TAG.search(page) is None:
+        return None
+    inside: dict[bytes, int] = {}
+    size, pos = len(page), 0
+    while pos < size:
+        lt = page.find(b"<", pos)
+        if lt < 0:
+            break
+        kind, end, tag = token_at(page, lt)
+        if kind == UNFINISHED:
+            break
+        pos = end
+        if tag is None or kind == COMMENT:
+            continue
+        name = tag.name
+        if kind == END:
+            if inside.get(name):
+                inside[name] -= 1
+            continue
+        if name in _NOT_THE_DOCUMENTS and not tag.self_closing:
+            inside[name] = inside.get(name, 0) + 1
+        elif name == b"base" and b"href" in tag.attrs and not any(inside.values()):
+            return attr_text(tag.attrs[b"href"][0]).strip()
+        if name in RAW_TEXT or name == b"noscript":
+            pos = script_end(page, end) if name == b"script" else raw_end(page, name, end)
+        elif name == b"plaintext":
+            break
+    return None
 
 
 @dataclass(frozen=True, slots=True)

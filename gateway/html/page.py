@@ -43,7 +43,7 @@ from gateway.html.head import (
     script_offset,
     script_tag,
 )
-from gateway.html.navigation import Cuts, Link, find_links, leftovers
+from gateway.html.navigation import Cuts, Link, document_base, find_links, leftovers
 from gateway.indexes.filter import (
     FetchMeta,
     IndexFile,
@@ -90,6 +90,8 @@ class Scanned:
     #: Its links (read once, when navigation is filtered), and where their targets lead
     #: from the address in ``base`` (a docs path, or None outside the docs).
     links: list[Link] | None = None
+    #: The ``href`` of its ``<base>`` (read with its links; None: it has none).
+    written_base: str | None = None
     base: str = ""
     targets: dict[str, tuple[str | None, ...]] | None = None
     #: What leaves it per audience (groups, None: anonymous), and since when.
@@ -779,6 +781,7 @@ class Pages:
     def links(self, scanned: Scanned) -> list[Link]:
         """The page's links, read once per page version."""
         if scanned.links is None:
+            scanned.written_base = document_base(scanned.page)
             scanned.links = find_links(scanned.page)
         return scanned.links
 

@@ -44,7 +44,7 @@ from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
 from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text, linked_text
 from gateway.html.head import PageMeta
-from gateway.html.navigation import Link, linked_parts
+from gateway.html.navigation import Link, document_base, linked_parts
 from gateway.indexes.formats import (
     BARE,
     HIDDEN,
@@ -96,6 +96,8 @@ class PageText:
     words: Words
     linked: tuple[LinkedPart, ...] = ()
     linked_words: tuple[tuple[frozenset[int], Words], ...] = ()
+    #: The page's ``<base href>``, which its links are followed from (None: none).
+    base: str | None = None
 
 
 def _words(pieces: Iterable[tuple[str, int]]) -> Words:
@@ -127,11 +129,13 @@ def page_text(page: bytes, links: list[Link] | None = None, *,
                                   _words(read.pieces[at])) for at in order)
         cells = tuple((frozenset(order[at] for at in around), Words(word_keys(text)))
                       for around, text in read.text)
+    base = document_base(page) if linked else None
     if found is not None:
         return PageText(found.parts, tuple(_words(part.pieces) for part in found.parts),
-                        found.ids, Words(word_keys(found.text)), linked, cells)
+                        found.ids, Words(word_keys(found.text)), linked, cells, base)
     assert read is not None
-    return PageText((), (), read.every_id, Words(word_keys(read.every_text)), linked, cells)
+    return PageText((), (), read.every_id, Words(word_keys(read.every_text)), linked, cells,
+                    base)
 
 
 @dataclass(frozen=True)
@@ -434,16 +438,25 @@ class _Judge:
         """Per page text (by id), its linked parts that leave for this reader: those with
         a link to a page they may not open (or whose access cannot be known)."""
         base_path = self.page_index.base_path
-        follow = self.page_index.targets.target
-        targets: dict[tuple[str, str], str | None] = {}
+        follow = self.page_index.targets
+        # Where each link leads: from the page's address and, under a <base href>, from
+        # there too (a part leaves when its link leads to a closed page either way).
+        targets: dict[tuple[str, str], tuple[str | None, ...]] = {}
         for text in texts:
             if text is not None:
-                for part in text[1].linked:
+                path, found_text = text
+                starts = [follow.origin + base_path + path]
+                if found_text.base is not None:
+                    url = follow.follow(base_path + path, found_text.base)
+                    if url is not None:
+                        starts.append(url)
+                for part in found_text.linked:
                     for href in part.hrefs:
-                        targets.setdefault((text[0], href), None)
-        for path, href in targets:
-            targets[path, href] = follow(base_path + path, href)
-        wanted = sorted({target for target in targets.values() if target is not None})
+                        if (path, href) not in targets:
+                            targets[path, href] = tuple(follow.target_from(start, href)
+                                                        for start in starts)
+        wanted = sorted({target for found in targets.values() for target in found
+                         if target is not None})
         judged = await self._judge_anew([[target] for target in wanted], False) \
             if wanted else []
         closed = {target for target, (verdict, _) in zip(wanted, judged, strict=True)
@@ -454,7 +467,8 @@ class _Judge:
                 path, found = text
                 cut[id(found)] = frozenset(
                     index for index, part in enumerate(found.linked)
-                    if any(targets[path, href] in closed for href in part.hrefs))
+                    if any(target in closed for href in part.hrefs
+                           for target in targets[path, href]))
         return cut
 
     def _hidden(self, text: PageText) -> list[bool]:
