@@ -475,12 +475,21 @@ async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
         if decision.groups is not None and not decision.allowed:
             return True  # groups the reader lacks, by a rule or the page's metadata
     scanned = site.pages.memo.latest(path)
-    links = site.pages.links(scanned) if scanned is not None \
-        else await links_fetcher(site.origin)(path)
-    if links is None:
-        return True
-    public = gw.config.server.base_path + path
-    targets = {target for link in links if (target := docs_target(gw, public, link.href))}
+    if scanned is not None:
+        links, base_href = site.pages.links(scanned), scanned.written_base
+    else:
+        read = await links_fetcher(site.origin)(path)
+        if read is None:
+            return True
+        links, base_href = read
+    server = gw.config.server
+    follow = link_targets(server.public_url, server.route_base, server.base_path)
+    public = server.base_path + path
+    starts = [follow.origin + public]
+    if base_href is not None and (url := follow.follow(public, base_href)) is not None:
+        starts.append(url)  # (under a <base href>, links lead from there)
+    targets = {target for link in links for start in starts
+               if (target := follow.target_from(start, link.href))}
     linked = targets & named
     return bool(linked) and bool(await closed_pages(gw, site, linked, user))
 

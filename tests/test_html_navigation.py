@@ -346,6 +346,27 @@ async def test_sphinxs_copy_of_a_page_opens_only_where_the_page_is_known_to(
     assert reply.status == 404 and "admin/keys" not in await reply.text()
 
 
+async def test_a_copy_naming_a_page_linked_under_a_base_is_closed(
+        site: Path, aiohttp_client: Any) -> None:
+    # Under a <base href="/">, the page's "handbook/" is the closed /handbook/ its source
+    # names, not /sub/handbook/; the gateway has not learned the handbook's metadata yet.
+    (site / "sub").mkdir()
+    (site / "sub" / "notes.html").write_text(
+        PAGE.format(title="Notes", meta='<base href="/">', text="Hi")
+        .replace('"/handbook/"', '"handbook/"'))
+    (site / "_sources" / "sub").mkdir(parents=True)
+    (site / "_sources" / "sub" / "notes.rst.txt").write_text(
+        "Notes\n=====\n\n.. toctree::\n   :hidden:\n\n   ../handbook/index\n")
+    config = make_config(None, upstream={"root": str(site)})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    reply = await client.get("/_sources/sub/notes.rst.txt", cookies=reader)
+    assert reply.status == 404 and "handbook" not in await reply.text()
+    ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+    reply = await client.get("/_sources/sub/notes.rst.txt", cookies=ops)
+    assert reply.status == 200 and "handbook/index" in await reply.text()
+
+
 async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
         tmp_path: Path, aiohttp_client: Any) -> None:
     # nginx answers /guide with /guide/index.html (try_files): the page's relative links

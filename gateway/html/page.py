@@ -936,18 +936,22 @@ async def whole_page(answer: Answer) -> bytes | None:
     return decode_body(data, content_encodings(answer.headers))
 
 
-def links_fetcher(origin: Origin) -> Callable[[str], Awaitable[list[Link] | None]]:
-    """Read the links of a page from ``origin`` (an anonymous GET, read whole): None when
-    it does not answer 200 with a page the gateway can read."""
+def links_fetcher(origin: Origin
+                  ) -> Callable[[str], Awaitable[tuple[list[Link], str | None] | None]]:
+    """Read the links of a page from ``origin`` (an anonymous GET, read whole), with its
+    ``<base href>``: None when it does not answer 200 with a page the gateway can read."""
 
-    async def fetch(path: str) -> list[Link] | None:
-        async def use(answer: Answer) -> list[Link] | None:
+    async def fetch(path: str) -> tuple[list[Link], str | None] | None:
+        async def use(answer: Answer) -> tuple[list[Link], str | None] | None:
             declared = content_type(answer.headers)
             if declared is None or not is_html(declared):
                 return None
             body = await whole_page(answer)
             try:
-                return None if body is None else find_links(as_utf8(body, declared)[0])
+                if body is None:
+                    return None
+                page = as_utf8(body, declared)[0]
+                return find_links(page), document_base(page)
             except Undecodable:
                 return None
 
