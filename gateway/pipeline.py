@@ -410,7 +410,8 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
     """A copy of a page's source (``gateway.paths.copy_of_pages``) holds the page's text,
     gated parts included, and cannot be read like a page: it opens only to a reader the
     page opens to, and not at all when the page has gated parts; with navigation
-    filtered, not when the page loses a part that links a page closed to the reader.
+    filtered, not when the page loses a part that links a page closed to the reader, or
+    keeps the words of a link to one (the copy holds the link).
 
     A rule that closes one of the page's spellings closes the copy, whether or not the
     page could be read; a page that is there and cannot be read (too large) is learned
@@ -446,6 +447,12 @@ async def judge_page_copy(gw: Gateway, site: Site, rel: str, user: User | None) 
             # Its page loses an entry for a page closed to them (or may): the copy holds it.
             raise Denied(code=code, expected="a page the reader may open whole",
                          received=f"its page {path}, which lists a page closed to them")
+        if not sphinx and site.pages.navigation \
+                and await unwraps_closed(gw, site, path, user):
+            # Its page keeps the words of a link to a page closed to them: the copy holds
+            # the link, its address too.
+            raise Denied(code=code, expected="a page the reader may open whole",
+                         received=f"its page {path}, which links a page closed to them")
         if sphinx and site.pages.navigation and await names_closed(gw, site, path, rel, user):
             # A source names pages no link of its text shows (a hidden toctree, which
             # fills the sidebar): one that names a page closed to them stays closed.
@@ -474,13 +481,35 @@ async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
                 decision = gw.policy.decide_meta(decision, learned.meta, user)
         if decision.groups is not None and not decision.allowed:
             return True  # groups the reader lacks, by a rule or the page's metadata
+    targets = await link_targets_of(gw, site, path, unwrapped_only=False)
+    if targets is None:
+        return True
+    linked = targets & named
+    return bool(linked) and bool(await closed_pages(gw, site, linked, user))
+
+
+async def unwraps_closed(gw: Gateway, site: Site, path: str, user: User | None) -> bool:
+    """Whether the page at docs path ``path`` links, in its text, to a page ``user`` may
+    not open: the page keeps the link's words and loses the link, but a Markdown copy
+    holds the link whole (true too when its links cannot be read)."""
+    targets = await link_targets_of(gw, site, path, unwrapped_only=True)
+    if targets is None:
+        return True
+    return bool(targets) and bool(await closed_pages(gw, site, targets, user))
+
+
+async def link_targets_of(gw: Gateway, site: Site, path: str, *,
+                          unwrapped_only: bool) -> set[str] | None:
+    """The docs paths the links of the page at docs path ``path`` lead to, followed from
+    its address and from its ``<base href>`` (``unwrapped_only``: only links whose words
+    stay when they go); None when its links cannot be read."""
     scanned = site.pages.memo.latest(path)
     if scanned is not None:
         links, base_href = site.pages.links(scanned), scanned.written_base
     else:
         read = await links_fetcher(site.origin)(path)
         if read is None:
-            return True
+            return None
         links, base_href = read
     server = gw.config.server
     follow = link_targets(server.public_url, server.route_base, server.base_path)
@@ -488,10 +517,8 @@ async def names_closed(gw: Gateway, site: Site, path: str, copy: str,
     starts = [follow.origin + public]
     if base_href is not None and (url := follow.follow(public, base_href)) is not None:
         starts.append(url)  # (under a <base href>, links lead from there)
-    targets = {target for link in links for start in starts
-               if (target := follow.target_from(start, link.href))}
-    linked = targets & named
-    return bool(linked) and bool(await closed_pages(gw, site, linked, user))
+    return {target for link in links if not unwrapped_only or link.cut == -1
+            for start in starts if (target := follow.target_from(start, link.href))}
 
 
 _DOCNAME = re.compile(r"(?<![\w./-])(?:\.\.?/)*/?[\w-]+(?:[./][\w-]+)*")

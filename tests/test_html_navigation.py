@@ -367,6 +367,32 @@ async def test_a_copy_naming_a_page_linked_under_a_base_is_closed(
     assert reply.status == 200 and "handbook/index" in await reply.text()
 
 
+async def test_a_markdown_copy_of_a_page_linking_a_closed_page_in_its_text_is_closed(
+        site: Path, aiohttp_client: Any) -> None:
+    # The page keeps the words "the handbook" and loses the link; its Markdown copy holds
+    # the link whole, the closed page's address with it.
+    (site / "notes.html").write_text(PAGE.format(
+        title="Notes", meta="", text='Read <a href="handbook/">the handbook</a> first.'))
+    (site / "notes.html.md").write_text("NOTES-MD: read [the handbook](handbook/) first.")
+    # Its sidebar's entry for the handbook is not in a copy: a page linking only open
+    # pages in its text keeps its copy open.
+    (site / "faq.html").write_text(PAGE.format(
+        title="FAQ", meta="", text='See <a href="guide/">the guide</a>.'))
+    (site / "faq.html.md").write_text("FAQ-MD: see [the guide](guide/).")
+    config = make_config(None, upstream={"root": str(site)})
+    client = await aiohttp_client(await build_app(config))
+    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    page = await (await client.get("/notes.html", cookies=reader)).text()
+    assert "the handbook" in page and 'href="handbook/"' not in page
+    reply = await client.get("/notes.html.md", cookies=reader)
+    assert reply.status == 404 and "NOTES-MD" not in await reply.text()
+    reply = await client.get("/faq.html.md", cookies=reader)
+    assert reply.status == 200 and "FAQ-MD" in await reply.text()
+    ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
+    reply = await client.get("/notes.html.md", cookies=ops)
+    assert reply.status == 200 and "NOTES-MD" in await reply.text()
+
+
 async def test_a_folders_page_answered_without_its_slash_loses_its_closed_links(
         tmp_path: Path, aiohttp_client: Any) -> None:
     # nginx answers /guide with /guide/index.html (try_files): the page's relative links
