@@ -32,6 +32,7 @@ READER = make_user("bob", groups=("staff",))
 HANDBOOK = "Admin handbook"
 RUNBOOK = "Incident runbook"
 SECRET = "ROTATE-THE-VAULT-KEYS"
+TERM = "Vaultkeeper"
 # Everything is public but the admin pages.
 ACCESS = {"public": ["/**"], "rules": [{"path": "/admin/**", "groups": ["admin"]}]}
 
@@ -88,7 +89,10 @@ SPHINX_PAGES = {
     "guide.rst": "Guide\n=====\n\nHow to use the product.\n\n.. toctree::\n   :hidden:\n\n"
                  "   admin/runbook\n",
     "admin/handbook.rst": f"{HANDBOOK}\n{'=' * len(HANDBOOK)}\n\n{SECRET} every quarter.\n",
-    "admin/runbook.rst": f"{RUNBOOK}\n{'=' * len(RUNBOOK)}\n\nCall the on-call. {SECRET}.\n",
+    # An index term only the runbook files entries under: the general index lists the
+    # term over its entries.
+    "admin/runbook.rst": f"{RUNBOOK}\n{'=' * len(RUNBOOK)}\n\n.. index:: single: {TERM}; "
+                         f"rotation\n\nCall the on-call. {SECRET}.\n",
     "faq.rst": "FAQ\n===\n\nQuestions.\n",
 }
 
@@ -233,7 +237,7 @@ async def test_no_page_lists_what_the_reader_may_not_open(
                          *(f"/_sources/{name}.txt" for name in SPHINX_PAGES)])
     assert len([p for p, body in pages.items() if b"<html" in body.lower()]) >= 3, pages.keys()
     leaks = {path: word for path, body in pages.items()
-             for word in (HANDBOOK, RUNBOOK, SECRET) if word.encode() in body}
+             for word in (HANDBOOK, RUNBOOK, SECRET, TERM) if word.encode() in body}
     # The runbook is named nowhere but in its own page and in list entries that link to
     # it: no word of its title stays, in any case or as a search term (Sphinx' stems).
     leaks |= {path: "runbook" for path, body in pages.items() if b"runbook" in body.lower()}

@@ -238,6 +238,10 @@ def find_links(page: bytes) -> list[Link]:
     # those that stand in the page's text.
     carded: dict[int, int] = {}
     places: dict[int, int] = {}
+    # List entries that hold another (a term of Sphinx's general index over its entries),
+    # and the links outside the navigation: such an entry goes when its every link does.
+    holding: set[int] = set()
+    in_text_lists: set[int] = set()
 
     def card(below: int) -> _Open | None:
         """The card holding ``stack[:below]``'s top: the innermost article without an
@@ -390,6 +394,7 @@ def find_links(page: bytes) -> list[Link]:
                     break
                 if stack[index].name in _LISTS:
                     break
+            holding.update(e.at for e in stack if e.name == b"li")
         elif name == b"a":
             for index in range(len(stack) - 1, -1, -1):  # an <a> closes an open one
                 if stack[index].name == b"a":
@@ -403,7 +408,9 @@ def find_links(page: bytes) -> list[Link]:
             where = region()
             if name != b"link":  # a <link> in the head holds no text
                 places[lt] = placed()
-            entries = tuple(e.at for e in stack if e.name == b"li") if where == "nav" else ()
+            entries = tuple(e.at for e in stack if e.name == b"li")
+            if where != "nav":
+                in_text_lists.add(lt)  # (its entries count where they hold a list: below)
             holder = entry_of() if name != b"link" else None
             if holder is None and name != b"link" and where == "text":
                 holder = cell_of()
@@ -487,8 +494,10 @@ def find_links(page: bytes) -> list[Link]:
         if not around.titled:
             carded.setdefault(at, around.at)
     texts = {at for at, place in places.items() if in_text(place, has_main)}
-    found = [Link(link.href, link.at, carded.get(link.at, link.cut), link.entries, link.raw,
-                  link.at in texts) if link.at in carded or link.at in texts else link
+    found = [Link(link.href, link.at, carded.get(link.at, link.cut),
+                  tuple(e for e in link.entries if e in holding)
+                  if link.at in in_text_lists else link.entries, link.raw, link.at in texts)
+             if link.at in carded or link.at in texts or link.at in in_text_lists else link
              for link in found]
     found.sort(key=lambda link: link.at)
     return found
