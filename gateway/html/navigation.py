@@ -18,6 +18,8 @@ what must leave the page if its target is closed:
 - a table row in the text whose first data cell with letters holds only its links'
   words, and which holds no heading, list or table (a table of pages: Sphinx's
   autosummary, a module index, not a page laid out in a table), goes whole with them;
+- a list entry in the text that holds another list goes when its every link does (a
+  term of Sphinx's general index over its entries);
 - any other link in the text of the page (inside ``main``, ``article`` or
   ``role="main"``) keeps its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
