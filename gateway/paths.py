@@ -370,6 +370,8 @@ class LinkTargets:
     def __init__(self, public_url: str, route_base: str, base_path: str) -> None:
         public = urlsplit(public_url)
         self.scheme, self.netloc = public.scheme, public.netloc.lower()
+        self.host = public.hostname or ""
+        self.port = public.port or _DEFAULT_PORTS.get(public.scheme)
         self.origin = f"{public.scheme}://{public.netloc}"
         self.route_base = route_base
         self.base_path = base_path
@@ -381,25 +383,53 @@ class LinkTargets:
     def follow(self, base: str, location: str) -> str | None:
         """The URL ``location`` names from the public address ``base`` (None: unreadable)."""
         try:
-            return urljoin(self.origin + base, location)
+            return urljoin(self.origin + base, browser_reference(location))
         except ValueError:
             return None
 
     def target_from(self, url: str, location: str) -> str | None:
-        """The docs path ``location`` leads to from the URL ``url``."""
+        """The docs path ``location`` leads to from the URL ``url``, read as a browser reads
+        it (backslashes as slashes, the default port spelled or not)."""
         try:
-            target = urlsplit(urljoin(url, location))
+            target = urlsplit(urljoin(url, browser_reference(location)))
+            port = target.port or _DEFAULT_PORTS.get(target.scheme)
         except ValueError:
             return None
-        if (target.scheme, target.netloc.lower()) != (self.scheme, self.netloc):
+        if (target.scheme, target.hostname or "", port) != (self.scheme, self.host, self.port):
             return None
-        route_base = self.route_base
-        if target.path == route_base or target.path.startswith(route_base + "/"):
-            return None  # the gateway's own endpoints (its login) are no docs page
         try:
-            return relative_to_base(normalize_path(target.path or "/"), self.base_path)
+            public = normalize_path(target.path or "/")
         except BadRequest:
             return None
+        route_base = self.route_base
+        if public == route_base or public.startswith(route_base + "/"):
+            return None  # the gateway's own endpoints (its login) are no docs page
+        try:
+            return relative_to_base(public, self.base_path)
+        except BadRequest:
+            return None
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_C0_AND_SPACE: Final = "".join(chr(code) for code in range(33))
+_TAB_NEWLINE: Final = str.maketrans("", "", "\t\n\r")
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def browser_reference(value: str) -> str:
+    """A URL reference as a browser reads it before resolving it: without the controls and
+    spaces around it or tabs and newlines in it, and (for http, https and a reference with
+    no scheme) with backslashes before its query read as slashes."""
+    ref = value.strip(_C0_AND_SPACE).translate(_TAB_NEWLINE)
+    scheme = _SCHEME.match(ref)
+    if "\\" in ref and (scheme is None or scheme.group().lower() in ("http:", "https:")):
+        end = len(ref)
+        for mark in "?#":
+            found = ref.find(mark)
+            if 0 <= found < end:
+                end = found
+        ref = ref[:end].replace("\\", "/") + ref[end:]
+    return ref
 
 
 @lru_cache(maxsize=8)

@@ -367,19 +367,19 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
         # A folder's page may be answered at the address without its slash (try_files
         # $uri/index.html): its links are written to be followed from the folder.
         name = base[base.rfind("/") + 1:].lower()
-        starts = [follow.origin + base]
+        own = [follow.origin + base]
         if name and not name.endswith(PAGE_SUFFIXES):
-            starts.append(follow.origin + base + "/")
-        written = scanned.written_base
-        if written is not None:
-            # A <base href>: the browser follows every relative link from there, and the
-            # page's own address becomes the second reading.
-            url = follow.follow(base, written)
-            if url is not None:
-                starts.insert(0, url)
+            own.append(follow.origin + base + "/")
+        # Under a <base href>, the browser follows every relative link from there, and the
+        # page's own address is the second reading (any <base> tag counts: which one the
+        # browser takes depends on how it builds the page).
+        bases = [url for written in scanned.written_bases
+                 if (url := follow.follow(base, written)) is not None]
+        starts = bases + own
         targets = {link.href: tuple(follow.target_from(start, link.href) for start in starts)
                    for link in links}
         scanned.targets, scanned.base = targets, base
+        scanned.first_readings = len(bases) or 1
         scanned.cuts.clear()  # decided for links followed from another address
     # What is closed depends on the reader's groups alone (logged in or not): kept per
     # page copy for a few seconds, so a page's readers do not decide every link again.
@@ -389,11 +389,13 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     kept = scanned.cuts.get(audience)
     if kept is not None and now - kept[0] < CUTS_KEPT_FOR:
         return kept[1]
-    paths = {found[0] for found in targets.values() if found[0] is not None}
+    first = scanned.first_readings
+    paths = {path for found in targets.values() for path in found[:first] if path is not None}
     closed = await closed_pages(gw, ex.site, paths, user) if paths else set()
     # From the second reading (the folder, or the page's own address under a <base>),
     # only a page known to be closed counts: a file's links lead nowhere from its folder.
-    second = {path for found in targets.values() for path in found[1:] if path is not None}
+    second = {path for found in targets.values() for path in found[first:]
+              if path is not None}
     if second:
         closed |= await closed_pages(gw, ex.site, second, user, unknown_closed=False)
     # A link goes when it leads to a closed page from either address.
@@ -495,7 +497,9 @@ async def unwraps_closed(gw: Gateway, site: Site, path: str, user: User | None) 
     targets = await link_targets_of(gw, site, path, unwrapped_only=True)
     if targets is None:
         return True
-    return bool(targets) and bool(await closed_pages(gw, site, targets, user))
+    # A page that is not there (a broken link) is no closed page's address.
+    return bool(targets) and bool(await closed_pages(gw, site, targets, user,
+                                                     unknown_closed=False))
 
 
 async def link_targets_of(gw: Gateway, site: Site, path: str, *,
@@ -505,18 +509,18 @@ async def link_targets_of(gw: Gateway, site: Site, path: str, *,
     stay when they go); None when its links cannot be read."""
     scanned = site.pages.memo.latest(path)
     if scanned is not None:
-        links, base_href = site.pages.links(scanned), scanned.written_base
+        links, written = site.pages.links(scanned), scanned.written_bases
     else:
         read = await links_fetcher(site.origin)(path)
         if read is None:
             return None
-        links, base_href = read
+        links, written = read
     server = gw.config.server
     follow = link_targets(server.public_url, server.route_base, server.base_path)
     public = server.base_path + path
     starts = [follow.origin + public]
-    if base_href is not None and (url := follow.follow(public, base_href)) is not None:
-        starts.append(url)  # (under a <base href>, links lead from there)
+    starts += [url for base_href in written  # (under a <base href>, links lead from there)
+               if (url := follow.follow(public, base_href)) is not None]
     return {target for link in links if not unwrapped_only or link.cut == -1
             for start in starts if (target := follow.target_from(start, link.href))}
 

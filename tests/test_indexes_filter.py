@@ -717,7 +717,7 @@ async def test_under_a_base_an_entry_s_link_is_followed_from_there() -> None:
         .replace(b'href="guide/"', b'href="/guide/"')
     learned = learn(page, "text/html", navigation=True)
     assert learned is not None and learned.text is not None
-    assert learned.text.base == "/admin/sub/"
+    assert learned.text.bases == ("/admin/sub/",)
     reader = entries(await listed(LISTING_DOCS, READER, page=page))
     assert reader and all("Keyvault" not in text for _, _, text in reader)
     admin = make_user("ada", groups=("admin", "ops"))

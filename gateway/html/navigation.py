@@ -18,8 +18,8 @@ what must leave the page if its target is closed:
 - a table row in the text whose first data cell with letters holds only its links'
   words, and which holds no heading, list or table (a table of pages: Sphinx's
   autosummary, a module index, not a page laid out in a table), goes whole with them;
-- a list entry in the text that holds another list goes when its every link does (a
-  term of Sphinx's general index over its entries);
+- a list entry in the text with no link or block of its own that holds another list
+  goes when its every link does (a term of Sphinx's general index over its entries);
 - any other link in the text of the page (inside ``main``, ``article`` or
   ``role="main"``) keeps its text and loses the link;
 - a ``<link>`` in the head (``rel="next"``, a title in its attributes) goes.
@@ -39,6 +39,7 @@ from gateway.html.tokens import (
     COMMENT,
     END,
     RAW_TEXT,
+    START,
     UNFINISHED,
     Tag,
     attr_text,
@@ -62,6 +63,9 @@ _HEADINGS = words("h1 h2 h3 h4 h5 h6")
 INERT = words("template noscript")
 _NAV_REGIONS = words("nav aside header footer")
 _LISTS = words("ul ol menu")
+#: What makes a list entry more than a term over its own list: a link or a block of its own.
+_OWN_PARTS = words("p div table pre blockquote h1 h2 h3 h4 h5 h6 dl section article figure "
+                   "details form")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,8 @@ class _Open:
     #: article is then the page's own).
     owner: _Open | None = None
     took: list[int] | None = None
+    #: A list entry: whether a link or a block stands in it outside its own lists.
+    own_part: bool = False
 
 
 def _shown(text: bytes) -> str:
@@ -241,8 +247,9 @@ def find_links(page: bytes) -> list[Link]:
     carded: dict[int, int] = {}
     places: dict[int, int] = {}
     # List entries that hold another (a term of Sphinx's general index over its entries),
-    # and the links outside the navigation: such an entry goes when its every link does.
-    holding: set[int] = set()
+    # and the links outside the navigation: such an entry, with no link or block of its
+    # own (a bare term, not a step in prose), goes when its every link does.
+    holding: dict[int, _Open] = {}
     in_text_lists: set[int] = set()
 
     def card(below: int) -> _Open | None:
@@ -396,11 +403,16 @@ def find_links(page: bytes) -> list[Link]:
                     break
                 if stack[index].name in _LISTS:
                     break
-            holding.update(e.at for e in stack if e.name == b"li")
+            holding.update((e.at, e) for e in stack if e.name == b"li")
         elif name == b"a":
             for index in range(len(stack) - 1, -1, -1):  # an <a> closes an open one
                 if stack[index].name == b"a":
                     close(index)
+                    break
+        if name in _OWN_PARTS or (name in LINKING and name != b"link"):
+            for entry in reversed(stack):  # the innermost entry holds a part of its own
+                if entry.name == b"li":
+                    entry.own_part = True
                     break
         if name in LINKING and b"href" in tag.attrs:
             if name != b"link":
@@ -495,9 +507,10 @@ def find_links(page: bytes) -> list[Link]:
     for at, around in overlays:
         if not around.titled:
             carded.setdefault(at, around.at)
+    terms = {at for at, entry in holding.items() if not entry.own_part}
     texts = {at for at, place in places.items() if in_text(place, has_main)}
     found = [Link(link.href, link.at, carded.get(link.at, link.cut),
-                  tuple(e for e in link.entries if e in holding)
+                  tuple(e for e in link.entries if e in terms)
                   if link.at in in_text_lists else link.entries, link.raw, link.at in texts)
              if link.at in carded or link.at in texts or link.at in in_text_lists else link
              for link in found]
@@ -506,17 +519,17 @@ def find_links(page: bytes) -> list[Link]:
 
 
 _BASE_TAG = re.compile(rb"<base[\t\n\f\r />]", re.IGNORECASE)
-#: Where a ``<base>`` is no document's: a template's content, noscript's text (a browser
-#: runs scripts), SVG's and MathML's own elements.
-_NOT_THE_DOCUMENTS = words("template svg math")
 
 
-def document_base(page: bytes) -> str | None:
-    """The ``href`` of the page's first ``<base href>``, the address a browser follows
-    the page's relative links from (None: there is none)."""
+def document_bases(page: bytes) -> tuple[str, ...]:
+    """The ``href`` of every ``<base href>`` tag on the page, in order (none: empty). A
+    browser follows the page's relative links from the first that is the document's
+    own; which one that is depends on how it builds its tree (a template's content, SVG
+    and MathML, noscript with scripts off), so every tag outside comments and raw text is
+    a candidate."""
     if _BASE_TAG.search(page) is None:
-        return None
-    inside: dict[bytes, int] = {}
+        return ()
+    found: list[str] = []
     size, pos = len(page), 0
     while pos < size:
         lt = page.find(b"<", pos)
@@ -526,22 +539,16 @@ def document_base(page: bytes) -> str | None:
         if kind == UNFINISHED:
             break
         pos = end
-        if tag is None or kind == COMMENT:
+        if tag is None or kind != START:
             continue
         name = tag.name
-        if kind == END:
-            if inside.get(name):
-                inside[name] -= 1
-            continue
-        if name in _NOT_THE_DOCUMENTS and not tag.self_closing:
-            inside[name] = inside.get(name, 0) + 1
-        elif name == b"base" and b"href" in tag.attrs and not any(inside.values()):
-            return attr_text(tag.attrs[b"href"][0]).strip()
-        if name in RAW_TEXT or name == b"noscript":
+        if name == b"base" and b"href" in tag.attrs:
+            found.append(attr_text(tag.attrs[b"href"][0]).strip())
+        elif name in RAW_TEXT:
             pos = script_end(page, end) if name == b"script" else raw_end(page, name, end)
         elif name == b"plaintext":
             break
-    return None
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from gateway.html.head import (
     script_offset,
     script_tag,
 )
-from gateway.html.navigation import Cuts, Link, document_base, find_links, leftovers
+from gateway.html.navigation import Cuts, Link, document_bases, find_links, leftovers
 from gateway.indexes.filter import (
     FetchMeta,
     IndexFile,
@@ -90,10 +90,13 @@ class Scanned:
     #: Its links (read once, when navigation is filtered), and where their targets lead
     #: from the address in ``base`` (a docs path, or None outside the docs).
     links: list[Link] | None = None
-    #: The ``href`` of its ``<base>`` (read with its links; None: it has none).
-    written_base: str | None = None
+    #: The ``href`` of each of its ``<base>`` tags (read with its links).
+    written_bases: tuple[str, ...] = ()
     base: str = ""
     targets: dict[str, tuple[str | None, ...]] | None = None
+    #: How many of each link's targets are its first readings (from the page's <base>
+    #: tags, else from its address); the rest count only for a page known to be closed.
+    first_readings: int = 1
     #: What leaves it per audience (groups, None: anonymous), and since when.
     cuts: dict[tuple[str, ...] | None, tuple[float, Cuts | None]] = field(default_factory=dict)
     #: Which remembered copy this is (its renderings may be kept); 0: not remembered.
@@ -781,7 +784,7 @@ class Pages:
     def links(self, scanned: Scanned) -> list[Link]:
         """The page's links, read once per page version."""
         if scanned.links is None:
-            scanned.written_base = document_base(scanned.page)
+            scanned.written_bases = document_bases(scanned.page)
             scanned.links = find_links(scanned.page)
         return scanned.links
 
@@ -937,12 +940,13 @@ async def whole_page(answer: Answer) -> bytes | None:
 
 
 def links_fetcher(origin: Origin
-                  ) -> Callable[[str], Awaitable[tuple[list[Link], str | None] | None]]:
+                  ) -> Callable[[str], Awaitable[tuple[list[Link], tuple[str, ...]] | None]]:
     """Read the links of a page from ``origin`` (an anonymous GET, read whole), with its
-    ``<base href>``: None when it does not answer 200 with a page the gateway can read."""
+    ``<base href>`` values: None when it does not answer 200 with a page the gateway can
+    read."""
 
-    async def fetch(path: str) -> tuple[list[Link], str | None] | None:
-        async def use(answer: Answer) -> tuple[list[Link], str | None] | None:
+    async def fetch(path: str) -> tuple[list[Link], tuple[str, ...]] | None:
+        async def use(answer: Answer) -> tuple[list[Link], tuple[str, ...]] | None:
             declared = content_type(answer.headers)
             if declared is None or not is_html(declared):
                 return None
@@ -951,7 +955,7 @@ def links_fetcher(origin: Origin
                 if body is None:
                     return None
                 page = as_utf8(body, declared)[0]
-                return find_links(page), document_base(page)
+                return find_links(page), document_bases(page)
             except Undecodable:
                 return None
 

@@ -44,7 +44,7 @@ from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
 from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text, linked_text
 from gateway.html.head import PageMeta
-from gateway.html.navigation import Link, document_base, linked_parts
+from gateway.html.navigation import Link, document_bases, linked_parts
 from gateway.indexes.formats import (
     BARE,
     HIDDEN,
@@ -96,8 +96,8 @@ class PageText:
     words: Words
     linked: tuple[LinkedPart, ...] = ()
     linked_words: tuple[tuple[frozenset[int], Words], ...] = ()
-    #: The page's ``<base href>``, which its links are followed from (None: none).
-    base: str | None = None
+    #: The page's ``<base href>`` values, which its links are followed from.
+    bases: tuple[str, ...] = ()
 
 
 def _words(pieces: Iterable[tuple[str, int]]) -> Words:
@@ -129,13 +129,13 @@ def page_text(page: bytes, links: list[Link] | None = None, *,
                                   _words(read.pieces[at])) for at in order)
         cells = tuple((frozenset(order[at] for at in around), Words(word_keys(text)))
                       for around, text in read.text)
-    base = document_base(page) if linked else None
+    bases = document_bases(page) if linked else ()
     if found is not None:
         return PageText(found.parts, tuple(_words(part.pieces) for part in found.parts),
-                        found.ids, Words(word_keys(found.text)), linked, cells, base)
+                        found.ids, Words(word_keys(found.text)), linked, cells, bases)
     assert read is not None
     return PageText((), (), read.every_id, Words(word_keys(read.every_text)), linked, cells,
-                    base)
+                    bases)
 
 
 @dataclass(frozen=True)
@@ -446,8 +446,8 @@ class _Judge:
             if text is not None:
                 path, found_text = text
                 starts = [follow.origin + base_path + path]
-                if found_text.base is not None:
-                    url = follow.follow(base_path + path, found_text.base)
+                for written in found_text.bases:
+                    url = follow.follow(base_path + path, written)
                     if url is not None:
                         starts.append(url)
                 for part in found_text.linked:
