@@ -393,6 +393,20 @@ async def test_a_markdown_copy_of_a_page_linking_a_closed_page_in_its_text_is_cl
     assert reply.status == 200 and "NOTES-MD" in await reply.text()
 
 
+async def folder_gateway(tmp_path: Path, aiohttp_client: Any,
+                         files: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """A gateway over a built folder of ``files`` whose /admin/ is for ops, and a reader's
+    cookies (staff)."""
+    site = tmp_path / "site"
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    config = make_config(None, upstream={"root": str(site)},
+                         access={"rules": [{"path": "/admin/**", "groups": ["ops"]}]})
+    client = await aiohttp_client(await build_app(config))
+    return client, await session_cookies(client.app, make_user("r", groups=("staff",)))
+
+
 @pytest.mark.parametrize("base", [
     '<svg><foreignObject><base href="/admin/"></foreignObject></svg>',
     '<base href="\\admin\\">',
@@ -402,21 +416,14 @@ async def test_a_markdown_copy_of_a_page_linking_a_closed_page_in_its_text_is_cl
 async def test_a_base_spelled_as_a_browser_reads_it_moves_the_links(
         tmp_path: Path, aiohttp_client: Any, base: str) -> None:
     # Chromium follows "install.html" to /admin/install.html under each of these.
-    site = tmp_path / "site"
-    for name, text in {
+    client, reader = await folder_gateway(tmp_path, aiohttp_client, {
         "guide/page.html": f"<head>{base}</head>"
                            '<nav><ul><li><a href="install.html">Secret runbook</a></li></ul></nav>'
                            '<main>Read <a href="install.html">the ops install</a>.</main>',
         "guide/page.html.md": "PAGE-MD [the ops install](install.html)",
         "guide/install.html": "<main>open</main>",
         "admin/install.html": "<main>SECRET</main>",
-    }.items():
-        (site / name).parent.mkdir(parents=True, exist_ok=True)
-        (site / name).write_text(text)
-    config = make_config(None, upstream={"root": str(site)},
-                         access={"rules": [{"path": "/admin/**", "groups": ["ops"]}]})
-    client = await aiohttp_client(await build_app(config))
-    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    })
     page = await (await client.get("/guide/page.html", cookies=reader)).text()
     assert "Secret runbook" not in page and 'href="install.html"' not in page
     assert "the ops install" in page
@@ -425,8 +432,7 @@ async def test_a_base_spelled_as_a_browser_reads_it_moves_the_links(
 
 async def test_a_markdown_copy_stays_open_for_open_and_broken_links(
         tmp_path: Path, aiohttp_client: Any) -> None:
-    site = tmp_path / "site"
-    for name, text in {
+    client, reader = await folder_gateway(tmp_path, aiohttp_client, {
         # Under <base href="/">, "guide/other.html" is the open /guide/other.html (from
         # the page's own address it would be a page that is not there).
         "guide/page.html": '<head><base href="/"></head>'
@@ -436,13 +442,7 @@ async def test_a_markdown_copy_stays_open_for_open_and_broken_links(
         # A link to a page that is not there names no closed page.
         "guide/dead.html": '<main>See <a href="gone.html">gone</a>.</main>',
         "guide/dead.html.md": "DEAD-MD [gone](gone.html)",
-    }.items():
-        (site / name).parent.mkdir(parents=True, exist_ok=True)
-        (site / name).write_text(text)
-    config = make_config(None, upstream={"root": str(site)},
-                         access={"rules": [{"path": "/admin/**", "groups": ["ops"]}]})
-    client = await aiohttp_client(await build_app(config))
-    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    })
     for copy, mark in (("/guide/page.html.md", "PAGE-MD"), ("/guide/dead.html.md", "DEAD-MD")):
         reply = await client.get(copy, cookies=reader)
         assert reply.status == 200 and mark in await reply.text(), copy
