@@ -725,6 +725,23 @@ async def test_under_a_base_an_entry_s_link_is_followed_from_there() -> None:
         [(doc["location"], doc["title"], doc["text"]) for doc in LISTING_DOCS]
 
 
+async def test_a_term_over_closed_entries_leaves_search_as_it_leaves_the_page() -> None:
+    # Sphinx's general index, or any list: a bare term over entries that link pages. The
+    # page drops the term when every entry goes; search drops its word then too.
+    page = (b'<!doctype html><html><head><title>Home</title></head><body><main>'
+            b'<h1 id="home">Home</h1><p>Read next:</p><ul><li>FALCONTERM<ul>'
+            b'<li><a href="/admin/">Overview</a></li><li><a href="/ops/">Rotation</a></li>'
+            b'</ul></li><li><a href="guide/">Guide</a></li></ul></main></body></html>')
+    docs = [{"location": "", "title": "Home",
+             "text": "Home Read next: FALCONTERM Overview Rotation Guide"}]
+    reader = entries(await listed(docs, READER, page=page))
+    assert reader and all("FALCONTERM" not in text for _, _, text in reader), reader
+    # One of its entries open: the term stays on the page, and in search.
+    ops = entries(await listed(docs, make_user("olga", groups=("ops",)), page=page))
+    assert any("FALCONTERM" in text for _, _, text in ops), ops
+    assert all("Overview" not in text for _, _, text in ops), ops
+
+
 async def test_a_closed_entry_s_words_found_otherwise_take_the_text() -> None:
     # The index holds the entry's words apart: its text goes (the sidebar's copy of the
     # title is not text the reader is shown in the page's text region).

@@ -600,6 +600,17 @@ def removals(links: list[Link], closed: set[str], target: dict[str, str | None])
     return Cuts(frozenset(cut), frozenset(unwrap), hrefs, raw)
 
 
+def term_parts(links: list[Link]) -> dict[int, tuple[str, ...]]:
+    """The list entries of a page's text that leave it only when every link under them
+    does (a bare term over its own list), by where they start, with those links' hrefs."""
+    parts: dict[int, list[str]] = {}
+    for link in links:
+        if link.text:
+            for entry in link.entries:
+                parts.setdefault(entry, []).append(link.href)
+    return {at: tuple(dict.fromkeys(hrefs)) for at, hrefs in parts.items()}
+
+
 def linked_parts(links: list[Link]) -> dict[int, tuple[str, ...]]:
     """The elements of a page's text that leave it whole with a link (a list entry that is
     nothing but links, a card, a link whose entry never ends), by where they start, with

@@ -44,7 +44,7 @@ from gateway.errors import UpstreamError
 from gateway.html.encoding import decode_body
 from gateway.html.gating import PIECE_BREAK, GatedPart, allows, gated_text, linked_text
 from gateway.html.head import PageMeta
-from gateway.html.navigation import Link, document_bases, linked_parts
+from gateway.html.navigation import Link, document_bases, linked_parts, term_parts
 from gateway.indexes.formats import (
     BARE,
     HIDDEN,
@@ -73,13 +73,16 @@ from gateway.user import User
 @dataclass(frozen=True)
 class LinkedPart:
     """An element of a page's text that leaves the page whole for a reader who may not
-    open where one of its links lead (``navigation.linked_parts``): those links' targets
-    as written, and its text pieces, ids and words."""
+    open where one of its links lead (``navigation.linked_parts``), or each of them
+    (``every``: ``navigation.term_parts``): those links' targets as written, and its text
+    pieces, ids and words."""
 
     hrefs: tuple[str, ...]
     pieces: tuple[tuple[str, int], ...]
     ids: frozenset[str]
     words: Words
+    #: It leaves only when every one of its links does (a bare term over its own list).
+    every: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ def page_text(page: bytes, links: list[Link] | None = None, *,
     no linked parts either has nothing search must keep from anyone (its text is not
     read, and its ``PageText`` is empty)."""
     parts = linked_parts(links) if links else {}
+    terms = {at: hrefs for at, hrefs in term_parts(links).items() if at not in parts} \
+        if links else {}
+    parts |= terms
     if not gated and not parts:
         return PageText((), (), frozenset(), Words(()))
     found = gated_text(page) if gated else None
@@ -126,7 +132,7 @@ def page_text(page: bytes, links: list[Link] | None = None, *,
     if parts and read is not None:
         order = {at: index for index, at in enumerate(sorted(parts))}
         linked = tuple(LinkedPart(parts[at], read.pieces[at], read.ids[at],
-                                  _words(read.pieces[at])) for at in order)
+                                  _words(read.pieces[at]), at in terms) for at in order)
         cells = tuple((frozenset(order[at] for at in around), Words(word_keys(text)))
                       for around, text in read.text)
     bases = document_bases(page) if linked else ()
@@ -467,8 +473,9 @@ class _Judge:
                 path, found = text
                 cut[id(found)] = frozenset(
                     index for index, part in enumerate(found.linked)
-                    if any(target in closed for href in part.hrefs
-                           for target in targets[path, href]))
+                    if (all if part.every else any)(
+                        any(target in closed for target in targets[path, href])
+                        for href in part.hrefs))
         return cut
 
     def _hidden(self, text: PageText) -> list[bool]:
