@@ -371,7 +371,7 @@ class LinkTargets:
         public = urlsplit(public_url)
         self.scheme, self.netloc = public.scheme, public.netloc.lower()
         self.host = public.hostname or ""
-        self.port = public.port or _DEFAULT_PORTS.get(public.scheme)
+        self.port = public.port or DEFAULT_PORTS.get(public.scheme)
         self.origin = f"{public.scheme}://{public.netloc}"
         self.route_base = route_base
         self.base_path = base_path
@@ -392,7 +392,7 @@ class LinkTargets:
         it (backslashes as slashes, the default port spelled or not)."""
         try:
             target = urlsplit(urljoin(url, browser_reference(location)))
-            port = target.port or _DEFAULT_PORTS.get(target.scheme)
+            port = target.port or DEFAULT_PORTS.get(target.scheme)
         except ValueError:
             return None
         if (target.scheme, target.hostname or "", port) != (self.scheme, self.host, self.port):
@@ -410,18 +410,28 @@ class LinkTargets:
             return None
 
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-_C0_AND_SPACE: Final = "".join(chr(code) for code in range(33))
+#: The ports http and https URLs name when they name none.
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: A URL's scheme and its colon, at the start of a reference.
+URL_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+# What browsers drop from a URL before reading it (WHATWG URL): C0 controls and spaces at
+# either end, and tabs and newlines anywhere.
+_C0_AND_SPACE: Final = "".join(chr(code) for code in range(0x21))
 _TAB_NEWLINE: Final = str.maketrans("", "", "\t\n\r")
-_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def url_text(value: str) -> str:
+    """A URL's text as a browser reads it: without the C0 controls and spaces around it,
+    nor the tabs and newlines in it."""
+    return value.strip(_C0_AND_SPACE).translate(_TAB_NEWLINE)
 
 
 def browser_reference(value: str) -> str:
-    """A URL reference as a browser reads it before resolving it: without the controls and
-    spaces around it or tabs and newlines in it, and (for http, https and a reference with
-    no scheme) with backslashes before its query read as slashes."""
-    ref = value.strip(_C0_AND_SPACE).translate(_TAB_NEWLINE)
-    scheme = _SCHEME.match(ref)
+    """A URL reference as a browser reads it before resolving it (``url_text``), and, for
+    http, https and a reference with no scheme, with backslashes before its query read as
+    slashes."""
+    ref = url_text(value)
+    scheme = URL_SCHEME.match(ref)
     if "\\" in ref and (scheme is None or scheme.group().lower() in ("http:", "https:")):
         end = len(ref)
         for mark in "?#":

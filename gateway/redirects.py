@@ -6,9 +6,10 @@ import re
 import unicodedata
 from urllib.parse import quote, unquote, urlsplit
 
+from gateway.paths import DEFAULT_PORTS
+
 MAX_RETURN_PATH = 2048
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _ENCODED_CONTROL = re.compile(r"%(?:[01][0-9a-fA-F]|7[fF])")
 _ENCODED_SLASH = re.compile(r"%(?:2[fF]|5[cC])")
 # Everything RFC 3986 allows in a URI reference stays as written ("%" included, so an
@@ -82,12 +83,12 @@ def _origin_parts(url: str) -> tuple[str, str, int] | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
     # An origin never carries user info; a URL that does is not trusted as one.
     if "@" in parts.netloc:
         return None
-    return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
+    return scheme, parts.hostname.lower(), port if port is not None else DEFAULT_PORTS[scheme]
 
 
 def is_same_origin(url_or_origin: str, public_origin: str) -> bool:

@@ -10,17 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import idna
 
-# What browsers drop from a URL before reading it (WHATWG URL): C0 controls and spaces at
-# either end, and tabs and newlines anywhere.
-_C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
-_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
-
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
+from gateway.paths import DEFAULT_PORTS, URL_SCHEME, url_text
 
 # Full stops that IDNA reads as a dot between labels.
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
@@ -112,7 +102,7 @@ def split_reference(value: str) -> tuple[str, str | None, str, bool]:
     the page's scheme differs), leads to the authority, and so do two or more at the start
     of a reference without a scheme.
     """
-    ref = value.strip(_C0_AND_SPACE).translate(_TAB_NEWLINE)
+    ref = url_text(value)
     if not ref.isascii():
         # Header bytes arrive as latin-1; browsers read a Location's bytes as UTF-8.
         try:
@@ -120,10 +110,10 @@ def split_reference(value: str) -> tuple[str, str | None, str, bool]:
         except (UnicodeEncodeError, UnicodeDecodeError):
             pass
     scheme = ""
-    match = _SCHEME.match(ref)
+    match = URL_SCHEME.match(ref)
     if match is not None:
         scheme = match.group()[:-1].lower()
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             return scheme, None, ref, False
         ref = ref[match.end():].lstrip("/\\")
     else:
@@ -165,7 +155,7 @@ class UpstreamAddress:
         public = urlsplit(public_url)
         self.public_origin = f"{public.scheme}://{public.netloc}"
         self.base_path = upstream.path.rstrip("/")
-        self.port = upstream.port or _DEFAULT_PORTS.get(upstream.scheme, 80)
+        self.port = upstream.port or DEFAULT_PORTS.get(upstream.scheme, 80)
         key = host_key(_host_and_port(upstream.netloc)[0])
         self.hosts = {key} if key is not None else set()
         if preserve_host and public.hostname:
@@ -181,7 +171,7 @@ class UpstreamAddress:
         if key is None or not (key in self.hosts or (self.loopback and is_loopback_key(key))):
             return False
         if not port:
-            defaults = (_DEFAULT_PORTS[scheme],) if scheme else (80, 443)
+            defaults = (DEFAULT_PORTS[scheme],) if scheme else (80, 443)
             return self.port in defaults
         # A port a browser cannot read is refused by it; rewriting costs nothing then.
         return not port.isdigit() or int(port) == self.port
