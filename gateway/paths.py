@@ -387,6 +387,11 @@ class LinkTargets:
         except ValueError:
             return None
 
+    def bases(self, base: str, written: Iterable[str]) -> list[str]:
+        """The URLs a page at the public address ``base`` may follow its relative links
+        from under the ``<base href>`` values ``written`` (those that can be read)."""
+        return [url for href in written if (url := self.follow(base, href)) is not None]
+
     def target_from(self, url: str, location: str) -> str | None:
         """The docs path ``location`` leads to from the URL ``url``, read as a browser reads
         it (backslashes as slashes, the default port spelled or not)."""

@@ -373,8 +373,7 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
         # Under a <base href>, the browser follows every relative link from there, and the
         # page's own address is the second reading (any <base> tag counts: which one the
         # browser takes depends on how it builds the page).
-        bases = [url for written in scanned.written_bases
-                 if (url := follow.follow(base, written)) is not None]
+        bases = follow.bases(base, scanned.written_bases)
         starts = bases + own
         targets = {link.href: tuple(follow.target_from(start, link.href) for start in starts)
                    for link in links}
@@ -518,9 +517,8 @@ async def link_targets_of(gw: Gateway, site: Site, path: str, *,
     server = gw.config.server
     follow = link_targets(server.public_url, server.route_base, server.base_path)
     public = server.base_path + path
-    starts = [follow.origin + public]
-    starts += [url for base_href in written  # (under a <base href>, links lead from there)
-               if (url := follow.follow(public, base_href)) is not None]
+    # (under a <base href>, links lead from there)
+    starts = [follow.origin + public, *follow.bases(public, written)]
     return {target for link in links if not unwrapped_only or link.cut == -1
             for start in starts if (target := follow.target_from(start, link.href))}
 

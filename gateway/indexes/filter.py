@@ -451,11 +451,8 @@ class _Judge:
         for text in texts:
             if text is not None:
                 path, found_text = text
-                starts = [follow.origin + base_path + path]
-                for written in found_text.bases:
-                    url = follow.follow(base_path + path, written)
-                    if url is not None:
-                        starts.append(url)
+                public = base_path + path
+                starts = [follow.origin + public, *follow.bases(public, found_text.bases)]
                 for part in found_text.linked:
                     for href in part.hrefs:
                         if (path, href) not in targets:
