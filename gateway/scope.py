@@ -94,12 +94,12 @@ class ScopeBuilder:
     def __init__(self, config: Config) -> None:
         self.networks = config.server.trusted_proxies
         # A random prefix per process and a counter: unique ids without a syscall each.
-        self._prefix = secrets.token_hex(4)
+        self._format = secrets.token_hex(4) + "%08x"
         self._ids = itertools.count(1)
 
     def next_id(self) -> str:
         """A new request id, unique across processes and restarts."""
-        return f"{self._prefix}{next(self._ids):08x}"
+        return self._format % next(self._ids)
 
     def is_trusted(self, address: str) -> bool:
         """Whether an address is inside ``server.trusted_proxies``."""

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -50,28 +51,29 @@ class ServerConfig:
             return None
         return FORWARD_AUTH_HEADERS.get(self.forward_auth, self.forward_auth)
 
-    @property
+    # Read on every request: worked out once (the dataclass is frozen).
+    @cached_property
     def public_origin(self) -> str:
         """``scheme://host[:port]`` of ``public_url``."""
         parts = urlsplit(self.public_url)
         return f"{parts.scheme}://{parts.netloc}"
 
-    @property
+    @cached_property
     def base_path(self) -> str:
         """The path part of ``public_url`` without a trailing slash ("" at the root)."""
         return urlsplit(self.public_url).path.rstrip("/")
 
-    @property
+    @cached_property
     def public_host(self) -> str:
         """The host (and port, if any) visitors use."""
         return urlsplit(self.public_url).netloc
 
-    @property
+    @cached_property
     def https(self) -> bool:
         """Whether visitors reach the docs over https."""
         return urlsplit(self.public_url).scheme == "https"
 
-    @property
+    @cached_property
     def route_base(self) -> str:
         """Where the gateway's own routes live, base path included."""
         return self.base_path + self.prefix
