@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
-from tests.helpers import Client, GatewayFactory, make_user, session_cookies
+from tests.helpers import Client, GatewayFactory, app_of, make_user, session_cookies
 from tests.nginx import free_port, nginx_serving
 
 PUBLIC = "http://docs.test"
@@ -30,7 +30,7 @@ Start = Callable[..., Awaitable[Client]]
 
 def build_site(root: Path) -> Path:
     """A built docs folder: pages in folders, at the root and under a /docs base path."""
-    for folder in ("guide", "docs/guide", "named/guide"):
+    for folder in ("guide", "docs/guide", "named/guide", "café"):
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / "index.html").write_text(f"<!doctype html><title>{folder}</title>")
     (root / "404.html").write_text("<!doctype html><title>Not here</title>")
@@ -69,6 +69,12 @@ def server_block(site: Path, host: str, port: int) -> str:
         location = /r/elsewhere {{ return 302 "https://elsewhere.example/guide/"; }}
         location = /r/other-port {{ return 302 "http://{host}:1/guide/"; }}
         location = /r/relative {{ absolute_redirect off; return 302 "guide/"; }}
+        location = /r/utf8 {{ return 302 "http://{here}/café/"; }}
+        location = /r/utf8-path {{ absolute_redirect off; return 302 "/café/"; }}
+        location = /download {{
+            add_header Content-Disposition 'attachment; filename="naïve résumé.pdf"';
+            return 200 "file";
+        }}
     """
 
 
@@ -224,6 +230,33 @@ async def test_with_the_readers_host_preserved(nginx: str, start: Start) -> None
     assert status == 301
     assert headers["Location"] == f"{PUBLIC}/guide/"
     never_upstream(headers, nginx)
+
+
+async def test_a_header_in_utf8_reaches_the_reader_as_sent(nginx: str, start: Start) -> None:
+    # The docs server's bytes, as a browser reads them (UTF-8), not re-encoded.
+    client = await start(nginx)
+    async with client.get("/download") as response:
+        assert response.status == 200
+        sent = dict(response.raw_headers)[b"Content-Disposition"]
+    assert sent == 'attachment; filename="naïve résumé.pdf"'.encode()
+
+
+async def test_a_redirect_to_a_page_named_in_utf8_is_judged_as_that_page(
+        nginx: str, start: Start) -> None:
+    # Read as latin-1, "/café/" was "/cafÃ©/", a page the docs server does not have: the
+    # redirect went to nobody, the readers who may open the page included.
+    client = await start(nginx, access={"rules": [{"path": "/café/**", "groups": ["staff"]}]})
+    app = app_of(client)
+    for groups, expected in (((), 404), (("staff",), 302)):
+        cookies = await session_cookies(app, make_user(groups=groups))
+        cookie = {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+        missing, _headers, _body = await ask(client, "/r/none", headers=cookie)
+        assert missing == 404
+        for path, location in (("/r/utf8", f"{PUBLIC}/café/"), ("/r/utf8-path", "/café/")):
+            async with client.get(path, headers=cookie, allow_redirects=False) as response:
+                assert response.status == expected, (groups, path)
+                sent = dict(response.raw_headers).get(b"Location")
+            assert sent == (location.encode() if expected == 302 else None), (groups, path)
 
 
 def port_80_address() -> str | None:

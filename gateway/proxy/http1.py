@@ -140,7 +140,7 @@ class Response(Answer):
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
         if not self._overrun:
-            self.reason = status.decode("latin-1")
+            self.reason = header_text(status)
 
     def on_message_begin(self) -> None:
         if self._head.done():
@@ -151,7 +151,7 @@ class Response(Answer):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._overrun:
-            self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+            self._raw_headers.append((name.decode("latin-1"), header_text(value)))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -460,6 +460,15 @@ class Pool:
         """Close every idle connection."""
         while self.idle:
             self.idle.pop().close()
+
+
+def header_text(value: bytes) -> str:
+    """A response header's bytes as a browser reads them: UTF-8, else latin-1 (never
+    surrogates, which could not be sent on)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],

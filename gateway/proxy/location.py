@@ -103,12 +103,6 @@ def split_reference(value: str) -> tuple[str, str | None, str, bool]:
     of a reference without a scheme.
     """
     ref = url_text(value)
-    if not ref.isascii():
-        # Header bytes arrive as latin-1; browsers read a Location's bytes as UTF-8.
-        try:
-            ref = ref.encode("latin-1").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            pass
     scheme = ""
     match = URL_SCHEME.match(ref)
     if match is not None:
