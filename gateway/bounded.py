@@ -13,7 +13,12 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar, overload
+from typing import Final, Generic, TypeVar, overload
+
+#: What a request header (a Cookie header) reads as is kept for so many distinct values,
+#: each at most so long: a reader sends the same value with every request until it changes.
+HEADER_MEMO: Final = 256
+HEADER_MEMO_LENGTH: Final = 4096
 
 K = TypeVar("K")
 V = TypeVar("V")

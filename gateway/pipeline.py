@@ -140,12 +140,10 @@ def session_cookies(gw: Gateway, request: web.Request) -> dict[str, str] | None:
     for header in request.headers.getall("Cookie", ()):
         if stem not in header:
             continue
-        for part in header.split(";"):
-            name, _, value = part.strip().partition("=")
-            if gw.store.owns_cookie(name):
-                if name in found:
-                    return None
-                found[name] = value
+        for name, value in gw.store.cookies_in(header):
+            if name in found:
+                return None
+            found[name] = value
     return found
 
 

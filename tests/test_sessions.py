@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH
 from gateway.crypto import b64url_decode, b64url_encode
 from gateway.errors import HandshakeFailed, Unavailable
 from gateway.sessions import create_store
@@ -211,6 +212,19 @@ async def test_owns_exactly_its_cookie_names(store: SessionStore) -> None:
         assert store.owns_cookie(name)
     for name in ("session", NAME + "x", NAME + ".", NAME + ".a", NAME + ".0.1", "x" + NAME):
         assert not store.owns_cookie(name)
+
+
+async def test_its_cookies_in_a_header_are_read_alike_every_time(store: SessionStore) -> None:
+    header = f"a=1; {NAME}=x; {NAME}.1=y;b=2; {NAME}x=z; ={NAME}"
+    for _ in range(2):  # the second reading comes from what the first kept
+        assert store.cookies_in(header) == ((NAME, "x"), (NAME + ".1", "y"))
+    assert store.cookies_in("a=1; b=2") == ()
+    # What is kept stays bounded, whatever headers clients send.
+    for number in range(HEADER_MEMO + 10):
+        assert store.cookies_in(f"{NAME}={number}") == ((NAME, str(number)),)
+    long = f"{NAME}=" + "v" * HEADER_MEMO_LENGTH
+    assert store.cookies_in(long) == ((NAME, "v" * HEADER_MEMO_LENGTH),)
+    assert len(store._found) == HEADER_MEMO and long not in store._found
 
 
 async def test_https_at_the_root_uses_a_host_prefixed_cookie(store: SessionStore) -> None:

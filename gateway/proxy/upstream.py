@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded
 from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
 from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
@@ -131,6 +132,8 @@ class Upstream(Origin):
         self._kinds: dict[str, object] = {}
         self._kinds_trusted: dict[str, object] = {}
         self._response_kinds: dict[str, object] = {}
+        # Each Cookie header lately sent on, without the gateway's cookies.
+        self._kept_cookies: Bounded[str, str] = Bounded(HEADER_MEMO)
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -221,12 +224,14 @@ class Upstream(Origin):
 
     def filter_cookies(self, header: str) -> str:
         """The Cookie header without the gateway's own cookies."""
-        kept = []
-        for part in header.split(";"):
-            name = part.split("=", 1)[0].strip()
-            if name and not self.is_gateway_cookie(name):
-                kept.append(part.strip())
-        return "; ".join(kept)
+        kept = self._kept_cookies.get(header)
+        if kept is None:
+            kept = "; ".join(part.strip() for part in header.split(";")
+                             if (name := part.split("=", 1)[0].strip())
+                             and not self.is_gateway_cookie(name))
+            if len(header) <= HEADER_MEMO_LENGTH:
+                self._kept_cookies.put(header, kept)
+        return kept
 
     async def open(self, request: web.Request, scope: Scope,
                    extra: Iterable[tuple[str, str]], whole: bool = False) -> Response:

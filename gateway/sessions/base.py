@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from mypy_extensions import mypyc_attr
 
+from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded
 from gateway.config.model import Config
 from gateway.user import User
 
@@ -123,6 +124,19 @@ class SessionStore(ABC):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.cookies = cookie_settings(config)
+        # The store's cookies in each Cookie header lately read.
+        self._found: Bounded[str, tuple[tuple[str, str], ...]] = Bounded(HEADER_MEMO)
+
+    def cookies_in(self, header: str) -> tuple[tuple[str, str], ...]:
+        """The store's own cookies in one Cookie header, in order, as (name, value)."""
+        found = self._found.get(header)
+        if found is None:
+            found = tuple((name, value) for name, _, value in
+                          (part.strip().partition("=") for part in header.split(";"))
+                          if self.owns_cookie(name))
+            if len(header) <= HEADER_MEMO_LENGTH:
+                self._found.put(header, found)
+        return found
 
     def owns_cookie(self, name: str) -> bool:
         """Whether a cookie name is one of the gateway's session cookies (incl. chunks)."""
