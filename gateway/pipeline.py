@@ -192,9 +192,11 @@ def mark_private(headers: CIMultiDict[str]) -> None:
 
 def add_vary(headers: CIMultiDict[str], name: str) -> None:
     """Name a request header the response varies on (unless it varies on everything)."""
-    vary = headers.get("Vary", "")
-    if name.lower() not in vary.lower() and vary.strip() != "*":
-        headers["Vary"] = f"{vary}, {name}" if vary else name
+    vary = headers.get("Vary")
+    if not vary:
+        headers["Vary"] = name
+    elif name.lower() not in vary.lower() and vary.strip() != "*":
+        headers["Vary"] = f"{vary}, {name}"
 
 
 def require_allowed(scope: Scope) -> None:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
-from gateway.proxy.http1 import Response, Slots
+from gateway.proxy.http1 import Pool, Response, Slots
 from tests.helpers import make_config, raw_http
 
 Reply = Callable[[bytes, int], bytes | None]
@@ -225,6 +225,23 @@ async def test_request_framing_is_rebuilt_not_copied(aiohttp_client: Any,
     sent = upstream.requests[0].lower()
     assert sent.count(b"content-length:") == 1
     assert b"content-length: 5\r\n" in sent
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nX-Injected: 1", "a\rX-Injected: 1"])
+async def test_a_header_with_a_line_break_is_left_out_never_splitting_the_request(
+        raw_upstream: Any, value: str) -> None:
+    # A value the gateway sends may come from a reader's user object (a plain identity
+    # header): a line break in it must not start a header, or a request, of its own.
+    upstream = await raw_upstream(lambda request, n: ok())
+    host, port = upstream.url.removeprefix("http://").split(":")
+    pool = Pool(host, int(port), limit=2, connect_timeout=2, read_timeout=2)
+    headers = [("Host", "docs.test"), ("X-Name", value), ("X-Broken\r\nX-Injected", "1"),
+               ("Accept", "*/*")]
+    response = await pool.request("GET", "/x", headers, None, None)
+    assert await response.read_all(100) == b"hello"
+    response.release()
+    pool.close()
+    assert upstream.requests == [b"GET /x HTTP/1.1\r\nHost: docs.test\r\nAccept: */*\r\n\r\n"]
 
 
 async def test_a_large_body_arriving_with_the_head_is_not_taken_for_a_large_head(

@@ -474,10 +474,11 @@ def header_text(value: bytes) -> str:
 def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
                   has_body: bool, content_length: int | None) -> bytes:
     lines = [f"{method} {target} HTTP/1.1"]
-    for name, value in headers:
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            continue  # never let a value split the request (smuggling)
-        lines.append(f"{name}: {value}")
+    lines.extend([f"{name}: {value}" for name, value in headers])
+    text = "".join(lines)
+    if "\r" in text or "\n" in text:
+        # Never let a value split the request (smuggling): such a header is left out.
+        lines = [lines[0], *(line for line in lines[1:] if "\r" not in line and "\n" not in line)]
     if has_body:
         lines.append("Transfer-Encoding: chunked" if content_length is None
                      else f"Content-Length: {content_length}")

@@ -274,7 +274,7 @@ class Upstream(Origin):
         pointing at the public one."""
         drop = connection_named(upstream.headers)
         kinds = self._response_kinds
-        out: CIMultiDict[str] = CIMultiDict()
+        out: list[tuple[str, str]] = []
         for name, value in upstream.headers.items():
             kind = kinds.get(name)
             if kind is None:
@@ -301,8 +301,8 @@ class Upstream(Origin):
                 # spell one of ours ("=docs_session=x"): drop those too.
                 if not cookie_name or self.is_gateway_cookie(cookie_name):
                     continue
-            out.add(name, value)
-        return out
+            out.append((name, value))
+        return CIMultiDict(out)
 
     async def ping(self) -> bool:
         """Whether the upstream answers at all (any HTTP status)."""
