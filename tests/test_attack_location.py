@@ -334,6 +334,19 @@ DISGUISED = [
     "http://local%C2%ADhost:PORT/guide/",
     "http://127.0.0.1%E2%80%8B:PORT/guide/",
     "http://local%EF%B8%8Fhost:PORT/guide/",
+    # Chromium maps a bracketed host whole, and what follows the bracket, before it reads
+    # the address in it.
+    "http://[::1\u200b]:PORT/guide/",
+    "http://[::\uff11]:PORT/guide/",
+    "http://[\uff1a\uff1a1]:PORT/guide/",
+    "http://\uff3b::1]:PORT/guide/",
+    "http://[::1]\u2060:PORT/guide/",
+    "http://[::1\u00ad]:PORT/guide/",
+    "http://[::1%E2%80%8B]:PORT/guide/",
+    "http://%5B::1%5D:PORT/guide/",
+    # Hosts no reading here makes sense of, escaped or beyond ASCII: the public address.
+    "http://[::1%ZZ]:PORT/guide/",
+    "http://\u00e9[::1]:PORT/guide/",
 ]
 # These name somewhere else: left as the docs wrote them.
 ELSEWHERE = [

@@ -427,6 +427,12 @@ LOOPBACK = UpstreamAddress("http://127.0.0.1:3000/site", "https://docs.example.c
     ("/docs/x", "/docs/x"),
     ("javascript:alert(1)", "javascript:alert(1)"),
     ("", ""),
+    # A header's bytes that are no UTF-8 are read one by one (0xAD: a soft hyphen, which
+    # the host mapping drops; 0xB9: a superscript one).
+    ("http://[::1\xad]:3000/site/x", "https://docs.example.com/x"),
+    ("http://[::\xb9]:3000/site/x", "https://docs.example.com/x"),
+    ("http://[::1%25eth0]:3000/site/x", "https://docs.example.com/x"),
+    ("http://b\u00fccher.example/x", "http://b\u00fccher.example/x"),
 ])
 def test_upstream_urls_become_public(value: str, expected: str) -> None:
     assert LOOPBACK.rewrite(value) == expected

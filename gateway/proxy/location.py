@@ -69,6 +69,8 @@ def host_key(host: str) -> str | None:
             address = ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             return None
+        if address.scope_id is not None:
+            return None  # browsers take no zone in a URL
         mapped = address.ipv4_mapped
         return str(mapped) if mapped is not None else f"[{address.compressed}]"
     host = unicodedata.normalize("NFKC", host).translate(_DOTS).lower()
@@ -123,8 +125,24 @@ def split_reference(value: str) -> tuple[str, str | None, str, bool]:
     return scheme, ref[:end], ref[end:], False
 
 
+def browser_host(hostport: str) -> str:
+    """A URL's host and port as Chromium reads them when they hold a percent escape or
+    anything but ASCII: decoded and mapped (UTS 46) whole, brackets and what follows them
+    included, before they are split: "[::1\u200b]", "\\uff3b::1]", "[::1]\u2060:80" and
+    "%5B::1%5D" all name [::1]."""
+    mapped = unicodedata.normalize("NFKC", unquote(hostport)).translate(_DOTS)
+    if not mapped.isascii():
+        try:
+            mapped = idna.uts46_remap(mapped, std3_rules=False, transitional=False)
+        except idna.IDNAError:
+            pass
+    return mapped
+
+
 def _host_and_port(authority: str) -> tuple[str, str | None]:
     hostport = authority.rpartition("@")[2]
+    if "%" in hostport or not hostport.isascii():
+        hostport = browser_host(hostport)
     if hostport.startswith("["):
         close = hostport.find("]")
         if close < 0:
@@ -162,7 +180,13 @@ class UpstreamAddress:
         """Whether a URL's scheme ("" when it has none) and authority reach the upstream."""
         host, port = _host_and_port(authority)
         key = host_key(host)
-        if key is None or not (key in self.hosts or (self.loopback and is_loopback_key(key))):
+        if key is None:
+            # A host read in no way a browser would: but for one escaped or written
+            # beyond ASCII, where browsers read more than is modelled here, it goes to
+            # the public address rather than perhaps to the upstream's.
+            hostport = authority.rpartition("@")[2]
+            return "%" in hostport or not hostport.isascii()
+        if not (key in self.hosts or (self.loopback and is_loopback_key(key))):
             return False
         if not port:
             defaults = (DEFAULT_PORTS[scheme],) if scheme else (80, 443)
