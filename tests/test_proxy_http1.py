@@ -175,6 +175,23 @@ async def test_body_delimited_by_close(aiohttp_client: Any, raw_upstream: Any) -
         assert await response.read() == b"until-the-end"
 
 
+@pytest.mark.parametrize("reason", [b"O\x00K", b"O\x0bK", b"O\x7fK", b"\x1b[31mOK"])
+@pytest.mark.parametrize("size", [5, 300_000])
+async def test_a_reason_with_a_control_character_is_left_out(aiohttp_client: Any,
+                                                             raw_upstream: Any, reason: bytes,
+                                                             size: int) -> None:
+    # It could not be written on: the answer went missing (a small one) or became a 500.
+    body = b"z" * size
+    upstream = await raw_upstream(
+        lambda request, n: b"HTTP/1.1 200 " + reason + b"\r\nContent-Type: text/plain\r\n"
+        + f"Content-Length: {size}\r\n\r\n".encode() + body)
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/file.txt") as response:
+        assert response.status == 200
+        assert response.reason == ""
+        assert await response.read() == body
+
+
 async def test_malformed_response_is_502(aiohttp_client: Any, raw_upstream: Any) -> None:
     upstream = await raw_upstream(lambda request, n: b"NOT HTTP AT ALL\r\n\r\n")
     client = await gateway_for(aiohttp_client, upstream)

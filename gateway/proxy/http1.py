@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from ssl import SSLContext
@@ -140,7 +141,9 @@ class Response(Answer):
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
         if not self._overrun:
-            self.reason = header_text(status)
+            reason = header_text(status)
+            # A control character (llhttp lets NUL, VT and DEL through) could not be sent on.
+            self.reason = "" if _CONTROL.search(reason) else reason
 
     def on_message_begin(self) -> None:
         if self._head.done():
@@ -460,6 +463,9 @@ class Pool:
         """Close every idle connection."""
         while self.idle:
             self.idle.pop().close()
+
+
+_CONTROL: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def header_text(value: bytes) -> str:
