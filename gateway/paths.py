@@ -6,12 +6,15 @@ once here, and every spelling that two servers could read differently is refused
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Final
 from urllib.parse import unquote, urljoin, urlsplit
+
+import idna
 
 from gateway.errors import BadRequest
 
@@ -362,6 +365,106 @@ def _page_addresses(page: str) -> list[str]:
     return found
 
 
+# Full stops that IDNA reads as a dot between labels.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+def _ipv4_number(part: str) -> int | None:
+    """One part of an IPv4 address as browsers read it: decimal, 0x hex or 0-led octal."""
+    if part[:2].lower() == "0x":
+        digits, base, allowed = part[2:], 16, "0123456789abcdefABCDEF"
+    elif len(part) > 1 and part[0] == "0":
+        digits, base, allowed = part[1:], 8, "01234567"
+    else:
+        digits, base, allowed = part, 10, "0123456789"
+    if not all(c in allowed for c in digits):
+        return None
+    return int(digits, base) if digits else 0
+
+
+def _ipv4(host: str) -> str | None:
+    """``host`` as a dotted IPv4 address when a browser reads it as one (``127.1``,
+    ``0x7f.0.0.1``, ``2130706433``), else None."""
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    if not parts or len(parts) > 4 or not parts[-1] \
+            or not (parts[-1].isdigit() or parts[-1][:2].lower() == "0x"):
+        return None
+    numbers: list[int] = []
+    for part in parts:
+        number = _ipv4_number(part) if part else None
+        if number is None:
+            return None
+        numbers.append(number)
+    last = numbers.pop()
+    if any(number > 255 for number in numbers) or last >= 256 ** (4 - len(numbers)):
+        return None
+    value = last
+    for index, number in enumerate(numbers):
+        value += number << (8 * (3 - index))
+    return str(ipaddress.IPv4Address(value))
+
+
+def host_key(host: str) -> str | None:
+    """A host as browsers resolve it, for comparing spellings: percent escapes decoded,
+    full-width forms and IDNA dots folded, case and a final dot ignored, IPv4 written the
+    usual way, IPv6 compressed (a mapped IPv4 address as the IPv4 one). None: no host a
+    browser would accept."""
+    host = unquote(host)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return None
+        try:
+            address = ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+        if address.scope_id is not None:
+            return None  # browsers take no zone in a URL
+        mapped = address.ipv4_mapped
+        return str(mapped) if mapped is not None else f"[{address.compressed}]"
+    host = unicodedata.normalize("NFKC", host).translate(_DOTS).lower()
+    if not host.isascii():
+        # The mapping browsers apply to a host (UTS 46) drops characters they ignore (a soft
+        # hyphen, a zero-width space, variation selectors): "local\u00adhost" is localhost.
+        try:
+            host = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        except idna.IDNAError:
+            return None
+    if not host or any(c in host for c in " <>@[]^|%/\\?#"):
+        return None
+    return _ipv4(host) or host.removesuffix(".")
+
+
+def browser_host(hostport: str) -> str:
+    """A URL's host and port as Chromium reads them when they hold a percent escape or
+    anything but ASCII: decoded and mapped (UTS 46) whole, brackets and what follows them
+    included, before they are split: with a zero-width space inside the brackets, a
+    full-width bracket, a word joiner after them, or escaped ("%5B::1%5D"), [::1] is
+    [::1]."""
+    mapped = unicodedata.normalize("NFKC", unquote(hostport)).translate(_DOTS)
+    if not mapped.isascii():
+        try:
+            mapped = idna.uts46_remap(mapped, std3_rules=False, transitional=False)
+        except idna.IDNAError:
+            pass
+    return mapped
+
+
+def host_and_port(authority: str) -> tuple[str, str | None]:
+    hostport = authority.rpartition("@")[2]
+    if "%" in hostport or not hostport.isascii():
+        hostport = browser_host(hostport)
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            return hostport, None
+        after = hostport[close + 1:]
+        return hostport[:close + 1], after[1:] if after.startswith(":") else None
+    host, colon, port = hostport.partition(":")
+    return host, port if colon else None
+
+
 class LinkTargets:
     """Where links on the docs' pages lead: the docs path (relative to the base path) of
     a link followed from a page's public address, or None when it leaves the docs (another
@@ -371,6 +474,7 @@ class LinkTargets:
         public = urlsplit(public_url)
         self.scheme, self.netloc = public.scheme, public.netloc.lower()
         self.host = public.hostname or ""
+        self.host_key = host_key(self.host)
         self.port = public.port or DEFAULT_PORTS.get(public.scheme)
         self.origin = f"{public.scheme}://{public.netloc}"
         self.route_base = route_base
@@ -392,6 +496,15 @@ class LinkTargets:
         from under the ``<base href>`` values ``written`` (those that can be read)."""
         return [url for href in written if (url := self.follow(base, href)) is not None]
 
+    def names_public_host(self, netloc: str) -> bool:
+        """Whether a URL's authority names the public host in a spelling a browser reads as
+        it ("DOCS.test.", or written beyond ASCII)."""
+        hostport = netloc.rpartition("@")[2]
+        if "%" in hostport or not hostport.isascii():
+            hostport = browser_host(hostport)
+        key = host_key(host_and_port(hostport)[0])
+        return key is not None and key == self.host_key
+
     def target_from(self, url: str, location: str) -> str | None:
         """The docs path ``location`` leads to from the URL ``url``, read as a browser reads
         it (backslashes as slashes, the default port spelled or not)."""
@@ -400,7 +513,9 @@ class LinkTargets:
             port = target.port or DEFAULT_PORTS.get(target.scheme)
         except ValueError:
             return None
-        if (target.scheme, target.hostname or "", port) != (self.scheme, self.host, self.port):
+        if (target.scheme, port) != (self.scheme, self.port):
+            return None
+        if (target.hostname or "") != self.host and not self.names_public_host(target.netloc):
             return None
         try:
             public = normalize_path(target.path or "/")

@@ -71,6 +71,10 @@ def server_block(site: Path, host: str, port: int) -> str:
         location = /r/relative {{ absolute_redirect off; return 302 "guide/"; }}
         location = /r/utf8 {{ return 302 "http://{here}/café/"; }}
         location = /r/utf8-path {{ absolute_redirect off; return 302 "/café/"; }}
+        location = /r/fullwidth-host {{ return 302 "http://\uff44\uff4f\uff43\uff53.test/café/"; }}
+        location = /r/ideographic-dot {{ return 302 "http://docs。test/café/"; }}
+        location = /r/escaped-host {{ return 302 "http://docs%2Etest/caf%C3%A9/"; }}
+        location = /r/final-dot {{ return 302 "http://DOCS.test./café/"; }}
         location = /download {{
             add_header Content-Disposition 'attachment; filename="naïve résumé.pdf"';
             return 200 "file";
@@ -257,6 +261,11 @@ async def test_a_redirect_to_a_page_named_in_utf8_is_judged_as_that_page(
                 assert response.status == expected, (groups, path)
                 sent = dict(response.raw_headers).get(b"Location")
             assert sent == (location.encode() if expected == 302 else None), (groups, path)
+        # Other spellings of the public host, as a browser reads them, are judged alike.
+        for path in ("/r/fullwidth-host", "/r/ideographic-dot", "/r/escaped-host",
+                     "/r/final-dot"):
+            status, headers, _body = await ask(client, path, headers=cookie)
+            assert status == expected, (groups, path, headers.get("Location"))
 
 
 def port_80_address() -> str | None:

@@ -5,85 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import idna
-
-from gateway.paths import DEFAULT_PORTS, URL_SCHEME, url_text
-
-# Full stops that IDNA reads as a dot between labels.
-_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
-
+from gateway.paths import DEFAULT_PORTS, URL_SCHEME, host_and_port, host_key, url_text
 
 _LINK_TARGET = re.compile(r"<([^>]*)>")
-
-
-def _ipv4_number(part: str) -> int | None:
-    """One part of an IPv4 address as browsers read it: decimal, 0x hex or 0-led octal."""
-    if part[:2].lower() == "0x":
-        digits, base, allowed = part[2:], 16, "0123456789abcdefABCDEF"
-    elif len(part) > 1 and part[0] == "0":
-        digits, base, allowed = part[1:], 8, "01234567"
-    else:
-        digits, base, allowed = part, 10, "0123456789"
-    if not all(c in allowed for c in digits):
-        return None
-    return int(digits, base) if digits else 0
-
-
-def _ipv4(host: str) -> str | None:
-    """``host`` as a dotted IPv4 address when a browser reads it as one (``127.1``,
-    ``0x7f.0.0.1``, ``2130706433``), else None."""
-    parts = host.split(".")
-    if len(parts) > 1 and parts[-1] == "":
-        parts.pop()
-    if not parts or len(parts) > 4 or not parts[-1] \
-            or not (parts[-1].isdigit() or parts[-1][:2].lower() == "0x"):
-        return None
-    numbers: list[int] = []
-    for part in parts:
-        number = _ipv4_number(part) if part else None
-        if number is None:
-            return None
-        numbers.append(number)
-    last = numbers.pop()
-    if any(number > 255 for number in numbers) or last >= 256 ** (4 - len(numbers)):
-        return None
-    value = last
-    for index, number in enumerate(numbers):
-        value += number << (8 * (3 - index))
-    return str(ipaddress.IPv4Address(value))
-
-
-def host_key(host: str) -> str | None:
-    """A host as browsers resolve it, for comparing spellings: percent escapes decoded,
-    full-width forms and IDNA dots folded, case and a final dot ignored, IPv4 written the
-    usual way, IPv6 compressed (a mapped IPv4 address as the IPv4 one). None: no host a
-    browser would accept."""
-    host = unquote(host)
-    if host.startswith("["):
-        if not host.endswith("]"):
-            return None
-        try:
-            address = ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return None
-        if address.scope_id is not None:
-            return None  # browsers take no zone in a URL
-        mapped = address.ipv4_mapped
-        return str(mapped) if mapped is not None else f"[{address.compressed}]"
-    host = unicodedata.normalize("NFKC", host).translate(_DOTS).lower()
-    if not host.isascii():
-        # The mapping browsers apply to a host (UTS 46) drops characters they ignore (a soft
-        # hyphen, a zero-width space, variation selectors): "local\u00adhost" is localhost.
-        try:
-            host = idna.uts46_remap(host, std3_rules=False, transitional=False)
-        except idna.IDNAError:
-            return None
-    if not host or any(c in host for c in " <>@[]^|%/\\?#"):
-        return None
-    return _ipv4(host) or host.removesuffix(".")
 
 
 def is_loopback_key(key: str) -> bool:
@@ -125,34 +51,6 @@ def split_reference(value: str) -> tuple[str, str | None, str, bool]:
     return scheme, ref[:end], ref[end:], False
 
 
-def browser_host(hostport: str) -> str:
-    """A URL's host and port as Chromium reads them when they hold a percent escape or
-    anything but ASCII: decoded and mapped (UTS 46) whole, brackets and what follows them
-    included, before they are split: "[::1\u200b]", "\\uff3b::1]", "[::1]\u2060:80" and
-    "%5B::1%5D" all name [::1]."""
-    mapped = unicodedata.normalize("NFKC", unquote(hostport)).translate(_DOTS)
-    if not mapped.isascii():
-        try:
-            mapped = idna.uts46_remap(mapped, std3_rules=False, transitional=False)
-        except idna.IDNAError:
-            pass
-    return mapped
-
-
-def _host_and_port(authority: str) -> tuple[str, str | None]:
-    hostport = authority.rpartition("@")[2]
-    if "%" in hostport or not hostport.isascii():
-        hostport = browser_host(hostport)
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        if close < 0:
-            return hostport, None
-        after = hostport[close + 1:]
-        return hostport[:close + 1], after[1:] if after.startswith(":") else None
-    host, colon, port = hostport.partition(":")
-    return host, port if colon else None
-
-
 class UpstreamAddress:
     """The upstream's own address in the URLs it sends back, mapped to the public one.
 
@@ -168,7 +66,7 @@ class UpstreamAddress:
         self.public_origin = f"{public.scheme}://{public.netloc}"
         self.base_path = upstream.path.rstrip("/")
         self.port = upstream.port or DEFAULT_PORTS.get(upstream.scheme, 80)
-        key = host_key(_host_and_port(upstream.netloc)[0])
+        key = host_key(host_and_port(upstream.netloc)[0])
         self.hosts = {key} if key is not None else set()
         if preserve_host and public.hostname:
             public_key = host_key(public.hostname)
@@ -178,7 +76,7 @@ class UpstreamAddress:
 
     def names_upstream(self, scheme: str, authority: str) -> bool:
         """Whether a URL's scheme ("" when it has none) and authority reach the upstream."""
-        host, port = _host_and_port(authority)
+        host, port = host_and_port(authority)
         key = host_key(host)
         if key is None:
             # A host read in no way a browser would: but for one escaped or written
