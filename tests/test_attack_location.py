@@ -66,6 +66,11 @@ def server_block(site: Path, host: str, port: int) -> str:
             add_header Link "<http://{here}/guide/>; rel=preload, <//{here}/a.css>; rel=x";
             return 200 "moved";
         }}
+        location = /r/read-two-ways {{
+            add_header Refresh "0; url='http://evil.example'@{here}/guide/'";
+            add_header Link '<a.css>; rel="x<", <http://{here}/guide/x.css>; rel=preload';
+            return 200 "moved";
+        }}
         location = /r/elsewhere {{ return 302 "https://elsewhere.example/guide/"; }}
         location = /r/other-port {{ return 302 "http://{host}:1/guide/"; }}
         location = /r/relative {{ absolute_redirect off; return 302 "guide/"; }}
@@ -225,6 +230,17 @@ async def test_other_origins_and_relative_urls_are_the_docs_choice(
     assert headers["Location"] == location
     status, headers, _body = await ask(client, "/guide")
     assert headers["Location"] == f"{PUBLIC}/guide/"
+
+
+async def test_a_url_a_browser_may_read_another_way_to_the_upstream_is_not_sent(
+        nginx: str, start: Start) -> None:
+    # Chromium ends a quoted Refresh URL at its last quote (evil.example' is then a user
+    # name), and reads a Link URL from the "<" after a quoted one.
+    client = await start(nginx)
+    status, headers, _body = await ask(client, "/r/read-two-ways")
+    assert status == 200
+    assert "Refresh" not in headers and "Link" not in headers
+    never_upstream(headers, nginx)
 
 
 async def test_with_the_readers_host_preserved(nginx: str, start: Start) -> None:

@@ -475,8 +475,13 @@ def test_with_the_host_preserved_the_public_host_on_the_upstreams_port_is_the_up
     ("soon; url=http://127.0.0.1:3000/x", "soon; url=http://127.0.0.1:3000/x"),
     ("0", "0"),
     ("0; url=", "0; url="),
+    ("0; url='http://127.0.0.1:3000/site/x'", "0; url='https://docs.example.com/x'"),
+    # HTML ends a quoted URL at its first quote, Chromium at the last: read either way,
+    # it must not lead to the upstream, or it is not sent.
+    ("0; url='http://evil.example'@127.0.0.1:3000/x'", None),
+    ("0; url='http://evil.example/it's'", "0; url='http://evil.example/it's'"),
 ])
-def test_refresh_urls_are_read_as_browsers_read_them(value: str, expected: str) -> None:
+def test_refresh_urls_are_read_as_browsers_read_them(value: str, expected: str | None) -> None:
     assert LOOPBACK.rewrite_refresh(value) == expected
 
 
@@ -484,3 +489,22 @@ def test_link_targets() -> None:
     value = '<http://127.0.0.1:3000/site/a.css>; rel=preload, <https://cdn.example/b.js>; rel=x'
     assert LOOPBACK.rewrite_link(value) == \
         '<https://docs.example.com/a.css>; rel=preload, <https://cdn.example/b.js>; rel=x'
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("<http://a<b@127.0.0.1:3000/site/x>; rel=preload",
+     "<https://docs.example.com/x>; rel=preload"),
+    # A "<" in a quoted parameter starts no URL for a browser, but the one after it does.
+    ('<a.css>; rel="x<", <http://127.0.0.1:3000/site/x.css>; rel=preload', None),
+    ("<a.css>; rel=preload" + ", <b.css>" * 63, "<a.css>; rel=preload" + ", <b.css>" * 63),
+    ("<a.css>; rel=preload" + ", <b.css>" * 64, None),
+])
+def test_link_urls_are_read_from_every_angle_bracket(value: str, expected: str | None) -> None:
+    assert LOOPBACK.rewrite_link(value) == expected
+
+
+def test_a_link_of_many_angle_brackets_is_refused_unread() -> None:
+    # Read with the URL pattern, 60,000 "<" took about 20 s of the event loop (it
+    # backtracked at each); so many are refused before any is read.
+    assert LOOPBACK.rewrite_link("<" * 60_000) is None
+    assert LOOPBACK.rewrite_link("<" * 64 + "x" * 60_000) == "<" * 64 + "x" * 60_000

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Final
 from urllib.parse import urlsplit
 
 from gateway.paths import DEFAULT_PORTS, URL_SCHEME, host_and_port, host_key, url_text
 
-_LINK_TARGET = re.compile(r"<([^>]*)>")
+# A Link value's URLs, each up to the first ">" after its "<" (no backtracking: a value of
+# many "<" and no ">" must not take quadratic time).
+_LINK_TARGET = re.compile(r"<([^>]*+)>")
+#: A Link value with more "<" than this is not sent on: no page needs so many.
+LINK_TARGETS: Final = 64
 
 
 def is_loopback_key(key: str) -> bool:
@@ -120,21 +125,44 @@ class UpstreamAddress:
                 return self.public_origin + self.public_path(rest)
         return value
 
-    def rewrite_refresh(self, value: str) -> str:
-        """A Refresh value (``5; url=...``), its URL rewritten as ``rewrite`` does."""
+    def rewrite_refresh(self, value: str) -> str | None:
+        """A Refresh value (``5; url=...``), its URL rewritten as ``rewrite`` does; None
+        (not sent) when a browser may read its URL otherwise, and so read it leads to the
+        upstream (Chromium ends a quoted URL at the last quote, HTML at the first)."""
         span = refresh_url_span(value)
         if span is None:
             return value
         start, end = span
         url = value[start:end]
         rewritten = self.rewrite(url)
-        return value if rewritten == url else value[:start] + rewritten + value[end:]
+        if rewritten != url:
+            value = value[:start] + rewritten + value[end:]
+        other = refresh_url_span(value, last_quote=True)
+        if other is not None and other != refresh_url_span(value):
+            url = value[other[0]:other[1]]
+            if self.rewrite(url) != url:
+                return None
+        return value
 
-    def rewrite_link(self, value: str) -> str:
-        """A Link value: each ``<url>`` rewritten as ``rewrite`` does."""
+    def rewrite_link(self, value: str) -> str | None:
+        """A Link value: each ``<url>`` rewritten as ``rewrite`` does; None (not sent) when
+        it holds too many, or a URL that a browser may read from another ``<`` (one in a
+        quoted parameter, say) still leads to the upstream."""
         if "<" not in value:
             return value
-        return _LINK_TARGET.sub(lambda match: f"<{self.rewrite(match.group(1))}>", value)
+        if value.count("<") > LINK_TARGETS:
+            return None
+        value = _LINK_TARGET.sub(lambda match: f"<{self.rewrite(match.group(1))}>", value)
+        start = value.find("<")
+        while start >= 0:
+            end = value.find(">", start)
+            if end < 0:
+                break
+            url = value[start + 1:end]
+            if self.rewrite(url) != url:
+                return None
+            start = value.find("<", start + 1)
+        return value
 
 
 def _skip_whitespace(value: str, position: int) -> int:
@@ -143,9 +171,10 @@ def _skip_whitespace(value: str, position: int) -> int:
     return position
 
 
-def refresh_url_span(value: str) -> tuple[int, int] | None:
-    """Where the URL of a Refresh value lies, read as HTML's declarative refresh reads it;
-    None when it names no URL (or is not a refresh a browser follows)."""
+def refresh_url_span(value: str, last_quote: bool = False) -> tuple[int, int] | None:
+    """Where the URL of a Refresh value lies, read as HTML's declarative refresh reads it
+    (with ``last_quote``, a quoted URL ends at the last quote, as Chromium reads it); None
+    when it names no URL (or is not a refresh a browser follows)."""
     position = _skip_whitespace(value, 0)
     start = position
     while position < len(value) and value[position].isdigit():
@@ -177,6 +206,6 @@ def refresh_url_span(value: str) -> tuple[int, int] | None:
     if position < len(value) and value[position] in "'\"":
         quote = value[position]
         position += 1
-    end = value.find(quote, position) if quote else -1
-    return position, end if end >= 0 else len(value)
+    end = (value.rfind(quote) if last_quote else value.find(quote, position)) if quote else -1
+    return position, end if end >= position else len(value)
 

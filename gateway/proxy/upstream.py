@@ -290,10 +290,13 @@ class Upstream(Origin):
                 # Readers are never sent to the upstream's own address ("/guide" answered
                 # with the upstream's host and port): it is the public one they must use.
                 value = self.address.rewrite(value)
-            elif kind is _REFRESH:
-                value = self.address.rewrite_refresh(value)
-            elif kind is _LINK:
-                value = self.address.rewrite_link(value)
+            elif kind is _REFRESH or kind is _LINK:
+                # Read two ways, one of them leading to the upstream: not sent at all.
+                checked = self.address.rewrite_refresh(value) if kind is _REFRESH \
+                    else self.address.rewrite_link(value)
+                if checked is None:
+                    continue
+                value = checked
             elif kind is _COOKIE:
                 pair = value.split(";", 1)[0]
                 cookie_name = pair.split("=", 1)[0].strip() if "=" in pair else ""
