@@ -452,6 +452,8 @@ def browser_host(hostport: str) -> str:
 
 
 def host_and_port(authority: str) -> tuple[str, str | None]:
+    """A URL authority's host and port (None: no port written), read as a browser reads
+    them (``browser_host``)."""
     hostport = authority.rpartition("@")[2]
     if "%" in hostport or not hostport.isascii():
         hostport = browser_host(hostport)
