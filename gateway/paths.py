@@ -369,8 +369,15 @@ def _page_addresses(page: str) -> list[str]:
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
 
+#: A host longer than this (written beyond ASCII, or escaped, before it is mapped) is
+#: read as none: a name has at most 253 characters, and one so long costs time to map.
+MAX_HOST: Final = 300
+
+
 def _ipv4_number(part: str) -> int | None:
     """One part of an IPv4 address as browsers read it: decimal, 0x hex or 0-led octal."""
+    if len(part) > 40:
+        return None  # more than 32 bits in any base, and too long for int() to read
     if part[:2].lower() == "0x":
         digits, base, allowed = part[2:], 16, "0123456789abcdefABCDEF"
     elif len(part) > 1 and part[0] == "0":
@@ -455,7 +462,7 @@ def host_and_port(authority: str) -> tuple[str, str | None]:
     """A URL authority's host and port (None: no port written), read as a browser reads
     them (``browser_host``)."""
     hostport = authority.rpartition("@")[2]
-    if "%" in hostport or not hostport.isascii():
+    if ("%" in hostport or not hostport.isascii()) and len(hostport) <= MAX_HOST:
         hostport = browser_host(hostport)
     if hostport.startswith("["):
         close = hostport.find("]")
@@ -502,9 +509,10 @@ class LinkTargets:
         """Whether a URL's authority names the public host in a spelling a browser reads as
         it ("DOCS.test.", or written beyond ASCII)."""
         hostport = netloc.rpartition("@")[2]
-        if "%" in hostport or not hostport.isascii():
-            hostport = browser_host(hostport)
-        key = host_key(host_and_port(hostport)[0])
+        if len(hostport) > MAX_HOST:
+            return True  # read as none: judged as the public host's, to be safe
+        host = host_and_port(hostport)[0]
+        key = host_key(host)
         return key is not None and key == self.host_key
 
     def target_from(self, url: str, location: str) -> str | None:

@@ -71,6 +71,13 @@ def server_block(site: Path, host: str, port: int) -> str:
             add_header Link '<a.css>; rel="x<", <http://{here}/guide/x.css>; rel=preload';
             return 200 "moved";
         }}
+        location = /r/split-lines {{
+            add_header Refresh "0;url=http://a";
+            add_header Refresh "b@{here}/guide/";
+            add_header Link "<http://{here}/guide/a.css?c=4#";
+            add_header Link ">; rel=preload; as=style";
+            return 200 "moved";
+        }}
         location = /r/elsewhere {{ return 302 "https://elsewhere.example/guide/"; }}
         location = /r/other-port {{ return 302 "http://{host}:1/guide/"; }}
         location = /r/relative {{ absolute_redirect off; return 302 "guide/"; }}
@@ -241,6 +248,18 @@ async def test_a_url_a_browser_may_read_another_way_to_the_upstream_is_not_sent(
     assert status == 200
     assert "Refresh" not in headers and "Link" not in headers
     never_upstream(headers, nginx)
+
+
+async def test_a_url_split_over_two_lines_is_read_joined_as_browsers_join_them(
+        nginx: str, start: Start) -> None:
+    # "Refresh: 0;url=http://a" then "Refresh: b@host:port/guide/" is, joined with ", ",
+    # a URL whose user name is "a, b" on the docs server's own address.
+    client = await start(nginx)
+    status, headers, _body = await ask(client, "/r/split-lines")
+    assert status == 200
+    never_upstream(headers, nginx)
+    assert headers.getall("Refresh") == [f"0;url={PUBLIC}/guide/"]
+    assert headers.getall("Link") == [f"<{PUBLIC}/guide/a.css?c=4#,>; rel=preload; as=style"]
 
 
 async def test_with_the_readers_host_preserved(nginx: str, start: Start) -> None:

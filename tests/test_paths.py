@@ -17,6 +17,7 @@ from gateway.paths import (
     compile_glob,
     copy_of_pages,
     decoded,
+    link_targets,
     normalize_path,
 )
 
@@ -389,3 +390,19 @@ def test_long_hostile_paths_do_not_stall_matching(pattern: str) -> None:
 def test_a_copy_of_a_pages_source_is_judged_with_the_page(path: str, pages: set[str]) -> None:
     assert pages <= set(copy_of_pages(path))
     assert bool(copy_of_pages(path)) == bool(pages)
+
+
+@pytest.mark.parametrize(("location", "expected"), [
+    ("http://docs.test/admin/", "/admin/"),
+    ("http://DOCS.test./admin/", "/admin/"),
+    ("http://\uff44ocs.test/admin/", "/admin/"),
+    ("http://docs%2Etest/admin/", "/admin/"),
+    ("http://elsewhere.test/admin/", None),
+    ("http://docs.test:81/admin/", None),
+    # Hosts that could not be read, or only slowly: judged as the public host's, to be safe.
+    ("http://" + "1" * 5000 + "/admin/", "/admin/"),
+    ("http://1" + "\ufdfa" * 300 + "/admin/", "/admin/"),
+])
+def test_a_link_to_the_public_host_in_any_spelling_is_a_docs_page(location: str,
+                                                                   expected: str | None) -> None:
+    assert link_targets("http://docs.test", "/_gateway", "").target("/", location) == expected

@@ -433,6 +433,14 @@ LOOPBACK = UpstreamAddress("http://127.0.0.1:3000/site", "https://docs.example.c
     ("http://[::\xb9]:3000/site/x", "https://docs.example.com/x"),
     ("http://[::1%25eth0]:3000/site/x", "https://docs.example.com/x"),
     ("http://b\u00fccher.example/x", "http://b\u00fccher.example/x"),
+    # Ports and hosts that int() cannot read (a digit that is no decimal one, thousands of
+    # digits): never an error, and an unreadable port on the upstream's host is rewritten.
+    ("http://localhost:%E1%8D%A9/site/x", "https://docs.example.com/x"),
+    ("http://localhost:\u1369/site/x", "https://docs.example.com/x"),
+    ("http://127.0.0.1:" + "1" * 5000 + "/site/x", "https://docs.example.com/x"),
+    ("http://127.0.0.1:0003000/site/x", "https://docs.example.com/x"),
+    ("http://" + "1" * 5000 + "/x", "http://" + "1" * 5000 + "/x"),
+    ("http://" + "%C2%AD" * 400 + "localhost:3000/x", "https://docs.example.com/x"),
 ])
 def test_upstream_urls_become_public(value: str, expected: str) -> None:
     assert LOOPBACK.rewrite(value) == expected

@@ -8,7 +8,7 @@ import re
 from typing import Final
 from urllib.parse import urlsplit
 
-from gateway.paths import DEFAULT_PORTS, URL_SCHEME, host_and_port, host_key, url_text
+from gateway.paths import DEFAULT_PORTS, MAX_HOST, URL_SCHEME, host_and_port, host_key, url_text
 
 # A Link value's URLs, each up to the first ">" after its "<" (no backtracking: a value of
 # many "<" and no ">" must not take quadratic time).
@@ -82,7 +82,7 @@ class UpstreamAddress:
     def names_upstream(self, scheme: str, authority: str) -> bool:
         """Whether a URL's scheme ("" when it has none) and authority reach the upstream."""
         host, port = host_and_port(authority)
-        key = host_key(host)
+        key = host_key(host) if len(host) <= MAX_HOST else None
         if key is None:
             # A host read in no way a browser would: but for one escaped or written
             # beyond ASCII, where browsers read more than is modelled here, it goes to
@@ -95,7 +95,9 @@ class UpstreamAddress:
             defaults = (DEFAULT_PORTS[scheme],) if scheme else (80, 443)
             return self.port in defaults
         # A port a browser cannot read is refused by it; rewriting costs nothing then.
-        return not port.isdigit() or int(port) == self.port
+        digits = port.lstrip("0") or "0"
+        return not (port.isascii() and port.isdigit()) or len(digits) > 5 \
+            or int(digits) == self.port
 
     def public_path(self, rest: str) -> str:
         """The public path (with query and fragment) for the upstream's ``rest``."""

@@ -275,6 +275,7 @@ class Upstream(Origin):
         drop = connection_named(upstream.headers)
         kinds = self._response_kinds
         out: list[tuple[str, str]] = []
+        joined: dict[object, list[tuple[str, str]]] = {}
         for name, value in upstream.headers.items():
             kind = kinds.get(name)
             if kind is None:
@@ -291,12 +292,10 @@ class Upstream(Origin):
                 # with the upstream's host and port): it is the public one they must use.
                 value = self.address.rewrite(value)
             elif kind is _REFRESH or kind is _LINK:
-                # Read two ways, one of them leading to the upstream: not sent at all.
-                checked = self.address.rewrite_refresh(value) if kind is _REFRESH \
-                    else self.address.rewrite_link(value)
-                if checked is None:
-                    continue
-                value = checked
+                # Browsers join a field sent on several lines with ", ", and read the
+                # join: it is checked so, below.
+                joined.setdefault(kind, []).append((name, value))
+                continue
             elif kind is _COOKIE:
                 pair = value.split(";", 1)[0]
                 cookie_name = pair.split("=", 1)[0].strip() if "=" in pair else ""
@@ -305,6 +304,13 @@ class Upstream(Origin):
                 if not cookie_name or self.is_gateway_cookie(cookie_name):
                     continue
             out.append((name, value))
+        for kind, lines in joined.items():
+            value = ", ".join(line for _, line in lines)
+            # Read two ways, one of them leading to the upstream: not sent at all.
+            checked = self.address.rewrite_refresh(value) if kind is _REFRESH \
+                else self.address.rewrite_link(value)
+            if checked is not None:
+                out.append((lines[0][0], checked))
         return CIMultiDict(out)
 
     async def ping(self) -> bool:
