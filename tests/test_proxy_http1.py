@@ -261,6 +261,22 @@ async def test_a_header_with_a_line_break_is_left_out_never_splitting_the_reques
     assert upstream.requests == [b"GET /x HTTP/1.1\r\nHost: docs.test\r\nAccept: */*\r\n\r\n"]
 
 
+async def test_a_lone_surrogate_in_a_value_goes_out_as_a_question_mark(
+        raw_upstream: Any) -> None:
+    # A reader's name from a token's claims may hold one ("\\ud800" in its JSON); a client's
+    # own undecodable byte (kept by aiohttp as "\\udcff") still goes out as that byte.
+    upstream = await raw_upstream(lambda request, n: ok())
+    host, port = upstream.url.removeprefix("http://").split(":")
+    pool = Pool(host, int(port), limit=2, connect_timeout=2, read_timeout=2)
+    headers = [("Host", "docs.test"), ("X-Name", "Ada \ud800"), ("X-Raw", "a\udcffb")]
+    response = await pool.request("GET", "/x", headers, None, None)
+    assert await response.read_all(100) == b"hello"
+    response.release()
+    pool.close()
+    assert upstream.requests == [b"GET /x HTTP/1.1\r\nHost: docs.test\r\nX-Name: Ada ?\r\n"
+                                 b"X-Raw: a\xffb\r\n\r\n"]
+
+
 async def test_a_large_body_arriving_with_the_head_is_not_taken_for_a_large_head(
         aiohttp_client: Any, raw_upstream: Any) -> None:
     body = b"z" * 300_000

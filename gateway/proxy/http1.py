@@ -492,8 +492,14 @@ def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
         lines.append("Content-Length: 0")
     # A client's own header values and target reach here as aiohttp decoded them (UTF-8,
     # undecodable bytes kept as surrogates): encoded back so, they are the client's bytes.
-    # The gateway's own values (a reader's name in a plain header) go out as UTF-8.
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    # The gateway's own values (a reader's name in a plain header) go out as UTF-8; a lone
+    # surrogate in one (a JSON escape in a token's claims) cannot, and becomes "?".
+    text = "\r\n".join(lines) + "\r\n\r\n"
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "".join(char if not "\ud800" <= char <= "\udfff" or "\udc80" <= char <= "\udcff"
+                       else "?" for char in text).encode("utf-8", "surrogateescape")
 
 
 async def _send_body(conn: _Connection, body: AsyncIterator[bytes], *, chunked: bool) -> None:
