@@ -498,7 +498,7 @@ def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
-        return "".join(char if not "\ud800" <= char <= "\udfff" or "\udc80" <= char <= "\udcff"
+        return "".join(char if not 0xD800 <= ord(char) <= 0xDFFF or 0xDC80 <= ord(char) <= 0xDCFF
                        else "?" for char in text).encode("utf-8", "surrogateescape")
 
 
