@@ -413,6 +413,20 @@ def _ipv4(host: str) -> str | None:
     return str(ipaddress.IPv4Address(value))
 
 
+def _mapped(text: str) -> str | None:
+    """A host's text as the host mapping of browsers reads it: full-width forms and IDNA
+    dots folded, and (UTS 46) the characters browsers ignore dropped (a soft hyphen, a
+    zero-width space, variation selectors: "local\u00adhost" is localhost); None when the
+    mapping refuses it."""
+    text = unicodedata.normalize("NFKC", text).translate(_DOTS)
+    if text.isascii():
+        return text
+    try:
+        return idna.uts46_remap(text, std3_rules=False, transitional=False)
+    except idna.IDNAError:
+        return None
+
+
 def host_key(host: str) -> str | None:
     """A host as browsers resolve it, for comparing spellings: percent escapes decoded,
     full-width forms and IDNA dots folded, case and a final dot ignored, IPv4 written the
@@ -428,16 +442,12 @@ def host_key(host: str) -> str | None:
             return None
         if address.scope_id is not None:
             return None  # browsers take no zone in a URL
-        mapped = address.ipv4_mapped
-        return str(mapped) if mapped is not None else f"[{address.compressed}]"
-    host = unicodedata.normalize("NFKC", host).translate(_DOTS).lower()
-    if not host.isascii():
-        # The mapping browsers apply to a host (UTS 46) drops characters they ignore (a soft
-        # hyphen, a zero-width space, variation selectors): "local\u00adhost" is localhost.
-        try:
-            host = idna.uts46_remap(host, std3_rules=False, transitional=False)
-        except idna.IDNAError:
-            return None
+        v4 = address.ipv4_mapped
+        return str(v4) if v4 is not None else f"[{address.compressed}]"
+    mapped = _mapped(host)
+    if mapped is None:
+        return None
+    host = mapped.lower()
     if not host or any(c in host for c in " <>@[]^|%/\\?#"):
         return None
     return _ipv4(host) or host.removesuffix(".")
@@ -449,13 +459,8 @@ def browser_host(hostport: str) -> str:
     included, before they are split: with a zero-width space inside the brackets, a
     full-width bracket, a word joiner after them, or escaped ("%5B::1%5D"), [::1] is
     [::1]."""
-    mapped = unicodedata.normalize("NFKC", unquote(hostport)).translate(_DOTS)
-    if not mapped.isascii():
-        try:
-            mapped = idna.uts46_remap(mapped, std3_rules=False, transitional=False)
-        except idna.IDNAError:
-            pass
-    return mapped
+    hostport = unquote(hostport)
+    return _mapped(hostport) or hostport
 
 
 def host_and_port(authority: str) -> tuple[str, str | None]:
