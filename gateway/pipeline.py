@@ -41,6 +41,7 @@ from gateway.indexes.filter import (
 )
 from gateway.paths import (
     PAGE_SUFFIXES,
+    LinkTargets,
     copy_of_pages,
     link_targets,
     packed_page,
@@ -297,12 +298,16 @@ async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
         raise
 
 
+def followed(gw: Gateway) -> LinkTargets:
+    """How links and redirects on the docs are followed, for this configuration."""
+    server = gw.config.server
+    return link_targets(server.public_url, server.route_base, server.base_path)
+
+
 def docs_target(gw: Gateway, base: str, location: str) -> str | None:
     """The docs path (relative to the base path) a link or redirect from the address
     ``base`` leads to, or None when it leaves the docs or cannot be read as a path."""
-    server = gw.config.server
-    return link_targets(server.public_url, server.route_base, server.base_path).target(
-        base, location)
+    return followed(gw).target(base, location)
 
 
 async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) -> None:
@@ -362,8 +367,7 @@ async def navigation_cuts(gw: Gateway, ex: Exchange, scanned: Scanned) -> Cuts |
     base = ex.scope.path
     targets = scanned.targets
     if targets is None or scanned.base != base:
-        server = gw.config.server
-        follow = link_targets(server.public_url, server.route_base, server.base_path)
+        follow = followed(gw)
         # A folder's page may be answered at the address without its slash (try_files
         # $uri/index.html): its links are written to be followed from the folder.
         name = base[base.rfind("/") + 1:].lower()
@@ -514,9 +518,8 @@ async def link_targets_of(gw: Gateway, site: Site, path: str, *,
         if read is None:
             return None
         links, written = read
-    server = gw.config.server
-    follow = link_targets(server.public_url, server.route_base, server.base_path)
-    public = server.base_path + path
+    follow = followed(gw)
+    public = gw.config.server.base_path + path
     # (under a <base href>, links lead from there)
     starts = [follow.origin + public, *follow.bases(public, written)]
     return {target for link in links if not unwrapped_only or link.cut == -1
