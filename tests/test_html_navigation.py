@@ -393,16 +393,15 @@ async def test_a_markdown_copy_of_a_page_linking_a_closed_page_in_its_text_is_cl
     assert reply.status == 200 and "NOTES-MD" in await reply.text()
 
 
-async def folder_gateway(tmp_path: Path, aiohttp_client: Any,
-                         files: dict[str, str]) -> tuple[Any, dict[str, str]]:
-    """A gateway over a built folder of ``files`` whose /admin/ is for ops, and a reader's
-    cookies (staff)."""
-    site = tmp_path / "site"
+async def folder_gateway(site: Path, aiohttp_client: Any, files: dict[str, str],
+                         closed: str = "/admin/**") -> tuple[Any, dict[str, str]]:
+    """A gateway over the built folder ``site`` with ``files`` added, whose ``closed``
+    pages are for ops, and a reader's cookies (staff)."""
     for name, text in files.items():
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_text(text)
     config = make_config(None, upstream={"root": str(site)},
-                         access={"rules": [{"path": "/admin/**", "groups": ["ops"]}]})
+                         access={"rules": [{"path": closed, "groups": ["ops"]}]})
     client = await aiohttp_client(await build_app(config))
     return client, await session_cookies(client.app, make_user("r", groups=("staff",)))
 
@@ -416,7 +415,7 @@ async def folder_gateway(tmp_path: Path, aiohttp_client: Any,
 async def test_a_base_spelled_as_a_browser_reads_it_moves_the_links(
         tmp_path: Path, aiohttp_client: Any, base: str) -> None:
     # Chromium follows "install.html" to /admin/install.html under each of these.
-    client, reader = await folder_gateway(tmp_path, aiohttp_client, {
+    client, reader = await folder_gateway(tmp_path / "site", aiohttp_client, {
         "guide/page.html": f"<head>{base}</head>"
                            '<nav><ul><li><a href="install.html">Secret runbook</a></li></ul></nav>'
                            '<main>Read <a href="install.html">the ops install</a>.</main>',
@@ -432,7 +431,7 @@ async def test_a_base_spelled_as_a_browser_reads_it_moves_the_links(
 
 async def test_a_markdown_copy_stays_open_for_open_and_broken_links(
         tmp_path: Path, aiohttp_client: Any) -> None:
-    client, reader = await folder_gateway(tmp_path, aiohttp_client, {
+    client, reader = await folder_gateway(tmp_path / "site", aiohttp_client, {
         # Under <base href="/">, "guide/other.html" is the open /guide/other.html (from
         # the page's own address it would be a page that is not there).
         "guide/page.html": '<head><base href="/"></head>'
@@ -516,13 +515,7 @@ async def test_a_markdown_copy_opens_only_where_its_page_is_known_to(
         "notes.md": "NOTES-MD",  # no page was made from it
         "llms.txt": "# Docs\n\n- [Big](/big.md): BIG-DESC\n- [Notes](/notes.md): NOTES-DESC\n",
     }
-    for name, text in files.items():
-        (site / name).parent.mkdir(parents=True, exist_ok=True)
-        (site / name).write_text(text)
-    config = make_config(None, upstream={"root": str(site)},
-                         access={"rules": [{"path": "/team", "groups": ["ops"]}]})
-    client = await aiohttp_client(await build_app(config))
-    reader = await session_cookies(client.app, make_user("r", groups=("staff",)))
+    client, reader = await folder_gateway(site, aiohttp_client, files, closed="/team")
     ops = await session_cookies(client.app, make_user("o", groups=("ops",)))
     for copy in ("/big.md", "/other.html.md", "/team/index.html.md", "/big.md"):
         reply = await client.get(copy, cookies=reader)
