@@ -21,6 +21,7 @@ from setuptools import setup
 COMPILED = [
     "gateway/boundary.py",
     "gateway/crypto.py",
+    "gateway/docsport.py",
     "gateway/handshakes/base.py",
     "gateway/handshakes/jwt.py",
     "gateway/html/encoding.py",

@@ -127,14 +127,18 @@ class AccessLogger(AbstractAccessLogger):
         self._direct = _own_handler(logger)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.line(request, response.status, response.body_length, time)
+
+    def line(self, request: web.BaseRequest, status: int, length: int, time: float) -> None:
+        """The line for a request answered with ``status`` and ``length`` bytes of body."""
         scope = request.get("gateway.scope")
         fields = {
             "request_id": getattr(scope, "request_id", None),
             "client": getattr(scope, "client_ip", request.remote),
             "method": request.method,
             "path": request.path,
-            "status": response.status,
-            "bytes": response.body_length,
+            "status": status,
+            "bytes": length,
             "ms": round(time * 1000, 2),
             "user": getattr(scope, "sub", None),
         }
@@ -147,10 +151,10 @@ class AccessLogger(AbstractAccessLogger):
             return
         formatter = handler.formatter
         assert isinstance(formatter, JsonFormatter | TextFormatter)
-        line = formatter.line(_now(), "info", self.logger.name, "request", fields)
+        text = formatter.line(_now(), "info", self.logger.name, "request", fields)
         handler.acquire()
         try:
-            handler.stream.write(line + "\n")
+            handler.stream.write(text + "\n")
             handler.flush()
         finally:
             handler.release()

@@ -20,11 +20,11 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 
 from gateway.app import ENTRY, MAX_BODY, build_app
 from gateway.config.load import load_config
 from gateway.config.model import Config
+from gateway.docsport import MAX_FIELD, MAX_LINE, DocsServer
 from gateway.errors import ConfigError
 from gateway.logs import AccessLogger, setup_logging
 from gateway.services import GATEWAY
@@ -59,16 +59,16 @@ class DocsRequest(web.Request):
         return copy
 
 
-def docs_server(app: web.Application, **kwargs: Any) -> web.Server:
-    """aiohttp's low-level server for an app from ``build_app``: each request goes straight
-    to the app's ``ENTRY``, which tells the gateway's own routes from the docs itself.
+def docs_server(app: web.Application, **kwargs: Any) -> DocsServer:
+    """The docs port's server for an app from ``build_app``: each request goes straight to
+    the app's ``ENTRY``, which tells the gateway's own routes from the docs itself.
 
     ``kwargs`` go to ``web.Server`` (access log, keep-alive, ...). Must run in the loop.
     """
     loop = asyncio.get_running_loop()
 
     def make_request(message: RawRequestMessage, payload: StreamReader,
-                     protocol: RequestHandler, writer: AbstractStreamWriter,
+                     protocol: Any, writer: AbstractStreamWriter,
                      task: asyncio.Task[None]) -> DocsRequest:
         request = DocsRequest(message, payload, protocol, writer, task, loop,
                               client_max_size=MAX_BODY)
@@ -77,8 +77,8 @@ def docs_server(app: web.Application, **kwargs: Any) -> web.Server:
 
     # The factory makes every request a web.Request, which is what the entry takes.
     entry = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[ENTRY])
-    return web.Server(entry, request_factory=make_request, loop=loop,
-                      max_field_size=32768, max_line_size=16384, **kwargs)
+    return DocsServer(entry, request_factory=make_request, loop=loop,
+                      max_field_size=MAX_FIELD, max_line_size=MAX_LINE, **kwargs)
 
 
 class DocsRunner(web.BaseRunner):

@@ -10,10 +10,11 @@ from tests.test_layers import PACKAGE, imports, modules
 ROOT = PACKAGE.parent
 ROOMS = ROOT / "ARCHITECTURE.md"
 
-#: Where every docs request starts: the boundary, the pipeline, and the default handshake,
-#: session store and origins that the factories pick at start.
-REQUEST_ROOTS = ("gateway.boundary", "gateway.pipeline", "gateway.handshakes.jwt",
-                 "gateway.sessions.cookie", "gateway.proxy.upstream", "gateway.proxy.static")
+#: Where every docs request starts: the docs port's connection, the boundary, the pipeline,
+#: and the default handshake, session store and origins that the factories pick at start.
+REQUEST_ROOTS = ("gateway.docsport", "gateway.boundary", "gateway.pipeline",
+                 "gateway.handshakes.jwt", "gateway.sessions.cookie", "gateway.proxy.upstream",
+                 "gateway.proxy.static")
 #: Modules on the request path that stay plain Python, and why.
 NOT_COMPILED = {
     "gateway.brand": "draws the gateway's own pages (errors, login) with Jinja2, not docs pages",

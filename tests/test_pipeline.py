@@ -31,6 +31,8 @@ PREPARE_SITES = {
     # A forward-auth check's denial: the docs' answer for an address that cannot exist (only
     # a 4xx passes), streamed as the proxy streams a missing page.
     "denial.py": {"missing_page_for_check"},
+    # The docs port's connection sends what the entry (the error boundary) returned.
+    "docsport.py": {"_answer"},
 }
 
 

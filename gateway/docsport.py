@@ -1,0 +1,606 @@
+"""The docs port's HTTP/1.1 connections.
+
+aiohttp's connection handler does more per request than the docs port needs: a task of
+its own for each request, keep-alive timers armed again and again, a response's head
+prepared in many steps. Here a connection reads its requests with aiohttp's own parser
+(llhttp, in C where aiohttp is built with its extensions), hands them one after another to
+the gateway's entry as aiohttp requests, in the connection's one task, and writes a whole
+answer (a page, a small asset, an error) with its head in one call. Streamed answers still
+go through aiohttp's writer.
+
+So what a request may carry is what aiohttp's server lets through: the parser's limits on
+the line, each field and the number of fields, no second ``Host``, ``Content-Length`` or
+other singleton field, no framing two servers could read differently; and here, a ``Host``
+on every HTTP/1.1 request. A request refused is answered 400 after the requests before it,
+and the connection closes.
+
+What a connection holds stays bounded: at most ``MAX_WAITING`` requests read ahead of the
+one being answered (a long read is parsed a slice at a time), a body's buffer, and the
+next request waits while the client has not read the answers before it.
+
+A request that asks to switch protocols (a WebSocket) is handed, with the connection, to
+aiohttp's own handler once the answers before it are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import Any, Final, cast
+
+from aiohttp import StreamReader, web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import (
+    SERVER_SOFTWARE,
+    HttpProcessingError,
+    HttpRequestParser,
+    HttpVersion,
+    HttpVersion10,
+    HttpVersion11,
+)
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.http_writer import StreamWriter
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_exceptions import HTTPException
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestPayloadError
+from multidict import CIMultiDict
+from mypy_extensions import mypyc_attr
+
+log = logging.getLogger("gateway")
+
+#: The request line, one field, the number of fields (aiohttp's parser's limits).
+MAX_LINE: Final = 16384
+MAX_FIELD: Final = 32768
+MAX_HEADERS: Final = 128
+#: A request's whole head, over however many reads it comes.
+MAX_HEAD: Final = 131072
+#: Requests read ahead of the one being answered before the connection stops reading.
+MAX_WAITING: Final = 16
+#: The most of one read parsed at once once a read is long or the queue has filled.
+SLICE: Final = 4096
+#: A request body's buffer before the connection stops reading (as aiohttp's).
+BODY_BUFFER: Final = 2**16
+#: How long, and how much, a refused client's bytes are still read before its connection
+#: closes.
+LINGER: Final = 2.0
+LINGER_BYTES: Final = 2**20
+#: How long a connection may sit without a request being answered (aiohttp's default).
+KEEPALIVE: Final = 75.0
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+RequestFactory = Callable[[RawRequestMessage, StreamReader, Any, StreamWriter,
+                           "asyncio.Task[None]"], web.BaseRequest]
+
+
+class BadRequest(Exception):
+    """A request the connection refuses before the gateway sees it: its status, and the
+    reason for the log."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class _Date:
+    """The ``Date`` field's value, made once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.value = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.value = formatdate(second, usegmt=True)
+        return self.value
+
+
+DATE: Final = _Date()
+
+
+class _Waiting:
+    """A request read and waiting for its answer: the message and its body, or what was
+    wrong with it, or the WebSocket request to hand over with the bytes after it."""
+
+    def __init__(self, message: Any, payload: StreamReader,
+                 refused: BadRequest | None = None, handover: bytes | None = None) -> None:
+        self.message = message
+        self.payload = payload
+        self.refused = refused
+        self.handover = handover
+
+
+class DocsServer(web.Server):
+    """aiohttp's low-level server, whose connections are the docs port's own; aiohttp's
+    handler takes over a connection that switches protocols."""
+
+    def __init__(self, handler: Handler, *, request_factory: RequestFactory,
+                 loop: asyncio.AbstractEventLoop, access_log_class: type[AbstractAccessLogger]
+                 | None = None, access_log: logging.Logger | None = None,
+                 keepalive_timeout: float | None = None, **kwargs: Any) -> None:
+        if keepalive_timeout is None:
+            keepalive_timeout = KEEPALIVE
+        super().__init__(handler, request_factory=cast(Any, request_factory), loop=loop,
+                         access_log_class=access_log_class or AccessLogger,
+                         access_log=access_log, keepalive_timeout=keepalive_timeout, **kwargs)
+        self.entry = handler
+        self.keepalive = keepalive_timeout
+        self.factory = request_factory
+        self.access: AbstractAccessLogger | None = None
+        if access_log is not None and access_log_class is not None:
+            self.access = access_log_class(access_log, AccessLogger.LOG_FORMAT)
+        self.open: set[DocsConnection] = set()
+        self.stopping = False
+
+    def __call__(self) -> Any:
+        return DocsConnection(self)
+
+    def handler(self) -> Any:
+        """aiohttp's handler for a connection handed over."""
+        return super().__call__()
+
+    def pre_shutdown(self) -> None:
+        self.pre_shutdown_connections()
+        super().pre_shutdown()
+
+    def pre_shutdown_connections(self) -> None:
+        """Idle connections close now, busy ones once their answer is written."""
+        self.stopping = True
+        for connection in list(self.open):
+            connection.stop()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        self.pre_shutdown_connections()
+        tasks = [c.task for c in self.open if c.task is not None and not c.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for connection in list(self.open):
+            connection.close()
+        await super().shutdown(timeout)
+
+
+# aiohttp's writer and body buffers take the connection as their protocol: a subclass of
+# aiohttp's, a regular class (its base has slots).
+@mypyc_attr(native_class=False)
+class DocsConnection(BaseProtocol):
+    """One client connection: its requests parsed, answered in order."""
+
+    def __init__(self, server: DocsServer) -> None:
+        super().__init__(server._loop)
+        self.server = server
+        self.parser: Any = HttpRequestParser(
+            self, server._loop, BODY_BUFFER, max_line_size=MAX_LINE,
+            max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
+            payload_exception=RequestPayloadError)
+        # What aiohttp's request reads of its protocol (a multipart body's limits).
+        self.max_field_size = MAX_FIELD
+        self.max_headers = MAX_HEADERS
+        self.task: asyncio.Task[None] | None = None
+        self.queue: collections.deque[_Waiting] = collections.deque()
+        self.wakeup: asyncio.Future[None] | None = None
+        self.ssl_context: Any = None
+        self.peername: Any = None
+        self.sockname: Any = None
+        # Bytes read and not yet parsed: a read is parsed a slice at a time while the
+        # queue has room, so what is read ahead stays bounded.
+        self.unread = b""
+        # Bytes parsed since a request's head last ended, with no body being read: the
+        # head being read (one read more at most).
+        self.in_head = 0
+        # Reading is held for a full queue, a body's full buffer, or a handover.
+        self.held = False
+        self.refused = False
+        # A refusal written: what the client still sends is read and let go, then it closes.
+        self.lingering = False
+        self.lingered = 0
+        self.closing = False
+        self.busy = False
+        self.answering: StreamReader | None = None
+        self.last = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peername = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        self.ssl_context = transport.get_extra_info("sslcontext")
+        if self.server.stopping:
+            transport.close()
+            return
+        self.server.open.add(self)
+        loop = self._loop
+        self.last = loop.time()
+        self.timer = loop.call_at(self.last + self.server.keepalive, self._idle)
+        self.task = loop.create_task(self._serve())
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.transport = None
+        self.closing = True
+        self.server.open.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            self.parser.feed_eof()
+        except HttpProcessingError:
+            pass  # a body cut short: its reader is told below
+        for waiting in self.queue:
+            if waiting.payload is not EMPTY_PAYLOAD and not waiting.payload.is_eof():
+                waiting.payload.set_exception(ConnectionResetError("the client left"))
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self.lingered += len(data)
+            if self.lingered > LINGER_BYTES:
+                self.close()
+            return
+        if self.refused or (self.closing and not self.busy and not self.queue):
+            return
+        if self.unread or len(data) > SLICE:
+            self.unread += data
+            self._parse_unread()
+        else:
+            self._parse(data)
+
+    def _parse_unread(self) -> None:
+        """Parse what was read a slice at a time, while the queue has room."""
+        while self.unread and not self.refused and len(self.queue) < MAX_WAITING:
+            data, self.unread = self.unread[:SLICE], self.unread[SLICE:]
+            self._parse(data)
+        if self.unread:
+            self._hold()
+
+    def _parse(self, data: bytes) -> None:
+        try:
+            messages, upgraded, tail = self.parser.feed_data(data)
+        except HttpProcessingError as failed:
+            self._refuse(BadRequest(400, f"the request could not be read: {failed.message}"))
+            return
+        queue = self.queue
+        if not messages:
+            last = queue[-1].payload if queue else self.answering
+            if last is None or last.is_eof():
+                self.in_head += len(data)
+                if self.in_head > MAX_HEAD:
+                    self._refuse(BadRequest(431, "the request's head is too large"))
+                    return
+        else:
+            self.in_head = 0
+        for message, payload in messages:
+            if message.version == HttpVersion11 and "Host" not in message.headers:
+                self._refuse(BadRequest(400, "an HTTP/1.1 request without Host"))
+                return
+            if message.upgrade and payload is not EMPTY_PAYLOAD \
+                    and message.headers.get("Upgrade", "").lower() == "websocket":
+                self._refuse(BadRequest(400, "a WebSocket request with a body"))
+                return
+            queue.append(_Waiting(message, payload))
+        if upgraded:
+            # The last request switches protocols: nothing more is read here; it is handed
+            # over, with the bytes after it, once the answers before it are written.
+            switching = queue[-1] if queue else None
+            if switching is None or switching.message is None \
+                    or switching.payload is not EMPTY_PAYLOAD:
+                self._refuse(BadRequest(400, "a protocol switch with a body"))
+                return
+            self.refused = True
+            self._hold()
+            switching.handover = bytes(tail) + self.unread  # what followed it, all of it
+            self.unread = b""
+        if len(queue) >= MAX_WAITING:
+            self._hold()
+        if messages or upgraded:
+            self._wake()
+
+    # Flow control asked for by a body's buffer (aiohttp's StreamReader).
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+        self._hold()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        self._reading_paused = False
+        if len(self.queue) < MAX_WAITING:
+            self._release()
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        """Answer the connection's requests in order, until it closes."""
+        try:
+            while True:
+                if not self.queue:
+                    if self.closing or self.transport is None:
+                        return
+                    self.wakeup = self._loop.create_future()
+                    await self.wakeup
+                    self.wakeup = None
+                    continue
+                if self.transport is None:
+                    return
+                waiting = self.queue.popleft()
+                if self.held and len(self.queue) < MAX_WAITING and not self._reading_paused:
+                    self._release()
+                if waiting.refused is not None:
+                    self._write_refusal(waiting.refused)
+                    return
+                if waiting.handover is not None:
+                    self._give_away(waiting)
+                    return
+                assert waiting.message is not None
+                self.busy = True
+                self.answering = waiting.payload
+                try:
+                    keep = await self._answer(waiting.message, waiting.payload)
+                finally:
+                    self.busy = False
+                    self.answering = None
+                    self.last = self._loop.time()
+                if not keep or self.transport is None:
+                    self.close()
+                    return
+                if self._paused:
+                    # The client reads slower than answers are written: the next waits.
+                    await self._drain_helper()
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            self.close()  # the client left while its answer was written
+        except Exception:
+            log.exception("a connection failed")
+            self.close()
+
+    async def _answer(self, message: Any, payload: StreamReader) -> bool:
+        """Answer one request; whether the connection may carry another."""
+        loop = self._loop
+        started = loop.time()
+        writer = StreamWriter(self, loop)
+        task = self.task
+        assert task is not None
+        request = self.server.factory(message, payload, self, writer, task)
+        try:
+            response = await self.server.entry(request)
+        except HTTPException as exc:
+            response = exc
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("the docs port's handler failed")
+            response = web.Response(status=500, text="500 Internal Server Error")
+            response.force_close()
+        if payload is not EMPTY_PAYLOAD and not payload.is_eof():
+            # A body not read to its end: what follows it cannot be told from it.
+            response.force_close()
+        written = whole(response) if isinstance(response, web.Response) \
+            and not response.prepared else None
+        if written is not None:
+            assert isinstance(response, web.Response)
+            keep, length = self._write_whole(request, response, written)
+        else:
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                return False
+            keep, length = bool(response.keep_alive), response.body_length
+        self._log(request, response.status, length, loop.time() - started)
+        # A body the handler did not read to its end leaves the connection unusable.
+        return keep and not self.closing and (payload is EMPTY_PAYLOAD or payload.is_eof())
+
+    def _write_whole(self, request: web.BaseRequest, response: web.Response,
+                     body: bytes) -> tuple[bool, int]:
+        """A response whose body is at hand, with its head, in one write: the fields aiohttp
+        would add, and none of the body where the request or status has none."""
+        method, status = request.method, response.status
+        headers = response.headers
+        for cookie in response.cookies.values():
+            headers.add("Set-Cookie", cookie.output(header="")[1:])
+        empty = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        if "Content-Length" in headers:
+            if status in (204, 304) or 100 <= status < 200:
+                del headers["Content-Length"]
+        elif body or not (status == 304 or method == "HEAD"):
+            headers["Content-Length"] = str(len(body))
+        if not empty and body and "Content-Type" not in headers:
+            headers["Content-Type"] = "application/octet-stream"
+        if "Date" not in headers:
+            headers["Date"] = DATE.now()
+        if "Server" not in headers:
+            headers["Server"] = SERVER_SOFTWARE
+        keep = response.keep_alive
+        if keep is None:
+            keep = request.keep_alive
+        keep = keep and not self.closing
+        version = request.version
+        if "Connection" not in headers:
+            if keep and version == HttpVersion10:
+                headers["Connection"] = "keep-alive"
+            elif not keep and version == HttpVersion11:
+                headers["Connection"] = "close"
+        head = encode_head(version, status, response.reason, headers)
+        transport = self.transport
+        if transport is not None:
+            if empty or not body:
+                transport.write(head)
+            else:
+                transport.writelines((head, body))
+        return keep, 0 if empty else len(body)
+
+    def _log(self, request: web.BaseRequest, status: int, length: int, took: float) -> None:
+        access = self.server.access
+        if access is None or not access.enabled:
+            return
+        line = getattr(access, "line", None)
+        try:
+            if line is not None:
+                line(request, status, length, took)
+            else:
+                response = web.Response(status=status)
+                access.log(request, response, took)
+        except Exception:
+            log.exception("the access log failed")
+
+    def _write_refusal(self, refused: BadRequest) -> None:
+        """A request refused before the gateway saw it: its status, and the connection
+        closes."""
+        log.debug("request refused: %s", refused)
+        transport = self.transport
+        if transport is not None:
+            reason = {400: "Bad Request", 414: "URI Too Long",
+                      431: "Request Header Fields Too Large"}.get(refused.status, "Bad Request")
+            text = f"{refused.status} {reason}".encode()
+            transport.write(
+                f"HTTP/1.1 {refused.status} {reason}\r\nContent-Type: text/plain; "
+                f"charset=utf-8\r\nContent-Length: {len(text)}\r\nDate: {DATE.now()}\r\n"
+                f"Server: {SERVER_SOFTWARE}\r\nConnection: close\r\n\r\n".encode() + text)
+            self._linger(transport)
+            return
+        self.close()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close once the client has had the answer: what it still sends is read and let go
+        for a while (``LINGER`` seconds, ``LINGER_BYTES`` at most), since closing with bytes
+        unread would reset the connection before the client reads the answer."""
+        self.lingering = True
+        self.closing = True
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self._loop.call_later(LINGER, self.close)
+        self.held = False
+        try:
+            transport.resume_reading()
+        except (AttributeError, NotImplementedError, RuntimeError):
+            pass
+
+    def _give_away(self, waiting: _Waiting) -> None:
+        """Hand the connection to aiohttp's handler, with the request that asked to switch
+        protocols, as it came, and what followed it."""
+        transport = self.transport
+        if transport is None:
+            return
+        assert waiting.message is not None and waiting.handover is not None
+        self.closing = True
+        self.server.open.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        handler = self.server.handler()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        self._release()
+        transport.resume_reading()
+        handler.data_received(encode_request(waiting.message) + waiting.handover)
+
+    # -- the connection --------------------------------------------------------------------
+
+    def _refuse(self, refused: BadRequest) -> None:
+        """Stop reading; the refusal is answered after the requests before it. A body cut
+        short by it is told so: a request not yet begun is answered by the refusal."""
+        self.refused = True
+        self.unread = b""
+        queue = self.queue
+        if queue and queue[-1].payload is not EMPTY_PAYLOAD and not queue[-1].payload.is_eof():
+            queue.pop()
+        elif self.answering is not None and not self.answering.is_eof():
+            self.answering.set_exception(ConnectionResetError("the request could not be read"))
+        self._hold()
+        queue.append(_Waiting(None, EMPTY_PAYLOAD, refused=refused))
+        self._wake()
+
+    def _hold(self) -> None:
+        if not self.held and self.transport is not None:
+            self.held = True
+            try:
+                self.transport.pause_reading()
+            except (AttributeError, NotImplementedError, RuntimeError):
+                pass
+
+    def _release(self) -> None:
+        if self.held and not self.refused and self.transport is not None:
+            if self.unread:
+                self._parse_unread()
+                if self.unread or self.refused:
+                    return
+            self.held = False
+            try:
+                self.transport.resume_reading()
+            except (AttributeError, NotImplementedError, RuntimeError):
+                pass
+
+    def _wake(self) -> None:
+        wakeup = self.wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _idle(self) -> None:
+        """Close a connection no request has been answered on for the server's keep-alive
+        time; one whose request is being answered waits for it."""
+        self.timer = None
+        if self.transport is None:
+            return
+        loop = self._loop
+        due = self.last + self.server.keepalive
+        if self.busy or due > loop.time():
+            self.timer = loop.call_at(max(due, loop.time() + 0.1), self._idle)
+            return
+        self.close()
+
+    def stop(self) -> None:
+        """The server stops: an idle connection closes now, a busy one after its answer."""
+        self.closing = True
+        if not self.busy and not self.queue:
+            self.close()
+        self._wake()
+
+    def close(self) -> None:
+        self.closing = True
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+        self._wake()
+
+
+def whole(response: web.Response) -> bytes | None:
+    """The body of a response that can go out with its head in one write, else None."""
+    if response.chunked or response.compression:
+        return None
+    if "Transfer-Encoding" in response.headers:
+        return None
+    body = response.body
+    if body is None:
+        return b""
+    return body if isinstance(body, bytes) else None
+
+
+def encode_head(version: HttpVersion, status: int, reason: str,
+                headers: CIMultiDict[str]) -> bytes:
+    """A response's head. A line break or NUL inside a field or the reason would make
+    another head of it: such a head is refused, as aiohttp's writer refuses it."""
+    lines = [f"HTTP/{version.major}.{version.minor} {status} {reason}\r\n"]
+    lines.extend([f"{name}: {value}\r\n" for name, value in headers.items()])
+    lines.append("\r\n")
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines) or "\x00" in text:
+        raise ValueError("a line break or NUL in the response's head")
+    return text.encode("utf-8", "surrogateescape")
+
+
+def encode_request(message: Any) -> bytes:
+    """A request's head again, from what was read of it (for aiohttp's handler)."""
+    version = message.version
+    lines = [f"{message.method} ".encode() + message.path.encode("utf-8", "surrogateescape")
+             + f" HTTP/{version.major}.{version.minor}\r\n".encode()]
+    for name, value in message.raw_headers:
+        lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
