@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Final
+from typing import Final, TypeAlias
 from urllib.parse import unquote, urljoin, urlsplit
 
 import idna
@@ -450,7 +450,27 @@ def host_key(host: str) -> str | None:
     host = mapped.lower()
     if not host or any(c in host for c in " <>@[]^|%/\\?#"):
         return None
-    return _ipv4(host) or host.removesuffix(".")
+    return _ipv4(host) or _ascii_host(host.removesuffix("."))
+
+
+def _ascii_host(host: str) -> str | None:
+    """A mapped domain in its ASCII form, as browsers send it (a label beyond ASCII as
+    ``xn--`` and its Punycode): "b\u00fccher.test" and "xn--bcher-kva.test" are one host.
+    None for an ``xn--`` label that is no Punycode of a mapped label (browsers refuse it)."""
+    labels: list[str] = []
+    for label in host.split("."):
+        if not label.isascii():
+            labels.append("xn--" + label.encode("punycode").decode("ascii"))
+            continue
+        if label.startswith("xn--"):
+            try:
+                unicode = label[4:].encode("ascii").decode("punycode")
+            except (UnicodeError, IndexError):
+                return None
+            if unicode.isascii() or _mapped(unicode) != unicode:
+                return None
+        labels.append(label)
+    return ".".join(labels)
 
 
 def browser_host(hostport: str) -> str:
@@ -488,7 +508,8 @@ class LinkTargets:
         public = urlsplit(public_url)
         self.scheme, self.netloc = public.scheme, public.netloc.lower()
         self.host = public.hostname or ""
-        self.host_key = host_key(self.host)
+        # Read from the authority, brackets and all: "[0:0::1]" is the host "[::1]".
+        self.host_key = host_key(host_and_port(public.netloc)[0]) or self.host.lower()
         self.port = public.port or DEFAULT_PORTS.get(public.scheme)
         self.origin = f"{public.scheme}://{public.netloc}"
         self.route_base = route_base
@@ -522,27 +543,75 @@ class LinkTargets:
 
     def target_from(self, url: str, location: str) -> str | None:
         """The docs path ``location`` leads to from the URL ``url``, read as a browser reads
-        it (backslashes as slashes, the default port spelled or not)."""
+        it (WHATWG URL: backslashes as slashes, dot segments resolved as browsers resolve
+        them, the default port spelled or not); None when it leaves the docs or cannot be
+        read (a link that cannot be read stays as it is: no browser follows it)."""
         try:
-            target = urlsplit(urljoin(url, browser_reference(location)))
-            port = target.port or DEFAULT_PORTS.get(target.scheme)
-        except ValueError:
+            readings = url_readings(location, base_url(url))
+            if not readings:
+                return None
+            scheme, authority, path = readings[0]
+            return self._docs_path(scheme, authority, path)
+        except (ValueError, BadRequest):
             return None
-        if (target.scheme, port) != (self.scheme, self.port):
-            return None
-        if (target.hostname or "") != self.host and not self.names_public_host(target.netloc):
-            return None
+
+    def readings(self, url: str, location: str) -> tuple[str, ...] | None:
+        """Every docs path ``location`` may lead to from the URL ``url``: as a browser reads
+        it, and as a reader that merges repeated slashes before it resolves dot segments
+        (``/admin//../``: ``/admin/`` for a browser, ``/`` for that one) or that ends the
+        authority at its first "/", "?" or "#" only (``http://a\\@docs.test/admin/``)
+        reads it. Empty: it leaves the docs every way it is read. None: it cannot be read
+        with certainty (an address the URL libraries refuse, a host or port no browser
+        reads, a path the docs server could read otherwise), and so must be taken for a
+        page closed to the reader."""
         try:
-            public = normalize_path(target.path or "/")
-        except BadRequest:
+            readings = url_readings(location, base_url(url))
+            found: list[str] = []
+            for index, (scheme, authority, path) in enumerate(readings):
+                if index > 0 and authority != readings[0][1] \
+                        and not self._names_origin(scheme, authority, strict=False):
+                    continue  # another authority that names no docs host: not the docs
+                target = self._docs_path(scheme, authority, path)
+                if target is not None and target not in found:
+                    found.append(target)
+            return tuple(found)
+        except (ValueError, BadRequest):
             return None
+
+    def _names_origin(self, scheme: str, authority: str, *, strict: bool = True) -> bool:
+        """Whether a URL's scheme and authority name the public origin (``strict``: raise
+        ValueError for a host or port no browser reads; else such a one names none)."""
+        if scheme != self.scheme:
+            return False
+        hostport = authority.rpartition("@")[2]
+        host, port_text = host_and_port(authority)
+        port = DEFAULT_PORTS.get(scheme)
+        if port_text:
+            if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 \
+                    or int(port_text) > 65535:
+                if strict:
+                    raise ValueError("a port no browser reads")
+                return False
+            port = int(port_text)
+        if len(hostport) > MAX_HOST:
+            return port == self.port  # read as none: judged as the public host's, to be safe
+        key = host_key(host)
+        if key is None:
+            if strict:
+                raise ValueError("a host no browser reads")
+            return False
+        return key == self.host_key and port == self.port
+
+    def _docs_path(self, scheme: str, authority: str, path: str) -> str | None:
+        """The docs path of a URL read as (scheme, authority, path); None when it leaves the
+        docs. Raises ValueError (BadRequest for its path) when it cannot be read."""
+        if not self._names_origin(scheme, authority):
+            return None
+        public = normalize_path(path)
         route_base = self.route_base
         if public == route_base or public.startswith(route_base + "/"):
             return None  # the gateway's own endpoints (its login) are no docs page
-        try:
-            return relative_to_base(public, self.base_path)
-        except BadRequest:
-            return None
+        return relative_to_base(public, self.base_path)
 
 
 #: The ports http and https URLs name when they name none.
@@ -575,6 +644,140 @@ def browser_reference(value: str) -> str:
                 end = found
         ref = ref[:end].replace("\\", "/") + ref[end:]
     return ref
+
+
+# What a browser percent-encodes in a path segment (WHATWG path percent-encode set), beside
+# controls, DEL and all beyond ASCII.
+_PATH_ENCODE: Final = frozenset(' "#<>?`{}')
+# The segments a browser reads as "." and ".." (a dot percent-encoded is a dot).
+_SINGLE_DOT: Final = frozenset((".", "%2e"))
+_DOUBLE_DOT: Final = frozenset(("..", ".%2e", "%2e.", "%2e%2e"))
+_SEPARATORS: Final = re.compile(r"[/\\]")
+#: One reading of an http or https URL: its scheme, authority and path.
+Reading: TypeAlias = tuple[str, str, str]
+
+
+def _path_segment(text: str) -> str:
+    """A path segment as a browser writes it (WHATWG path percent-encode set)."""
+    if text.isascii() and not any(c in _PATH_ENCODE or c < "!" or c == "\x7f" for c in text):
+        return text
+    out: list[str] = []
+    for ch in text:
+        if ch in _PATH_ENCODE or ch < "!" or ch >= "\x7f":
+            # A lone surrogate raises UnicodeEncodeError (a ValueError): unreadable.
+            out.append("".join(f"%{byte:02X}" for byte in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def browser_path(text: str, segments: list[str]) -> str:
+    """The path ``text`` (no query, no fragment), followed from the folder ``segments``, as
+    a browser reads it (WHATWG URL path state): "/" and "\\" separate segments; ".", "..",
+    and their percent-encoded spellings ("%2e", ".%2E") are dot segments, and ".." takes
+    off the last segment even when it is empty ("/admin//../" is "/admin/"); "%2F" is no
+    separator."""
+    parts = _SEPARATORS.split(text)
+    if text[:1] in ("/", "\\"):
+        parts = parts[1:]
+    path = list(segments)
+    last = len(parts) - 1
+    for index, part in enumerate(parts):
+        lowered = part.lower()
+        if lowered in _DOUBLE_DOT:
+            if path:
+                path.pop()
+            if index == last:
+                path.append("")
+        elif lowered in _SINGLE_DOT:
+            if index == last:
+                path.append("")
+        else:
+            path.append(_path_segment(part))
+    return "/" + "/".join(path)
+
+
+def _before_query(text: str) -> str:
+    """``text`` up to its query or fragment."""
+    end = len(text)
+    for mark in "?#":
+        found = text.find(mark)
+        if 0 <= found < end:
+            end = found
+    return text[:end]
+
+
+def _raw_path(text: str, segments: list[str]) -> str:
+    """The path ``text`` joined to the folder ``segments`` with no dot segment resolved,
+    for a reader that merges slashes first (the server's reading, ``normalize_path``)."""
+    text = text.replace("\\", "/")
+    if text.startswith("/"):
+        return text
+    return "/".join(["", *segments, text])
+
+
+def _authority_end(text: str, marks: str) -> int:
+    """Where an authority written at the start of ``text`` ends (at the first of ``marks``)."""
+    end = len(text)
+    for mark in marks:
+        found = text.find(mark)
+        if 0 <= found < end:
+            end = found
+    return end
+
+
+def _with_authority(scheme: str, rest: str) -> list[Reading]:
+    """The readings of an http or https URL from its authority on (``rest``): a browser
+    ends the authority at the first "/", "\\", "?" or "#"; a reader of RFC 3986 does not
+    end it at a backslash (``http://a\\@docs.test/`` names docs.test for it)."""
+    end = _authority_end(rest, "/\\?#")
+    text = _before_query(rest[end:])
+    readings = [(scheme, rest[:end], browser_path(text, [])),
+                (scheme, rest[:end], _raw_path(text, []))]
+    other = _authority_end(rest, "/?#")
+    if other > end:
+        readings.append((scheme, rest[:other], _raw_path(_before_query(rest[other:]), [])))
+    return readings
+
+
+def url_readings(ref: str, base: Reading | None) -> list[Reading]:
+    """The readings of the URL reference ``ref`` followed from the URL ``base`` (None: it
+    must be absolute): the browser's first (WHATWG URL), then the path joined with no dot
+    segment resolved, then, for an authority holding a backslash, the authority as RFC
+    3986 ends it. Empty for a URL of another scheme than http and https (or followed
+    from one); ValueError for a relative reference with no base."""
+    ref = url_text(ref)
+    match = URL_SCHEME.match(ref)
+    if match is not None:
+        scheme = match.group()[:-1].lower()
+        if scheme not in DEFAULT_PORTS:
+            return []
+        rest = ref[match.end():]
+        if base is None or scheme != base[0]:
+            return _with_authority(scheme, rest.lstrip("/\\"))
+        ref = rest  # "http:x" from an http page is the relative "x"
+    if base is None:
+        raise ValueError("a relative URL with no base")
+    scheme, authority, path = base
+    slashes = len(ref) - len(ref.lstrip("/\\"))
+    if slashes >= 2:
+        return _with_authority(scheme, ref[slashes:])
+    text = _before_query(ref)
+    if slashes == 1:
+        return [(scheme, authority, browser_path(text, [])),
+                (scheme, authority, _raw_path(text, []))]
+    if not text:
+        return [(scheme, authority, path)]
+    folder = path.split("/")[1:-1]
+    return [(scheme, authority, browser_path(text, folder)),
+            (scheme, authority, _raw_path(text, folder))]
+
+
+@lru_cache(maxsize=1024)
+def base_url(url: str) -> Reading | None:
+    """An absolute URL's browser reading (None: not http or https), to follow links from."""
+    readings = url_readings(url, None)
+    return readings[0] if readings else None
 
 
 @lru_cache(maxsize=8)

@@ -406,3 +406,21 @@ def test_a_copy_of_a_pages_source_is_judged_with_the_page(path: str, pages: set[
 def test_a_link_to_the_public_host_in_any_spelling_is_a_docs_page(location: str,
                                                                    expected: str | None) -> None:
     assert link_targets("http://docs.test", "/_gateway", "").target("/", location) == expected
+
+
+@pytest.mark.parametrize(("public_url", "location", "expected"), [
+    # The user info ends at the last "@", whatever it holds.
+    ("http://docs.test", "http://a[b@docs.test/admin/", "/admin/"),
+    ("http://docs.test", "http://a\uff20b@docs.test/admin/", "/admin/"),
+    # Dot segments as browsers resolve them: ".." takes off an empty segment too, and a
+    # percent-encoded dot is a dot.
+    ("http://docs.test", "http://docs.test/admin//../", "/admin/"),
+    ("http://docs.test", "/admin//%2e%2E/", "/admin/"),
+    ("http://docs.test", "../admin//../", "/admin/"),
+    # The public host beyond ASCII or in IPv6, in another spelling.
+    ("http://b\u00fccher.test", "http://xn--bcher-kva.test/admin/", "/admin/"),
+    ("http://[0:0::1]", "http://[::1]/admin/", "/admin/"),
+])
+def test_a_link_is_followed_as_browsers_follow_it(public_url: str, location: str,
+                                                  expected: str) -> None:
+    assert link_targets(public_url, "/_gateway", "").target("/r/x", location) == expected
