@@ -47,7 +47,7 @@ from gateway.paths import (
     packed_page,
     packing_of,
 )
-from gateway.policy import Decision, Outcome
+from gateway.policy import Decision, Outcome, opens_to_nobody
 from gateway.proxy.origin import Answer, BrokenAnswer, Origin, asked_method, stream_body
 from gateway.proxy.upstream import Upstream
 from gateway.proxy.websocket import pipe_websocket
@@ -304,10 +304,12 @@ def followed(gw: Gateway) -> LinkTargets:
     return link_targets(server.public_url, server.route_base, server.base_path)
 
 
-def docs_target(gw: Gateway, base: str, location: str) -> str | None:
-    """The docs path (relative to the base path) a link or redirect from the address
-    ``base`` leads to, or None when it leaves the docs or cannot be read as a path."""
-    return followed(gw).target(base, location)
+def redirect_targets(gw: Gateway, base: str, location: str) -> tuple[str, ...] | None:
+    """The docs paths (relative to the base path) a redirect from the address ``base`` may
+    lead to, every way it may be read (``LinkTargets.readings``): empty when it leaves the
+    docs, None when it cannot be read with certainty."""
+    follow = followed(gw)
+    return follow.readings(follow.origin + base, location)
 
 
 async def judge_unread(gw: Gateway, ex: Exchange, rel: str, decision: Decision) -> None:
@@ -584,10 +586,16 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     status = upstream.status
     if 300 <= status < 400 and decision.meta_applies and "Location" in headers:
         # A redirect to a page (/admin to /admin/) tells that the page exists: it goes
-        # only to a reader who may open that page.
-        target = docs_target(gw, scope.path, headers["Location"])
-        if target is not None:
-            await judge_unread(gw, ex, target, gw.policy.decide(target, visitor.user))
+        # only to a reader who may open that page, whichever way it is read.
+        for location in headers.getall("Location"):
+            targets = redirect_targets(gw, scope.path, location)
+            if targets is None:
+                # Where it leads cannot be told for sure: answered as a redirect to a
+                # page closed to every reader (a missing page, or the login).
+                enforce(opens_to_nobody(visitor.user), scope)
+                continue
+            for target in targets:
+                await judge_unread(gw, ex, target, gw.policy.decide(target, visitor.user))
     has_body = sent_method != "HEAD" and status >= 200 and status not in (204, 304)
     if index_file is not None and has_body and 200 <= status < 300:
         scope.route = "index"

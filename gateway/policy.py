@@ -87,6 +87,12 @@ def _group_decisions(groups: tuple[str, ...]) -> _GroupDecisions:
                            Decision(Outcome.DENIED, groups=groups))
 
 
+def opens_to_nobody(user: User | None) -> Decision:
+    """The decision for a page no reader may open (an anonymous one is asked to log in,
+    as for any page that needs a group)."""
+    return _group_decisions(()).decide(user)
+
+
 class Policy:
     """The ``mode`` and ``access`` sections compiled once; deciding is pure and cheap."""
 

@@ -30,9 +30,10 @@ Start = Callable[..., Awaitable[Client]]
 
 def build_site(root: Path) -> Path:
     """A built docs folder: pages in folders, at the root and under a /docs base path."""
-    for folder in ("guide", "docs/guide", "named/guide", "café"):
+    for folder in ("guide", "docs/guide", "named/guide", "café", "admin", "guide/admin"):
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / "index.html").write_text(f"<!doctype html><title>{folder}</title>")
+    (root / "index.html").write_text("<!doctype html><title>Home</title>")
     (root / "404.html").write_text("<!doctype html><title>Not here</title>")
     return root
 
@@ -87,6 +88,33 @@ def server_block(site: Path, host: str, port: int) -> str:
         location = /r/ideographic-dot {{ return 302 "http://docs。test/café/"; }}
         location = /r/escaped-host {{ return 302 "http://docs%2Etest/caf%C3%A9/"; }}
         location = /r/final-dot {{ return 302 "http://DOCS.test./café/"; }}
+        location = /r/bracket-userinfo {{ return 302 "http://a[b@docs.test/admin/"; }}
+        location = /r/fullwidth-at-userinfo {{ return 302 "http://a\uff20b@docs.test/admin/"; }}
+        location = /r/fullwidth-slash-userinfo {{
+            return 302 "http://a\uff0fb@docs.test/admin/";
+        }}
+        location = /r/dots-after-double-slash {{ return 302 "http://docs.test/admin//../"; }}
+        location = /r/escaped-dots-after-double-slash {{
+            absolute_redirect off;
+            return 302 "/admin//%2e%2E/";
+        }}
+        location = /r/relative-dots-after-double-slash {{
+            absolute_redirect off;
+            return 302 "../admin//../";
+        }}
+        location = /r/slashes-merged-first {{
+            absolute_redirect off;
+            return 302 "/guide//../admin/";
+        }}
+        location = /r/escaped-slash-dots {{
+            absolute_redirect off;
+            return 302 "/admin/%2e%2e%2f";
+        }}
+        location = /r/unreadable-port {{ return 302 "http://docs.test:8o/admin/"; }}
+        location = /r/unreadable-host {{ return 302 "http://docs test/admin/"; }}
+        location = /r/elsewhere-admin {{ return 302 "https://elsewhere.example/admin/"; }}
+        location = /r/punycode {{ return 302 "http://xn--bcher-kva.test/admin/"; }}
+        location = /r/ipv6 {{ return 302 "http://[::1]/admin/"; }}
         location = /download {{
             add_header Content-Disposition 'attachment; filename="naïve résumé.pdf"';
             return 200 "file";
@@ -301,6 +329,74 @@ async def test_a_redirect_to_a_page_named_in_utf8_is_judged_as_that_page(
                      "/r/final-dot"):
             status, headers, _body = await ask(client, path, headers=cookie)
             assert status == expected, (groups, path, headers.get("Location"))
+
+
+async def reader(client: Client, *groups: str) -> dict[str, str]:
+    """A logged-in reader's Cookie header, with ``groups``."""
+    cookies = await session_cookies(app_of(client), make_user(groups=groups))
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+
+
+async def as_missing(client: Client, path: str, headers: dict[str, str]) -> None:
+    """``path`` is answered exactly as a missing page is, with no Location."""
+    missing, _headers, missing_body = await ask(client, "/r/none", headers=headers)
+    status, answered, body = await ask(client, path, headers=headers)
+    assert (status, body) == (missing, missing_body), (path, answered.get("Location"))
+    assert status == 404 and "Location" not in answered, path
+
+
+# Spellings a browser reads as a redirect to /admin/ on the docs origin.
+TO_ADMIN = ["/r/bracket-userinfo", "/r/fullwidth-at-userinfo", "/r/fullwidth-slash-userinfo",
+            "/r/dots-after-double-slash", "/r/escaped-dots-after-double-slash",
+            "/r/relative-dots-after-double-slash"]
+# Spellings that cannot be read with certainty: closed to every reader.
+UNSURE = ["/r/escaped-slash-dots", "/r/unreadable-port", "/r/unreadable-host"]
+
+
+@pytest.mark.parametrize("path", [*TO_ADMIN, *UNSURE, "/r/slashes-merged-first"])
+async def test_a_redirect_a_browser_reads_to_a_closed_page_is_a_missing_page(
+        nginx: str, start: Start, path: str) -> None:
+    # The Python URL library refused these (an "[" or a full-width "@" or "/" in the user
+    # info) or read them elsewhere (".." after "//" taken off with it; "/guide//../admin/"
+    # read as /guide/admin/ only, where the docs server merges its slashes first): the
+    # redirect went out unjudged, or judged as another page.
+    client = await start(nginx, access={"rules": [{"path": "/admin/**", "groups": ["staff"]}]})
+    await as_missing(client, path, await reader(client))
+    if path in TO_ADMIN:
+        # A reader who may open the page is sent there.
+        status, headers, _body = await ask(client, path, headers=await reader(client, "staff"))
+        assert status == 302 and headers["Location"], path
+    # A redirect that plainly names another origin still goes out.
+    status, headers, _body = await ask(client, "/r/elsewhere-admin",
+                                       headers=await reader(client))
+    assert status == 302 and headers["Location"] == "https://elsewhere.example/admin/"
+
+
+@pytest.mark.parametrize("path", UNSURE)
+async def test_a_redirect_that_cannot_be_read_for_sure_goes_to_nobody(
+        nginx: str, start: Start, path: str) -> None:
+    client = await start(nginx, access={"rules": [{"path": "/admin/**", "groups": ["staff"]}]})
+    await as_missing(client, path, await reader(client, "staff"))
+    # An anonymous reader is asked to log in, as for a redirect to a page that needs a
+    # group (nginx's own, /admin to /admin/).
+    for accept in ("text/html", "application/json"):
+        closed, _headers, _body = await ask(client, "/admin", headers={"Accept": accept})
+        status, _headers, _body = await ask(client, path, headers={"Accept": accept})
+        assert status == closed and status in (302, 401), (path, accept)
+
+
+@pytest.mark.parametrize(("public_url", "path"), [
+    # The public host beyond ASCII, named in Punycode; an IPv6 one in another spelling.
+    ("http://b\u00fccher.test", "/r/punycode"),
+    ("http://[0:0::1]", "/r/ipv6"),
+])
+async def test_a_redirect_to_the_public_host_in_another_spelling_is_judged(
+        nginx: str, start: Start, public_url: str, path: str) -> None:
+    client = await start(nginx, public_url,
+                         access={"rules": [{"path": "/admin/**", "groups": ["staff"]}]})
+    await as_missing(client, path, await reader(client))
+    status, _headers, _body = await ask(client, path, headers=await reader(client, "staff"))
+    assert status == 302
 
 
 def port_80_address() -> str | None:
