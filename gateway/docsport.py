@@ -110,11 +110,15 @@ class _Waiting:
     wrong with it, or the WebSocket request to hand over with the bytes after it."""
 
     def __init__(self, message: Any, payload: StreamReader,
-                 refused: BadRequest | None = None, handover: bytes | None = None) -> None:
+                 refused: BadRequest | None = None, handover: bytes | None = None,
+                 last: bool = False) -> None:
         self.message = message
         self.payload = payload
         self.refused = refused
         self.handover = handover
+        # The last request the connection answers (one that asked to switch to a protocol
+        # the docs port does not switch to: what followed it cannot be read).
+        self.last = last
 
 
 class DocsServer(web.Server):
@@ -127,7 +131,16 @@ class DocsServer(web.Server):
                  keepalive_timeout: float | None = None, **kwargs: Any) -> None:
         if keepalive_timeout is None:
             keepalive_timeout = KEEPALIVE
-        super().__init__(handler, request_factory=cast(Any, request_factory), loop=loop,
+        async def handed_over(request: web.BaseRequest) -> web.StreamResponse:
+            # A connection handed over for a switch that did not happen (the docs server
+            # refused it, the reader may not open the page) closes after the answer: the
+            # docs port's own limits hold only on its own connections.
+            response = await handler(request)
+            if response.status != 101:
+                response.force_close()
+            return response
+
+        super().__init__(handed_over, request_factory=cast(Any, request_factory), loop=loop,
                          access_log_class=access_log_class or AccessLogger,
                          access_log=access_log, keepalive_timeout=keepalive_timeout, **kwargs)
         self.entry = handler
@@ -203,6 +216,9 @@ class DocsConnection(BaseProtocol):
         self.closing = False
         self.busy = False
         self.answering: StreamReader | None = None
+        # When the client last sent bytes; since when the answer's bytes wait for it.
+        self.read_at = 0.0
+        self.writing_since: float | None = None
         self.last = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -233,12 +249,16 @@ class DocsConnection(BaseProtocol):
             self.parser.feed_eof()
         except HttpProcessingError:
             pass  # a body cut short: its reader is told below
-        for waiting in self.queue:
-            if waiting.payload is not EMPTY_PAYLOAD and not waiting.payload.is_eof():
-                waiting.payload.set_exception(ConnectionResetError("the client left"))
+        payloads = [waiting.payload for waiting in self.queue]
+        if self.answering is not None:
+            payloads.append(self.answering)
+        for payload in payloads:
+            if payload is not EMPTY_PAYLOAD and not payload.is_eof():
+                payload.set_exception(ConnectionResetError("the client left"))
         self._wake()
 
     def data_received(self, data: bytes) -> None:
+        self.read_at = self._loop.time()
         if self.lingering:
             self.lingered += len(data)
             if self.lingered > LINGER_BYTES:
@@ -280,10 +300,22 @@ class DocsConnection(BaseProtocol):
             if message.version == HttpVersion11 and "Host" not in message.headers:
                 self._refuse(BadRequest(400, "an HTTP/1.1 request without Host"))
                 return
+            version = message.version
+            if version != HttpVersion11 and version != HttpVersion10:
+                self._refuse(BadRequest(505, "an HTTP version other than 1.0 and 1.1"))
+                return
             if message.upgrade and payload is not EMPTY_PAYLOAD \
                     and message.headers.get("Upgrade", "").lower() == "websocket":
                 self._refuse(BadRequest(400, "a WebSocket request with a body"))
                 return
+            if message.upgrade and not upgraded:
+                # A switch the parser does not make (h2c, ...): it read nothing after this
+                # request, so this request is the connection's last.
+                queue.append(_Waiting(message, payload, last=True))
+                self.refused = True
+                self.unread = b""
+                self._hold()
+                break
             queue.append(_Waiting(message, payload))
         if upgraded:
             # The last request switches protocols: nothing more is read here; it is handed
@@ -337,6 +369,8 @@ class DocsConnection(BaseProtocol):
                     self._give_away(waiting)
                     return
                 assert waiting.message is not None
+                if waiting.last:
+                    self.closing = True
                 self.busy = True
                 self.answering = waiting.payload
                 try:
@@ -455,8 +489,8 @@ class DocsConnection(BaseProtocol):
         log.debug("request refused: %s", refused)
         transport = self.transport
         if transport is not None:
-            reason = {400: "Bad Request", 414: "URI Too Long",
-                      431: "Request Header Fields Too Large"}.get(refused.status, "Bad Request")
+            reason = {400: "Bad Request", 431: "Request Header Fields Too Large",
+                      505: "HTTP Version Not Supported"}.get(refused.status, "Bad Request")
             text = f"{refused.status} {reason}".encode()
             transport.write(
                 f"HTTP/1.1 {refused.status} {reason}\r\nContent-Type: text/plain; "
@@ -544,16 +578,37 @@ class DocsConnection(BaseProtocol):
 
     def _idle(self) -> None:
         """Close a connection no request has been answered on for the server's keep-alive
-        time; one whose request is being answered waits for it."""
+        time; and one whose request is being answered once its client has sent nothing of
+        the body, or read nothing of the answer, for that long."""
         self.timer = None
         if self.transport is None:
             return
         loop = self._loop
-        due = self.last + self.server.keepalive
-        if self.busy or due > loop.time():
-            self.timer = loop.call_at(max(due, loop.time() + 0.1), self._idle)
+        now = loop.time()
+        keepalive = self.server.keepalive
+        # An answer in progress, or written and not yet taken: the client must go on
+        # sending its body, and reading.
+        body = self.answering
+        if (self.writing_since is not None and now - self.writing_since > keepalive) \
+                or (body is not None and not body.is_eof() and now - self.read_at > keepalive):
+            self.transport.abort()
+            return
+        if self.busy or self.writing_since is not None:
+            self.timer = loop.call_at(now + min(keepalive, 1.0), self._idle)
+            return
+        due = self.last + keepalive
+        if due > now:
+            self.timer = loop.call_at(max(due, now + 0.1), self._idle)
             return
         self.close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.writing_since = self._loop.time()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.writing_since = None
 
     def stop(self) -> None:
         """The server stops: an idle connection closes now, a busy one after its answer."""

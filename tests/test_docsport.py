@@ -348,3 +348,75 @@ async def test_a_protocol_switch_with_a_body_is_refused(gateway: Any, method: st
     finally:
         writer.close()
     assert answer.startswith(b"HTTP/1.1 4"), answer[:80]
+
+
+async def test_a_switch_the_port_does_not_make_is_the_connections_last_request(
+        start: Start) -> None:
+    # "Upgrade: h2c" is not switched to: nothing after it is read, whichever slice it is
+    # in, so a request hidden in what follows is never answered.
+    client, upstream = await start(access=ADMIN)
+    first = (b"GET /public/a HTTP/1.1\r\nHost: docs.test\r\nConnection: Upgrade\r\n"
+             b"Upgrade: h2c\r\n\r\n")
+    post = b"POST /public/p HTTP/1.1\r\nHost: docs.test\r\nContent-Length: %05d\r\n\r\n"
+    hidden = get("/public/hidden")
+    padding = SLICE - len(first) - len(post % 0)
+    data = first + post % (padding + len(hidden)) + b"x" * padding + hidden
+    assert data.index(hidden) == SLICE
+    replies, rest = await one_connection(port_of(client), data, 1)
+    assert replies[0][0] == "HTTP/1.1 200 OK"
+    assert json.loads(replies[0][2])["path"] == "/public/a"
+    assert replies[0][1]["connection"] == "close"
+    assert rest == b""
+    assert upstream.targets() == ["/public/a"]
+
+
+async def test_a_connection_handed_over_for_a_switch_refused_closes_after_it(
+        start: Start) -> None:
+    # The docs server does not switch (the echo upstream's /public/ws is no WebSocket): the
+    # answer closes the connection rather than leave it to a handler without the port's
+    # own limits.
+    client, _upstream = await start(access=ADMIN)
+    upgrade = (b"GET /public/ws HTTP/1.1\r\nHost: docs.test\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: " + base64.b64encode(os.urandom(16))
+               + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    replies, rest = await one_connection(port_of(client), upgrade, 1)
+    assert not replies[0][0].startswith("HTTP/1.1 101")
+    assert replies[0][1]["connection"] == "close"
+    assert rest == b""
+
+
+@pytest.mark.parametrize("version", ["0.9", "2.0", "1.2"])
+async def test_an_http_version_other_than_1_0_and_1_1_is_refused(start: Start,
+                                                                   version: str) -> None:
+    client, upstream = await start(access=ADMIN)
+    replies, rest = await one_connection(port_of(client), get("/public/a", version=version), 1)
+    assert replies[0][0].startswith("HTTP/1.1 505") or replies[0][0].startswith("HTTP/1.1 400")
+    assert rest == b""
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize("stall", ["body", "reading"])
+async def test_a_client_that_stalls_an_answer_is_closed(aiohttp_server: Any, upstream: TestServer,
+                                                        stall: str) -> None:
+    app = await build_app(make_config(str(upstream.make_url("")).rstrip("/"),
+                                      access={"public": ["/**"]}))
+    server = await aiohttp_server(app, keepalive_timeout=0.5)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.setblocking(False)
+    _reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    try:
+        if stall == "body":  # a body that stops coming
+            writer.write(b"POST /form HTTP/1.1\r\nHost: docs.test\r\nContent-Length: 100\r\n"
+                         b"\r\n0123456789")
+        else:  # 8 MB answers, none read
+            writer.write(get("/big?size=8000000") * 4)
+        await writer.drain()
+        await asyncio.sleep(3)
+        runner = server.runner
+        assert runner is not None and isinstance(runner.server, DocsServer)
+        assert not runner.server.open
+    finally:
+        writer.close()
+
