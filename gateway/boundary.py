@@ -45,6 +45,20 @@ async def expect_continue(request: web.Request) -> None:
     request.writer.output_size = 0  # the response proper has not started
 
 
+def client_left(request: web.Request) -> bool:
+    """Whether the reader's connection is gone (a write waiting for it fails with a bare
+    ``ConnectionError`` when it goes)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def unexpected(request: web.Request) -> web.Response:
+    """The answer to a failure no part of the gateway expected: logged with its traceback,
+    and a 500 that tells nothing of it."""
+    log.exception("unexpected error", extra={"path": request.path})
+    return error_response(request, 500, "internal", "An unexpected error occurred.")
+
+
 def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
                    handler: Handler, missing_page: Handler | None = None) -> Handler:
     """``handler`` behind the edge: the scope is built first, and every error becomes a
@@ -136,14 +150,16 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
             response = error_response(request, exc.status, code, exc.text or "")
         except asyncio.CancelledError:
             raise
-        except ConnectionResetError:
-            # The client left; nobody reads what is sent now (499: nginx's word for it).
+        except ConnectionError as exc:
             ended = "error"
-            response = web.Response(status=499)
+            if isinstance(exc, ConnectionResetError) or client_left(request):
+                # The client left; nobody reads what is sent now (499: nginx's word for it).
+                response = web.Response(status=499)
+            else:
+                response = unexpected(request)
         except Exception:
             ended = "error"
-            log.exception("unexpected error", extra={"path": request.path})
-            response = error_response(request, 500, "internal", "An unexpected error occurred.")
+            response = unexpected(request)
         finally:
             in_flight.leave()
             if id_token is not None:

@@ -219,3 +219,29 @@ def test_without_uvloop_the_gateway_runs_on_asyncios_loop() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parent.parent, check=True)
     assert done.stdout.strip().startswith("asyncio"), done.stdout
+
+
+async def test_a_reader_who_leaves_mid_download_is_no_failure(tmp_path: Path, run_gateway: Any,
+                                                              aiohttp_server: Any) -> None:
+    # The reader resets the connection while the answer waits for it to read: the
+    # gateway logs the request as the client's going (499), not as a failure of its own.
+    upstream: TestServer = await aiohttp_server(echo_app())
+    port = free_port()
+    process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port))
+    await wait_ready(port, process)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(
+        sock, b"GET /big?size=20000000&chunked=1 HTTP/1.1\r\nHost: docs.test\r\n\r\n")
+    assert (await asyncio.wait_for(loop.sock_recv(sock, 64), 10)).startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(0.5)
+    sock.close()  # a reset: lingering for no time
+    lines = await log_until(process, lambda seen: any(
+        line.get("path") == "/big" and "status" in line for line in seen))
+    access = next(line for line in lines if line.get("path") == "/big" and "status" in line)
+    assert access["status"] == 499
+    assert not [line for line in lines if line.get("level") == "error"], lines
