@@ -131,6 +131,7 @@ class DocsServer(web.Server):
                  keepalive_timeout: float | None = None, **kwargs: Any) -> None:
         if keepalive_timeout is None:
             keepalive_timeout = KEEPALIVE
+
         async def handed_over(request: web.BaseRequest) -> web.StreamResponse:
             # A connection handed over for a switch that did not happen (the docs server
             # refused it, the reader may not open the page) closes after the answer: the
@@ -512,10 +513,7 @@ class DocsConnection(BaseProtocol):
             self.timer.cancel()
         self.timer = self._loop.call_later(LINGER, self.close)
         self.held = False
-        try:
-            transport.resume_reading()
-        except (AttributeError, NotImplementedError, RuntimeError):
-            pass
+        self._reading(True)
 
     def _give_away(self, waiting: _Waiting) -> None:
         """Hand the connection to aiohttp's handler, with the request that asked to switch
@@ -554,10 +552,7 @@ class DocsConnection(BaseProtocol):
     def _hold(self) -> None:
         if not self.held and self.transport is not None:
             self.held = True
-            try:
-                self.transport.pause_reading()
-            except (AttributeError, NotImplementedError, RuntimeError):
-                pass
+            self._reading(False)
 
     def _release(self) -> None:
         if self.held and not self.refused and self.transport is not None:
@@ -566,10 +561,20 @@ class DocsConnection(BaseProtocol):
                 if self.unread or self.refused:
                     return
             self.held = False
-            try:
-                self.transport.resume_reading()
-            except (AttributeError, NotImplementedError, RuntimeError):
-                pass
+            self._reading(True)
+
+    def _reading(self, on: bool) -> None:
+        """Let the transport read, or stop it (where it cannot be told, nothing)."""
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            if on:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+        except (AttributeError, NotImplementedError, RuntimeError):
+            pass
 
     def _wake(self) -> None:
         wakeup = self.wakeup
