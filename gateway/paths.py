@@ -587,15 +587,19 @@ class LinkTargets:
         host, port_text = host_and_port(authority)
         port = DEFAULT_PORTS.get(scheme)
         if port_text:
-            if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 \
-                    or int(port_text) > 65535:
+            digits = port_text.lstrip("0")  # browsers take any number of leading zeros
+            if not (port_text.isascii() and port_text.isdigit()) or len(digits) > 5 \
+                    or int(digits or "0") > 65535:
                 if strict:
                     raise ValueError("a port no browser reads")
                 return False
-            port = int(port_text)
+            port = int(digits or "0")
         if len(hostport) > MAX_HOST:
             return port == self.port  # read as none: judged as the public host's, to be safe
         key = host_key(host)
+        if key is not None and key != self.host_key and self.host_key \
+                and key.rstrip(".") == self.host_key:
+            key = None  # the public host with more final dots: no host a browser reaches
         if key is None:
             if strict:
                 raise ValueError("a host no browser reads")

@@ -420,7 +420,22 @@ def test_a_link_to_the_public_host_in_any_spelling_is_a_docs_page(location: str,
     # The public host beyond ASCII or in IPv6, in another spelling.
     ("http://b\u00fccher.test", "http://xn--bcher-kva.test/admin/", "/admin/"),
     ("http://[0:0::1]", "http://[::1]/admin/", "/admin/"),
+    # A port with leading zeros, however many.
+    ("http://docs.test", "http://docs.test:000080/admin/", "/admin/"),
+    ("http://docs.test:8080", "//docs.test:00000008080/admin/", "/admin/"),
+    ("http://docs.test", "http://docs.test:0000065616/admin/", None),
 ])
 def test_a_link_is_followed_as_browsers_follow_it(public_url: str, location: str,
                                                   expected: str) -> None:
     assert link_targets(public_url, "/_gateway", "").target("/r/x", location) == expected
+
+
+@pytest.mark.parametrize("location", [
+    "http://docs.test../admin/", "http://docs.test.%2e/admin/", "//DOCS.test.../admin/",
+])
+def test_the_public_host_with_more_final_dots_cannot_be_read_for_sure(location: str) -> None:
+    # No browser reaches such a host; read as a host of its own, a redirect there would
+    # pass unjudged, so it is none that can be read.
+    follow = link_targets("http://docs.test", "/_gateway", "")
+    assert follow.readings("http://docs.test/r/x", location) is None
+    assert follow.readings("http://docs.test/r/x", "http://docs.test./admin/") == ("/admin/",)
