@@ -116,8 +116,8 @@ class _Waiting:
         self.payload = payload
         self.refused = refused
         self.handover = handover
-        # The last request the connection answers (one that asked to switch to a protocol
-        # the docs port does not switch to: what followed it cannot be read).
+        # The last request the connection answers (a switch the docs port does not make,
+        # a chunked body: what follows it cannot be read for sure).
         self.last = last
 
 
@@ -208,6 +208,8 @@ class DocsConnection(BaseProtocol):
         # Bytes parsed since a request's head last ended, with no body being read: the
         # head being read (one read more at most).
         self.in_head = 0
+        # The body of the connection's last request (see _parse), while it is read.
+        self.ending: StreamReader | None = None
         # Reading is held for a full queue, a body's full buffer, or a handover.
         self.held = False
         self.refused = False
@@ -220,6 +222,7 @@ class DocsConnection(BaseProtocol):
         # When the client last sent bytes; since when the answer's bytes wait for it.
         self.read_at = 0.0
         self.writing_since: float | None = None
+        self.write_left = 0
         self.last = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -298,6 +301,8 @@ class DocsConnection(BaseProtocol):
         else:
             self.in_head = 0
         for message, payload in messages:
+            if self.ending is not None:
+                break  # after the connection's last request: not read
             if message.version == HttpVersion11 and "Host" not in message.headers:
                 self._refuse(BadRequest(400, "an HTTP/1.1 request without Host"))
                 return
@@ -309,15 +314,19 @@ class DocsConnection(BaseProtocol):
                     and message.headers.get("Upgrade", "").lower() == "websocket":
                 self._refuse(BadRequest(400, "a WebSocket request with a body"))
                 return
-            if message.upgrade and not upgraded:
-                # A switch the parser does not make (h2c, ...): it read nothing after this
-                # request, so this request is the connection's last.
+            if (message.upgrade and not upgraded) or message.chunked:
+                # The connection's last request, once its body is read: after a switch the
+                # parser does not make (h2c, ...) it reads nothing more; after chunks, a
+                # trailer would be read into the next request's fields.
                 queue.append(_Waiting(message, payload, last=True))
-                self.refused = True
-                self.unread = b""
-                self._hold()
+                self.ending = payload
                 break
             queue.append(_Waiting(message, payload))
+        ending = self.ending
+        if ending is not None and ending.is_eof() and not self.refused:
+            self.refused = True  # the last request is read whole: nothing after it is
+            self.unread = b""
+            self._hold()
         if upgraded:
             # The last request switches protocols: nothing more is read here; it is handed
             # over, with the bytes after it, once the answers before it are written.
@@ -380,8 +389,11 @@ class DocsConnection(BaseProtocol):
                     self.busy = False
                     self.answering = None
                     self.last = self._loop.time()
-                if not keep or self.transport is None:
-                    self.close()
+                transport = self.transport
+                if transport is None:
+                    return
+                if not keep:
+                    self._linger(transport)  # what the client sent after it is let go
                     return
                 if self._paused:
                     # The client reads slower than answers are written: the next waits.
@@ -511,9 +523,26 @@ class DocsConnection(BaseProtocol):
             transport.write_eof()
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self._loop.call_later(LINGER, self.close)
+        self.write_left = transport.get_write_buffer_size()
+        self.timer = self._loop.call_later(LINGER, self._linger_end)
         self.held = False
         self._reading(True)
+
+    def _linger_end(self) -> None:
+        """Close a lingering connection once its answer is out; while the answer still goes
+        out, linger on; cut it off when it no longer moves."""
+        self.timer = None
+        transport = self.transport
+        if transport is None:
+            return
+        left = transport.get_write_buffer_size()
+        if not left:
+            self.close()
+        elif left < self.write_left:
+            self.write_left = left
+            self.timer = self._loop.call_later(LINGER, self._linger_end)
+        else:
+            transport.abort()
 
     def _give_away(self, waiting: _Waiting) -> None:
         """Hand the connection to aiohttp's handler, with the request that asked to switch
@@ -592,8 +621,13 @@ class DocsConnection(BaseProtocol):
         now = loop.time()
         keepalive = self.server.keepalive
         # An answer in progress, or written and not yet taken: the client must go on
-        # sending its body, and reading.
+        # sending its body, and reading (what waits to be sent must shrink).
         body = self.answering
+        if self.writing_since is not None:
+            left = self.transport.get_write_buffer_size()
+            if left < self.write_left:
+                self.writing_since = now
+            self.write_left = left
         if (self.writing_since is not None and now - self.writing_since > keepalive) \
                 or (body is not None and not body.is_eof() and now - self.read_at > keepalive):
             self.transport.abort()
@@ -610,6 +644,7 @@ class DocsConnection(BaseProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         self.writing_since = self._loop.time()
+        self.write_left = self.transport.get_write_buffer_size() if self.transport else 0
 
     def resume_writing(self) -> None:
         super().resume_writing()
