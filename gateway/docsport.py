@@ -11,15 +11,22 @@ go through aiohttp's writer.
 So what a request may carry is what aiohttp's server lets through: the parser's limits on
 the line, each field and the number of fields, no second ``Host``, ``Content-Length`` or
 other singleton field, no framing two servers could read differently; and here, a ``Host``
-on every HTTP/1.1 request. A request refused is answered 400 after the requests before it,
-and the connection closes.
+on every HTTP/1.1 request, HTTP/1.0 or 1.1 only, a head of at most ``MAX_HEAD`` bytes. A
+request refused is answered after the answers under way, and the connection closes. Where
+the parser's reading of what follows a request cannot be trusted (a chunked body's
+trailer, a switch to a protocol other than WebSocket), that request is the connection's
+last. A connection that closes lingers, reading and letting go what the client still
+sends, so that the answer is not lost to a reset.
 
 What a connection holds stays bounded: at most ``MAX_WAITING`` requests read ahead of the
 one being answered (a long read is parsed a slice at a time), a body's buffer, and the
-next request waits while the client has not read the answers before it.
+next request waits while the client has not read the answers before it. A client that
+sends nothing of its body, or takes nothing of its answer, for the keep-alive time is cut
+off.
 
 A request that asks to switch protocols (a WebSocket) is handed, with the connection, to
-aiohttp's own handler once the answers before it are written.
+aiohttp's own handler once the answers before it are written; if the switch does not
+happen, the connection closes after the answer.
 """
 
 from __future__ import annotations
