@@ -217,12 +217,16 @@ class DocsConnection(BaseProtocol):
         self.in_head = 0
         # The body of the connection's last request (see _parse), while it is read.
         self.ending: StreamReader | None = None
+        # Whether the next read begins a request (the last ended with a head or a body).
+        self.at_boundary = True
         # Reading is held for a full queue, a body's full buffer, or a handover.
         self.held = False
         self.refused = False
         # A refusal written: what the client still sends is read and let go, then it closes.
         self.lingering = False
         self.lingered = 0
+        self.moved_at = 0.0
+        self.drained_at: float | None = None
         self.closing = False
         self.busy = False
         self.answering: StreamReader | None = None
@@ -273,7 +277,7 @@ class DocsConnection(BaseProtocol):
         if self.lingering:
             self.lingered += len(data)
             if self.lingered > LINGER_BYTES:
-                self.close()
+                self._reading(False)  # enough let go: the close waits for the answer
             return
         if self.refused or (self.closing and not self.busy and not self.queue):
             return
@@ -292,11 +296,17 @@ class DocsConnection(BaseProtocol):
             self._hold()
 
     def _parse(self, data: bytes) -> None:
+        broken: BadRequest | None = None
         try:
             messages, upgraded, tail = self.parser.feed_data(data)
         except HttpProcessingError as failed:
-            self._refuse(BadRequest(400, f"the request could not be read: {failed.message}"))
-            return
+            # The parser keeps what it read before the fault to itself: read again.
+            broken = BadRequest(400, f"the request could not be read: {failed.message}")
+            messages = self._read_again(data) if self.at_boundary else []
+            upgraded, tail = False, b""
+            if not messages:
+                self._refuse(broken)
+                return
         queue = self.queue
         if not messages:
             last = queue[-1].payload if queue else self.answering
@@ -316,6 +326,9 @@ class DocsConnection(BaseProtocol):
             version = message.version
             if version != HttpVersion11 and version != HttpVersion10:
                 self._refuse(BadRequest(505, "an HTTP version other than 1.0 and 1.1"))
+                return
+            if message.method == "CONNECT":
+                self._refuse(BadRequest(400, "a CONNECT request"))  # no tunnels here
                 return
             if message.upgrade and payload is not EMPTY_PAYLOAD \
                     and message.headers.get("Upgrade", "").lower() == "websocket":
@@ -340,16 +353,52 @@ class DocsConnection(BaseProtocol):
             switching = queue[-1] if queue else None
             if switching is None or switching.message is None \
                     or switching.payload is not EMPTY_PAYLOAD:
+                if switching is not None and switching.message is not None:
+                    queue.pop()  # not begun: the refusal answers it
                 self._refuse(BadRequest(400, "a protocol switch with a body"))
                 return
             self.refused = True
             self._hold()
             switching.handover = bytes(tail) + self.unread  # what followed it, all of it
             self.unread = b""
+        if broken is not None and not self.refused:
+            if messages[-1][0].should_close:
+                self.refused = True  # bytes after a request that closes: not read
+                self.unread = b""
+                self._hold()
+            else:
+                self._refuse(broken)
+                return
+        self.at_boundary = data.endswith(b"\r\n\r\n") and (
+            queue[-1].payload.is_eof() if queue else
+            self.answering is None or self.answering.is_eof())
         if len(queue) >= MAX_WAITING:
             self._hold()
         if messages or upgraded:
             self._wake()
+
+    def _read_again(self, data: bytes) -> list[tuple[Any, StreamReader]]:
+        """The requests whose heads a read begins with, up to the one that closes the
+        connection, one with a body, or the fault: read one head at a time by a parser of
+        their own (the read begins a request: ``at_boundary``)."""
+        parser: Any = HttpRequestParser(
+            self, self._loop, BODY_BUFFER, max_line_size=MAX_LINE,
+            max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
+            payload_exception=RequestPayloadError)
+        read: list[tuple[Any, StreamReader]] = []
+        start = 0
+        while (end := data.find(b"\r\n\r\n", start)) >= 0:
+            try:
+                messages, upgraded, _tail = parser.feed_data(data[start:end + 4])
+            except HttpProcessingError:
+                break
+            start = end + 4
+            if upgraded or len(messages) != 1 or messages[0][1] is not EMPTY_PAYLOAD:
+                break
+            read.append(messages[0])
+            if messages[0][0].should_close:
+                break
+        return read
 
     # Flow control asked for by a body's buffer (aiohttp's StreamReader).
     def pause_reading(self) -> None:
@@ -531,25 +580,34 @@ class DocsConnection(BaseProtocol):
         if self.timer is not None:
             self.timer.cancel()
         self.write_left = transport.get_write_buffer_size()
-        self.timer = self._loop.call_later(LINGER, self._linger_end)
+        self.moved_at = self._loop.time()
+        self.drained_at = None
+        self.timer = self._loop.call_later(LINGER / 4, self._linger_end)
         self.held = False
         self._reading(True)
 
     def _linger_end(self) -> None:
-        """Close a lingering connection once its answer is out; while the answer still goes
-        out, linger on; cut it off when it no longer moves."""
+        """Close a lingering connection ``LINGER`` seconds after its answer has left the
+        connection's buffer; while the answer still goes out, linger on; cut it off when it
+        has not moved for the keep-alive time."""
         self.timer = None
         transport = self.transport
         if transport is None:
             return
+        now = self._loop.time()
         left = transport.get_write_buffer_size()
-        if not left:
+        if left < self.write_left:
+            self.write_left, self.moved_at = left, now
+        if left:
+            if now - self.moved_at > self.server.keepalive:
+                transport.abort()
+                return
+        elif self.drained_at is None:
+            self.drained_at = now
+        elif now - self.drained_at >= LINGER:
             self.close()
-        elif left < self.write_left:
-            self.write_left = left
-            self.timer = self._loop.call_later(LINGER, self._linger_end)
-        else:
-            transport.abort()
+            return
+        self.timer = self._loop.call_later(LINGER / 4, self._linger_end)
 
     def _give_away(self, waiting: _Waiting) -> None:
         """Hand the connection to aiohttp's handler, with the request that asked to switch

@@ -194,6 +194,8 @@ def echo_app() -> web.Application:
     async def big(request: web.Request) -> web.StreamResponse:
         size = int(request.query.get("size", "1048576"))
         response = web.StreamResponse()
+        if "html" in request.query:
+            response.content_type = "text/html"
         if "chunked" not in request.query:
             response.content_length = size
         await response.prepare(request)

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 
 from gateway.app import build_app
 from gateway.docsport import (
+    LINGER_BYTES,
     MAX_FIELD,
     MAX_HEADERS,
     MAX_LINE,
@@ -472,3 +473,75 @@ async def test_an_answer_that_ends_the_connection_is_not_cut_by_what_follows(
     assert head.startswith(b"HTTP/1.1 200")
     assert len(body) == 3000000
 
+
+
+@pytest.mark.parametrize(("data", "paths"), [
+    # After a request that closes the connection, what follows is not read, not refused.
+    (get("/public/a", "Connection: close") + get("/public/b"), ["/public/a"]),
+    (get("/public/b") + get("/public/a", version="1.0") + get("/public/c"),
+     ["/public/b", "/public/a"]),
+    # A request the parser read before a fault in the same read is answered first.
+    (get("/public/a") + b"GET /public/x HTTP/1.1\r\nHost: docs.test\r\n\x01bad\r\n\r\n",
+     ["/public/a"]),
+], ids=["after Connection: close", "after HTTP/1.0", "before a fault"])
+async def test_requests_read_with_what_ends_the_connection_are_answered(
+        start: Start, data: bytes, paths: list[str]) -> None:
+    client, upstream = await start(access=ADMIN)
+    faulty = b"\x01bad" in data
+    replies, rest = await one_connection(port_of(client), data, len(paths) + faulty)
+    answered = replies[:len(paths)]
+    assert [json.loads(body)["path"] for _, _, body in answered] == paths
+    if faulty:
+        assert replies[-1][0].split()[1] == "400"
+    assert rest == b""
+    assert upstream.targets() == paths
+
+
+async def test_connect_is_refused_once(start: Start) -> None:
+    client, upstream = await start(access=ADMIN)
+    replies, rest = await one_connection(
+        port_of(client), b"CONNECT docs.test:80 HTTP/1.1\r\nHost: docs.test\r\n\r\n"
+        + get("/public/a"), 1)
+    assert replies[0][0].split()[1] == "400"
+    assert rest == b""
+    assert upstream.seen == []
+
+
+async def test_an_answer_that_ends_the_connection_waits_for_a_pausing_reader(
+        start: Start) -> None:
+    # A page the gateway read whole goes out in one write; the reader pauses longer than
+    # the connection lingers after it: it still gets the whole page.
+    client, _upstream = await start(access={"public": ["/**"]})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", port_of(client)))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    size = 6000000
+    try:
+        writer.write(get(f"/big?size={size}&html=1", "Connection: close"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        await asyncio.sleep(3)
+        body = await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200") and b"text/html" in head
+    assert len(body) == int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+
+
+async def test_an_answer_that_ends_the_connection_survives_what_is_sent_after_it(
+        start: Start) -> None:
+    # More than the connection lets go is sent behind an answer that closes it: reading
+    # stops, and the answer still arrives whole before the close.
+    client, _upstream = await start(access={"public": ["/**"]})
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(client))
+    size = 3000000
+    try:
+        writer.write(get(f"/big?size={size}&html=1", "Connection: close"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(b"x" * (2 * LINGER_BYTES))  # not drained: the gateway stops reading
+        await asyncio.sleep(1)
+        body = await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+    assert len(body) == int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
