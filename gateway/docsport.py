@@ -334,10 +334,11 @@ class DocsConnection(BaseProtocol):
                     and message.headers.get("Upgrade", "").lower() == "websocket":
                 self._refuse(BadRequest(400, "a WebSocket request with a body"))
                 return
-            if (message.upgrade and not upgraded) or message.chunked:
+            if (message.upgrade and not upgraded) or message.chunked or message.should_close:
                 # The connection's last request, once its body is read: after a switch the
                 # parser does not make (h2c, ...) it reads nothing more; after chunks, a
-                # trailer would be read into the next request's fields.
+                # trailer would be read into the next request's fields; after a request
+                # that closes the connection, nothing is for it.
                 queue.append(_Waiting(message, payload, last=True))
                 self.ending = payload
                 break
