@@ -63,6 +63,17 @@ async def one_connection(port: int, data: bytes, count: int
     return replies, rest
 
 
+async def small_window(port: int, window: int, limit: int = 2**16
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose receive buffer stays at ``window`` bytes (the kernel would
+    otherwise grow it to tens of MB): a client that reads slowly, or not at all."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return await asyncio.open_connection(sock=sock, limit=limit)
+
+
 def get(path: str, *extra: str, version: str = "1.1") -> bytes:
     lines = [f"GET {path} HTTP/{version}", "Host: docs.test", *extra]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -306,12 +317,7 @@ async def test_a_client_that_does_not_read_holds_its_next_answers(start: Start,
     # 200 requests sent at once, none of their answers read: the connection answers what
     # the socket takes, then waits, and reads at most a few requests ahead.
     client, upstream = await start(access={"public": ["/**"]})
-    # A small receive buffer, fixed (the kernel would otherwise grow it to tens of MB).
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    sock.connect(("127.0.0.1", port_of(client)))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await small_window(port_of(client), 65536)
     try:
         writer.write(get(target) * 200)
         await writer.drain()
@@ -407,11 +413,7 @@ async def test_a_client_that_stalls_an_answer_is_closed(aiohttp_server: Any, ups
     app = await build_app(make_config(str(upstream.make_url("")).rstrip("/"),
                                       access={"public": ["/**"]}))
     server = await aiohttp_server(app, keepalive_timeout=0.5)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.port))
-    sock.setblocking(False)
-    _reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    _reader, writer = await small_window(server.port, 4096, limit=1024)
     try:
         if stall == "body":  # a body that stops coming
             writer.write(b"POST /form HTTP/1.1\r\nHost: docs.test\r\nContent-Length: 100\r\n"
@@ -512,11 +514,7 @@ async def test_an_answer_that_ends_the_connection_waits_for_a_pausing_reader(
     # A page the gateway read whole goes out in one write; the reader pauses longer than
     # the connection lingers after it: it still gets the whole page.
     client, _upstream = await start(access={"public": ["/**"]})
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    sock.connect(("127.0.0.1", port_of(client)))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await small_window(port_of(client), 65536)
     size = 6000000
     try:
         writer.write(get(f"/big?size={size}&html=1", "Connection: close"))
