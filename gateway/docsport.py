@@ -576,8 +576,14 @@ class DocsConnection(BaseProtocol):
         unread would reset the connection before the client reads the answer."""
         self.lingering = True
         self.closing = True
-        if transport.can_write_eof():
-            transport.write_eof()
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+        except (OSError, RuntimeError):
+            # The client is gone already (the transport closed on its reset, and is yet to
+            # tell the connection): nothing is left to linger for.
+            transport.abort()
+            return
         if self.timer is not None:
             self.timer.cancel()
         self.write_left = transport.get_write_buffer_size()
