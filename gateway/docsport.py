@@ -532,7 +532,9 @@ class DocsConnection(BaseProtocol):
                 headers["Connection"] = "close"
         head = encode_head(version, status, response.reason, headers)
         transport = self.transport
-        if transport is not None:
+        # A transport closed on the client's reset refuses writes before the connection
+        # hears of it.
+        if transport is not None and not transport.is_closing():
             if empty or not body:
                 transport.write(head)
             else:
@@ -558,7 +560,7 @@ class DocsConnection(BaseProtocol):
         closes."""
         log.debug("request refused: %s", refused)
         transport = self.transport
-        if transport is not None:
+        if transport is not None and not transport.is_closing():
             reason = {400: "Bad Request", 431: "Request Header Fields Too Large",
                       505: "HTTP Version Not Supported"}.get(refused.status, "Bad Request")
             text = f"{refused.status} {reason}".encode()
