@@ -152,6 +152,7 @@ class DocsServer(web.Server):
                          access_log_class=access_log_class or AccessLogger,
                          access_log=access_log, keepalive_timeout=keepalive_timeout, **kwargs)
         self.entry = handler
+        self.loop = loop
         self.keepalive = keepalive_timeout
         self.factory = request_factory
         self.access: AbstractAccessLogger | None = None
@@ -194,12 +195,9 @@ class DocsConnection(BaseProtocol):
     """One client connection: its requests parsed, answered in order."""
 
     def __init__(self, server: DocsServer) -> None:
-        super().__init__(server._loop)
+        super().__init__(server.loop)
         self.server = server
-        self.parser: Any = HttpRequestParser(
-            self, server._loop, BODY_BUFFER, max_line_size=MAX_LINE,
-            max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
-            payload_exception=RequestPayloadError)
+        self.parser = self._new_parser()
         # What aiohttp's request reads of its protocol (a multipart body's limits).
         self.max_field_size = MAX_FIELD
         self.max_headers = MAX_HEADERS
@@ -378,14 +376,18 @@ class DocsConnection(BaseProtocol):
         if messages or upgraded:
             self._wake()
 
+    def _new_parser(self) -> Any:
+        """aiohttp's request parser, within the docs port's limits, its bodies paced by this
+        connection."""
+        return HttpRequestParser(self, self._loop, BODY_BUFFER, max_line_size=MAX_LINE,
+                                 max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
+                                 payload_exception=RequestPayloadError)
+
     def _read_again(self, data: bytes) -> list[tuple[Any, StreamReader]]:
         """The requests whose heads a read begins with, up to the one that closes the
         connection, one with a body, or the fault: read one head at a time by a parser of
         their own (the read begins a request: ``at_boundary``)."""
-        parser: Any = HttpRequestParser(
-            self, self._loop, BODY_BUFFER, max_line_size=MAX_LINE,
-            max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
-            payload_exception=RequestPayloadError)
+        parser = self._new_parser()
         read: list[tuple[Any, StreamReader]] = []
         start = 0
         while (end := data.find(b"\r\n\r\n", start)) >= 0:
