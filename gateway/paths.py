@@ -531,16 +531,6 @@ class LinkTargets:
         from under the ``<base href>`` values ``written`` (those that can be read)."""
         return [url for href in written if (url := self.follow(base, href)) is not None]
 
-    def names_public_host(self, netloc: str) -> bool:
-        """Whether a URL's authority names the public host in a spelling a browser reads as
-        it ("DOCS.test.", or written beyond ASCII)."""
-        hostport = netloc.rpartition("@")[2]
-        if len(hostport) > MAX_HOST:
-            return True  # read as none: judged as the public host's, to be safe
-        host = host_and_port(hostport)[0]
-        key = host_key(host)
-        return key is not None and key == self.host_key
-
     def target_from(self, url: str, location: str) -> str | None:
         """The docs path ``location`` leads to from the URL ``url``, read as a browser reads
         it (WHATWG URL: backslashes as slashes, dot segments resolved as browsers resolve
@@ -641,11 +631,7 @@ def browser_reference(value: str) -> str:
     ref = url_text(value)
     scheme = URL_SCHEME.match(ref)
     if "\\" in ref and (scheme is None or scheme.group().lower() in ("http:", "https:")):
-        end = len(ref)
-        for mark in "?#":
-            found = ref.find(mark)
-            if 0 <= found < end:
-                end = found
+        end = _first_of(ref, "?#")
         ref = ref[:end].replace("\\", "/") + ref[end:]
     return ref
 
@@ -703,12 +689,7 @@ def browser_path(text: str, segments: list[str]) -> str:
 
 def _before_query(text: str) -> str:
     """``text`` up to its query or fragment."""
-    end = len(text)
-    for mark in "?#":
-        found = text.find(mark)
-        if 0 <= found < end:
-            end = found
-    return text[:end]
+    return text[:_first_of(text, "?#")]
 
 
 def _raw_path(text: str, segments: list[str]) -> str:
@@ -720,8 +701,8 @@ def _raw_path(text: str, segments: list[str]) -> str:
     return "/".join(["", *segments, text])
 
 
-def _authority_end(text: str, marks: str) -> int:
-    """Where an authority written at the start of ``text`` ends (at the first of ``marks``)."""
+def _first_of(text: str, marks: str) -> int:
+    """Where the first of ``marks`` stands in ``text`` (its length: none)."""
     end = len(text)
     for mark in marks:
         found = text.find(mark)
@@ -734,11 +715,11 @@ def _with_authority(scheme: str, rest: str) -> list[Reading]:
     """The readings of an http or https URL from its authority on (``rest``): a browser
     ends the authority at the first "/", "\\", "?" or "#"; a reader of RFC 3986 does not
     end it at a backslash (``http://a\\@docs.test/`` names docs.test for it)."""
-    end = _authority_end(rest, "/\\?#")
+    end = _first_of(rest, "/\\?#")
     text = _before_query(rest[end:])
     readings = [(scheme, rest[:end], browser_path(text, [])),
                 (scheme, rest[:end], _raw_path(text, []))]
-    other = _authority_end(rest, "/?#")
+    other = _first_of(rest, "/?#")
     if other > end:
         readings.append((scheme, rest[:other], _raw_path(_before_query(rest[other:]), [])))
     return readings
