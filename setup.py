@@ -38,6 +38,7 @@ COMPILED = [
     "gateway/pipeline.py",
     "gateway/policy.py",
     "gateway/proxy/http1.py",
+    "gateway/proxy/kept.py",
     "gateway/proxy/location.py",
     "gateway/proxy/origin.py",
     "gateway/proxy/static.py",

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from ssl import SSLContext
 from typing import Final, cast
 
@@ -137,6 +137,8 @@ class Response(Answer):
         self._keep_alive = False
         self._head_bytes = 0
         self._overrun = False
+        #: Told the whole body once it is read whole (a page kept for revalidation).
+        self.keeper: Callable[[bytes], None] | None = None
 
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
@@ -290,15 +292,18 @@ class Response(Answer):
             body = b"".join(self._body)
             self._body.clear()
             self._buffered = 0
-            return body
-        parts: list[bytes] = []
-        size = 0
-        while chunk := await self.read():
-            size += len(chunk)
-            if size > limit:
-                raise ValueError("response body over the limit")
-            parts.append(chunk)
-        return b"".join(parts)
+        else:
+            parts: list[bytes] = []
+            size = 0
+            while chunk := await self.read():
+                size += len(chunk)
+                if size > limit:
+                    raise ValueError("response body over the limit")
+                parts.append(chunk)
+            body = b"".join(parts)
+        if self.keeper is not None:
+            self.keeper(body)
+        return body
 
     def arrived(self) -> bytes | None:
         if not self._complete or self._error is not None or self._parser is None:

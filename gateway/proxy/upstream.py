@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterable
-from functools import lru_cache
+from collections.abc import AsyncIterator, Callable, Iterable
+from functools import lru_cache, partial
 from typing import Final
 from urllib.parse import quote, urlsplit
 
@@ -17,6 +17,7 @@ from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded
 from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
 from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
+from gateway.proxy.kept import KEY_LIMIT, KeptAnswers, Replayed, RequestKey, keepable
 from gateway.proxy.location import UpstreamAddress
 from gateway.proxy.origin import Answer, Origin, asked_method
 from gateway.scope import Scope
@@ -134,6 +135,8 @@ class Upstream(Origin):
         self._response_kinds: dict[str, object] = {}
         # Each Cookie header lately sent on, without the gateway's cookies.
         self._kept_cookies: Bounded[str, str] = Bounded(HEADER_MEMO)
+        # Pages read whole, revalidated with the upstream when asked again.
+        self.kept = KeptAnswers()
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -190,8 +193,9 @@ class Upstream(Origin):
         out.append(("X-Forwarded-For", scope.forwarded_for))
         out.append(("X-Forwarded-Proto", scope.scheme))
         out.append(("X-Forwarded-Host", scope.host))
-        out.append(("X-Request-Id", scope.request_id))
         out.extend(extra)
+        # Last: everything before it is what the same request sends again (``KeptAnswers``).
+        out.append(("X-Request-Id", scope.request_id))
         return out
 
     def _kind_of(self, name: str, trusted: bool) -> object:
@@ -234,26 +238,67 @@ class Upstream(Origin):
         return kept
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Response:
-        """Send the request upstream (body streamed) and return the response head."""
-        assert self.pool is not None
+                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Answer:
+        """Send the request upstream (body streamed) and return the response head; a page
+        read whole may come from ``kept`` once the upstream confirmed it."""
         headers = self.request_headers(request, scope, extra, whole)
-        body = request.content.iter_any() if request.body_exists else None
+        method, target = asked_method(request.method, whole), self.target_for(scope)
+        response: Answer
+        if whole and method == "GET" and not request.body_exists:
+            response = await self._revalidated(method, target, headers)
+        else:
+            body = request.content.iter_any() if request.body_exists else None
+            response = await self._request(method, target, headers, body,
+                                           request.content_length)
+        if scope.asks_missing and not 400 <= response.status < 500:
+            # Anything else (a page for every address, an error) is no missing page.
+            response.release()
+            raise NotFound("the docs server shows no page for a missing address")
+        return response
+
+    async def _request(self, method: str, target: str, headers: list[tuple[str, str]],
+                       body: AsyncIterator[bytes] | None, content_length: int | None
+                       ) -> Response:
+        assert self.pool is not None
         try:
-            response = await self.pool.request(asked_method(request.method, whole),
-                                               self.target_for(scope),
-                                               headers, body, request.content_length)
+            return await self.pool.request(method, target, headers, body, content_length)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
         except UpstreamClosed:
             raise UpstreamError("the docs server closed the connection") from None
         except OSError:
             raise UpstreamError("the docs server cannot be reached") from None
-        if scope.asks_missing and not 400 <= response.status < 500:
-            # Anything else (a page for every address, an error) is no missing page.
+
+    async def _revalidated(self, method: str, target: str,
+                           headers: list[tuple[str, str]]) -> Answer:
+        """A GET read whole: the kept copy when the upstream confirms it for this very
+        request (304 with its tag), else the upstream's answer (kept when it may be)."""
+        # Everything the upstream sees but the request id (the last field).
+        key = (method, target, tuple(headers[:-1]))
+        copy = self.kept.copy_for(key)
+        if copy is not None:
+            asked = [*headers, ("If-None-Match", copy.etag)]
+            response = await self._request(method, target, asked, None, None)
+            if response.status != 304:
+                self._keep(key, target, response)
+                return response
+            confirmed = response.headers
             response.release()
-            raise NotFound("the docs server shows no page for a missing address")
+            if confirmed.getall("ETag", ()) == [copy.etag] and "Set-Cookie" not in confirmed:
+                return Replayed(copy, confirmed)
+            # A 304 that does not name the kept copy: the page is asked for again.
+            self.kept.forget(key)
+        response = await self._request(method, target, headers, None, None)
+        self._keep(key, target, response)
         return response
+
+    def _keep(self, key: RequestKey, target: str, response: Response) -> None:
+        etag = keepable(response.status, response.headers)
+        if etag is None or sum(len(name) + len(value) for name, value in key[2]) > KEY_LIMIT:
+            self.kept.forget(key)
+        else:
+            response.keeper = partial(self.kept.keep, key, target, etag, response.reason,
+                                      response.headers)
 
     async def fetch(self, path: str) -> Answer | None:
         """An anonymous GET of ``path`` (below the public base path), gzip accepted."""

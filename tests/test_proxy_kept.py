@@ -1,0 +1,259 @@
+"""Pages read whole, kept and revalidated with the upstream (gateway/proxy/kept.py).
+
+Behind a real nginx, whose access log tells what it answered: the same reader asking the
+same page again costs the upstream a 304, and the reader still gets the page, read and
+judged as before; anything that is not that very request again, or a 304 that does not
+name the kept copy, gets the upstream's whole answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.proxy.kept import KeptAnswers, Replayed, keepable
+from tests.helpers import GatewayFactory, app_of, make_user, session_cookies
+from tests.nginx import nginx_serving
+
+pytestmark = pytest.mark.slow
+
+NGINX = "        root {root};\n        access_log {log} combined;\n"
+
+PAGE = ("<!doctype html><html><head><title>Guide</title></head><body><main>"
+        "<p>Welcome to the guide.</p>"
+        "<div data-gateway-groups=\"admin\"><p>GATED-SECRET</p></div>"
+        "</main></body></html>")
+
+
+def said(sub: str) -> bytes:
+    """The reader's subject as the client script's tag carries it."""
+    return f"&quot;sub&quot;:&quot;{sub}&quot;".encode()
+
+
+@dataclass
+class Site:
+    client: Any
+    root: Path
+    log: Path
+
+    async def cookie(self, sub: str, groups: tuple[str, ...] = ()) -> str:
+        cookies = await session_cookies(app_of(self.client), make_user(sub, groups))
+        return "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+    async def get(self, path: str, cookie: str | None = None,
+                  method: str = "GET") -> tuple[int, bytes, Any]:
+        headers = {"Cookie": cookie} if cookie else {}
+        async with self.client.request(method, path, headers=headers) as response:
+            return response.status, await response.read(), response.headers
+
+    async def statuses(self, count: int) -> list[int]:
+        """The statuses of nginx's first ``count`` answers (it logs each once sent)."""
+        for _ in range(200):
+            lines = self.log.read_text().splitlines() if self.log.exists() else []
+            if len(lines) >= count:
+                return [int(line.split('"')[2].split()[0]) for line in lines]
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"nginx logged {len(lines)} answers, not {count}")
+
+
+@pytest.fixture
+async def site(tmp_path: Path, gateway: GatewayFactory) -> AsyncIterator[Site]:
+    root = tmp_path / "site"
+    (root / "guide").mkdir(parents=True)
+    (root / "guide/index.html").write_text(PAGE)
+    log = tmp_path / "access.log"
+    access = {"public": ["/guide/**"]}
+    async with nginx_serving(tmp_path, NGINX.format(root=root, log=log)) as origin:
+        client = await gateway(upstream_url=origin, access=access)
+        yield Site(client, root, log)
+
+
+async def test_the_same_readers_page_again_is_revalidated(site: Site) -> None:
+    cookie = await site.cookie("reader")
+    first = await site.get("/guide/", cookie)
+    second = await site.get("/guide/", cookie)
+    third = await site.get("/guide/", cookie, method="HEAD")
+    assert await site.statuses(3) == [200, 304, 304]
+    assert first[0] == second[0] == third[0] == 200
+    assert first[1] == second[1] and b"Welcome to the guide" in second[1]
+    assert b"GATED-SECRET" not in second[1] and said("reader") in second[1]
+    assert second[2]["ETag"] == first[2]["ETag"] == third[2]["ETag"]
+    assert second[2]["Content-Length"] == third[2]["Content-Length"]
+
+
+async def test_a_changed_page_is_sent_again(site: Site) -> None:
+    cookie = await site.cookie("reader")
+    await site.get("/guide/", cookie)
+    (site.root / "guide/index.html").write_text(PAGE.replace("Welcome", "Hello again"))
+    status, body, _ = await site.get("/guide/", cookie)
+    assert await site.statuses(2) == [200, 200]
+    assert status == 200 and b"Hello again" in body and b"Welcome" not in body
+
+
+async def test_another_reader_is_not_answered_from_anothers_request(site: Site) -> None:
+    one, other = await site.cookie("one"), await site.cookie("other", ("admin",))
+    assert b"GATED-SECRET" not in (await site.get("/guide/", one))[1]
+    admins = await site.get("/guide/", other)
+    anonymous = await site.get("/guide/")
+    assert await site.statuses(3) == [200, 200, 200]
+    assert b"GATED-SECRET" in admins[1] and b"GATED-SECRET" not in anonymous[1]
+    # Each again: now the upstream confirms each one's copy, and each is judged as before.
+    again = [await site.get("/guide/", cookie) for cookie in (one, other, None)]
+    assert await site.statuses(6) == [200, 200, 200, 304, 304, 304]
+    assert [b"GATED-SECRET" in body for _, body, _ in again] == [False, True, False]
+    assert said("one") in again[0][1] and said("other") in again[1][1]
+
+
+# -- an upstream that does not keep to the rules -----------------------------------------
+
+@dataclass
+class Scripted:
+    asked: list[str | None]
+    client: Any
+
+
+async def scripted(gateway: GatewayFactory, aiohttp_server: Any,
+                   answer: Any) -> Scripted:
+    asked: list[str | None] = []
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        asked.append(request.headers.get("If-None-Match"))
+        result: web.StreamResponse = answer(len(asked), request)
+        return result
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    client = await gateway(upstream_url=str(server.make_url("")).rstrip("/"),
+                           access={"public": ["/**"]})
+    return Scripted(asked, client)
+
+
+def html(text: str, **headers: str) -> web.Response:
+    return web.Response(text=f"<!doctype html><p>{text}</p>", content_type="text/html",
+                        headers=headers)
+
+
+@pytest.mark.parametrize("confirmed", [{"ETag": '"other"'}, {}, {"ETag": 'W/"one"'},
+                                       {"ETag": '"one"', "Set-Cookie": "dashboard=2"}])
+async def test_a_304_that_does_not_name_the_kept_copy_is_asked_again(
+        gateway: GatewayFactory, aiohttp_server: Any, confirmed: dict[str, str]) -> None:
+    def answer(count: int, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("If-None-Match"):
+            return web.Response(status=304, headers=confirmed)
+        return html(f"copy {count}", ETag='"one"')
+
+    upstream = await scripted(gateway, aiohttp_server, answer)
+    for expected in (b"copy 1", b"copy 3"):
+        async with upstream.client.get("/page/") as response:
+            assert response.status == 200 and expected in await response.read()
+    assert upstream.asked == [None, '"one"', None]
+
+
+@pytest.mark.parametrize("headers", [
+    {"ETag": '"one"', "Set-Cookie": "dashboard=1; Path=/"},
+    {"ETag": '"one"', "Cache-Control": "private, no-store"},
+    {},
+])
+async def test_what_may_not_be_kept_is_never_revalidated(
+        gateway: GatewayFactory, aiohttp_server: Any, headers: dict[str, str]) -> None:
+    upstream = await scripted(gateway, aiohttp_server,
+                              lambda count, request: html(f"copy {count}", **headers))
+    for count in (1, 2, 3):
+        async with upstream.client.get("/page/") as response:
+            assert f"copy {count}".encode() in await response.read()
+    assert upstream.asked == [None, None, None]
+
+
+async def test_a_request_with_large_fields_is_not_remembered(
+        gateway: GatewayFactory, aiohttp_server: Any) -> None:
+    upstream = await scripted(gateway, aiohttp_server,
+                              lambda count, request: html(f"copy {count}", ETag='"one"'))
+    for size in (4500, 4500, 100, 100):
+        fields = {"X-Big": "a" * size, "X-Bigger": "b" * size}
+        async with upstream.client.get("/page/", headers=fields) as response:
+            assert response.status == 200
+    assert upstream.asked == [None, None, None, '"one"']
+
+
+async def test_a_304_freshens_the_kept_head(gateway: GatewayFactory,
+                                            aiohttp_server: Any) -> None:
+    def answer(count: int, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("If-None-Match"):
+            return web.Response(status=304, headers={
+                "ETag": '"one"', "Cache-Control": "max-age=60", "X-Other": "ignored"})
+        return html("copy", ETag='"one"', **{"Cache-Control": "max-age=5", "X-Page": "1"})
+
+    upstream = await scripted(gateway, aiohttp_server, answer)
+    async with upstream.client.get("/page/") as response:
+        await response.read()
+    async with upstream.client.get("/page/") as response:
+        assert b"copy" in await response.read()
+        assert response.headers["Cache-Control"] == "max-age=60"
+        assert response.headers["X-Page"] == "1" and "X-Other" not in response.headers
+    assert upstream.asked == [None, '"one"']
+
+
+# -- the store itself ----------------------------------------------------------------------
+
+def key(name: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    return ("GET", "/page/", (("Cookie", name),))
+
+
+def test_the_kept_copies_stay_within_their_budget() -> None:
+    kept = KeptAnswers(budget=1000, requests=3)
+    headers = CIMultiDict({"ETag": '"a"'})
+    kept.keep(key("a"), "/a/", '"a"', "OK", headers, b"a" * 600)
+    kept.keep(key("b"), "/b/", '"b"', "OK", headers, b"b" * 600)
+    assert kept.copy_for(key("a")) is None and kept.size == 600  # made room for /b/
+    copy = kept.copy_for(key("b"))
+    assert copy is not None and copy.body == b"b" * 600
+    kept.keep(key("c"), "/b/", '"b"', "OK", headers, b"b" * 600)
+    assert kept.copy_for(key("c")) is copy and kept.size == 600  # one copy, two requests
+    for name in "def":
+        kept.keep(key(name), "/b/", '"b"', "OK", headers, b"b" * 600)
+    assert kept.copy_for(key("b")) is None and kept.copy_for(key("f")) is copy
+    kept.keep(key("g"), "/big/", '"g"', "OK", headers, b"g" * (256 * 1024 + 1))
+    assert kept.copy_for(key("g")) is None and len(kept) == 1
+
+
+def test_the_same_tag_on_other_bytes_keeps_the_latest() -> None:
+    kept = KeptAnswers()
+    headers = CIMultiDict({"ETag": '"a"'})
+    kept.keep(key("a"), "/a/", '"a"', "OK", headers, b"one")
+    kept.keep(key("b"), "/a/", '"a"', "OK", headers, b"two")
+    assert kept.copy_for(key("a")) is None  # it led to the bytes no longer kept
+    copy = kept.copy_for(key("b"))
+    assert copy is not None and copy.body == b"two" and kept.size == 3
+
+
+def test_a_kept_copy_holds_its_own_head() -> None:
+    kept = KeptAnswers()
+    headers = CIMultiDict({"ETag": '"a"', "Content-Type": "text/html"})
+    kept.keep(key("a"), "/a/", '"a"', "OK", headers, b"page")
+    headers["Content-Type"] = "text/plain"  # what the caller does with its own
+    copy = kept.copy_for(key("a"))
+    assert copy is not None and copy.headers["Content-Type"] == "text/html"
+    replayed = Replayed(copy, CIMultiDict({"Date": "today", "Content-Type": "x"}))
+    assert replayed.headers["Content-Type"] == "text/html"
+    assert replayed.headers["Date"] == "today" and "Date" not in copy.headers
+
+
+@pytest.mark.parametrize(("status", "headers", "expected"), [
+    (200, {"ETag": '"a"'}, '"a"'),
+    (200, {"ETag": 'W/"a"', "Cache-Control": "max-age=0"}, 'W/"a"'),
+    (200, {}, None),
+    (404, {"ETag": '"a"'}, None),
+    (200, {"ETag": '"a"', "Set-Cookie": "x=1"}, None),
+    (200, {"ETag": '"a"', "Cache-Control": "No-Store"}, None),
+    (200, {"ETag": ""}, None),
+])
+def test_what_may_be_kept(status: int, headers: dict[str, str], expected: str | None) -> None:
+    assert keepable(status, CIMultiDict(headers)) == expected
