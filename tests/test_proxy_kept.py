@@ -244,6 +244,15 @@ def test_a_kept_copy_holds_its_own_head() -> None:
     replayed = Replayed(copy, CIMultiDict({"Date": "today", "Content-Type": "x"}))
     assert replayed.headers["Content-Type"] == "text/html"
     assert replayed.headers["Date"] == "today" and "Date" not in copy.headers
+    headers = CIMultiDict({"ETag": '"b"', "Date": "then", "last-modified": "before",
+                           "Cache-Control": "max-age=1"})
+    kept.keep(key("b"), "/b/", '"b"', "OK", headers, b"page")
+    copy = kept.copy_for(key("b"))
+    assert copy is not None
+    replayed = Replayed(copy, CIMultiDict({"DATE": "now", "Age": "3"}))
+    assert sorted(replayed.headers.items()) == [
+        ("Age", "3"), ("Cache-Control", "max-age=1"), ("DATE", "now"), ("ETag", '"b"'),
+        ("last-modified", "before")]
 
 
 @pytest.mark.parametrize(("status", "headers", "expected"), [

@@ -32,7 +32,7 @@ KEPT_REQUESTS: Final = 4096
 KEY_LIMIT: Final = 8192
 #: Fields a 304 updates in the kept head (RFC 9111 4.3.4, without the framing and the
 #: representation's own fields, which a 304 with the same tag cannot change).
-FRESHENED: Final = ("Date", "Expires", "Cache-Control", "Last-Modified", "Age")
+FRESHENED: Final = frozenset({"date", "expires", "cache-control", "last-modified", "age"})
 
 RequestKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
@@ -48,6 +48,11 @@ class KeptCopy:
         self.reason = reason
         self.headers = headers
         self.body = body
+        #: Its fields a 304 does not freshen, and those it may.
+        self.lasting: list[tuple[str, str]] = []
+        self.freshened: list[tuple[str, str]] = []
+        for name, value in headers.items():
+            (self.freshened if name.lower() in FRESHENED else self.lasting).append((name, value))
 
 
 def keepable(status: int, headers: CIMultiDict[str]) -> str | None:
@@ -116,13 +121,12 @@ class Replayed(Answer):
     def __init__(self, copy: KeptCopy, confirmed: CIMultiDict[str]) -> None:
         self.status = 200
         self.reason = copy.reason
-        headers = copy.headers.copy()
-        for name in FRESHENED:
-            if name in confirmed:
-                headers.popall(name, None)
-                for value in confirmed.getall(name):
-                    headers.add(name, value)
-        self.headers = headers
+        fresh = [(name, value) for name, value in confirmed.items()
+                 if name.lower() in FRESHENED]
+        named = {name.lower() for name, _ in fresh}
+        # What the 304 does not say stays as the kept copy said it.
+        stale = [(name, value) for name, value in copy.freshened if name.lower() not in named]
+        self.headers = CIMultiDict(copy.lasting + stale + fresh)
         self.content_length = len(copy.body)
         self._body: bytes | None = copy.body
 
