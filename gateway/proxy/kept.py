@@ -49,10 +49,13 @@ class KeptCopy:
         self.headers = headers
         self.body = body
         #: Its fields a 304 does not freshen, and those it may.
-        self.lasting: list[tuple[str, str]] = []
+        self.lasting: CIMultiDict[str] = CIMultiDict()
         self.freshened: list[tuple[str, str]] = []
         for name, value in headers.items():
-            (self.freshened if name.lower() in FRESHENED else self.lasting).append((name, value))
+            if name.lower() in FRESHENED:
+                self.freshened.append((name, value))
+            else:
+                self.lasting.add(name, value)
 
 
 def keepable(status: int, headers: CIMultiDict[str]) -> str | None:
@@ -126,7 +129,10 @@ class Replayed(Answer):
         named = {name.lower() for name, _ in fresh}
         # What the 304 does not say stays as the kept copy said it.
         stale = [(name, value) for name, value in copy.freshened if name.lower() not in named]
-        self.headers = CIMultiDict(copy.lasting + stale + fresh)
+        headers = copy.lasting.copy()
+        headers.extend(stale)
+        headers.extend(fresh)
+        self.headers = headers
         self.content_length = len(copy.body)
         self._body: bytes | None = copy.body
 
