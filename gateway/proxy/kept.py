@@ -3,19 +3,30 @@
 A page is read whole before it goes out (it may declare or gate its own access). When the
 upstream gave it with an entity tag, the same request again (every header the upstream
 sees alike but the request id: the same reader, the same page, the same encodings) asks
-with ``If-None-Match``; a ``304`` with that tag means the kept copy is the page, and it is
-read from here instead of the socket. Anything else (a new copy, another status, a 304
-without the tag) is the answer as the upstream gave it.
+with ``If-None-Match``; a ``304`` naming that tag means the kept copy is the page, and it
+is read from here instead of the socket. Anything else (a new copy, another status, a 304
+naming no tag or another, setting a cookie or forbidding storage) is the answer as the
+upstream gave it, or the page asked for again.
 
-Only what the upstream may send to that very request again is kept: a 200 with an
-``ETag``, no ``Set-Cookie``, no ``Cache-Control: no-store``, of at most ``KEPT_PAGE_LIMIT``
-bytes, for a request of at most ``KEY_LIMIT`` characters of fields. The copies share a byte
-budget; the requests that lead to them are bounded in number.
+An entity tag may stay the same over an edit (nginx makes it of the file's time and size:
+a deploy that keeps files' times, an edit of the same length in the same second), so a
+kept copy stands on the upstream's word for ``KEPT_FOR`` seconds from when its bytes last
+came: after that the page is asked for whole again, as the gateway's other per-page
+memories of what leaves a page count from then on.
+
+Only what the upstream may send to that very request again is kept: a 200 with one
+``ETag``, its length framed (not ended by a close), no ``Set-Cookie``, no ``no-store``, of
+at most ``KEPT_PAGE_LIMIT`` bytes. The copies share a byte budget; the requests that lead
+to them are bounded in number and each remembered as a digest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 from multidict import CIMultiDict
@@ -26,94 +37,135 @@ from gateway.proxy.origin import Answer
 #: The bytes of kept copies, all told, and the largest one kept.
 KEPT_BUDGET: Final = 8 * 1024 * 1024
 KEPT_PAGE_LIMIT: Final = 256 * 1024
-#: Distinct requests (readers and pages) remembered as leading to a kept copy, each with
-#: at most so many characters of fields.
+#: Distinct requests (readers and pages) remembered as leading to a kept copy.
 KEPT_REQUESTS: Final = 4096
-KEY_LIMIT: Final = 8192
+#: Seconds a copy is taken on the upstream's word after its bytes last came.
+KEPT_FOR: Final = 5.0
 #: Fields a 304 updates in the kept head (RFC 9111 4.3.4, without the framing and the
 #: representation's own fields, which a 304 with the same tag cannot change).
 FRESHENED: Final = frozenset({"date", "expires", "cache-control", "last-modified", "age"})
 
-RequestKey = tuple[str, str, tuple[tuple[str, str], ...]]
+_SERIALS: Final = itertools.count(1)
 
 
-class KeptCopy:
-    """A 200 as the upstream sent it: status line, head, body (as it came, compressed or
-    not) and the entity tag it came with."""
+def request_key(method: str, target: str, headers: list[tuple[str, str]]) -> bytes | None:
+    """A digest of a request as the upstream sees it; None when it cannot be told apart
+    from another for sure (a NUL in a field)."""
+    parts = [method, target]
+    for name, value in headers:
+        parts.append(name)
+        parts.append(value)
+    text = "\x00".join(parts)
+    if text.count("\x00") != len(parts) - 1:
+        return None
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    def __init__(self, target: str, etag: str, reason: str, headers: CIMultiDict[str],
-                 body: bytes) -> None:
-        self.target = target
-        self.etag = etag
-        self.reason = reason
-        self.headers = headers
-        self.body = body
-        #: Its fields a 304 does not freshen, and those it may.
-        self.lasting: CIMultiDict[str] = CIMultiDict()
-        self.freshened: list[tuple[str, str]] = []
-        for name, value in headers.items():
-            if name.lower() in FRESHENED:
-                self.freshened.append((name, value))
-            else:
-                self.lasting.add(name, value)
+
+def opaque(etag: str) -> str:
+    """An entity tag as weak comparison reads it (RFC 9110 8.8.3.2)."""
+    return etag[2:] if etag.startswith("W/") else etag
+
+
+def unstorable(headers: CIMultiDict[str]) -> bool:
+    """Whether a response sets a cookie or forbids being stored."""
+    return "Set-Cookie" in headers \
+        or "no-store" in ",".join(headers.getall("Cache-Control", ())).lower()
 
 
 def keepable(status: int, headers: CIMultiDict[str]) -> str | None:
     """The entity tag under which a response may be kept, else None."""
-    if status != 200 or "Set-Cookie" in headers:
+    if status != 200 or unstorable(headers):
         return None
     etags = headers.getall("ETag", ())
     if len(etags) != 1 or not etags[0]:
         return None
-    if "no-store" in ",".join(headers.getall("Cache-Control", ())).lower():
-        return None
     return etags[0]
+
+
+def split_fields(headers: CIMultiDict[str]) -> tuple[CIMultiDict[str], list[tuple[str, str]]]:
+    """A head's fields a 304 does not freshen, and those it may."""
+    lasting: CIMultiDict[str] = CIMultiDict()
+    freshened: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        if name.lower() in FRESHENED:
+            freshened.append((name, value))
+        else:
+            lasting.add(name, value)
+    return lasting, freshened
+
+
+class KeptCopy:
+    """A 200 as the upstream sent it: status line, head, body (as it came, compressed or
+    not), the entity tag it came with, and when its bytes last came."""
+
+    def __init__(self, target: str, etag: str, reason: str, headers: CIMultiDict[str],
+                 body: bytes, read_at: float) -> None:
+        self.target = target
+        self.etag = etag
+        self.reason = reason
+        self.body = body
+        self.read_at = read_at
+        self.serial = next(_SERIALS)
+        self.lasting, self.freshened = split_fields(headers)
 
 
 class KeptAnswers:
     """Kept copies by (target, tag), and which requests lead to which."""
 
-    def __init__(self, budget: int = KEPT_BUDGET, requests: int = KEPT_REQUESTS) -> None:
+    def __init__(self, budget: int = KEPT_BUDGET, requests: int = KEPT_REQUESTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.budget = budget
         self.size = 0
+        self.clock = clock
         self._copies: OrderedDict[tuple[str, str], KeptCopy] = OrderedDict()
-        self._requests: Bounded[RequestKey, KeptCopy] = Bounded(requests)
+        # A request's digest -> the copy it led to (its slot and serial, not the copy: a
+        # copy that made room for others is gone at once).
+        self._requests: Bounded[bytes, tuple[tuple[str, str], int]] = Bounded(requests)
 
     def __len__(self) -> int:
         return len(self._copies)
 
-    def copy_for(self, key: RequestKey) -> KeptCopy | None:
-        """The copy this request last led to, while it is kept."""
-        copy = self._requests.get(key)
-        if copy is None:
+    def copy_for(self, key: bytes) -> KeptCopy | None:
+        """The copy this request last led to, while it is kept and taken on trust."""
+        led = self._requests.get(key)
+        if led is None:
             return None
-        if self._copies.get((copy.target, copy.etag)) is not copy:
-            del self._requests[key]  # its copy made room for others
+        copy = self._copies.get(led[0])
+        if copy is None or copy.serial != led[1] \
+                or self.clock() - copy.read_at > KEPT_FOR:
+            del self._requests[key]
             return None
+        self._requests.move_to_end(key)
+        self._copies.move_to_end(led[0])
         return copy
 
-    def keep(self, key: RequestKey, target: str, etag: str, reason: str,
+    def keep(self, key: bytes, target: str, etag: str, reason: str,
              headers: CIMultiDict[str], body: bytes) -> None:
         """Remember that ``key`` was answered with this copy."""
         if len(body) > KEPT_PAGE_LIMIT:
             self._requests.pop(key, None)
             return
         slot = (target, etag)
+        now = self.clock()
         copy = self._copies.get(slot)
-        if copy is None or copy.body != body or copy.headers != headers:
-            # A new copy (or the same tag on other bytes: the latest is kept).
+        if copy is not None and copy.body == body and copy.reason == reason \
+                and copy.lasting == split_fields(headers)[0]:
+            copy.read_at = now  # the same bytes again: trusted for another while
+        else:
+            # A new copy (or the same tag on other bytes: only the latest is kept, and
+            # requests that led to the other no longer lead anywhere).
             if copy is not None:
                 self.size -= len(copy.body)
-            copy = KeptCopy(target, etag, reason, headers.copy(), body)
+            copy = KeptCopy(target, etag, reason, headers, body, now)
             self._copies[slot] = copy
             self.size += len(body)
         self._copies.move_to_end(slot)
-        self._requests.put(key, copy)
+        self._requests.put(key, (slot, copy.serial))
         while self._copies and self.size > self.budget:
             _slot, oldest = self._copies.popitem(last=False)
             self.size -= len(oldest.body)
 
-    def forget(self, key: RequestKey) -> None:
+    def forget(self, key: bytes) -> None:
         """The request no longer leads to a kept copy."""
         self._requests.pop(key, None)
 

@@ -17,7 +17,7 @@ from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded
 from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
 from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
-from gateway.proxy.kept import KEY_LIMIT, KeptAnswers, Replayed, RequestKey, keepable
+from gateway.proxy.kept import KeptAnswers, Replayed, keepable, opaque, request_key, unstorable
 from gateway.proxy.location import UpstreamAddress
 from gateway.proxy.origin import Answer, Origin, asked_method
 from gateway.scope import Scope
@@ -272,11 +272,11 @@ class Upstream(Origin):
     async def _revalidated(self, method: str, target: str,
                            headers: list[tuple[str, str]]) -> Answer:
         """A GET read whole: the kept copy when the upstream confirms it for this very
-        request (304 with its tag), else the upstream's answer (kept when it may be)."""
+        request (a 304 naming its tag), else the upstream's answer (kept when it may be)."""
         # Everything the upstream sees but the request id (the last field).
-        key = (method, target, tuple(headers[:-1]))
-        copy = self.kept.copy_for(key)
-        if copy is not None:
+        key = request_key(method, target, headers[:-1])
+        copy = self.kept.copy_for(key) if key is not None else None
+        if key is not None and copy is not None:
             asked = [*headers, ("If-None-Match", copy.etag)]
             response = await self._request(method, target, asked, None, None)
             if response.status != 304:
@@ -284,17 +284,20 @@ class Upstream(Origin):
                 return response
             confirmed = response.headers
             response.release()
-            if confirmed.getall("ETag", ()) == [copy.etag] and "Set-Cookie" not in confirmed:
+            if [opaque(tag) for tag in confirmed.getall("ETag", ())] == [opaque(copy.etag)] \
+                    and not unstorable(confirmed):
                 return Replayed(copy, confirmed)
-            # A 304 that does not name the kept copy: the page is asked for again.
+            # A 304 that does not name the kept copy alone: the page is asked for again.
             self.kept.forget(key)
         response = await self._request(method, target, headers, None, None)
-        self._keep(key, target, response)
+        if key is not None:
+            self._keep(key, target, response)
         return response
 
-    def _keep(self, key: RequestKey, target: str, response: Response) -> None:
+    def _keep(self, key: bytes, target: str, response: Response) -> None:
         etag = keepable(response.status, response.headers)
-        if etag is None or sum(len(name) + len(value) for name, value in key[2]) > KEY_LIMIT:
+        # A body ended by the connection closing could be cut short unseen: not kept.
+        if etag is None or (response.content_length is None and not response.chunked):
             self.kept.forget(key)
         else:
             response.keeper = partial(self.kept.keep, key, target, etag, response.reason,
