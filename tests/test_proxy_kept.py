@@ -23,6 +23,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.proxy.kept import KEPT_FOR, KeptAnswers, Replayed, keepable, request_key
+from gateway.proxy.upstream import Upstream
+from gateway.services import GATEWAY
 from tests.helpers import GatewayFactory, app_of, make_user, session_cookies
 from tests.nginx import nginx_serving
 
@@ -143,6 +145,14 @@ async def test_a_page_nginx_compresses_is_revalidated(tmp_path: Path,
         bodies = [await site.get("/guide/") for _ in range(3)]
         assert await site.statuses(3) == [200, 304, 304]
     assert bodies[0][1] == bodies[2][1] and b"Welcome" in bodies[2][1]
+
+
+async def test_a_closed_upstream_lets_go_of_its_kept_pages(site: Site) -> None:
+    await site.get("/guide/")
+    origin = app_of(site.client)[GATEWAY].site_for(None).origin
+    assert isinstance(origin, Upstream) and len(origin.kept) == 1
+    await origin.close()  # as a reload closes the old config's
+    assert len(origin.kept) == 0
 
 
 # -- an upstream that does not keep to the rules -----------------------------------------

@@ -152,7 +152,9 @@ class Upstream(Origin):
             timeout=self.timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Close the pool, and let go of the kept pages (an old config's origin may live on
+        until the garbage collector's next full pass)."""
+        self.kept = KeptAnswers()
         if self.pool is not None:
             self.pool.close()
         if self.session is not None:
