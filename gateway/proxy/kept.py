@@ -17,7 +17,7 @@ memories of what leaves a page count from then on.
 Only what the upstream may send to that very request again is kept: a 200 with one
 ``ETag``, its length framed (not ended by a close), no ``Set-Cookie``, no ``no-store``, of
 at most ``KEPT_PAGE_LIMIT`` bytes. The copies share a byte budget; the requests that lead
-to them are bounded in number and each remembered as a digest.
+to them are bounded in number and in length.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ from gateway.proxy.origin import Answer
 #: The bytes of kept copies, all told, and the largest one kept.
 KEPT_BUDGET: Final = 8 * 1024 * 1024
 KEPT_PAGE_LIMIT: Final = 256 * 1024
-#: Distinct requests (readers and pages) remembered as leading to a kept copy.
-KEPT_REQUESTS: Final = 4096
+#: Distinct requests (readers and pages) remembered as leading to a kept copy, each by
+#: its fields when they are at most so long, else by a digest.
+KEPT_REQUESTS: Final = 2048
+KEY_LENGTH: Final = 4096
 #: Seconds a copy is taken on the upstream's word after its bytes last came.
 KEPT_FOR: Final = 5.0
 #: Fields a 304 updates in the kept head (RFC 9111 4.3.4, without the framing and the
@@ -48,16 +50,16 @@ FRESHENED: Final = frozenset({"date", "expires", "cache-control", "last-modified
 _SERIALS: Final = itertools.count(1)
 
 
-def request_key(method: str, target: str, headers: list[tuple[str, str]]) -> bytes | None:
-    """A digest of a request as the upstream sees it; None when it cannot be told apart
-    from another for sure (a NUL in a field)."""
+def request_key(method: str, target: str, headers: list[tuple[str, str]]) -> str | bytes:
+    """A request as the upstream sees it, told apart from any other: its line and fields
+    (no field sent upstream holds a line break), or a digest of them when they are long."""
     parts = [method, target]
     for name, value in headers:
         parts.append(name)
         parts.append(value)
-    text = "\x00".join(parts)
-    if text.count("\x00") != len(parts) - 1:
-        return None
+    text = "\n".join(parts)
+    if len(text) <= KEY_LENGTH:
+        return text
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
@@ -82,12 +84,26 @@ def keepable(status: int, headers: CIMultiDict[str]) -> str | None:
     return etags[0]
 
 
+# Field name (as spelled) -> whether a 304 freshens it.
+_FRESHENS: Final[dict[str, bool]] = {}
+
+
+def freshens(name: str) -> bool:
+    """Whether a 304 updates the field ``name``; remembered per spelling."""
+    known = _FRESHENS.get(name)
+    if known is None:
+        known = name.lower() in FRESHENED
+        if len(_FRESHENS) < 4096:  # names are the upstream's: keep the memo bounded
+            _FRESHENS[name] = known
+    return known
+
+
 def split_fields(headers: CIMultiDict[str]) -> tuple[CIMultiDict[str], list[tuple[str, str]]]:
     """A head's fields a 304 does not freshen, and those it may."""
     lasting: CIMultiDict[str] = CIMultiDict()
     freshened: list[tuple[str, str]] = []
     for name, value in headers.items():
-        if name.lower() in FRESHENED:
+        if freshens(name):
             freshened.append((name, value))
         else:
             lasting.add(name, value)
@@ -120,12 +136,12 @@ class KeptAnswers:
         self._copies: OrderedDict[tuple[str, str], KeptCopy] = OrderedDict()
         # A request's digest -> the copy it led to (its slot and serial, not the copy: a
         # copy that made room for others is gone at once).
-        self._requests: Bounded[bytes, tuple[tuple[str, str], int]] = Bounded(requests)
+        self._requests: Bounded[str | bytes, tuple[tuple[str, str], int]] = Bounded(requests)
 
     def __len__(self) -> int:
         return len(self._copies)
 
-    def copy_for(self, key: bytes) -> KeptCopy | None:
+    def copy_for(self, key: str | bytes) -> KeptCopy | None:
         """The copy this request last led to, while it is kept and taken on trust."""
         led = self._requests.get(key)
         if led is None:
@@ -139,7 +155,7 @@ class KeptAnswers:
         self._copies.move_to_end(led[0])
         return copy
 
-    def keep(self, key: bytes, target: str, etag: str, reason: str,
+    def keep(self, key: str | bytes, target: str, etag: str, reason: str,
              headers: CIMultiDict[str], body: bytes) -> None:
         """Remember that ``key`` was answered with this copy."""
         if len(body) > KEPT_PAGE_LIMIT:
@@ -165,7 +181,7 @@ class KeptAnswers:
             _slot, oldest = self._copies.popitem(last=False)
             self.size -= len(oldest.body)
 
-    def forget(self, key: bytes) -> None:
+    def forget(self, key: str | bytes) -> None:
         """The request no longer leads to a kept copy."""
         self._requests.pop(key, None)
 
@@ -176,13 +192,12 @@ class Replayed(Answer):
     def __init__(self, copy: KeptCopy, confirmed: CIMultiDict[str]) -> None:
         self.status = 200
         self.reason = copy.reason
-        fresh = [(name, value) for name, value in confirmed.items()
-                 if name.lower() in FRESHENED]
-        named = {name.lower() for name, _ in fresh}
-        # What the 304 does not say stays as the kept copy said it.
-        stale = [(name, value) for name, value in copy.freshened if name.lower() not in named]
         headers = copy.lasting.copy()
-        headers.extend(stale)
+        fresh = [(name, value) for name, value in confirmed.items() if freshens(name)]
+        for name, value in copy.freshened:
+            # What the 304 does not say stays as the kept copy said it.
+            if name not in confirmed:
+                headers.add(name, value)
         headers.extend(fresh)
         self.headers = headers
         self.content_length = len(copy.body)

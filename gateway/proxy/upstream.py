@@ -277,8 +277,8 @@ class Upstream(Origin):
         request (a 304 naming its tag), else the upstream's answer (kept when it may be)."""
         # Everything the upstream sees but the request id (the last field).
         key = request_key(method, target, headers[:-1])
-        copy = self.kept.copy_for(key) if key is not None else None
-        if key is not None and copy is not None:
+        copy = self.kept.copy_for(key)
+        if copy is not None:
             asked = [*headers, ("If-None-Match", copy.etag)]
             response = await self._request(method, target, asked, None, None)
             if response.status != 304:
@@ -292,11 +292,10 @@ class Upstream(Origin):
             # A 304 that does not name the kept copy alone: the page is asked for again.
             self.kept.forget(key)
         response = await self._request(method, target, headers, None, None)
-        if key is not None:
-            self._keep(key, target, response)
+        self._keep(key, target, response)
         return response
 
-    def _keep(self, key: bytes, target: str, response: Response) -> None:
+    def _keep(self, key: str | bytes, target: str, response: Response) -> None:
         etag = keepable(response.status, response.headers)
         # A body ended by the connection closing could be cut short unseen: not kept.
         if etag is None or (response.content_length is None and not response.chunked):
