@@ -757,11 +757,11 @@ def encode_head(version: HttpVersion, status: int, reason: str,
                 headers: CIMultiDict[str]) -> bytes:
     """A response's head. A line break or NUL inside a field or the reason would make
     another head of it: such a head is refused, as aiohttp's writer refuses it."""
-    # The status line, each field, and the empty line: one join.
-    text = "\r\n".join([f"HTTP/{version.major}.{version.minor} {status} {reason}",
-                         *map(": ".join, headers.items()), "", ""])
-    breaks = len(headers) + 2
-    if text.count("\n") != breaks or text.count("\r") != breaks or "\x00" in text:
+    lines = [f"HTTP/{version.major}.{version.minor} {status} {reason}\r\n"]
+    lines.extend([f"{name}: {value}\r\n" for name, value in headers.items()])
+    lines.append("\r\n")
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines) or "\x00" in text:
         raise ValueError("a line break or NUL in the response's head")
     return text.encode("utf-8", "surrogateescape")
 
