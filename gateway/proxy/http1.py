@@ -417,14 +417,18 @@ class Pool:
         self.slots.give()
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
-                      body: AsyncIterator[bytes] | None, content_length: int | None
-                      ) -> Response:
+                      body: AsyncIterator[bytes] | None, content_length: int | None,
+                      head: bytes | None = None) -> Response:
         """Send a request and wait for the response head; the body is read from the result.
+        ``head``: the request's head (``encode_head`` of its ``request_text``), when made
+        already.
 
         A reused connection that turns out to be closed is retried once on a new connection,
         but only for idempotent requests without a body.
         """
-        head = _request_head(method, target, headers, body is not None, content_length)
+        if head is None:
+            head = encode_head(request_text(method, target, headers, body is not None,
+                                            content_length))
         if not self.slots.take_free():
             try:
                 # Waiting for a free connection counts as connecting (as aiohttp's client does).
@@ -482,24 +486,33 @@ def header_text(value: bytes) -> str:
         return value.decode("latin-1")
 
 
-def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
-                  has_body: bool, content_length: int | None) -> bytes:
+def request_text(method: str, target: str, headers: Iterable[tuple[str, str]],
+                 has_body: bool = False, content_length: int | None = None) -> str:
+    """A request's line and fields (with its framing), each line but the last ended by
+    CRLF; a field holding a line break is left out (it would split the request)."""
     lines = [f"{method} {target} HTTP/1.1"]
     lines.extend([f"{name}: {value}" for name, value in headers])
-    text = "".join(lines)
-    if "\r" in text or "\n" in text:
+    text = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks:
         # Never let a value split the request (smuggling): such a header is left out.
         lines = [lines[0], *(line for line in lines[1:] if "\r" not in line and "\n" not in line)]
+        text = "\r\n".join(lines)
     if has_body:
-        lines.append("Transfer-Encoding: chunked" if content_length is None
-                     else f"Content-Length: {content_length}")
+        text += "\r\nTransfer-Encoding: chunked" if content_length is None \
+            else f"\r\nContent-Length: {content_length}"
     elif method not in NO_BODY_METHODS:
-        lines.append("Content-Length: 0")
+        text += "\r\nContent-Length: 0"
+    return text
+
+
+def encode_head(text: str) -> bytes:
+    """``request_text``'s lines as the head sent (the empty line added)."""
     # A client's own header values and target reach here as aiohttp decoded them (UTF-8,
     # undecodable bytes kept as surrogates): encoded back so, they are the client's bytes.
     # The gateway's own values (a reader's name in a plain header) go out as UTF-8; a lone
     # surrogate in one (a JSON escape in a token's claims) cannot, and becomes "?".
-    text = "\r\n".join(lines) + "\r\n\r\n"
+    text += "\r\n\r\n"
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:

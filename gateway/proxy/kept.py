@@ -50,14 +50,9 @@ FRESHENED: Final = frozenset({"date", "expires", "cache-control", "last-modified
 _SERIALS: Final = itertools.count(1)
 
 
-def request_key(method: str, target: str, headers: list[tuple[str, str]]) -> str | bytes:
-    """A request as the upstream sees it, told apart from any other: its line and fields
-    (no field sent upstream holds a line break), or a digest of them when they are long."""
-    parts = [method, target]
-    for name, value in headers:
-        parts.append(name)
-        parts.append(value)
-    text = "\n".join(parts)
+def request_key(text: str) -> str | bytes:
+    """A request as the upstream sees it (``request_text``: its line and fields), told
+    apart from any other: the text itself, or a digest of it when it is long."""
     if len(text) <= KEY_LENGTH:
         return text
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -16,7 +16,14 @@ from yarl import URL
 from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded
 from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
-from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
+from gateway.proxy.http1 import (
+    Pool,
+    Response,
+    UpstreamClosed,
+    UpstreamTimedOut,
+    encode_head,
+    request_text,
+)
 from gateway.proxy.kept import KeptAnswers, Replayed, keepable, opaque, request_key, unstorable
 from gateway.proxy.location import UpstreamAddress
 from gateway.proxy.origin import Answer, Origin, asked_method
@@ -259,11 +266,12 @@ class Upstream(Origin):
         return response
 
     async def _request(self, method: str, target: str, headers: list[tuple[str, str]],
-                       body: AsyncIterator[bytes] | None, content_length: int | None
-                       ) -> Response:
+                       body: AsyncIterator[bytes] | None, content_length: int | None,
+                       head: bytes | None = None) -> Response:
         assert self.pool is not None
         try:
-            return await self.pool.request(method, target, headers, body, content_length)
+            return await self.pool.request(method, target, headers, body, content_length,
+                                           head)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
         except UpstreamClosed:
@@ -275,12 +283,17 @@ class Upstream(Origin):
                            headers: list[tuple[str, str]]) -> Answer:
         """A GET read whole: the kept copy when the upstream confirms it for this very
         request (a 304 naming its tag), else the upstream's answer (kept when it may be)."""
-        # Everything the upstream sees but the request id (the last field).
-        key = request_key(method, target, headers[:-1])
+        # The request as the upstream sees it but for the request id (the last field): its
+        # key, and the head sent.
+        name, request_id = headers[-1]
+        text = request_text(method, target, headers[:-1])
+        key = request_key(text)
+        if "\r" not in request_id and "\n" not in request_id:
+            text += f"\r\n{name}: {request_id}"
         copy = self.kept.copy_for(key)
         if copy is not None:
-            asked = [*headers, ("If-None-Match", copy.etag)]
-            response = await self._request(method, target, asked, None, None)
+            head = encode_head(f"{text}\r\nIf-None-Match: {copy.etag}")
+            response = await self._request(method, target, headers, None, None, head)
             if response.status != 304:
                 self._keep(key, target, response)
                 return response
@@ -291,7 +304,7 @@ class Upstream(Origin):
                 return Replayed(copy, confirmed)
             # A 304 that does not name the kept copy alone: the page is asked for again.
             self.kept.forget(key)
-        response = await self._request(method, target, headers, None, None)
+        response = await self._request(method, target, headers, None, None, encode_head(text))
         self._keep(key, target, response)
         return response
 
