@@ -23,7 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.proxy.http1 import request_text
-from gateway.proxy.kept import KEPT_FOR, KeptAnswers, Replayed, keepable, request_key
+from gateway.proxy.kept import COPY_WEIGHT, KEPT_FOR, KeptAnswers, Replayed, keepable, request_key
 from gateway.proxy.upstream import Upstream
 from gateway.services import GATEWAY
 from tests.helpers import GatewayFactory, app_of, make_user, session_cookies
@@ -290,15 +290,16 @@ class Clock:
 
 
 def test_the_kept_copies_stay_within_their_budget() -> None:
-    kept = KeptAnswers(budget=1000, requests=3)
+    kept = KeptAnswers(budget=2 * COPY_WEIGHT + 1000, requests=3)
     headers = CIMultiDict({"ETag": '"a"'})
     kept.keep(key("a"), "/a/", '"a"', "OK", headers, b"a" * 600)
     kept.keep(key("b"), "/b/", '"b"', "OK", headers, b"b" * 600)
-    assert kept.copy_for(key("a")) is None and kept.size == 600  # made room for /b/
+    weight = COPY_WEIGHT + 600
+    assert kept.copy_for(key("a")) is None and kept.size == weight  # made room for /b/
     copy = kept.copy_for(key("b"))
     assert copy is not None and copy.body == b"b" * 600
     kept.keep(key("c"), "/b/", '"b"', "OK", headers, b"b" * 600)
-    assert kept.copy_for(key("c")) is copy and kept.size == 600  # one copy, two requests
+    assert kept.copy_for(key("c")) is copy and kept.size == weight  # one copy, two requests
     for name in "def":
         kept.keep(key(name), "/b/", '"b"', "OK", headers, b"b" * 600)
     assert kept.copy_for(key("b")) is None and kept.copy_for(key("f")) is copy
@@ -325,6 +326,16 @@ def test_copies_that_made_room_are_let_go() -> None:
     assert held < 2_000_000, held
 
 
+def test_copies_are_no_more_than_the_requests_that_lead_to_them() -> None:
+    # Empty pages weigh little, yet each copy holds its fields: they are counted, and bounded.
+    kept = KeptAnswers(requests=3)
+    for number in range(10):
+        kept.keep(key(f"{number}"), f"/page/?q={number}", '"a"', "OK",
+                  CIMultiDict({"ETag": '"a"'}), b"")
+    assert len(kept) == 3 and kept.size == 3 * COPY_WEIGHT
+    assert kept.copy_for(key("9")) is not None and kept.copy_for(key("6")) is None
+
+
 def test_a_copy_is_taken_on_trust_for_a_while_after_its_bytes_came() -> None:
     clock = Clock()
     kept = KeptAnswers(clock=clock)
@@ -348,7 +359,7 @@ def test_the_same_tag_on_other_bytes_keeps_the_latest() -> None:
     kept.keep(key("b"), "/a/", '"a"', "OK", headers, b"two")
     assert kept.copy_for(key("a")) is None  # it led to the bytes no longer kept
     copy = kept.copy_for(key("b"))
-    assert copy is not None and copy.body == b"two" and kept.size == 3
+    assert copy is not None and copy.body == b"two" and kept.size == COPY_WEIGHT + 3
     kept.keep(key("c"), "/a/", '"a"', "OK", CIMultiDict({"ETag": '"a"', "X-Other": "1"}),
               b"two")
     assert kept.copy_for(key("b")) is None  # other fields: another copy
@@ -405,3 +416,6 @@ def test_requests_are_told_apart_by_every_field() -> None:
     assert isinstance(long, bytes) and len(long) == 16
     assert long != key("/a/", [("X", "a" * 4999 + "b")])
     assert len(key("/a/", [("X", "\udcff" * 5000)])) == 16
+    # Counted in bytes: a character beyond ASCII makes a shorter key a digest too.
+    assert key("/a/", [("X", "a" * 1000)]) == request_text("GET", "/a/", [("X", "a" * 1000)])
+    assert len(key("/a/", [("X", "a" * 1000 + "\U0001f600")])) == 16

@@ -16,8 +16,9 @@ memories of what leaves a page count from then on.
 
 Only what the upstream may send to that very request again is kept: a 200 with one
 ``ETag``, its length framed (not ended by a close), no ``Set-Cookie``, no ``no-store``, of
-at most ``KEPT_PAGE_LIMIT`` bytes. The copies share a byte budget; the requests that lead
-to them are bounded in number and in length.
+at most ``KEPT_PAGE_LIMIT`` bytes. The copies share a byte budget (each counted with its
+fields) and are no more than the requests that may lead to them, which are bounded in
+number and in length.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ KEPT_PAGE_LIMIT: Final = 256 * 1024
 #: its fields when they are at most so long, else by a digest.
 KEPT_REQUESTS: Final = 2048
 KEY_LENGTH: Final = 4096
+#: What a copy counts against the budget besides its body (its object and fields).
+COPY_WEIGHT: Final = 2048
 #: Seconds a copy is taken on the upstream's word after its bytes last came.
 KEPT_FOR: Final = 5.0
 #: Fields a 304 updates in the kept head (RFC 9111 4.3.4, without the framing and the
@@ -53,7 +56,7 @@ _SERIALS: Final = itertools.count(1)
 def request_key(text: str) -> str | bytes:
     """A request as the upstream sees it (``request_text``: its line and fields), told
     apart from any other: the text itself, or a digest of it when it is long."""
-    if len(text) <= KEY_LENGTH:
+    if len(text) <= KEY_LENGTH and text.isascii():  # (one byte a character)
         return text
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
@@ -166,15 +169,17 @@ class KeptAnswers:
             # A new copy (or the same tag on other bytes: only the latest is kept, and
             # requests that led to the other no longer lead anywhere).
             if copy is not None:
-                self.size -= len(copy.body)
+                self.size -= COPY_WEIGHT + len(copy.body)
             copy = KeptCopy(target, etag, reason, headers, body, now)
             self._copies[slot] = copy
-            self.size += len(body)
+            self.size += COPY_WEIGHT + len(body)
         self._copies.move_to_end(slot)
         self._requests.put(key, (slot, copy.serial))
-        while self._copies and self.size > self.budget:
+        # No more copies than requests that may lead to them, within the byte budget.
+        while self._copies and (self.size > self.budget
+                                or len(self._copies) > self._requests.limit):
             _slot, oldest = self._copies.popitem(last=False)
-            self.size -= len(oldest.body)
+            self.size -= COPY_WEIGHT + len(oldest.body)
 
     def forget(self, key: str | bytes) -> None:
         """The request no longer leads to a kept copy."""
