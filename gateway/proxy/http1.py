@@ -492,12 +492,11 @@ def request_text(method: str, target: str, headers: Iterable[tuple[str, str]],
     CRLF; a field holding a line break is left out (it would split the request)."""
     lines = [f"{method} {target} HTTP/1.1"]
     lines.extend([f"{name}: {value}" for name, value in headers])
-    text = "\r\n".join(lines)
-    breaks = len(lines) - 1
-    if text.count("\n") != breaks or text.count("\r") != breaks:
+    text = "".join(lines)  # (two searches for a byte: cheaper than counting them)
+    if "\r" in text or "\n" in text:
         # Never let a value split the request (smuggling): such a header is left out.
         lines = [lines[0], *(line for line in lines[1:] if "\r" not in line and "\n" not in line)]
-        text = "\r\n".join(lines)
+    text = "\r\n".join(lines)
     if has_body:
         text += "\r\nTransfer-Encoding: chunked" if content_length is None \
             else f"\r\nContent-Length: {content_length}"

@@ -288,11 +288,11 @@ class Upstream(Origin):
         name, request_id = headers[-1]
         text = request_text(method, target, headers[:-1])
         key = request_key(text)
-        if "\r" not in request_id and "\n" not in request_id:
-            text += f"\r\n{name}: {request_id}"
+        tail = f"\r\n{name}: {request_id}" \
+            if "\r" not in request_id and "\n" not in request_id else ""
         copy = self.kept.copy_for(key)
         if copy is not None:
-            head = encode_head(f"{text}\r\nIf-None-Match: {copy.etag}")
+            head = encode_head(f"{text}{tail}\r\nIf-None-Match: {copy.etag}")
             response = await self._request(method, target, headers, None, None, head)
             if response.status != 304:
                 self._keep(key, target, response)
@@ -304,7 +304,8 @@ class Upstream(Origin):
                 return Replayed(copy, confirmed)
             # A 304 that does not name the kept copy alone: the page is asked for again.
             self.kept.forget(key)
-        response = await self._request(method, target, headers, None, None, encode_head(text))
+        response = await self._request(method, target, headers, None, None,
+                                       encode_head(text + tail))
         self._keep(key, target, response)
         return response
 
