@@ -38,7 +38,6 @@ COMPILED = [
     "gateway/pipeline.py",
     "gateway/policy.py",
     "gateway/proxy/http1.py",
-    "gateway/proxy/kept.py",
     "gateway/proxy/location.py",
     "gateway/proxy/origin.py",
     "gateway/proxy/static.py",

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from ssl import SSLContext
 from typing import Final, cast
 
@@ -137,8 +137,6 @@ class Response(Answer):
         self._keep_alive = False
         self._head_bytes = 0
         self._overrun = False
-        #: Told the whole body once it is read whole (a page kept for revalidation).
-        self.keeper: Callable[[bytes], None] | None = None
 
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
@@ -292,18 +290,15 @@ class Response(Answer):
             body = b"".join(self._body)
             self._body.clear()
             self._buffered = 0
-        else:
-            parts: list[bytes] = []
-            size = 0
-            while chunk := await self.read():
-                size += len(chunk)
-                if size > limit:
-                    raise ValueError("response body over the limit")
-                parts.append(chunk)
-            body = b"".join(parts)
-        if self.keeper is not None:
-            self.keeper(body)
-        return body
+            return body
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.read():
+            size += len(chunk)
+            if size > limit:
+                raise ValueError("response body over the limit")
+            parts.append(chunk)
+        return b"".join(parts)
 
     def arrived(self) -> bytes | None:
         if not self._complete or self._error is not None or self._parser is None:
@@ -417,18 +412,14 @@ class Pool:
         self.slots.give()
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
-                      body: AsyncIterator[bytes] | None, content_length: int | None,
-                      head: bytes | None = None) -> Response:
+                      body: AsyncIterator[bytes] | None, content_length: int | None
+                      ) -> Response:
         """Send a request and wait for the response head; the body is read from the result.
-        ``head``: the request's head (``encode_head`` of its ``request_text``), when made
-        already.
 
         A reused connection that turns out to be closed is retried once on a new connection,
         but only for idempotent requests without a body.
         """
-        if head is None:
-            head = encode_head(request_text(method, target, headers, body is not None,
-                                            content_length))
+        head = _request_head(method, target, headers, body is not None, content_length)
         if not self.slots.take_free():
             try:
                 # Waiting for a free connection counts as connecting (as aiohttp's client does).
@@ -486,32 +477,24 @@ def header_text(value: bytes) -> str:
         return value.decode("latin-1")
 
 
-def request_text(method: str, target: str, headers: Iterable[tuple[str, str]],
-                 has_body: bool = False, content_length: int | None = None) -> str:
-    """A request's line and fields (with its framing), each line but the last ended by
-    CRLF; a field holding a line break is left out (it would split the request)."""
+def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
+                  has_body: bool, content_length: int | None) -> bytes:
     lines = [f"{method} {target} HTTP/1.1"]
     lines.extend([f"{name}: {value}" for name, value in headers])
-    text = "".join(lines)  # (two searches for a byte: cheaper than counting them)
+    text = "".join(lines)
     if "\r" in text or "\n" in text:
         # Never let a value split the request (smuggling): such a header is left out.
         lines = [lines[0], *(line for line in lines[1:] if "\r" not in line and "\n" not in line)]
-    text = "\r\n".join(lines)
     if has_body:
-        text += "\r\nTransfer-Encoding: chunked" if content_length is None \
-            else f"\r\nContent-Length: {content_length}"
+        lines.append("Transfer-Encoding: chunked" if content_length is None
+                     else f"Content-Length: {content_length}")
     elif method not in NO_BODY_METHODS:
-        text += "\r\nContent-Length: 0"
-    return text
-
-
-def encode_head(text: str) -> bytes:
-    """``request_text``'s lines as the head sent (the empty line added)."""
+        lines.append("Content-Length: 0")
     # A client's own header values and target reach here as aiohttp decoded them (UTF-8,
     # undecodable bytes kept as surrogates): encoded back so, they are the client's bytes.
     # The gateway's own values (a reader's name in a plain header) go out as UTF-8; a lone
     # surrogate in one (a JSON escape in a token's claims) cannot, and becomes "?".
-    text += "\r\n\r\n"
+    text = "\r\n".join(lines) + "\r\n\r\n"
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
-from functools import lru_cache, partial
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, urlsplit
 
@@ -16,15 +16,7 @@ from yarl import URL
 from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded
 from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
-from gateway.proxy.http1 import (
-    Pool,
-    Response,
-    UpstreamClosed,
-    UpstreamTimedOut,
-    encode_head,
-    request_text,
-)
-from gateway.proxy.kept import KeptAnswers, Replayed, keepable, opaque, request_key, unstorable
+from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
 from gateway.proxy.location import UpstreamAddress
 from gateway.proxy.origin import Answer, Origin, asked_method
 from gateway.scope import Scope
@@ -142,8 +134,6 @@ class Upstream(Origin):
         self._response_kinds: dict[str, object] = {}
         # Each Cookie header lately sent on, without the gateway's cookies.
         self._kept_cookies: Bounded[str, str] = Bounded(HEADER_MEMO)
-        # Pages read whole, revalidated with the upstream when asked again.
-        self.kept = KeptAnswers()
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -159,9 +149,7 @@ class Upstream(Origin):
             timeout=self.timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
-        """Close the pool, and let go of the kept pages (an old config's origin may live on
-        until the garbage collector's next full pass)."""
-        self.kept = KeptAnswers()
+        """Close the pool."""
         if self.pool is not None:
             self.pool.close()
         if self.session is not None:
@@ -202,9 +190,8 @@ class Upstream(Origin):
         out.append(("X-Forwarded-For", scope.forwarded_for))
         out.append(("X-Forwarded-Proto", scope.scheme))
         out.append(("X-Forwarded-Host", scope.host))
-        out.extend(extra)
-        # Last: everything before it is what the same request sends again (``KeptAnswers``).
         out.append(("X-Request-Id", scope.request_id))
+        out.extend(extra)
         return out
 
     def _kind_of(self, name: str, trusted: bool) -> object:
@@ -247,76 +234,26 @@ class Upstream(Origin):
         return kept
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Answer:
-        """Send the request upstream (body streamed) and return the response head; a page
-        read whole may come from ``kept`` once the upstream confirmed it."""
-        headers = self.request_headers(request, scope, extra, whole)
-        method, target = asked_method(request.method, whole), self.target_for(scope)
-        response: Answer
-        if whole and method == "GET" and not request.body_exists:
-            response = await self._revalidated(method, target, headers)
-        else:
-            body = request.content.iter_any() if request.body_exists else None
-            response = await self._request(method, target, headers, body,
-                                           request.content_length)
-        if scope.asks_missing and not 400 <= response.status < 500:
-            # Anything else (a page for every address, an error) is no missing page.
-            response.release()
-            raise NotFound("the docs server shows no page for a missing address")
-        return response
-
-    async def _request(self, method: str, target: str, headers: list[tuple[str, str]],
-                       body: AsyncIterator[bytes] | None, content_length: int | None,
-                       head: bytes | None = None) -> Response:
+                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Response:
+        """Send the request upstream (body streamed) and return the response head."""
         assert self.pool is not None
+        headers = self.request_headers(request, scope, extra, whole)
+        body = request.content.iter_any() if request.body_exists else None
         try:
-            return await self.pool.request(method, target, headers, body, content_length,
-                                           head)
+            response = await self.pool.request(asked_method(request.method, whole),
+                                               self.target_for(scope),
+                                               headers, body, request.content_length)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
         except UpstreamClosed:
             raise UpstreamError("the docs server closed the connection") from None
         except OSError:
             raise UpstreamError("the docs server cannot be reached") from None
-
-    async def _revalidated(self, method: str, target: str,
-                           headers: list[tuple[str, str]]) -> Answer:
-        """A GET read whole: the kept copy when the upstream confirms it for this very
-        request (a 304 naming its tag), else the upstream's answer (kept when it may be)."""
-        # The request as the upstream sees it but for the request id (the last field): its
-        # key, and the head sent.
-        name, request_id = headers[-1]
-        text = request_text(method, target, headers[:-1])
-        key = request_key(text)
-        tail = f"\r\n{name}: {request_id}" \
-            if "\r" not in request_id and "\n" not in request_id else ""
-        copy = self.kept.copy_for(key)
-        if copy is not None:
-            head = encode_head(f"{text}{tail}\r\nIf-None-Match: {copy.etag}")
-            response = await self._request(method, target, headers, None, None, head)
-            if response.status != 304:
-                self._keep(key, target, response)
-                return response
-            confirmed = response.headers
+        if scope.asks_missing and not 400 <= response.status < 500:
+            # Anything else (a page for every address, an error) is no missing page.
             response.release()
-            if [opaque(tag) for tag in confirmed.getall("ETag", ())] == [opaque(copy.etag)] \
-                    and not unstorable(confirmed):
-                return Replayed(copy, confirmed)
-            # A 304 that does not name the kept copy alone: the page is asked for again.
-            self.kept.forget(key)
-        response = await self._request(method, target, headers, None, None,
-                                       encode_head(text + tail))
-        self._keep(key, target, response)
+            raise NotFound("the docs server shows no page for a missing address")
         return response
-
-    def _keep(self, key: str | bytes, target: str, response: Response) -> None:
-        etag = keepable(response.status, response.headers)
-        # A body ended by the connection closing could be cut short unseen: not kept.
-        if etag is None or (response.content_length is None and not response.chunked):
-            self.kept.forget(key)
-        else:
-            response.keeper = partial(self.kept.keep, key, target, etag, response.reason,
-                                      response.headers)
 
     async def fetch(self, path: str) -> Answer | None:
         """An anonymous GET of ``path`` (below the public base path), gzip accepted."""
