@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -37,9 +38,28 @@ ROWS = ("e", "f", "g", "h", "j", "k")
 MATERIAL = ("j", "k")
 
 
+#: A function's self cost in ``callgrind_annotate``'s list: count, share, file:function.
+_LISTED = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*:(\S+)")
+_COPIES = re.compile(r"mem(cpy|move|cmp|set)")
+
+
+def copies(annotated: str) -> int:
+    """The instructions of memcpy, memmove, memcmp and memset in ``callgrind_annotate``'s
+    list of functions by self cost. Valgrind counts a ``rep movsb`` once a byte, so a copy
+    of a page weighs as many instructions as it has bytes, where it takes the CPU about a
+    microsecond: comparing two versions, the count without them is the one to trust."""
+    total = 0
+    for line in annotated.splitlines():
+        listed = _LISTED.match(line)
+        if listed and _COPIES.search(listed.group(2)):
+            total += int(listed.group(1).replace(",", ""))
+    return total
+
+
 def count_instructions(server: Server, url: str, headers: dict[str, str], work: Path,
-                       duration: float) -> tuple[int, int]:
-    """(instructions, requests) of one measured wrk run against a callgrind'ed server."""
+                       duration: float) -> tuple[int, int, int]:
+    """(instructions, of which copies, requests) of one measured wrk run against a
+    callgrind'ed server."""
     control = shutil.which("callgrind_control") or "callgrind_control"
     load.run_wrk(url, work=work, duration=3, connections=4, threads=1, headers=headers)
     subprocess.run([control, "--zero", str(server.pid)], check=True, capture_output=True)
@@ -52,10 +72,14 @@ def count_instructions(server: Server, url: str, headers: dict[str, str], work: 
         if time.monotonic() > deadline:
             raise BenchError("callgrind wrote no profile")
         time.sleep(0.2)
-    text = max(dumps, key=lambda p: p.stat().st_mtime).read_text(errors="replace")
+    dump = max(dumps, key=lambda p: p.stat().st_mtime)
+    text = dump.read_text(errors="replace")
     total = next(int(line.split()[1]) for line in text.splitlines()
                  if line.startswith(("summary:", "totals:")))
-    return total, result.requests
+    annotate = shutil.which("callgrind_annotate") or "callgrind_annotate"
+    listed = subprocess.run([annotate, "--threshold=100", "--auto=no", str(dump)],
+                            check=True, capture_output=True, text=True).stdout
+    return total, copies(listed), result.requests
 
 
 def measure(rows: tuple[str, ...], duration: float,
@@ -87,11 +111,13 @@ def measure(rows: tuple[str, ...], duration: float,
                     "Cookie": cookies.cookie_headers(config, 1)[0]}
                 page = configs.PUBLIC_PAGE if row == "f" else configs.PAGE
             url = f"http://127.0.0.1:{server.ready_port}{page}"
-            total, requests = count_instructions(server, url, headers, work, duration)
+            total, copied, requests = count_instructions(server, url, headers, work, duration)
             out[row] = {"instructions_per_request": round(total / requests),
+                        "without_copies_per_request": round((total - copied) / requests),
                         "requests": requests}
-            print(f"{row}  {total / requests / 1000:8.1f}k instructions/request "
-                  f"({requests} requests)", flush=True)
+            print(f"{row}  {total / requests / 1000:8.1f}k instructions/request, "
+                  f"{(total - copied) / requests / 1000:.1f}k without memcpy, memmove, "
+                  f"memcmp and memset ({requests} requests)", flush=True)
             systems.stop_rows()
     finally:
         systems.close()

@@ -129,3 +129,29 @@ def test_parser_comparison_runs_and_the_rewriter_leaks_on_no_page(tmp_path: Path
     assert doc["agreement"]["gateway"]["leaking"] == 0
     # Lexbor reads <noscript> with scripting off: the tricky page made for it leaks.
     assert doc["agreement"]["lexbor"]["leaking"] >= 1
+
+
+def test_instruction_counts_are_also_told_without_copies() -> None:
+    # Lines as callgrind_annotate 3.19 lists functions by self cost (a gateway's profile;
+    # folders shortened).
+    libc = " [/usr/lib/x86_64-linux-gnu/libc.so.6]"
+    multiarch = "./string/../sysdeps/x86_64/multiarch/"
+    listed = "\n".join([
+        "-" * 80, "Ir", "-" * 80,
+        "589,002,904 (100.0%)  PROGRAM TOTALS", "",
+        "-" * 80, "Ir                    file:function", "-" * 80,
+        "589,943,290 (100.2%)  /tmp/Python-3.11.7/Include/pycore_call.h:PyObject_Vectorcall'2",
+        f" 42,698,061 ( 7.25%)  {multiarch}memmove-vec-unaligned-erms.S:"
+        f"__memcpy_avx_unaligned_erms{libc}",
+        "  9,139,030 ( 1.55%)  /tmp/Python-3.11.7/Objects/obmalloc.c:_PyObject_Free",
+        f"  4,391,624 ( 0.75%)  {multiarch}memset-vec-unaligned-erms.S:"
+        f"__memset_avx2_unaligned_erms{libc}",
+        f"  2,415,342 ( 0.41%)  {multiarch}memcmp-avx2-movbe.S:__memcmp_avx2_movbe{libc}",
+        f"    117,001 ( 0.02%)  ???:memmove@plt{libc}",
+        "     53,578 ( 0.01%)  /tmp/Python-3.11.7/Objects/unicodeobject.c:unicode_compare_eq",
+    ])
+    sys.path.insert(0, str(REPO))
+    from bench.instructions import copies
+
+    assert copies(listed) == 42_698_061 + 4_391_624 + 2_415_342 + 117_001
+    assert copies("") == 0
