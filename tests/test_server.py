@@ -79,6 +79,17 @@ async def log_until(process: subprocess.Popen[bytes],
     return lines
 
 
+async def gateway_process(tmp_path: Path, run_gateway: Any, aiohttp_server: Any,
+                          **options: Any) -> tuple[TestServer, int, subprocess.Popen[bytes]]:
+    """``docs-gateway run`` in front of the echo upstream on a free port (``options`` go to
+    the config): the upstream, the port and the process, not yet waited for."""
+    upstream: TestServer = await aiohttp_server(echo_app())
+    port = free_port()
+    process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port,
+                                       **options))
+    return upstream, port, process
+
+
 async def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as client:
@@ -96,9 +107,7 @@ async def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
 
 async def test_run_serves_and_stops_gracefully_on_sigterm(tmp_path: Path, run_gateway: Any,
                                                           aiohttp_server: Any) -> None:
-    upstream: TestServer = await aiohttp_server(echo_app())
-    port = free_port()
-    process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port))
+    upstream, port, process = await gateway_process(tmp_path, run_gateway, aiohttp_server)
     await wait_ready(port, process)
     async with aiohttp.ClientSession() as client:
         slow = asyncio.ensure_future(client.get(f"http://127.0.0.1:{port}/slow?s=1"))
@@ -119,10 +128,8 @@ async def test_run_serves_and_stops_gracefully_on_sigterm(tmp_path: Path, run_ga
 
 async def test_two_workers_share_the_port(tmp_path: Path, run_gateway: Any,
                                           aiohttp_server: Any) -> None:
-    upstream: TestServer = await aiohttp_server(echo_app())
-    port = free_port()
-    process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port,
-                                       workers=2))
+    _upstream, port, process = await gateway_process(tmp_path, run_gateway, aiohttp_server,
+                                                     workers=2)
     # Each worker logs its own pid once it listens; both must have before the signal.
     lines = await log_until(process, lambda read: sum(
         entry.get("msg") == "listening" for entry in read) == 2)
@@ -225,9 +232,7 @@ async def test_a_reader_who_leaves_mid_download_is_no_failure(tmp_path: Path, ru
                                                               aiohttp_server: Any) -> None:
     # The reader resets the connection while the answer waits for it to read: the
     # gateway logs the request as the client's going (499), not as a failure of its own.
-    upstream: TestServer = await aiohttp_server(echo_app())
-    port = free_port()
-    process = run_gateway(write_config(tmp_path, str(upstream.make_url("")).rstrip("/"), port))
+    _upstream, port, process = await gateway_process(tmp_path, run_gateway, aiohttp_server)
     await wait_ready(port, process)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
