@@ -343,9 +343,7 @@ class DocsConnection(BaseProtocol):
             queue.append(_Waiting(message, payload))
         ending = self.ending
         if ending is not None and ending.is_eof() and not self.refused:
-            self.refused = True  # the last request is read whole: nothing after it is
-            self.unread = b""
-            self._hold()
+            self._read_no_more()  # the last request is read whole: nothing after it is
         if upgraded:
             # The last request switches protocols: nothing more is read here; it is handed
             # over, with the bytes after it, once the answers before it are written.
@@ -356,15 +354,11 @@ class DocsConnection(BaseProtocol):
                     queue.pop()  # not begun: the refusal answers it
                 self._refuse(BadRequest(400, "a protocol switch with a body"))
                 return
-            self.refused = True
-            self._hold()
             switching.handover = bytes(tail) + self.unread  # what followed it, all of it
-            self.unread = b""
+            self._read_no_more()
         if broken is not None and not self.refused:
             if messages[-1][0].should_close:
-                self.refused = True  # bytes after a request that closes: not read
-                self.unread = b""
-                self._hold()
+                self._read_no_more()  # bytes after a request that closes: not read
             else:
                 self._refuse(broken)
                 return
@@ -606,10 +600,8 @@ class DocsConnection(BaseProtocol):
         if transport is None:
             return
         now = self._loop.time()
-        left = transport.get_write_buffer_size()
-        if left < self.write_left:
-            self.write_left, self.moved_at = left, now
-        if left:
+        self.moved_at = self._written(self.moved_at, now)
+        if self.write_left:
             if now - self.moved_at > self.server.keepalive:
                 transport.abort()
                 return
@@ -643,16 +635,20 @@ class DocsConnection(BaseProtocol):
     def _refuse(self, refused: BadRequest) -> None:
         """Stop reading; the refusal is answered after the requests before it. A body cut
         short by it is told so: a request not yet begun is answered by the refusal."""
-        self.refused = True
-        self.unread = b""
+        self._read_no_more()
         queue = self.queue
         if queue and queue[-1].payload is not EMPTY_PAYLOAD and not queue[-1].payload.is_eof():
             queue.pop()
         elif self.answering is not None and not self.answering.is_eof():
             self.answering.set_exception(ConnectionResetError("the request could not be read"))
-        self._hold()
         queue.append(_Waiting(None, EMPTY_PAYLOAD, refused=refused))
         self._wake()
+
+    def _read_no_more(self) -> None:
+        """Nothing more the client sends is read as a request: what is unread is let go."""
+        self.refused = True
+        self.unread = b""
+        self._hold()
 
     def _hold(self) -> None:
         if not self.held and self.transport is not None:
@@ -700,10 +696,7 @@ class DocsConnection(BaseProtocol):
         # sending its body, and reading (what waits to be sent must shrink).
         body = self.answering
         if self.writing_since is not None:
-            left = self.transport.get_write_buffer_size()
-            if left < self.write_left:
-                self.writing_since = now
-            self.write_left = left
+            self.writing_since = self._written(self.writing_since, now)
         if (self.writing_since is not None and now - self.writing_since > keepalive) \
                 or (body is not None and not body.is_eof() and now - self.read_at > keepalive):
             self.transport.abort()
@@ -716,6 +709,15 @@ class DocsConnection(BaseProtocol):
             self.timer = loop.call_at(max(due, now + 0.1), self._idle)
             return
         self.close()
+
+    def _written(self, since: float, now: float) -> float:
+        """Since when the answer's bytes have not moved: ``since``, or ``now`` when what waits
+        to be sent has shrunk since last asked (kept in ``write_left``)."""
+        transport = self.transport
+        left = transport.get_write_buffer_size() if transport is not None else 0
+        moved = left < self.write_left
+        self.write_left = left
+        return now if moved else since
 
     def pause_writing(self) -> None:
         super().pause_writing()
