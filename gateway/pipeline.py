@@ -582,12 +582,12 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     it holds, is refused.
     """
     request, scope, rel, decision, visitor = ex.request, ex.scope, ex.rel, ex.decision, ex.visitor
-    headers = origin.response_headers(upstream)
+    pairs = origin.response_pairs(upstream)
     status = upstream.status
-    if 300 <= status < 400 and decision.meta_applies and "Location" in headers:
+    if 300 <= status < 400 and decision.meta_applies:
         # A redirect to a page (/admin to /admin/) tells that the page exists: it goes
         # only to a reader who may open that page, whichever way it is read.
-        for location in headers.getall("Location"):
+        for location in CIMultiDict(pairs).getall("Location", ()):
             targets = redirect_targets(gw, scope.path, location)
             if targets is None:
                 # Where it leads cannot be told for sure: answered as a redirect to a
@@ -599,7 +599,7 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     has_body = sent_method != "HEAD" and status >= 200 and status not in (204, 304)
     if index_file is not None and has_body and 200 <= status < 300:
         scope.route = "index"
-        return await serve_index_upstream(gw, ex, index_file, upstream, headers)
+        return await serve_index_upstream(gw, ex, index_file, upstream, CIMultiDict(pairs))
     declared = content_type(upstream.headers)
     html_page = has_body and declared is not None and is_html(declared) \
         and ex.site.pages.wants(decision)
@@ -607,8 +607,9 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
             and unidentified(declared, rel):
         # It may be a page that declares or gates its own access, sent as something else
         # (or as nothing): read it, and refuse it when it holds anything of the kind.
-        return await serve_untyped(gw, ex, upstream, headers, declared)
+        return await serve_untyped(gw, ex, upstream, CIMultiDict(pairs), declared)
     if not html_page:
+        headers = CIMultiDict(pairs)
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
         scope.route = "asset"
@@ -647,7 +648,7 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
     if readable is None:
         # Unreadable, and only read to add the script: it goes out as it came.
         enforce(decision, scope)
-        response = web.Response(status=status, body=body, headers=headers)
+        response = web.Response(status=status, body=body, headers=pairs)
     else:
         page, retyped = readable
         scanned = ex.site.pages.scan(page, known, (declared, retyped),
@@ -655,40 +656,114 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         decision = ex.site.pages.judge(scanned, decision, visitor.user, scope)
         cuts = await navigation_cuts(gw, ex, scanned) if ex.site.pages.navigation else None
         decision, result = ex.site.pages.deliver(scanned, decision, visitor.user, cuts)
-        # The rewritten page is this reader's: no validators that would let a later
-        # conditional request revalidate it against the upstream's copy; its own
-        # validator is a digest of the bytes this reader gets.
-        for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
-            headers.popall(name, None)
-        headers["Content-Type"] = retyped
-        if result.reader and ex.site.pages.carries_keys(visitor.user):
-            # The page holds the reader's playground keys: no cache, not even the
-            # browser's own on disk, may keep it (as /_gateway/user is never kept).
-            headers["Cache-Control"] = "no-store"
-        response = page_response(ex.site.pages, request, status, headers, result)
+        # The page holds the reader's playground keys: no cache, not even the browser's
+        # own on disk, may keep it (as /_gateway/user is never kept).
+        no_store = result.reader and ex.site.pages.carries_keys(visitor.user)
+        response = page_response(ex.site.pages, request, status, result, PageHead(
+            pairs, retyped, no_store, personal(decision, visitor), gw.varies))
+        finish_cookies(gw, visitor, response)
+        return response
     finish_headers(gw, decision, visitor, response)
     return response
 
 
-def page_response(pages: Pages, request: web.Request, status: int, headers: CIMultiDict[str],
-                  result: Rendered) -> web.Response:
+@dataclass(init=False)
+class PageHead:
+    """What the head of a page read and rendered here is made of, but for the reader's
+    validator and cookies: the upstream's headers as a reader may get them, the type the
+    page goes out with, and whether it may be stored, is personal, or varies by build."""
+
+    pairs: tuple[tuple[str, str], ...]
+    retyped: str
+    no_store: bool
+    private: bool
+    varies: bool
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...], retyped: str, no_store: bool,
+                 private: bool, varies: bool) -> None:
+        self.pairs = pairs
+        self.retyped = retyped
+        self.no_store = no_store
+        self.private = private
+        self.varies = varies
+
+
+def page_response(pages: Pages, request: web.Request, status: int, result: Rendered,
+                  head: PageHead) -> web.Response:
     """A page read and rendered here: with its validator (a 304 when the reader's copy is
     this one), gzip-compressed for a reader that accepts it."""
-    if result.reader:
+    if status == 200:
+        asked = request.headers.get("If-None-Match")
+        if asked is not None and etag_listed(asked, result.etag):
+            response = web.Response(status=304, headers=page_head(head, status, result.reader,
+                                                                  NOT_MODIFIED))
+            response.headers["ETag"] = result.etag
+            return response
+    if len(result.body) >= GZIP_FROM and accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        response = web.Response(status=status, body=pages.gzip(result),
+                                headers=page_head(head, status, result.reader, GZIPPED))
+    else:
+        response = web.Response(status=status, body=result.body,
+                                headers=page_head(head, status, result.reader, AS_IS))
+    if status == 200:
+        response.headers["ETag"] = result.etag
+    return response
+
+
+# How a rendered page goes out: as it is, gzip-compressed, or as a 304.
+AS_IS: Final = 0
+GZIPPED: Final = 1
+NOT_MODIFIED: Final = 2
+
+# The heads of rendered pages lately made, each from so few characters of upstream head.
+_PAGE_HEADS: Final[dict[tuple[tuple[tuple[str, str], ...], int, str, bool, bool, bool, bool,
+                              int], tuple[tuple[str, str], ...]]] = {}
+PAGE_HEAD_MEMO: Final = 256
+PAGE_HEAD_MEMO_LENGTH: Final = 4096
+
+
+def page_head(head: PageHead, status: int, reader: bool, variant: int,
+              ) -> tuple[tuple[str, str], ...]:
+    """The head of a rendered page (its ETag left empty for a 200: it is the reader's own),
+    remembered: the same upstream head and reading make the same one."""
+    key = (head.pairs, status, head.retyped, head.no_store, reader, head.private, head.varies,
+           variant)
+    made = _PAGE_HEADS.get(key)
+    if made is None:
+        made = make_page_head(head, status, reader, variant)
+        if sum(len(name) + len(value) for name, value in head.pairs) <= PAGE_HEAD_MEMO_LENGTH:
+            if len(_PAGE_HEADS) >= PAGE_HEAD_MEMO:
+                _PAGE_HEADS.clear()  # a new upstream Date each second: the old ones are gone
+            _PAGE_HEADS[key] = made
+    return made
+
+
+def make_page_head(head: PageHead, status: int, reader: bool, variant: int,
+                   ) -> tuple[tuple[str, str], ...]:
+    """``page_head`` made anew."""
+    headers = CIMultiDict(head.pairs)
+    # The rewritten page is this reader's: no validators that would let a later
+    # conditional request revalidate it against the upstream's copy; its own validator
+    # is a digest of the bytes this reader gets.
+    for name in ("Content-Encoding", "ETag", "Last-Modified", "Content-MD5", "Digest"):
+        headers.popall(name, None)
+    headers["Content-Type"] = head.retyped
+    if head.no_store:
+        headers["Cache-Control"] = "no-store"
+    if reader:
         # It carries the reader's user object (null for nobody): no cache may give one
         # reader's copy to another, the anonymous one included.
         add_vary(headers, "Cookie")
     if status == 200:
-        headers["ETag"] = result.etag
-        asked = request.headers.get("If-None-Match")
-        if asked is not None and etag_listed(asked, result.etag):
-            headers.popall("Content-Type", None)
-            return web.Response(status=304, headers=headers)
-    add_vary(headers, "Accept-Encoding")
-    if len(result.body) >= GZIP_FROM and accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(status=status, body=pages.gzip(result), headers=headers)
-    return web.Response(status=status, body=result.body, headers=headers)
+        headers["ETag"] = ""
+    if variant == NOT_MODIFIED:
+        headers.popall("Content-Type", None)
+    else:
+        add_vary(headers, "Accept-Encoding")
+        if variant == GZIPPED:
+            headers["Content-Encoding"] = "gzip"
+    private_or_varied(headers, head.private, head.varies)
+    return tuple(headers.items())
 
 
 # Smaller bodies gain nothing from compression.
@@ -822,12 +897,22 @@ def finish_headers(gw: Gateway, decision: Decision, visitor: Visitor,
                    response: web.StreamResponse) -> None:
     """Cookies and cache headers, decided before the response starts (the error boundary
     adds the request id to every response not already started)."""
+    finish_cookies(gw, visitor, response)
+    private_or_varied(response.headers, personal(decision, visitor), gw.varies)
+
+
+def finish_cookies(gw: Gateway, visitor: Visitor, response: web.StreamResponse) -> None:
+    """The cookies the visitor's session changed."""
     if visitor.jar:
         gw.store.cookies.apply(visitor.jar, response)
         visitor.jar.clear()
-    if personal(decision, visitor):
-        mark_private(response.headers)
-    elif gw.varies:
-        # Which build answers depends on the reader's session: no cache may give one
-        # reader's build to another.
-        add_vary(response.headers, "Cookie")
+
+
+def private_or_varied(headers: CIMultiDict[str], private: bool, varies: bool) -> None:
+    """A personal response marked private; another one varying by the reader's cookie
+    when the build that answers depends on it (no cache may give one reader's build to
+    another)."""
+    if private:
+        mark_private(headers)
+    elif varies:
+        add_vary(headers, "Cookie")

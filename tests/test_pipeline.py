@@ -17,7 +17,18 @@ from gateway.boundary import error_boundary
 from gateway.errors import Denied
 from gateway.html.page import enforce
 from gateway.metrics import Metrics
-from gateway.pipeline import start
+from gateway.pipeline import (
+    _PAGE_HEADS,
+    AS_IS,
+    GZIPPED,
+    NOT_MODIFIED,
+    PAGE_HEAD_MEMO,
+    PAGE_HEAD_MEMO_LENGTH,
+    PageHead,
+    make_page_head,
+    page_head,
+    start,
+)
 from gateway.policy import Decision, Outcome
 from gateway.scope import SCOPE, Scope, ScopeBuilder
 from gateway.types import Handler
@@ -113,3 +124,42 @@ async def test_a_stream_never_starts_without_an_enforced_decision() -> None:
     enforce(ALLOW, scope)
     await start(request, scope, response)
     assert response.prepared
+
+
+HEAD = (("Server", "nginx"), ("Date", "Mon, 07 Dec 2026 12:00:00 GMT"),
+        ("Content-Type", "text/html"), ("Last-Modified", "Mon, 07 Dec 2026 11:00:00 GMT"),
+        ("ETag", '"6570e5b0-5b54"'), ("Cache-Control", "public, max-age=600"),
+        ("Surrogate-Control", "max-age=3600"), ("Vary", "Accept-Language"))
+
+
+@pytest.mark.parametrize("private", [True, False])
+@pytest.mark.parametrize("reader", [True, False])
+@pytest.mark.parametrize("variant", [AS_IS, GZIPPED, NOT_MODIFIED])
+def test_a_rendered_page_head_is_remade_for_each_way_it_goes_out(
+        private: bool, reader: bool, variant: int) -> None:
+    head = PageHead(HEAD, "text/html; charset=utf-8", False, private, False)
+    made = page_head(head, 200, reader, variant)
+    assert page_head(head, 200, reader, variant) == made == make_page_head(head, 200, reader,
+                                                                           variant)
+    fields = dict(made)
+    assert "Last-Modified" not in fields and fields["ETag"] == ""
+    assert ("Cache-Control" in fields and fields["Cache-Control"].startswith("private")) \
+        == private
+    assert ("Surrogate-Control" in fields) == (not private)
+    assert ("Cookie" in fields["Vary"]) == (private or reader)
+    assert ("Accept-Encoding" in fields["Vary"]) == (variant != NOT_MODIFIED)
+    assert fields.get("Content-Encoding") == ("gzip" if variant == GZIPPED else None)
+    assert ("Content-Type" in fields) == (variant != NOT_MODIFIED)
+
+
+def test_the_remembered_page_heads_stay_bounded() -> None:
+    for number in range(PAGE_HEAD_MEMO + 10):
+        head = PageHead((*HEAD, ("X-Number", str(number))), "text/html", False, True, False)
+        assert dict(page_head(head, 200, True, AS_IS))["X-Number"] == str(number)
+    assert 0 < len(_PAGE_HEADS) <= PAGE_HEAD_MEMO
+    # A head too long to keep is made each time, and not kept.
+    long = PageHead((*HEAD, ("X-Long", "v" * PAGE_HEAD_MEMO_LENGTH)), "text/html", False,
+                    True, False)
+    kept = len(_PAGE_HEADS)
+    assert dict(page_head(long, 200, True, AS_IS))["X-Long"] == "v" * PAGE_HEAD_MEMO_LENGTH
+    assert len(_PAGE_HEADS) == kept

@@ -14,10 +14,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
 from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH
 from gateway.proxy.location import UpstreamAddress
-from gateway.proxy.upstream import Upstream
+from gateway.proxy.static import FileAnswer
+from gateway.proxy.upstream import HEAD_MEMO, HEAD_MEMO_LENGTH, Upstream
 from gateway.services import GATEWAY
 from tests.helpers import (
     Client,
@@ -232,6 +234,40 @@ async def test_upstream_set_cookie_of_gateway_cookie_is_dropped(gateway: Gateway
             as response:
         cookies = response.headers.getall("Set-Cookie")
     assert len(cookies) == 1 and cookies[0].startswith("theme=")
+
+
+async def test_each_upstream_head_is_read_anew_and_the_kept_ones_stay_bounded(
+        gateway: GatewayFactory, upstream_url: str) -> None:
+    client = await gateway()
+    origin = app_of(client)[GATEWAY].sites[0].origin
+    assert isinstance(origin, Upstream)
+    for query, kept in (("name=theme", ["theme"]), ("name=theme", ["theme"]),
+                        ("name=docs_session&name=theme", ["theme"]), ("name=docs_session", []),
+                        ("name=theme", ["theme"])):
+        async with client.get(f"/set-cookie?{query}") as response:
+            assert [cookie.split("=")[0] for cookie in response.headers.getall("Set-Cookie", [])] \
+                == kept
+    # Heads of every kind: each read on its own (the upstream's address made the public
+    # one), and what is kept of them bounded.
+    for number in range(HEAD_MEMO + 10):
+        answer = FileAnswer(302, "Found", CIMultiDict(
+            [("Location", f"{upstream_url}/page/{number}"), ("Set-Cookie", "docs_session=x")]))
+        assert origin.response_pairs(answer) == (("Location", f"http://docs.test/page/{number}"),)
+    assert 0 < len(origin._heads) <= HEAD_MEMO
+    kept = len(origin._heads)
+    long = FileAnswer(200, "OK", CIMultiDict([("X-Long", "v" * HEAD_MEMO_LENGTH)]))
+    assert origin.response_pairs(long) == (("X-Long", "v" * HEAD_MEMO_LENGTH),)
+    assert len(origin._heads) == kept
+
+
+async def test_the_same_page_head_goes_out_private_to_a_reader_only(
+        gateway: GatewayFactory) -> None:
+    client = await gateway()
+    cookies = await session_cookies(app_of(client), make_user())
+    for reader in (True, False, True, False):
+        async with client.get("/html", cookies=cookies if reader else None) as response:
+            assert response.status == 200
+            assert ("private" in response.headers.get("Cache-Control", "")) == reader
 
 
 async def test_host_header_upstream_or_preserve(gateway: GatewayFactory,

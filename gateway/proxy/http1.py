@@ -116,6 +116,7 @@ class Response(Answer):
         self.status = 0
         self.reason = ""
         self.headers: CIMultiDict[str] = CIMultiDict()
+        self.pairs: tuple[tuple[str, str], ...] = ()
         self.content_length: int | None = None
         self.chunked = False
         self.received_any = False
@@ -137,6 +138,9 @@ class Response(Answer):
         self._keep_alive = False
         self._head_bytes = 0
         self._overrun = False
+
+    def header_pairs(self) -> tuple[tuple[str, str], ...]:
+        return self.pairs
 
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
@@ -166,7 +170,8 @@ class Response(Answer):
             self._raw_headers.clear()  # an interim response: the real one follows
             return
         self.status = status
-        self.headers = CIMultiDict(self._raw_headers)
+        self.pairs = tuple(self._raw_headers)
+        self.headers = CIMultiDict(self.pairs)
         length = self.headers.get("Content-Length")
         if length is not None and length.isdigit():
             self.content_length = int(length)

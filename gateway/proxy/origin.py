@@ -32,6 +32,10 @@ class Answer:
     #: The body's length when the origin said it; None when it is sent in chunks.
     content_length: int | None
 
+    def header_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The headers, in order."""
+        return tuple(self.headers.items())
+
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end (BrokenAnswer when it breaks off)."""
         raise NotImplementedError
@@ -72,9 +76,13 @@ class Origin:
         there; None when the origin cannot be asked."""
         raise NotImplementedError
 
+    def response_pairs(self, answer: Answer) -> tuple[tuple[str, str], ...]:
+        """The headers of ``answer`` as the reader may get them, in order."""
+        raise NotImplementedError
+
     def response_headers(self, answer: Answer) -> CIMultiDict[str]:
         """The headers of ``answer`` as the reader may get them."""
-        raise NotImplementedError
+        return CIMultiDict(self.response_pairs(answer))
 
     async def ping(self) -> bool:
         """Whether the origin is there (readiness)."""

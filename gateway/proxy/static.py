@@ -270,9 +270,9 @@ class StaticSite(Origin):
         return self._body_answer(200, "OK", self._headers_for(found), found, small, 0,
                                  found.st.st_size)
 
-    def response_headers(self, answer: Answer) -> CIMultiDict[str]:
+    def response_pairs(self, answer: Answer) -> tuple[tuple[str, str], ...]:
         """The folder's headers are its own: sent as they are."""
-        return CIMultiDict(answer.headers)
+        return answer.header_pairs()
 
     @property
     def kept(self) -> int:

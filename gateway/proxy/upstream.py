@@ -106,6 +106,11 @@ _cached_named_by: Final = lru_cache(maxsize=256)(_named_by)
 
 
 
+#: Response heads remembered as readers get them, each at most so many characters.
+HEAD_MEMO: Final = 64
+HEAD_MEMO_LENGTH: Final = 4096
+
+
 class Upstream(Origin):
     """The docs upstream, over a pooled HTTP client."""
 
@@ -134,6 +139,8 @@ class Upstream(Origin):
         self._response_kinds: dict[str, object] = {}
         # Each Cookie header lately sent on, without the gateway's cookies.
         self._kept_cookies: Bounded[str, str] = Bounded(HEADER_MEMO)
+        # Each response head lately sent by the upstream, as readers get it.
+        self._heads: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -268,15 +275,27 @@ class Upstream(Origin):
         except (UpstreamTimedOut, UpstreamClosed, OSError):
             return None
 
-    def response_headers(self, upstream: Answer) -> CIMultiDict[str]:
+    def response_pairs(self, upstream: Answer) -> tuple[tuple[str, str], ...]:
         """Upstream response headers minus hop-by-hop ones and gateway cookies, with URLs
         that name the upstream's own address (Location, Content-Location, Refresh, Link)
-        pointing at the public one."""
-        drop = connection_named(upstream.headers)
+        pointing at the public one; remembered for the heads lately seen (the upstream
+        sends the same fields for every view of a page, its Date apart)."""
+        sent = upstream.header_pairs()
+        kept = self._heads.get(sent)
+        if kept is None:
+            kept = self._reader_pairs(upstream.headers)
+            if sum(len(name) + len(value) for name, value in sent) <= HEAD_MEMO_LENGTH:
+                if len(self._heads) >= HEAD_MEMO:
+                    self._heads.clear()  # a new Date each second: the old ones are gone
+                self._heads[sent] = kept
+        return kept
+
+    def _reader_pairs(self, headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
+        drop = connection_named(headers)
         kinds = self._response_kinds
         out: list[tuple[str, str]] = []
         joined: dict[object, list[tuple[str, str]]] = {}
-        for name, value in upstream.headers.items():
+        for name, value in headers.items():
             kind = kinds.get(name)
             if kind is None:
                 lname = name.lower()
@@ -311,7 +330,7 @@ class Upstream(Origin):
                 else self.address.rewrite_link(value)
             if checked is not None:
                 out.append((lines[0][0], checked))
-        return CIMultiDict(out)
+        return tuple(out)
 
     async def ping(self) -> bool:
         """Whether the upstream answers at all (any HTTP status)."""
