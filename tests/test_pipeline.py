@@ -23,6 +23,7 @@ from gateway.pipeline import (
     GZIPPED,
     NOT_MODIFIED,
     PAGE_HEAD_MEMO,
+    PAGE_HEAD_MEMO_FIELDS,
     PAGE_HEAD_MEMO_LENGTH,
     PageHead,
     make_page_head,
@@ -153,13 +154,19 @@ def test_a_rendered_page_head_is_remade_for_each_way_it_goes_out(
 
 
 def test_the_remembered_page_heads_stay_bounded() -> None:
+    used = PageHead((*HEAD, ("X-Number", "used")), "text/html", False, True, False)
     for number in range(PAGE_HEAD_MEMO + 10):
         head = PageHead((*HEAD, ("X-Number", str(number))), "text/html", False, True, False)
         assert dict(page_head(head, 200, True, AS_IS))["X-Number"] == str(number)
-    assert 0 < len(_PAGE_HEADS) <= PAGE_HEAD_MEMO
-    # A head too long to keep is made each time, and not kept.
-    long = PageHead((*HEAD, ("X-Long", "v" * PAGE_HEAD_MEMO_LENGTH)), "text/html", False,
-                    True, False)
-    kept = len(_PAGE_HEADS)
-    assert dict(page_head(long, 200, True, AS_IS))["X-Long"] == "v" * PAGE_HEAD_MEMO_LENGTH
-    assert len(_PAGE_HEADS) == kept
+        assert dict(page_head(used, 200, True, AS_IS))["X-Number"] == "used"
+    assert len(_PAGE_HEADS) == PAGE_HEAD_MEMO
+    # The latest used are kept.
+    assert (used.pairs, 200, "text/html", False, True, True, False, AS_IS) in _PAGE_HEADS
+    assert (head.pairs, 200, "text/html", False, True, True, False, AS_IS) in _PAGE_HEADS
+    # A head too long, or of too many fields, is made each time, and not kept.
+    for extra in ((("X-Long", "v" * PAGE_HEAD_MEMO_LENGTH),),
+                  tuple((f"X-{number}", "") for number in range(PAGE_HEAD_MEMO_FIELDS))):
+        big = PageHead((*HEAD, *extra), "text/html", False, True, False)
+        assert dict(page_head(big, 200, True, AS_IS))[extra[-1][0]] == extra[-1][1]
+        assert len(_PAGE_HEADS) == PAGE_HEAD_MEMO
+        assert (big.pairs, 200, "text/html", False, True, True, False, AS_IS) not in _PAGE_HEADS

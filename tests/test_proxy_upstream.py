@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH
 from gateway.proxy.location import UpstreamAddress
 from gateway.proxy.static import FileAnswer
-from gateway.proxy.upstream import HEAD_MEMO, HEAD_MEMO_LENGTH, Upstream
+from gateway.proxy.upstream import HEAD_MEMO, HEAD_MEMO_FIELDS, HEAD_MEMO_LENGTH, Upstream
 from gateway.services import GATEWAY
 from tests.helpers import (
     Client,
@@ -253,11 +253,43 @@ async def test_each_upstream_head_is_read_anew_and_the_kept_ones_stay_bounded(
         answer = FileAnswer(302, "Found", CIMultiDict(
             [("Location", f"{upstream_url}/page/{number}"), ("Set-Cookie", "docs_session=x")]))
         assert origin.response_pairs(answer) == (("Location", f"http://docs.test/page/{number}"),)
-    assert 0 < len(origin._heads) <= HEAD_MEMO
-    kept = len(origin._heads)
-    long = FileAnswer(200, "OK", CIMultiDict([("X-Long", "v" * HEAD_MEMO_LENGTH)]))
-    assert origin.response_pairs(long) == (("X-Long", "v" * HEAD_MEMO_LENGTH),)
-    assert len(origin._heads) == kept
+    assert len(origin._heads) == HEAD_MEMO
+    # The latest used are kept.
+    def sent(number: int) -> tuple[tuple[str, str], ...]:
+        return (("Location", f"{upstream_url}/page/{number}"), ("Set-Cookie", "docs_session=x"))
+
+    assert sent(HEAD_MEMO + 9) in origin._heads and sent(0) not in origin._heads
+    # Heads too long, or of too many fields, are read each time, and not kept.
+    first = next(iter(origin._heads))
+    for fields in ([("X-Long", "v" * HEAD_MEMO_LENGTH)],
+                   [(f"X-{number}", "") for number in range(HEAD_MEMO_FIELDS + 1)]):
+        answer = FileAnswer(200, "OK", CIMultiDict(fields))
+        assert origin.response_pairs(answer) == tuple(fields)
+        assert len(origin._heads) == HEAD_MEMO and next(iter(origin._heads)) == first
+
+
+async def test_the_answer_is_dated_by_the_gateway_and_one_page_version_has_one_head(
+        aiohttp_server: Any, gateway: GatewayFactory) -> None:
+    dates = iter(f"Mon, 01 Jan 2001 00:00:{second:02d} GMT" for second in range(60))
+
+    async def page(request: web.Request) -> web.Response:
+        kind = "text/html" if request.path.endswith("/") else "text/css"
+        return web.Response(text="<p>hi</p>" if kind == "text/html" else "p {}",
+                            headers={"Content-Type": kind, "Date": next(dates),
+                                     "ETag": '"v1"'})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    client = await gateway(upstream={"url": str(server.make_url("")).rstrip("/")})
+    origin = app_of(client)[GATEWAY].sites[0].origin
+    assert isinstance(origin, Upstream)
+    for path in ("/guide/", "/guide/", "/site.css", "/site.css"):
+        async with client.get(path) as response:
+            assert response.status == 200
+            assert "2001" not in response.headers["Date"]
+    # One head for each of the two files, whatever Date the upstream sent.
+    assert len(origin._heads) == 2
 
 
 async def test_the_same_page_head_goes_out_private_to_a_reader_only(

@@ -4,6 +4,9 @@ parsing (httptools), streamed bodies with backpressure both ways.
 The general-purpose aiohttp client spends most of a proxied request's time on work a
 single-upstream proxy never needs (cookie jars, redirects, URL re-encoding, tracing), so the
 hot path uses this instead; WebSockets and the IdP calls still use aiohttp's client.
+
+The upstream's ``Date`` field is not kept: an answer gets the gateway's own when it is
+written (as nginx's proxy gives its own), so the heads of one page version are alike.
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ class Response(Answer):
             self._overrun = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._overrun:
+        if not self._overrun and not (len(name) == 4 and name.lower() == b"date"):
             self._raw_headers.append((name.decode("latin-1"), header_text(value)))
 
     def on_headers_complete(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Final
@@ -106,9 +107,11 @@ _cached_named_by: Final = lru_cache(maxsize=256)(_named_by)
 
 
 
-#: Response heads remembered as readers get them, each at most so many characters.
-HEAD_MEMO: Final = 64
-HEAD_MEMO_LENGTH: Final = 4096
+#: Response heads remembered as readers get them (the latest used), each of at most so
+#: many fields and characters (a field costs far more than its characters).
+HEAD_MEMO: Final = 128
+HEAD_MEMO_FIELDS: Final = 32
+HEAD_MEMO_LENGTH: Final = 2048
 
 
 class Upstream(Origin):
@@ -140,7 +143,8 @@ class Upstream(Origin):
         # Each Cookie header lately sent on, without the gateway's cookies.
         self._kept_cookies: Bounded[str, str] = Bounded(HEADER_MEMO)
         # Each response head lately sent by the upstream, as readers get it.
-        self._heads: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+        self._heads: OrderedDict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = \
+            OrderedDict()
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -281,13 +285,17 @@ class Upstream(Origin):
         pointing at the public one; remembered for the heads lately seen (the upstream
         sends the same fields for every view of a page, its Date apart)."""
         sent = upstream.header_pairs()
-        kept = self._heads.get(sent)
-        if kept is None:
-            kept = self._reader_pairs(upstream.headers)
-            if sum(len(name) + len(value) for name, value in sent) <= HEAD_MEMO_LENGTH:
-                if len(self._heads) >= HEAD_MEMO:
-                    self._heads.clear()  # a new Date each second: the old ones are gone
-                self._heads[sent] = kept
+        heads = self._heads
+        kept = heads.get(sent)
+        if kept is not None:
+            heads.move_to_end(sent)
+            return kept
+        kept = self._reader_pairs(upstream.headers)
+        if len(sent) <= HEAD_MEMO_FIELDS \
+                and sum(len(name) + len(value) for name, value in sent) <= HEAD_MEMO_LENGTH:
+            heads[sent] = kept
+            if len(heads) > HEAD_MEMO:
+                heads.popitem(last=False)
         return kept
 
     def _reader_pairs(self, headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
