@@ -5,7 +5,6 @@ from __future__ import annotations
 import posixpath
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -716,10 +715,10 @@ AS_IS: Final = 0
 GZIPPED: Final = 1
 NOT_MODIFIED: Final = 2
 
-# The heads of rendered pages made (the latest used), each from an upstream head of at most
-# so many fields and characters (as ``Upstream.response_pairs`` keeps).
-_PAGE_HEADS: Final[OrderedDict[tuple[tuple[tuple[str, str], ...], int, str, bool, bool, bool,
-                                     bool, int], tuple[tuple[str, str], ...]]] = OrderedDict()
+# The heads of rendered pages lately made, each from an upstream head of at most so many
+# fields and characters (as ``Upstream.response_pairs`` keeps).
+_PAGE_HEADS: Final[dict[tuple[tuple[tuple[str, str], ...], int, str, bool, bool, bool, bool,
+                              int], tuple[tuple[str, str], ...]]] = {}
 PAGE_HEAD_MEMO: Final = 256
 PAGE_HEAD_MEMO_FIELDS: Final = 32
 PAGE_HEAD_MEMO_LENGTH: Final = 2048
@@ -732,16 +731,14 @@ def page_head(head: PageHead, status: int, reader: bool, variant: int,
     key = (head.pairs, status, head.retyped, head.no_store, reader, head.private, head.varies,
            variant)
     made = _PAGE_HEADS.get(key)
-    if made is not None:
-        _PAGE_HEADS.move_to_end(key)
-        return made
-    made = make_page_head(head, status, reader, variant)
-    pairs = head.pairs
-    if len(pairs) <= PAGE_HEAD_MEMO_FIELDS \
-            and sum(len(name) + len(value) for name, value in pairs) <= PAGE_HEAD_MEMO_LENGTH:
-        _PAGE_HEADS[key] = made
-        if len(_PAGE_HEADS) > PAGE_HEAD_MEMO:
-            _PAGE_HEADS.popitem(last=False)
+    if made is None:
+        made = make_page_head(head, status, reader, variant)
+        pairs = head.pairs
+        if len(pairs) <= PAGE_HEAD_MEMO_FIELDS \
+                and sum(len(name) + len(value) for name, value in pairs) <= PAGE_HEAD_MEMO_LENGTH:
+            _PAGE_HEADS[key] = made
+            if len(_PAGE_HEADS) > PAGE_HEAD_MEMO:
+                del _PAGE_HEADS[next(iter(_PAGE_HEADS))]  # the oldest
     return made
 
 

@@ -254,7 +254,7 @@ async def test_each_upstream_head_is_read_anew_and_the_kept_ones_stay_bounded(
             [("Location", f"{upstream_url}/page/{number}"), ("Set-Cookie", "docs_session=x")]))
         assert origin.response_pairs(answer) == (("Location", f"http://docs.test/page/{number}"),)
     assert len(origin._heads) == HEAD_MEMO
-    # The latest used are kept.
+    # The latest made are kept.
     def sent(number: int) -> tuple[tuple[str, str], ...]:
         return (("Location", f"{upstream_url}/page/{number}"), ("Set-Cookie", "docs_session=x"))
 

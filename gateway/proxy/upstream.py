@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Final
@@ -107,7 +106,7 @@ _cached_named_by: Final = lru_cache(maxsize=256)(_named_by)
 
 
 
-#: Response heads remembered as readers get them (the latest used), each of at most so
+#: Response heads remembered as readers get them (the latest made), each of at most so
 #: many fields and characters (a field costs far more than its characters).
 HEAD_MEMO: Final = 128
 HEAD_MEMO_FIELDS: Final = 32
@@ -143,8 +142,7 @@ class Upstream(Origin):
         # Each Cookie header lately sent on, without the gateway's cookies.
         self._kept_cookies: Bounded[str, str] = Bounded(HEADER_MEMO)
         # Each response head lately sent by the upstream, as readers get it.
-        self._heads: OrderedDict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = \
-            OrderedDict()
+        self._heads: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
     async def start(self) -> None:
         """Open the connection pool (one per process) and the client used for WebSockets."""
@@ -287,15 +285,13 @@ class Upstream(Origin):
         sent = upstream.header_pairs()
         heads = self._heads
         kept = heads.get(sent)
-        if kept is not None:
-            heads.move_to_end(sent)
-            return kept
-        kept = self._reader_pairs(upstream.headers)
-        if len(sent) <= HEAD_MEMO_FIELDS \
-                and sum(len(name) + len(value) for name, value in sent) <= HEAD_MEMO_LENGTH:
-            heads[sent] = kept
-            if len(heads) > HEAD_MEMO:
-                heads.popitem(last=False)
+        if kept is None:
+            kept = self._reader_pairs(upstream.headers)
+            if len(sent) <= HEAD_MEMO_FIELDS \
+                    and sum(len(name) + len(value) for name, value in sent) <= HEAD_MEMO_LENGTH:
+                heads[sent] = kept
+                if len(heads) > HEAD_MEMO:
+                    del heads[next(iter(heads))]  # the oldest
         return kept
 
     def _reader_pairs(self, headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
