@@ -130,6 +130,8 @@ async def missing_page_for_check(request: web.Request, path: str) -> web.StreamR
     try:
         headers = origin.response_headers(answer)
         headers["Cache-Control"] = PAGE_CACHE
+        for date in answer.dates():  # the docs' own, as the proxy passes a missing page's
+            headers.add("Date", date)
         response = web.StreamResponse(status=answer.status, reason=answer.reason,
                                       headers=headers)
         if answer.content_length is not None and "Transfer-Encoding" not in answer.headers:

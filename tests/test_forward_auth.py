@@ -605,6 +605,31 @@ async def test_a_denied_page_answers_as_a_missing_one(kind: str, tmp_path: Path,
         assert (status, body) == (200, SITE["admin/keys.html"].encode())
 
 
+@pytest.mark.parametrize("kind", [kind for kind in PROXIES if kind != "nginx"])
+async def test_a_denied_page_is_dated_by_the_docs_as_a_missing_one(
+        kind: str, tmp_path: Path, aiohttp_server: Any) -> None:
+    """The proxy hands the check's answer to the reader as it hands the docs' own missing
+    page: both carry the docs server's Date, whatever the gateway's clock says."""
+    skewed = "Mon, 01 Jan 2001 00:00:00 GMT"
+
+    async def docs(request: web.Request) -> web.Response:
+        found = request.path == "/admin/keys.html"
+        return web.Response(status=200 if found else 404, content_type="text/html",
+                            text="ADMIN-ONLY" if found else "missing",
+                            headers={"Date": skewed})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", docs)
+    upstream: TestServer = await aiohttp_server(app)
+    origin = str(upstream.make_url("")).rstrip("/")
+    async with running(kind, tmp_path, aiohttp_server, origin,
+                       access={**SITE_ACCESS, "denied": "not_found"}) as stack:
+        reader = await stack.cookies("bob", "reader")
+        for path in ("/admin/keys.html", "/no-such-page.html"):
+            status, headers, body = await stack.get(path, {**NAVIGATION, **reader})
+            assert (status, body, headers["Date"]) == (404, b"missing", skewed), path
+
+
 @pytest.mark.parametrize("kind", PROXIES)
 async def test_with_denied_forbidden_the_gateways_403_page(kind: str, tmp_path: Path,
                                                            aiohttp_server: Any) -> None:

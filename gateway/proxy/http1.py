@@ -124,6 +124,7 @@ class Response(Answer):
         self.chunked = False
         self.received_any = False
         self._raw_headers: list[tuple[str, str]] = []
+        self._dates: list[str] = []
         # The parser holds this response (its callbacks): a cycle, broken by release() so
         # that the response is freed at once rather than left to the garbage collector.
         # None once released.
@@ -159,8 +160,15 @@ class Response(Answer):
             # connection cannot be trusted for another request.
             self._overrun = True
 
+    def dates(self) -> tuple[str, ...]:
+        return tuple(self._dates)
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._overrun and not (len(name) == 4 and name.lower() == b"date"):
+        if self._overrun:
+            return
+        if len(name) == 4 and name.lower() == b"date":
+            self._dates.append(header_text(value))
+        else:
             self._raw_headers.append((name.decode("latin-1"), header_text(value)))
 
     def on_headers_complete(self) -> None:
@@ -171,6 +179,7 @@ class Response(Answer):
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._raw_headers.clear()  # an interim response: the real one follows
+            self._dates.clear()
             return
         self.status = status
         self.pairs = tuple(self._raw_headers)

@@ -36,6 +36,10 @@ class Answer:
         """The headers, in order."""
         return tuple(self.headers.items())
 
+    def dates(self) -> tuple[str, ...]:
+        """The origin's own ``Date`` values, kept out of ``headers`` (none by default)."""
+        return ()
+
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end (BrokenAnswer when it breaks off)."""
         raise NotImplementedError
