@@ -5,8 +5,9 @@ The general-purpose aiohttp client spends most of a proxied request's time on wo
 single-upstream proxy never needs (cookie jars, redirects, URL re-encoding, tracing), so the
 hot path uses this instead; WebSockets and the IdP calls still use aiohttp's client.
 
-The upstream's ``Date`` field is not kept: an answer gets the gateway's own when it is
-written (as nginx's proxy gives its own), so the heads of one page version are alike.
+The upstream's ``Date`` is kept apart from its other fields (``Response.dates``): an answer
+gets the gateway's own when it is written (as nginx's proxy gives its own), so the heads of
+one page version are alike.
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ class Response(Answer):
     def header_pairs(self) -> tuple[tuple[str, str], ...]:
         return self.pairs
 
+    def dates(self) -> tuple[str, ...]:
+        return tuple(self._dates)
+
     # -- parser callbacks ------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
         if not self._overrun:
@@ -159,9 +163,6 @@ class Response(Answer):
             # read): it must not rewrite this one's status and headers, and the
             # connection cannot be trusted for another request.
             self._overrun = True
-
-    def dates(self) -> tuple[str, ...]:
-        return tuple(self._dates)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._overrun:

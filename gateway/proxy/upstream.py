@@ -281,7 +281,7 @@ class Upstream(Origin):
         """Upstream response headers minus hop-by-hop ones and gateway cookies, with URLs
         that name the upstream's own address (Location, Content-Location, Refresh, Link)
         pointing at the public one; remembered for the heads lately seen (the upstream
-        sends the same fields for every view of a page, its Date apart)."""
+        sends the same fields for every view of a page)."""
         sent = upstream.header_pairs()
         heads = self._heads
         kept = heads.get(sent)
