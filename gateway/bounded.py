@@ -19,6 +19,10 @@ from typing import Final, Generic, TypeVar, overload
 #: each at most so long: a reader sends the same value with every request until it changes.
 HEADER_MEMO: Final = 256
 HEADER_MEMO_LENGTH: Final = 4096
+#: What is made of a response head is kept only for heads of at most so many fields and
+#: characters (a field costs far more than its characters).
+HEAD_MEMO_FIELDS: Final = 32
+HEAD_MEMO_LENGTH: Final = 2048
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -42,6 +46,18 @@ class Bounded(OrderedDict[K, V], Generic[K, V]):
         self.move_to_end(key)
         while len(self) > self.limit:
             self.popitem(last=False)
+
+
+def keep_for_head(memo: dict[K, V], key: K, value: V, head: tuple[tuple[str, str], ...],
+                  limit: int) -> None:
+    """Keep ``value``, made of the response head ``head``, under ``key`` when the head is
+    small enough (``HEAD_MEMO_FIELDS``, ``HEAD_MEMO_LENGTH``); beyond ``limit`` entries the
+    oldest goes."""
+    if len(head) <= HEAD_MEMO_FIELDS \
+            and sum(len(name) + len(text) for name, text in head) <= HEAD_MEMO_LENGTH:
+        memo[key] = value
+        if len(memo) > limit:
+            del memo[next(iter(memo))]
 
 
 class Expiring(Generic[K, V]):

@@ -13,6 +13,7 @@ from typing import Final
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.bounded import keep_for_head
 from gateway.errors import Denied, NotFound, Unavailable, UpstreamError
 from gateway.html.encoding import decode_body, is_html
 from gateway.html.head import PageMeta
@@ -715,13 +716,10 @@ AS_IS: Final = 0
 GZIPPED: Final = 1
 NOT_MODIFIED: Final = 2
 
-# The heads of rendered pages lately made, each from an upstream head of at most so many
-# fields and characters (as ``Upstream.response_pairs`` keeps).
+# The heads of rendered pages lately made.
 _PAGE_HEADS: Final[dict[tuple[tuple[tuple[str, str], ...], int, str, bool, bool, bool, bool,
                               int], tuple[tuple[str, str], ...]]] = {}
 PAGE_HEAD_MEMO: Final = 256
-PAGE_HEAD_MEMO_FIELDS: Final = 32
-PAGE_HEAD_MEMO_LENGTH: Final = 2048
 
 
 def page_head(head: PageHead, status: int, reader: bool, variant: int,
@@ -733,12 +731,7 @@ def page_head(head: PageHead, status: int, reader: bool, variant: int,
     made = _PAGE_HEADS.get(key)
     if made is None:
         made = make_page_head(head, status, reader, variant)
-        pairs = head.pairs
-        if len(pairs) <= PAGE_HEAD_MEMO_FIELDS \
-                and sum(len(name) + len(value) for name, value in pairs) <= PAGE_HEAD_MEMO_LENGTH:
-            _PAGE_HEADS[key] = made
-            if len(_PAGE_HEADS) > PAGE_HEAD_MEMO:
-                del _PAGE_HEADS[next(iter(_PAGE_HEADS))]  # the oldest
+        keep_for_head(_PAGE_HEADS, key, made, head.pairs, PAGE_HEAD_MEMO)
     return made
 
 

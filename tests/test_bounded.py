@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.bounded import Bounded, Expiring, KeyedLocks, OneTime
+from gateway.bounded import (
+    HEAD_MEMO_FIELDS,
+    HEAD_MEMO_LENGTH,
+    Bounded,
+    Expiring,
+    KeyedLocks,
+    OneTime,
+    keep_for_head,
+)
 
 
 class Clock:
@@ -115,3 +123,18 @@ async def test_keyed_locks_serialize_one_key_and_let_others_run() -> None:
     await running
     assert events == ["first in", "other in", "first out", "second in"]
     assert locks._locks == {}  # nobody holds or waits: nothing is kept
+
+
+def test_what_is_made_of_a_small_head_is_kept_and_the_oldest_goes() -> None:
+    memo: dict[str, str] = {}
+    small = (("Content-Type", "text/html"),)
+    for number in range(5):
+        keep_for_head(memo, f"key{number}", f"made{number}", small, 3)
+    assert memo == {"key2": "made2", "key3": "made3", "key4": "made4"}
+    for head in ((("X-Long", "v" * HEAD_MEMO_LENGTH),),
+                 tuple((f"X-{number}", "") for number in range(HEAD_MEMO_FIELDS + 1))):
+        keep_for_head(memo, "big", "made", head, 3)
+        assert "big" not in memo and len(memo) == 3
+    largest = tuple((f"X-{number}", "") for number in range(HEAD_MEMO_FIELDS))
+    keep_for_head(memo, "largest", "made", largest, 3)
+    assert memo["largest"] == "made" and "key2" not in memo

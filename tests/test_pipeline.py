@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.boundary import error_boundary
+from gateway.bounded import HEAD_MEMO_FIELDS, HEAD_MEMO_LENGTH
 from gateway.errors import Denied
 from gateway.html.page import enforce
 from gateway.metrics import Metrics
@@ -23,8 +24,6 @@ from gateway.pipeline import (
     GZIPPED,
     NOT_MODIFIED,
     PAGE_HEAD_MEMO,
-    PAGE_HEAD_MEMO_FIELDS,
-    PAGE_HEAD_MEMO_LENGTH,
     PageHead,
     make_page_head,
     page_head,
@@ -165,8 +164,8 @@ def test_the_remembered_page_heads_stay_bounded() -> None:
     # The latest made are kept.
     assert key(heads[-1]) in _PAGE_HEADS and key(heads[9]) not in _PAGE_HEADS
     # A head too long, or of too many fields, is made each time, and not kept.
-    for extra in ((("X-Long", "v" * PAGE_HEAD_MEMO_LENGTH),),
-                  tuple((f"X-{number}", "") for number in range(PAGE_HEAD_MEMO_FIELDS))):
+    for extra in ((("X-Long", "v" * HEAD_MEMO_LENGTH),),
+                  tuple((f"X-{number}", "") for number in range(HEAD_MEMO_FIELDS))):
         big = PageHead((*HEAD, *extra), "text/html", False, True, False)
         assert dict(page_head(big, 200, True, AS_IS))[extra[-1][0]] == extra[-1][1]
         assert len(_PAGE_HEADS) == PAGE_HEAD_MEMO

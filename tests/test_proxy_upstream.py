@@ -16,10 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH
+from gateway.bounded import HEAD_MEMO_FIELDS, HEAD_MEMO_LENGTH, HEADER_MEMO, HEADER_MEMO_LENGTH
 from gateway.proxy.location import UpstreamAddress
 from gateway.proxy.static import FileAnswer
-from gateway.proxy.upstream import HEAD_MEMO, HEAD_MEMO_FIELDS, HEAD_MEMO_LENGTH, Upstream
+from gateway.proxy.upstream import HEAD_MEMO, Upstream
 from gateway.services import GATEWAY
 from tests.helpers import (
     Client,

@@ -13,7 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded
+from gateway.bounded import HEADER_MEMO, HEADER_MEMO_LENGTH, Bounded, keep_for_head
 from gateway.config.model import Config
 from gateway.errors import NotFound, UpstreamError, UpstreamTimeout
 from gateway.proxy.http1 import Pool, Response, UpstreamClosed, UpstreamTimedOut
@@ -106,11 +106,8 @@ _cached_named_by: Final = lru_cache(maxsize=256)(_named_by)
 
 
 
-#: Response heads remembered as readers get them (the latest made), each of at most so
-#: many fields and characters (a field costs far more than its characters).
+#: Response heads remembered as readers get them (the latest made).
 HEAD_MEMO: Final = 128
-HEAD_MEMO_FIELDS: Final = 32
-HEAD_MEMO_LENGTH: Final = 2048
 
 
 class Upstream(Origin):
@@ -287,11 +284,7 @@ class Upstream(Origin):
         kept = heads.get(sent)
         if kept is None:
             kept = self._reader_pairs(upstream.headers)
-            if len(sent) <= HEAD_MEMO_FIELDS \
-                    and sum(len(name) + len(value) for name, value in sent) <= HEAD_MEMO_LENGTH:
-                heads[sent] = kept
-                if len(heads) > HEAD_MEMO:
-                    del heads[next(iter(heads))]  # the oldest
+            keep_for_head(heads, sent, kept, sent, HEAD_MEMO)
         return kept
 
     def _reader_pairs(self, headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
