@@ -608,9 +608,8 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
             and unidentified(declared, rel):
         # It may be a page that declares or gates its own access, sent as something else
         # (or as nothing): read it, and refuse it when it holds anything of the kind.
-        return await serve_untyped(gw, ex, upstream, CIMultiDict(pairs), declared)
+        return await serve_untyped(gw, ex, upstream, pairs, declared)
     if not html_page:
-        headers = CIMultiDict(pairs)
         # Not a page that can declare its own access: the config decision stands.
         enforce(decision, scope)
         scope.route = "asset"
@@ -620,10 +619,10 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         if whole is not None:
             upstream.release()
             response = web.Response(status=status, reason=upstream.reason, body=whole,
-                                    headers=headers)
+                                    headers=pairs)
         else:
             response = web.StreamResponse(status=status, reason=upstream.reason,
-                                          headers=headers)
+                                          headers=pairs)
             if upstream.content_length is not None \
                     and "Transfer-Encoding" not in upstream.headers:
                 response.content_length = upstream.content_length
@@ -794,7 +793,8 @@ def accepts_gzip(value: str) -> bool:
     return named if named is not None else bool(star)
 
 
-async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Answer, headers: CIMultiDict[str],
+async def serve_untyped(gw: Gateway, ex: Exchange, upstream: Answer,
+                        headers: tuple[tuple[str, str], ...],
                         declared: str | None) -> web.StreamResponse:
     """A body whose type does not say it is not a page: checked whole before it is sent.
 
