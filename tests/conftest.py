@@ -28,16 +28,11 @@ from tests.helpers import (
     make_config,
     served,
 )
+from tests.ports import free_port
 
 # ---------------------------------------------------------------------------
 # Redis: one real redis-server for the test session, which fault tests may stop,
 # pause and start again on the same port.
-
-
-def _redis_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _redis_answers(port: int) -> bool:
@@ -55,7 +50,7 @@ class RedisServer:
     def __init__(self, binary: str, directory: Path) -> None:
         self.binary = binary
         self.directory = directory
-        self.port = _redis_free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 

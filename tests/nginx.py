@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -16,14 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
+
 START_TIMEOUT = 15.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on at ``host`` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def nginx_binary() -> str:

@@ -21,7 +21,8 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from tests.helpers import Client, GatewayFactory, app_of, make_user, session_cookies
-from tests.nginx import free_port, nginx_serving
+from tests.nginx import nginx_serving
+from tests.ports import free_port
 
 PUBLIC = "http://docs.test"
 Answer = tuple[int, CIMultiDictProxy[str], bytes]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from gateway.config.load import load_config
 from gateway.keys import private_pem, public_pem
 from tests.helpers import SECRET, make_config, make_user, session_cookies
 from tests.nginx import nginx_serving
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -102,12 +102,6 @@ def build_site(folder: Path, public: str, *, leaky: bool) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway import cli
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s" * 40
@@ -49,13 +49,6 @@ def gateway(*args: str, env: dict[str, str] | None = None,
     environ.update(env or {})
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, env=environ,
                           capture_output=True, text=True, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

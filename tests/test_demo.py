@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from gateway.demo import Demo, start_demo
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -186,12 +187,6 @@ async def test_demo_provider_requires_pkce(client: aiohttp.ClientSession) -> Non
     assert back.startswith(running.url + "/_gateway/callback")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _demo_process(port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port)],
@@ -209,7 +204,7 @@ def _answers(port: int) -> bool:
 
 
 def test_demo_command_serves_until_sigterm() -> None:
-    port = _free_port()
+    port = free_port()
     process = _demo_process(port)
     try:
         deadline = time.monotonic() + 30

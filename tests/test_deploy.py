@@ -29,7 +29,8 @@ from gateway.config.load import build_config
 from gateway.config.model import Config
 from gateway.errors import ConfigError
 from tests import dockerfile
-from tests.nginx import free_port, nginx_serving, site_block
+from tests.nginx import nginx_serving, site_block
+from tests.ports import free_port
 
 # Outside the compiled request path: run once, on the plain package.
 pytestmark = pytest.mark.plain_only

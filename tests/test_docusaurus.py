@@ -26,7 +26,8 @@ from gateway.config.load import load_config
 from tests.helpers import SECRET as SECRET_KEY
 from tests.helpers import make_config, make_user, session_cookies
 from tests.nginx import audience_builds, nginx_serving, site_block
-from tests.test_audit import audit, free_port, write_keys
+from tests.ports import free_port
+from tests.test_audit import audit, write_keys
 
 pytestmark = pytest.mark.slow
 

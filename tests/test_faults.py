@@ -36,18 +36,13 @@ from tests.helpers import (
     make_user,
     session_cookies,
 )
+from tests.ports import free_port
 from tests.test_oauth import Browser
 
 Client = TestClient[web.Request, web.Application]
 #: Longest any one request may take: the dependency timeouts below are 1 s.
 BOUND = 6.0
 OUTAGE = {502, 503, 504}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def serve(app: web.Application, port: int) -> web.AppRunner:

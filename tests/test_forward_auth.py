@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,17 +28,12 @@ from gateway.app import build_app
 from gateway.redirects import safe_return_path
 from tests.helpers import echo_app, header_map, make_config, make_user, session_cookies
 from tests.nginx import nginx_serving
+from tests.ports import free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "forward-auth"
 ASSERTION = "X-Gateway-Assertion"
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 START_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def binary(name: str, fallback: str) -> str:

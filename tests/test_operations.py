@@ -12,7 +12,6 @@ import asyncio
 import io
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.authserver import TestIdP
 from tests.conftest import RedisServer
 from tests.dashboard import INFO_API_PATH, Dashboard
 from tests.helpers import HS_SECRET, make_config, make_user, session_cookies
+from tests.ports import free_port
 
 #: The served way, as ``docs-gateway run`` writes its access lines.
 ACCESS = {"access_log_class": AccessLogger, "access_log": logging.getLogger("gateway.access")}
@@ -53,12 +53,6 @@ def log_lines() -> Iterator[io.StringIO]:
 
 def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in buffer.getvalue().splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def token(**claims: Any) -> str:

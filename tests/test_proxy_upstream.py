@@ -6,7 +6,6 @@ import asyncio
 import functools
 import gzip
 import json
-import socket
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ from tests.helpers import (
     raw_http,
     session_cookies,
 )
+from tests.ports import free_port
 
 PUBLIC = {"public": ["/**"]}
 
@@ -94,9 +94,7 @@ async def test_large_body_streams_both_ways(gateway: GatewayFactory) -> None:
 
 
 async def test_upstream_down_is_502_json_and_html(gateway: GatewayFactory) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     client = await gateway(upstream={"url": f"http://127.0.0.1:{port}"})
     async with client.get("/x") as response:
         assert response.status == 502

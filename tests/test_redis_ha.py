@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from gateway.config.redisurl import RedisTarget, parse_redis_url
 from gateway.errors import Unavailable
 from gateway.shared import RedisKeyspace
 from tests.helpers import echo_app, jwt_form_login, make_config
+from tests.ports import free_port
 
 # Redis topologies, not the request path: run once, on the plain package.
 pytestmark = [pytest.mark.slow, pytest.mark.plain_only]
@@ -39,12 +39,6 @@ BOUND = 10.0
 #: Longest a failover may take to settle (sentinel down-after and cluster node timeout: 0.5 s).
 SETTLE = 30.0
 SERVICE = "docs"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def binary(name: str) -> str:

@@ -20,14 +20,9 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from tests.helpers import HS_SECRET, SECRET, SLOW_STARTED, echo_app
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(tmp_path: Path, upstream_url: str, port: int, **server: Any) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from gateway.errors import Unavailable
 from gateway.shared import Keyspace, MemoryKeyspace, RedisKeyspace, create_keyspace
 from tests.helpers import make_config
+from tests.ports import free_port
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -63,9 +63,7 @@ async def test_a_lock_is_held_by_one_holder_at_a_time(redis_server: Any) -> None
 
 
 async def test_an_unreachable_redis_is_unavailable_never_a_crash() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nobody listens here
+    port = free_port()  # nobody listens here
     keyspace = RedisKeyspace(f"redis://127.0.0.1:{port}/0", timeout=0.2)
     try:
         for call in (keyspace.first_use("k", 1), keyspace.get("k"), keyspace.put("k", b"v", 1),
