@@ -158,12 +158,15 @@ async def session_cookies(app: web.Application, user: User, method: str = "jwt")
 
 #: Set by the echo upstream once a ``/slow`` request has reached it.
 SLOW_STARTED = web.AppKey("slow_started", asyncio.Event)
+#: Set when the echo upstream's WebSocket ends (its client, the gateway, closed it or left).
+WS_ENDED = web.AppKey("ws_ended", asyncio.Event)
 
 
 def echo_app() -> web.Application:
     """A real upstream that reports what it received, and misbehaves on request."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[SLOW_STARTED] = asyncio.Event()
+    app[WS_ENDED] = asyncio.Event()
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
@@ -236,6 +239,7 @@ def echo_app() -> web.Application:
         await sock.prepare(request)
         async for msg in sock:
             await sock.send_str("echo:" + msg.data)
+        request.app[WS_ENDED].set()
         return sock
 
     async def hop(request: web.Request) -> web.Response:

@@ -29,7 +29,7 @@ from gateway.docsport import (
 )
 from tests.attack import Start, exchange, port_of, raw_request
 from tests.attack import start as start  # the shared fixture
-from tests.helpers import Client, make_config
+from tests.helpers import WS_ENDED, Client, make_config
 
 ADMIN = {"rules": [{"path": "/admin/**", "groups": ["admin"]}], "public": ["/public/**"]}
 
@@ -254,9 +254,11 @@ async def test_an_idle_connection_is_closed(aiohttp_server: Any, upstream: TestS
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["frame after", "all in one write"])
-async def test_a_websocket_after_a_request_is_handed_over(gateway: Any, together: bool) -> None:
+async def test_a_websocket_after_a_request_is_handed_over(gateway: Any, upstream: TestServer,
+                                                          together: bool) -> None:
     # In one write, a long request, the switch and frames after it: read a slice at a
-    # time, every byte after the switch goes with the connection.
+    # time, every byte after the switch goes with the connection. The reader leaving
+    # ends the upstream's WebSocket too.
     client: Client = await gateway(access={"public": ["/**"]})
     key = base64.b64encode(os.urandom(16))
     upgrade = (b"GET /ws HTTP/1.1\r\nHost: docs.test\r\nUpgrade: websocket\r\n"
@@ -281,8 +283,10 @@ async def test_a_websocket_after_a_request_is_handed_over(gateway: Any, together
             head = await asyncio.wait_for(reader.readexactly(2), 10)
             payload = await asyncio.wait_for(reader.readexactly(head[1] & 0x7F), 10)
             assert payload == b"echo:hi"
+        assert not upstream.app[WS_ENDED].is_set()
     finally:
         writer.close()
+    await asyncio.wait_for(upstream.app[WS_ENDED].wait(), 5)
 
 
 async def test_a_client_that_leaves_mid_body_frees_its_request(start: Start) -> None:
