@@ -30,7 +30,7 @@ from gateway.services import GATEWAY, Gateway, Site
 from gateway.sessions import create_store
 from gateway.sessions.base import gateway_cookie_predicate
 from gateway.shared import create_keyspace
-from gateway.types import Handler
+from gateway.types import DocsAnswer, DocsHandler, Handler
 
 
 @dataclass
@@ -46,7 +46,7 @@ class RouteTable:
         if method == "GET":
             methods.setdefault("HEAD", handler)
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: web.Request) -> DocsAnswer:
         """One lookup on the normalized path; everything else is docs."""
         scope: Scope = request[SCOPE]
         methods = self.routes.get(scope.path)
@@ -62,7 +62,7 @@ class RouteTable:
 #: The app's route table (for tools and tests that list what it serves).
 ROUTES = web.AppKey("routes", RouteTable)
 #: The one handler every request on the docs port goes to (see ``docs_server``).
-ENTRY: web.AppKey[Handler] = web.AppKey("entry")
+ENTRY: web.AppKey[DocsHandler] = web.AppKey("entry")
 #: The largest body the gateway's own routes read; proxied bodies stream.
 MAX_BODY = 64 * 1024
 

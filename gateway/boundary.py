@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from contextvars import Token
 from time import perf_counter
 
 from aiohttp import HttpVersion11, web
 
 from gateway.config.model import Config
+from gateway.docsport import WholeAnswer
 from gateway.errors import (
     Denied,
     GatewayError,
@@ -23,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.responses import error_response, is_navigation, login_redirect
 from gateway.scope import REQUEST_ID, SCOPE, Scope, ScopeBuilder
 from gateway.sessions.base import cookie_settings
+from gateway.types import DocsAnswer, DocsHandler
 
 log = logging.getLogger("gateway")
 
@@ -30,7 +31,6 @@ log = logging.getLogger("gateway")
 audit = logging.getLogger("gateway.audit")
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def expect_continue(request: web.Request) -> None:
@@ -60,7 +60,8 @@ def unexpected(request: web.Request) -> web.Response:
 
 
 def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
-                   handler: Handler, missing_page: Handler | None = None) -> Handler:
+                   handler: DocsHandler, missing_page: DocsHandler | None = None,
+                   ) -> DocsHandler:
     """``handler`` behind the edge: the scope is built first, and every error becomes a
     response. A plain wrapper rather than aiohttp middleware: every request goes through
     it, and a direct call costs less than the middleware chain.
@@ -82,7 +83,7 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
         audit.info("denied", extra={"event": "denied", "sub": scope and scope.sub,
                                     "path": request.path, **fields})
 
-    async def boundary(request: web.Request) -> web.StreamResponse:
+    async def boundary(request: web.Request) -> DocsAnswer:
         started = perf_counter()
         try:
             in_flight.enter()
@@ -175,6 +176,11 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
                                response.status, perf_counter() - started)
         if refused is not None:
             scope.refusal = refused
+        if isinstance(response, WholeAnswer):
+            if not scope.jar:
+                response.extra.append(("X-Request-Id", scope.request_id))
+                return response
+            response = response.response()  # cookies go on aiohttp's response
         if not response.prepared:
             response.headers["X-Request-Id"] = scope.request_id
             if scope.jar:

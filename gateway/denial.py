@@ -28,6 +28,7 @@ from gateway.responses import error_response
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
+from gateway.types import DocsAnswer
 
 # The last segment of the address asked for instead of a denied one: unguessable, so no
 # page can be there, and fixed per process, so the upstream sees an ordinary missing page.
@@ -52,7 +53,7 @@ def missing_neighbour(gw: Gateway, path: str) -> str:
     return neighbour
 
 
-async def answer_as_missing(request: web.Request) -> web.StreamResponse:
+async def answer_as_missing(request: web.Request) -> DocsAnswer:
     """Answer the request as the site answers a missing page, for this reader.
 
     The missing neighbour's answer goes through the same steps as any missing page (the

@@ -35,8 +35,9 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any, Final, cast
 
 from aiohttp import StreamReader, web
@@ -80,7 +81,7 @@ LINGER_BYTES: Final = 2**20
 #: How long a connection may sit without a request being answered (aiohttp's default).
 KEEPALIVE: Final = 75.0
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable["web.StreamResponse | WholeAnswer"]]
 RequestFactory = Callable[[RawRequestMessage, StreamReader, Any, StreamWriter,
                            "asyncio.Task[None]"], web.BaseRequest]
 
@@ -143,7 +144,8 @@ class DocsServer(web.Server):
             # A connection handed over for a switch that did not happen (the docs server
             # refused it, the reader may not open the page) closes after the answer: the
             # docs port's own limits hold only on its own connections.
-            response = await handler(request)
+            answer = await handler(request)
+            response = answer.response() if isinstance(answer, WholeAnswer) else answer
             if response.status != 101:
                 response.force_close()
             return response
@@ -186,6 +188,62 @@ class DocsServer(web.Server):
         for connection in list(self.open):
             connection.close()
         await super().shutdown(timeout)
+
+
+#: The reason phrase of each status (aiohttp's too).
+REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
+
+
+class KeptHead:
+    """Fields a head shares with others (a page's, the same for every view of one page
+    version), encoded once: an answer's ``ETag`` goes where the empty one is in ``pairs``."""
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        self.pairs = pairs
+        at = next((index for index, (name, value) in enumerate(pairs)
+                   if name == "ETag" and not value), len(pairs))
+        self.has_etag = at < len(pairs)
+        self.names = frozenset(name.lower() for name, _ in pairs)
+        # A field that would break the head is refused when it is written, as any is.
+        self.broken = False
+        try:
+            self.before = encode_fields(pairs[:at])
+            self.after = encode_fields(pairs[at + 1:])
+        except ValueError:
+            self.before = self.after = b""
+            self.broken = True
+
+
+class WholeAnswer:
+    """An answer the docs port writes in one call without an aiohttp response being made
+    for it: its status, a kept head, its ``ETag``, the fields added on the way out
+    (``extra``: no cookies, no framing) and its body. ``response()`` makes the same answer
+    as aiohttp's, for a writer other than the docs port's."""
+
+    def __init__(self, status: int, body: bytes, kept: KeptHead, etag: str | None) -> None:
+        self.status = status
+        self.reason = REASONS.get(status, "")
+        self.body = body
+        self.kept = kept
+        self.etag = etag if kept.has_etag else None
+        self.extra: list[tuple[str, str]] = []
+        self.keep_alive: bool | None = None
+
+    def force_close(self) -> None:
+        self.keep_alive = False
+
+    def response(self) -> web.Response:
+        response = web.Response(status=self.status, reason=self.reason,
+                                body=self.body if self.status not in (204, 304) else None)
+        for name, value in self.kept.pairs:
+            if name != "ETag" or value:
+                response.headers.add(name, value)
+            elif self.etag is not None:
+                response.headers.add(name, self.etag)
+        response.headers.extend(self.extra)
+        if self.keep_alive is False:
+            response.force_close()
+        return response
 
 
 # aiohttp's writer and body buffers take the connection as their protocol: a subclass of
@@ -467,6 +525,7 @@ class DocsConnection(BaseProtocol):
         task = self.task
         assert task is not None
         request = self.server.factory(message, payload, self, writer, task)
+        response: web.StreamResponse | WholeAnswer
         try:
             response = await self.server.entry(request)
         except HTTPException as exc:
@@ -480,6 +539,10 @@ class DocsConnection(BaseProtocol):
         if payload is not EMPTY_PAYLOAD and not payload.is_eof():
             # A body not read to its end: what follows it cannot be told from it.
             response.force_close()
+        if isinstance(response, WholeAnswer):
+            keep, length = self._write_answer(request, response)
+            self._log(request, response.status, length, loop.time() - started)
+            return keep and not self.closing and (payload is EMPTY_PAYLOAD or payload.is_eof())
         written = whole(response) if isinstance(response, web.Response) \
             and not response.prepared else None
         if written is not None:
@@ -516,26 +579,56 @@ class DocsConnection(BaseProtocol):
             headers["Date"] = DATE.now()
         if "Server" not in headers:
             headers["Server"] = SERVER_SOFTWARE
-        keep = response.keep_alive
-        if keep is None:
-            keep = request.keep_alive
-        keep = keep and not self.closing
-        version = request.version
+        keep = self._keeps(request, response.keep_alive)
         if "Connection" not in headers:
-            if keep and version == HttpVersion10:
-                headers["Connection"] = "keep-alive"
-            elif not keep and version == HttpVersion11:
-                headers["Connection"] = "close"
-        head = encode_head(version, status, response.reason, headers)
+            connection = _connection(request.version, keep)
+            if connection:
+                headers["Connection"] = connection
+        self._send(encode_head(request.version, status, response.reason, headers),
+                   b"" if empty else body)
+        return keep, 0 if empty else len(body)
+
+    def _write_answer(self, request: web.BaseRequest, answer: WholeAnswer) -> tuple[bool, int]:
+        """A whole answer of the gateway's own: its kept head as encoded, the fields only
+        it has, and what ``_write_whole`` adds to any (its length, date, server, whether
+        the connection stays)."""
+        kept, status, body = answer.kept, answer.status, answer.body
+        if kept.broken:
+            raise ValueError("a line break or NUL in the response's head")
+        empty = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        own = answer.extra
+        if not (status in (204, 304) or 100 <= status < 200) \
+                and (body or request.method != "HEAD"):
+            own.append(("Content-Length", str(len(body))))
+        own.append(("Date", DATE.now()))
+        if "server" not in kept.names:
+            own.append(("Server", SERVER_SOFTWARE))
+        keep = self._keeps(request, answer.keep_alive)
+        version = request.version
+        connection = _connection(version, keep)
+        if connection:
+            own.append(("Connection", connection))
+        etag = answer.etag
+        self._send(b"".join((
+            f"HTTP/{version.major}.{version.minor} {status} {answer.reason}\r\n".encode(),
+            kept.before, encode_fields((("ETag", etag),)) if etag is not None else b"",
+            kept.after, encode_fields(own), b"\r\n")), b"" if empty else body)
+        return keep, 0 if empty else len(body)
+
+    def _keeps(self, request: web.BaseRequest, keep_alive: bool | None) -> bool:
+        """Whether the connection stays open after this answer."""
+        keep = request.keep_alive if keep_alive is None else keep_alive
+        return keep and not self.closing
+
+    def _send(self, head: bytes, body: bytes) -> None:
         transport = self.transport
         # A transport closed on the client's reset refuses writes before the connection
         # hears of it.
         if transport is not None and not transport.is_closing():
-            if empty or not body:
-                transport.write(head)
-            else:
+            if body:
                 transport.writelines((head, body))
-        return keep, 0 if empty else len(body)
+            else:
+                transport.write(head)
 
     def _log(self, request: web.BaseRequest, status: int, length: int, took: float) -> None:
         access = self.server.access
@@ -762,10 +855,29 @@ def encode_head(version: HttpVersion, status: int, reason: str,
     lines = [f"HTTP/{version.major}.{version.minor} {status} {reason}\r\n"]
     lines.extend([f"{name}: {value}\r\n" for name, value in headers.items()])
     lines.append("\r\n")
+    return _checked(lines)
+
+
+def encode_fields(fields: Iterable[tuple[str, str]]) -> bytes:
+    """Fields of a head, a line each (refused as ``encode_head`` refuses them)."""
+    return _checked([f"{name}: {value}\r\n" for name, value in fields])
+
+
+def _checked(lines: list[str]) -> bytes:
     text = "".join(lines)
     if text.count("\n") != len(lines) or text.count("\r") != len(lines) or "\x00" in text:
         raise ValueError("a line break or NUL in the response's head")
     return text.encode("utf-8", "surrogateescape")
+
+
+def _connection(version: HttpVersion, keep: bool) -> str:
+    """The ``Connection`` field an answer needs (none: empty): HTTP/1.0 stays open only
+    when told, HTTP/1.1 closes only when told."""
+    if keep and version == HttpVersion10:
+        return "keep-alive"
+    if not keep and version == HttpVersion11:
+        return "close"
+    return ""
 
 
 def encode_request(message: Any) -> bytes:

@@ -14,6 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.bounded import keep_for_head
+from gateway.docsport import KeptHead, WholeAnswer
 from gateway.errors import Denied, NotFound, Unavailable, UpstreamError
 from gateway.html.encoding import decode_body, is_html
 from gateway.html.head import PageMeta
@@ -214,7 +215,7 @@ async def start(request: web.Request, scope: Scope, response: web.StreamResponse
     await response.prepare(request)
 
 
-async def handle_docs(request: web.Request) -> web.StreamResponse:
+async def handle_docs(request: web.Request) -> web.StreamResponse | WholeAnswer:
     """Serve a docs path: everything that is not one of the gateway's own routes."""
     gw = request.app[GATEWAY]
     scope: Scope = request[SCOPE]
@@ -261,7 +262,7 @@ async def serve_websocket(gw: Gateway, origin: Upstream, ex: Exchange) -> web.St
                                 gw.config.server.public_origin)
 
 
-async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse:
+async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse | WholeAnswer:
     """Ask the origin; touch the body only for what the gateway must read (a page that
     may declare or gate its own access, an index)."""
     request, scope, rel, decision, extra = ex.request, ex.scope, ex.rel, ex.decision, ex.extra
@@ -575,7 +576,8 @@ def page_learner(site: Site) -> FetchMeta:
 
 
 async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
-                  index_file: IndexFile | None, sent_method: str) -> web.StreamResponse:
+                  index_file: IndexFile | None, sent_method: str,
+                  ) -> web.StreamResponse | WholeAnswer:
     """Turn an upstream response into the reader's: streamed, or read and rewritten.
 
     Every body the upstream sends that is or may be a page is read before it goes out;
@@ -659,8 +661,12 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         # The page holds the reader's playground keys: no cache, not even the browser's
         # own on disk, may keep it (as /_gateway/user is never kept).
         no_store = result.reader and ex.site.pages.carries_keys(visitor.user)
-        response = page_response(ex.site.pages, request, status, result, PageHead(
+        rendered = page_answer(ex.site.pages, request, status, result, PageHead(
             pairs, retyped, no_store, personal(decision, visitor), gw.varies))
+        if not visitor.jar:
+            return rendered
+        # The session changed: the cookies go on aiohttp's response (a rare view).
+        response = rendered.response()
         finish_cookies(gw, visitor, response)
         return response
     finish_headers(gw, decision, visitor, response)
@@ -688,26 +694,21 @@ class PageHead:
         self.varies = varies
 
 
-def page_response(pages: Pages, request: web.Request, status: int, result: Rendered,
-                  head: PageHead) -> web.Response:
+def page_answer(pages: Pages, request: web.Request, status: int, result: Rendered,
+                head: PageHead) -> WholeAnswer:
     """A page read and rendered here: with its validator (a 304 when the reader's copy is
-    this one), gzip-compressed for a reader that accepts it."""
-    if status == 200:
+    this one), gzip-compressed for a reader that accepts it; its head the kept one of the
+    page and the way it goes out, with its ``ETag`` (a 200's only)."""
+    etag = result.etag if status == 200 else None
+    if etag is not None:
         asked = request.headers.get("If-None-Match")
-        if asked is not None and etag_listed(asked, result.etag):
-            response = web.Response(status=304, headers=page_head(head, status, result.reader,
-                                                                  NOT_MODIFIED))
-            response.headers["ETag"] = result.etag
-            return response
+        if asked is not None and etag_listed(asked, etag):
+            return WholeAnswer(304, b"", page_head(head, status, result.reader, NOT_MODIFIED),
+                               etag)
     if len(result.body) >= GZIP_FROM and accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        response = web.Response(status=status, body=pages.gzip(result),
-                                headers=page_head(head, status, result.reader, GZIPPED))
-    else:
-        response = web.Response(status=status, body=result.body,
-                                headers=page_head(head, status, result.reader, AS_IS))
-    if status == 200:
-        response.headers["ETag"] = result.etag
-    return response
+        return WholeAnswer(status, pages.gzip(result),
+                           page_head(head, status, result.reader, GZIPPED), etag)
+    return WholeAnswer(status, result.body, page_head(head, status, result.reader, AS_IS), etag)
 
 
 # How a rendered page goes out: as it is, gzip-compressed, or as a 304.
@@ -717,19 +718,18 @@ NOT_MODIFIED: Final = 2
 
 # The heads of rendered pages lately made.
 _PAGE_HEADS: Final[dict[tuple[tuple[tuple[str, str], ...], int, str, bool, bool, bool, bool,
-                              int], tuple[tuple[str, str], ...]]] = {}
+                              int], KeptHead]] = {}
 PAGE_HEAD_MEMO: Final = 256
 
 
-def page_head(head: PageHead, status: int, reader: bool, variant: int,
-              ) -> tuple[tuple[str, str], ...]:
+def page_head(head: PageHead, status: int, reader: bool, variant: int) -> KeptHead:
     """The head of a rendered page (its ETag left empty for a 200: it is the reader's own),
-    remembered: the same upstream head and reading make the same one."""
+    encoded and remembered: the same upstream head and reading make the same one."""
     key = (head.pairs, status, head.retyped, head.no_store, reader, head.private, head.varies,
            variant)
     made = _PAGE_HEADS.get(key)
     if made is None:
-        made = make_page_head(head, status, reader, variant)
+        made = KeptHead(make_page_head(head, status, reader, variant))
         keep_for_head(_PAGE_HEADS, key, made, head.pairs, PAGE_HEAD_MEMO)
     return made
 

@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -24,7 +24,7 @@ from aiohttp.streams import StreamReader
 from gateway.app import ENTRY, MAX_BODY, build_app
 from gateway.config.load import load_config
 from gateway.config.model import Config
-from gateway.docsport import MAX_FIELD, MAX_LINE, DocsServer
+from gateway.docsport import MAX_FIELD, MAX_LINE, DocsServer, Handler
 from gateway.errors import ConfigError
 from gateway.logs import AccessLogger, setup_logging
 from gateway.services import GATEWAY
@@ -76,7 +76,7 @@ def docs_server(app: web.Application, **kwargs: Any) -> DocsServer:
         return request
 
     # The factory makes every request a web.Request, which is what the entry takes.
-    entry = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], app[ENTRY])
+    entry = cast(Handler, app[ENTRY])
     return DocsServer(entry, request_factory=make_request, loop=loop,
                       max_field_size=MAX_FIELD, max_line_size=MAX_LINE, **kwargs)
 

@@ -547,3 +547,41 @@ async def test_an_answer_that_ends_the_connection_survives_what_is_sent_after_it
     finally:
         writer.close()
     assert len(body) == int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+
+
+async def test_a_page_answered_on_a_handed_over_connection_has_the_same_head(
+        gateway: Any, tmp_path: Any) -> None:
+    # A WebSocket request to a page of a built folder: no switch (the folder has no
+    # WebSocket), so aiohttp's handler, which the connection was handed to, writes the
+    # page the docs port would have written itself. Its head is the same, but for the date
+    # and how the connection ends.
+    (tmp_path / "guide").mkdir()
+    (tmp_path / "guide" / "index.html").write_text(
+        "<!doctype html><html><head><title>Guide</title></head><body>"
+        + "<p>The guide.</p>" * 100 + "</body></html>")
+    client = await gateway(upstream_url=None, upstream={"root": str(tmp_path)},
+                           access={"public": ["/**"]})
+    switch = ("Upgrade: websocket", "Connection: Upgrade",
+              "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode(),
+              "Sec-WebSocket-Version: 13")
+    apart = {"date", "connection", "x-request-id"}
+
+    def fields(head: bytes) -> list[tuple[str, str]]:
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        return [(name.lower(), value.strip()) for name, _, value in
+                (line.partition(":") for line in lines) if name and name.lower() not in apart]
+
+    heads = []
+    for extra in ((), switch):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(client))
+        try:
+            writer.write(get("/guide/", "Accept-Encoding: gzip", *extra))
+            heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
+        finally:
+            writer.close()
+    assert heads[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert heads[1].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert fields(heads[1]) == fields(heads[0])
+    names = [name for name, _ in fields(heads[0])]
+    assert {"etag", "content-type", "content-encoding", "vary", "content-length"} <= set(names)
+    assert names.count("etag") == 1 and dict(fields(heads[0]))["etag"]

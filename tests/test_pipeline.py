@@ -15,6 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway.boundary import error_boundary
 from gateway.bounded import HEAD_MEMO_FIELDS, HEAD_MEMO_LENGTH
+from gateway.docsport import encode_fields
 from gateway.errors import Denied
 from gateway.html.page import enforce
 from gateway.metrics import Metrics
@@ -31,7 +32,7 @@ from gateway.pipeline import (
 )
 from gateway.policy import Decision, Outcome
 from gateway.scope import SCOPE, Scope, ScopeBuilder
-from gateway.types import Handler
+from gateway.types import DocsHandler, Handler
 from tests.helpers import make_config
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
@@ -78,7 +79,7 @@ def test_the_websocket_is_piped_only_after_the_check() -> None:
 ALLOW = Decision(Outcome.ALLOW)
 
 
-def boundary_for(handler: Handler) -> Handler:
+def boundary_for(handler: Handler) -> DocsHandler:
     config = make_config()
     return error_boundary(config, ScopeBuilder(config), Metrics(), handler)
 
@@ -139,9 +140,12 @@ def test_a_rendered_page_head_is_remade_for_each_way_it_goes_out(
         private: bool, reader: bool, variant: int) -> None:
     head = PageHead(HEAD, "text/html; charset=utf-8", False, private, False)
     made = page_head(head, 200, reader, variant)
-    assert page_head(head, 200, reader, variant) == made == make_page_head(head, 200, reader,
-                                                                           variant)
-    fields = dict(made)
+    assert page_head(head, 200, reader, variant) is made
+    assert made.pairs == make_page_head(head, 200, reader, variant)
+    # Encoded once, the reader's ETag in the place of the empty one.
+    own = tuple((name, value or '"v"') for name, value in made.pairs)
+    assert made.has_etag and made.before + b'ETag: "v"\r\n' + made.after == encode_fields(own)
+    fields = dict(made.pairs)
     assert "Last-Modified" not in fields and fields["ETag"] == ""
     assert ("Cache-Control" in fields and fields["Cache-Control"].startswith("private")) \
         == private
@@ -159,7 +163,7 @@ def test_the_remembered_page_heads_stay_bounded() -> None:
     heads = [PageHead((*HEAD, ("X-Number", str(number))), "text/html", False, True, False)
              for number in range(PAGE_HEAD_MEMO + 10)]
     for number, head in enumerate(heads):
-        assert dict(page_head(head, 200, True, AS_IS))["X-Number"] == str(number)
+        assert dict(page_head(head, 200, True, AS_IS).pairs)["X-Number"] == str(number)
     assert len(_PAGE_HEADS) == PAGE_HEAD_MEMO
     # The latest made are kept.
     assert key(heads[-1]) in _PAGE_HEADS and key(heads[9]) not in _PAGE_HEADS
@@ -167,6 +171,6 @@ def test_the_remembered_page_heads_stay_bounded() -> None:
     for extra in ((("X-Long", "v" * HEAD_MEMO_LENGTH),),
                   tuple((f"X-{number}", "") for number in range(HEAD_MEMO_FIELDS))):
         big = PageHead((*HEAD, *extra), "text/html", False, True, False)
-        assert dict(page_head(big, 200, True, AS_IS))[extra[-1][0]] == extra[-1][1]
+        assert dict(page_head(big, 200, True, AS_IS).pairs)[extra[-1][0]] == extra[-1][1]
         assert len(_PAGE_HEADS) == PAGE_HEAD_MEMO
         assert (big.pairs, 200, "text/html", False, True, True, False, AS_IS) not in _PAGE_HEADS
