@@ -178,7 +178,7 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
             scope.refusal = refused
         if isinstance(response, WholeAnswer):
             if not scope.jar:
-                response.extra.append(("X-Request-Id", scope.request_id))
+                response.request_id = scope.request_id
                 return response
             response = response.response()  # cookies go on aiohttp's response
         if not response.prepared:

@@ -196,29 +196,53 @@ REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 
 class KeptHead:
     """Fields a head shares with others (a page's, the same for every view of one page
-    version), encoded once: an answer's ``ETag`` goes where the empty one is in ``pairs``."""
+    version), encoded once, with the places of an answer's own two: its ``ETag`` where
+    the empty one is in ``pairs``, its ``X-Request-Id`` where the first one is (the
+    answer's replaces any the head had, as setting the field on aiohttp's response did)."""
 
     def __init__(self, pairs: tuple[tuple[str, str], ...]) -> None:
         self.pairs = pairs
-        at = next((index for index, (name, value) in enumerate(pairs)
-                   if name == "ETag" and not value), len(pairs))
-        self.has_etag = at < len(pairs)
         self.names = frozenset(name.lower() for name, _ in pairs)
+        runs: list[list[tuple[str, str]]] = [[]]
+        slots: list[str] = []
+        for name, value in pairs:
+            if name == "ETag" and not value and "ETag" not in slots:
+                slots.append("ETag")
+            elif name.lower() == "x-request-id":
+                if "X-Request-Id" in slots:
+                    continue
+                slots.append("X-Request-Id")
+            else:
+                runs[-1].append((name, value))
+                continue
+            runs.append([])
+        self.slots = tuple(slots)
+        self.has_etag = "ETag" in self.slots
         # A field that would break the head is refused when it is written, as any is.
         self.broken = False
         try:
-            self.before = encode_fields(pairs[:at])
-            self.after = encode_fields(pairs[at + 1:])
+            self.runs = tuple(encode_fields(run) for run in runs)
         except ValueError:
-            self.before = self.after = b""
+            self.runs = tuple(b"" for _ in runs)
             self.broken = True
+
+    def encode(self, etag: str | None, request_id: str | None) -> list[bytes]:
+        """The head's fields with the answer's ``ETag`` and ``X-Request-Id`` in their places
+        (a request id the head has no place for is left to the caller)."""
+        out = [self.runs[0]]
+        for index, slot in enumerate(self.slots):
+            value = etag if slot == "ETag" else request_id
+            if value is not None:
+                out.append(encode_fields(((slot, value),)))
+            out.append(self.runs[index + 1])
+        return out
 
 
 class WholeAnswer:
     """An answer the docs port writes in one call without an aiohttp response being made
-    for it: its status, a kept head, its ``ETag``, the fields added on the way out
-    (``extra``: no cookies, no framing) and its body. ``response()`` makes the same answer
-    as aiohttp's, for a writer other than the docs port's."""
+    for it: its status, a kept head, its ``ETag`` and ``X-Request-Id``, the fields added
+    on the way out (``extra``: no cookies, no framing) and its body. ``response()`` makes
+    the same answer as aiohttp's, for a writer other than the docs port's."""
 
     def __init__(self, status: int, body: bytes, kept: KeptHead, etag: str | None) -> None:
         self.status = status
@@ -226,6 +250,7 @@ class WholeAnswer:
         self.body = body
         self.kept = kept
         self.etag = etag if kept.has_etag else None
+        self.request_id: str | None = None
         self.extra: list[tuple[str, str]] = []
         self.keep_alive: bool | None = None
 
@@ -240,6 +265,8 @@ class WholeAnswer:
                 response.headers.add(name, value)
             elif self.etag is not None:
                 response.headers.add(name, self.etag)
+        if self.request_id is not None:
+            response.headers["X-Request-Id"] = self.request_id
         response.headers.extend(self.extra)
         if self.keep_alive is False:
             response.force_close()
@@ -597,6 +624,8 @@ class DocsConnection(BaseProtocol):
             raise ValueError("a line break or NUL in the response's head")
         empty = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         own = answer.extra
+        if answer.request_id is not None and "X-Request-Id" not in kept.slots:
+            own.insert(0, ("X-Request-Id", answer.request_id))
         if not (status in (204, 304) or 100 <= status < 200) \
                 and (body or request.method != "HEAD"):
             own.append(("Content-Length", str(len(body))))
@@ -608,11 +637,10 @@ class DocsConnection(BaseProtocol):
         connection = _connection(version, keep)
         if connection:
             own.append(("Connection", connection))
-        etag = answer.etag
         self._send(b"".join((
             f"HTTP/{version.major}.{version.minor} {status} {answer.reason}\r\n".encode(),
-            kept.before, encode_fields((("ETag", etag),)) if etag is not None else b"",
-            kept.after, encode_fields(own), b"\r\n")), b"" if empty else body)
+            *kept.encode(answer.etag, answer.request_id), encode_fields(own), b"\r\n")),
+            b"" if empty else body)
         return keep, 0 if empty else len(body)
 
     def _keeps(self, request: web.BaseRequest, keep_alive: bool | None) -> bool:

@@ -290,6 +290,43 @@ async def test_the_answer_is_dated_by_the_gateway_and_one_page_version_has_one_h
     assert len(origin._heads) == 2
 
 
+async def test_an_answer_carries_the_gateways_request_id_in_place_of_the_upstreams(
+        aiohttp_server: Any, gateway: GatewayFactory) -> None:
+    # A docs server that sends its own (nginx's add_header X-Request-Id $request_id): a
+    # page, a page read anew for a reader whose cookies change, and an asset each carry
+    # one id, the gateway's (the one its log lines carry), where the docs server's was.
+    async def page(request: web.Request) -> web.Response:
+        kind = "text/html" if request.path.endswith("/") else "text/css"
+        return web.Response(text="<p>hi</p>" if kind == "text/html" else "p {}",
+                            headers={"Content-Type": kind, "X-Request-Id": "from-docs",
+                                     "X-After": "1"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    client = await gateway(upstream={"url": str(server.make_url("")).rstrip("/")})
+    assert client.port is not None
+    cookies = await session_cookies(app_of(client), make_user())
+    stale = "; docs_session.7=stale"  # a chunk the gateway clears: its cookies change
+    reader_cookie = "; ".join(f"{name}={value}" for name, value in cookies.items()) + stale
+    for path, cookie in (("/guide/", None), ("/guide/", reader_cookie), ("/site.css", None)):
+        sent = get(path, {"Cookie": cookie} if cookie else None)
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        try:
+            writer.write(sent)
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+        finally:
+            writer.close()
+        lines = head.split("\r\n")
+        assert lines[0] == "HTTP/1.1 200 OK", head
+        assert (path, cookie is not None) != ("/guide/", True) or "Set-Cookie" in head
+        fields = [line.partition(":") for line in lines[1:] if line]
+        names = [name.lower() for name, _, _ in fields]
+        ids = [value.strip() for name, _, value in fields if name.lower() == "x-request-id"]
+        assert len(ids) == 1 and ids[0] != "from-docs", head
+        assert names.index("x-request-id") < names.index("x-after"), head
+
+
 async def test_the_same_page_head_goes_out_private_to_a_reader_only(
         gateway: GatewayFactory) -> None:
     client = await gateway()
