@@ -5,8 +5,9 @@ its own for each request, keep-alive timers armed again and again, a response's 
 prepared in many steps. Here a connection reads its requests with aiohttp's own parser
 (llhttp, in C where aiohttp is built with its extensions), hands them one after another to
 the gateway's entry as aiohttp requests, in the connection's one task, and writes a whole
-answer (a page, a small asset, an error) with its head in one call. Streamed answers still
-go through aiohttp's writer.
+answer (a page, a small asset, an error) with its head in one call. A rendered page comes
+as the gateway's own ``WholeAnswer`` (its head kept encoded per page head, no aiohttp
+response made for it); streamed answers still go through aiohttp's writer.
 
 So what a request may carry is what aiohttp's server lets through: the parser's limits on
 the line, each field and the number of fields, no second ``Host``, ``Content-Length`` or
