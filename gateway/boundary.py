@@ -31,8 +31,6 @@ log = logging.getLogger("gateway")
 audit = logging.getLogger("gateway.audit")
 
 
-
-
 async def expect_continue(request: web.Request) -> None:
     """Answer ``Expect: 100-continue`` so the client sends its body; 417 for any other
     expectation. HTTP/1.0 clients get nothing: the header means nothing to them."""

@@ -203,7 +203,7 @@ class KeptHead:
 
     def __init__(self, pairs: tuple[tuple[str, str], ...]) -> None:
         self.pairs = pairs
-        self.names = frozenset(name.lower() for name, _ in pairs)
+        self.has_server = any(name.lower() == "server" for name, _ in pairs)
         runs: list[list[tuple[str, str]]] = [[]]
         slots: list[str] = []
         for name, value in pairs:
@@ -623,15 +623,15 @@ class DocsConnection(BaseProtocol):
         kept, status, body = answer.kept, answer.status, answer.body
         if kept.broken:
             raise ValueError("a line break or NUL in the response's head")
-        empty = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        bodiless = status in (204, 304) or 100 <= status < 200
+        empty = bodiless or request.method == "HEAD"
         own = answer.extra
         if answer.request_id is not None and "X-Request-Id" not in kept.slots:
             own.insert(0, ("X-Request-Id", answer.request_id))
-        if not (status in (204, 304) or 100 <= status < 200) \
-                and (body or request.method != "HEAD"):
+        if not bodiless and (body or request.method != "HEAD"):
             own.append(("Content-Length", str(len(body))))
         own.append(("Date", DATE.now()))
-        if "server" not in kept.names:
+        if not kept.has_server:
             own.append(("Server", SERVER_SOFTWARE))
         keep = self._keeps(request, answer.keep_alive)
         version = request.version

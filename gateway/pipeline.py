@@ -56,6 +56,7 @@ from gateway.proxy.websocket import pipe_websocket
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway, Site
 from gateway.sessions.base import CookieJar, Loaded, Session
+from gateway.types import DocsAnswer
 from gateway.user import User
 
 # An HTML page that must be read (metadata, script, gating) may be at most this large;
@@ -215,7 +216,7 @@ async def start(request: web.Request, scope: Scope, response: web.StreamResponse
     await response.prepare(request)
 
 
-async def handle_docs(request: web.Request) -> web.StreamResponse | WholeAnswer:
+async def handle_docs(request: web.Request) -> DocsAnswer:
     """Serve a docs path: everything that is not one of the gateway's own routes."""
     gw = request.app[GATEWAY]
     scope: Scope = request[SCOPE]
@@ -262,7 +263,7 @@ async def serve_websocket(gw: Gateway, origin: Upstream, ex: Exchange) -> web.St
                                 gw.config.server.public_origin)
 
 
-async def serve(gw: Gateway, ex: Exchange) -> web.StreamResponse | WholeAnswer:
+async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
     """Ask the origin; touch the body only for what the gateway must read (a page that
     may declare or gate its own access, an index)."""
     request, scope, rel, decision, extra = ex.request, ex.scope, ex.rel, ex.decision, ex.extra
@@ -577,7 +578,7 @@ def page_learner(site: Site) -> FetchMeta:
 
 async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
                   index_file: IndexFile | None, sent_method: str,
-                  ) -> web.StreamResponse | WholeAnswer:
+                  ) -> DocsAnswer:
     """Turn an upstream response into the reader's: streamed, or read and rewritten.
 
     Every body the upstream sends that is or may be a page is read before it goes out;

@@ -104,8 +104,6 @@ def _named_by(connection: str) -> frozenset[str]:
 _cached_named_by: Final = lru_cache(maxsize=256)(_named_by)
 
 
-
-
 #: Response heads remembered as readers get them (the latest made).
 HEAD_MEMO: Final = 128
 
