@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,11 +46,12 @@ def binary(name: str, fallback: str) -> str:
 
 
 def substitute(text: str, replacements: dict[str, str], example: str) -> str:
-    """Replace each placeholder, failing when the example no longer contains it."""
-    for old, new in replacements.items():
+    """Replace each placeholder, failing when the example no longer contains it. All at
+    once: what one puts in is never taken for another (a port 30009 for 127.0.0.1:3000)."""
+    for old in replacements:
         assert old in text, f"{example} no longer contains {old!r}; update the test's rendering"
-        text = text.replace(old, new)
-    return text
+    pattern = re.compile("|".join(map(re.escape, replacements)))
+    return pattern.sub(lambda found: replacements[found.group(0)], text)
 
 
 def render_nginx(tmp: Path, port: int, gateway_port: int, upstream_port: int) -> list[str]:
