@@ -30,6 +30,8 @@ from gateway.html.page import (
     meta_fetcher,
     needs_whole,
     page_like,
+    same_tag,
+    shared_validator,
     unidentified,
 )
 from gateway.indexes.filter import (
@@ -279,9 +281,26 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
         # Another method's answer (a 405, say) is not the page, yet tells that it exists:
         # the page's own metadata decides first, as for a GET.
         await judge_unread(gw, ex, rel, decision)
+    # A page read before, as one copy for every reader: the docs server is asked whether
+    # it changed, and a 304 (no body to carry or read again) stands for that copy. Not for
+    # a request with credentials of its own, which a shared cache does not answer either.
+    kept = ex.site.pages.kept_copy(rel) \
+        if reads and index_file is None and request.method in ("GET", "HEAD") \
+        and "Authorization" not in request.headers else None
     started = time.monotonic()
-    upstream = await origin.open(request, scope, extra, whole=reads)
+    upstream = await origin.open(request, scope, extra, whole=reads,
+                                 validator=kept.validator if kept is not None else None)
     gw.observe_upstream(time.monotonic() - started)
+    if kept is not None and upstream.status == 304:
+        fresh = origin.response_pairs(upstream)
+        tag = upstream.headers.get("ETag")
+        upstream.release()
+        if tag is None or same_tag(kept.validator, tag):
+            ex.site.pages.heard(kept, rel)
+            return await serve_page(gw, ex, 200, updated(kept.pairs, fresh), kept,
+                                    kept.retyped)
+        # Not the copy asked about: the page is asked for again, whole.
+        upstream = await origin.open(request, scope, extra, whole=True)
     try:
         if not reads and request.method in ("GET", "HEAD") and ex.site.pages.wants(decision) \
                 and needs_whole(request.method, upstream):
@@ -656,22 +675,66 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         page, retyped = readable
         scanned = ex.site.pages.scan(page, known, (declared, retyped),
                                      (packing, body) if packing else None)
-        decision = ex.site.pages.judge(scanned, decision, visitor.user, scope)
-        cuts = await navigation_cuts(gw, ex, scanned) if ex.site.pages.navigation else None
-        decision, result = ex.site.pages.deliver(scanned, decision, visitor.user, cuts)
-        # The page holds the reader's playground keys: no cache, not even the browser's
-        # own on disk, may keep it (as /_gateway/user is never kept).
-        no_store = result.reader and ex.site.pages.carries_keys(visitor.user)
-        rendered = page_answer(ex.site.pages, request, status, result, PageHead(
-            pairs, retyped, no_store, personal(decision, visitor), gw.varies))
-        if not visitor.jar:
-            return rendered
-        # The session changed: the cookies go on aiohttp's response (a rare view).
-        response = rendered.response()
-        finish_cookies(gw, visitor, response)
-        return response
+        if known is not None:
+            ex.site.pages.keep_validator(known, scanned, shared_validator(
+                upstream.headers, request.headers), pairs)
+        return await serve_page(gw, ex, status, pairs, scanned, retyped)
     finish_headers(gw, decision, visitor, response)
     return response
+
+
+async def serve_page(gw: Gateway, ex: Exchange, status: int,
+                     pairs: tuple[tuple[str, str], ...], scanned: Scanned, retyped: str,
+                     ) -> DocsAnswer:
+    """A page read here (or its kept copy, unchanged), judged by what it holds and
+    rendered for the reader, with the upstream's headers ``pairs``, as ``retyped``."""
+    visitor = ex.visitor
+    pages = ex.site.pages
+    decision = pages.judge(scanned, ex.decision, visitor.user, ex.scope)
+    cuts = await navigation_cuts(gw, ex, scanned) if pages.navigation else None
+    decision, result = pages.deliver(scanned, decision, visitor.user, cuts)
+    # The page holds the reader's playground keys: no cache, not even the browser's own
+    # on disk, may keep it (as /_gateway/user is never kept).
+    no_store = result.reader and pages.carries_keys(visitor.user)
+    rendered = page_answer(pages, ex.request, status, result, PageHead(
+        pairs, retyped, no_store, personal(decision, visitor), gw.varies))
+    if not visitor.jar:
+        return rendered
+    # The session changed: the cookies go on aiohttp's response (a rare view).
+    response = rendered.response()
+    finish_cookies(gw, visitor, response)
+    return response
+
+
+# Fields of a kept page that a 304 does not change: what its body was read as.
+_BODY_FIELDS: Final = frozenset({"content-type", "content-encoding", "content-length", "etag"})
+
+
+def updated(kept: tuple[tuple[str, str], ...], fresh: tuple[tuple[str, str], ...],
+            ) -> tuple[tuple[str, str], ...]:
+    """A kept page's headers updated by a 304's (RFC 9111 4.3.4): each field the 304
+    sends replaces the kept one where it stood, but for those that describe the body."""
+    sent: dict[str, list[tuple[str, str]]] = {}
+    for name, value in fresh:
+        lname = name.lower()
+        if lname not in _BODY_FIELDS:
+            sent.setdefault(lname, []).append((name, value))
+    if not sent:
+        return kept
+    out: list[tuple[str, str]] = []
+    placed: set[str] = set()
+    for name, value in kept:
+        lname = name.lower()
+        lines = sent.get(lname)
+        if lines is None:
+            out.append((name, value))
+        elif lname not in placed:
+            placed.add(lname)
+            out += lines
+    for lname, lines in sent.items():
+        if lname not in placed:
+            out += lines
+    return tuple(out)
 
 
 @dataclass(init=False)

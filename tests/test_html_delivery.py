@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.app import build_app
 from gateway.html.page import RenderCache, rendered
 from gateway.pipeline import accepts_gzip
 from gateway.services import GATEWAY
-from tests.helpers import make_config, make_user, session_cookies
+from tests.helpers import GatewayFactory, make_config, make_user, session_cookies
+from tests.nginx import nginx_serving
 
 FILLER = "<p>" + "Plain words about the product, repeated. " * 60 + "</p>"
 PAGE = f"""<!doctype html><html><head><title>Guide</title></head><body>
@@ -223,3 +227,161 @@ async def test_a_page_that_carries_a_readers_keys_is_never_stored(client: Any) -
     assert "private" in response.headers["Cache-Control"]
     plain, _ = await get(client, BOB)
     assert "no-store" not in plain.headers["Cache-Control"]  # revisits still answered 304
+
+
+# -- a page kept as one copy for every reader: the docs server is asked whether it changed
+
+
+class Docs:
+    """A docs server with one page at ``/guide/``: its body, ETag and fields are the
+    test's; it answers 304 to its own ETag, and keeps what each request was asked with."""
+
+    def __init__(self) -> None:
+        self.body = PAGE
+        self.etag = '"v1"'
+        self.fields: dict[str, str] = {}
+        #: Fields of its 304s; ``tag_304``: the ETag its 304s carry (its own when None).
+        self.fields_304: dict[str, str] = {}
+        self.tag_304: str | None = None
+        self.asked: list[str | None] = []
+
+    async def page(self, request: web.Request) -> web.Response:
+        condition = request.headers.get("If-None-Match")
+        self.asked.append(condition)
+        if condition is not None and condition.removeprefix("W/") == self.etag.removeprefix("W/"):
+            return web.Response(status=304, headers={"ETag": self.tag_304 or self.etag,
+                                                     **self.fields_304})
+        return web.Response(text=self.body, content_type="text/html",
+                            headers={"ETag": self.etag, **self.fields})
+
+
+@pytest.fixture
+async def docs(aiohttp_server: Any) -> tuple[Docs, str]:
+    served = Docs()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", served.page)
+    server = await aiohttp_server(app)
+    return served, str(server.make_url("")).rstrip("/")
+
+
+async def test_an_unchanged_page_is_asked_about_and_not_sent_again(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    served, url = docs
+    client = await gateway(upstream_url=url)
+    bob, bob_body = await get(client, BOB)
+    again, again_body = await get(client, BOB)
+    _, carol_body = await get(client, CAROL)
+    _, ada_body = await get(client, ADA, GZIP)
+    assert served.asked == [None, '"v1"', '"v1"', '"v1"']
+    assert again_body == bob_body and again.headers["ETag"] == bob.headers["ETag"]
+    assert b">Bob</span>" in bob_body and b"ADMIN-ONLY-NOTE" not in bob_body
+    assert b">Carol</span>" in carol_body and b"Bob" not in carol_body
+    assert b"ADMIN-ONLY-NOTE" in gzip.decompress(ada_body)
+    assert bob.headers["Content-Type"] == again.headers["Content-Type"] == \
+        "text/html; charset=utf-8"
+    # Changed: the docs server sends it whole, and every reader gets the new copy.
+    served.body, served.etag = PAGE.replace("Plain", "Changed"), '"v2"'
+    changed, changed_body = await get(client, BOB)
+    assert b"Changed words" in changed_body and changed.headers["ETag"] != bob.headers["ETag"]
+    _, kept_body = await get(client, BOB)
+    assert served.asked[4:] == ['"v1"', '"v2"'] and kept_body == changed_body
+
+
+async def test_a_kept_page_is_judged_again_for_each_reader(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    served, url = docs
+    served.body = PAGE.replace("<title>", '<meta name="gateway:groups" content="admin"><title>')
+    client = await gateway(upstream_url=url)
+    ada, _ = await get(client, ADA)
+    bob, bob_body = await get(client, BOB)
+    anonymous, _ = await get(client, None)
+    assert served.asked[:2] == [None, '"v1"']
+    assert ada.status == 200
+    assert bob.status == 404 and b"Plain words" not in bob_body and "ETag" not in bob.headers
+    assert anonymous.status in (302, 401)
+
+
+@pytest.mark.parametrize("fields", [
+    {"Set-Cookie": "docs_theme=dark"}, {"Cache-Control": "private, max-age=60"},
+    {"Cache-Control": "no-store"}, {"Vary": "Cookie"}, {"Vary": "Accept-Encoding, *"},
+    {"ETag": 'W/"unquoted'},
+])
+async def test_a_page_sent_for_one_reader_is_never_asked_about(
+        docs: tuple[Docs, str], gateway: GatewayFactory, fields: dict[str, str]) -> None:
+    # What a shared cache would not keep (RFC 9111 3) may differ from reader to reader:
+    # each view asks for the page whole.
+    served, url = docs
+    served.fields = fields
+    if "ETag" in fields:
+        served.etag = fields["ETag"]
+    client = await gateway(upstream_url=url)
+    for user in (BOB, CAROL, BOB):
+        response, body = await get(client, user)
+        assert response.status == 200 and b"Plain words" in body
+    assert served.asked == [None, None, None]
+
+
+async def test_a_page_varying_only_by_encoding_is_asked_about(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    served, url = docs
+    served.fields, served.etag = {"Vary": "Accept-Encoding"}, 'W/"v1"'
+    client = await gateway(upstream_url=url)
+    await get(client, BOB)
+    await get(client, CAROL)
+    assert served.asked == [None, 'W/"v1"']
+
+
+async def test_a_request_with_authorization_is_not_answered_from_the_kept_copy(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    served, url = docs
+    client = await gateway(upstream_url=url)
+    await get(client, BOB)
+    await get(client, BOB, {"Authorization": "Bearer docs-token"})
+    await get(client, BOB, {"Authorization": "Bearer docs-token"})
+    assert served.asked == [None, None, None]
+
+
+async def test_a_304_for_another_copy_is_asked_again_whole(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    served, url = docs
+    served.tag_304 = '"v9"'
+    client = await gateway(upstream_url=url)
+    _, first = await get(client, BOB)
+    response, again = await get(client, BOB)
+    assert served.asked == [None, '"v1"', None]
+    assert response.status == 200 and again == first
+
+
+async def test_the_fields_of_a_304_update_the_kept_ones_but_for_the_body(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    served, url = docs
+    served.fields = {"X-Docs-Build": "1", "Content-Language": "en"}
+    served.fields_304 = {"X-Docs-Build": "2", "Content-Type": "text/plain",
+                         "Content-Encoding": "gzip"}
+    client = await gateway(upstream_url=url)
+    await get(client, BOB)
+    response, body = await get(client, BOB)
+    assert served.asked == [None, '"v1"']
+    assert response.headers.getall("X-Docs-Build") == ["2"]
+    assert response.headers["Content-Language"] == "en"
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "Content-Encoding" not in response.headers and b">Bob</span>" in body
+
+
+async def test_nginx_answers_an_unchanged_page_with_304_and_a_changed_one_whole(
+        tmp_path: Path, site: Path, gateway: GatewayFactory) -> None:
+    log = tmp_path / "access.log"
+    server = f"        root {site};\n        access_log {log};\n"
+    async with nginx_serving(tmp_path, server) as url:
+        client = await gateway(upstream_url=url)
+        bodies = [(await get(client, user))[1] for user in (BOB, BOB, CAROL)]
+        statuses = [line.split('"')[2].split()[0] for line in log.read_text().splitlines()]
+        assert statuses == ["200", "304", "304"]
+        assert bodies[0] == bodies[1] and b">Carol</span>" in bodies[2]
+        page = site / "guide" / "index.html"
+        page.write_text(PAGE.replace("Plain", "Changed"))
+        os.utime(page, (time.time() + 5, time.time() + 5))  # another second: another ETag
+        _, changed = await get(client, BOB)
+        assert b"Changed words" in changed
+        statuses = [line.split('"')[2].split()[0] for line in log.read_text().splitlines()]
+        assert statuses[3:] == ["200"]

@@ -12,6 +12,7 @@ import hashlib
 import html
 import itertools
 import json
+import re
 import secrets
 import struct
 import time
@@ -19,8 +20,9 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError, listed
@@ -109,6 +111,11 @@ class Scanned:
     #: same bytes again are this page, with no need to undo the compression again.
     packed: bytes = b""
     packing: str = ""
+    #: The docs server's ETag for this copy, when one copy serves every reader (see
+    #: ``shared_validator``): asked with, an unchanged page comes back as a 304 with no
+    #: body. The headers it came with, as a reader may get them, go with it.
+    validator: str = ""
+    pairs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(init=False, slots=True)
@@ -431,6 +438,15 @@ class PageMemo:
         scanned.packing, scanned.packed = packing, packed
         self.trim()
 
+    def reweigh(self, rel: str, scanned: Scanned, validator: str,
+                pairs: tuple[tuple[str, str], ...]) -> None:
+        """The page remembered at ``rel`` has another validator and headers."""
+        if self._entries.get(rel) is scanned:
+            self.size -= _weight(scanned)
+            scanned.validator, scanned.pairs = validator, pairs
+            self.size += _weight(scanned)
+        self.trim()
+
     def trim(self) -> None:
         """Drop the oldest entries until the memo is within its budget."""
         while self._entries and self.size > self.budget:
@@ -441,7 +457,8 @@ class PageMemo:
 def _weight(scanned: Scanned) -> int:
     """What a remembered scan counts against the memo's budget: the page, and the bytes
     it came in when it came compressed."""
-    return len(scanned.page) + len(scanned.packed)
+    return len(scanned.page) + len(scanned.packed) + len(scanned.validator) \
+        + sum(len(name) + len(value) for name, value in scanned.pairs)
 
 
 def return_path(scope: Scope) -> str:
@@ -584,7 +601,31 @@ class Pages:
             # Only under the headers the remembered page came with: what the same bytes
             # read as depends on the type (and charset) they are declared in.
             self.memo.repack(rel, scanned, *packed)
-        if self.index is not None and rel is not None:
+        if rel is not None:
+            self.heard(scanned, rel)
+        return scanned
+
+    def kept_copy(self, rel: str) -> Scanned | None:
+        """The copy of the page at ``rel`` remembered with the docs server's validator, to
+        ask whether it changed."""
+        scanned = self.memo.latest(rel)
+        return scanned if scanned is not None and scanned.validator else None
+
+    def keep_validator(self, rel: str, scanned: Scanned, validator: str | None,
+                       pairs: tuple[tuple[str, str], ...]) -> None:
+        """Remember the validator the copy at ``rel`` came with (None: it may not be asked
+        with), and the headers that go with it."""
+        if self.memo.latest(rel) is not scanned:
+            return  # not remembered (too large): nothing to ask with
+        if validator is None:
+            validator, pairs = "", ()
+        if (validator, pairs) != (scanned.validator, scanned.pairs):
+            self.memo.reweigh(rel, scanned, validator, pairs)
+
+    def heard(self, scanned: Scanned, rel: str) -> None:
+        """The page index hears of the copy at ``rel`` at most every ``RECORD_EVERY``
+        seconds."""
+        if self.index is not None:
             now = self.clock()
             if now - scanned.recorded >= RECORD_EVERY:
                 scanned.recorded = now
@@ -595,7 +636,6 @@ class Pages:
                     # Not known (None) where its linked parts could not be read.
                     self.index.record(rel, scanned.meta, fragments=None
                                       if self.navigation and text is None else False)
-        return scanned
 
     def gated_text(self, scanned: Scanned, rel: str) -> PageText | None:
         """What a page's gated elements and linked parts hold, for the index filter and
@@ -875,6 +915,37 @@ def content_encodings(headers: CIMultiDict[str]) -> str | None:
     """Every Content-Encoding a response applied, in order (the header may repeat)."""
     values = headers.getall("Content-Encoding", ())
     return ",".join(values) if values else None
+
+
+#: An entity tag as the docs server may send it (RFC 9110 8.8.3), of a sane length.
+_ENTITY_TAG: Final = re.compile(r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]{0,200}"')
+
+
+def shared_validator(headers: CIMultiDict[str], asked: CIMultiDictProxy[str]) -> str | None:
+    """The ETag of a page the docs server sent as one copy for every reader, as a shared
+    cache would keep it (RFC 9111 3): one well-formed ETag, no ``Set-Cookie``, not
+    ``private`` or ``no-store``, no ``Vary`` but on ``Accept-Encoding`` (the gateway reads
+    every encoding), asked without ``Authorization``. None for any other page: it is
+    asked for whole every time."""
+    if "Authorization" in asked or "Set-Cookie" in headers:
+        return None
+    tags = headers.getall("ETag", ())
+    if len(tags) != 1 or not _ENTITY_TAG.fullmatch(tags[0]):
+        return None
+    for value in headers.getall("Cache-Control", ()):
+        for directive in value.lower().split(","):
+            if directive.split("=", 1)[0].strip() in ("private", "no-store"):
+                return None
+    for value in headers.getall("Vary", ()):
+        for name in value.split(","):
+            if name.strip().lower() not in ("accept-encoding", ""):
+                return None
+    return tags[0]
+
+
+def same_tag(sent: str, came: str) -> bool:
+    """Whether two entity tags match by weak comparison (RFC 9110 8.8.3.2)."""
+    return sent.removeprefix("W/") == came.removeprefix("W/")
 
 
 def unidentified(value: str | None, rel: str) -> bool:

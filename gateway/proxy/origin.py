@@ -68,11 +68,14 @@ class Origin:
     """The docs host: asked for a reader's request, and for pages to learn."""
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Answer:
+                   extra: Iterable[tuple[str, str]], whole: bool = False,
+                   validator: str | None = None) -> Answer:
         """The answer to ``request`` at ``scope.path`` (with the identity headers ``extra``,
         for an origin that takes them). ``whole``: the answer is read, so it is the whole
-        body as a GET gets it: no range, no condition, a HEAD asked as a GET (a 206 or a
-        304 would carry or skip bytes the gateway never got to read)."""
+        body as a GET gets it: no range, no condition of the reader's, a HEAD asked as a GET
+        (a 206 or a 304 would carry or skip bytes the gateway never got to read).
+        ``validator``: the ETag of the copy the gateway holds, whose 304 it reads as that
+        copy (an origin may ignore it and answer whole)."""
         raise NotImplementedError
 
     async def fetch(self, path: str) -> Answer | None:

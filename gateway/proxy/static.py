@@ -232,8 +232,10 @@ class StaticSite(Origin):
         return Path(found.file)
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Answer:
-        """Answer ``request`` for ``scope.path`` (decoded, with the public base path)."""
+                   extra: Iterable[tuple[str, str]], whole: bool = False,
+                   validator: str | None = None) -> Answer:
+        """Answer ``request`` for ``scope.path`` (decoded, with the public base path); a
+        page read from the folder is always answered whole (``validator`` is not asked)."""
         if request.method not in ("GET", "HEAD"):
             answer = _error_answer(request, 405, "method_not_allowed",
                                    "Only GET and HEAD are served here.")

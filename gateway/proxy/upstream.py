@@ -238,10 +238,15 @@ class Upstream(Origin):
         return kept
 
     async def open(self, request: web.Request, scope: Scope,
-                   extra: Iterable[tuple[str, str]], whole: bool = False) -> Response:
-        """Send the request upstream (body streamed) and return the response head."""
+                   extra: Iterable[tuple[str, str]], whole: bool = False,
+                   validator: str | None = None) -> Response:
+        """Send the request upstream (body streamed) and return the response head;
+        ``validator``: asked with ``If-None-Match`` (a request read whole has no condition
+        of the reader's)."""
         assert self.pool is not None
         headers = self.request_headers(request, scope, extra, whole)
+        if validator is not None and whole:
+            headers.append(("If-None-Match", validator))
         body = request.content.iter_any() if request.body_exists else None
         try:
             response = await self.pool.request(asked_method(request.method, whole),
