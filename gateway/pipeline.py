@@ -283,9 +283,10 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
         await judge_unread(gw, ex, rel, decision)
     # A page read before, as one copy for every reader: the docs server is asked whether
     # it changed, and a 304 (no body to carry or read again) stands for that copy. Not for
-    # a request with credentials of its own, which a shared cache does not answer either.
-    kept = ex.site.pages.kept_copy(rel) \
-        if reads and index_file is None and request.method in ("GET", "HEAD") \
+    # a request with credentials of its own, which a shared cache does not answer either,
+    # nor with a query (the copy is kept by path).
+    kept = ex.site.pages.kept_copy(rel, scope.host) if reads and index_file is None \
+        and request.method in ("GET", "HEAD") and not scope.query \
         and "Authorization" not in request.headers else None
     started = time.monotonic()
     upstream = await origin.open(request, scope, extra, whole=reads,
@@ -675,8 +676,8 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         page, retyped = readable
         scanned = ex.site.pages.scan(page, known, (declared, retyped),
                                      (packing, body) if packing else None)
-        if known is not None:
-            ex.site.pages.keep_validator(known, scanned, shared_validator(
+        if known is not None and not scope.query:
+            ex.site.pages.keep_validator(known, scope.host, scanned, shared_validator(
                 upstream.headers, request.headers), pairs)
         return await serve_page(gw, ex, status, pairs, scanned, retyped)
     finish_headers(gw, decision, visitor, response)

@@ -385,3 +385,17 @@ async def test_nginx_answers_an_unchanged_page_with_304_and_a_changed_one_whole(
         assert b"Changed words" in changed
         statuses = [line.split('"')[2].split()[0] for line in log.read_text().splitlines()]
         assert statuses[3:] == ["200"]
+
+
+async def test_the_kept_copy_answers_only_its_own_host_and_no_query(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    served, url = docs
+    client = await gateway(upstream_url=url)
+    cookies = await session_cookies(client.app, BOB)
+    for address, host in (("/guide/", None), ("/guide/?tab=2", None), ("/guide/", "other.test"),
+                          ("/guide/", "other.test"), ("/guide/", None)):
+        headers = {"Host": host} if host else {}
+        async with client.get(address, cookies=cookies, headers=headers) as response:
+            assert response.status == 200 and b">Bob</span>" in await response.read()
+    # A query is asked for whole and changes nothing kept; a host has its own copy.
+    assert served.asked == [None, None, None, '"v1"', None]

@@ -116,6 +116,8 @@ class Scanned:
     #: body. The headers it came with, as a reader may get them, go with it.
     validator: str = ""
     pairs: tuple[tuple[str, str], ...] = ()
+    #: The host it was asked for (a docs server may serve several).
+    host: str = ""
 
 
 @dataclass(init=False, slots=True)
@@ -439,11 +441,11 @@ class PageMemo:
         self.trim()
 
     def reweigh(self, rel: str, scanned: Scanned, validator: str,
-                pairs: tuple[tuple[str, str], ...]) -> None:
-        """The page remembered at ``rel`` has another validator and headers."""
+                pairs: tuple[tuple[str, str], ...], host: str) -> None:
+        """The page remembered at ``rel`` has another validator, headers and host."""
         if self._entries.get(rel) is scanned:
             self.size -= _weight(scanned)
-            scanned.validator, scanned.pairs = validator, pairs
+            scanned.validator, scanned.pairs, scanned.host = validator, pairs, host
             self.size += _weight(scanned)
         self.trim()
 
@@ -457,7 +459,7 @@ class PageMemo:
 def _weight(scanned: Scanned) -> int:
     """What a remembered scan counts against the memo's budget: the page, and the bytes
     it came in when it came compressed."""
-    return len(scanned.page) + len(scanned.packed) + len(scanned.validator) \
+    return len(scanned.page) + len(scanned.packed) + len(scanned.validator) + len(scanned.host) \
         + sum(len(name) + len(value) for name, value in scanned.pairs)
 
 
@@ -605,22 +607,23 @@ class Pages:
             self.heard(scanned, rel)
         return scanned
 
-    def kept_copy(self, rel: str) -> Scanned | None:
-        """The copy of the page at ``rel`` remembered with the docs server's validator, to
-        ask whether it changed."""
+    def kept_copy(self, rel: str, host: str) -> Scanned | None:
+        """The copy of the page at ``rel`` on ``host`` remembered with the docs server's
+        validator, to ask whether it changed."""
         scanned = self.memo.latest(rel)
-        return scanned if scanned is not None and scanned.validator else None
+        return scanned if scanned is not None and scanned.validator \
+            and scanned.host == host else None
 
-    def keep_validator(self, rel: str, scanned: Scanned, validator: str | None,
+    def keep_validator(self, rel: str, host: str, scanned: Scanned, validator: str | None,
                        pairs: tuple[tuple[str, str], ...]) -> None:
-        """Remember the validator the copy at ``rel`` came with (None: it may not be asked
-        with), and the headers that go with it."""
+        """Remember the validator the copy at ``rel`` on ``host`` came with (None: it may
+        not be asked with), and the headers that go with it."""
         if self.memo.latest(rel) is not scanned:
             return  # not remembered (too large): nothing to ask with
         if validator is None:
-            validator, pairs = "", ()
-        if (validator, pairs) != (scanned.validator, scanned.pairs):
-            self.memo.reweigh(rel, scanned, validator, pairs)
+            validator, pairs, host = "", (), ""
+        if (validator, pairs, host) != (scanned.validator, scanned.pairs, scanned.host):
+            self.memo.reweigh(rel, scanned, validator, pairs, host)
 
     def heard(self, scanned: Scanned, rel: str) -> None:
         """The page index hears of the copy at ``rel`` at most every ``RECORD_EVERY``
