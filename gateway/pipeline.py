@@ -711,10 +711,28 @@ async def serve_page(gw: Gateway, ex: Exchange, status: int,
 _BODY_FIELDS: Final = frozenset({"content-type", "content-encoding", "content-length", "etag"})
 
 
+# The kept pages' headers lately updated, by the kept and the 304's (the same for every
+# view of an unchanged page within a second).
+_UPDATED: Final[dict[tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]],
+                     tuple[tuple[str, str], ...]]] = {}
+
+
 def updated(kept: tuple[tuple[str, str], ...], fresh: tuple[tuple[str, str], ...],
             ) -> tuple[tuple[str, str], ...]:
     """A kept page's headers updated by a 304's (RFC 9111 4.3.4): each field the 304
-    sends replaces the kept one where it stood, but for those that describe the body."""
+    sends replaces the kept one where it stood, but for those that describe the body;
+    remembered for the heads lately seen."""
+    key = (kept, fresh)
+    made = _UPDATED.get(key)
+    if made is None:
+        made = make_updated(kept, fresh)
+        keep_for_head(_UPDATED, key, made, made, PAGE_HEAD_MEMO)
+    return made
+
+
+def make_updated(kept: tuple[tuple[str, str], ...], fresh: tuple[tuple[str, str], ...],
+                 ) -> tuple[tuple[str, str], ...]:
+    """``updated`` made anew."""
     sent: dict[str, list[tuple[str, str]]] = {}
     for name, value in fresh:
         lname = name.lower()

@@ -21,6 +21,7 @@ from gateway.html.page import enforce
 from gateway.metrics import Metrics
 from gateway.pipeline import (
     _PAGE_HEADS,
+    _UPDATED,
     AS_IS,
     GZIPPED,
     NOT_MODIFIED,
@@ -29,6 +30,7 @@ from gateway.pipeline import (
     make_page_head,
     page_head,
     start,
+    updated,
 )
 from gateway.policy import Decision, Outcome
 from gateway.scope import SCOPE, Scope, ScopeBuilder
@@ -174,3 +176,24 @@ def test_the_remembered_page_heads_stay_bounded() -> None:
         assert dict(page_head(big, 200, True, AS_IS).pairs)[extra[-1][0]] == extra[-1][1]
         assert len(_PAGE_HEADS) == PAGE_HEAD_MEMO
         assert (big.pairs, 200, "text/html", False, True, True, False, AS_IS) not in _PAGE_HEADS
+
+
+def test_a_304s_fields_replace_the_kept_ones_where_they_stood() -> None:
+    kept = (("Server", "nginx"), ("Content-Type", "text/html"), ("X-A", "1"), ("X-A", "2"),
+            ("Cache-Control", "no-cache"))
+    fresh = (("server", "nginx/2"), ("X-A", "3"), ("Content-Type", "text/plain"),
+             ("ETag", '"x"'), ("Content-Length", "0"), ("X-New", "n"))
+    assert updated(kept, fresh) == (
+        ("server", "nginx/2"), ("Content-Type", "text/html"), ("X-A", "3"),
+        ("Cache-Control", "no-cache"), ("X-New", "n"))
+    assert updated(kept, (("ETag", '"x"'), ("Content-Type", "text/plain"))) is kept
+
+
+def test_the_updated_heads_kept_stay_bounded() -> None:
+    _UPDATED.clear()
+    kept = (("Content-Type", "text/html"),)
+    for second in range(PAGE_HEAD_MEMO + 40):
+        fresh = (("Date", f"Mon, 01 Jan 2001 00:{second // 60:02d}:{second % 60:02d} GMT"),)
+        assert updated(kept, fresh) == kept + fresh
+    assert len(_UPDATED) == PAGE_HEAD_MEMO
+    assert updated(kept, (("X-Long", "x" * HEAD_MEMO_LENGTH),)) not in _UPDATED.values()
