@@ -297,9 +297,9 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
         tag = upstream.headers.get("ETag")
         upstream.release()
         if tag is None or same_tag(kept.validator, tag):
-            ex.site.pages.heard(kept, rel)
-            return await serve_page(gw, ex, 200, updated(kept.pairs, fresh), kept,
-                                    kept.retyped)
+            ex.site.pages.heard(kept.scanned, rel)
+            return await serve_page(gw, ex, 200, updated(kept.pairs, fresh), kept.scanned,
+                                    kept.scanned.retyped)
         # Not the copy asked about: the page is asked for again, whole.
         upstream = await origin.open(request, scope, extra, whole=True)
     try:
@@ -676,7 +676,8 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         page, retyped = readable
         scanned = ex.site.pages.scan(page, known, (declared, retyped),
                                      (packing, body) if packing else None)
-        if known is not None and not scope.query:
+        if known is not None and not scope.query and request.method in ("GET", "HEAD"):
+            # The page as a GET has it (another method's answer is no copy of it).
             ex.site.pages.keep_validator(known, scope.host, scanned, shared_validator(
                 upstream.headers, request.headers), pairs)
         return await serve_page(gw, ex, status, pairs, scanned, retyped)
@@ -707,8 +708,10 @@ async def serve_page(gw: Gateway, ex: Exchange, status: int,
     return response
 
 
-# Fields of a kept page that a 304 does not change: what its body was read as.
-_BODY_FIELDS: Final = frozenset({"content-type", "content-encoding", "content-length", "etag"})
+# Fields of a kept page that a 304 does not change: what its body was read as, and where it
+# is (a 304 sends nobody elsewhere).
+_KEPT_FIELDS: Final = frozenset({"content-type", "content-encoding", "content-length", "etag",
+                                 "location", "content-location"})
 
 
 # The kept pages' headers lately updated, by the kept and the 304's (the same for every
@@ -720,8 +723,8 @@ _UPDATED: Final[dict[tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], .
 def updated(kept: tuple[tuple[str, str], ...], fresh: tuple[tuple[str, str], ...],
             ) -> tuple[tuple[str, str], ...]:
     """A kept page's headers updated by a 304's (RFC 9111 4.3.4): each field the 304
-    sends replaces the kept one where it stood, but for those that describe the body;
-    remembered for the heads lately seen."""
+    sends replaces the kept one where it stood, but for those that describe the body or
+    send the reader elsewhere; remembered for the heads lately seen."""
     key = (kept, fresh)
     made = _UPDATED.get(key)
     if made is None:
@@ -736,7 +739,7 @@ def make_updated(kept: tuple[tuple[str, str], ...], fresh: tuple[tuple[str, str]
     sent: dict[str, list[tuple[str, str]]] = {}
     for name, value in fresh:
         lname = name.lower()
-        if lname not in _BODY_FIELDS:
+        if lname not in _KEPT_FIELDS:
             sent.setdefault(lname, []).append((name, value))
     if not sent:
         return kept

@@ -4,6 +4,7 @@ revisit), and never kept beyond the configured memory."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import build_app
-from gateway.html.page import RenderCache, rendered
+from gateway.html.page import KEPT_TRUSTED, RenderCache, rendered
 from gateway.pipeline import accepts_gzip
 from gateway.services import GATEWAY
 from tests.helpers import GatewayFactory, make_config, make_user, session_cookies
@@ -244,22 +245,38 @@ class Docs:
         self.fields_304: dict[str, str] = {}
         self.tag_304: str | None = None
         self.asked: list[str | None] = []
+        #: Set: a conditional request waits for it before its 304 (sent with no ETag).
+        self.hold: asyncio.Event | None = None
 
     async def page(self, request: web.Request) -> web.Response:
         condition = request.headers.get("If-None-Match")
         self.asked.append(condition)
         if condition is not None and condition.removeprefix("W/") == self.etag.removeprefix("W/"):
+            if self.hold is not None:
+                await self.hold.wait()
+                return web.Response(status=304, headers=self.fields_304)
             return web.Response(status=304, headers={"ETag": self.tag_304 or self.etag,
                                                      **self.fields_304})
+        if request.method == "POST":
+            return web.Response(text=PAGE.replace("Plain words", "Thanks, your ticket"),
+                                content_type="text/html", headers={"ETag": self.etag})
         return web.Response(text=self.body, content_type="text/html",
                             headers={"ETag": self.etag, **self.fields})
+
+
+def frozen(client: Any) -> list[float]:
+    """The pages' clock, stopped (a kept copy stands for the page for a second): the
+    test moves it."""
+    now = [1000.0]
+    client.app[GATEWAY].sites[0].pages.clock = lambda: now[0]
+    return now
 
 
 @pytest.fixture
 async def docs(aiohttp_server: Any) -> tuple[Docs, str]:
     served = Docs()
     app = web.Application()
-    app.router.add_get("/{tail:.*}", served.page)
+    app.router.add_route("*", "/{tail:.*}", served.page)
     server = await aiohttp_server(app)
     return served, str(server.make_url("")).rstrip("/")
 
@@ -268,6 +285,7 @@ async def test_an_unchanged_page_is_asked_about_and_not_sent_again(
         docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
     served, url = docs
     client = await gateway(upstream_url=url)
+    frozen(client)
     bob, bob_body = await get(client, BOB)
     again, again_body = await get(client, BOB)
     _, carol_body = await get(client, CAROL)
@@ -292,6 +310,7 @@ async def test_a_kept_page_is_judged_again_for_each_reader(
     served, url = docs
     served.body = PAGE.replace("<title>", '<meta name="gateway:groups" content="admin"><title>')
     client = await gateway(upstream_url=url)
+    frozen(client)
     ada, _ = await get(client, ADA)
     bob, bob_body = await get(client, BOB)
     anonymous, _ = await get(client, None)
@@ -315,6 +334,7 @@ async def test_a_page_sent_for_one_reader_is_never_asked_about(
     if "ETag" in fields:
         served.etag = fields["ETag"]
     client = await gateway(upstream_url=url)
+    frozen(client)
     for user in (BOB, CAROL, BOB):
         response, body = await get(client, user)
         assert response.status == 200 and b"Plain words" in body
@@ -326,6 +346,7 @@ async def test_a_page_varying_only_by_encoding_is_asked_about(
     served, url = docs
     served.fields, served.etag = {"Vary": "Accept-Encoding"}, 'W/"v1"'
     client = await gateway(upstream_url=url)
+    frozen(client)
     await get(client, BOB)
     await get(client, CAROL)
     assert served.asked == [None, 'W/"v1"']
@@ -335,6 +356,7 @@ async def test_a_request_with_authorization_is_not_answered_from_the_kept_copy(
         docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
     served, url = docs
     client = await gateway(upstream_url=url)
+    frozen(client)
     await get(client, BOB)
     await get(client, BOB, {"Authorization": "Bearer docs-token"})
     await get(client, BOB, {"Authorization": "Bearer docs-token"})
@@ -346,6 +368,7 @@ async def test_a_304_for_another_copy_is_asked_again_whole(
     served, url = docs
     served.tag_304 = '"v9"'
     client = await gateway(upstream_url=url)
+    frozen(client)
     _, first = await get(client, BOB)
     response, again = await get(client, BOB)
     assert served.asked == [None, '"v1"', None]
@@ -359,6 +382,7 @@ async def test_the_fields_of_a_304_update_the_kept_ones_but_for_the_body(
     served.fields_304 = {"X-Docs-Build": "2", "Content-Type": "text/plain",
                          "Content-Encoding": "gzip"}
     client = await gateway(upstream_url=url)
+    frozen(client)
     await get(client, BOB)
     response, body = await get(client, BOB)
     assert served.asked == [None, '"v1"']
@@ -374,6 +398,7 @@ async def test_nginx_answers_an_unchanged_page_with_304_and_a_changed_one_whole(
     server = f"        root {site};\n        access_log {log};\n"
     async with nginx_serving(tmp_path, server) as url:
         client = await gateway(upstream_url=url)
+        frozen(client)
         bodies = [(await get(client, user))[1] for user in (BOB, BOB, CAROL)]
         statuses = [line.split('"')[2].split()[0] for line in log.read_text().splitlines()]
         assert statuses == ["200", "304", "304"]
@@ -391,6 +416,7 @@ async def test_the_kept_copy_answers_only_its_own_host_and_no_query(
         docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
     served, url = docs
     client = await gateway(upstream_url=url)
+    frozen(client)
     cookies = await session_cookies(client.app, BOB)
     for address, host in (("/guide/", None), ("/guide/?tab=2", None), ("/guide/", "other.test"),
                           ("/guide/", "other.test"), ("/guide/", None)):
@@ -399,3 +425,66 @@ async def test_the_kept_copy_answers_only_its_own_host_and_no_query(
             assert response.status == 200 and b">Bob</span>" in await response.read()
     # A query is asked for whole and changes nothing kept; a host has its own copy.
     assert served.asked == [None, None, None, '"v1"', None]
+
+
+async def test_a_kept_copy_is_read_whole_again_within_a_second(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    # A docs server whose ETag stays when the page changes (nginx's, when a rewrite keeps
+    # the file's time and size): the change shows once the kept copy is read whole again.
+    served, url = docs
+    client = await gateway(upstream_url=url)
+    now = frozen(client)
+    await get(client, BOB)
+    served.body = PAGE.replace("Plain", "Fresh")
+    now[0] += KEPT_TRUSTED / 2
+    _, kept = await get(client, BOB)
+    now[0] += KEPT_TRUSTED
+    _, fresh = await get(client, BOB)
+    assert served.asked == [None, '"v1"', None]
+    assert b"Plain words" in kept and b"Fresh words" in fresh
+
+
+async def test_a_posts_answer_is_no_kept_copy(docs: tuple[Docs, str],
+                                              gateway: GatewayFactory) -> None:
+    served, url = docs
+    client = await gateway(upstream_url=url, access={"public": ["/guide/**"]})
+    frozen(client)
+    cookies = await session_cookies(client.app, BOB)
+    async with client.post("/guide/", cookies=cookies, data={"about": "salary"}) as response:
+        assert b"Thanks, your ticket" in await response.read()
+    _, body = await get(client, CAROL)
+    assert served.asked == [None, None] and b"Thanks" not in body
+
+
+async def test_a_304_answers_with_the_copy_it_was_asked_about(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    # What is kept changes while a conditional request waits (an answer that may not be
+    # kept came in between): the 304 stands for the copy asked about, with its fields.
+    served, url = docs
+    served.fields = {"Content-Security-Policy": "default-src 'self'"}
+    client = await gateway(upstream_url=url)
+    frozen(client)
+    await get(client, BOB)
+    served.hold = asyncio.Event()
+    waiting = asyncio.ensure_future(get(client, CAROL))
+    while len(served.asked) < 2:
+        await asyncio.sleep(0.01)
+    await get(client, BOB, {"Authorization": "Bearer docs-token"})
+    served.hold.set()
+    response, body = await waiting
+    assert served.asked == [None, '"v1"', None]
+    assert response.headers["Content-Security-Policy"] == "default-src 'self'"
+    assert b">Carol</span>" in body
+
+
+async def test_a_304_sends_nobody_elsewhere(docs: tuple[Docs, str],
+                                            gateway: GatewayFactory) -> None:
+    served, url = docs
+    served.fields_304 = {"Location": "/elsewhere/", "Content-Location": "/other/"}
+    client = await gateway(upstream_url=url)
+    frozen(client)
+    await get(client, BOB)
+    response, body = await get(client, BOB)
+    assert served.asked == [None, '"v1"'] and response.status == 200
+    assert "Location" not in response.headers and "Content-Location" not in response.headers
+    assert b">Bob</span>" in body

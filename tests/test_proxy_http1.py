@@ -335,3 +335,21 @@ async def test_a_slot_handed_to_a_wait_cancelled_at_that_moment_is_passed_on() -
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert slots.free == 1 and not slots.waiters
+
+
+async def test_a_304_that_announces_a_body_ends_its_connection(aiohttp_client: Any,
+                                                               raw_upstream: Any) -> None:
+    # No body may follow a 304; one announced may still come after the head, later, and
+    # would be read as the next request's answer on a reused connection.
+    def reply(request: bytes, n: int) -> bytes:
+        if n == 1:
+            return b'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\nContent-Length: 8\r\n\r\n'
+        return ok(b"next")
+
+    upstream = await raw_upstream(reply)
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/site.css", headers={"If-None-Match": '"a"'}) as response:
+        assert response.status == 304
+    async with client.get("/site.css") as response:
+        assert await response.read() == b"next"
+    assert upstream.connections == 2

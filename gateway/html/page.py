@@ -68,6 +68,10 @@ MEMO_PAGE_LIMIT = 256 * 1024
 #: How often a remembered page is recorded again in the page index (which forgets after
 #: five minutes), while it keeps being served unchanged.
 RECORD_EVERY = 60.0
+#: How long after a page was last read whole the docs server's 304 stands for the kept
+#: copy: a docs server whose ETag stays the same when the page changes (nginx's is made of
+#: the file's time and size, which a rewrite may keep) is read whole again within it.
+KEPT_TRUSTED = 1.0
 #: Pages too large for the memo whose gated text is kept (by digest) between requests.
 TEXTS_KEPT = 64
 #: Readers whose user object, as the client script's tag carries it, is kept (each at most
@@ -116,8 +120,20 @@ class Scanned:
     #: body. The headers it came with, as a reader may get them, go with it.
     validator: str = ""
     pairs: tuple[tuple[str, str], ...] = ()
-    #: The host it was asked for (a docs server may serve several).
+    #: The host it was asked for (a docs server may serve several), and when it was last
+    #: read whole.
     host: str = ""
+    read_at: float = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class KeptCopy:
+    """A kept copy of a page as it stood when the docs server was asked about it (another
+    request may change what is kept meanwhile)."""
+
+    scanned: Scanned
+    validator: str
+    pairs: tuple[tuple[str, str], ...]
 
 
 @dataclass(init=False, slots=True)
@@ -607,12 +623,15 @@ class Pages:
             self.heard(scanned, rel)
         return scanned
 
-    def kept_copy(self, rel: str, host: str) -> Scanned | None:
+    def kept_copy(self, rel: str, host: str) -> KeptCopy | None:
         """The copy of the page at ``rel`` on ``host`` remembered with the docs server's
-        validator, to ask whether it changed."""
+        validator, read whole at most ``KEPT_TRUSTED`` seconds ago: to ask whether it
+        changed."""
         scanned = self.memo.latest(rel)
-        return scanned if scanned is not None and scanned.validator \
-            and scanned.host == host else None
+        if scanned is None or not scanned.validator or scanned.host != host \
+                or self.clock() - scanned.read_at >= KEPT_TRUSTED:
+            return None
+        return KeptCopy(scanned, scanned.validator, scanned.pairs)
 
     def keep_validator(self, rel: str, host: str, scanned: Scanned, validator: str | None,
                        pairs: tuple[tuple[str, str], ...]) -> None:
@@ -620,6 +639,7 @@ class Pages:
         not be asked with), and the headers that go with it."""
         if self.memo.latest(rel) is not scanned:
             return  # not remembered (too large): nothing to ask with
+        scanned.read_at = self.clock()
         if validator is None:
             validator, pairs, host = "", (), ""
         if (validator, pairs, host) != (scanned.validator, scanned.pairs, scanned.host):

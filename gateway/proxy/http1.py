@@ -192,6 +192,10 @@ class Response(Answer):
         self._keep_alive = parser.should_keep_alive()
         if self.method == "HEAD" or status in (204, 304):
             self._complete = True
+            if status in (204, 304) and (self.content_length or self.chunked):
+                # A body announced where none may follow: bytes may still come after the
+                # head, and would be read as the next request's answer.
+                self._keep_alive = False
         if not self._head.done():
             self._head.set_result(None)
 
