@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -25,49 +25,22 @@ from gateway.policy import Policy
 from gateway.proxy.static import StaticSite
 from gateway.proxy.upstream import Upstream
 from gateway.responses import BRAND
-from gateway.scope import SCOPE, Scope, ScopeBuilder
+from gateway.scope import ScopeBuilder
 from gateway.services import GATEWAY, Gateway, Site
 from gateway.sessions import create_store
 from gateway.sessions.base import gateway_cookie_predicate
 from gateway.shared import create_keyspace
-from gateway.types import DocsAnswer, DocsHandler, Handler
-
-
-@dataclass
-class RouteTable:
-    """The gateway's own routes by exact normalized path, then method."""
-
-    routes: dict[str, dict[str, Handler]] = field(default_factory=dict)
-
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        """Register a handler; GET also answers HEAD."""
-        methods = self.routes.setdefault(path, {})
-        methods[method] = handler
-        if method == "GET":
-            methods.setdefault("HEAD", handler)
-
-    async def dispatch(self, request: web.Request) -> DocsAnswer:
-        """One lookup on the normalized path; everything else is docs."""
-        scope: Scope = request[SCOPE]
-        methods = self.routes.get(scope.path)
-        if methods is None:
-            return await handle_docs(request)
-        handler = methods.get(request.method)
-        if handler is None:
-            raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
-        scope.route = "gateway"
-        return await handler(request)
-
+from gateway.types import DocsHandler
 
 #: The app's route table (for tools and tests that list what it serves).
-ROUTES = web.AppKey("routes", RouteTable)
+ROUTES = web.AppKey("routes", routes.RouteTable)
 #: The one handler every request on the docs port goes to (see ``docs_server``).
 ENTRY: web.AppKey[DocsHandler] = web.AppKey("entry")
 #: The largest body the gateway's own routes read; proxied bodies stream.
 MAX_BODY = 64 * 1024
 
 
-def own_routes(config: Config, table: RouteTable, handshake_routes: list[Route]) -> None:
+def own_routes(config: Config, table: routes.RouteTable, handshake_routes: list[Route]) -> None:
     """The fixed routes under the prefix, compat names, and the handshake's callbacks.
 
     Login and callback routes are rate-limited per client (``server.login_rate_limit``).
@@ -161,11 +134,11 @@ async def build_app(config: Config) -> web.Application:
                  is_gateway_cookie=is_gateway_cookie, keyspace=keyspace)
     app[GATEWAY] = gw
     app[BRAND] = Brand(config.brand, home=config.server.base_path + "/")
-    table = RouteTable()
+    table = routes.RouteTable()
     own_routes(config, table, handshake.routes())
     app[ROUTES] = table
-    app[ENTRY] = error_boundary(config, ScopeBuilder(config), metrics, table.dispatch,
-                                missing_page=answer_as_missing)
+    app[ENTRY] = error_boundary(config, ScopeBuilder(config), metrics, handle_docs,
+                                missing_page=answer_as_missing, own=table.routes)
     app.cleanup_ctx.append(lambda app: _lifecycle(gw))
     return app
 

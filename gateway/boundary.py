@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from contextvars import Token
 from time import perf_counter
 
@@ -23,7 +24,7 @@ from gateway.metrics import Metrics
 from gateway.responses import error_response, is_navigation, login_redirect
 from gateway.scope import REQUEST_ID, SCOPE, Scope, ScopeBuilder
 from gateway.sessions.base import cookie_settings
-from gateway.types import DocsAnswer, DocsHandler
+from gateway.types import DocsAnswer, DocsHandler, Handler
 
 log = logging.getLogger("gateway")
 
@@ -59,8 +60,9 @@ def unexpected(request: web.Request) -> web.Response:
 
 def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
                    handler: DocsHandler, missing_page: DocsHandler | None = None,
-                   ) -> DocsHandler:
-    """``handler`` behind the edge: the scope is built first, and every error becomes a
+                   own: Mapping[str, Mapping[str, Handler]] | None = None) -> DocsHandler:
+    """``handler`` (the docs) behind the edge, and the gateway's ``own`` routes (by
+    normalized path, then method): the scope is built first, and every error becomes a
     response. A plain wrapper rather than aiohttp middleware: every request goes through
     it, and a direct call costs less than the middleware chain.
 
@@ -100,7 +102,15 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
             if "Expect" in request.headers:
                 await expect_continue(request)
             try:
-                response = await handler(request)
+                methods = own.get(scope.path) if own is not None else None
+                if methods is None:
+                    response = await handler(request)
+                else:
+                    own_route = methods.get(request.method)
+                    if own_route is None:
+                        raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
+                    scope.route = "gateway"
+                    response = await own_route(request)
                 if scope.route != "gateway" and not scope.allowed:
                     # A docs answer whose decision was never enforced: fail closed.
                     raise Denied(code="not_enforced")

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import re
+from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import quote, urlsplit
 
@@ -23,6 +24,7 @@ from gateway.responses import error_response, is_navigation
 from gateway.scope import SCOPE, Scope
 from gateway.services import GATEWAY, Gateway
 from gateway.sessions.base import CookieJar
+from gateway.types import Handler
 
 NO_STORE = "private, no-store"
 #: The forward-auth answer's word on how the proxied page may be cached, when it depends on
@@ -41,6 +43,20 @@ log = logging.getLogger("gateway")
 CLIENT_JS = resources.files("gateway").joinpath("assets/client.js").read_bytes()
 #: The line of client.js that holds the settings the config gives it.
 CLIENT_SETTINGS = re.compile(rb"var settings = [^\n]*; // gateway:settings")
+
+
+@dataclass
+class RouteTable:
+    """The gateway's own routes by exact normalized path, then method."""
+
+    routes: dict[str, dict[str, Handler]] = field(default_factory=dict)
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        """Register a handler; GET also answers HEAD."""
+        methods = self.routes.setdefault(path, {})
+        methods[method] = handler
+        if method == "GET":
+            methods.setdefault("HEAD", handler)
 
 
 class UntrustedPeer(GatewayError):

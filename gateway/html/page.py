@@ -126,7 +126,7 @@ class Scanned:
     read_at: float = float("-inf")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class KeptCopy:
     """A kept copy of a page as it stood when the docs server was asked about it (another
     request may change what is kept meanwhile)."""
@@ -134,6 +134,13 @@ class KeptCopy:
     scanned: Scanned
     validator: str
     pairs: tuple[tuple[str, str], ...]
+
+    # Written out (init=False): compiled, it runs natively; it is made once per request.
+    def __init__(self, scanned: Scanned, validator: str,
+                 pairs: tuple[tuple[str, str], ...]) -> None:
+        self.scanned = scanned
+        self.validator = validator
+        self.pairs = pairs
 
 
 @dataclass(init=False, slots=True)
