@@ -98,6 +98,8 @@ class Exchange:
     extra: list[tuple[str, str]]
     #: The build of the docs that serves this reader.
     site: Site
+    #: When the origin was last asked for this request's answer (the pages' clock).
+    asked_at: float
 
     def __init__(self, request: web.Request, scope: Scope, rel: str, decision: Decision,
                  visitor: Visitor, extra: list[tuple[str, str]], site: Site) -> None:
@@ -108,6 +110,7 @@ class Exchange:
         self.visitor = visitor
         self.extra = extra
         self.site = site
+        self.asked_at = 0.0
 
 
 async def identify(gw: Gateway, request: web.Request, scope: Scope, required: bool) -> Visitor:
@@ -268,7 +271,7 @@ async def serve_websocket(gw: Gateway, origin: Upstream, ex: Exchange) -> web.St
 async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
     """Ask the origin; touch the body only for what the gateway must read (a page that
     may declare or gate its own access, an index)."""
-    request, scope, rel, decision, extra = ex.request, ex.scope, ex.rel, ex.decision, ex.extra
+    request, scope, rel, decision = ex.request, ex.scope, ex.rel, ex.decision
     origin = ex.site.origin
     if isinstance(origin, Upstream) and is_upgrade(request):
         return await serve_websocket(gw, origin, ex)
@@ -288,10 +291,8 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
     kept = ex.site.pages.kept_copy(rel, scope.host) if reads and index_file is None \
         and request.method in ("GET", "HEAD") and not scope.query \
         and "Authorization" not in request.headers else None
-    started = time.monotonic()
-    upstream = await origin.open(request, scope, extra, whole=reads,
-                                 validator=kept.validator if kept is not None else None)
-    gw.observe_upstream(time.monotonic() - started)
+    upstream = await ask(gw, ex, whole=reads,
+                         validator=kept.validator if kept is not None else None)
     if kept is not None and upstream.status == 304:
         fresh = origin.response_pairs(upstream)
         tag = upstream.headers.get("ETag")
@@ -301,14 +302,14 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
             return await serve_page(gw, ex, 200, updated(kept.pairs, fresh), kept.scanned,
                                     kept.scanned.retyped)
         # Not the copy asked about: the page is asked for again, whole.
-        upstream = await origin.open(request, scope, extra, whole=True)
+        upstream = await ask(gw, ex, whole=True)
     try:
         if not reads and request.method in ("GET", "HEAD") and ex.site.pages.wants(decision) \
                 and needs_whole(request.method, upstream):
             # An asset's path answered with a page, or with a partial or unchanged answer
             # that may be one: ask again for all of it (other assets keep ranges and 304s).
             upstream.release()
-            upstream = await origin.open(request, scope, extra, whole=True)
+            upstream = await ask(gw, ex, whole=True)
             reads = True
         if reads and upstream.status == 206:
             raise UpstreamError("the docs server sent part of a page asked for whole")
@@ -319,6 +320,17 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
         # connection goes back or is dropped; release() is a no-op when already done.
         upstream.release()
         raise
+
+
+async def ask(gw: Gateway, ex: Exchange, *, whole: bool, validator: str | None = None,
+              ) -> Answer:
+    """The origin's answer to the exchange's request, timed; when it was asked is noted."""
+    ex.asked_at = ex.site.pages.clock()
+    started = time.monotonic()
+    answer = await ex.site.origin.open(ex.request, ex.scope, ex.extra, whole=whole,
+                                       validator=validator)
+    gw.observe_upstream(time.monotonic() - started)
+    return answer
 
 
 def followed(gw: Gateway) -> LinkTargets:
@@ -679,7 +691,7 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         if known is not None and not scope.query and request.method in ("GET", "HEAD"):
             # The page as a GET has it (another method's answer is no copy of it).
             ex.site.pages.keep_validator(known, scope.host, scanned, shared_validator(
-                upstream.headers, request.headers), pairs)
+                upstream.headers, request.headers), pairs, ex.asked_at)
         return await serve_page(gw, ex, status, pairs, scanned, retyped)
     finish_headers(gw, decision, visitor, response)
     return response
@@ -711,7 +723,7 @@ async def serve_page(gw: Gateway, ex: Exchange, status: int,
 # Fields of a kept page that a 304 does not change: what its body was read as, and where it
 # is (a 304 sends nobody elsewhere).
 _KEPT_FIELDS: Final = frozenset({"content-type", "content-encoding", "content-length", "etag",
-                                 "location", "content-location"})
+                                 "location", "content-location", "refresh"})
 
 
 # The kept pages' headers lately updated, by the kept and the 304's (the same for every
@@ -729,7 +741,7 @@ def updated(kept: tuple[tuple[str, str], ...], fresh: tuple[tuple[str, str], ...
     made = _UPDATED.get(key)
     if made is None:
         made = make_updated(kept, fresh)
-        keep_for_head(_UPDATED, key, made, made, PAGE_HEAD_MEMO)
+        keep_for_head(_UPDATED, key, made, kept + fresh, PAGE_HEAD_MEMO)
     return made
 
 

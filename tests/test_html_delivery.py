@@ -247,10 +247,18 @@ class Docs:
         self.asked: list[str | None] = []
         #: Set: a conditional request waits for it before its 304 (sent with no ETag).
         self.hold: asyncio.Event | None = None
+        #: Set: the next request asked without a condition waits for it, then sends the
+        #: page as it stood when it was asked.
+        self.slow: asyncio.Event | None = None
 
     async def page(self, request: web.Request) -> web.Response:
         condition = request.headers.get("If-None-Match")
         self.asked.append(condition)
+        body, etag, slow = self.body, self.etag, self.slow
+        if condition is None and slow is not None:
+            self.slow = None
+            await slow.wait()
+            return web.Response(text=body, content_type="text/html", headers={"ETag": etag})
         if condition is not None and condition.removeprefix("W/") == self.etag.removeprefix("W/"):
             if self.hold is not None:
                 await self.hold.wait()
@@ -480,11 +488,50 @@ async def test_a_304_answers_with_the_copy_it_was_asked_about(
 async def test_a_304_sends_nobody_elsewhere(docs: tuple[Docs, str],
                                             gateway: GatewayFactory) -> None:
     served, url = docs
-    served.fields_304 = {"Location": "/elsewhere/", "Content-Location": "/other/"}
+    served.fields_304 = {"Location": "/elsewhere/", "Content-Location": "/other/",
+                         "Refresh": "0; url=/elsewhere/"}
     client = await gateway(upstream_url=url)
     frozen(client)
     await get(client, BOB)
     response, body = await get(client, BOB)
     assert served.asked == [None, '"v1"'] and response.status == 200
     assert "Location" not in response.headers and "Content-Location" not in response.headers
+    assert "Refresh" not in response.headers
     assert b">Bob</span>" in body
+
+
+async def test_a_slow_read_neither_outlasts_its_second_nor_displaces_a_later_one(
+        docs: tuple[Docs, str], gateway: GatewayFactory) -> None:
+    # The second counts from when the docs server was asked; and a page asked for before
+    # the copy kept last, and read after it (a slow answer), is not asked about.
+    served, url = docs
+    client = await gateway(upstream_url=url)
+    now = frozen(client)
+    slow = served.slow = asyncio.Event()
+    reading = asyncio.ensure_future(get(client, BOB))
+    while not served.asked:
+        await asyncio.sleep(0.01)
+    now[0] += KEPT_TRUSTED / 4
+    narrowed = PAGE.replace("<title>", '<meta name="gateway:groups" content="admin"><title>')
+    served.body = narrowed
+    ada, _ = await get(client, ADA)
+    slow.set()
+    bob, _ = await reading
+    assert ada.status == 200 and bob.status == 200  # Bob's copy: asked before the change
+    carol, body = await get(client, CAROL)
+    assert carol.status == 404 and b"Plain words" not in body
+    # Carol's page was read whole (then the site's missing page, for the denial).
+    assert served.asked[:3] == [None, None, None]
+    # One slow read, longer than the second: the next request reads the page whole.
+    served.body = PAGE
+    now[0] += KEPT_TRUSTED * 2
+    before = len(served.asked)
+    slow = served.slow = asyncio.Event()
+    reading = asyncio.ensure_future(get(client, BOB))
+    while len(served.asked) == before:
+        await asyncio.sleep(0.01)
+    now[0] += KEPT_TRUSTED * 2
+    slow.set()
+    await reading
+    await get(client, BOB)
+    assert served.asked[before:] == [None, None]

@@ -197,3 +197,6 @@ def test_the_updated_heads_kept_stay_bounded() -> None:
         assert updated(kept, fresh) == kept + fresh
     assert len(_UPDATED) == PAGE_HEAD_MEMO
     assert updated(kept, (("X-Long", "x" * HEAD_MEMO_LENGTH),)) not in _UPDATED.values()
+    # What the 304 sent counts too, though it is left out of the updated head.
+    large = (("Content-Location", "x" * HEAD_MEMO_LENGTH),)
+    assert updated(kept, large) == kept and (kept, large) not in _UPDATED

@@ -337,13 +337,17 @@ async def test_a_slot_handed_to_a_wait_cancelled_at_that_moment_is_passed_on() -
     assert slots.free == 1 and not slots.waiters
 
 
-async def test_a_304_that_announces_a_body_ends_its_connection(aiohttp_client: Any,
-                                                               raw_upstream: Any) -> None:
+@pytest.mark.parametrize("framing", [
+    "Content-Length: 8", "Transfer-Encoding: chunked", "Transfer-Encoding: gzip",
+    "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+])
+async def test_a_304_that_announces_a_body_ends_its_connection(
+        aiohttp_client: Any, raw_upstream: Any, framing: str) -> None:
     # No body may follow a 304; one announced may still come after the head, later, and
     # would be read as the next request's answer on a reused connection.
     def reply(request: bytes, n: int) -> bytes:
         if n == 1:
-            return b'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\nContent-Length: 8\r\n\r\n'
+            return f'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\n{framing}\r\n\r\n'.encode()
         return ok(b"next")
 
     upstream = await raw_upstream(reply)

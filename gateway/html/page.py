@@ -431,6 +431,9 @@ class PageMemo:
         self.budget = budget
         self.size = 0
         self._entries: dict[str, Scanned] = {}
+        #: When the docs server was asked for the copy last kept with its validator, by
+        #: path: an answer asked for before it, and read after, keeps none.
+        self.asked: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -477,6 +480,7 @@ class PageMemo:
         while self._entries and self.size > self.budget:
             oldest = next(iter(self._entries))
             self.size -= _weight(self._entries.pop(oldest))
+            self.asked.pop(oldest, None)
 
 
 def _weight(scanned: Scanned) -> int:
@@ -641,14 +645,19 @@ class Pages:
         return KeptCopy(scanned, scanned.validator, scanned.pairs)
 
     def keep_validator(self, rel: str, host: str, scanned: Scanned, validator: str | None,
-                       pairs: tuple[tuple[str, str], ...]) -> None:
+                       pairs: tuple[tuple[str, str], ...], asked_at: float) -> None:
         """Remember the validator the copy at ``rel`` on ``host`` came with (None: it may
-        not be asked with), and the headers that go with it."""
+        not be asked with), and the headers that go with it; ``asked_at``: when the docs
+        server was asked for it (``clock``), from which ``KEPT_TRUSTED`` counts."""
         if self.memo.latest(rel) is not scanned:
             return  # not remembered (too large): nothing to ask with
-        scanned.read_at = self.clock()
+        scanned.read_at = asked_at
+        if validator is not None and asked_at < self.memo.asked.get(rel, float("-inf")):
+            validator = None  # older than the copy kept last (a slow read): not asked with
         if validator is None:
             validator, pairs, host = "", (), ""
+        else:
+            self.memo.asked[rel] = asked_at
         if (validator, pairs, host) != (scanned.validator, scanned.pairs, scanned.host):
             self.memo.reweigh(rel, scanned, validator, pairs, host)
 

@@ -192,7 +192,8 @@ class Response(Answer):
         self._keep_alive = parser.should_keep_alive()
         if self.method == "HEAD" or status in (204, 304):
             self._complete = True
-            if status in (204, 304) and (self.content_length or self.chunked):
+            if status in (204, 304) and (self.content_length
+                                         or "Transfer-Encoding" in self.headers):
                 # A body announced where none may follow: bytes may still come after the
                 # head, and would be read as the next request's answer.
                 self._keep_alive = False
