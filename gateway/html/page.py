@@ -68,9 +68,9 @@ MEMO_PAGE_LIMIT = 256 * 1024
 #: How often a remembered page is recorded again in the page index (which forgets after
 #: five minutes), while it keeps being served unchanged.
 RECORD_EVERY = 60.0
-#: How long after a page was last read whole the docs server's 304 stands for the kept
-#: copy: a docs server whose ETag stays the same when the page changes (nginx's is made of
-#: the file's time and size, which a rewrite may keep) is read whole again within it.
+#: How long after the docs server was last asked for a page whole its 304 stands for the
+#: kept copy: a docs server whose ETag stays the same when the page changes (nginx's is made
+#: of the file's time and size, which a rewrite may keep) is asked whole again within it.
 KEPT_TRUSTED = 1.0
 #: Pages too large for the memo whose gated text is kept (by digest) between requests.
 TEXTS_KEPT = 64
@@ -121,7 +121,7 @@ class Scanned:
     validator: str = ""
     pairs: tuple[tuple[str, str], ...] = ()
     #: The host it was asked for (a docs server may serve several), and when it was last
-    #: read whole.
+    #: asked for whole (``Pages.clock``).
     host: str = ""
     read_at: float = float("-inf")
 
@@ -636,7 +636,7 @@ class Pages:
 
     def kept_copy(self, rel: str, host: str) -> KeptCopy | None:
         """The copy of the page at ``rel`` on ``host`` remembered with the docs server's
-        validator, read whole at most ``KEPT_TRUSTED`` seconds ago: to ask whether it
+        validator, asked for whole at most ``KEPT_TRUSTED`` seconds ago: to ask whether it
         changed."""
         scanned = self.memo.latest(rel)
         if scanned is None or not scanned.validator or scanned.host != host \
