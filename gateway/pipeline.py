@@ -285,12 +285,9 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
         # the page's own metadata decides first, as for a GET.
         await judge_unread(gw, ex, rel, decision)
     # A page read before, as one copy for every reader: the docs server is asked whether
-    # it changed, and a 304 (no body to carry or read again) stands for that copy. Not for
-    # a request with credentials of its own, which a shared cache does not answer either,
-    # nor with a query (the copy is kept by path).
-    kept = ex.site.pages.kept_copy(rel, scope.host) if reads and index_file is None \
-        and request.method in ("GET", "HEAD") and not scope.query \
-        and "Authorization" not in request.headers else None
+    # it changed, and a 304 (no body to carry or read again) stands for that copy.
+    kept = ex.site.pages.kept_copy(rel, scope.host) \
+        if reads and index_file is None and shares_copy(request, scope) else None
     upstream = await ask(gw, ex, whole=reads,
                          validator=kept.validator if kept is not None else None)
     if kept is not None and upstream.status == 304:
@@ -320,6 +317,15 @@ async def serve(gw: Gateway, ex: Exchange) -> DocsAnswer:
         # connection goes back or is dropped; release() is a no-op when already done.
         upstream.release()
         raise
+
+
+def shares_copy(request: web.Request, scope: Scope) -> bool:
+    """Whether the page a request asks for may be the one copy kept for every reader (kept
+    from its answer, or answered from the kept copy): a GET or HEAD (another method's
+    answer is no copy of the page), with no query (the copy is kept by path), and no
+    credentials of its own (a shared cache neither keeps nor answers those)."""
+    return request.method in ("GET", "HEAD") and not scope.query \
+        and "Authorization" not in request.headers
 
 
 async def ask(gw: Gateway, ex: Exchange, *, whole: bool, validator: str | None = None,
@@ -688,10 +694,9 @@ async def respond(gw: Gateway, origin: Origin, ex: Exchange, upstream: Answer,
         page, retyped = readable
         scanned = ex.site.pages.scan(page, known, (declared, retyped),
                                      (packing, body) if packing else None)
-        if known is not None and not scope.query and request.method in ("GET", "HEAD"):
-            # The page as a GET has it (another method's answer is no copy of it).
-            ex.site.pages.keep_validator(known, scope.host, scanned, shared_validator(
-                upstream.headers, request.headers), pairs, ex.asked_at)
+        if known is not None and shares_copy(request, scope):
+            ex.site.pages.keep_validator(known, scope.host, scanned,
+                                         shared_validator(upstream.headers), pairs, ex.asked_at)
         return await serve_page(gw, ex, status, pairs, scanned, retyped)
     finish_headers(gw, decision, visitor, response)
     return response

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from gateway.config.model import Config
 from gateway.errors import Denied, NeedsLogin, UpstreamError, listed
@@ -960,13 +960,12 @@ def content_encodings(headers: CIMultiDict[str]) -> str | None:
 _ENTITY_TAG: Final = re.compile(r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]{0,200}"')
 
 
-def shared_validator(headers: CIMultiDict[str], asked: CIMultiDictProxy[str]) -> str | None:
+def shared_validator(headers: CIMultiDict[str]) -> str | None:
     """The ETag of a page the docs server sent as one copy for every reader, as a shared
     cache would keep it (RFC 9111 3): one well-formed ETag, no ``Set-Cookie``, not
     ``private`` or ``no-store``, no ``Vary`` but on ``Accept-Encoding`` (the gateway reads
-    every encoding), asked without ``Authorization``. None for any other page: it is
-    asked for whole every time."""
-    if "Authorization" in asked or "Set-Cookie" in headers:
+    every encoding). None for any other page: it is asked for whole every time."""
+    if "Set-Cookie" in headers:
         return None
     tags = headers.getall("ETag", ())
     if len(tags) != 1 or not _ENTITY_TAG.fullmatch(tags[0]):
