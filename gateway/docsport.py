@@ -102,13 +102,20 @@ class _Date:
     def __init__(self) -> None:
         self.second = 0
         self.value = ""
+        self.field = ""
 
     def now(self) -> str:
         second = int(time.time())
         if second != self.second:
             self.second = second
             self.value = formatdate(second, usegmt=True)
+            self.field = f"Date: {self.value}\r\n"
         return self.value
+
+    def line(self) -> str:
+        """The field as a line of a head."""
+        self.now()
+        return self.field
 
 
 DATE: Final = _Date()
@@ -219,6 +226,7 @@ class KeptHead:
             runs.append([])
         self.slots = tuple(slots)
         self.has_etag = "ETag" in self.slots
+        self.has_request_id = "X-Request-Id" in self.slots
         # A field that would break the head is refused when it is written, as any is.
         self.broken = False
         try:
@@ -230,12 +238,13 @@ class KeptHead:
     def encode(self, etag: str | None, request_id: str | None) -> list[bytes]:
         """The head's fields with the answer's ``ETag`` and ``X-Request-Id`` in their places
         (a request id the head has no place for is left to the caller)."""
-        out = [self.runs[0]]
+        runs = self.runs
+        out = [runs[0]]
         for index, slot in enumerate(self.slots):
             value = etag if slot == "ETag" else request_id
             if value is not None:
-                out.append(encode_fields(((slot, value),)))
-            out.append(self.runs[index + 1])
+                out.append(own_field(slot, value))
+            out.append(runs[index + 1])
         return out
 
 
@@ -293,6 +302,8 @@ class DocsConnection(BaseProtocol):
         self.ssl_context: Any = None
         self.peername: Any = None
         self.sockname: Any = None
+        self.remote: str | None = None
+        self.scheme = "http"
         # Bytes read and not yet parsed: a read is parsed a slice at a time while the
         # queue has room, so what is read ahead stays bounded.
         self.unread = b""
@@ -328,6 +339,11 @@ class DocsConnection(BaseProtocol):
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
         self.ssl_context = transport.get_extra_info("sslcontext")
+        # What aiohttp's request would work out from these on each request.
+        peer = self.peername
+        self.remote = None if peer is None else str(peer[0]) \
+            if isinstance(peer, (list, tuple)) else str(peer)
+        self.scheme = "https" if self.ssl_context else "http"
         if self.server.stopping:
             transport.close()
             return
@@ -568,7 +584,7 @@ class DocsConnection(BaseProtocol):
             # A body not read to its end: what follows it cannot be told from it.
             response.force_close()
         if isinstance(response, WholeAnswer):
-            keep, length = self._write_answer(request, response)
+            keep, length = self._write_answer(message, response)
             self._log(request, response.status, length, loop.time() - started)
             return keep and not self.closing and (payload is EMPTY_PAYLOAD or payload.is_eof())
         written = whole(response) if isinstance(response, web.Response) \
@@ -616,32 +632,32 @@ class DocsConnection(BaseProtocol):
                    b"" if empty else body)
         return keep, 0 if empty else len(body)
 
-    def _write_answer(self, request: web.BaseRequest, answer: WholeAnswer) -> tuple[bool, int]:
+    def _write_answer(self, message: Any, answer: WholeAnswer) -> tuple[bool, int]:
         """A whole answer of the gateway's own: its kept head as encoded, the fields only
         it has, and what ``_write_whole`` adds to any (its length, date, server, whether
-        the connection stays)."""
+        the connection stays). Its own values are the gateway's (a digest, a request id, a
+        number, a date), each checked for a line break or NUL as any field is."""
         kept, status, body = answer.kept, answer.status, answer.body
         if kept.broken:
             raise ValueError("a line break or NUL in the response's head")
+        version = message.version
+        request_id = answer.request_id
+        head = [status_line(version, status, answer.reason),
+                *kept.encode(answer.etag, request_id)]
         bodiless = status in (204, 304) or 100 <= status < 200
-        empty = bodiless or request.method == "HEAD"
-        own = answer.extra
-        if answer.request_id is not None and "X-Request-Id" not in kept.slots:
-            own.insert(0, ("X-Request-Id", answer.request_id))
-        if not bodiless and (body or request.method != "HEAD"):
-            own.append(("Content-Length", str(len(body))))
-        own.append(("Date", DATE.now()))
-        if not kept.has_server:
-            own.append(("Server", SERVER_SOFTWARE))
-        keep = self._keeps(request, answer.keep_alive)
-        version = request.version
+        empty = bodiless or message.method == "HEAD"
+        if request_id is not None and not kept.has_request_id:
+            head.append(own_field("X-Request-Id", request_id))
+        if answer.extra:
+            head.append(encode_fields(answer.extra))
+        own = f"Content-Length: {len(body)}\r\n" \
+            if not bodiless and (body or message.method != "HEAD") else ""
+        keep = (not message.should_close if answer.keep_alive is None else answer.keep_alive) \
+            and not self.closing
         connection = _connection(version, keep)
-        if connection:
-            own.append(("Connection", connection))
-        self._send(b"".join((
-            f"HTTP/{version.major}.{version.minor} {status} {answer.reason}\r\n".encode(),
-            *kept.encode(answer.etag, answer.request_id), encode_fields(own), b"\r\n")),
-            b"" if empty else body)
+        head.append(f"{own}{DATE.line()}{'' if kept.has_server else SERVER_LINE}"
+                    f"{f'Connection: {connection}{CRLF}' if connection else ''}\r\n".encode())
+        self._send(b"".join(head), b"" if empty else body)
         return keep, 0 if empty else len(body)
 
     def _keeps(self, request: web.BaseRequest, keep_alive: bool | None) -> bool:
@@ -897,6 +913,31 @@ def _checked(lines: list[str]) -> bytes:
     if text.count("\n") != len(lines) or text.count("\r") != len(lines) or "\x00" in text:
         raise ValueError("a line break or NUL in the response's head")
     return text.encode("utf-8", "surrogateescape")
+
+
+CRLF: Final = "\r\n"
+SERVER_LINE: Final = f"Server: {SERVER_SOFTWARE}\r\n"
+_STATUS_LINES: Final[dict[tuple[int, int], bytes]] = {}
+
+
+def status_line(version: HttpVersion, status: int, reason: str) -> bytes:
+    """An answer's first line (the reason is the status's own: the lines are remembered
+    by version and status)."""
+    minor = 1 if version == HttpVersion11 else 0
+    line = _STATUS_LINES.get((minor, status))
+    if line is None:
+        line = f"HTTP/{version.major}.{version.minor} {status} {reason}\r\n".encode()
+        if version.major == 1 and minor == version.minor and reason == REASONS.get(status, ""):
+            _STATUS_LINES[(minor, status)] = line
+    return line
+
+
+def own_field(name: str, value: str) -> bytes:
+    """One field the gateway made (a digest, a request id), refused as ``encode_head``
+    refuses any with a line break or NUL."""
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise ValueError("a line break or NUL in the response's head")
+    return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
 
 
 def _connection(version: HttpVersion, keep: bool) -> str:

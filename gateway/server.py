@@ -70,8 +70,15 @@ def docs_server(app: web.Application, **kwargs: Any) -> DocsServer:
     def make_request(message: RawRequestMessage, payload: StreamReader,
                      protocol: Any, writer: AbstractStreamWriter,
                      task: asyncio.Task[None]) -> DocsRequest:
+        # The docs port's connection knows its client's address and scheme once for all
+        # its requests (aiohttp's handler, after a switch of protocols, does not); a path
+        # (the only target the gateway takes) names its host in Host, when it has one.
         request = DocsRequest(message, payload, protocol, writer, task, loop,
-                              client_max_size=MAX_BODY)
+                              client_max_size=MAX_BODY,
+                              remote=getattr(protocol, "remote", None),
+                              scheme=getattr(protocol, "scheme", None),
+                              host=message.headers.get("Host")
+                              if message.path.startswith("/") else None)
         request.docs_app = app
         return request
 
