@@ -196,8 +196,9 @@ class Bench:
             self.failed((target.row,), exc, part)
             return False
         self.runs.setdefault((part, target.row), []).append(result)
+        cpu = f"  cpu {result.cpu_us:.0f} us/req" if result.cpu_us is not None else ""
         _progress(f"{part:5} {target.row}  round {round_ + 1}  {result.rps:>9.0f} req/s  "
-                  f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms")
+                  f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms{cpu}")
         return True
 
     def cold_start(self, target: Target) -> int:
@@ -210,7 +211,8 @@ class Bench:
             self.cold_sent += result.requests + self.settings.connections
 
     def summarize(self) -> None:
-        """Per row, the round with the median requests per second (and every round's rate)."""
+        """Per row, the round with the median requests per second (and every round's rate),
+        and the median of the rounds' CPU time per request."""
         for (part, row), runs in self.runs.items():
             ordered = sorted(runs, key=lambda r: r.rps)
             median = ordered[(len(ordered) - 1) // 2]
@@ -218,6 +220,9 @@ class Bench:
             entry["peak_rss_mb"] = max(r.peak_rss_mb or 0.0 for r in runs)
             entry["error_count"] = sum(r.error_count for r in runs)
             entry["rounds_rps"] = [r.rps for r in runs]
+            entry["rounds_cpu_us"] = [r.cpu_us for r in runs]
+            cpus = [r.cpu_us for r in runs if r.cpu_us is not None]
+            entry["cpu_us"] = statistics.median(cpus) if cpus else None
             self.results[part][row] = entry
 
     def downloads(self, target: Target) -> None:

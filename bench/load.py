@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BenchError, RssSampler
+from bench.procs import BenchError, RssSampler, cpu_between, tree_cpu
 
 _MARK = "WRK_JSON "
 
@@ -87,7 +87,8 @@ end
 
 @dataclass
 class LoadResult:
-    """One wrk run: throughput, latency percentiles, errors, and the servers' peak RSS."""
+    """One wrk run: throughput, latency percentiles, errors, the servers' peak RSS, and the
+    CPU time (user and system) they used per request."""
 
     requests: int
     seconds: float
@@ -99,6 +100,7 @@ class LoadResult:
     mb_read: float
     errors: dict[str, int] = field(default_factory=dict)
     peak_rss_mb: float | None = None
+    cpu_us: float | None = None
 
     @property
     def error_count(self) -> int:
@@ -163,7 +165,8 @@ def run_wrk(url: str, *, work: Path, duration: float, connections: int, threads:
             cookie_start: int = 0) -> LoadResult:
     """One wrk run against ``url``; ``requests`` turns it into a fixed request budget.
 
-    ``watch`` names server processes whose trees' RSS is sampled for the peak;
+    ``watch`` names server processes whose trees' RSS is sampled for the peak, and whose
+    CPU time is read before and after (divided by the requests answered, ``cpu_us``);
     ``cookie_file`` rotates a Cookie header per request, from line ``cookie_start`` on.
     """
     wrk = require("wrk")
@@ -181,8 +184,10 @@ def run_wrk(url: str, *, work: Path, duration: float, connections: int, threads:
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     argv.append(url)
+    cpu_before = tree_cpu(watch)
     with RssSampler(watch) as sampler:
         stdout, stderr, code = _run_until_budget(argv, marker, threads, seconds + 60)
+    cpu_after = tree_cpu(watch)
     if code != 0:
         raise BenchError(f"wrk failed ({code}): {stderr.strip()[-400:]}")
     marker.unlink(missing_ok=True)
@@ -193,6 +198,7 @@ def run_wrk(url: str, *, work: Path, duration: float, connections: int, threads:
         raise BenchError(f"no response at all from {url} in {result.seconds:.0f}s")
     if watch:
         result.peak_rss_mb = round(sampler.peak / (1024 * 1024), 1)
+        result.cpu_us = round(cpu_between(cpu_before, cpu_after) * 1e6 / result.requests, 1)
     return result
 
 

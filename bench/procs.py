@@ -177,6 +177,27 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) one process has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # The fields after the name, which is in parentheses and may hold spaces.
+            fields = handle.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(roots: Sequence[int]) -> dict[int, float]:
+    """CPU time of every process in the trees of ``roots``, by pid."""
+    return {pid: cpu_seconds(pid) for root in roots for pid in tree(root)}
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU time the processes seen at both points used between them."""
+    return sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of one process (0 once it is gone)."""
     try:

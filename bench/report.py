@@ -28,6 +28,10 @@ MATERIAL_RATIOS: tuple[tuple[str, str | None, float | None], ...] = (
     ("o/c", None, None),
     ("k/o", None, None),
 )
+# The same rows' CPU time per request, "x/y" as y's over x's (so that, as for requests/s,
+# above 1 means row x does better): what the proxies themselves spend, whatever else the
+# machine does meanwhile. Reported beside the requests/s ratios, which the targets hold.
+CPU_RATIOS: tuple[str, ...] = ("k/c", "l/c", "j/k")
 DOWNLOAD_SHARE = 0.7
 RSS_GROWTH_MB = 30.0
 RSS_PER_WORKER_MB = 80.0
@@ -55,6 +59,11 @@ def _rps(results: dict[str, Any], row: str, part: str = "main") -> float | None:
     return float(entry["rps"]) if entry and entry.get("rps") else None
 
 
+def _cpu(results: dict[str, Any], row: str, part: str) -> float | None:
+    entry = results[part].get(row)
+    return float(entry["cpu_us"]) if entry and entry.get("cpu_us") else None
+
+
 def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The ratios the issue asks for, each marked met, not met, or not measured."""
     out = []
@@ -66,6 +75,11 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         top, bottom = _rps(results, name[0], "material"), _rps(results, name[2], "material")
         value = round(top / bottom, 2) if top and bottom else None
         out.append(target(name, "requests/s on the Material page", value, op, limit))
+    for name in CPU_RATIOS:
+        mine, theirs = _cpu(results, name[0], "material"), _cpu(results, name[2], "material")
+        value = round(theirs / mine, 2) if mine and theirs else None
+        out.append(target(f"{name} CPU", f"CPU per request on the Material page: {name[2]}'s "
+                          f"over {name[0]}'s", value, None, None))
     downloads = results["download"]
     if "g" in downloads and "b" in downloads and downloads["b"]["mb_per_s"]:
         share = round(downloads["g"]["mb_per_s"] / downloads["b"]["mb_per_s"], 2)
@@ -159,12 +173,14 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
 def render(doc: dict[str, Any]) -> str:
     """The human-readable report: the tables, then the scorecard."""
     lines: list[str] = []
-    load_header = ["row", "what", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "errors"]
+    load_header = ["row", "what", "req/s", "p50 ms", "p99 ms", "CPU us/req", "peak RSS MB",
+                   "errors"]
     for part, title in (("main", "10 KB HTML page"), ("asset", "200 KB asset"),
                         ("material", "Material for MkDocs page (a, c, k, l: unmarked; j, m: "
                                      "marked, rewritten)")):
         rows = [[e["id"], e["label"], _cell(e["rps"]), _cell(e["p50_ms"], 2),
-                 _cell(e["p99_ms"], 2), _cell(e["peak_rss_mb"], 1), str(e["error_count"])]
+                 _cell(e["p99_ms"], 2), _cell(e.get("cpu_us"), 1), _cell(e["peak_rss_mb"], 1),
+                 str(e["error_count"])]
                 for e in doc[part]]
         if rows:
             lines += _table(title, load_header, rows)
