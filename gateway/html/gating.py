@@ -120,13 +120,18 @@ class Template:
     parts: tuple[bytes, ...]
     fields: tuple[tuple[str, bytes], ...]
 
-    def fill(self, user: User | None) -> list[bytes]:
+    def fill(self, user: User | None, given: int = -1, value: bytes = b"") -> list[bytes]:
         """The page's pieces for ``user``: the text between the fields, and each field's
-        text (or its own content when ``user`` has no value for it)."""
+        text (or its own content when ``user`` has no value for it); field number ``given``
+        (if any) is ``value``, as the caller already has it."""
         out = [self.parts[0]]
-        for (path, fallback), after in zip(self.fields, self.parts[1:], strict=True):
-            text = field_text(user, path)
-            out.append(fallback if text is None else text.encode())
+        for number, ((path, fallback), after) in enumerate(
+                zip(self.fields, self.parts[1:], strict=True)):
+            if number == given:
+                out.append(value)
+            else:
+                text = field_text(user, path)
+                out.append(fallback if text is None else text.encode())
             out.append(after)
         return out
 

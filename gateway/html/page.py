@@ -295,9 +295,7 @@ class KeptTemplate:
     def for_reader(self, user: User | None, user_object: bytes = b"null") -> Rendered:
         """The page for ``user``: its fields filled, and ``user_object`` (their user
         object, escaped for an attribute) in the client script's tag."""
-        pieces = self.template.fill(user)
-        if self.user_slot >= 0:
-            pieces[2 * self.user_slot + 1] = user_object
+        pieces = self.template.fill(user, self.user_slot, user_object)
         values = pieces[1::2]
         tag = hashlib.blake2b(self.digest, digest_size=12)
         for value in values:
