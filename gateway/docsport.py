@@ -87,6 +87,47 @@ RequestFactory = Callable[[RawRequestMessage, StreamReader, Any, StreamWriter,
                            "asyncio.Task[None]"], web.BaseRequest]
 
 
+@mypyc_attr(native_class=False)
+class DocsRequest(web.Request):
+    """A request on the docs port. No router stands between the port and the gateway's
+    entry, so the request holds its application itself (``request.app``)."""
+
+    ATTRS = web.Request.ATTRS | frozenset(["docs_app"])
+    docs_app: web.Application
+
+    @property
+    def app(self) -> web.Application:
+        return self.docs_app
+
+    def clone(self, **changes: Any) -> DocsRequest:
+        copy = super().clone(**changes)
+        assert isinstance(copy, DocsRequest)
+        copy.docs_app = self.docs_app
+        return copy
+
+
+def request_factory(app: web.Application, loop: asyncio.AbstractEventLoop,
+                    max_body: int) -> RequestFactory:
+    """The docs port's requests for ``app``: each a ``DocsRequest`` holding it."""
+
+    # The message is aiohttp's parser's own (in C, no tuple), the writer aiohttp's.
+    def make_request(message: Any, payload: StreamReader, protocol: Any,
+                     writer: Any, task: asyncio.Task[None]) -> web.BaseRequest:
+        # The docs port's protocol knows its client's address and scheme once for all its
+        # requests (aiohttp's handler, after a switch of protocols, does not); a path (the
+        # only target the gateway takes) names its host in Host, when it has one.
+        request = DocsRequest(message, payload, protocol, writer, task, loop,
+                              client_max_size=max_body,
+                              remote=getattr(protocol, "remote", None),
+                              scheme=getattr(protocol, "scheme", None),
+                              host=message.headers.get("Host")
+                              if message.path.startswith("/") else None)
+        request.docs_app = app
+        return request
+
+    return make_request
+
+
 class BadRequest(Exception):
     """A request the connection refuses before the gateway sees it: its status, and the
     reason for the log."""
@@ -172,7 +213,7 @@ class DocsServer(web.Server):
         self.stopping = False
 
     def __call__(self) -> Any:
-        return DocsConnection(self)
+        return DocsProtocol(self)
 
     def handler(self) -> Any:
         """aiohttp's handler for a connection handed over."""
@@ -283,27 +324,76 @@ class WholeAnswer:
         return response
 
 
-# aiohttp's writer and body buffers take the connection as their protocol: a subclass of
-# aiohttp's, a regular class (its base has slots).
+# aiohttp's writer, parser, body buffers and request take a protocol of aiohttp's own: a
+# subclass of its base, a regular class (that base has slots). It is what the transport
+# and aiohttp see; the connection's own work is done by a native class behind it.
 @mypyc_attr(native_class=False)
-class DocsConnection(BaseProtocol):
-    """One client connection: its requests parsed, answered in order."""
+class DocsProtocol(BaseProtocol):
+    """The protocol of one client connection, for the transport and for aiohttp: its flow
+    control and what aiohttp's request reads of it; the rest is the ``DocsConnection``'s."""
 
     def __init__(self, server: DocsServer) -> None:
         super().__init__(server.loop)
-        self.server = server
-        self.parser = self._new_parser()
-        # What aiohttp's request reads of its protocol (a multipart body's limits).
+        # What aiohttp's request reads of its protocol (a multipart body's limits, the
+        # client's address) once the connection is made.
         self.max_field_size = MAX_FIELD
         self.max_headers = MAX_HEADERS
-        self.task: asyncio.Task[None] | None = None
-        self.queue: collections.deque[_Waiting] = collections.deque()
-        self.wakeup: asyncio.Future[None] | None = None
         self.ssl_context: Any = None
         self.peername: Any = None
         self.sockname: Any = None
         self.remote: str | None = None
         self.scheme = "http"
+        self.connection = DocsConnection(server, self)
+        # Each read goes straight to the connection (the transport looks it up once).
+        self.data_received = self.connection.data_received  # type: ignore[method-assign]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peername = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        self.ssl_context = transport.get_extra_info("sslcontext")
+        # What aiohttp's request would work out from these on each request.
+        peer = self.peername
+        self.remote = None if peer is None else str(peer[0]) \
+            if isinstance(peer, (list, tuple)) else str(peer)
+        self.scheme = "https" if self.ssl_context else "http"
+        self.connection.connection_made(cast(asyncio.Transport, transport))
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.connection.connection_lost()
+
+    # Flow control asked for by a body's buffer (aiohttp's StreamReader).
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+        self.connection.hold()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        self._reading_paused = False
+        self.connection.resume_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.connection.pause_writing()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.connection.resume_writing()
+
+
+class DocsConnection:
+    """One client connection: its requests parsed, answered in order."""
+
+    def __init__(self, server: DocsServer, wire: DocsProtocol) -> None:
+        self.server = server
+        # The protocol aiohttp's parts are given, and the transport writes to.
+        self.wire = wire
+        self._loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = self._new_parser()
+        self.task: asyncio.Task[None] | None = None
+        self.queue: collections.deque[_Waiting] = collections.deque()
+        self.wakeup: asyncio.Future[None] | None = None
         # Bytes read and not yet parsed: a read is parsed a slice at a time while the
         # queue has room, so what is read ahead stays bounded.
         self.unread = b""
@@ -334,16 +424,8 @@ class DocsConnection(BaseProtocol):
 
     # -- asyncio ---------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.peername = transport.get_extra_info("peername")
-        self.sockname = transport.get_extra_info("sockname")
-        self.ssl_context = transport.get_extra_info("sslcontext")
-        # What aiohttp's request would work out from these on each request.
-        peer = self.peername
-        self.remote = None if peer is None else str(peer[0]) \
-            if isinstance(peer, (list, tuple)) else str(peer)
-        self.scheme = "https" if self.ssl_context else "http"
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
         if self.server.stopping:
             transport.close()
             return
@@ -353,8 +435,7 @@ class DocsConnection(BaseProtocol):
         self.timer = loop.call_at(self.last + self.server.keepalive, self._idle)
         self.task = loop.create_task(self._serve())
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        super().connection_lost(exc)
+    def connection_lost(self) -> None:
         self.transport = None
         self.closing = True
         self.server.open.discard(self)
@@ -475,7 +556,7 @@ class DocsConnection(BaseProtocol):
     def _new_parser(self) -> Any:
         """aiohttp's request parser, within the docs port's limits, its bodies paced by this
         connection."""
-        return HttpRequestParser(self, self._loop, BODY_BUFFER, max_line_size=MAX_LINE,
+        return HttpRequestParser(self.wire, self._loop, BODY_BUFFER, max_line_size=MAX_LINE,
                                  max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
                                  payload_exception=RequestPayloadError)
 
@@ -499,13 +580,12 @@ class DocsConnection(BaseProtocol):
                 break
         return read
 
-    # Flow control asked for by a body's buffer (aiohttp's StreamReader).
-    def pause_reading(self) -> None:
-        self._reading_paused = True
+    # Flow control asked for by a body's buffer (aiohttp's StreamReader), through the
+    # protocol.
+    def hold(self) -> None:
         self._hold()
 
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        self._reading_paused = False
+    def resume_reading(self) -> None:
         if len(self.queue) < MAX_WAITING:
             self._release()
 
@@ -525,7 +605,8 @@ class DocsConnection(BaseProtocol):
                 if self.transport is None:
                     return
                 waiting = self.queue.popleft()
-                if self.held and len(self.queue) < MAX_WAITING and not self._reading_paused:
+                if self.held and len(self.queue) < MAX_WAITING \
+                        and not self.wire._reading_paused:
                     self._release()
                 if waiting.refused is not None:
                     self._write_refusal(waiting.refused)
@@ -550,9 +631,9 @@ class DocsConnection(BaseProtocol):
                 if not keep:
                     self._linger(transport)  # what the client sent after it is let go
                     return
-                if self._paused:
+                if self.wire._paused:
                     # The client reads slower than answers are written: the next waits.
-                    await self._drain_helper()
+                    await self.wire._drain_helper()
         except asyncio.CancelledError:
             raise
         except ConnectionError:
@@ -565,10 +646,10 @@ class DocsConnection(BaseProtocol):
         """Answer one request; whether the connection may carry another."""
         loop = self._loop
         started = loop.time()
-        writer = StreamWriter(self, loop)
+        writer = StreamWriter(self.wire, loop)
         task = self.task
         assert task is not None
-        request = self.server.factory(message, payload, self, writer, task)
+        request = self.server.factory(message, payload, self.wire, writer, task)
         response: web.StreamResponse | WholeAnswer
         try:
             response = await self.server.entry(request)
@@ -858,12 +939,10 @@ class DocsConnection(BaseProtocol):
         return now if moved else since
 
     def pause_writing(self) -> None:
-        super().pause_writing()
         self.writing_since = self._loop.time()
         self.write_left = self.transport.get_write_buffer_size() if self.transport else 0
 
     def resume_writing(self) -> None:
-        super().resume_writing()
         self.writing_since = None
 
     def stop(self) -> None:

@@ -17,14 +17,11 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
 
 from gateway.app import ENTRY, MAX_BODY, build_app
 from gateway.config.load import load_config
 from gateway.config.model import Config
-from gateway.docsport import MAX_FIELD, MAX_LINE, DocsServer, Handler
+from gateway.docsport import MAX_FIELD, MAX_LINE, DocsServer, Handler, request_factory
 from gateway.errors import ConfigError
 from gateway.logs import AccessLogger, setup_logging
 from gateway.services import GATEWAY
@@ -41,24 +38,6 @@ class StartupError(Exception):
 
 
 
-class DocsRequest(web.Request):
-    """A request on the docs port. No router stands between the port and the gateway's
-    entry, so the request holds its application itself (``request.app``)."""
-
-    ATTRS = web.Request.ATTRS | frozenset(["docs_app"])
-    docs_app: web.Application
-
-    @property
-    def app(self) -> web.Application:
-        return self.docs_app
-
-    def clone(self, **changes: Any) -> DocsRequest:
-        copy = super().clone(**changes)
-        assert isinstance(copy, DocsRequest)
-        copy.docs_app = self.docs_app
-        return copy
-
-
 def docs_server(app: web.Application, **kwargs: Any) -> DocsServer:
     """The docs port's server for an app from ``build_app``: each request goes straight to
     the app's ``ENTRY``, which tells the gateway's own routes from the docs itself.
@@ -66,22 +45,7 @@ def docs_server(app: web.Application, **kwargs: Any) -> DocsServer:
     ``kwargs`` go to ``web.Server`` (access log, keep-alive, ...). Must run in the loop.
     """
     loop = asyncio.get_running_loop()
-
-    def make_request(message: RawRequestMessage, payload: StreamReader,
-                     protocol: Any, writer: AbstractStreamWriter,
-                     task: asyncio.Task[None]) -> DocsRequest:
-        # The docs port's connection knows its client's address and scheme once for all
-        # its requests (aiohttp's handler, after a switch of protocols, does not); a path
-        # (the only target the gateway takes) names its host in Host, when it has one.
-        request = DocsRequest(message, payload, protocol, writer, task, loop,
-                              client_max_size=MAX_BODY,
-                              remote=getattr(protocol, "remote", None),
-                              scheme=getattr(protocol, "scheme", None),
-                              host=message.headers.get("Host")
-                              if message.path.startswith("/") else None)
-        request.docs_app = app
-        return request
-
+    make_request = request_factory(app, loop, MAX_BODY)
     # The factory makes every request a web.Request, which is what the entry takes.
     entry = cast(Handler, app[ENTRY])
     return DocsServer(entry, request_factory=make_request, loop=loop,

@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.streams import EmptyStreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -247,11 +248,13 @@ class Upstream(Origin):
         headers = self.request_headers(request, scope, extra, whole)
         if validator is not None and whole:
             headers.append(("If-None-Match", validator))
-        body = request.content.iter_any() if request.body_exists else None
+        # A request without a body has aiohttp's empty stream (``body_exists``, read once).
+        content = request.content
+        body, length = (None, None) if type(content) is EmptyStreamReader \
+            else (content.iter_any(), request.content_length)
         try:
             response = await self.pool.request(asked_method(request.method, whole),
-                                               self.target_for(scope),
-                                               headers, body, request.content_length)
+                                               self.target_for(scope), headers, body, length)
         except UpstreamTimedOut:
             raise UpstreamTimeout("the docs server did not answer in time") from None
         except UpstreamClosed:
