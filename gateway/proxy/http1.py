@@ -502,23 +502,22 @@ def header_text(value: bytes) -> str:
 
 def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]],
                   has_body: bool, content_length: int | None) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", *[f"{name}: {value}" for name, value in headers]]
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines.extend([f"{name}: {value}" for name, value in headers])
+    text = "".join(lines)
+    if "\r" in text or "\n" in text:
+        # Never let a value split the request (smuggling): such a header is left out.
+        lines = [lines[0], *(line for line in lines[1:] if "\r" not in line and "\n" not in line)]
     if has_body:
         lines.append("Transfer-Encoding: chunked" if content_length is None
                      else f"Content-Length: {content_length}")
     elif method not in NO_BODY_METHODS:
         lines.append("Content-Length: 0")
-    lines.append("\r\n")  # the last line's end and the empty line
-    text = "\r\n".join(lines)
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        # Never let a value split the request (smuggling): such a header is left out.
-        lines = [lines[0], *(line for line in lines[1:-1]
-                             if "\r" not in line and "\n" not in line), "\r\n"]
-        text = "\r\n".join(lines)
     # A client's own header values and target reach here as aiohttp decoded them (UTF-8,
     # undecodable bytes kept as surrogates): encoded back so, they are the client's bytes.
     # The gateway's own values (a reader's name in a plain header) go out as UTF-8; a lone
     # surrogate in one (a JSON escape in a token's claims) cannot, and becomes "?".
+    text = "\r\n".join(lines) + "\r\n\r\n"
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
