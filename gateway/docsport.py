@@ -58,6 +58,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_exceptions import HTTPException
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_request import Request
 from multidict import CIMultiDict
 from mypy_extensions import mypyc_attr
 
@@ -88,11 +89,11 @@ RequestFactory = Callable[[RawRequestMessage, StreamReader, Any, StreamWriter,
 
 
 @mypyc_attr(native_class=False)
-class DocsRequest(web.Request):
+class DocsRequest(Request):
     """A request on the docs port. No router stands between the port and the gateway's
     entry, so the request holds its application itself (``request.app``)."""
 
-    ATTRS = web.Request.ATTRS | frozenset(["docs_app"])
+    ATTRS = Request.ATTRS | frozenset(["docs_app"])
     docs_app: web.Application
 
     @property
