@@ -199,6 +199,26 @@ async def test_malformed_response_is_502(aiohttp_client: Any, raw_upstream: Any)
         assert response.status == 502
 
 
+@pytest.mark.parametrize("after", [b"", b"\x81\x05hello", b"GET / HTTP/1.1\r\n\r\n"])
+async def test_a_switch_of_protocols_nobody_asked_for_is_502(aiohttp_client: Any,
+                                                             raw_upstream: Any, after: bytes,
+                                                             caplog: Any) -> None:
+    # The docs server's client asks for no upgrade (WebSockets go their own way): a 101
+    # would tell the reader its connection now speaks something else, with bytes of it.
+    upstream = await raw_upstream(
+        lambda request, n: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n\r\n" + after if n == 1 else ok(b"next"))
+    client = await gateway_for(aiohttp_client, upstream)
+    async with client.get("/switch") as response:
+        assert response.status == 502
+        assert response.headers.get("Upgrade") is None
+    # The connection that switched is not used again.
+    async with client.get("/next") as response:
+        assert await response.read() == b"next"
+    assert upstream.connections == 2
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
+
+
 async def test_chunked_request_body_is_forwarded_chunked(aiohttp_client: Any,
                                                          raw_upstream: Any) -> None:
     upstream = await raw_upstream(lambda request, n: ok())
@@ -357,3 +377,4 @@ async def test_a_304_that_announces_a_body_ends_its_connection(
     async with client.get("/site.css") as response:
         assert await response.read() == b"next"
     assert upstream.connections == 2
+    assert not [record for record in caplog.records if record.exc_info], caplog.text

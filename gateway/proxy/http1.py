@@ -178,7 +178,12 @@ class Response(Answer):
         if self._overrun:
             return
         status = parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            # Nothing sent here asks to switch protocols (a WebSocket has a client of its
+            # own): what follows is no HTTP, and a 101 no answer to pass on.
+            self._fail(UpstreamClosed("the docs server switched protocols unasked"))
+            return
+        if 100 <= status < 200:
             self._raw_headers.clear()  # an interim response: the real one follows
             self._dates.clear()
             return
@@ -233,6 +238,11 @@ class Response(Answer):
             return
         try:
             parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # After a 101 (refused as it came): the connection speaks something else now.
+            self._fail(UpstreamClosed("the docs server switched protocols unasked"))
+            self.conn.close()
+            return
         except httptools.HttpParserError as exc:
             self._fail(UpstreamClosed(f"malformed response from the docs server ({exc})"))
             self.conn.close()
