@@ -475,7 +475,7 @@ class DocsConnection:
             data, self.unread = self.unread[:SLICE], self.unread[SLICE:]
             self._parse(data)
         if self.unread:
-            self._hold()
+            self.hold()
 
     def _parse(self, data: bytes) -> None:
         broken: BadRequest | None = None
@@ -550,7 +550,7 @@ class DocsConnection:
             queue[-1].payload.is_eof() if queue else
             self.answering is None or self.answering.is_eof())
         if len(queue) >= MAX_WAITING:
-            self._hold()
+            self.hold()
         if messages or upgraded:
             self._wake()
 
@@ -582,10 +582,7 @@ class DocsConnection:
         return read
 
     # Flow control asked for by a body's buffer (aiohttp's StreamReader), through the
-    # protocol.
-    def hold(self) -> None:
-        self._hold()
-
+    # protocol: ``hold`` stops reading, this lets it go on.
     def resume_reading(self) -> None:
         if len(self.queue) < MAX_WAITING:
             self._release()
@@ -673,7 +670,7 @@ class DocsConnection:
             and not response.prepared else None
         if written is not None:
             assert isinstance(response, web.Response)
-            keep, length = self._write_whole(request, response, written)
+            keep, length = self._write_whole(message, response, written)
         else:
             try:
                 await response.prepare(request)
@@ -685,11 +682,11 @@ class DocsConnection:
         # A body the handler did not read to its end leaves the connection unusable.
         return keep and not self.closing and (payload is EMPTY_PAYLOAD or payload.is_eof())
 
-    def _write_whole(self, request: web.BaseRequest, response: web.Response,
+    def _write_whole(self, message: Any, response: web.Response,
                      body: bytes) -> tuple[bool, int]:
         """A response whose body is at hand, with its head, in one write: the fields aiohttp
         would add, and none of the body where the request or status has none."""
-        method, status = request.method, response.status
+        method, status = message.method, response.status
         headers = response.headers
         for cookie in response.cookies.values():
             headers.add("Set-Cookie", cookie.output(header="")[1:])
@@ -705,12 +702,12 @@ class DocsConnection:
             headers["Date"] = DATE.now()
         if "Server" not in headers:
             headers["Server"] = SERVER_SOFTWARE
-        keep = self._keeps(request, response.keep_alive)
+        keep = self._keeps(message, response.keep_alive)
         if "Connection" not in headers:
-            connection = _connection(request.version, keep)
+            connection = _connection(message.version, keep)
             if connection:
                 headers["Connection"] = connection
-        self._send(encode_head(request.version, status, response.reason, headers),
+        self._send(encode_head(message.version, status, response.reason, headers),
                    b"" if empty else body)
         return keep, 0 if empty else len(body)
 
@@ -734,17 +731,17 @@ class DocsConnection:
             head.append(encode_fields(answer.extra))
         own = f"Content-Length: {len(body)}\r\n" \
             if not bodiless and (body or message.method != "HEAD") else ""
-        keep = (not message.should_close if answer.keep_alive is None else answer.keep_alive) \
-            and not self.closing
+        keep = self._keeps(message, answer.keep_alive)
         connection = _connection(version, keep)
         head.append(f"{own}{DATE.line()}{'' if kept.has_server else SERVER_LINE}"
                     f"{f'Connection: {connection}{CRLF}' if connection else ''}\r\n".encode())
         self._send(b"".join(head), b"" if empty else body)
         return keep, 0 if empty else len(body)
 
-    def _keeps(self, request: web.BaseRequest, keep_alive: bool | None) -> bool:
-        """Whether the connection stays open after this answer."""
-        keep = request.keep_alive if keep_alive is None else keep_alive
+    def _keeps(self, message: Any, keep_alive: bool | None) -> bool:
+        """Whether the connection stays open after this answer (the answer's own word,
+        else the request's: aiohttp's ``keep_alive``)."""
+        keep = not message.should_close if keep_alive is None else keep_alive
         return keep and not self.closing
 
     def _send(self, head: bytes, body: bytes) -> None:
@@ -868,9 +865,9 @@ class DocsConnection:
         """Nothing more the client sends is read as a request: what is unread is let go."""
         self.refused = True
         self.unread = b""
-        self._hold()
+        self.hold()
 
-    def _hold(self) -> None:
+    def hold(self) -> None:
         if not self.held and self.transport is not None:
             self.held = True
             self._reading(False)
