@@ -367,7 +367,7 @@ class DocsProtocol(BaseProtocol):
     # Flow control asked for by a body's buffer (aiohttp's StreamReader).
     def pause_reading(self) -> None:
         self._reading_paused = True
-        self.connection.hold()
+        self.connection.pause_reading()
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         self._reading_paused = False
@@ -380,6 +380,10 @@ class DocsProtocol(BaseProtocol):
     def resume_writing(self) -> None:
         super().resume_writing()
         self.connection.resume_writing()
+
+    async def drain(self) -> None:
+        """Wait until what was written has gone out to the client (or it left)."""
+        await self._drain_helper()
 
 
 class DocsConnection:
@@ -407,6 +411,8 @@ class DocsConnection:
         self.at_boundary = True
         # Reading is held for a full queue, a body's full buffer, or a handover.
         self.held = False
+        # A request body's buffer is full (its reader asked the protocol to pause).
+        self.body_full = False
         self.refused = False
         # A refusal written: what the client still sends is read and let go, then it closes.
         self.lingering = False
@@ -582,8 +588,13 @@ class DocsConnection:
         return read
 
     # Flow control asked for by a body's buffer (aiohttp's StreamReader), through the
-    # protocol: ``hold`` stops reading, this lets it go on.
+    # protocol.
+    def pause_reading(self) -> None:
+        self.body_full = True
+        self.hold()
+
     def resume_reading(self) -> None:
+        self.body_full = False
         if len(self.queue) < MAX_WAITING:
             self._release()
 
@@ -604,7 +615,7 @@ class DocsConnection:
                     return
                 waiting = self.queue.popleft()
                 if self.held and len(self.queue) < MAX_WAITING \
-                        and not self.wire._reading_paused:
+                        and not self.body_full:
                     self._release()
                 if waiting.refused is not None:
                     self._write_refusal(waiting.refused)
@@ -629,9 +640,10 @@ class DocsConnection:
                 if not keep:
                     self._linger(transport)  # what the client sent after it is let go
                     return
-                if self.wire._paused:
-                    # The client reads slower than answers are written: the next waits.
-                    await self.wire._drain_helper()
+                if self.writing_since is not None:
+                    # The client reads slower than answers are written (the transport
+                    # paused writing): the next waits.
+                    await self.wire.drain()
         except asyncio.CancelledError:
             raise
         except ConnectionError:
