@@ -1,9 +1,9 @@
 """The benchmark run: bring every row up, load them one at a time, weigh them, stop them.
 
 All rows' servers are started first and sit idle while another row is loaded, so rows
-can be measured in rounds (a b c ... m, then again): on a machine whose background load
-drifts, the median of interleaved rounds keeps the ratios honest. Only one row is ever
-under load. The many-sessions runs come last, each on a fresh gateway.
+can be measured in rounds (a b c ... o, then o ... a, and so on): on a machine whose
+background load drifts, the median of interleaved rounds keeps the ratios honest. Only
+one row is ever under load. The many-sessions runs come last, each on a fresh gateway.
 """
 
 from __future__ import annotations
@@ -148,8 +148,11 @@ class Bench:
                     self.failed(rows, exc)
         broken: set[tuple[str, str]] = set()
         for round_ in range(s.rounds):
+            # Every other round goes backwards (a..o, o..a, ...): a machine that slows or
+            # speeds up through a round favours neither the rows measured first nor last.
+            order = list(targets.items())[::-1 if round_ % 2 else 1]
             for part in ("main", "asset", "material"):
-                for row, target in targets.items():
+                for row, target in order:
                     if s.wants(part, row) and (part, row) not in broken:
                         if not self.measure(part, target, round_):
                             broken.add((part, row))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,22 @@ def _rps(results: dict[str, Any], row: str, part: str = "main") -> float | None:
     return float(entry["rps"]) if entry and entry.get("rps") else None
 
 
+def _paired(results: dict[str, Any], name: str, part: str) -> tuple[float | None, list[float]]:
+    """Requests/s of row x over row y ("x/y"): the median of the rounds' own ratios, each
+    of two rows measured in the same round, when both rows have every round; else the
+    ratio of the two rows' medians. Also each round's ratio."""
+    top, bottom = results[part].get(name[0]), results[part].get(name[2])
+    if not top or not bottom:
+        return None, []
+    tops, bottoms = top.get("rounds_rps") or [], bottom.get("rounds_rps") or []
+    if len(tops) == len(bottoms) and tops and all(tops) and all(bottoms):
+        each = [round(t / b, 2) for t, b in zip(tops, bottoms, strict=True)]
+        return round(statistics.median(t / b for t, b in zip(tops, bottoms, strict=True)),
+                     2), each
+    mine, theirs = _rps(results, name[0], part), _rps(results, name[2], part)
+    return (round(mine / theirs, 2) if mine and theirs else None), []
+
+
 def _cpu(results: dict[str, Any], row: str, part: str) -> float | None:
     entry = results[part].get(row)
     return float(entry["cpu_us"]) if entry and entry.get("cpu_us") else None
@@ -67,14 +84,11 @@ def _cpu(results: dict[str, Any], row: str, part: str) -> float | None:
 def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The ratios the issue asks for, each marked met, not met, or not measured."""
     out = []
-    for name, op, limit in RPS_RATIOS:
-        top, bottom = _rps(results, name[0]), _rps(results, name[2])
-        value = round(top / bottom, 2) if top and bottom else None
-        out.append(target(name, "requests/s on the 10 KB page", value, op, limit))
-    for name, op, limit in MATERIAL_RATIOS:
-        top, bottom = _rps(results, name[0], "material"), _rps(results, name[2], "material")
-        value = round(top / bottom, 2) if top and bottom else None
-        out.append(target(name, "requests/s on the Material page", value, op, limit))
+    for part, table, what in (("main", RPS_RATIOS, "requests/s on the 10 KB page"),
+                              ("material", MATERIAL_RATIOS, "requests/s on the Material page")):
+        for name, op, limit in table:
+            value, each = _paired(results, name, part)
+            out.append({**target(name, what, value, op, limit), "rounds": each})
     for name in CPU_RATIOS:
         mine, theirs = _cpu(results, name[0], "material"), _cpu(results, name[2], "material")
         value = round(theirs / mine, 2) if mine and theirs else None
@@ -207,8 +221,10 @@ def render(doc: dict[str, Any]) -> str:
                         ["row", "what", "requests", "sessions", "before", "after", "growth",
                          "errors"], rows)
     rows = [[r["name"], r["what"], _cell(r["value"], 2), r["target"] or "-",
-             {True: "met", False: "NOT MET", None: "-"}[r["met"]]] for r in doc["ratios"]]
-    lines += _table("ratios and targets", ["ratio", "of", "value", "target", ""], rows)
+             {True: "met", False: "NOT MET", None: "-"}[r["met"]],
+             " ".join(_cell(x, 2) for x in r.get("rounds") or [])] for r in doc["ratios"]]
+    lines += _table("ratios and targets", ["ratio", "of", "value", "target", "",
+                                           "by round"], rows)
     for error in doc["errors"]:
         lines.append(f"error in {','.join(error['rows'])}: {error['error']}")
     return "\n".join(lines).rstrip() + "\n"

@@ -95,6 +95,41 @@ def test_only_selects_rows_and_refuses_unknown_names(tmp_path: Path) -> None:
     assert ratio["value"] is None and ratio["met"] is None
 
 
+def test_rounds_alternate_their_order_and_ratios_pair_the_rows_of_a_round(
+        tmp_path: Path) -> None:
+    out = tmp_path / "ab.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "a,b,main",
+         "--rounds", "3", "--json", str(out)], cwd=REPO, capture_output=True, text=True,
+        timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = [(line.split()[1], line.split()[3]) for line in done.stderr.splitlines()
+                if line.startswith("main ") and " round " in line]
+    assert measured == [("a", "1"), ("b", "1"), ("b", "2"), ("a", "2"), ("a", "3"),
+                        ("b", "3")]
+    doc = json.loads(out.read_text())
+    assert [len(row["rounds_rps"]) for row in doc["main"]] == [3, 3]
+
+
+def test_a_ratio_is_the_median_of_its_rounds_own_ratios() -> None:
+    from bench.report import ratios
+
+    def entry(rounds: list[float]) -> dict[str, object]:
+        return {"rps": sorted(rounds)[1], "rounds_rps": rounds, "cpu_us": None}
+
+    # Round by round the gateway serves 1.1, 1.2 and 0.5 times what Caddy serves; the
+    # medians of each row's rounds alone (1,000 over 1,000) would say 1.0.
+    results = {"main": {}, "download": {}, "sessions": {}, "wire": None,
+               "material": {"k": entry([1100.0, 600.0, 1000.0]),
+                            "c": entry([1000.0, 500.0, 2000.0]),
+                            "l": entry([700.0, 800.0])}}
+    by_name = {r["name"]: r for r in ratios(results)}
+    assert by_name["k/c"]["value"] == 1.1 and by_name["k/c"]["met"] is True
+    assert by_name["k/c"]["rounds"] == [1.1, 1.2, 0.5]
+    # A row that missed a round is compared by its median.
+    assert by_name["l/c"]["value"] == 0.8 and by_name["l/c"]["rounds"] == []
+
+
 def test_the_compiled_build_is_made_once_per_version_of_the_sources(tmp_path: Path) -> None:
     from bench.build import compiled_tree, sources_digest
 
