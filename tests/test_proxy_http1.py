@@ -167,6 +167,30 @@ async def test_chunked_response_and_interim_100(aiohttp_client: Any, raw_upstrea
         assert await response.read() == b"hello world"
 
 
+@pytest.mark.parametrize("fields", ["Content-Length: 0", "Transfer-Encoding: chunked"])
+async def test_an_interim_answers_fields_say_nothing_of_the_final_ones_framing(
+        raw_upstream: Any, fields: str) -> None:
+    def reply(request: bytes, n: int) -> bytes:
+        if n == 1:
+            return (f"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n{fields}"
+                    "\r\n\r\n").encode() + ok()
+        return ok(b"next")
+
+    upstream = await raw_upstream(reply)
+    assert upstream.server is not None
+    pool = Pool("127.0.0.1", upstream.server.sockets[0].getsockname()[1], limit=2,
+                connect_timeout=2, read_timeout=2)
+    answer = await pool.request("GET", "/page", [("Host", "docs")], None, None)
+    assert (answer.status, answer.content_length, answer.chunked) == (200, 5, False)
+    assert await answer.read_all(100) == b"hello"
+    answer.release()
+    answer = await pool.request("GET", "/page", [("Host", "docs")], None, None)
+    assert await answer.read_all(100) == b"next"
+    answer.release()
+    assert upstream.connections == 1  # the final answer kept its connection open
+    pool.close()
+
+
 async def test_body_delimited_by_close(aiohttp_client: Any, raw_upstream: Any) -> None:
     upstream = await raw_upstream(
         lambda request, n: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-the-end")

@@ -297,10 +297,12 @@ class KeptTemplate:
         object, escaped for an attribute) in the client script's tag."""
         pieces = self.template.fill(user, self.user_slot, user_object)
         values = pieces[1::2]
-        tag = hashlib.blake2b(self.digest, digest_size=12)
+        # The digest of the parts, then each value after its length, hashed in one call.
+        framed = [self.digest]
         for value in values:
-            tag.update(len(value).to_bytes(4, "little"))
-            tag.update(value)
+            framed.append(len(value).to_bytes(4, "little"))
+            framed.append(value)
+        tag = hashlib.blake2b(b"".join(framed), digest_size=12).hexdigest()
         body = b"".join(pieces)
 
         def packer() -> bytes:
@@ -319,7 +321,7 @@ class KeptTemplate:
             out.append(struct.pack("<II", crc, len(body) & 0xFFFFFFFF))
             return b"".join(out)
 
-        return Rendered(body, '"' + tag.hexdigest() + '"', packer=packer,
+        return Rendered(body, '"' + tag + '"', packer=packer,
                         reader=self.user_slot >= 0)
 
 

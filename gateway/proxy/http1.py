@@ -126,6 +126,11 @@ class Response(Answer):
         self.received_any = False
         self._raw_headers: list[tuple[str, str]] = []
         self._dates: list[str] = []
+        # The first Content-Length, Transfer-Encoding and Connection values, as the head
+        # arrives (None: not sent), for the framing and reuse decisions.
+        self._length: str | None = None
+        self._coding: str | None = None
+        self._connection: str | None = None
         # The parser holds this response (its callbacks): a cycle, broken by release() so
         # that the response is freed at once rather than left to the garbage collector.
         # None once released.
@@ -167,10 +172,20 @@ class Response(Answer):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._overrun:
             return
-        if len(name) == 4 and name.lower() == b"date":
+        size = len(name)
+        if size == 4 and name.lower() == b"date":
             self._dates.append(header_text(value))
-        else:
-            self._raw_headers.append((name.decode("latin-1"), header_text(value)))
+            return
+        text = header_text(value)
+        self._raw_headers.append((name.decode("latin-1"), text))
+        if size == 14:
+            if self._length is None and name.lower() == b"content-length":
+                self._length = text
+        elif size == 17:
+            if self._coding is None and name.lower() == b"transfer-encoding":
+                self._coding = text
+        elif size == 10 and self._connection is None and name.lower() == b"connection":
+            self._connection = text
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -186,19 +201,20 @@ class Response(Answer):
         if 100 <= status < 200:
             self._raw_headers.clear()  # an interim response: the real one follows
             self._dates.clear()
+            self._length = self._coding = self._connection = None
             return
         self.status = status
         self.pairs = tuple(self._raw_headers)
         self.headers = CIMultiDict(self.pairs)
-        length = self.headers.get("Content-Length")
+        length = self._length
         if length is not None and length.isdigit():
             self.content_length = int(length)
-        self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        coding = self._coding
+        self.chunked = coding is not None and "chunked" in coding.lower()
         self._keep_alive = parser.should_keep_alive()
         if self.method == "HEAD" or status in (204, 304):
             self._complete = True
-            if status in (204, 304) and (self.content_length
-                                         or "Transfer-Encoding" in self.headers):
+            if status in (204, 304) and (self.content_length or coding is not None):
                 # A body announced where none may follow: bytes may still come after the
                 # head, and would be read as the next request's answer.
                 self._keep_alive = False
@@ -350,7 +366,8 @@ class Response(Answer):
         conn.exchange = None
         reusable = (self._complete and self._error is None and conn.alive
                     and self._keep_alive and not self._body
-                    and "close" not in self.headers.get("Connection", "").lower())
+                    and (self._connection is None
+                         or "close" not in self._connection.lower()))
         if self._paused and conn.transport is not None and reusable:
             conn.transport.resume_reading()
         self.pool.put_back(conn, reusable)
