@@ -157,6 +157,8 @@ def error_boundary(config: Config, scopes: ScopeBuilder, metrics: Metrics,
             code = exc.reason.lower().replace(" ", "_")
             refused = {"reason": code}
             response = error_response(request, exc.status, code, exc.text or "")
+            if "Allow" in exc.headers:  # a 405 names the methods the address takes
+                response.headers["Allow"] = exc.headers["Allow"]
         except asyncio.CancelledError:
             raise
         except ConnectionError as exc:

@@ -332,6 +332,17 @@ async def test_client_js_and_healthz(gateway: GatewayFactory) -> None:
         assert (await response.json())["checks"]["upstream"] is True
 
 
+async def test_another_method_on_an_own_route_is_405_naming_the_methods_it_takes(
+        gateway: GatewayFactory) -> None:
+    client = await gateway()
+    for method, path, allowed in (("DELETE", "/_gateway/logout", {"GET", "HEAD", "POST"}),
+                                  ("PUT", "/_gateway/healthz", {"GET", "HEAD"})):
+        async with client.request(method, path) as response:
+            assert response.status == 405, (method, path)
+            assert {name.strip() for name in response.headers["Allow"].split(",")} == allowed
+            assert (await response.json())["error"] == "method_not_allowed"
+
+
 async def test_metrics_count_requests(gateway: GatewayFactory) -> None:
     client = await gateway(server={"metrics": "public"})
     for _ in range(3):
