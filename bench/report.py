@@ -55,30 +55,21 @@ def target(name: str, what: str, value: float | None, op: str | None,
             "target": f"{op} {limit:g}" if op and limit is not None else None, "met": met}
 
 
-def _rps(results: dict[str, Any], row: str, part: str = "main") -> float | None:
-    entry = results[part].get(row)
-    return float(entry["rps"]) if entry and entry.get("rps") else None
-
-
-def _paired(results: dict[str, Any], name: str, part: str) -> tuple[float | None, list[float]]:
-    """Requests/s of row x over row y ("x/y"): the median of the rounds' own ratios, each
-    of two rows measured in the same round, when both rows have every round; else the
-    ratio of the two rows' medians. Also each round's ratio."""
-    top, bottom = results[part].get(name[0]), results[part].get(name[2])
-    if not top or not bottom:
+def _paired(results: dict[str, Any], top: str, bottom: str, part: str,
+            field: str) -> tuple[float | None, list[float]]:
+    """``field`` (rps, cpu_us) of row ``top`` over row ``bottom``: the median of the
+    rounds' own ratios, each of two rows measured in the same round, when both rows have
+    every round; else the ratio of the two rows' medians. Also each round's ratio."""
+    upper, lower = results[part].get(top), results[part].get(bottom)
+    if not upper or not lower:
         return None, []
-    tops, bottoms = top.get("rounds_rps") or [], bottom.get("rounds_rps") or []
+    tops, bottoms = upper.get(f"rounds_{field}") or [], lower.get(f"rounds_{field}") or []
     if len(tops) == len(bottoms) and tops and all(tops) and all(bottoms):
-        each = [round(t / b, 2) for t, b in zip(tops, bottoms, strict=True)]
-        return round(statistics.median(t / b for t, b in zip(tops, bottoms, strict=True)),
-                     2), each
-    mine, theirs = _rps(results, name[0], part), _rps(results, name[2], part)
-    return (round(mine / theirs, 2) if mine and theirs else None), []
-
-
-def _cpu(results: dict[str, Any], row: str, part: str) -> float | None:
-    entry = results[part].get(row)
-    return float(entry["cpu_us"]) if entry and entry.get("cpu_us") else None
+        pairs = list(zip(tops, bottoms, strict=True))
+        return (round(statistics.median(t / b for t, b in pairs), 2),
+                [round(t / b, 2) for t, b in pairs])
+    mine, theirs = upper.get(field), lower.get(field)
+    return (round(float(mine) / float(theirs), 2) if mine and theirs else None), []
 
 
 def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,13 +78,13 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     for part, table, what in (("main", RPS_RATIOS, "requests/s on the 10 KB page"),
                               ("material", MATERIAL_RATIOS, "requests/s on the Material page")):
         for name, op, limit in table:
-            value, each = _paired(results, name, part)
+            value, each = _paired(results, name[0], name[2], part, "rps")
             out.append({**target(name, what, value, op, limit), "rounds": each})
     for name in CPU_RATIOS:
-        mine, theirs = _cpu(results, name[0], "material"), _cpu(results, name[2], "material")
-        value = round(theirs / mine, 2) if mine and theirs else None
-        out.append(target(f"{name} CPU", f"CPU per request on the Material page: {name[2]}'s "
-                          f"over {name[0]}'s", value, None, None))
+        value, each = _paired(results, name[2], name[0], "material", "cpu_us")
+        out.append({**target(f"{name} CPU", f"CPU per request on the Material page: "
+                             f"{name[2]}'s over {name[0]}'s", value, None, None),
+                    "rounds": each})
     downloads = results["download"]
     if "g" in downloads and "b" in downloads and downloads["b"]["mb_per_s"]:
         share = round(downloads["g"]["mb_per_s"] / downloads["b"]["mb_per_s"], 2)

@@ -115,7 +115,9 @@ def test_a_ratio_is_the_median_of_its_rounds_own_ratios() -> None:
     from bench.report import ratios
 
     def entry(rounds: list[float]) -> dict[str, object]:
-        return {"rps": sorted(rounds)[1], "rounds_rps": rounds, "cpu_us": None}
+        return {"rps": sorted(rounds)[1], "rounds_rps": rounds,
+                "cpu_us": sorted(1e6 / r for r in rounds)[1],
+                "rounds_cpu_us": [1e6 / r for r in rounds]}
 
     # Round by round the gateway serves 1.1, 1.2 and 0.5 times what Caddy serves; the
     # medians of each row's rounds alone (1,000 over 1,000) would say 1.0.
@@ -126,6 +128,8 @@ def test_a_ratio_is_the_median_of_its_rounds_own_ratios() -> None:
     by_name = {r["name"]: r for r in ratios(results)}
     assert by_name["k/c"]["value"] == 1.1 and by_name["k/c"]["met"] is True
     assert by_name["k/c"]["rounds"] == [1.1, 1.2, 0.5]
+    # CPU time per request is paired the same way (Caddy's over the gateway's).
+    assert by_name["k/c CPU"]["value"] == 1.1
     # A row that missed a round is compared by its median.
     assert by_name["l/c"]["value"] == 0.8 and by_name["l/c"]["rounds"] == []
 
