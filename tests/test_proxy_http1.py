@@ -384,6 +384,8 @@ async def test_a_slot_handed_to_a_wait_cancelled_at_that_moment_is_passed_on() -
 @pytest.mark.parametrize("framing", [
     "Content-Length: 8", "Transfer-Encoding: chunked", "Transfer-Encoding: gzip",
     "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+    # A length with blanks after it (llhttp keeps them in the value it hands on).
+    "Content-Length: 8 ", "Content-Length: 8\t", "Content-Length: 8 \t ",
 ])
 async def test_a_304_that_announces_a_body_ends_its_connection(
         aiohttp_client: Any, raw_upstream: Any, framing: str) -> None:

@@ -206,15 +206,16 @@ class Response(Answer):
         self.status = status
         self.pairs = tuple(self._raw_headers)
         self.headers = CIMultiDict(self.pairs)
-        length = self._length
-        if length is not None and length.isdigit():
+        # llhttp hands on a value with the blanks after it (it drops those before).
+        length = self._length.strip(" \t") if self._length is not None else None
+        if length is not None and length.isascii() and length.isdigit():
             self.content_length = int(length)
         coding = self._coding
         self.chunked = coding is not None and "chunked" in coding.lower()
         self._keep_alive = parser.should_keep_alive()
         if self.method == "HEAD" or status in (204, 304):
             self._complete = True
-            if status in (204, 304) and (self.content_length or coding is not None):
+            if status in (204, 304) and (length not in (None, "0") or coding is not None):
                 # A body announced where none may follow: bytes may still come after the
                 # head, and would be read as the next request's answer.
                 self._keep_alive = False
