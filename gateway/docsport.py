@@ -481,7 +481,7 @@ class DocsConnection:
             data, self.unread = self.unread[:SLICE], self.unread[SLICE:]
             self._parse(data)
         if self.unread:
-            self.hold()
+            self._hold()
 
     def _parse(self, data: bytes) -> None:
         broken: BadRequest | None = None
@@ -556,7 +556,7 @@ class DocsConnection:
             queue[-1].payload.is_eof() if queue else
             self.answering is None or self.answering.is_eof())
         if len(queue) >= MAX_WAITING:
-            self.hold()
+            self._hold()
         if messages or upgraded:
             self._wake()
 
@@ -591,7 +591,7 @@ class DocsConnection:
     # protocol.
     def pause_reading(self) -> None:
         self.body_full = True
-        self.hold()
+        self._hold()
 
     def resume_reading(self) -> None:
         self.body_full = False
@@ -877,9 +877,9 @@ class DocsConnection:
         """Nothing more the client sends is read as a request: what is unread is let go."""
         self.refused = True
         self.unread = b""
-        self.hold()
+        self._hold()
 
-    def hold(self) -> None:
+    def _hold(self) -> None:
         if not self.held and self.transport is not None:
             self.held = True
             self._reading(False)
