@@ -124,6 +124,15 @@ class Scanned:
     #: asked for whole (``Pages.clock``).
     host: str = ""
     read_at: float = float("-inf")
+    #: Whether it may hold fields filled from the reader's user object (None: not read yet;
+    #: read once, on the first reader's view, not on every view).
+    fields: bool | None = None
+
+    def has_fields(self) -> bool:
+        fields = self.fields
+        if fields is None:
+            fields = self.fields = has_fields(self.page)
+        return fields
 
 
 @dataclass(init=False, slots=True)
@@ -796,7 +805,7 @@ class Pages:
             sub = None
             if user is not None and changes:
                 groups = tuple(sorted(user.groups))
-                if scanned.gated and has_fields(scanned.page):
+                if scanned.gated and scanned.has_fields():
                     # Kept for the audience with its fields open, filled for each reader.
                     key = (scanned.version, False, groups, _TEMPLATE,
                            cuts.closed if cuts is not None else None)
