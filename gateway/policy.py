@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Final
 
 from gateway.config.model import Config
 from gateway.html.head import PageMeta
@@ -93,6 +95,13 @@ def opens_to_nobody(user: User | None) -> Decision:
     return _group_decisions(()).decide(user)
 
 
+#: How many paths, each at most how long, what decides for them is remembered for.
+_REMEMBERED_PATHS: Final = 2048
+_REMEMBERED_LENGTH: Final = 1024
+#: What ``Policy._covering`` says of a path a public glob matches (no rule does).
+_PUBLIC_GLOB: Final = -1
+
+
 class Policy:
     """The ``mode`` and ``access`` sections compiled once; deciding is pure and cheap."""
 
@@ -102,6 +111,10 @@ class Policy:
         self.page_meta = access.page_meta and not self.personalize
         self._rules = GlobSet(rule.path for rule in access.rules)
         self._rule_groups = tuple(_group_decisions(rule.groups) for rule in access.rules)
+        # The same few paths are decided again and again: what covers one is remembered
+        # (the rules and globs never change).
+        self._remembered: Callable[[str], int | None] = \
+            lru_cache(maxsize=_REMEMBERED_PATHS)(self._covering)
         self._public = GlobSet(access.public)
         # Decisions are immutable, so the ones that depend on nothing but login are shared.
         self._anonymous = Decision(Outcome.NEEDS_LOGIN, meta_applies=self.page_meta)
@@ -117,14 +130,23 @@ class Policy:
         """Decide for a decoded, normalized path relative to the docs base path."""
         if self.personalize:
             return _PUBLIC
-        index = self._rule_index(path)
-        if index is not None:
-            return self._rule_groups[index].decide(user)
-        if self._public.match(path):
+        covered = self._remembered(path) if len(path) <= _REMEMBERED_LENGTH \
+            else self._covering(path)
+        if covered is None:
+            return self._anonymous if user is None else self._reader
+        if covered == _PUBLIC_GLOB:
             return _PUBLIC
-        return self._anonymous if user is None else self._reader
+        return self._rule_groups[covered].decide(user)
 
-    def _rule_index(self, path: str) -> int | None:
+    def _covering(self, path: str) -> int | None:
+        """What decides for the path: the index of its rule (``_find_rule``), else
+        ``_PUBLIC_GLOB`` when a public glob matches it, else None (login alone)."""
+        index = self._find_rule(path) if self._rule_groups else None
+        if index is not None:
+            return index
+        return _PUBLIC_GLOB if self._public.match(path) else None
+
+    def _find_rule(self, path: str) -> int | None:
         """The first rule for the path or, failing that, for a spelling of the same page.
 
         Static hosts serve ``/team``, ``/team/``, ``/team.html`` and ``/team/index.html``
@@ -141,7 +163,7 @@ class Policy:
                 return index
         # A precompressed copy (/team.html.gz) is the page it holds.
         stem, packing = packing_of(path)
-        return self._rule_index(stem) if packing else None
+        return self._find_rule(stem) if packing else None
 
     def decide_meta(self, decision: Decision, meta: PageMeta, user: User | None) -> Decision:
         """Refine ``decision`` with the page's metadata when no config rule spoke.

@@ -204,3 +204,21 @@ def test_a_page_whose_metadata_cannot_be_read_opens_to_nobody() -> None:
         assert policy.decide_meta(policy.decide("/p", who), unknown, who).outcome \
             is Outcome.DENIED
     assert not policy.may_view("/p", user("admin"), unknown)
+
+
+def test_a_remembered_decision_is_the_one_made_afresh_for_every_reader() -> None:
+    # What covers a path is remembered per path, for at most so many paths: a path asked
+    # again (after others pushed it out, or by another reader) is decided as the first time.
+    paths = [f"/{top}/{n}{end}" for top in ("admin", "beta", "assets", "closed", "guide")
+             for n in range(600) for end in ("", "/", "/index.html", ".html.gz")]
+    paths += ["/" + "x" * 2000, "/admin/" + "y" * 2000, "/assets/" + "z" * 2000]
+    readers = [None, user(), user("admin"), user("beta"), user("staff")]
+    policy = make_policy()
+    first = [[policy.decide(path, reader) for reader in readers] for path in paths]
+    again = [[policy.decide(path, reader) for reader in reversed(readers)][::-1]
+             for path in reversed(paths)][::-1]
+    assert again == first
+    fresh = [[make_policy().decide(path, reader) for reader in readers] for path in paths[::97]]
+    assert fresh == first[::97]
+    assert {d.outcome for row in first for d in row} == {
+        Outcome.ALLOW, Outcome.NEEDS_LOGIN, Outcome.DENIED}
