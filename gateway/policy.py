@@ -95,7 +95,7 @@ def opens_to_nobody(user: User | None) -> Decision:
     return _group_decisions(()).decide(user)
 
 
-#: How many paths, each at most how long, what decides for them is remembered for.
+#: What decides for a path is remembered for this many paths, of at most this length.
 _REMEMBERED_PATHS: Final = 2048
 _REMEMBERED_LENGTH: Final = 1024
 #: What ``Policy._covering`` says of a path a public glob matches (no rule does).
@@ -141,7 +141,7 @@ class Policy:
     def _covering(self, path: str) -> int | None:
         """What decides for the path: the index of its rule (``_find_rule``), else
         ``_PUBLIC_GLOB`` when a public glob matches it, else None (login alone)."""
-        index = self._find_rule(path) if self._rule_groups else None
+        index = self._find_rule(path)
         if index is not None:
             return index
         return _PUBLIC_GLOB if self._public.match(path) else None
